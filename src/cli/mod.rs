@@ -1,0 +1,40 @@
+//! The command line: argument parsing and printing only; the work is in the library.
+
+mod bench;
+mod info;
+mod selftest;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "recur",
+    version,
+    about = "Recurrent neural networks on any GPU through wgpu"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every adapter, the one recur picks, its features and compute limits.
+    Info,
+    /// Check each GPU kernel against the CPU path on random inputs (the first thing to run
+    /// on a new GPU or driver).
+    Selftest(selftest::Args),
+    /// Measure the GPU path against the CPU path.
+    Bench(bench::Args),
+}
+
+pub fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info => info::run(),
+        Command::Selftest(args) => selftest::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}

@@ -1,0 +1,63 @@
+//! CPU twin of `shaders/gemm.wgsl`: a batched, strided matrix product on the `gemm` crate,
+//! on all cores through rayon.
+
+use anyhow::Result;
+
+use super::Real;
+use crate::ops::Gemm;
+
+/// `C = alpha * op(A) * op(B) + beta * C + bias` as described by `spec`.
+pub fn gemm<T: Real>(spec: &Gemm, a: &[T], b: &[T], bias: Option<&[T]>, c: &mut [T]) -> Result<()> {
+    spec.validate(a.len(), b.len(), c.len(), bias.map(|x| x.len()))?;
+    let (lda, ldb, ldc) = (
+        spec.lda() as isize,
+        spec.ldb() as isize,
+        spec.ldc() as isize,
+    );
+    // (row stride, column stride) of op(A) and op(B).
+    let (rsa, csa) = if spec.trans_a { (1, lda) } else { (lda, 1) };
+    let (rsb, csb) = if spec.trans_b { (1, ldb) } else { (ldb, 1) };
+    let alpha = T::from(spec.alpha).unwrap_or_else(T::zero);
+    let beta = T::from(spec.beta).unwrap_or_else(T::zero);
+    for item in 0..spec.batch {
+        let oa = spec.offset_a + item * spec.stride_a();
+        let ob = spec.offset_b + item * spec.stride_b();
+        let oc = spec.offset_c + item * spec.stride_c();
+        // SAFETY: `validate` checked that every element these offsets, leading dimensions
+        // and batch strides reach lies inside `a`, `b` and `c`; `c` is a distinct `&mut`.
+        // The crate computes dst = beta' * dst + alpha' * lhs * rhs with its own names
+        // swapped (its `alpha` scales dst), and never reads dst when `read_dst` is false.
+        unsafe {
+            gemm::gemm(
+                spec.m,
+                spec.n,
+                spec.k,
+                c.as_mut_ptr().add(oc),
+                1,
+                ldc,
+                spec.beta != 0.0,
+                a.as_ptr().add(oa),
+                csa,
+                rsa,
+                b.as_ptr().add(ob),
+                csb,
+                rsb,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        if let Some(bias) = bias {
+            for r in 0..spec.m {
+                let row = &mut c[oc + r * spec.ldc()..][..spec.n];
+                for (x, &bv) in row.iter_mut().zip(bias) {
+                    *x = *x + bv;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Adapter choice, device creation, and what the chosen adapter can do.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::registry::KernelRegistry;
+
+/// How to get a GPU adapter where there is none, and that the CPU path works without one.
+const NO_ADAPTER_HELP: &str = "no GPU adapter with compute shaders was found. \
+On Linux without a GPU, install Mesa's software Vulkan driver \
+(`apt-get install -y mesa-vulkan-drivers`) or use Mesa's llvmpipe over GL (`WGPU_BACKEND=gl`); \
+the CPU backend (`--backend cpu`) needs no adapter at all";
+
+/// Optional adapter features recur turns on where the adapter offers them.
+const WANTED_FEATURES: [(wgpu::Features, &str); 4] = [
+    (wgpu::Features::SHADER_F16, "SHADER_F16"),
+    (wgpu::Features::SUBGROUP, "SUBGROUP"),
+    (wgpu::Features::TIMESTAMP_QUERY, "TIMESTAMP_QUERY"),
+    (wgpu::Features::IMMEDIATES, "IMMEDIATES"),
+];
+
+/// What the device was created with, so kernels can choose a path at run time.
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    pub shader_f16: bool,
+    pub subgroup: bool,
+    pub timestamp_query: bool,
+    pub immediates: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+}
+
+impl Capabilities {
+    fn from_features(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Self {
+        Self {
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroup: features.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            immediates: features.contains(wgpu::Features::IMMEDIATES),
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+        }
+    }
+
+    /// Names of the optional features that are on.
+    pub fn names(&self) -> Vec<&'static str> {
+        let on = [
+            self.shader_f16,
+            self.subgroup,
+            self.timestamp_query,
+            self.immediates,
+        ];
+        WANTED_FEATURES
+            .iter()
+            .zip(on)
+            .filter(|(_, on)| *on)
+            .map(|((_, name), _)| *name)
+            .collect()
+    }
+}
+
+/// Counters of host-side work, for benchmarks and for the "one submit per sequence" checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkCounters {
+    pub dispatches: u64,
+    pub submits: u64,
+    pub readbacks: u64,
+}
+
+/// The GPU: adapter, device, queue, compiled kernels. Cheap to clone (a shared handle).
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<GpuInner>,
+}
+
+pub(crate) struct GpuInner {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub caps: Capabilities,
+    pub kernels: KernelRegistry,
+    /// The first device error not yet reported to a caller (wgpu reports them asynchronously).
+    pub device_error: Arc<Mutex<Option<String>>>,
+    pub counters: Mutex<WorkCounters>,
+    /// A 4-byte storage buffer bound where a kernel's optional input is absent.
+    pub dummy: wgpu::Buffer,
+}
+
+/// One adapter as `recur info` reports it.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub info: wgpu::AdapterInfo,
+    pub compute: bool,
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter the instance sees (honouring `WGPU_BACKEND`).
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let instance = instance();
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .map(|a| AdapterSummary {
+            info: a.get_info(),
+            compute: supports_compute(a),
+        })
+        .collect()
+}
+
+fn supports_compute(adapter: &wgpu::Adapter) -> bool {
+    adapter
+        .get_downlevel_capabilities()
+        .flags
+        .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+}
+
+/// Lower is better: discrete, then integrated, then virtual, then software.
+fn device_type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// Among equal device types, prefer the native compute APIs over GL.
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    }
+}
+
+impl Gpu {
+    /// Picks an adapter and creates the device.
+    ///
+    /// `WGPU_BACKEND` restricts the backends (vulkan, metal, dx12, gl) and `WGPU_ADAPTER_NAME`
+    /// picks an adapter by a case-insensitive substring of its name. Otherwise a discrete GPU
+    /// is preferred, then an integrated one, then a software adapter.
+    pub fn new() -> Result<Self> {
+        let instance = instance();
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let name_filter = std::env::var("WGPU_ADAPTER_NAME")
+            .ok()
+            .map(|s| s.to_lowercase());
+        let seen: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        let mut candidates: Vec<wgpu::Adapter> = adapters
+            .into_iter()
+            .filter(supports_compute)
+            .filter(|a| match &name_filter {
+                Some(f) => a.get_info().name.to_lowercase().contains(f.as_str()),
+                None => true,
+            })
+            .collect();
+        if candidates.is_empty() {
+            if let Some(f) = &name_filter {
+                bail!(
+                    "WGPU_ADAPTER_NAME={f:?} matches no adapter with compute shaders; adapters seen: [{}]",
+                    seen.join(", ")
+                );
+            }
+            bail!("{NO_ADAPTER_HELP}");
+        }
+        candidates.sort_by_key(|a| {
+            let i = a.get_info();
+            (device_type_rank(i.device_type), backend_rank(i.backend))
+        });
+        Self::from_adapter(candidates.swap_remove(0))
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let mut features = wgpu::Features::empty();
+        for (f, _) in WANTED_FEATURES {
+            if available.contains(f) {
+                features |= f;
+            }
+        }
+        // The adapter's own limits, not wgpu's small defaults: compute kernels want the
+        // storage-buffer count, workgroup memory and binding sizes the hardware has.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("recur"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .with_context(|| format!("creating a device on adapter {:?}", info.name))?;
+
+        let device_error = Arc::new(Mutex::new(None::<String>));
+        let sink = device_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let text = error_chain(&e);
+            log::error!("wgpu device error: {text}");
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(text);
+            }
+        }));
+
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("recur.dummy"),
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let caps = Capabilities::from_features(features, &info);
+        let kernels = KernelRegistry::new(device.clone());
+        Ok(Self {
+            inner: Arc::new(GpuInner {
+                adapter,
+                device,
+                queue,
+                info,
+                limits,
+                caps,
+                kernels,
+                device_error,
+                counters: Mutex::new(WorkCounters::default()),
+                dummy,
+            }),
+        })
+    }
+
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    pub fn adapter(&self) -> &wgpu::Adapter {
+        &self.inner.adapter
+    }
+
+    /// A one-line description: name, backend, device type.
+    pub fn describe(&self) -> String {
+        let i = &self.inner.info;
+        format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+    }
+
+    /// Host-side work done so far on this device.
+    pub fn counters(&self) -> WorkCounters {
+        *self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn count(&self, f: impl FnOnce(&mut WorkCounters)) {
+        f(&mut self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Returns (and clears) a device error that wgpu reported since the last check.
+    pub fn take_device_error(&self) -> Result<()> {
+        let mut slot = self
+            .inner
+            .device_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(e) => Err(anyhow!("GPU device error: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+        self.take_device_error()
+    }
+
+    /// Largest storage buffer one kernel may bind, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        let l = &self.inner.limits;
+        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+    }
+}
+
+/// A wgpu error with the chain of its sources on one line (its `Display` alone says only
+/// "Validation Error").
+pub(crate) fn error_chain(e: &wgpu::Error) -> String {
+    let (kind, source): (&str, &(dyn std::error::Error + 'static)) = match e {
+        wgpu::Error::Validation { source, .. } => ("validation error", source.as_ref()),
+        wgpu::Error::OutOfMemory { source } => ("out of device memory", source.as_ref()),
+        wgpu::Error::Internal { source, .. } => ("internal error", source.as_ref()),
+    };
+    let mut text = kind.to_string();
+    let mut next = Some(source);
+    while let Some(s) = next {
+        text.push_str(": ");
+        text.push_str(s.to_string().trim());
+        next = s.source();
+    }
+    text
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({})", self.describe())
+    }
+}

@@ -1,0 +1,137 @@
+//! Host side of `shaders/gemm.wgsl`. CPU twin: `src/cpu/gemm.rs`.
+
+use anyhow::{ensure, Result};
+use bytemuck::{Pod, Zeroable};
+
+use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use crate::ops::Gemm;
+
+const TILE: usize = 64;
+
+/// Mirrors `GemmParams` in `shaders/gemm.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    flags: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    batch: u32,
+    offset_a: u32,
+    offset_b: u32,
+    offset_c: u32,
+    _pad0: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_c: u32,
+    _pad1: u32,
+    alpha: f32,
+    beta: f32,
+    _pad2: [u32; 2],
+}
+
+/// A matrix product bound to its tensors: built once, recorded as often as needed.
+pub struct GemmPlan {
+    kernel: Kernel,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+    spec: Gemm,
+}
+
+impl GemmPlan {
+    pub fn new(
+        gpu: &Gpu,
+        spec: &Gemm,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        c: &GpuTensor,
+    ) -> Result<Self> {
+        spec.validate(a.len(), b.len(), c.len(), bias.map(|t| t.len()))?;
+        // A storage buffer may not be written and read through two bindings of one dispatch.
+        for (name, t) in [("A", Some(a)), ("B", Some(b)), ("bias", bias)] {
+            if let Some(t) = t {
+                ensure!(
+                    t.buffer() != c.buffer(),
+                    "gemm output C must not be the same tensor as {name}"
+                );
+            }
+        }
+        let groups = [spec.n.div_ceil(TILE), spec.m.div_ceil(TILE), spec.batch];
+        let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        ensure!(
+            groups.iter().all(|&g| g <= max),
+            "gemm of m = {}, n = {}, batch = {} needs {groups:?} workgroups; adapter allows {max} per dimension",
+            spec.m,
+            spec.n,
+            spec.batch
+        );
+        let flags = spec.trans_a as u32
+            | (spec.trans_b as u32) << 1
+            | (bias.is_some() as u32) << 2
+            | ((spec.beta != 0.0) as u32) << 3;
+        // `validate` bounded every index below u32::MAX, so these casts are exact.
+        let params = GemmParams {
+            m: spec.m as u32,
+            n: spec.n as u32,
+            k: spec.k as u32,
+            flags,
+            lda: spec.lda() as u32,
+            ldb: spec.ldb() as u32,
+            ldc: spec.ldc() as u32,
+            batch: spec.batch as u32,
+            offset_a: spec.offset_a as u32,
+            offset_b: spec.offset_b as u32,
+            offset_c: spec.offset_c as u32,
+            _pad0: 0,
+            stride_a: spec.stride_a() as u32,
+            stride_b: spec.stride_b() as u32,
+            stride_c: spec.stride_c() as u32,
+            _pad1: 0,
+            alpha: spec.alpha,
+            beta: spec.beta,
+            _pad2: [0; 2],
+        };
+        let kernel = gpu.kernel(&KernelKey::new("gemm", "main"))?;
+        let uniform = gpu.uniform(&params);
+        let bias_buffer = bias.map_or(gpu.dummy_buffer(), |t| t.buffer());
+        let bind_group = gpu.bind(
+            &kernel,
+            &[&uniform, a.buffer(), b.buffer(), bias_buffer, c.buffer()],
+        );
+        Ok(Self {
+            kernel,
+            bind_group,
+            groups: groups.map(|g| g as u32),
+            spec: *spec,
+        })
+    }
+
+    /// Records the product (one dispatch).
+    pub fn record(&self, rec: &mut Recorder) {
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+    }
+
+    pub fn spec(&self) -> &Gemm {
+        &self.spec
+    }
+}
+
+/// `C = alpha * op(A) * op(B) + beta * C + bias` on the GPU: one dispatch, one submit.
+pub fn gemm(
+    gpu: &Gpu,
+    spec: &Gemm,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    c: &GpuTensor,
+) -> Result<()> {
+    let plan = GemmPlan::new(gpu, spec, a, b, bias, c)?;
+    let mut rec = Recorder::new(gpu);
+    plan.record(&mut rec);
+    rec.submit()?;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The recorder: many dispatches in one command encoder and one compute pass, one submit.
+//!
+//! Work is recorded, then submitted once; nothing is read back unless the caller asks for
+//! host data. A timed recorder also brackets each compute pass with GPU timestamps (where
+//! the adapter has TIMESTAMP_QUERY), so a benchmark can tell GPU time from host time.
+
+use anyhow::{anyhow, Result};
+
+use super::device::Gpu;
+use super::readback::map_and_copy;
+use super::registry::Kernel;
+
+/// Timestamp pairs a timed recorder can hold (one pair per compute pass).
+const MAX_TIMED_PASSES: u32 = 64;
+
+struct Timestamps {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    used: u32,
+}
+
+pub struct Recorder {
+    gpu: Gpu,
+    encoder: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+    dispatches: u64,
+    timestamps: Option<Timestamps>,
+}
+
+/// What a submit did, for benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SubmitReport {
+    pub dispatches: u64,
+    /// Seconds the GPU spent inside the recorded compute passes, where timestamps were on.
+    pub gpu_seconds: Option<f64>,
+}
+
+impl Recorder {
+    pub fn new(gpu: &Gpu) -> Self {
+        let encoder = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("recur.recorder"),
+            });
+        Self {
+            gpu: gpu.clone(),
+            encoder,
+            pass: None,
+            dispatches: 0,
+            timestamps: None,
+        }
+    }
+
+    /// A recorder that measures GPU time per compute pass, if the adapter can.
+    pub fn timed(gpu: &Gpu) -> Self {
+        let mut rec = Self::new(gpu);
+        if gpu.capabilities().timestamp_query {
+            let count = 2 * MAX_TIMED_PASSES;
+            let bytes = count as u64 * 8;
+            let device = gpu.device();
+            rec.timestamps = Some(Timestamps {
+                queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("recur.timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count,
+                }),
+                resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("recur.timestamps.resolve"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                staging: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("recur.timestamps.staging"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                used: 0,
+            });
+        }
+        rec
+    }
+
+    fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let timestamp_writes = match &mut self.timestamps {
+                Some(t) if t.used < MAX_TIMED_PASSES => {
+                    let i = t.used;
+                    t.used += 1;
+                    Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &t.queries,
+                        beginning_of_pass_write_index: Some(2 * i),
+                        end_of_pass_write_index: Some(2 * i + 1),
+                    })
+                }
+                _ => None,
+            };
+            let pass = self
+                .encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("recur.pass"),
+                    timestamp_writes,
+                });
+            self.pass = Some(pass.forget_lifetime());
+        }
+        self.pass.as_mut().expect("pass was just created")
+    }
+
+    fn end_pass(&mut self) {
+        self.pass = None;
+    }
+
+    /// Records one dispatch of `kernel` with `bind_group` over `groups` workgroups.
+    pub fn dispatch(&mut self, kernel: &Kernel, bind_group: &wgpu::BindGroup, groups: [u32; 3]) {
+        let pass = self.pass();
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        self.dispatches += 1;
+    }
+
+    /// Records a buffer-to-buffer copy (this ends the current compute pass).
+    pub fn copy(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    ) {
+        self.end_pass();
+        self.encoder
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+    }
+
+    /// Records zero-filling a whole buffer (this ends the current compute pass).
+    pub fn clear(&mut self, buffer: &wgpu::Buffer) {
+        self.end_pass();
+        self.encoder.clear_buffer(buffer, 0, None);
+    }
+
+    /// Dispatches recorded so far.
+    pub fn dispatches(&self) -> u64 {
+        self.dispatches
+    }
+
+    /// Submits everything recorded, in one submit. Does not wait for the GPU unless the
+    /// recorder is timed, in which case it waits and reads back the timestamps.
+    pub fn submit(mut self) -> Result<SubmitReport> {
+        self.end_pass();
+        let timestamps = self.timestamps.take();
+        if let Some(t) = &timestamps {
+            if t.used > 0 {
+                self.encoder
+                    .resolve_query_set(&t.queries, 0..2 * t.used, &t.resolve, 0);
+                self.encoder.copy_buffer_to_buffer(
+                    &t.resolve,
+                    0,
+                    &t.staging,
+                    0,
+                    2 * t.used as u64 * 8,
+                );
+            }
+        }
+        self.gpu.queue().submit([self.encoder.finish()]);
+        let dispatches = self.dispatches;
+        self.gpu.count(|c| {
+            c.submits += 1;
+            c.dispatches += dispatches;
+        });
+        self.gpu.take_device_error()?;
+        let gpu_seconds = match timestamps {
+            Some(t) if t.used > 0 => Some(Self::read_timestamps(&self.gpu, &t)?),
+            _ => None,
+        };
+        Ok(SubmitReport {
+            dispatches,
+            gpu_seconds,
+        })
+    }
+
+    fn read_timestamps(gpu: &Gpu, t: &Timestamps) -> Result<f64> {
+        let bytes = map_and_copy(gpu, &t.staging)?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+        let period_ns = gpu.queue().get_timestamp_period() as f64;
+        let mut total = 0.0;
+        for pair in ticks[..2 * t.used as usize].chunks_exact(2) {
+            let d = pair[1].checked_sub(pair[0]).ok_or_else(|| {
+                anyhow!(
+                    "GPU timestamps went backwards ({} then {})",
+                    pair[0],
+                    pair[1]
+                )
+            })?;
+            total += d as f64 * period_ns * 1e-9;
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,140 @@
+//! The kernel registry: every compute pipeline is compiled once and cached.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Result};
+
+use super::shaders;
+
+/// Names one pipeline: a shader family, an entry point, and the values of its `override`
+/// constants (as f64 bits, so the key is hashable).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub family: &'static str,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, u64)>,
+}
+
+impl KernelKey {
+    pub fn new(family: &'static str, entry: &'static str) -> Self {
+        Self {
+            family,
+            entry,
+            constants: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, name: &'static str, value: f64) -> Self {
+        self.constants.push((name, value.to_bits()));
+        self
+    }
+}
+
+/// A compiled pipeline and the layout of its bind group 0.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub key: KernelKey,
+}
+
+pub struct KernelRegistry {
+    device: wgpu::Device,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<KernelKey, Kernel>>,
+    compiled: AtomicUsize,
+}
+
+impl KernelRegistry {
+    pub fn new(device: wgpu::Device) -> Self {
+        Self {
+            device,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            compiled: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many pipelines have been compiled (each key once, however often it is used).
+    pub fn compiled_count(&self) -> usize {
+        self.compiled.load(Ordering::Relaxed)
+    }
+
+    /// The pipeline for `key`, compiled on first use.
+    pub fn get(&self, key: &KernelKey) -> Result<Kernel> {
+        if let Some(k) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Ok(k.clone());
+        }
+        let kernel = self.compile(key)?;
+        let mut map = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map.entry(key.clone()).or_insert(kernel).clone())
+    }
+
+    fn module(&self, family: &'static str) -> Result<wgpu::ShaderModule> {
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = modules.get(family) {
+            return Ok(m.clone());
+        }
+        let fam = shaders::family(family).ok_or_else(|| anyhow!("no shader family {family:?}"))?;
+        let source = shaders::full_source(fam);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(family),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = self.device.create_shader_module(desc);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(anyhow!(
+                "compiling shader family {family:?}: {}",
+                super::device::error_chain(&e)
+            ));
+        }
+        modules.insert(family, module.clone());
+        Ok(module)
+    }
+
+    fn compile(&self, key: &KernelKey) -> Result<Kernel> {
+        let module = self.module(key.family)?;
+        let constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|(n, bits)| (*n, f64::from_bits(*bits)))
+            .collect();
+        let label = format!("{}::{}", key.family, key.entry);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(anyhow!(
+                "building pipeline {label}: {}",
+                super::device::error_chain(&e)
+            ));
+        }
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        log::debug!("compiled pipeline {label} {:?}", key.constants);
+        let layout = pipeline.get_bind_group_layout(0);
+        Ok(Kernel {
+            pipeline,
+            layout,
+            key: key.clone(),
+        })
+    }
+}

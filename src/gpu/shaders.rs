@@ -1,0 +1,42 @@
+//! The WGSL kernels, embedded in the binary at build time.
+//!
+//! Each family lives in `shaders/<name>.wgsl`; `shaders/common.wgsl` (activations, shared
+//! helpers) is prepended to every one of them, after any `enable` directives the family has.
+
+/// Shared helpers prepended to every kernel family.
+pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// One kernel family: a name (the file's stem) and its WGSL text.
+#[derive(Clone, Copy, Debug)]
+pub struct ShaderFamily {
+    pub name: &'static str,
+    pub body: &'static str,
+}
+
+/// Every kernel family recur ships.
+pub const FAMILIES: &[ShaderFamily] = &[ShaderFamily {
+    name: "gemm",
+    body: include_str!("../../shaders/gemm.wgsl"),
+}];
+
+/// Looks a family up by name.
+pub fn family(name: &str) -> Option<&'static ShaderFamily> {
+    FAMILIES.iter().find(|f| f.name == name)
+}
+
+/// The full source the GPU compiles: the family's `enable` directives, then `common.wgsl`,
+/// then the rest of the family (WGSL requires directives before any declaration).
+pub fn full_source(family: &ShaderFamily) -> String {
+    let mut directives = String::new();
+    let mut rest = String::new();
+    for line in family.body.lines() {
+        if line.trim_start().starts_with("enable ") {
+            directives.push_str(line);
+            directives.push('\n');
+        } else {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    format!("{directives}{COMMON}\n{rest}")
+}

@@ -1,0 +1,258 @@
+//! The description of one (batched) matrix product, shared by the GPU kernel and its CPU twin.
+//!
+//! `C = alpha * op(A) * op(B) + beta * C + bias`, row-major, where `op(A)` is `m x k` and
+//! `op(B)` is `k x n`. A transposed operand is stored the other way round (`A` as `k x m`,
+//! `B` as `n x k`). `bias`, when given, has `n` entries and is added to every row. With
+//! `beta == 0` the old contents of `C` are never read, so an uninitialised (even NaN) `C`
+//! is simply overwritten.
+
+use anyhow::{bail, ensure, Result};
+
+/// One matrix product. Build it with [`Gemm::new`] and the setters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f32,
+    pub beta: f32,
+    /// Number of products computed at once (a batch of independent matrices).
+    pub batch: usize,
+    /// Leading dimensions (elements between consecutive stored rows); `None` means packed.
+    pub lda: Option<usize>,
+    pub ldb: Option<usize>,
+    pub ldc: Option<usize>,
+    /// Element offsets of the first matrix inside each buffer.
+    pub offset_a: usize,
+    pub offset_b: usize,
+    pub offset_c: usize,
+    /// Elements between consecutive batch items; `None` means packed. 0 shares one matrix
+    /// across the batch (allowed for A and B, not for C).
+    pub stride_a: Option<usize>,
+    pub stride_b: Option<usize>,
+    pub stride_c: Option<usize>,
+}
+
+/// The largest element index a GPU kernel can address (indices are 32-bit in WGSL).
+const MAX_INDEX: usize = u32::MAX as usize;
+
+impl Gemm {
+    /// `C[m, n] = A[m, k] * B[k, n]`, packed, no batch.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+            batch: 1,
+            lda: None,
+            ldb: None,
+            ldc: None,
+            offset_a: 0,
+            offset_b: 0,
+            offset_c: 0,
+            stride_a: None,
+            stride_b: None,
+            stride_c: None,
+        }
+    }
+
+    pub fn trans_a(mut self, t: bool) -> Self {
+        self.trans_a = t;
+        self
+    }
+
+    pub fn trans_b(mut self, t: bool) -> Self {
+        self.trans_b = t;
+        self
+    }
+
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    pub fn beta(mut self, beta: f32) -> Self {
+        self.beta = beta;
+        self
+    }
+
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    pub fn leading_dims(mut self, lda: usize, ldb: usize, ldc: usize) -> Self {
+        self.lda = Some(lda);
+        self.ldb = Some(ldb);
+        self.ldc = Some(ldc);
+        self
+    }
+
+    pub fn offsets(mut self, a: usize, b: usize, c: usize) -> Self {
+        self.offset_a = a;
+        self.offset_b = b;
+        self.offset_c = c;
+        self
+    }
+
+    pub fn strides(mut self, a: usize, b: usize, c: usize) -> Self {
+        self.stride_a = Some(a);
+        self.stride_b = Some(b);
+        self.stride_c = Some(c);
+        self
+    }
+
+    /// Stored rows and columns of A (before `op`).
+    pub fn stored_a(&self) -> (usize, usize) {
+        if self.trans_a {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        }
+    }
+
+    /// Stored rows and columns of B (before `op`).
+    pub fn stored_b(&self) -> (usize, usize) {
+        if self.trans_b {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        }
+    }
+
+    pub fn lda(&self) -> usize {
+        self.lda.unwrap_or(self.stored_a().1)
+    }
+
+    pub fn ldb(&self) -> usize {
+        self.ldb.unwrap_or(self.stored_b().1)
+    }
+
+    pub fn ldc(&self) -> usize {
+        self.ldc.unwrap_or(self.n)
+    }
+
+    pub fn stride_a(&self) -> usize {
+        self.stride_a.unwrap_or(self.stored_a().0 * self.lda())
+    }
+
+    pub fn stride_b(&self) -> usize {
+        self.stride_b.unwrap_or(self.stored_b().0 * self.ldb())
+    }
+
+    pub fn stride_c(&self) -> usize {
+        self.stride_c.unwrap_or(self.m * self.ldc())
+    }
+
+    /// Floating-point operations of the whole product (multiply and add counted apart).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64 * self.batch as f64
+    }
+
+    /// Elements a buffer must hold for an operand stored as `rows x cols` with leading
+    /// dimension `ld`, starting at `offset`, `batch` times `stride` apart.
+    fn extent(
+        rows: usize,
+        cols: usize,
+        ld: usize,
+        offset: usize,
+        stride: usize,
+        batch: usize,
+    ) -> Option<usize> {
+        let last_item = (batch - 1).checked_mul(stride)?;
+        let last_row = (rows - 1).checked_mul(ld)?;
+        offset
+            .checked_add(last_item)?
+            .checked_add(last_row)?
+            .checked_add(cols)
+    }
+
+    /// Checks the product against the lengths (in elements) of the buffers it will use.
+    pub fn validate(
+        &self,
+        len_a: usize,
+        len_b: usize,
+        len_c: usize,
+        len_bias: Option<usize>,
+    ) -> Result<()> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        if m == 0 || n == 0 || k == 0 || self.batch == 0 {
+            bail!(
+                "gemm needs non-zero sizes, got m = {m}, n = {n}, k = {k}, batch = {}",
+                self.batch
+            );
+        }
+        ensure!(
+            self.alpha.is_finite() && self.beta.is_finite(),
+            "gemm alpha and beta must be finite, got alpha = {}, beta = {}",
+            self.alpha,
+            self.beta
+        );
+        let (ra, ca) = self.stored_a();
+        let (rb, cb) = self.stored_b();
+        for (name, ld, cols) in [
+            ("lda", self.lda(), ca),
+            ("ldb", self.ldb(), cb),
+            ("ldc", self.ldc(), n),
+        ] {
+            ensure!(
+                ld >= cols,
+                "gemm {name} = {ld} is smaller than the {cols} columns stored per row"
+            );
+        }
+        if self.batch > 1 {
+            let c_span = (m - 1) * self.ldc() + n;
+            ensure!(
+                self.stride_c() >= c_span,
+                "gemm batch items of C overlap: stride_c = {} but one item spans {c_span} elements",
+                self.stride_c()
+            );
+        }
+        let need = |what: &str, rows, cols, ld, off, stride, have: usize| -> Result<usize> {
+            let need = Self::extent(rows, cols, ld, off, stride, self.batch)
+                .filter(|&e| e <= MAX_INDEX)
+                .ok_or_else(|| anyhow::anyhow!("gemm operand {what} is too large to address"))?;
+            ensure!(
+                have >= need,
+                "gemm operand {what} ({rows} x {cols}, ld {ld}, offset {off}, batch {} x stride {stride}) \
+                 needs {need} elements, the buffer has {have} (m = {m}, n = {n}, k = {k}, trans_a = {}, trans_b = {})",
+                self.batch,
+                self.trans_a,
+                self.trans_b
+            );
+            Ok(need)
+        };
+        need(
+            "A",
+            ra,
+            ca,
+            self.lda(),
+            self.offset_a,
+            self.stride_a(),
+            len_a,
+        )?;
+        need(
+            "B",
+            rb,
+            cb,
+            self.ldb(),
+            self.offset_b,
+            self.stride_b(),
+            len_b,
+        )?;
+        need("C", m, n, self.ldc(), self.offset_c, self.stride_c(), len_c)?;
+        if let Some(len) = len_bias {
+            ensure!(
+                len >= n,
+                "gemm bias needs {n} elements (one per column of C), it has {len}"
+            );
+        }
+        Ok(())
+    }
+}
