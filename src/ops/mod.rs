@@ -2,5 +2,6 @@
 //! Each description validates its own arguments, so both paths reject bad input the same way.
 
 pub mod gemm;
+pub mod recurrent;
 
 pub use gemm::Gemm;

@@ -1,0 +1,295 @@
+//! The CPU recurrent layer: backward against central finite differences in f64 for every
+//! cell, both directions, variable lengths, both layouts; and the packed-sequence semantics.
+
+mod common;
+
+use common::rng;
+use rand::rngs::StdRng;
+use rand::Rng;
+use recur::check::rel_error;
+use recur::cpu::recurrent::{backward, forward, Weights};
+use recur::ops::recurrent::{CellKind, RecurrentShape};
+
+fn randv(rng: &mut StdRng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// Everything one forward needs, owned.
+#[derive(Clone)]
+struct Case {
+    shape: RecurrentShape,
+    lengths: Option<Vec<usize>>,
+    x: Vec<f64>,
+    h0: Vec<f64>,
+    c0: Vec<f64>,
+    w_ih: Vec<f64>,
+    w_hh: Vec<f64>,
+    b_ih: Vec<f64>,
+    b_hh: Vec<f64>,
+    /// Loss weights: L = sum(y * wy) + sum(h_n * wh) + sum(c_n * wc).
+    wy: Vec<f64>,
+    wh: Vec<f64>,
+    wc: Vec<f64>,
+}
+
+fn random_case(rng: &mut StdRng, cell: CellKind) -> Case {
+    let (i, h, b, t) = (
+        rng.random_range(1..5),
+        rng.random_range(1..5),
+        rng.random_range(1..4),
+        rng.random_range(1..6),
+    );
+    let mut shape = RecurrentShape::new(cell, i, h, b, t)
+        .reverse(rng.random_bool(0.5))
+        .batch_first(rng.random_bool(0.5));
+    if rng.random_bool(0.5) {
+        // One half of a concatenated bidirectional output.
+        shape = shape.output_columns(2 * h + 1, rng.random_range(0..=h + 1));
+    }
+    let lengths = rng
+        .random_bool(0.6)
+        .then(|| (0..b).map(|_| rng.random_range(1..=t)).collect());
+    let gw = shape.gate_width();
+    Case {
+        shape,
+        lengths,
+        x: randv(rng, shape.rows() * i, 1.0),
+        h0: randv(rng, b * h, 0.8),
+        c0: randv(rng, b * h, 0.8),
+        w_ih: randv(rng, gw * i, 0.7),
+        w_hh: randv(rng, gw * h, 0.7),
+        b_ih: randv(rng, gw, 0.5),
+        b_hh: randv(rng, gw, 0.5),
+        wy: randv(rng, shape.rows() * shape.out_stride, 1.0),
+        wh: randv(rng, b * h, 1.0),
+        wc: randv(rng, b * h, 1.0),
+    }
+}
+
+fn weights(c: &Case) -> Weights<'_, f64> {
+    Weights {
+        w_ih: &c.w_ih,
+        w_hh: &c.w_hh,
+        b_ih: Some(&c.b_ih),
+        b_hh: Some(&c.b_hh),
+    }
+}
+
+fn loss(c: &Case) -> f64 {
+    let mut y = vec![0.0; c.shape.rows() * c.shape.out_stride];
+    let (fin, _) = forward(
+        &c.shape,
+        &c.x,
+        c.lengths.as_deref(),
+        Some(&c.h0),
+        Some(&c.c0),
+        &weights(c),
+        &mut y,
+    )
+    .unwrap();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    // Only this direction's columns of y count (the rest of the buffer is not its output).
+    let mut ly = 0.0;
+    for row in 0..c.shape.rows() {
+        for k in 0..c.shape.hidden {
+            let at = row * c.shape.out_stride + c.shape.out_offset + k;
+            ly += y[at] * c.wy[at];
+        }
+    }
+    ly + dot(&fin.h_n, &c.wh) + dot(&fin.c_n, &c.wc)
+}
+
+/// Central differences of `loss` along a few random coordinates of one parameter, against
+/// the analytic gradient there.
+fn check_param(
+    rng: &mut StdRng,
+    case: &Case,
+    name: &str,
+    get: fn(&mut Case) -> &mut Vec<f64>,
+    analytic: &[f64],
+) {
+    let mut c = case.clone();
+    let n = get(&mut c).len();
+    assert_eq!(n, analytic.len(), "{name}: gradient has the wrong size");
+    let eps = 1e-6;
+    let picks: Vec<usize> = (0..n.min(12)).map(|_| rng.random_range(0..n)).collect();
+    let mut numeric = Vec::new();
+    let mut exact = Vec::new();
+    for &j in &picks {
+        let orig = get(&mut c)[j];
+        get(&mut c)[j] = orig + eps;
+        let lp = loss(&c);
+        get(&mut c)[j] = orig - eps;
+        let lm = loss(&c);
+        get(&mut c)[j] = orig;
+        numeric.push((lp - lm) / (2.0 * eps));
+        exact.push(analytic[j]);
+    }
+    let norm: f64 = numeric.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let e = rel_error(&exact, &numeric);
+    // A gradient that is exactly zero (e.g. no lengths reach these coordinates) is checked absolutely.
+    let ok = if norm < 1e-9 {
+        exact.iter().all(|v| v.abs() < 1e-8)
+    } else {
+        e < 1e-6
+    };
+    assert!(
+        ok,
+        "{name} of {:?} lengths {:?}: rel error {e}\nexact {exact:?}\nnumeric {numeric:?}",
+        case.shape, case.lengths
+    );
+}
+
+#[test]
+fn cpu_backward_matches_finite_differences_for_every_cell() {
+    let mut rng = rng("cpu_backward_matches_finite_differences_for_every_cell");
+    for cell in CellKind::ALL {
+        for _ in 0..6 {
+            let case = random_case(&mut rng, cell);
+            let mut y = vec![0.0; case.shape.rows() * case.shape.out_stride];
+            let w = weights(&case);
+            let (_, saved) = forward(
+                &case.shape,
+                &case.x,
+                case.lengths.as_deref(),
+                Some(&case.h0),
+                Some(&case.c0),
+                &w,
+                &mut y,
+            )
+            .unwrap();
+            let g = backward(
+                &case.shape,
+                &case.x,
+                &w,
+                &saved,
+                Some(&case.wy),
+                Some(&case.wh),
+                Some(&case.wc),
+            )
+            .unwrap();
+            check_param(&mut rng, &case, "x", |c| &mut c.x, &g.dx);
+            check_param(&mut rng, &case, "h0", |c| &mut c.h0, &g.dh0);
+            if cell.has_cell_state() {
+                check_param(&mut rng, &case, "c0", |c| &mut c.c0, &g.dc0);
+            }
+            check_param(&mut rng, &case, "weight_ih", |c| &mut c.w_ih, &g.dw_ih);
+            check_param(&mut rng, &case, "weight_hh", |c| &mut c.w_hh, &g.dw_hh);
+            check_param(&mut rng, &case, "bias_ih", |c| &mut c.b_ih, &g.db_ih);
+            check_param(&mut rng, &case, "bias_hh", |c| &mut c.b_hh, &g.db_hh);
+        }
+    }
+}
+
+/// One sequence alone, length T = its length, time-major, batch 1.
+fn run_alone(case: &Case, b: usize, len: usize) -> (Vec<f64>, Vec<f64>) {
+    let s = case.shape;
+    let h = s.hidden;
+    let shape = RecurrentShape::new(s.cell, s.input, h, 1, len).reverse(s.reverse);
+    let mut x = Vec::new();
+    for t in 0..len {
+        x.extend_from_slice(&case.x[s.row(t, b) * s.input..][..s.input]);
+    }
+    let mut y = vec![0.0; len * h];
+    let (fin, _) = forward(
+        &shape,
+        &x,
+        None,
+        Some(&case.h0[b * h..][..h]),
+        Some(&case.c0[b * h..][..h]),
+        &weights(case),
+        &mut y,
+    )
+    .unwrap();
+    (y, fin.h_n)
+}
+
+#[test]
+fn padded_batches_follow_packed_sequence_semantics() {
+    let mut rng = rng("padded_batches_follow_packed_sequence_semantics");
+    for cell in CellKind::ALL {
+        for _ in 0..4 {
+            let mut case = random_case(&mut rng, cell);
+            let b = case.shape.batch;
+            case.lengths = Some(
+                (0..b)
+                    .map(|_| rng.random_range(1..=case.shape.steps))
+                    .collect(),
+            );
+            let s = case.shape;
+            let mut y = vec![f64::NAN; s.rows() * s.out_stride];
+            let (fin, _) = forward(
+                &s,
+                &case.x,
+                case.lengths.as_deref(),
+                Some(&case.h0),
+                Some(&case.c0),
+                &weights(&case),
+                &mut y,
+            )
+            .unwrap();
+            for (bi, &len) in case.lengths.as_ref().unwrap().iter().enumerate() {
+                // Each sequence gives what it gives alone: outputs, and the final state at its
+                // last valid step (for the reverse direction, the state after time 0).
+                let (alone_y, alone_h) = run_alone(&case, bi, len);
+                for t in 0..s.steps {
+                    let got = &y[s.row(t, bi) * s.out_stride + s.out_offset..][..s.hidden];
+                    if t < len {
+                        let e = rel_error(got, &alone_y[t * s.hidden..][..s.hidden]);
+                        assert!(e < 1e-12, "{cell:?} b {bi} t {t}: {e}");
+                    } else {
+                        assert!(
+                            got.iter().all(|&v| v == 0.0),
+                            "{cell:?}: output past the length is {got:?}"
+                        );
+                    }
+                }
+                let e = rel_error(&fin.h_n[bi * s.hidden..][..s.hidden], &alone_h);
+                assert!(e < 1e-12, "{cell:?} b {bi}: final state differs by {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_recurrent_input_is_an_error() {
+    let shape = RecurrentShape::new(CellKind::Lstm, 3, 2, 2, 4);
+    let w_ih = vec![0.0f32; 8 * 3];
+    let w_hh = vec![0.0f32; 8 * 2];
+    let w = Weights {
+        w_ih: &w_ih,
+        w_hh: &w_hh,
+        b_ih: None,
+        b_hh: None,
+    };
+    let x = vec![0.0f32; 4 * 2 * 3];
+    let mut y = vec![0.0f32; 4 * 2 * 2];
+    let err = forward(&shape, &x[1..], None, None, None, &w, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input has 23 elements, expected 24"), "{err}");
+    let err = forward(&shape, &x, Some(&[4, 5]), None, None, &w, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lengths[1] = 5"), "{err}");
+    let err = forward(&shape, &x, Some(&[0, 1]), None, None, &w, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lengths[0] = 0"), "{err}");
+    let err = forward(&shape, &x, Some(&[1]), None, None, &w, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("one per batch entry"), "{err}");
+    let err = forward(&shape, &x, None, Some(&[0.0; 3]), None, &w, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("h0 has 3 elements, expected 4"), "{err}");
+    let bad = Weights { w_hh: &w_ih, ..w };
+    let err = forward(&shape, &x, None, None, None, &bad, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weight_hh has 24 elements, expected 16"),
+        "{err}"
+    );
+}
