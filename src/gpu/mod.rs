@@ -5,6 +5,7 @@ pub mod device;
 pub mod gemm;
 pub mod readback;
 pub mod recorder;
+pub mod recurrent;
 pub mod registry;
 pub mod shaders;
 pub mod tensor;
@@ -43,6 +44,36 @@ impl Gpu {
             layout: &kernel.layout,
             entries: &entries,
         })
+    }
+
+    /// A bind group for `kernel` with each buffer (or buffer range) at the binding given.
+    pub fn bind_at(
+        &self,
+        kernel: &Kernel,
+        entries: &[(u32, wgpu::BindingResource)],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: resource.clone(),
+            })
+            .collect();
+        self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&format!("{}::{}", kernel.key.family, kernel.key.entry)),
+            layout: &kernel.layout,
+            entries: &entries,
+        })
+    }
+
+    /// A shared bind group layout (created once per device), for families whose entry points
+    /// share one bind group.
+    pub fn shared_layout(
+        &self,
+        name: &'static str,
+        entries: impl FnOnce() -> Vec<wgpu::BindGroupLayoutEntry>,
+    ) -> wgpu::BindGroupLayout {
+        self.inner.kernels.layout(name, entries)
     }
 
     /// The compiled pipeline for `key` (compiled on first use, then cached).

@@ -5,8 +5,14 @@ use futures_intrusive::channel::shared::oneshot_channel;
 
 use super::device::Gpu;
 
-/// Reads the first `bytes` bytes (a multiple of 4) of `buffer`: one copy, one submit, one wait.
-pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+/// Reads `bytes` bytes (a multiple of 4) of `buffer` from `offset` (a multiple of 4): one
+/// copy, one submit, one wait.
+pub(crate) fn read_buffer(
+    gpu: &Gpu,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    bytes: u64,
+) -> Result<Vec<u8>> {
     let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("recur.readback"),
         size: bytes,
@@ -18,7 +24,7 @@ pub(crate) fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Resul
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("recur.readback"),
         });
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
     gpu.queue().submit([encoder.finish()]);
     gpu.count(|c| {
         c.submits += 1;

@@ -15,6 +15,9 @@ pub struct KernelKey {
     pub family: &'static str,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, u64)>,
+    /// A shared bind group layout registered with [`KernelRegistry::layout`], so one bind
+    /// group serves several entry points; `None` derives the layout from the shader.
+    pub layout: Option<&'static str>,
 }
 
 impl KernelKey {
@@ -23,7 +26,13 @@ impl KernelKey {
             family,
             entry,
             constants: Vec::new(),
+            layout: None,
         }
+    }
+
+    pub fn with_layout(mut self, layout: &'static str) -> Self {
+        self.layout = Some(layout);
+        self
     }
 
     pub fn with(mut self, name: &'static str, value: f64) -> Self {
@@ -40,9 +49,12 @@ pub struct Kernel {
     pub key: KernelKey,
 }
 
+type SharedLayout = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
 pub struct KernelRegistry {
     device: wgpu::Device,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    layouts: Mutex<HashMap<&'static str, SharedLayout>>,
     pipelines: Mutex<HashMap<KernelKey, Kernel>>,
     compiled: AtomicUsize,
 }
@@ -52,6 +64,7 @@ impl KernelRegistry {
         Self {
             device,
             modules: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             compiled: AtomicUsize::new(0),
         }
@@ -75,6 +88,32 @@ impl KernelRegistry {
         let kernel = self.compile(key)?;
         let mut map = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         Ok(map.entry(key.clone()).or_insert(kernel).clone())
+    }
+
+    /// The bind group layout registered as `name`, created from `entries` on first use.
+    pub fn layout(
+        &self,
+        name: &'static str,
+        entries: impl FnOnce() -> Vec<wgpu::BindGroupLayoutEntry>,
+    ) -> wgpu::BindGroupLayout {
+        let mut layouts = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
+        let (bgl, _) = layouts.entry(name).or_insert_with(|| {
+            let bgl = self
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(name),
+                    entries: &entries(),
+                });
+            let pl = self
+                .device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(name),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+            (bgl, pl)
+        });
+        bgl.clone()
     }
 
     fn module(&self, family: &'static str) -> Result<wgpu::ShaderModule> {
@@ -108,12 +147,25 @@ impl KernelRegistry {
             .map(|(n, bits)| (*n, f64::from_bits(*bits)))
             .collect();
         let label = format!("{}::{}", key.family, key.entry);
+        let shared = match key.layout {
+            Some(name) => Some(
+                self.layouts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        anyhow!("bind group layout {name:?} was not registered before {label}")
+                    })?,
+            ),
+            None => None,
+        };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&label),
-                layout: None,
+                layout: shared.as_ref().map(|(_, pl)| pl),
                 module: &module,
                 entry_point: Some(key.entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
@@ -130,7 +182,10 @@ impl KernelRegistry {
         }
         self.compiled.fetch_add(1, Ordering::Relaxed);
         log::debug!("compiled pipeline {label} {:?}", key.constants);
-        let layout = pipeline.get_bind_group_layout(0);
+        let layout = match shared {
+            Some((bgl, _)) => bgl,
+            None => pipeline.get_bind_group_layout(0),
+        };
         Ok(Kernel {
             pipeline,
             layout,

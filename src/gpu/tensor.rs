@@ -127,9 +127,58 @@ impl<T: Pod> GpuTensor<T> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let raw = read_buffer(&self.gpu, &self.buffer, bytes.div_ceil(4) * 4)?;
+        let raw = read_buffer(&self.gpu, &self.buffer, 0, bytes.div_ceil(4) * 4)?;
         let elems = &raw[..bytes as usize];
         Ok(bytemuck::pod_collect_to_vec(elems))
+    }
+
+    /// Copies `len` elements starting at element `start` back to the host.
+    pub fn read_range(&self, start: usize, len: usize) -> Result<Vec<T>> {
+        let size = std::mem::size_of::<T>();
+        ensure!(
+            start.checked_add(len).is_some_and(|end| end <= self.len),
+            "range {start}..{} is outside a tensor of {} elements",
+            start.saturating_add(len),
+            self.len
+        );
+        ensure!(
+            (start * size) % 4 == 0 && (len * size) % 4 == 0,
+            "a partial readback must start and end on 4-byte boundaries"
+        );
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let raw = read_buffer(
+            &self.gpu,
+            &self.buffer,
+            (start * size) as u64,
+            (len * size) as u64,
+        )?;
+        Ok(bytemuck::pod_collect_to_vec(&raw))
+    }
+
+    /// Writes `data` at element `start`, ordered before any later submit.
+    pub fn write_range(&self, start: usize, data: &[T]) -> Result<()> {
+        let size = std::mem::size_of::<T>();
+        ensure!(
+            start
+                .checked_add(data.len())
+                .is_some_and(|end| end <= self.len),
+            "range {start}..{} is outside a tensor of {} elements",
+            start.saturating_add(data.len()),
+            self.len
+        );
+        let bytes = bytemuck::cast_slice::<T, u8>(data);
+        ensure!(
+            (start * size) % 4 == 0 && bytes.len() % 4 == 0,
+            "a partial write must start and end on 4-byte boundaries"
+        );
+        if !bytes.is_empty() {
+            self.gpu
+                .queue()
+                .write_buffer(&self.buffer, (start * size) as u64, bytes);
+        }
+        Ok(())
     }
 
     pub fn shape(&self) -> &[usize] {

@@ -1,0 +1,540 @@
+//! Host side of `shaders/recurrent.wgsl`: one recurrent layer in one direction on the GPU.
+//! CPU twin: `src/cpu/recurrent.rs`; layout and semantics: `src/ops/recurrent.rs`.
+//!
+//! A [`RecurrentPlan`] is built once for a shape and a set of tensors: it allocates the
+//! workspace, writes the per-step uniforms, and creates every bind group. Recording a forward
+//! then costs T + 2 dispatches (weight transpose, input-projection GEMM, one per step) and a
+//! backward T + 6 (one per step, one to finish, five GEMMs); GRU with the reset gate before
+//! the recurrent product takes two dispatches per step. Nothing is allocated or compiled per
+//! call, and nothing is read back unless asked.
+
+use anyhow::{ensure, Result};
+use bytemuck::{Pod, Zeroable};
+
+use super::{GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use crate::ops::recurrent::{CellKind, RecurrentShape};
+use crate::ops::Gemm;
+
+/// Mirrors `Config` in `recurrent.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Config {
+    batch: u32,
+    hidden: u32,
+    steps: u32,
+    gate_width: u32,
+    act_width: u32,
+    out_stride: u32,
+    out_offset: u32,
+    batch_first: u32,
+    off_cell: u32,
+    off_act: u32,
+    has_dy: u32,
+    has_bias_hh: u32,
+    off_c0: u32,
+    off_hn: u32,
+    off_cn: u32,
+    off_dhn: u32,
+    off_dcn: u32,
+    off_dh: u32,
+    off_dc: u32,
+    off_dh0: u32,
+}
+
+/// Regions of the `state` buffer, each B * H, in this order.
+#[derive(Clone, Copy)]
+enum Region {
+    H0 = 0,
+    C0,
+    HN,
+    CN,
+    DHN,
+    DCN,
+    DH,
+    DC,
+    DH0,
+}
+const REGIONS: usize = 9;
+
+/// Workgroup tile of the step kernels: 64 units by 4 batch entries.
+const WG_UNITS: usize = 64;
+const WG_BATCH: usize = 4;
+
+/// The parameters of one layer-direction on the device (PyTorch shapes).
+#[derive(Clone, Copy)]
+pub struct GpuWeights<'a> {
+    pub w_ih: &'a GpuTensor,
+    pub w_hh: &'a GpuTensor,
+    pub b_ih: Option<&'a GpuTensor>,
+    pub b_hh: Option<&'a GpuTensor>,
+}
+
+/// Where backward writes the parameter and input gradients (overwritten, except `dx` when
+/// `accumulate_dx` is set, as for the shared input of a bidirectional layer).
+#[derive(Clone, Copy)]
+pub struct GpuGrads<'a> {
+    pub dx: &'a GpuTensor,
+    pub accumulate_dx: bool,
+    pub dw_ih: &'a GpuTensor,
+    pub dw_hh: &'a GpuTensor,
+    pub db_ih: &'a GpuTensor,
+    pub db_hh: &'a GpuTensor,
+}
+
+pub struct RecurrentPlan {
+    gpu: Gpu,
+    shape: RecurrentShape,
+    smap: GpuTensor<u32>,
+    state: GpuTensor,
+    xw_gemm: GemmPlan,
+    transpose: (Kernel, wgpu::BindGroup),
+    forward_step: Kernel,
+    forward_gru_n: Option<Kernel>,
+    backward: Option<Backward>,
+    /// One bind group per step (they differ only in the step uniform's range).
+    step_groups: Vec<wgpu::BindGroup>,
+    // Kept alive for the bind groups.
+    _buffers: Vec<GpuTensor>,
+    _uniforms: [wgpu::Buffer; 2],
+}
+
+struct Backward {
+    step: Kernel,
+    gru_n: Option<Kernel>,
+    finish: Kernel,
+    gemms: Vec<GemmPlan>,
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// The one bind group layout every entry point of `recurrent.wgsl` shares (binding numbers
+/// as declared there).
+fn layout_entries() -> Vec<wgpu::BindGroupLayoutEntry> {
+    vec![
+        uniform(0),
+        uniform(1),
+        storage(2, true),   // xw
+        storage(3, false),  // wt
+        storage(4, true),   // step map
+        storage(5, false),  // y
+        storage(6, false),  // saved
+        storage(7, false),  // state
+        storage(8, true),   // dy
+        storage(9, true),   // w_hh
+        storage(10, false), // dxw
+        storage(11, false), // dhw
+        storage(12, true),  // b_hh
+    ]
+}
+
+/// Storage buffers the shared layout binds at once.
+const STORAGE_BINDINGS: u32 = 11;
+
+impl RecurrentPlan {
+    /// A plan for `shape` reading `x` ([rows, I]) and writing this direction's columns of `y`.
+    /// With `grads`, backward is planned too, reading `dy` (`y`'s layout; `None` for a loss on
+    /// the final state only).
+    pub fn new(
+        gpu: &Gpu,
+        shape: RecurrentShape,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        w: GpuWeights,
+        grads: Option<(GpuGrads, Option<&GpuTensor>)>,
+    ) -> Result<Self> {
+        shape.validate(None)?;
+        let (bsz, h, i, gw, rows) = (
+            shape.batch,
+            shape.hidden,
+            shape.input,
+            shape.gate_width(),
+            shape.rows(),
+        );
+        let cell = shape.cell;
+        let aw = cell.act_width() * h;
+        let expect = |what: &str, t: &GpuTensor, n: usize| -> Result<()> {
+            ensure!(
+                t.len() == n,
+                "{what} has {} elements, expected {n} (shape {:?})",
+                t.len(),
+                t.shape()
+            );
+            Ok(())
+        };
+        expect("input", x, rows * i)?;
+        expect("output", y, rows * shape.out_stride)?;
+        expect("weight_ih", w.w_ih, gw * i)?;
+        expect("weight_hh", w.w_hh, gw * h)?;
+        if let Some(b) = w.b_ih {
+            expect("bias_ih", b, gw)?;
+        }
+        if let Some(b) = w.b_hh {
+            expect("bias_hh", b, gw)?;
+        }
+        let max_storage = gpu.limits().max_storage_buffers_per_shader_stage;
+        ensure!(
+            max_storage >= STORAGE_BINDINGS,
+            "the recurrent kernels bind {STORAGE_BINDINGS} storage buffers, adapter {:?} allows {max_storage}",
+            gpu.info().name
+        );
+        let groups_x = h.div_ceil(WG_UNITS);
+        let groups_y = bsz.div_ceil(WG_BATCH);
+        let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        ensure!(
+            groups_x <= max_groups && groups_y <= max_groups,
+            "hidden size {h} and batch {bsz} need {groups_x} x {groups_y} workgroups; adapter allows {max_groups} per dimension"
+        );
+
+        let xw = GpuTensor::zeros(gpu, &[rows, gw])?;
+        let wt = GpuTensor::zeros(gpu, &[h + 1, gw])?;
+        let smap = GpuTensor::<u32>::zeros(gpu, &[shape.steps, bsz])?;
+        let off_cell = rows * h;
+        let off_act = off_cell + if cell.has_cell_state() { rows * h } else { 0 };
+        let saved = GpuTensor::zeros(gpu, &[off_act + rows * aw])?;
+        let state = GpuTensor::zeros(gpu, &[REGIONS, bsz, h])?;
+        // Stand-ins for absent optional inputs: each binding gets a buffer of its own, since
+        // one buffer may not be bound read-only and writable in one dispatch.
+        let zero_bias = GpuTensor::zeros(gpu, &[gw])?;
+        let no_dy = GpuTensor::zeros(gpu, &[1])?;
+
+        let region = |r: Region| (r as usize * bsz * h) as u32;
+        let has_dy = grads.as_ref().is_some_and(|(_, dy)| dy.is_some());
+        let cfg = Config {
+            batch: bsz as u32,
+            hidden: h as u32,
+            steps: shape.steps as u32,
+            gate_width: gw as u32,
+            act_width: aw as u32,
+            out_stride: shape.out_stride as u32,
+            out_offset: shape.out_offset as u32,
+            batch_first: shape.batch_first as u32,
+            off_cell: off_cell as u32,
+            off_act: off_act as u32,
+            has_dy: has_dy as u32,
+            has_bias_hh: w.b_hh.is_some() as u32,
+            off_c0: region(Region::C0),
+            off_hn: region(Region::HN),
+            off_cn: region(Region::CN),
+            off_dhn: region(Region::DHN),
+            off_dcn: region(Region::DCN),
+            off_dh: region(Region::DH),
+            off_dc: region(Region::DC),
+            off_dh0: region(Region::DH0),
+        };
+        let cfg_buffer = gpu.uniform(&cfg);
+        // One 16-byte step index per uniform-offset slot.
+        let align = gpu.limits().min_uniform_buffer_offset_alignment.max(16) as usize;
+        let mut steps_bytes = vec![0u8; shape.steps * align];
+        for s in 0..shape.steps {
+            steps_bytes[s * align..][..4].copy_from_slice(&(s as u32).to_le_bytes());
+        }
+        let step_buffer = wgpu::util::DeviceExt::create_buffer_init(
+            gpu.device(),
+            &wgpu::util::BufferInitDescriptor {
+                label: Some("recur.recurrent.steps"),
+                contents: &steps_bytes,
+                usage: wgpu::BufferUsages::UNIFORM,
+            },
+        );
+
+        gpu.shared_layout("recurrent", layout_entries);
+        let key = |entry: &'static str| {
+            KernelKey::new("recurrent", entry)
+                .with("CELL", cell.code() as f64)
+                .with_layout("recurrent")
+        };
+        let forward_step = gpu.kernel(&key("forward_step"))?;
+        let forward_gru_n = match cell {
+            CellKind::GruResetBefore => Some(gpu.kernel(&key("forward_gru_n"))?),
+            _ => None,
+        };
+        let transpose_kernel = gpu.kernel(&key("transpose_weights"))?;
+
+        let (dxw, dhw) = match grads {
+            Some(_) => (
+                GpuTensor::zeros(gpu, &[rows, gw])?,
+                if cell == CellKind::Gru {
+                    GpuTensor::zeros(gpu, &[rows, gw])?
+                } else {
+                    GpuTensor::zeros(gpu, &[1])?
+                },
+            ),
+            None => (GpuTensor::zeros(gpu, &[1])?, GpuTensor::zeros(gpu, &[1])?),
+        };
+        let dy_buffer = grads.as_ref().and_then(|(_, dy)| *dy);
+        if let Some(dy) = dy_buffer {
+            expect("output gradient", dy, rows * shape.out_stride)?;
+        }
+        fn whole(t: &GpuTensor) -> wgpu::BindingResource<'_> {
+            t.buffer().as_entire_binding()
+        }
+        let bind = |s: usize| {
+            gpu.bind_at(
+                &forward_step,
+                &[
+                    (0, cfg_buffer.as_entire_binding()),
+                    (
+                        1,
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &step_buffer,
+                            offset: (s * align) as u64,
+                            size: std::num::NonZeroU64::new(16),
+                        }),
+                    ),
+                    (2, whole(&xw)),
+                    (3, whole(&wt)),
+                    (4, smap.buffer().as_entire_binding()),
+                    (5, whole(y)),
+                    (6, whole(&saved)),
+                    (7, whole(&state)),
+                    (8, whole(dy_buffer.unwrap_or(&no_dy))),
+                    (9, whole(w.w_hh)),
+                    (10, whole(&dxw)),
+                    (11, whole(&dhw)),
+                    (12, whole(w.b_hh.unwrap_or(&zero_bias))),
+                ],
+            )
+        };
+        let step_groups: Vec<wgpu::BindGroup> = (0..shape.steps).map(bind).collect();
+        let transpose = (transpose_kernel, step_groups[0].clone());
+
+        let xw_gemm = GemmPlan::new(
+            gpu,
+            &Gemm::new(rows, gw, i).trans_b(true),
+            x,
+            w.w_ih,
+            w.b_ih,
+            &xw,
+        )?;
+
+        let backward = match grads {
+            None => None,
+            Some((g, _)) => {
+                expect("input gradient", g.dx, rows * i)?;
+                expect("weight_ih gradient", g.dw_ih, gw * i)?;
+                expect("weight_hh gradient", g.dw_hh, gw * h)?;
+                expect("bias_ih gradient", g.db_ih, gw)?;
+                expect("bias_hh gradient", g.db_hh, gw)?;
+                let ones = GpuTensor::filled(gpu, &[rows], 1.0f32)?;
+                let dhw_ref = if cell == CellKind::Gru { &dhw } else { &dxw };
+                let hprev = &saved; // hprev is the first region of `saved`
+                let mut gemms = vec![
+                    GemmPlan::new(
+                        gpu,
+                        &Gemm::new(rows, i, gw).beta(if g.accumulate_dx { 1.0 } else { 0.0 }),
+                        &dxw,
+                        w.w_ih,
+                        None,
+                        g.dx,
+                    )?,
+                    GemmPlan::new(
+                        gpu,
+                        &Gemm::new(gw, i, rows).trans_a(true),
+                        &dxw,
+                        x,
+                        None,
+                        g.dw_ih,
+                    )?,
+                    GemmPlan::new(gpu, &Gemm::new(1, gw, rows), &ones, &dxw, None, g.db_ih)?,
+                    GemmPlan::new(gpu, &Gemm::new(1, gw, rows), &ones, dhw_ref, None, g.db_hh)?,
+                ];
+                if cell == CellKind::GruResetBefore {
+                    // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
+                    let rz = Gemm::new(2 * h, h, rows)
+                        .trans_a(true)
+                        .leading_dims(gw, h, h);
+                    gemms.push(GemmPlan::new(gpu, &rz, dhw_ref, hprev, None, g.dw_hh)?);
+                    let n = Gemm::new(h, h, rows)
+                        .trans_a(true)
+                        .leading_dims(gw, aw, h)
+                        .offsets(2 * h, off_act + 3 * h, 2 * h * h);
+                    gemms.push(GemmPlan::new(gpu, &n, dhw_ref, &saved, None, g.dw_hh)?);
+                } else {
+                    let whh = Gemm::new(gw, h, rows).trans_a(true).leading_dims(gw, h, h);
+                    gemms.push(GemmPlan::new(gpu, &whh, dhw_ref, hprev, None, g.dw_hh)?);
+                }
+                Some((
+                    Backward {
+                        step: gpu.kernel(&key("backward_step"))?,
+                        gru_n: match cell {
+                            CellKind::GruResetBefore => Some(gpu.kernel(&key("backward_gru_n"))?),
+                            _ => None,
+                        },
+                        finish: gpu.kernel(&key("backward_finish"))?,
+                        gemms,
+                    },
+                    ones,
+                ))
+            }
+        };
+        let (backward, ones) = match backward {
+            Some((b, ones)) => (Some(b), Some(ones)),
+            None => (None, None),
+        };
+        let mut buffers = vec![xw, wt, saved, zero_bias, no_dy, dxw, dhw];
+        buffers.extend(ones);
+        let plan = Self {
+            gpu: gpu.clone(),
+            shape,
+            smap,
+            state,
+            xw_gemm,
+            transpose,
+            forward_step,
+            forward_gru_n,
+            backward,
+            step_groups,
+            _buffers: buffers,
+            _uniforms: [cfg_buffer, step_buffer],
+        };
+        plan.set_lengths(None)?;
+        Ok(plan)
+    }
+
+    pub fn shape(&self) -> &RecurrentShape {
+        &self.shape
+    }
+
+    /// Sets the per-sequence lengths (all T when `None`) for the next recorded work.
+    pub fn set_lengths(&self, lengths: Option<&[usize]>) -> Result<()> {
+        let lengths = self.shape.validate(lengths)?;
+        self.smap.write(&self.shape.step_map(&lengths))
+    }
+
+    fn region(&self, r: Region) -> usize {
+        r as usize * self.shape.batch * self.shape.hidden
+    }
+
+    fn write_region(&self, r: Region, what: &str, data: Option<&[f32]>) -> Result<()> {
+        let n = self.shape.batch * self.shape.hidden;
+        match data {
+            Some(d) => {
+                ensure!(
+                    d.len() == n,
+                    "{what} has {} elements, expected batch x hidden = {n}",
+                    d.len()
+                );
+                self.state.write_range(self.region(r), d)
+            }
+            None => self.state.write_range(self.region(r), &vec![0.0; n]),
+        }
+    }
+
+    /// Sets the initial state (zero when `None`).
+    pub fn set_initial_state(&self, h0: Option<&[f32]>, c0: Option<&[f32]>) -> Result<()> {
+        self.write_region(Region::H0, "h0", h0)?;
+        self.write_region(Region::C0, "c0", c0)
+    }
+
+    /// Sets the gradients of the final states (zero when `None`) for the next backward.
+    pub fn set_final_state_grads(&self, dh_n: Option<&[f32]>, dc_n: Option<&[f32]>) -> Result<()> {
+        self.write_region(Region::DHN, "h_n gradient", dh_n)?;
+        self.write_region(Region::DCN, "c_n gradient", dc_n)
+    }
+
+    fn dispatch_steps(&self, rec: &mut Recorder, kernel: &Kernel, s: usize) {
+        let groups = [
+            self.shape.hidden.div_ceil(WG_UNITS) as u32,
+            self.shape.batch.div_ceil(WG_BATCH) as u32,
+            1,
+        ];
+        rec.dispatch(kernel, &self.step_groups[s], groups);
+    }
+
+    /// Records the forward pass.
+    pub fn record_forward(&self, rec: &mut Recorder) {
+        let (kernel, group) = &self.transpose;
+        let groups = [
+            self.shape.gate_width().div_ceil(WG_UNITS) as u32,
+            (self.shape.hidden + 1).div_ceil(WG_BATCH) as u32,
+            1,
+        ];
+        rec.dispatch(kernel, group, groups);
+        self.xw_gemm.record(rec);
+        for s in 0..self.shape.steps {
+            self.dispatch_steps(rec, &self.forward_step, s);
+            if let Some(n) = &self.forward_gru_n {
+                self.dispatch_steps(rec, n, s);
+            }
+        }
+    }
+
+    /// Records the backward pass (after a forward in the same or an earlier submit).
+    pub fn record_backward(&self, rec: &mut Recorder) -> Result<()> {
+        let b = self
+            .backward
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this recurrent plan was built without gradients"))?;
+        for s in (0..self.shape.steps).rev() {
+            self.dispatch_steps(rec, &b.step, s);
+            if let Some(n) = &b.gru_n {
+                self.dispatch_steps(rec, n, s);
+            }
+        }
+        self.dispatch_steps(rec, &b.finish, 0);
+        for g in &b.gemms {
+            g.record(rec);
+        }
+        Ok(())
+    }
+
+    fn read_region(&self, r: Region) -> Result<Vec<f32>> {
+        self.state
+            .read_range(self.region(r), self.shape.batch * self.shape.hidden)
+    }
+
+    /// The final hidden state [B, H] of the last forward (a readback).
+    pub fn h_n(&self) -> Result<Vec<f32>> {
+        self.read_region(Region::HN)
+    }
+
+    /// The final cell state [B, H] (LSTM) of the last forward (a readback).
+    pub fn c_n(&self) -> Result<Vec<f32>> {
+        self.read_region(Region::CN)
+    }
+
+    /// The gradient of h0 from the last backward (a readback).
+    pub fn dh0(&self) -> Result<Vec<f32>> {
+        self.read_region(Region::DH0)
+    }
+
+    /// The gradient of c0 from the last backward (a readback).
+    pub fn dc0(&self) -> Result<Vec<f32>> {
+        self.read_region(Region::DC)
+    }
+
+    /// Bytes of device memory the plan holds beyond the caller's tensors.
+    pub fn workspace_bytes(&self) -> u64 {
+        self._buffers.iter().map(|t| t.device_bytes()).sum::<u64>()
+            + self.smap.device_bytes()
+            + self.state.device_bytes()
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+}

@@ -1,0 +1,203 @@
+//! The GPU recurrent kernels against the CPU twin: every cell, both directions, variable
+//! lengths, both layouts, strided outputs, with and without biases; outputs and gradients
+//! poisoned with NaN before each run.
+
+mod common;
+
+use common::{random_vec, rng, to_f64};
+use rand::rngs::StdRng;
+use rand::Rng;
+use recur::check::rel_error;
+use recur::cpu::recurrent::{backward, forward, Weights};
+use recur::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPlan};
+use recur::gpu::Recorder;
+use recur::ops::recurrent::{CellKind, RecurrentShape};
+use recur::GpuTensor;
+
+const TOL: f64 = 1e-4;
+
+fn random_shape(rng: &mut StdRng, cell: CellKind, big: bool) -> RecurrentShape {
+    let (i, h, b, t) = if big {
+        (
+            rng.random_range(60..140),
+            rng.random_range(65..150),
+            rng.random_range(5..11),
+            rng.random_range(2..6),
+        )
+    } else {
+        (
+            rng.random_range(1..9),
+            rng.random_range(1..20),
+            rng.random_range(1..7),
+            rng.random_range(1..7),
+        )
+    };
+    let mut shape = RecurrentShape::new(cell, i, h, b, t)
+        .reverse(rng.random_bool(0.5))
+        .batch_first(rng.random_bool(0.5));
+    if rng.random_bool(0.4) {
+        shape = shape.output_columns(2 * h, if rng.random_bool(0.5) { 0 } else { h });
+    }
+    shape
+}
+
+fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
+    let Some(gpu) = common::gpu() else { return };
+    let shape = random_shape(rng, cell, big);
+    let (h, bsz, gw, rows) = (shape.hidden, shape.batch, shape.gate_width(), shape.rows());
+    let lengths: Option<Vec<usize>> = rng.random_bool(0.6).then(|| {
+        (0..bsz)
+            .map(|_| rng.random_range(1..=shape.steps))
+            .collect()
+    });
+    let with_bias = rng.random_bool(0.7);
+    let x = random_vec(rng, rows * shape.input);
+    let w_ih = random_vec(rng, gw * shape.input)
+        .iter()
+        .map(|v| v * 0.5)
+        .collect::<Vec<f32>>();
+    let w_hh = random_vec(rng, gw * h)
+        .iter()
+        .map(|v| v * 0.5)
+        .collect::<Vec<f32>>();
+    let b_ih = random_vec(rng, gw);
+    let b_hh = random_vec(rng, gw);
+    let h0 = random_vec(rng, bsz * h);
+    let c0 = random_vec(rng, bsz * h);
+    let dy = random_vec(rng, rows * shape.out_stride);
+    let dh_n = random_vec(rng, bsz * h);
+    let dc_n = random_vec(rng, bsz * h);
+
+    // The reference, in f64 from the same f32 values.
+    let (x64, wih64, whh64, bih64, bhh64) = (
+        to_f64(&x),
+        to_f64(&w_ih),
+        to_f64(&w_hh),
+        to_f64(&b_ih),
+        to_f64(&b_hh),
+    );
+    let w64 = Weights {
+        w_ih: &wih64,
+        w_hh: &whh64,
+        b_ih: with_bias.then_some(&bih64[..]),
+        b_hh: with_bias.then_some(&bhh64[..]),
+    };
+    let mut y64 = vec![0.0; rows * shape.out_stride];
+    let (fin, saved) = forward(
+        &shape,
+        &x64,
+        lengths.as_deref(),
+        Some(&to_f64(&h0)),
+        Some(&to_f64(&c0)),
+        &w64,
+        &mut y64,
+    )
+    .unwrap();
+    let g64 = backward(
+        &shape,
+        &x64,
+        &w64,
+        &saved,
+        Some(&to_f64(&dy)),
+        Some(&to_f64(&dh_n)),
+        Some(&to_f64(&dc_n)),
+    )
+    .unwrap();
+
+    // The GPU, outputs poisoned.
+    let t = |shape: &[usize], v: &[f32]| GpuTensor::from_slice(&gpu, shape, v).unwrap();
+    let nan = |n: usize| GpuTensor::filled(&gpu, &[n], f32::NAN).unwrap();
+    let (gx, gwih, gwhh, gbih, gbhh) = (
+        t(&[rows, shape.input], &x),
+        t(&[gw, shape.input], &w_ih),
+        t(&[gw, h], &w_hh),
+        t(&[gw], &b_ih),
+        t(&[gw], &b_hh),
+    );
+    let gy = nan(rows * shape.out_stride);
+    let gdy = t(&[rows * shape.out_stride], &dy);
+    let (gdx, gdwih, gdwhh, gdbih, gdbhh) = (
+        nan(rows * shape.input),
+        nan(gw * shape.input),
+        nan(gw * h),
+        nan(gw),
+        nan(gw),
+    );
+    let weights = GpuWeights {
+        w_ih: &gwih,
+        w_hh: &gwhh,
+        b_ih: with_bias.then_some(&gbih),
+        b_hh: with_bias.then_some(&gbhh),
+    };
+    let grads = GpuGrads {
+        dx: &gdx,
+        accumulate_dx: false,
+        dw_ih: &gdwih,
+        dw_hh: &gdwhh,
+        db_ih: &gdbih,
+        db_hh: &gdbhh,
+    };
+    let plan =
+        RecurrentPlan::new(&gpu, shape, &gx, &gy, weights, Some((grads, Some(&gdy)))).unwrap();
+    plan.set_lengths(lengths.as_deref()).unwrap();
+    plan.set_initial_state(Some(&h0), Some(&c0)).unwrap();
+    plan.set_final_state_grads(Some(&dh_n), Some(&dc_n))
+        .unwrap();
+    let mut rec = Recorder::new(&gpu);
+    plan.record_forward(&mut rec);
+    plan.record_backward(&mut rec).unwrap();
+    rec.submit().unwrap();
+
+    let ctx = format!("{shape:?} lengths {lengths:?} bias {with_bias}");
+    let y = gy.to_vec().unwrap();
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for row in 0..rows {
+        for col in 0..shape.out_stride {
+            let at = row * shape.out_stride + col;
+            if (shape.out_offset..shape.out_offset + h).contains(&col) {
+                got.push(y[at]);
+                want.push(y64[at]);
+            } else {
+                assert!(
+                    y[at].is_nan(),
+                    "{ctx}: column {col} outside this direction was written"
+                );
+            }
+        }
+    }
+    let mut compare = |what: &str, got: &[f32], want: &[f64]| {
+        let e = rel_error(got, want);
+        assert!(e < TOL, "{ctx}: {what} rel error {e}");
+    };
+    compare("output", &got, &want);
+    compare("h_n", &plan.h_n().unwrap(), &fin.h_n);
+    if cell.has_cell_state() {
+        compare("c_n", &plan.c_n().unwrap(), &fin.c_n);
+        compare("dc0", &plan.dc0().unwrap(), &g64.dc0);
+    }
+    compare("dh0", &plan.dh0().unwrap(), &g64.dh0);
+    compare("dx", &gdx.to_vec().unwrap(), &g64.dx);
+    compare("dw_ih", &gdwih.to_vec().unwrap(), &g64.dw_ih);
+    compare("dw_hh", &gdwhh.to_vec().unwrap(), &g64.dw_hh);
+    compare("db_ih", &gdbih.to_vec().unwrap(), &g64.db_ih);
+    compare("db_hh", &gdbhh.to_vec().unwrap(), &g64.db_hh);
+}
+
+#[test]
+fn gpu_recurrent_matches_cpu_small_shapes() {
+    let mut rng = rng("gpu_recurrent_matches_cpu_small_shapes");
+    for cell in CellKind::ALL {
+        for _ in 0..5 {
+            check(&mut rng, cell, false);
+        }
+    }
+}
+
+#[test]
+fn gpu_recurrent_matches_cpu_across_workgroups() {
+    // Hidden sizes above one workgroup's 64 units, batches above its 4 entries.
+    let mut rng = rng("gpu_recurrent_matches_cpu_across_workgroups");
+    for cell in CellKind::ALL {
+        check(&mut rng, cell, true);
+    }
+}
