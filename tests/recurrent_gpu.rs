@@ -165,7 +165,7 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
             }
         }
     }
-    let mut compare = |what: &str, got: &[f32], want: &[f64]| {
+    let compare = |what: &str, got: &[f32], want: &[f64]| {
         let e = rel_error(got, want);
         assert!(e < TOL, "{ctx}: {what} rel error {e}");
     };

@@ -46,13 +46,13 @@ struct Config {
 enum Region {
     H0 = 0,
     C0,
-    HN,
-    CN,
-    DHN,
-    DCN,
-    DH,
-    DC,
-    DH0,
+    Hn,
+    Cn,
+    Dhn,
+    Dcn,
+    Dh,
+    Dc,
+    Dh0,
 }
 const REGIONS: usize = 9;
 
@@ -237,13 +237,13 @@ impl RecurrentPlan {
             has_dy: has_dy as u32,
             has_bias_hh: w.b_hh.is_some() as u32,
             off_c0: region(Region::C0),
-            off_hn: region(Region::HN),
-            off_cn: region(Region::CN),
-            off_dhn: region(Region::DHN),
-            off_dcn: region(Region::DCN),
-            off_dh: region(Region::DH),
-            off_dc: region(Region::DC),
-            off_dh0: region(Region::DH0),
+            off_hn: region(Region::Hn),
+            off_cn: region(Region::Cn),
+            off_dhn: region(Region::Dhn),
+            off_dcn: region(Region::Dcn),
+            off_dh: region(Region::Dh),
+            off_dc: region(Region::Dc),
+            off_dh0: region(Region::Dh0),
         };
         let cfg_buffer = gpu.uniform(&cfg);
         // One 16-byte step index per uniform-offset slot.
@@ -452,8 +452,8 @@ impl RecurrentPlan {
 
     /// Sets the gradients of the final states (zero when `None`) for the next backward.
     pub fn set_final_state_grads(&self, dh_n: Option<&[f32]>, dc_n: Option<&[f32]>) -> Result<()> {
-        self.write_region(Region::DHN, "h_n gradient", dh_n)?;
-        self.write_region(Region::DCN, "c_n gradient", dc_n)
+        self.write_region(Region::Dhn, "h_n gradient", dh_n)?;
+        self.write_region(Region::Dcn, "c_n gradient", dc_n)
     }
 
     fn dispatch_steps(&self, rec: &mut Recorder, kernel: &Kernel, s: usize) {
@@ -509,22 +509,22 @@ impl RecurrentPlan {
 
     /// The final hidden state [B, H] of the last forward (a readback).
     pub fn h_n(&self) -> Result<Vec<f32>> {
-        self.read_region(Region::HN)
+        self.read_region(Region::Hn)
     }
 
     /// The final cell state [B, H] (LSTM) of the last forward (a readback).
     pub fn c_n(&self) -> Result<Vec<f32>> {
-        self.read_region(Region::CN)
+        self.read_region(Region::Cn)
     }
 
     /// The gradient of h0 from the last backward (a readback).
     pub fn dh0(&self) -> Result<Vec<f32>> {
-        self.read_region(Region::DH0)
+        self.read_region(Region::Dh0)
     }
 
     /// The gradient of c0 from the last backward (a readback).
     pub fn dc0(&self) -> Result<Vec<f32>> {
-        self.read_region(Region::DC)
+        self.read_region(Region::Dc)
     }
 
     /// Bytes of device memory the plan holds beyond the caller's tensors.

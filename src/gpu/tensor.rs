@@ -142,7 +142,7 @@ impl<T: Pod> GpuTensor<T> {
             self.len
         );
         ensure!(
-            (start * size) % 4 == 0 && (len * size) % 4 == 0,
+            (start * size).is_multiple_of(4) && (len * size).is_multiple_of(4),
             "a partial readback must start and end on 4-byte boundaries"
         );
         if len == 0 {
@@ -170,7 +170,7 @@ impl<T: Pod> GpuTensor<T> {
         );
         let bytes = bytemuck::cast_slice::<T, u8>(data);
         ensure!(
-            (start * size) % 4 == 0 && bytes.len() % 4 == 0,
+            (start * size).is_multiple_of(4) && bytes.len().is_multiple_of(4),
             "a partial write must start and end on 4-byte boundaries"
         );
         if !bytes.is_empty() {
