@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod gemm;
+pub mod merge;
 pub mod readback;
 pub mod recorder;
 pub mod recurrent;

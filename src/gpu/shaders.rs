@@ -20,6 +20,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         body: include_str!("../../shaders/gemm.wgsl"),
     },
     ShaderFamily {
+        name: "merge",
+        body: include_str!("../../shaders/merge.wgsl"),
+    },
+    ShaderFamily {
         name: "recurrent",
         body: include_str!("../../shaders/recurrent.wgsl"),
     },

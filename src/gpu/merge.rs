@@ -1,0 +1,132 @@
+//! Host side of `shaders/merge.wgsl`: the output stage of a recurrent stack (merge modes and
+//! go_backwards' time reversal). CPU twin: `OutputStage` in `src/nn/recurrent.rs`.
+
+use anyhow::{ensure, Result};
+use bytemuck::{Pod, Zeroable};
+
+use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use crate::nn::{Merge, OutputStage};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MergeParams {
+    rows: u32,
+    hidden: u32,
+    dirs: u32,
+    mode: u32,
+    flip: u32,
+    steps: u32,
+    batch: u32,
+    batch_first: u32,
+}
+
+/// One direction of the output stage bound to its tensors.
+pub struct MergePlan {
+    kernel: Kernel,
+    group: wgpu::BindGroup,
+    groups: [u32; 3],
+    _params: wgpu::Buffer,
+}
+
+impl MergePlan {
+    fn build(
+        gpu: &Gpu,
+        stage: &OutputStage,
+        entry: &'static str,
+        cat: &GpuTensor,
+        upstream: Option<&GpuTensor>,
+        out: &GpuTensor,
+    ) -> Result<Self> {
+        let rows = stage.steps * stage.batch;
+        let cw = stage.dirs * stage.hidden;
+        ensure!(
+            cat.len() == rows * cw,
+            "concatenated output has {} elements, expected {}",
+            cat.len(),
+            rows * cw
+        );
+        let params = MergeParams {
+            rows: rows as u32,
+            hidden: stage.hidden as u32,
+            dirs: stage.dirs as u32,
+            mode: match stage.merge {
+                Merge::Concat => 0,
+                Merge::Sum => 1,
+                Merge::Mul => 2,
+                Merge::Ave => 3,
+            },
+            flip: stage.flip as u32,
+            steps: stage.steps as u32,
+            batch: stage.batch as u32,
+            batch_first: stage.batch_first as u32,
+        };
+        let kernel = gpu.kernel(&KernelKey::new("merge", entry))?;
+        let uniform = gpu.uniform(&params);
+        // merge_forward does not read binding 2, so its layout has no such entry.
+        let mut entries = vec![
+            (0, uniform.as_entire_binding()),
+            (1, cat.buffer().as_entire_binding()),
+        ];
+        if let Some(u) = upstream {
+            entries.push((2, u.buffer().as_entire_binding()));
+        }
+        entries.push((3, out.buffer().as_entire_binding()));
+        let group = gpu.bind_at(&kernel, &entries);
+        let groups = [
+            stage.width().div_ceil(64) as u32,
+            rows.div_ceil(4) as u32,
+            1,
+        ];
+        Ok(Self {
+            kernel,
+            group,
+            groups,
+            _params: uniform,
+        })
+    }
+
+    /// `out` [rows, width] from the concatenated directions `cat`.
+    pub fn forward(
+        gpu: &Gpu,
+        stage: &OutputStage,
+        cat: &GpuTensor,
+        out: &GpuTensor,
+    ) -> Result<Self> {
+        let rows = stage.steps * stage.batch;
+        ensure!(
+            out.len() == rows * stage.width(),
+            "output has {} elements, expected {}",
+            out.len(),
+            rows * stage.width()
+        );
+        Self::build(gpu, stage, "merge_forward", cat, None, out)
+    }
+
+    /// `d_cat` [rows, dirs * hidden] from `d_out` [rows, width] (and `cat`, for mul).
+    pub fn backward(
+        gpu: &Gpu,
+        stage: &OutputStage,
+        cat: &GpuTensor,
+        d_out: &GpuTensor,
+        d_cat: &GpuTensor,
+    ) -> Result<Self> {
+        let rows = stage.steps * stage.batch;
+        ensure!(
+            d_out.len() == rows * stage.width(),
+            "output gradient has {} elements, expected {}",
+            d_out.len(),
+            rows * stage.width()
+        );
+        ensure!(
+            d_cat.len() == cat.len(),
+            "gradient of the directions has {} elements, expected {}",
+            d_cat.len(),
+            cat.len()
+        );
+        Self::build(gpu, stage, "merge_backward", cat, Some(d_out), d_cat)
+    }
+
+    pub fn record(&self, rec: &mut Recorder) {
+        rec.dispatch(&self.kernel, &self.group, self.groups);
+    }
+}

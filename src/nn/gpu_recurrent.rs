@@ -1,0 +1,364 @@
+//! A `Recurrent` stack on the GPU for a fixed batch and sequence length: parameters,
+//! activations, gradients and every plan live on the device, built once; a forward or a
+//! backward is recorded and submitted once.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+
+use super::recurrent::{OutputStage, Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput};
+use crate::gpu::merge::MergePlan;
+use crate::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPlan};
+use crate::gpu::{Gpu, GpuTensor, Recorder};
+
+pub struct GpuRecurrent {
+    gpu: Gpu,
+    config: RecurrentConfig,
+    batch: usize,
+    steps: usize,
+    params: BTreeMap<String, GpuTensor>,
+    grads: Option<BTreeMap<String, GpuTensor>>,
+    input: GpuTensor,
+    /// Each layer's concatenated output [rows, directions * H].
+    layer_out: Vec<GpuTensor>,
+    /// The stack's output when the output stage is not the identity.
+    output: Option<(GpuTensor, MergePlan)>,
+    /// Gradient of each layer's input (`d_input[0]` is the stack's), and of the last
+    /// layer's output.
+    d_input: Vec<GpuTensor>,
+    d_last: Option<GpuTensor>,
+    d_output: Option<(GpuTensor, MergePlan)>,
+    plans: Vec<Vec<RecurrentPlan>>,
+    _bias_scratch: GpuTensor,
+}
+
+impl GpuRecurrent {
+    /// Uploads `layer` and plans a forward (and, with `with_grads`, a backward) over batches
+    /// of `batch` sequences of `steps` steps.
+    pub fn new(
+        gpu: &Gpu,
+        layer: &Recurrent,
+        batch: usize,
+        steps: usize,
+        with_grads: bool,
+    ) -> Result<Self> {
+        let c = layer.config.clone();
+        let (h, dirs) = (c.hidden_size, c.directions());
+        let rows = batch * steps;
+        let mut params = BTreeMap::new();
+        for (name, t) in &layer.params {
+            params.insert(name.clone(), GpuTensor::from_slice(gpu, &t.shape, &t.data)?);
+        }
+        let grads = if with_grads {
+            let mut g = BTreeMap::new();
+            for (name, t) in &layer.params {
+                g.insert(name.clone(), GpuTensor::zeros(gpu, &t.shape)?);
+            }
+            Some(g)
+        } else {
+            None
+        };
+        let input = GpuTensor::zeros(gpu, &[rows, c.input_size])?;
+        let layer_out = (0..c.num_layers)
+            .map(|_| GpuTensor::zeros(gpu, &[rows, dirs * h]))
+            .collect::<Result<Vec<_>>>()?;
+        let d_input = if with_grads {
+            (0..c.num_layers)
+                .map(|l| GpuTensor::zeros(gpu, &[rows, c.layer_input(l)]))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        let stage = OutputStage::of(&c, batch, steps);
+        let last = layer_out.last().context("a stack has at least one layer")?;
+        let output = if stage.is_identity() {
+            None
+        } else {
+            let out = GpuTensor::zeros(gpu, &[rows, stage.width()])?;
+            let plan = MergePlan::forward(gpu, &stage, last, &out)?;
+            Some((out, plan))
+        };
+        let d_last = with_grads
+            .then(|| GpuTensor::zeros(gpu, &[rows, dirs * h]))
+            .transpose()?;
+        let d_output = match (&d_last, stage.is_identity()) {
+            (Some(d_last), false) => {
+                let d_out = GpuTensor::zeros(gpu, &[rows, stage.width()])?;
+                let plan = MergePlan::backward(gpu, &stage, last, &d_out, d_last)?;
+                Some((d_out, plan))
+            }
+            _ => None,
+        };
+
+        let bias_scratch = GpuTensor::zeros(gpu, &[c.cell.gates() * h])?;
+        let mut plans = Vec::new();
+        for l in 0..c.num_layers {
+            let x = if l == 0 { &input } else { &layer_out[l - 1] };
+            let mut dir_plans = Vec::new();
+            for d in 0..dirs {
+                let s = RecurrentConfig::suffix(l, d);
+                let p = |k: &str| params.get(&format!("{k}_{s}"));
+                let weights = GpuWeights {
+                    w_ih: p("weight_ih").context("weight_ih missing")?,
+                    w_hh: p("weight_hh").context("weight_hh missing")?,
+                    b_ih: p("bias_ih"),
+                    b_hh: p("bias_hh"),
+                };
+                let plan_grads = match (&grads, &d_last) {
+                    (Some(g), Some(d_last)) => {
+                        let gp = |k: &str| g.get(&format!("{k}_{s}"));
+                        // Without biases, the kernels' bias gradients land in a scratch buffer.
+                        let db_ih = gp("bias_ih").unwrap_or(&bias_scratch);
+                        let db_hh = gp("bias_hh").unwrap_or(&bias_scratch);
+                        let dy = if l + 1 == c.num_layers {
+                            d_last
+                        } else {
+                            &d_input[l + 1]
+                        };
+                        Some((
+                            GpuGrads {
+                                dx: &d_input[l],
+                                accumulate_dx: d == 1,
+                                dw_ih: gp("weight_ih").context("weight_ih grad missing")?,
+                                dw_hh: gp("weight_hh").context("weight_hh grad missing")?,
+                                db_ih,
+                                db_hh,
+                            },
+                            Some(dy),
+                        ))
+                    }
+                    _ => None,
+                };
+                let shape = layer.shape(l, d, batch, steps);
+                dir_plans.push(RecurrentPlan::new(
+                    gpu,
+                    shape,
+                    x,
+                    &layer_out[l],
+                    weights,
+                    plan_grads,
+                )?);
+            }
+            plans.push(dir_plans);
+        }
+        Ok(Self {
+            gpu: gpu.clone(),
+            config: c,
+            batch,
+            steps,
+            params,
+            grads,
+            input,
+            layer_out,
+            output,
+            d_input,
+            d_last,
+            d_output,
+            plans,
+            _bias_scratch: bias_scratch,
+        })
+    }
+
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    /// The (batch, steps) this stack was planned for.
+    pub fn batch_shape(&self) -> (usize, usize) {
+        (self.batch, self.steps)
+    }
+
+    /// Copies new parameter values (same names and shapes) to the device.
+    pub fn upload_params(&self, layer: &Recurrent) -> Result<()> {
+        for (name, t) in &layer.params {
+            self.params
+                .get(name)
+                .with_context(|| format!("parameter {name} is not part of this stack"))?
+                .write(&t.data)?;
+        }
+        Ok(())
+    }
+
+    /// The device tensors of the parameters, by name.
+    pub fn params(&self) -> &BTreeMap<String, GpuTensor> {
+        &self.params
+    }
+
+    /// The device tensors of the parameter gradients, by name (after a backward).
+    pub fn param_grads(&self) -> Option<&BTreeMap<String, GpuTensor>> {
+        self.grads.as_ref()
+    }
+
+    /// The input tensor [rows, input_size] the forward reads.
+    pub fn input(&self) -> &GpuTensor {
+        &self.input
+    }
+
+    /// The stack's output on the device [rows, output_size].
+    pub fn output(&self) -> &GpuTensor {
+        match &self.output {
+            Some((t, _)) => t,
+            None => self
+                .layer_out
+                .last()
+                .expect("a stack has at least one layer"),
+        }
+    }
+
+    /// Where the gradient of the output goes before a backward [rows, output_size].
+    pub fn output_grad(&self) -> Option<&GpuTensor> {
+        match &self.d_output {
+            Some((t, _)) => Some(t),
+            None => self.d_last.as_ref(),
+        }
+    }
+
+    /// The gradient of the input after a backward [rows, input_size].
+    pub fn input_grad(&self) -> Option<&GpuTensor> {
+        self.d_input.first()
+    }
+
+    fn each_plan(&self) -> impl Iterator<Item = (usize, &RecurrentPlan)> {
+        let dirs = self.config.directions();
+        self.plans
+            .iter()
+            .enumerate()
+            .flat_map(move |(l, ps)| ps.iter().enumerate().map(move |(d, p)| (l * dirs + d, p)))
+    }
+
+    fn state_slice<'a>(&self, all: Option<&'a [f32]>, index: usize) -> Option<&'a [f32]> {
+        let n = self.batch * self.config.hidden_size;
+        all.map(|v| &v[index * n..(index + 1) * n])
+    }
+
+    /// Sets lengths and initial states (host data, written before the next submit).
+    pub fn set_inputs(
+        &self,
+        lengths: Option<&[usize]>,
+        h0: Option<&[f32]>,
+        c0: Option<&[f32]>,
+    ) -> Result<()> {
+        for (i, plan) in self.each_plan() {
+            plan.set_lengths(lengths)?;
+            plan.set_initial_state(self.state_slice(h0, i), self.state_slice(c0, i))?;
+        }
+        Ok(())
+    }
+
+    /// Records the forward of the whole stack.
+    pub fn record_forward(&self, rec: &mut Recorder) {
+        for layer in &self.plans {
+            for plan in layer {
+                plan.record_forward(rec);
+            }
+        }
+        if let Some((_, merge)) = &self.output {
+            merge.record(rec);
+        }
+    }
+
+    /// Records the backward of the whole stack (the output gradient must be in place).
+    pub fn record_backward(&self, rec: &mut Recorder) -> Result<()> {
+        if let Some((_, merge)) = &self.d_output {
+            merge.record(rec);
+        }
+        for layer in self.plans.iter().rev() {
+            for plan in layer {
+                plan.record_backward(rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_states(&self, read: impl Fn(&RecurrentPlan) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for (_, plan) in self.each_plan() {
+            out.extend(read(plan)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs the forward (one submit) on checked host input ([`Recurrent::check_input`]) and
+    /// reads the outputs back.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        lengths: Option<&[usize]>,
+        h0: Option<&[f32]>,
+        c0: Option<&[f32]>,
+    ) -> Result<RecurrentOutput<f32>> {
+        self.input.write(input)?;
+        self.set_inputs(lengths, h0, c0)?;
+        let mut rec = Recorder::new(&self.gpu);
+        self.record_forward(&mut rec);
+        rec.submit()?;
+        Ok(RecurrentOutput {
+            output: self.output().to_vec()?,
+            h_n: self.read_states(|p| p.h_n())?,
+            c_n: if self.config.cell.has_cell_state() {
+                self.read_states(|p| p.c_n())?
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Runs the backward (one submit) of the last forward and reads every gradient back.
+    pub fn backward(
+        &self,
+        d_output: Option<&[f32]>,
+        d_h_n: Option<&[f32]>,
+        d_c_n: Option<&[f32]>,
+    ) -> Result<RecurrentGrads<f32>> {
+        let grads = self
+            .grads
+            .as_ref()
+            .context("this GPU stack was built without gradients")?;
+        let d_out = self
+            .output_grad()
+            .context("this GPU stack was built without gradients")?;
+        match d_output {
+            Some(d) => d_out.write(d)?,
+            None => d_out.write(&vec![0.0; d_out.len()])?,
+        }
+        for (i, plan) in self.each_plan() {
+            plan.set_final_state_grads(self.state_slice(d_h_n, i), self.state_slice(d_c_n, i))?;
+        }
+        let mut rec = Recorder::new(&self.gpu);
+        self.record_backward(&mut rec)?;
+        rec.submit()?;
+        let mut params = BTreeMap::new();
+        for (name, t) in grads {
+            params.insert(name.clone(), t.to_vec()?);
+        }
+        Ok(RecurrentGrads {
+            input: self.d_input[0].to_vec()?,
+            h0: self.read_states(|p| p.dh0())?,
+            c0: if self.config.cell.has_cell_state() {
+                self.read_states(|p| p.dc0())?
+            } else {
+                Vec::new()
+            },
+            params,
+        })
+    }
+
+    /// Bytes of device memory the stack holds (parameters, gradients, activations, workspace).
+    pub fn device_bytes(&self) -> u64 {
+        let tensors = self
+            .params
+            .values()
+            .chain(self.grads.iter().flat_map(|g| g.values()))
+            .chain(std::iter::once(&self.input))
+            .chain(&self.layer_out)
+            .chain(&self.d_input)
+            .chain(&self.d_last)
+            .chain(self.output.iter().map(|(t, _)| t))
+            .chain(self.d_output.iter().map(|(t, _)| t));
+        tensors.map(|t| t.device_bytes()).sum::<u64>()
+            + self
+                .each_plan()
+                .map(|(_, p)| p.workspace_bytes())
+                .sum::<u64>()
+    }
+}

@@ -1,0 +1,136 @@
+//! Named parameter tensors with PyTorch's state_dict names, and their safetensors files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+/// A host tensor: a shape and its f32 elements, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        ensure!(
+            n == data.len(),
+            "a tensor of shape {shape:?} needs {n} elements, {} were given",
+            data.len()
+        );
+        Ok(Self { shape, data })
+    }
+
+    pub fn zeros(shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        Self {
+            shape,
+            data: vec![0.0; n],
+        }
+    }
+}
+
+/// Tensors by name, in name order.
+pub type Tensors = BTreeMap<String, HostTensor>;
+
+/// Converts one stored tensor to f32 (f64 and f16/bf16 are converted; integers are read as
+/// numbers, for `lengths`).
+fn to_f32(name: &str, view: &TensorView) -> Result<Vec<f32>> {
+    let bytes = view.data();
+    let n: usize = view.shape().iter().product();
+    let width = match view.dtype() {
+        Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
+        Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
+        Dtype::F16 | Dtype::BF16 | Dtype::I16 | Dtype::U16 => 2,
+        Dtype::I8 | Dtype::U8 | Dtype::BOOL => 1,
+        other => {
+            bail!("tensor {name:?} has dtype {other:?}; recur reads float and integer tensors")
+        }
+    };
+    ensure!(
+        bytes.len() == n * width,
+        "tensor {name:?} of shape {:?} should hold {} bytes, it holds {}",
+        view.shape(),
+        n * width,
+        bytes.len()
+    );
+    let chunks = bytes.chunks_exact(width);
+    let out: Vec<f32> = match view.dtype() {
+        Dtype::F32 => chunks
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F64 => chunks
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::F16 => chunks
+            .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32())
+            .collect(),
+        Dtype::BF16 => chunks
+            .map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32())
+            .collect(),
+        Dtype::I64 => chunks
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::U64 => chunks
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::I32 => chunks
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::U32 => chunks
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::I16 => chunks
+            .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::U16 => chunks
+            .map(|c| u16::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::I8 => chunks.map(|c| c[0] as i8 as f32).collect(),
+        Dtype::U8 | Dtype::BOOL => chunks.map(|c| c[0] as f32).collect(),
+        _ => unreachable!("dtype was checked above"),
+    };
+    Ok(out)
+}
+
+/// Reads every tensor of a safetensors file.
+pub fn load_safetensors(path: &Path) -> Result<Tensors> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    let mut out = Tensors::new();
+    for (name, view) in file.tensors() {
+        let data = to_f32(&name, &view).with_context(|| format!("in {}", path.display()))?;
+        out.insert(name, HostTensor::new(view.shape().to_vec(), data)?);
+    }
+    Ok(out)
+}
+
+/// Writes tensors as f32 to a safetensors file, atomically (temporary file, then rename).
+pub fn save_safetensors(path: &Path, tensors: &Tensors) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                bytemuck::cast_slice::<f32, u8>(&t.data).to_vec(),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            Ok((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), data)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let serialized = safetensors::tensor::serialize(views, None)?;
+    crate::io::write_atomic(path, &serialized)
+}

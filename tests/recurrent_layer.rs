@@ -1,0 +1,286 @@
+//! The whole `Recurrent` stack on the CPU: finite differences in f64 through stacked,
+//! bidirectional layers with lengths, merge modes and go_backwards; parameter names; bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::rng;
+use rand::rngs::StdRng;
+use rand::Rng;
+use recur::check::rel_error;
+use recur::nn::{Merge, Recurrent, RecurrentConfig};
+use recur::ops::recurrent::CellKind;
+
+fn randv(rng: &mut StdRng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+struct Case {
+    layer: Recurrent,
+    batch: usize,
+    steps: usize,
+    lengths: Option<Vec<usize>>,
+    x: Vec<f64>,
+    h0: Vec<f64>,
+    c0: Vec<f64>,
+    p: BTreeMap<String, Vec<f64>>,
+    wy: Vec<f64>,
+    wh: Vec<f64>,
+    wc: Vec<f64>,
+}
+
+fn random_case(rng: &mut StdRng, cell: CellKind) -> Case {
+    let mut cfg = RecurrentConfig::new(cell, rng.random_range(1..4), rng.random_range(1..4));
+    cfg.num_layers = rng.random_range(1..4);
+    cfg.bidirectional = rng.random_bool(0.6);
+    cfg.merge = [Merge::Concat, Merge::Sum, Merge::Mul, Merge::Ave][rng.random_range(0..4)];
+    cfg.bias = rng.random_bool(0.8);
+    cfg.batch_first = rng.random_bool(0.5);
+    cfg.go_backwards = !cfg.bidirectional && rng.random_bool(0.3);
+    let (batch, steps) = (rng.random_range(1..4), rng.random_range(1..5));
+    let lengths = (!cfg.go_backwards && rng.random_bool(0.6))
+        .then(|| (0..batch).map(|_| rng.random_range(1..=steps)).collect());
+    let layer = Recurrent::new(cfg.clone(), rng.random()).unwrap();
+    let states = cfg.num_layers * cfg.directions() * batch * cfg.hidden_size;
+    Case {
+        p: layer.params_as::<f64>(),
+        x: randv(rng, batch * steps * cfg.input_size),
+        h0: randv(rng, states),
+        c0: randv(rng, states),
+        wy: randv(rng, batch * steps * cfg.output_size()),
+        wh: randv(rng, states),
+        wc: randv(rng, states),
+        layer,
+        batch,
+        steps,
+        lengths,
+    }
+}
+
+fn loss(c: &Case) -> f64 {
+    let cell_state = c.layer.config.cell.has_cell_state();
+    let (out, _) = c
+        .layer
+        .forward_cpu(
+            &c.p,
+            &c.x,
+            c.batch,
+            c.steps,
+            c.lengths.as_deref(),
+            Some(&c.h0),
+            cell_state.then_some(&c.c0[..]),
+        )
+        .unwrap();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    dot(&out.output, &c.wy)
+        + dot(&out.h_n, &c.wh)
+        + if cell_state {
+            dot(&out.c_n, &c.wc)
+        } else {
+            0.0
+        }
+}
+
+fn fd_check(
+    rng: &mut StdRng,
+    c: &mut Case,
+    what: &str,
+    get: &dyn Fn(&mut Case) -> &mut Vec<f64>,
+    exact: &[f64],
+) {
+    let n = get(c).len();
+    assert_eq!(n, exact.len(), "{what}: wrong gradient size");
+    let eps = 1e-6;
+    let (mut num, mut ex) = (Vec::new(), Vec::new());
+    for _ in 0..n.min(8) {
+        let j = rng.random_range(0..n);
+        let orig = get(c)[j];
+        get(c)[j] = orig + eps;
+        let lp = loss(c);
+        get(c)[j] = orig - eps;
+        let lm = loss(c);
+        get(c)[j] = orig;
+        num.push((lp - lm) / (2.0 * eps));
+        ex.push(exact[j]);
+    }
+    let norm: f64 = num.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let e = rel_error(&ex, &num);
+    let ok = if norm < 1e-9 {
+        ex.iter().all(|v| v.abs() < 1e-8)
+    } else {
+        e < 1e-6
+    };
+    assert!(
+        ok,
+        "{what} of {:?} lengths {:?}: rel error {e}\n{ex:?}\n{num:?}",
+        c.layer.config, c.lengths
+    );
+}
+
+#[test]
+fn stacked_bidirectional_layer_matches_finite_differences() {
+    let mut rng = rng("stacked_bidirectional_layer_matches_finite_differences");
+    for cell in CellKind::ALL {
+        for _ in 0..4 {
+            let mut c = random_case(&mut rng, cell);
+            let cs = cell.has_cell_state();
+            let (_, tape) = c
+                .layer
+                .forward_cpu(
+                    &c.p,
+                    &c.x,
+                    c.batch,
+                    c.steps,
+                    c.lengths.as_deref(),
+                    Some(&c.h0),
+                    cs.then_some(&c.c0[..]),
+                )
+                .unwrap();
+            let g = c
+                .layer
+                .backward_cpu(
+                    &c.p,
+                    &tape,
+                    Some(&c.wy),
+                    Some(&c.wh),
+                    cs.then_some(&c.wc[..]),
+                )
+                .unwrap();
+            fd_check(&mut rng, &mut c, "input", &|c| &mut c.x, &g.input);
+            fd_check(&mut rng, &mut c, "h0", &|c| &mut c.h0, &g.h0);
+            if cs {
+                fd_check(&mut rng, &mut c, "c0", &|c| &mut c.c0, &g.c0);
+            }
+            let names: Vec<String> = c.p.keys().cloned().collect();
+            assert_eq!(
+                names.len(),
+                g.params.len(),
+                "every parameter has a gradient"
+            );
+            for name in names {
+                let exact = g.params[&name].clone();
+                fd_check(
+                    &mut rng,
+                    &mut c,
+                    &name,
+                    &|c| c.p.get_mut(&name).unwrap(),
+                    &exact,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn parameters_carry_pytorch_names_and_shapes() {
+    let mut cfg = RecurrentConfig::new(CellKind::Lstm, 10, 20);
+    cfg.num_layers = 2;
+    cfg.bidirectional = true;
+    let layer = Recurrent::new(cfg.clone(), 1).unwrap();
+    let names: Vec<(String, Vec<usize>)> = layer
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape.clone()))
+        .collect();
+    for (name, shape) in [
+        ("weight_ih_l0", vec![80, 10]),
+        ("weight_hh_l0", vec![80, 20]),
+        ("bias_ih_l0", vec![80]),
+        ("bias_hh_l0", vec![80]),
+        ("weight_ih_l0_reverse", vec![80, 10]),
+        ("weight_ih_l1", vec![80, 40]),
+        ("weight_hh_l1_reverse", vec![80, 20]),
+    ] {
+        assert!(
+            names.contains(&(name.to_string(), shape.clone())),
+            "missing {name} {shape:?}"
+        );
+    }
+    assert_eq!(names.len(), 16);
+    // PyTorch's initialisation bound, 1/sqrt(hidden).
+    let bound = 1.0 / (20f32).sqrt();
+    assert!(layer
+        .params
+        .values()
+        .all(|t| t.data.iter().all(|v| v.abs() <= bound)));
+    let back = RecurrentConfig::from_params(&layer.params, None).unwrap();
+    assert_eq!(
+        (
+            back.cell,
+            back.num_layers,
+            back.bidirectional,
+            back.bias,
+            back.input_size,
+            back.hidden_size
+        ),
+        (CellKind::Lstm, 2, true, true, 10, 20)
+    );
+}
+
+#[test]
+fn bad_layer_input_is_an_error_naming_the_value() {
+    let layer = Recurrent::new(RecurrentConfig::new(CellKind::Gru, 3, 4), 0).unwrap();
+    let x = vec![0.5f32; 2 * 5 * 3];
+    let err = layer
+        .check_input(&x, &[5, 2, 4], None, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4 features") && err.contains("input_size = 3"),
+        "{err}"
+    );
+    let mut bad = x.clone();
+    bad[7] = f32::NAN;
+    let err = layer
+        .check_input(&bad, &[5, 2, 3], None, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("non-finite") && err.contains("index 7"),
+        "{err}"
+    );
+    let err = layer
+        .check_input(&x, &[5, 2, 3], Some(&[5, 6]), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lengths[1] = 6"), "{err}");
+    let err = layer
+        .check_input(&x, &[5, 2, 3], None, Some(&[0.0; 3]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("h0 has 3 elements"), "{err}");
+    let err = layer
+        .check_input(&x, &[5, 2, 3], None, None, Some(&[0.0; 8]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no cell state"), "{err}");
+
+    let mut params = layer.params.clone();
+    params.remove("bias_hh_l0");
+    let err = Recurrent::from_params(layer.config.clone(), params)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bias_hh_l0") && err.contains("missing"),
+        "{err}"
+    );
+    let mut params = layer.params.clone();
+    params.insert("weight_ih_l1".into(), params["weight_ih_l0"].clone());
+    let err = Recurrent::from_params(layer.config.clone(), params)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weight_ih_l1") && err.contains("does not belong"),
+        "{err}"
+    );
+    let mut params = layer.params.clone();
+    params.get_mut("weight_hh_l0").unwrap().data[2] = f32::INFINITY;
+    let err = Recurrent::from_params(layer.config.clone(), params)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("non-finite") && err.contains("weight_hh_l0"),
+        "{err}"
+    );
+}

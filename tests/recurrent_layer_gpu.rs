@@ -1,0 +1,134 @@
+//! The whole stack on the GPU against the CPU twin: stacked, bidirectional, merge modes
+//! (the merge kernel), go_backwards, lengths, batch_first; outputs and gradients poisoned.
+
+mod common;
+
+use common::{random_vec, rng, to_f64};
+use rand::Rng;
+use recur::check::rel_error;
+use recur::nn::{GpuRecurrent, Merge, Recurrent, RecurrentConfig};
+use recur::ops::recurrent::CellKind;
+
+#[test]
+fn gpu_stack_matches_cpu_stack() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("gpu_stack_matches_cpu_stack");
+    for cell in CellKind::ALL {
+        for _ in 0..3 {
+            let mut cfg =
+                RecurrentConfig::new(cell, rng.random_range(1..7), rng.random_range(1..9));
+            cfg.num_layers = rng.random_range(1..4);
+            cfg.bidirectional = rng.random_bool(0.6);
+            cfg.merge = [Merge::Concat, Merge::Sum, Merge::Mul, Merge::Ave][rng.random_range(0..4)];
+            cfg.bias = rng.random_bool(0.8);
+            cfg.batch_first = rng.random_bool(0.5);
+            cfg.go_backwards = !cfg.bidirectional && rng.random_bool(0.4);
+            let (batch, steps) = (rng.random_range(1..6), rng.random_range(1..6));
+            let lengths: Option<Vec<usize>> = (!cfg.go_backwards && rng.random_bool(0.5))
+                .then(|| (0..batch).map(|_| rng.random_range(1..=steps)).collect());
+            let layer = Recurrent::new(cfg.clone(), rng.random()).unwrap();
+            let states = cfg.num_layers * cfg.directions() * batch * cfg.hidden_size;
+            let x = random_vec(&mut rng, batch * steps * cfg.input_size);
+            let h0 = random_vec(&mut rng, states);
+            let c0 = cell.has_cell_state().then(|| random_vec(&mut rng, states));
+            let d_out = random_vec(&mut rng, batch * steps * cfg.output_size());
+            let d_hn = random_vec(&mut rng, states);
+            let d_cn = cell.has_cell_state().then(|| random_vec(&mut rng, states));
+
+            let p = layer.params_as::<f64>();
+            let (want, tape) = layer
+                .forward_cpu(
+                    &p,
+                    &to_f64(&x),
+                    batch,
+                    steps,
+                    lengths.as_deref(),
+                    Some(&to_f64(&h0)),
+                    c0.as_deref().map(to_f64).as_deref(),
+                )
+                .unwrap();
+            let want_g = layer
+                .backward_cpu(
+                    &p,
+                    &tape,
+                    Some(&to_f64(&d_out)),
+                    Some(&to_f64(&d_hn)),
+                    d_cn.as_deref().map(to_f64).as_deref(),
+                )
+                .unwrap();
+
+            let stack = GpuRecurrent::new(&gpu, &layer, batch, steps, true).unwrap();
+            let poison = |t: &recur::GpuTensor| t.write(&vec![f32::NAN; t.len()]).unwrap();
+            poison(stack.output());
+            poison(stack.input_grad().unwrap());
+            stack.param_grads().unwrap().values().for_each(poison);
+            let got = stack
+                .forward(&x, lengths.as_deref(), Some(&h0), c0.as_deref())
+                .unwrap();
+            let got_g = stack
+                .backward(Some(&d_out), Some(&d_hn), d_cn.as_deref())
+                .unwrap();
+
+            let ctx = format!("{cfg:?} batch {batch} steps {steps} lengths {lengths:?}");
+            let cmp = |what: &str, a: &[f32], b: &[f64]| {
+                let e = rel_error(a, b);
+                assert!(e < 1e-4, "{ctx}: {what} rel error {e}");
+            };
+            cmp("output", &got.output, &want.output);
+            cmp("h_n", &got.h_n, &want.h_n);
+            cmp("c_n", &got.c_n, &want.c_n);
+            cmp("d input", &got_g.input, &want_g.input);
+            cmp("d h0", &got_g.h0, &want_g.h0);
+            cmp("d c0", &got_g.c0, &want_g.c0);
+            for (name, g) in &want_g.params {
+                cmp(name, &got_g.params[name], g);
+            }
+        }
+    }
+}
+
+#[test]
+fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
+    if common::gpu().is_none() {
+        return;
+    }
+    // A device of its own: the counters are per device.
+    let gpu = recur::Gpu::new().unwrap();
+    for (cell, per_step) in [
+        (CellKind::Lstm, 1),
+        (CellKind::Gru, 1),
+        (CellKind::RnnTanh, 1),
+        (CellKind::GruResetBefore, 2),
+    ] {
+        let (batch, steps) = (3, 7);
+        let layer = Recurrent::new(RecurrentConfig::new(cell, 5, 6), 1).unwrap();
+        let stack = GpuRecurrent::new(&gpu, &layer, batch, steps, true).unwrap();
+        let compiled = gpu.compiled_kernels();
+        let x = vec![0.1f32; batch * steps * 5];
+        let before = gpu.counters();
+        let mut rec = recur::gpu::Recorder::new(&gpu);
+        stack.record_forward(&mut rec);
+        rec.submit().unwrap();
+        let mid = gpu.counters();
+        let mut rec = recur::gpu::Recorder::new(&gpu);
+        stack.record_backward(&mut rec).unwrap();
+        rec.submit().unwrap();
+        let after = gpu.counters();
+        assert_eq!(mid.submits - before.submits, 1);
+        assert_eq!(after.submits - mid.submits, 1);
+        // Forward: transpose + input GEMM + per-step; backward: per-step + finish + 5 GEMMs.
+        assert_eq!(
+            mid.dispatches - before.dispatches,
+            2 + per_step * steps as u64,
+            "{cell:?} forward"
+        );
+        assert_eq!(
+            after.dispatches - mid.dispatches,
+            per_step * steps as u64 + 6 + (cell == CellKind::GruResetBefore) as u64,
+            "{cell:?} backward"
+        );
+        // Running again compiles nothing new.
+        stack.forward(&x, None, None, None).unwrap();
+        assert_eq!(gpu.compiled_kernels(), compiled);
+    }
+}
