@@ -284,3 +284,59 @@ fn bad_layer_input_is_an_error_naming_the_value() {
         "{err}"
     );
 }
+
+#[test]
+fn go_backwards_is_the_forward_pass_over_the_reversed_sequence_in_processing_order() {
+    let mut rng =
+        rng("go_backwards_is_the_forward_pass_over_the_reversed_sequence_in_processing_order");
+    let (batch, steps) = (2, 5);
+    let mut cfg = RecurrentConfig::new(CellKind::Lstm, 3, 4);
+    let plain = Recurrent::new(cfg.clone(), 9).unwrap();
+    cfg.go_backwards = true;
+    let backwards = Recurrent::from_params(cfg, plain.params.clone()).unwrap();
+    let p = plain.params_as::<f64>();
+    let x = randv(&mut rng, steps * batch * 3);
+    let mut reversed = Vec::new();
+    for t in (0..steps).rev() {
+        reversed.extend_from_slice(&x[t * batch * 3..][..batch * 3]);
+    }
+    let (a, _) = backwards
+        .forward_cpu(&p, &x, batch, steps, None, None, None)
+        .unwrap();
+    let (b, _) = plain
+        .forward_cpu(&p, &reversed, batch, steps, None, None, None)
+        .unwrap();
+    assert!(rel_error(&a.output, &b.output) < 1e-14);
+    assert!(rel_error(&a.h_n, &b.h_n) < 1e-14);
+}
+
+#[test]
+fn merge_modes_combine_the_two_directions() {
+    let mut rng = rng("merge_modes_combine_the_two_directions");
+    let (batch, steps, h) = (2, 3, 4);
+    let mut cfg = RecurrentConfig::new(CellKind::Gru, 3, h);
+    cfg.bidirectional = true;
+    let concat = Recurrent::new(cfg.clone(), 3).unwrap();
+    let p = concat.params_as::<f64>();
+    let x = randv(&mut rng, steps * batch * 3);
+    let (cat, _) = concat
+        .forward_cpu(&p, &x, batch, steps, None, None, None)
+        .unwrap();
+    for (merge, f) in [
+        (Merge::Sum, (|a, b| a + b) as fn(f64, f64) -> f64),
+        (Merge::Mul, |a, b| a * b),
+        (Merge::Ave, |a, b| (a + b) / 2.0),
+    ] {
+        cfg.merge = merge;
+        let layer = Recurrent::from_params(cfg.clone(), concat.params.clone()).unwrap();
+        let (out, _) = layer
+            .forward_cpu(&p, &x, batch, steps, None, None, None)
+            .unwrap();
+        let want: Vec<f64> = cat
+            .output
+            .chunks(2 * h)
+            .flat_map(|r| (0..h).map(move |k| f(r[k], r[h + k])))
+            .collect();
+        assert_eq!(out.output, want, "{merge:?}");
+    }
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod info;
+mod interop;
 mod selftest;
 
 use anyhow::Result;
@@ -27,6 +28,10 @@ enum Command {
     Selftest(selftest::Args),
     /// Measure the GPU path against the CPU path.
     Bench(bench::Args),
+    /// Run a recurrent stack on PyTorch weights and inputs (safetensors): output, h_n, c_n.
+    Forward(interop::Args),
+    /// Gradients of a recurrent stack for given output gradients (safetensors in and out).
+    Vjp(interop::VjpArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -36,5 +41,7 @@ pub fn main() -> Result<()> {
         Command::Info => info::run(),
         Command::Selftest(args) => selftest::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Forward(args) => interop::forward(args),
+        Command::Vjp(args) => interop::vjp(args),
     }
 }

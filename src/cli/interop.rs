@@ -1,0 +1,91 @@
+//! `recur forward` and `recur vjp`: run a recurrent stack on PyTorch-style safetensors files.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::gpu::Gpu;
+use crate::nn::interop::{forward_tensors, vjp_tensors, Backend, FileOptions};
+use crate::nn::{load_safetensors, save_safetensors};
+use crate::ops::recurrent::CellKind;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendArg {
+    Gpu,
+    Cpu,
+}
+
+impl BackendArg {
+    pub fn open(self) -> Result<Backend> {
+        Ok(match self {
+            BackendArg::Cpu => Backend::Cpu,
+            BackendArg::Gpu => Backend::Gpu(Gpu::new()?),
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The weights: a PyTorch RNN/LSTM/GRU state_dict saved with safetensors.
+    #[arg(long)]
+    weights: PathBuf,
+    /// `input` ([T, B, I], or [B, T, I] with --batch-first), optionally `h0`, `c0`, `lengths`.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the results (safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// The cell; without it, read from the weights (4H rows: lstm, 3H: gru, H: rnn-tanh).
+    #[arg(long, value_parser = parse_cell)]
+    cell: Option<CellKind>,
+    #[arg(long)]
+    batch_first: bool,
+    #[arg(long, value_enum, default_value = "gpu")]
+    backend: BackendArg,
+}
+
+#[derive(clap::Args)]
+pub struct VjpArgs {
+    #[command(flatten)]
+    common: Args,
+    /// Gradients of a loss with respect to `output` (and optionally `h_n`, `c_n`).
+    #[arg(long)]
+    grad_output: PathBuf,
+}
+
+fn parse_cell(s: &str) -> Result<CellKind> {
+    CellKind::parse(s)
+}
+
+fn options(a: &Args) -> FileOptions {
+    FileOptions {
+        cell: a.cell,
+        batch_first: a.batch_first,
+    }
+}
+
+pub fn forward(a: Args) -> Result<()> {
+    let weights = load_safetensors(&a.weights)?;
+    let inputs = load_safetensors(&a.input)?;
+    let out = forward_tensors(weights, &inputs, options(&a), &a.backend.open()?)?;
+    save_safetensors(&a.out, &out)?;
+    for (name, t) in &out {
+        println!("{name} {:?}", t.shape);
+    }
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+pub fn vjp(v: VjpArgs) -> Result<()> {
+    let a = &v.common;
+    let weights = load_safetensors(&a.weights)?;
+    let inputs = load_safetensors(&a.input)?;
+    let grads = load_safetensors(&v.grad_output)?;
+    let out = vjp_tensors(weights, &inputs, &grads, options(a), &a.backend.open()?)?;
+    save_safetensors(&a.out, &out)?;
+    for (name, t) in &out {
+        println!("d {name} {:?}", t.shape);
+    }
+    println!("wrote {}", a.out.display());
+    Ok(())
+}

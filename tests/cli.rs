@@ -1,0 +1,135 @@
+//! The command line on bad input: an error message and exit status 1, never a panic (101).
+
+use std::path::Path;
+use std::process::Command;
+
+use recur::nn::{save_safetensors, HostTensor, Recurrent, RecurrentConfig, Tensors};
+use recur::ops::recurrent::CellKind;
+
+fn recur(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn tmp(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("recur-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_string_lossy().to_string()
+}
+
+#[test]
+fn forward_and_vjp_reject_bad_files_with_a_message() {
+    let layer = Recurrent::new(RecurrentConfig::new(CellKind::Gru, 3, 4), 1).unwrap();
+    let weights = tmp("w.safetensors");
+    save_safetensors(Path::new(&weights), &layer.params).unwrap();
+    let mut inputs = Tensors::new();
+    inputs.insert(
+        "input".into(),
+        HostTensor::new(vec![5, 2, 3], vec![0.1; 30]).unwrap(),
+    );
+    let input = tmp("x.safetensors");
+    save_safetensors(Path::new(&input), &inputs).unwrap();
+    let out = tmp("y.safetensors");
+
+    // A good run on the CPU works and writes the file.
+    let (code, err) = recur(&[
+        "forward",
+        "--weights",
+        &weights,
+        "--input",
+        &input,
+        "--out",
+        &out,
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(Path::new(&out).exists());
+
+    // A truncated weights file.
+    let bytes = std::fs::read(&weights).unwrap();
+    let broken = tmp("broken.safetensors");
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, err) = recur(&[
+        "forward",
+        "--weights",
+        &broken,
+        "--input",
+        &input,
+        "--out",
+        &out,
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a valid safetensors"), "{err}");
+
+    // Inputs of the wrong width, and an unexpected tensor.
+    let mut bad = Tensors::new();
+    bad.insert(
+        "input".into(),
+        HostTensor::new(vec![5, 2, 2], vec![0.1; 20]).unwrap(),
+    );
+    bad.insert("extra".into(), HostTensor::new(vec![1], vec![0.0]).unwrap());
+    let bad_path = tmp("bad.safetensors");
+    save_safetensors(Path::new(&bad_path), &bad).unwrap();
+    let (code, err) = recur(&[
+        "forward",
+        "--weights",
+        &weights,
+        "--input",
+        &bad_path,
+        "--out",
+        &out,
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unexpected tensor \"extra\""), "{err}");
+
+    // A gradient file of the wrong size.
+    let mut g = Tensors::new();
+    g.insert(
+        "output".into(),
+        HostTensor::new(vec![3], vec![1.0; 3]).unwrap(),
+    );
+    let g_path = tmp("g.safetensors");
+    save_safetensors(Path::new(&g_path), &g).unwrap();
+    let (code, err) = recur(&[
+        "vjp",
+        "--weights",
+        &weights,
+        "--input",
+        &input,
+        "--grad-output",
+        &g_path,
+        "--out",
+        &out,
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("gradient of output has 3 elements"), "{err}");
+
+    // A file that is not there.
+    let (code, err) = recur(&[
+        "forward",
+        "--weights",
+        "/no/such/file",
+        "--input",
+        &input,
+        "--out",
+        &out,
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/no/such/file"), "{err}");
+}
