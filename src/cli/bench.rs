@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::bench::{cpu_name, gemm};
+use crate::bench::{cpu_name, gemm, recurrent, Stats};
+use crate::ops::recurrent::CellKind;
 use crate::cpu;
 use crate::gpu::Gpu;
 
@@ -37,6 +38,20 @@ enum What {
         /// Shapes as MxNxK, comma-separated (default: 1024^3, 3200x1024x256, 32x1024x256, 256^3).
         #[arg(long, value_delimiter = ',')]
         shapes: Vec<String>,
+    },
+    /// Recurrent layers: forward and forward + backward per batch, CPU against GPU (and
+    /// PyTorch's CPU RNNs where installed).
+    Rnn {
+        /// Cells, comma-separated (default: lstm, gru, rnn-tanh).
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+        /// Shapes as HxBxT (input = hidden), comma-separated (default: 256x32x100, 64x8x100,
+        /// 1024x64x100).
+        #[arg(long, value_delimiter = ',')]
+        shapes: Vec<String>,
+        /// Also run shapes above 10 GFLOP per forward on a software adapter (minutes each).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -141,7 +156,131 @@ pub fn run(args: Args) -> Result<()> {
             };
             bench_gemm(gpu.as_ref(), &shapes, warmup, reps, &args, head)
         }
+        What::Rnn { cells, shapes, all } => {
+            let cells: Vec<CellKind> = if cells.is_empty() {
+                vec![CellKind::Lstm, CellKind::Gru, CellKind::RnnTanh]
+            } else {
+                cells.iter().map(|c| CellKind::parse(c)).collect::<Result<_>>()?
+            };
+            let shapes: Vec<(usize, usize, usize)> = if shapes.is_empty() {
+                vec![(256, 32, 100), (64, 8, 100), (1024, 64, 100)]
+            } else {
+                shapes.iter().map(|s| parse_shape(s)).collect::<Result<_>>()?
+            };
+            let (warmup, reps) = if args.quick { (1, 3) } else { (2, 7) };
+            bench_rnn(gpu.as_ref(), &cells, &shapes, *all, warmup, reps, &args, head)
+        }
     }
+}
+
+#[derive(Serialize)]
+struct RnnReport {
+    header: Header,
+    results: Vec<recurrent::RecurrentResult>,
+    torch: Vec<serde_json::Value>,
+}
+
+/// Forward FLOPs above which a software adapter is skipped unless asked (about a minute a run).
+const SOFTWARE_FLOP_LIMIT: f64 = 10e9;
+
+#[allow(clippy::too_many_arguments)]
+fn bench_rnn(
+    gpu: Option<&Gpu>,
+    cells: &[CellKind],
+    shapes: &[(usize, usize, usize)],
+    all: bool,
+    warmup: usize,
+    reps: usize,
+    args: &Args,
+    header: Header,
+) -> Result<()> {
+    let software = gpu.is_some_and(|g| g.info().device_type == wgpu::DeviceType::Cpu);
+    let ms = |s: &Stats| format!("{:.2}", s.median * 1e3);
+    let opt_ms = |s: Option<&Stats>| s.map_or("-".to_string(), ms);
+    println!(
+        "{:>9} {:>13} | {:>17} | {:>17} | {:>17} {:>9} | {:>7} {:>7} | {:>9} {:>9}",
+        "cell",
+        "H x B x T",
+        "CPU fwd / f+b ms",
+        "torch fwd / f+b",
+        "GPU fwd / f+b ms",
+        "GPU dev",
+        "CPU/trc",
+        "GPU/CPU",
+        "dispatch",
+        "GPU MiB"
+    );
+    let mut results = Vec::new();
+    let mut torch_all = Vec::new();
+    for &(h, b, t) in shapes {
+        for &cell in cells {
+            let case = recurrent::RecurrentCase::new(cell, h, b, t);
+            let cpu = recurrent::measure_cpu(&case, warmup, reps)?;
+            let run_gpu = gpu.filter(|_| all || !software || case.forward_flops() <= SOFTWARE_FLOP_LIMIT);
+            let gpu_r = run_gpu.map(|g| recurrent::measure_gpu(g, &case, warmup.min(1), reps.min(3))).transpose()?;
+            let torch = if args.no_torch || cell == CellKind::GruResetBefore {
+                None
+            } else {
+                let torch_cell = match cell {
+                    CellKind::Lstm => "lstm",
+                    CellKind::Gru => "gru",
+                    _ => "rnn",
+                };
+                run_torch(&[
+                    "rnn".into(),
+                    "--cell".into(),
+                    torch_cell.into(),
+                    "--hidden".into(),
+                    h.to_string(),
+                    "--batch".into(),
+                    b.to_string(),
+                    "--steps".into(),
+                    t.to_string(),
+                    "--warmup".into(),
+                    warmup.to_string(),
+                    "--reps".into(),
+                    reps.to_string(),
+                ])
+                .and_then(|v| v.into_iter().find(|x| x["kind"] == "rnn"))
+            };
+            let torch_ms = |key: &str| torch.as_ref().and_then(|v| v[key]["median"].as_f64()).map(|s| s * 1e3);
+            let (tf, tb) = (torch_ms("forward"), torch_ms("forward_backward"));
+            let pair = |a: String, b: String| format!("{a} / {b}");
+            println!(
+                "{:>9} {:>13} | {:>17} | {:>17} | {:>17} {:>9} | {:>7} {:>7} | {:>9} {:>9}",
+                cell.name(),
+                format!("{h}x{b}x{t}"),
+                pair(ms(&cpu.forward), ms(&cpu.forward_backward)),
+                pair(tf.map_or("-".into(), |v| format!("{v:.2}")), tb.map_or("-".into(), |v| format!("{v:.2}"))),
+                gpu_r.as_ref().map_or("skipped".into(), |g| pair(ms(&g.forward), ms(&g.forward_backward))),
+                gpu_r.as_ref().map_or("-".into(), |g| opt_ms(g.forward_backward_device.as_ref())),
+                tb.map_or("-".into(), |v| format!("{:.2}", cpu.forward_backward.median * 1e3 / v)),
+                gpu_r
+                    .as_ref()
+                    .map_or("-".into(), |g| format!("{:.2}", cpu.forward_backward.median / g.forward_backward.median)),
+                gpu_r.as_ref().map_or("-".into(), |g| format!(
+                    "{}+{}",
+                    g.dispatches_forward.unwrap_or(0),
+                    g.dispatches_backward.unwrap_or(0)
+                )),
+                gpu_r
+                    .as_ref()
+                    .and_then(|g| g.device_bytes)
+                    .map_or("-".into(), |b| format!("{:.1}", b as f64 / (1 << 20) as f64)),
+            );
+            torch_all.extend(torch);
+            results.push(recurrent::RecurrentResult { case, cpu: Some(cpu), gpu: gpu_r });
+        }
+    }
+    println!(
+        "(medians per batch; CPU/trc = recur CPU f+b over PyTorch CPU f+b; GPU/CPU = CPU f+b time over GPU f+b time; \
+         GPU dev = device time of f+b from timestamps; dispatch = forward+backward dispatches, 1 submit each)"
+    );
+    if let Some(path) = &args.json {
+        write_json(path, &RnnReport { header, results, torch: torch_all })?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

@@ -6,6 +6,9 @@ use anyhow::Result;
 use super::Real;
 use crate::ops::Gemm;
 
+/// Multiply-adds (m * n * k) below which a product runs on the calling thread.
+const PARALLEL_WORK: f64 = 96.0 * 96.0 * 96.0;
+
 /// `C = alpha * op(A) * op(B) + beta * C + bias` as described by `spec`.
 pub fn gemm<T: Real>(spec: &Gemm, a: &[T], b: &[T], bias: Option<&[T]>, c: &mut [T]) -> Result<()> {
     spec.validate(a.len(), b.len(), c.len(), bias.map(|x| x.len()))?;
@@ -19,6 +22,13 @@ pub fn gemm<T: Real>(spec: &Gemm, a: &[T], b: &[T], bias: Option<&[T]>, c: &mut 
     let (rsb, csb) = if spec.trans_b { (1, ldb) } else { (ldb, 1) };
     let alpha = T::from(spec.alpha).unwrap_or_else(T::zero);
     let beta = T::from(spec.beta).unwrap_or_else(T::zero);
+    // Small products finish before the thread pool would wake up: run them on this thread.
+    let work = spec.m as f64 * spec.n as f64 * spec.k as f64;
+    let parallelism = if work < PARALLEL_WORK {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
+    };
     for item in 0..spec.batch {
         let oa = spec.offset_a + item * spec.stride_a();
         let ob = spec.offset_b + item * spec.stride_b();
@@ -47,7 +57,7 @@ pub fn gemm<T: Real>(spec: &Gemm, a: &[T], b: &[T], bias: Option<&[T]>, c: &mut 
                 false,
                 false,
                 false,
-                gemm::Parallelism::Rayon(0),
+                parallelism,
             );
         }
         if let Some(bias) = bias {
