@@ -3,6 +3,8 @@
 
 pub mod device;
 pub mod gemm;
+pub(crate) mod launch;
+pub mod optim;
 pub mod readback;
 pub mod recorder;
 pub mod registry;
@@ -11,6 +13,7 @@ pub mod tensor;
 
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
 pub use gemm::{gemm, GemmPlan};
+pub use optim::{ClipPlan, OptimPlan};
 pub use recorder::{Recorder, SubmitReport};
 pub use registry::{Kernel, KernelKey};
 pub use tensor::GpuTensor;
