@@ -4,6 +4,7 @@
 pub mod device;
 pub mod gemm;
 pub(crate) mod launch;
+pub mod loss;
 pub mod optim;
 pub mod readback;
 pub mod recorder;
@@ -13,6 +14,7 @@ pub mod tensor;
 
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
 pub use gemm::{gemm, GemmPlan};
+pub use loss::{CrossEntropyPlan, MsePlan};
 pub use optim::{ClipPlan, OptimPlan};
 pub use recorder::{Recorder, SubmitReport};
 pub use registry::{Kernel, KernelKey};

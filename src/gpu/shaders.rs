@@ -23,6 +23,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "optim",
         body: include_str!("../../shaders/optim.wgsl"),
     },
+    ShaderFamily {
+        name: "loss",
+        body: include_str!("../../shaders/loss.wgsl"),
+    },
 ];
 
 /// Looks a family up by name.

@@ -2,7 +2,9 @@
 //! Each description validates its own arguments, so both paths reject bad input the same way.
 
 pub mod gemm;
+pub mod loss;
 pub mod optim;
 
 pub use gemm::Gemm;
+pub use loss::CrossEntropy;
 pub use optim::Optimizer;
