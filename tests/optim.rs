@@ -378,6 +378,8 @@ fn gpu_every_optimizer_kind_matches_cpu_with_clipping() {
         let lens = [rng.random_range(4097..9000), rng.random_range(1..300)];
         gpu_matches_cpu(&mut rng, opt, lens, true, 3);
     }
+    // Stateless SGD without clipping: two absent buffers in one bind group.
+    gpu_matches_cpu(&mut rng, Optimizer::sgd(0.2), [300, 5], false, 2);
 }
 
 #[test]

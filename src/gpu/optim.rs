@@ -249,6 +249,7 @@ pub struct OptimPlan {
     clip: bool,
     step: u64,
     recorded_at_submit: Option<u64>,
+    _placeholder: GpuTensor,
 }
 
 impl OptimPlan {
@@ -282,7 +283,10 @@ impl OptimPlan {
         };
         let kernel = gpu.kernel(&KernelKey::new("optim", entry))?;
         let uniform = gpu.uniform(&params(optimizer, n, 1, clip.is_some()));
-        let state_buffer = state.map_or(gpu.dummy_buffer(), |s| s.buffer());
+        // An absent state gets a placeholder of its own: the shared dummy may already be
+        // bound read-only (as the absent clip), and one buffer may not be both in a dispatch.
+        let placeholder = GpuTensor::<f32>::zeros(gpu, &[1])?;
+        let state_buffer = state.map_or(placeholder.buffer(), |s| s.buffer());
         let clip_buffer = clip.map_or(gpu.dummy_buffer(), |c| c.result().buffer());
         let bind_group = gpu.bind(
             &kernel,
@@ -305,6 +309,7 @@ impl OptimPlan {
             clip: clip.is_some(),
             step: 0,
             recorded_at_submit: None,
+            _placeholder: placeholder,
         })
     }
 
