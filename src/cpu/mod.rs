@@ -1,6 +1,7 @@
 //! The CPU reference path: the same operations as the GPU kernels, in f32 and f64 (f64 for
 //! gradient checks). Files are named as the kernel families in `shaders/`.
 
+pub mod embedding;
 pub mod gemm;
 pub mod loss;
 pub mod optim;

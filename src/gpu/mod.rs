@@ -2,6 +2,7 @@
 //! readback, and the host side of each kernel family (named as its `shaders/` file).
 
 pub mod device;
+pub mod embedding;
 pub mod gemm;
 pub(crate) mod launch;
 pub mod loss;
@@ -13,6 +14,7 @@ pub mod shaders;
 pub mod tensor;
 
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
+pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 pub use gemm::{gemm, GemmPlan};
 pub use loss::{CrossEntropyPlan, MsePlan};
 pub use optim::{ClipPlan, OptimPlan};

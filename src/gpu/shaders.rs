@@ -27,6 +27,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "loss",
         body: include_str!("../../shaders/loss.wgsl"),
     },
+    ShaderFamily {
+        name: "embedding",
+        body: include_str!("../../shaders/embedding.wgsl"),
+    },
 ];
 
 /// Looks a family up by name.
