@@ -2,6 +2,7 @@
 //! readback, and the host side of each kernel family (named as its `shaders/` file).
 
 pub mod device;
+pub mod dropout;
 pub mod embedding;
 pub mod gemm;
 pub(crate) mod launch;
@@ -14,6 +15,7 @@ pub mod shaders;
 pub mod tensor;
 
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
+pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
 pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 pub use gemm::{gemm, GemmPlan};
 pub use loss::{CrossEntropyPlan, MsePlan};

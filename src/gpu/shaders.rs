@@ -31,6 +31,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "embedding",
         body: include_str!("../../shaders/embedding.wgsl"),
     },
+    ShaderFamily {
+        name: "dropout",
+        body: include_str!("../../shaders/dropout.wgsl"),
+    },
 ];
 
 /// Looks a family up by name.
