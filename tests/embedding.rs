@@ -185,7 +185,7 @@ fn bad_embedding_input_is_an_error_naming_the_value() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("needs 10 elements, got 9"), "{err}");
-    let err = cpu::embedding::backward(&spec.padding_idx(5), &[0, 1, 1], &out, &mut vec![0.0; 10])
+    let err = cpu::embedding::backward(&spec.padding_idx(5), &[0, 1, 1], &out, &mut [0.0; 10])
         .unwrap_err()
         .to_string();
     assert!(err.contains("padding_idx = 5"), "{err}");
