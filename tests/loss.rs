@@ -285,3 +285,29 @@ fn bad_loss_input_is_an_error_naming_the_value() {
         "{rows:?}"
     );
 }
+
+#[test]
+fn gpu_cross_entropy_is_bit_reproducible() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("gpu_cross_entropy_is_bit_reproducible");
+    let (n, c) = (rng.random_range(500..2000), rng.random_range(2..100));
+    let spec = CrossEntropy::new(n, c);
+    let logits = random_vec(&mut rng, n * c);
+    let targets: Vec<u32> = (0..n).map(|_| rng.random_range(0..c as u32)).collect();
+    let run = || {
+        let gl = GpuTensor::from_slice(&gpu, &[n, c], &logits).unwrap();
+        let gt = upload_targets(&gpu, &spec, &targets).unwrap();
+        let grows = GpuTensor::zeros(&gpu, &[n]).unwrap();
+        let gd = GpuTensor::zeros(&gpu, &[n, c]).unwrap();
+        let plan = CrossEntropyPlan::new(&gpu, &spec, &gl, &gt, &grows, &gd).unwrap();
+        let mut rec = Recorder::new(&gpu);
+        plan.record(&mut rec);
+        rec.submit().unwrap();
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        (
+            bits(plan.stats().to_vec().unwrap()),
+            bits(gd.to_vec().unwrap()),
+        )
+    };
+    assert_eq!(run(), run(), "same input, same adapter: the same bits");
+}

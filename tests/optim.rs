@@ -523,3 +523,40 @@ fn bad_optimizer_input_is_an_error_naming_the_value() {
     let err = plan.set_lr(-0.5).unwrap_err().to_string();
     assert!(err.contains("lr = -0.5"), "{err}");
 }
+
+#[test]
+fn gpu_clip_and_update_are_bit_reproducible() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("gpu_clip_and_update_are_bit_reproducible");
+    let lens = [rng.random_range(5000..15000), rng.random_range(1..100)];
+    let grads: Vec<Vec<f32>> = lens.iter().map(|&n| random_vec(&mut rng, n)).collect();
+    let p0 = random_vec(&mut rng, lens[0]);
+    let run = || {
+        let gg: Vec<GpuTensor> = grads
+            .iter()
+            .map(|g| GpuTensor::from_slice(&gpu, &[g.len()], g).unwrap())
+            .collect();
+        let p = GpuTensor::from_slice(&gpu, &[lens[0]], &p0).unwrap();
+        let s = GpuTensor::zeros(&gpu, &[2 * lens[0]]).unwrap();
+        let clip = ClipPlan::new(&gpu, &[&gg[0], &gg[1]], 1.0).unwrap();
+        let mut plan = OptimPlan::new(
+            &gpu,
+            &Optimizer::adam(0.1),
+            &p,
+            &gg[0],
+            Some(&s),
+            Some(&clip),
+        )
+        .unwrap();
+        let mut rec = Recorder::new(&gpu);
+        clip.record(&mut rec);
+        plan.record(&mut rec).unwrap();
+        rec.submit().unwrap();
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        (
+            bits(clip.result().to_vec().unwrap()),
+            bits(p.to_vec().unwrap()),
+        )
+    };
+    assert_eq!(run(), run(), "same input, same adapter: the same bits");
+}

@@ -20,7 +20,9 @@
 //! Clipping follows `torch.nn.utils.clip_grad_norm_`: `norm = sqrt(sum of g^2 over every
 //! gradient)`, `scale = min(1, max_norm / (norm + 1e-6))`. The gradients are not rewritten;
 //! the optimizer multiplies each gradient element by `scale` as it reads it, which gives the
-//! same update with no extra pass and no host round trip.
+//! same update with no extra pass and no host round trip. An infinite norm gives scale 0, as
+//! in PyTorch; with a NaN norm the scale is unspecified (1 on the CPU), but the NaN gradient
+//! reaches the parameters either way, so read the norm back where that can happen.
 
 use anyhow::{bail, ensure, Result};
 
