@@ -14,6 +14,7 @@ pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod selftest;
+pub mod train;
 
 pub use gpu::{Gpu, GpuTensor};
 pub use ops::Gemm;

@@ -52,7 +52,9 @@ impl RecurrentCase {
         let g = (self.cell.gates() * self.hidden) as f64;
         let rows = (self.batch * self.steps) as f64;
         (0..self.layers)
-            .map(|l| 2.0 * rows * g * (c.layer_input(l) + self.hidden) as f64 * c.directions() as f64)
+            .map(|l| {
+                2.0 * rows * g * (c.layer_input(l) + self.hidden) as f64 * c.directions() as f64
+            })
             .sum()
     }
 
@@ -88,8 +90,12 @@ fn data(case: &RecurrentCase) -> (Recurrent, Vec<f32>, Vec<f32>) {
     let layer = Recurrent::new(case.config(), 11).expect("benchmark configuration is valid");
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let rows = case.batch * case.steps;
-    let x = (0..rows * case.input).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let dy = (0..rows * layer.config.output_size()).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x = (0..rows * case.input)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let dy = (0..rows * layer.config.output_size())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     (layer, x, dy)
 }
 
@@ -120,12 +126,20 @@ pub fn measure_cpu(case: &RecurrentCase, warmup: usize, reps: usize) -> Result<S
     })
 }
 
-pub fn measure_gpu(gpu: &Gpu, case: &RecurrentCase, warmup: usize, reps: usize) -> Result<SideResult> {
+pub fn measure_gpu(
+    gpu: &Gpu,
+    case: &RecurrentCase,
+    warmup: usize,
+    reps: usize,
+) -> Result<SideResult> {
     let (layer, x, dy) = data(case);
     let stack = GpuRecurrent::new(gpu, &layer, case.batch, case.steps, true)?;
     stack.input().write(&x)?;
     stack.set_inputs(None, None, None)?;
-    stack.output_grad().expect("planned with gradients").write(&dy)?;
+    stack
+        .output_grad()
+        .expect("planned with gradients")
+        .write(&dy)?;
     let count = |f: &dyn Fn(&mut Recorder) -> Result<()>| -> Result<u64> {
         let mut rec = Recorder::new(gpu);
         f(&mut rec)?;

@@ -8,9 +8,9 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use crate::bench::{cpu_name, gemm, recurrent, Stats};
-use crate::ops::recurrent::CellKind;
 use crate::cpu;
 use crate::gpu::Gpu;
+use crate::ops::recurrent::CellKind;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -160,15 +160,30 @@ pub fn run(args: Args) -> Result<()> {
             let cells: Vec<CellKind> = if cells.is_empty() {
                 vec![CellKind::Lstm, CellKind::Gru, CellKind::RnnTanh]
             } else {
-                cells.iter().map(|c| CellKind::parse(c)).collect::<Result<_>>()?
+                cells
+                    .iter()
+                    .map(|c| CellKind::parse(c))
+                    .collect::<Result<_>>()?
             };
             let shapes: Vec<(usize, usize, usize)> = if shapes.is_empty() {
                 vec![(256, 32, 100), (64, 8, 100), (1024, 64, 100)]
             } else {
-                shapes.iter().map(|s| parse_shape(s)).collect::<Result<_>>()?
+                shapes
+                    .iter()
+                    .map(|s| parse_shape(s))
+                    .collect::<Result<_>>()?
             };
             let (warmup, reps) = if args.quick { (1, 3) } else { (2, 7) };
-            bench_rnn(gpu.as_ref(), &cells, &shapes, *all, warmup, reps, &args, head)
+            bench_rnn(
+                gpu.as_ref(),
+                &cells,
+                &shapes,
+                *all,
+                warmup,
+                reps,
+                &args,
+                head,
+            )
         }
     }
 }
@@ -216,8 +231,11 @@ fn bench_rnn(
         for &cell in cells {
             let case = recurrent::RecurrentCase::new(cell, h, b, t);
             let cpu = recurrent::measure_cpu(&case, warmup, reps)?;
-            let run_gpu = gpu.filter(|_| all || !software || case.forward_flops() <= SOFTWARE_FLOP_LIMIT);
-            let gpu_r = run_gpu.map(|g| recurrent::measure_gpu(g, &case, warmup.min(1), reps.min(3))).transpose()?;
+            let run_gpu =
+                gpu.filter(|_| all || !software || case.forward_flops() <= SOFTWARE_FLOP_LIMIT);
+            let gpu_r = run_gpu
+                .map(|g| recurrent::measure_gpu(g, &case, warmup.min(1), reps.min(3)))
+                .transpose()?;
             let torch = if args.no_torch || cell == CellKind::GruResetBefore {
                 None
             } else {
@@ -243,7 +261,12 @@ fn bench_rnn(
                 ])
                 .and_then(|v| v.into_iter().find(|x| x["kind"] == "rnn"))
             };
-            let torch_ms = |key: &str| torch.as_ref().and_then(|v| v[key]["median"].as_f64()).map(|s| s * 1e3);
+            let torch_ms = |key: &str| {
+                torch
+                    .as_ref()
+                    .and_then(|v| v[key]["median"].as_f64())
+                    .map(|s| s * 1e3)
+            };
             let (tf, tb) = (torch_ms("forward"), torch_ms("forward_backward"));
             let pair = |a: String, b: String| format!("{a} / {b}");
             println!(
@@ -251,13 +274,25 @@ fn bench_rnn(
                 cell.name(),
                 format!("{h}x{b}x{t}"),
                 pair(ms(&cpu.forward), ms(&cpu.forward_backward)),
-                pair(tf.map_or("-".into(), |v| format!("{v:.2}")), tb.map_or("-".into(), |v| format!("{v:.2}"))),
-                gpu_r.as_ref().map_or("skipped".into(), |g| pair(ms(&g.forward), ms(&g.forward_backward))),
-                gpu_r.as_ref().map_or("-".into(), |g| opt_ms(g.forward_backward_device.as_ref())),
-                tb.map_or("-".into(), |v| format!("{:.2}", cpu.forward_backward.median * 1e3 / v)),
+                pair(
+                    tf.map_or("-".into(), |v| format!("{v:.2}")),
+                    tb.map_or("-".into(), |v| format!("{v:.2}"))
+                ),
+                gpu_r.as_ref().map_or("skipped".into(), |g| pair(
+                    ms(&g.forward),
+                    ms(&g.forward_backward)
+                )),
                 gpu_r
                     .as_ref()
-                    .map_or("-".into(), |g| format!("{:.2}", cpu.forward_backward.median / g.forward_backward.median)),
+                    .map_or("-".into(), |g| opt_ms(g.forward_backward_device.as_ref())),
+                tb.map_or("-".into(), |v| format!(
+                    "{:.2}",
+                    cpu.forward_backward.median * 1e3 / v
+                )),
+                gpu_r.as_ref().map_or("-".into(), |g| format!(
+                    "{:.2}",
+                    cpu.forward_backward.median / g.forward_backward.median
+                )),
                 gpu_r.as_ref().map_or("-".into(), |g| format!(
                     "{}+{}",
                     g.dispatches_forward.unwrap_or(0),
@@ -266,10 +301,17 @@ fn bench_rnn(
                 gpu_r
                     .as_ref()
                     .and_then(|g| g.device_bytes)
-                    .map_or("-".into(), |b| format!("{:.1}", b as f64 / (1 << 20) as f64)),
+                    .map_or("-".into(), |b| format!(
+                        "{:.1}",
+                        b as f64 / (1 << 20) as f64
+                    )),
             );
             torch_all.extend(torch);
-            results.push(recurrent::RecurrentResult { case, cpu: Some(cpu), gpu: gpu_r });
+            results.push(recurrent::RecurrentResult {
+                case,
+                cpu: Some(cpu),
+                gpu: gpu_r,
+            });
         }
     }
     println!(
@@ -277,7 +319,14 @@ fn bench_rnn(
          GPU dev = device time of f+b from timestamps; dispatch = forward+backward dispatches, 1 submit each)"
     );
     if let Some(path) = &args.json {
-        write_json(path, &RnnReport { header, results, torch: torch_all })?;
+        write_json(
+            path,
+            &RnnReport {
+                header,
+                results,
+                torch: torch_all,
+            },
+        )?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -1,7 +1,12 @@
 //! The CPU reference path: the same operations as the GPU kernels, in f32 and f64 (f64 for
 //! gradient checks). Files are named as the kernel families in `shaders/`.
 
+pub mod dropout;
+pub mod embedding;
 pub mod gemm;
+pub mod loss;
+pub mod optim;
+pub mod philox;
 pub mod recurrent;
 
 pub use gemm::gemm;

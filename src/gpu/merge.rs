@@ -63,14 +63,11 @@ impl MergePlan {
         let kernel = gpu.kernel(&KernelKey::new("merge", entry))?;
         let uniform = gpu.uniform(&params);
         // merge_forward does not read binding 2, so its layout has no such entry.
-        let mut entries = vec![
-            (0, uniform.as_entire_binding()),
-            (1, cat.buffer().as_entire_binding()),
-        ];
+        let mut entries = vec![(0, &uniform), (1, cat.buffer())];
         if let Some(u) = upstream {
-            entries.push((2, u.buffer().as_entire_binding()));
+            entries.push((2, u.buffer()));
         }
-        entries.push((3, out.buffer().as_entire_binding()));
+        entries.push((3, out.buffer()));
         let group = gpu.bind_at(&kernel, &entries);
         let groups = [
             stage.width().div_ceil(64) as u32,

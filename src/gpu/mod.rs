@@ -2,8 +2,13 @@
 //! readback, and the host side of each kernel family (named as its `shaders/` file).
 
 pub mod device;
+pub mod dropout;
+pub mod embedding;
 pub mod gemm;
+pub(crate) mod launch;
+pub mod loss;
 pub mod merge;
+pub mod optim;
 pub mod readback;
 pub mod recorder;
 pub mod recurrent;
@@ -12,7 +17,11 @@ pub mod shaders;
 pub mod tensor;
 
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
+pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
+pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 pub use gemm::{gemm, GemmPlan};
+pub use loss::{CrossEntropyPlan, MsePlan};
+pub use optim::{ClipPlan, OptimPlan};
 pub use recorder::{Recorder, SubmitReport};
 pub use registry::{Kernel, KernelKey};
 pub use tensor::GpuTensor;
@@ -47,8 +56,19 @@ impl Gpu {
         })
     }
 
-    /// A bind group for `kernel` with each buffer (or buffer range) at the binding given.
-    pub fn bind_at(
+    /// A bind group for `kernel` with each whole buffer at the binding given (an entry
+    /// point's derived layout holds only the bindings it uses, which need not be 0..k).
+    pub fn bind_at(&self, kernel: &Kernel, entries: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+        let resources: Vec<(u32, wgpu::BindingResource)> = entries
+            .iter()
+            .map(|(i, b)| (*i, b.as_entire_binding()))
+            .collect();
+        self.bind_resources(kernel, &resources)
+    }
+
+    /// A bind group for `kernel` with each resource (a buffer or a range of one) at the
+    /// binding given.
+    pub fn bind_resources(
         &self,
         kernel: &Kernel,
         entries: &[(u32, wgpu::BindingResource)],

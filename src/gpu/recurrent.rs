@@ -293,7 +293,7 @@ impl RecurrentPlan {
             t.buffer().as_entire_binding()
         }
         let bind = |s: usize| {
-            gpu.bind_at(
+            gpu.bind_resources(
                 &forward_step,
                 &[
                     (0, cfg_buffer.as_entire_binding()),

@@ -27,6 +27,22 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "recurrent",
         body: include_str!("../../shaders/recurrent.wgsl"),
     },
+    ShaderFamily {
+        name: "optim",
+        body: include_str!("../../shaders/optim.wgsl"),
+    },
+    ShaderFamily {
+        name: "loss",
+        body: include_str!("../../shaders/loss.wgsl"),
+    },
+    ShaderFamily {
+        name: "embedding",
+        body: include_str!("../../shaders/embedding.wgsl"),
+    },
+    ShaderFamily {
+        name: "dropout",
+        body: include_str!("../../shaders/dropout.wgsl"),
+    },
 ];
 
 /// Looks a family up by name.

@@ -1,7 +1,15 @@
 //! The op set: descriptions of operations that have a GPU kernel and a CPU twin.
 //! Each description validates its own arguments, so both paths reject bad input the same way.
 
+pub mod dropout;
+pub mod embedding;
 pub mod gemm;
+pub mod loss;
+pub mod optim;
 pub mod recurrent;
 
+pub use dropout::{Dropout, DropoutKey};
+pub use embedding::Embedding;
 pub use gemm::Gemm;
+pub use loss::CrossEntropy;
+pub use optim::Optimizer;

@@ -1,0 +1,131 @@
+//! Host side of `shaders/dropout.wgsl`: dropout masks (Philox, bit for bit as the CPU twin
+//! `src/cpu/dropout.rs`) and their application. Semantics: `src/ops/dropout.rs`.
+//!
+//! The key (seed, step, stream) goes into the mask plan's uniform buffer with
+//! `queue.write_buffer` when a mask is recorded, so a mask plan is recorded at most once per
+//! submit (one plan per mask a step needs).
+
+use anyhow::{ensure, Result};
+use bytemuck::{Pod, Zeroable};
+
+use super::launch::{ensure_distinct, grid, WG};
+use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use crate::ops::dropout::{validate_apply, Dropout, DropoutKey};
+
+/// Mirrors `DropoutParams` in `shaders/dropout.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DropoutParams {
+    n: u32,
+    threshold: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    step_lo: u32,
+    step_hi: u32,
+    stream: u32,
+    scale: f32,
+    mask_len: u32,
+    _pad: [u32; 3],
+}
+
+/// Makes a `[rows, cols]` mask for a given key: one dispatch.
+pub struct DropoutMaskPlan {
+    gpu: Gpu,
+    kernel: Kernel,
+    bind_group: wgpu::BindGroup,
+    uniform: wgpu::Buffer,
+    groups: [u32; 3],
+    spec: Dropout,
+    recorded_at_submit: Option<u64>,
+}
+
+impl DropoutMaskPlan {
+    pub fn new(gpu: &Gpu, spec: &Dropout, mask: &GpuTensor) -> Result<Self> {
+        spec.validate(mask.len())?;
+        let kernel = gpu.kernel(&KernelKey::new("dropout", "make_mask"))?;
+        let uniform = gpu.uniform(&DropoutParams::zeroed());
+        let bind_group = gpu.bind_at(&kernel, &[(0, &uniform), (1, mask.buffer())]);
+        Ok(Self {
+            gpu: gpu.clone(),
+            kernel,
+            bind_group,
+            uniform,
+            groups: grid(gpu, spec.len().div_ceil(WG), "dropout mask")?,
+            spec: *spec,
+            recorded_at_submit: None,
+        })
+    }
+
+    /// Records making the mask for `key` and writes the key into the uniform buffer.
+    pub fn record(&mut self, rec: &mut Recorder, key: DropoutKey) -> Result<()> {
+        let submits = self.gpu.counters().submits;
+        ensure!(
+            self.recorded_at_submit != Some(submits),
+            "dropout mask plan recorded twice without a submit in between: its key lives in \
+             one uniform buffer, so use one plan per mask of a step"
+        );
+        let p = DropoutParams {
+            n: self.spec.len() as u32,
+            threshold: self.spec.threshold(),
+            seed_lo: key.seed as u32,
+            seed_hi: (key.seed >> 32) as u32,
+            step_lo: key.step as u32,
+            step_hi: (key.step >> 32) as u32,
+            stream: key.stream,
+            scale: self.spec.scale(),
+            mask_len: 0,
+            _pad: [0; 3],
+        };
+        self.gpu
+            .queue()
+            .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&p));
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+        self.recorded_at_submit = Some(submits);
+        Ok(())
+    }
+}
+
+/// `y[i] = x[i] * mask[i % mask_len]`: one dispatch (forward with `x`, backward with `dy`).
+pub struct DropoutApplyPlan {
+    kernel: Kernel,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+impl DropoutApplyPlan {
+    pub fn new(gpu: &Gpu, x: &GpuTensor, mask: &GpuTensor, y: &GpuTensor) -> Result<Self> {
+        validate_apply(x.len(), mask.len(), y.len())?;
+        ensure_distinct(
+            "dropout",
+            &[
+                ("input", x.buffer()),
+                ("mask", mask.buffer()),
+                ("output", y.buffer()),
+            ],
+        )?;
+        let kernel = gpu.kernel(&KernelKey::new("dropout", "apply"))?;
+        let uniform = gpu.uniform(&DropoutParams {
+            n: x.len() as u32,
+            mask_len: mask.len() as u32,
+            ..DropoutParams::zeroed()
+        });
+        let bind_group = gpu.bind_at(
+            &kernel,
+            &[
+                (0, &uniform),
+                (2, x.buffer()),
+                (3, mask.buffer()),
+                (4, y.buffer()),
+            ],
+        );
+        Ok(Self {
+            kernel,
+            bind_group,
+            groups: grid(gpu, x.len().div_ceil(WG), "dropout")?,
+        })
+    }
+
+    pub fn record(&self, rec: &mut Recorder) {
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+    }
+}

@@ -1,0 +1,194 @@
+//! Host side of `shaders/loss.wgsl`: softmax cross-entropy and mean squared error, loss and
+//! gradient on the GPU with fixed-order reductions. CPU twin: `src/cpu/loss.rs`; formulas:
+//! `src/ops/loss.rs`.
+
+use anyhow::Result;
+use bytemuck::{Pod, Zeroable};
+
+use super::launch::{ensure_distinct, grid};
+use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use crate::ops::loss::{validate_mse, CrossEntropy};
+
+/// Elements one `mse_partial` workgroup handles (`MSE_CHUNK` in the shader).
+const MSE_CHUNK: usize = 4096;
+
+/// Mirrors `LossParams` in `shaders/loss.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct LossParams {
+    rows: u32,
+    classes: u32,
+    ignore: u32,
+    has_ignore: u32,
+    partials: u32,
+    _pad: [u32; 3],
+}
+
+/// Validates `targets` for `spec` (each a class or the ignore index) and uploads them.
+pub fn upload_targets(gpu: &Gpu, spec: &CrossEntropy, targets: &[u32]) -> Result<GpuTensor<u32>> {
+    spec.validate_targets(targets)?;
+    GpuTensor::from_slice(gpu, &[targets.len()], targets)
+}
+
+/// Validates `targets` for `spec` and writes them into an existing target tensor.
+pub fn write_targets(spec: &CrossEntropy, tensor: &GpuTensor<u32>, targets: &[u32]) -> Result<()> {
+    spec.validate_targets(targets)?;
+    tensor.write(targets)
+}
+
+/// A cross-entropy bound to its logits, targets and outputs: three dispatches per record.
+pub struct CrossEntropyPlan {
+    kernels: [Kernel; 3],
+    groups: [wgpu::BindGroup; 3],
+    row_grid: [u32; 3],
+    stats: GpuTensor,
+}
+
+impl CrossEntropyPlan {
+    /// `targets` should come from [`upload_targets`] / [`write_targets`], which validate
+    /// them; a target written past that check gives NaN for its row, never a stray read.
+    pub fn new(
+        gpu: &Gpu,
+        spec: &CrossEntropy,
+        logits: &GpuTensor,
+        targets: &GpuTensor<u32>,
+        row_loss: &GpuTensor,
+        dlogits: &GpuTensor,
+    ) -> Result<Self> {
+        spec.validate(logits.len(), targets.len(), row_loss.len(), dlogits.len())?;
+        ensure_distinct(
+            "cross-entropy",
+            &[
+                ("logits", logits.buffer()),
+                ("row losses", row_loss.buffer()),
+                ("logit gradients", dlogits.buffer()),
+            ],
+        )?;
+        let stats = GpuTensor::zeros(gpu, &[2])?;
+        let uniform = gpu.uniform(&LossParams {
+            rows: spec.rows as u32,
+            classes: spec.classes as u32,
+            ignore: spec.ignore_index.unwrap_or(0),
+            has_ignore: spec.ignore_index.is_some() as u32,
+            partials: 0,
+            _pad: [0; 3],
+        });
+        let k = |e| gpu.kernel(&KernelKey::new("loss", e));
+        let kernels = [k("ce_count")?, k("ce_rows")?, k("ce_reduce")?];
+        let (u, s) = (&uniform, stats.buffer());
+        let groups = [
+            gpu.bind_at(&kernels[0], &[(0, u), (2, targets.buffer()), (5, s)]),
+            gpu.bind_at(
+                &kernels[1],
+                &[
+                    (0, u),
+                    (1, logits.buffer()),
+                    (2, targets.buffer()),
+                    (3, dlogits.buffer()),
+                    (4, row_loss.buffer()),
+                    (5, s),
+                ],
+            ),
+            gpu.bind_at(&kernels[2], &[(0, u), (4, row_loss.buffer()), (5, s)]),
+        ];
+        Ok(Self {
+            kernels,
+            groups,
+            row_grid: grid(gpu, spec.rows, "cross-entropy")?,
+            stats,
+        })
+    }
+
+    /// Records the loss and gradient computation (three dispatches).
+    pub fn record(&self, rec: &mut Recorder) {
+        rec.dispatch(&self.kernels[0], &self.groups[0], [1, 1, 1]);
+        rec.dispatch(&self.kernels[1], &self.groups[1], self.row_grid);
+        rec.dispatch(&self.kernels[2], &self.groups[2], [1, 1, 1]);
+    }
+
+    /// `[mean loss, rows counted]` on the GPU.
+    pub fn stats(&self) -> &GpuTensor {
+        &self.stats
+    }
+
+    /// Reads the mean loss back (one readback).
+    pub fn loss(&self) -> Result<f32> {
+        Ok(self.stats.to_vec()?[0])
+    }
+}
+
+/// A mean squared error bound to its predictions, targets and gradient: two dispatches.
+pub struct MsePlan {
+    kernels: [Kernel; 2],
+    groups: [wgpu::BindGroup; 2],
+    partial_grid: [u32; 3],
+    stats: GpuTensor,
+    _partials: GpuTensor,
+}
+
+impl MsePlan {
+    pub fn new(gpu: &Gpu, pred: &GpuTensor, target: &GpuTensor, grad: &GpuTensor) -> Result<Self> {
+        validate_mse(pred.len(), target.len(), grad.len())?;
+        ensure_distinct(
+            "mean squared error",
+            &[
+                ("predictions", pred.buffer()),
+                ("targets", target.buffer()),
+                ("gradient", grad.buffer()),
+            ],
+        )?;
+        let n = pred.len();
+        let partial_count = n.div_ceil(MSE_CHUNK);
+        let partials = GpuTensor::zeros(gpu, &[partial_count])?;
+        let stats = GpuTensor::zeros(gpu, &[1])?;
+        let uniform = gpu.uniform(&LossParams {
+            rows: n as u32,
+            classes: 0,
+            ignore: 0,
+            has_ignore: 0,
+            partials: partial_count as u32,
+            _pad: [0; 3],
+        });
+        let k = |e| gpu.kernel(&KernelKey::new("loss", e));
+        let kernels = [k("mse_partial")?, k("mse_reduce")?];
+        let groups = [
+            gpu.bind_at(
+                &kernels[0],
+                &[
+                    (0, &uniform),
+                    (1, pred.buffer()),
+                    (3, grad.buffer()),
+                    (6, target.buffer()),
+                    (7, partials.buffer()),
+                ],
+            ),
+            gpu.bind_at(
+                &kernels[1],
+                &[(0, &uniform), (5, stats.buffer()), (7, partials.buffer())],
+            ),
+        ];
+        Ok(Self {
+            kernels,
+            groups,
+            partial_grid: grid(gpu, partial_count, "mean squared error")?,
+            stats,
+            _partials: partials,
+        })
+    }
+
+    /// Records the loss and gradient computation (two dispatches).
+    pub fn record(&self, rec: &mut Recorder) {
+        rec.dispatch(&self.kernels[0], &self.groups[0], self.partial_grid);
+        rec.dispatch(&self.kernels[1], &self.groups[1], [1, 1, 1]);
+    }
+
+    /// `[mean loss]` on the GPU.
+    pub fn stats(&self) -> &GpuTensor {
+        &self.stats
+    }
+
+    /// Reads the loss back (one readback).
+    pub fn loss(&self) -> Result<f32> {
+        Ok(self.stats.to_vec()?[0])
+    }
+}
