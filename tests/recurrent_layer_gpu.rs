@@ -132,3 +132,33 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
         assert_eq!(gpu.compiled_kernels(), compiled);
     }
 }
+
+#[test]
+fn carrying_the_state_on_the_device_continues_the_sequence() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("carrying_the_state_on_the_device_continues_the_sequence");
+    let (batch, half) = (3, 4);
+    let mut cfg = RecurrentConfig::new(CellKind::Lstm, 4, 5);
+    cfg.num_layers = 2;
+    let layer = Recurrent::new(cfg.clone(), 2).unwrap();
+    let x = random_vec(&mut rng, 2 * half * batch * 4);
+    let whole = GpuRecurrent::new(&gpu, &layer, batch, 2 * half, false).unwrap();
+    let want = whole.forward(&x, None, None, None).unwrap();
+
+    let part = GpuRecurrent::new(&gpu, &layer, batch, half, false).unwrap();
+    let first = part
+        .forward(&x[..half * batch * 4], None, None, None)
+        .unwrap();
+    let mut rec = recur::gpu::Recorder::new(&gpu);
+    part.record_carry_state(&mut rec);
+    rec.submit().unwrap();
+    part.input().write(&x[half * batch * 4..]).unwrap();
+    let mut rec = recur::gpu::Recorder::new(&gpu);
+    part.record_forward(&mut rec);
+    rec.submit().unwrap();
+    let second = part.output().to_vec().unwrap();
+    let mut got = first.output.clone();
+    got.extend(second);
+    let e = rel_error(&got, &to_f64(&want.output));
+    assert!(e < 1e-6, "continued output differs by {e}");
+}

@@ -86,6 +86,7 @@ pub struct RecurrentPlan {
     shape: RecurrentShape,
     smap: GpuTensor<u32>,
     state: GpuTensor,
+    carry_scratch: GpuTensor,
     xw_gemm: GemmPlan,
     transpose: (Kernel, wgpu::BindGroup),
     forward_step: Kernel,
@@ -402,6 +403,7 @@ impl RecurrentPlan {
             shape,
             smap,
             state,
+            carry_scratch: GpuTensor::zeros(gpu, &[2, bsz, h])?,
             xw_gemm,
             transpose,
             forward_step,
@@ -500,6 +502,27 @@ impl RecurrentPlan {
             g.record(rec);
         }
         Ok(())
+    }
+
+    /// Records copying the final states into the initial states, so the next forward
+    /// continues where this one stopped (stateful training, truncated BPTT). The gradient
+    /// does not flow across: the next backward treats them as constants.
+    pub fn record_carry_state(&self, rec: &mut Recorder) {
+        let n = (self.shape.batch * self.shape.hidden * 4) as u64;
+        let at = |r: Region| (self.region(r) * 4) as u64;
+        let buf = self.state.buffer();
+        let scratch = self.carry_scratch.buffer();
+        // A buffer cannot be copied onto itself in one copy: go through a scratch buffer.
+        rec.copy(buf, at(Region::Hn), scratch, 0, n);
+        rec.copy(buf, at(Region::Cn), scratch, n, n);
+        rec.copy(scratch, 0, buf, at(Region::H0), n);
+        rec.copy(scratch, n, buf, at(Region::C0), n);
+    }
+
+    /// The device tensor holding the initial and final states (regions of B * H each:
+    /// h0, c0, h_n, c_n, ...), for callers that move states on the device.
+    pub fn state_tensor(&self) -> &GpuTensor {
+        &self.state
     }
 
     fn read_region(&self, r: Region) -> Result<Vec<f32>> {

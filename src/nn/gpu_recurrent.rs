@@ -270,6 +270,22 @@ impl GpuRecurrent {
         Ok(())
     }
 
+    /// Records copying every layer's final states into its initial states (stateful
+    /// training: the next forward continues from here, without gradients across).
+    pub fn record_carry_state(&self, rec: &mut Recorder) {
+        for (_, plan) in self.each_plan() {
+            plan.record_carry_state(rec);
+        }
+    }
+
+    /// Sets lengths only, keeping the initial states where they are on the device.
+    pub fn set_lengths(&self, lengths: Option<&[usize]>) -> Result<()> {
+        for (_, plan) in self.each_plan() {
+            plan.set_lengths(lengths)?;
+        }
+        Ok(())
+    }
+
     fn read_states(&self, read: impl Fn(&RecurrentPlan) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
         let mut out = Vec::new();
         for (_, plan) in self.each_plan() {
