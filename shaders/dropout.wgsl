@@ -58,3 +58,40 @@ fn apply(
     }
     y[i] = x[i] * mask_in[i % p.mask_len];
 }
+
+// One mask per sequence over a sequence tensor, in place: every row (t, b) of a
+// [rows, features] tensor times mask[b] ([batch, features]); rows are t * batch + b, or
+// b * steps + t when batch_first. Forward (the inputs) and backward (their gradient) alike.
+struct RowMaskParams {
+    rows: u32,
+    features: u32,
+    batch: u32,
+    steps: u32,
+    batch_first: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(5) var<uniform> rp: RowMaskParams;
+@group(0) @binding(6) var<storage, read> row_mask: array<f32>;
+@group(0) @binding(7) var<storage, read_write> rows_data: array<f32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn apply_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = element(wg, nwg, lid);
+    if (i >= rp.rows * rp.features) {
+        return;
+    }
+    let row = i / rp.features;
+    let f = i % rp.features;
+    var b = row % rp.batch;
+    if (rp.batch_first != 0u) {
+        b = row / rp.steps;
+    }
+    rows_data[i] = rows_data[i] * row_mask[b * rp.features + f];
+}

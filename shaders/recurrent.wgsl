@@ -48,6 +48,10 @@ struct Config {
     off_dh: u32,         // dh carried to the previous step
     off_dc: u32,         // dc carried to the previous step; dc0 at the end
     off_dh0: u32,
+    has_rmask: u32,      // recurrent dropout: the product sees the state times rmask[b, j]
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct Step {
@@ -77,6 +81,14 @@ fn row_of(t: u32, b: u32) -> u32 {
     return t * cfg.batch + b;
 }
 
+// The recurrent dropout mask (0 or 1/keep) of unit j of batch entry b; 1 without one.
+fn rmask_at(b: u32, j: u32) -> f32 {
+    if (cfg.has_rmask == 0u) {
+        return 1.0;
+    }
+    return rmask[b * cfg.hidden + j];
+}
+
 fn dsigmoid(y: f32) -> f32 {
     return y * (1.0 - y);
 }
@@ -92,6 +104,7 @@ fn dsigmoid(y: f32) -> f32 {
 @group(0) @binding(10) var<storage, read_write> dxw: array<f32>;  // [rows, G*H]
 @group(0) @binding(11) var<storage, read_write> dhw: array<f32>;  // [rows, G*H] (GRU only)
 @group(0) @binding(12) var<storage, read> b_hh: array<f32>;       // [G*H]
+@group(0) @binding(13) var<storage, read> rmask: array<f32>;      // [B, H] recurrent dropout
 
 // ---------------------------------------------------------------------------------------
 // Weights: W_hh^T with b_hh as an extra row, so the recurrent product of a step reads
@@ -165,7 +178,7 @@ fn recurrent_product(s: u32, b: u32, k: u32, lx: u32, ly: u32, first_gate: u32, 
             if (from_rh) {
                 v = rh_value(s, b, j);
             } else {
-                v = hprev_value(s, b, j);
+                v = hprev_value(s, b, j) * rmask_at(b, j);
             }
         }
         tile[ly][lx] = v;
@@ -219,8 +232,11 @@ fn forward_step(
     let gw = cfg.gate_width;
     let xr = row * gw;
     let act = cfg.off_act + row * cfg.act_width;
+    // hp is the state itself; the recurrent products (and so the weight gradients) see it
+    // through the recurrent dropout mask.
     let hp = hprev_value(s, b, k);
-    saved[row * h + k] = hp;
+    let hm = hp * rmask_at(b, k);
+    saved[row * h + k] = hm;
 
     var new_h = 0.0;
     switch CELL {
@@ -270,7 +286,7 @@ fn forward_step(
             let z = sigmoid(xw[xr + h + k] + hw.y);
             saved[act + k] = r;
             saved[act + h + k] = z;
-            saved[act + 3u * h + k] = r * hp;
+            saved[act + 3u * h + k] = r * hm;
             return;
         }
     }
@@ -302,7 +318,7 @@ fn forward_gru_n(
     let act = cfg.off_act + row * cfg.act_width;
     let n = tanh_stable(xw[row * cfg.gate_width + 2u * h + k] + hw.x);
     let z = saved[act + h + k];
-    let hp = saved[row * h + k];
+    let hp = hprev_value(s, b, k);
     saved[act + 2u * h + k] = n;
     let new_h = (1.0 - z) * n + z * hp;
     y[row * cfg.out_stride + cfg.out_offset + k] = new_h;
@@ -424,7 +440,7 @@ fn backward_step(
     if (cfg.has_dy != 0u) {
         dyv = dy[row * cfg.out_stride + cfg.out_offset + k];
     }
-    let dht = carry_dh + rec + dyv;
+    let dht = carry_dh + rec * rmask_at(b, k) + dyv;
     var new_dh = 0.0;
     switch CELL {
         case 0u: {
@@ -458,7 +474,7 @@ fn backward_step(
             let z = saved[act + h + k];
             let n = saved[act + 2u * h + k];
             let hn = saved[act + 3u * h + k];
-            let hp = saved[row * h + k];
+            let hp = hprev_value(s, b, k);
             let dnp = dht * (1.0 - z) * (1.0 - n * n);
             let drp = dnp * hn * dsigmoid(r);
             let dzp = dht * (hp - n) * dsigmoid(z);
@@ -474,7 +490,7 @@ fn backward_step(
             // GRU reset-before, first half: z and n; r waits for d(r * h) (backward_gru_n).
             let z = saved[act + h + k];
             let n = saved[act + 2u * h + k];
-            let hp = saved[row * h + k];
+            let hp = hprev_value(s, b, k);
             dxw[g + h + k] = dht * (hp - n) * dsigmoid(z);
             dxw[g + 2u * h + k] = dht * (1.0 - z) * (1.0 - n * n);
             new_dh = dht * z;
@@ -504,10 +520,10 @@ fn backward_gru_n(
     }
     let row = row_of(code & STEP_TIME_MASK, b);
     let r = saved[cfg.off_act + row * cfg.act_width + k];
-    let hp = saved[row * h + k];
-    dxw[row * cfg.gate_width + k] = drh * hp * dsigmoid(r);
+    let hm = saved[row * h + k];   // the masked state r multiplied
+    dxw[row * cfg.gate_width + k] = drh * hm * dsigmoid(r);
     let at = b * h + k;
-    state[cfg.off_dh + at] = state[cfg.off_dh + at] + drh * r;
+    state[cfg.off_dh + at] = state[cfg.off_dh + at] + drh * r * rmask_at(b, k);
 }
 
 // After step 0: the gradient of h0 (dc0 is the carried dc as it stands).
@@ -526,5 +542,5 @@ fn backward_finish(
         return;
     }
     let at = b * h + k;
-    state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec;
+    state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec * rmask_at(b, k);
 }

@@ -221,3 +221,44 @@ fn bad_dropout_input_is_an_error_naming_the_value() {
     assert!(err.contains("recorded twice"), "{err}");
     rec.submit().unwrap();
 }
+
+#[test]
+fn gpu_row_mask_matches_cpu_for_both_layouts() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("gpu_row_mask_matches_cpu_for_both_layouts");
+    for _ in 0..6 {
+        let (batch, steps, features) = (
+            rng.random_range(1..7),
+            rng.random_range(1..9),
+            rng.random_range(1..70),
+        );
+        let batch_first = rng.random_bool(0.5);
+        let mask: Vec<f32> = (0..batch * features)
+            .map(|_| if rng.random_bool(0.4) { 0.0 } else { 2.5 })
+            .collect();
+        let data = common::random_vec(&mut rng, batch * steps * features);
+        let mut want = data.clone();
+        recur::cpu::dropout::apply_rows(&mut want, &mask, steps, features, batch_first).unwrap();
+        let gm = recur::GpuTensor::from_slice(&gpu, &[batch, features], &mask).unwrap();
+        let gd = recur::GpuTensor::from_slice(&gpu, &[batch * steps * features], &data).unwrap();
+        let plan =
+            recur::gpu::dropout::RowMaskPlan::new(&gpu, &gm, &gd, steps, batch_first).unwrap();
+        let mut rec = recur::gpu::Recorder::new(&gpu);
+        plan.record(&mut rec);
+        rec.submit().unwrap();
+        // Multiplying by 0 or 2.5 is exact: the results agree bit for bit.
+        assert_eq!(
+            gd.to_vec().unwrap(),
+            want,
+            "batch {batch} steps {steps} features {features} batch_first {batch_first}"
+        );
+    }
+    // A mask that does not fit the sequence is an error.
+    let gm = recur::GpuTensor::from_slice(&gpu, &[2, 3], &[1.0; 6]).unwrap();
+    let gd = recur::GpuTensor::zeros(&gpu, &[25]).unwrap();
+    let err = recur::gpu::dropout::RowMaskPlan::new(&gpu, &gm, &gd, 4, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("25 elements"), "{err}");
+}

@@ -30,6 +30,8 @@ struct Case {
     wy: Vec<f64>,
     wh: Vec<f64>,
     wc: Vec<f64>,
+    /// A recurrent dropout mask [B, H] (0 or 1/keep), or none.
+    rmask: Option<Vec<f64>>,
 }
 
 fn random_case(rng: &mut StdRng, cell: CellKind) -> Case {
@@ -63,6 +65,11 @@ fn random_case(rng: &mut StdRng, cell: CellKind) -> Case {
         wy: randv(rng, shape.rows() * shape.out_stride, 1.0),
         wh: randv(rng, b * h, 1.0),
         wc: randv(rng, b * h, 1.0),
+        rmask: rng.random_bool(0.4).then(|| {
+            (0..b * h)
+                .map(|_| if rng.random_bool(0.3) { 0.0 } else { 1.0 / 0.7 })
+                .collect()
+        }),
     }
 }
 
@@ -84,6 +91,7 @@ fn loss(c: &Case) -> f64 {
         Some(&c.h0),
         Some(&c.c0),
         &weights(c),
+        c.rmask.as_deref(),
         &mut y,
     )
     .unwrap();
@@ -155,6 +163,7 @@ fn cpu_backward_matches_finite_differences_for_every_cell() {
                 Some(&case.h0),
                 Some(&case.c0),
                 &w,
+                case.rmask.as_deref(),
                 &mut y,
             )
             .unwrap();
@@ -198,6 +207,7 @@ fn run_alone(case: &Case, b: usize, len: usize) -> (Vec<f64>, Vec<f64>) {
         Some(&case.h0[b * h..][..h]),
         Some(&case.c0[b * h..][..h]),
         &weights(case),
+        case.rmask.as_ref().map(|m| &m[b * h..][..h]),
         &mut y,
     )
     .unwrap();
@@ -225,6 +235,7 @@ fn padded_batches_follow_packed_sequence_semantics() {
                 Some(&case.h0),
                 Some(&case.c0),
                 &weights(&case),
+                case.rmask.as_deref(),
                 &mut y,
             )
             .unwrap();
@@ -264,28 +275,28 @@ fn bad_recurrent_input_is_an_error() {
     };
     let x = vec![0.0f32; 4 * 2 * 3];
     let mut y = vec![0.0f32; 4 * 2 * 2];
-    let err = forward(&shape, &x[1..], None, None, None, &w, &mut y)
+    let err = forward(&shape, &x[1..], None, None, None, &w, None, &mut y)
         .unwrap_err()
         .to_string();
     assert!(err.contains("input has 23 elements, expected 24"), "{err}");
-    let err = forward(&shape, &x, Some(&[4, 5]), None, None, &w, &mut y)
+    let err = forward(&shape, &x, Some(&[4, 5]), None, None, &w, None, &mut y)
         .unwrap_err()
         .to_string();
     assert!(err.contains("lengths[1] = 5"), "{err}");
-    let err = forward(&shape, &x, Some(&[0, 1]), None, None, &w, &mut y)
+    let err = forward(&shape, &x, Some(&[0, 1]), None, None, &w, None, &mut y)
         .unwrap_err()
         .to_string();
     assert!(err.contains("lengths[0] = 0"), "{err}");
-    let err = forward(&shape, &x, Some(&[1]), None, None, &w, &mut y)
+    let err = forward(&shape, &x, Some(&[1]), None, None, &w, None, &mut y)
         .unwrap_err()
         .to_string();
     assert!(err.contains("one per batch entry"), "{err}");
-    let err = forward(&shape, &x, None, Some(&[0.0; 3]), None, &w, &mut y)
+    let err = forward(&shape, &x, None, Some(&[0.0; 3]), None, &w, None, &mut y)
         .unwrap_err()
         .to_string();
     assert!(err.contains("h0 has 3 elements, expected 4"), "{err}");
     let bad = Weights { w_hh: &w_ih, ..w };
-    let err = forward(&shape, &x, None, None, None, &bad, &mut y)
+    let err = forward(&shape, &x, None, None, None, &bad, None, &mut y)
         .unwrap_err()
         .to_string();
     assert!(

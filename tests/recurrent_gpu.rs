@@ -67,6 +67,12 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
     let dy = random_vec(rng, rows * shape.out_stride);
     let dh_n = random_vec(rng, bsz * h);
     let dc_n = random_vec(rng, bsz * h);
+    // Recurrent dropout: a fixed mask of 0 and 1/keep.
+    let rmask: Option<Vec<f32>> = rng.random_bool(0.4).then(|| {
+        (0..bsz * h)
+            .map(|_| if rng.random_bool(0.3) { 0.0 } else { 1.0 / 0.7 })
+            .collect()
+    });
 
     // The reference, in f64 from the same f32 values.
     let (x64, wih64, whh64, bih64, bhh64) = (
@@ -90,6 +96,7 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
         Some(&to_f64(&h0)),
         Some(&to_f64(&c0)),
         &w64,
+        rmask.as_deref().map(to_f64).as_deref(),
         &mut y64,
     )
     .unwrap();
@@ -137,8 +144,19 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
         db_ih: &gdbih,
         db_hh: &gdbhh,
     };
-    let plan =
-        RecurrentPlan::new(&gpu, shape, &gx, &gy, weights, Some((grads, Some(&gdy)))).unwrap();
+    let plan = RecurrentPlan::new(
+        &gpu,
+        shape,
+        &gx,
+        &gy,
+        weights,
+        Some((grads, Some(&gdy))),
+        rmask.is_some(),
+    )
+    .unwrap();
+    if let Some(m) = &rmask {
+        plan.recurrent_mask().unwrap().write(m).unwrap();
+    }
     plan.set_lengths(lengths.as_deref()).unwrap();
     plan.set_initial_state(Some(&h0), Some(&c0)).unwrap();
     plan.set_final_state_grads(Some(&dh_n), Some(&dc_n))
@@ -148,7 +166,10 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
     plan.record_backward(&mut rec).unwrap();
     rec.submit().unwrap();
 
-    let ctx = format!("{shape:?} lengths {lengths:?} bias {with_bias}");
+    let ctx = format!(
+        "{shape:?} lengths {lengths:?} bias {with_bias} recurrent mask {}",
+        rmask.is_some()
+    );
     let y = gy.to_vec().unwrap();
     let (mut got, mut want) = (Vec::new(), Vec::new());
     for row in 0..rows {

@@ -9,6 +9,7 @@ use common::rng;
 use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
+use recur::nn::recurrent::TrainKey;
 use recur::nn::{Merge, Recurrent, RecurrentConfig};
 use recur::ops::recurrent::CellKind;
 
@@ -28,6 +29,7 @@ struct Case {
     wy: Vec<f64>,
     wh: Vec<f64>,
     wc: Vec<f64>,
+    train: Option<TrainKey>,
 }
 
 fn random_case(rng: &mut StdRng, cell: CellKind) -> Case {
@@ -38,6 +40,16 @@ fn random_case(rng: &mut StdRng, cell: CellKind) -> Case {
     cfg.bias = rng.random_bool(0.8);
     cfg.batch_first = rng.random_bool(0.5);
     cfg.go_backwards = !cfg.bidirectional && rng.random_bool(0.3);
+    // Training mode with every kind of dropout (the masks are constants of the loss).
+    let train = rng.random_bool(0.5).then(|| TrainKey {
+        seed: rng.random(),
+        step: rng.random_range(0..100),
+    });
+    if train.is_some() {
+        cfg.dropout = 0.3;
+        cfg.input_dropout = 0.25;
+        cfg.recurrent_dropout = 0.4;
+    }
     let (batch, steps) = (rng.random_range(1..4), rng.random_range(1..5));
     let lengths = (!cfg.go_backwards && rng.random_bool(0.6))
         .then(|| (0..batch).map(|_| rng.random_range(1..=steps)).collect());
@@ -55,6 +67,7 @@ fn random_case(rng: &mut StdRng, cell: CellKind) -> Case {
         batch,
         steps,
         lengths,
+        train,
     }
 }
 
@@ -62,7 +75,7 @@ fn loss(c: &Case) -> f64 {
     let cell_state = c.layer.config.cell.has_cell_state();
     let (out, _) = c
         .layer
-        .forward_cpu(
+        .forward_cpu_with(
             &c.p,
             &c.x,
             c.batch,
@@ -70,6 +83,7 @@ fn loss(c: &Case) -> f64 {
             c.lengths.as_deref(),
             Some(&c.h0),
             cell_state.then_some(&c.c0[..]),
+            c.train,
         )
         .unwrap();
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
@@ -127,7 +141,7 @@ fn stacked_bidirectional_layer_matches_finite_differences() {
             let cs = cell.has_cell_state();
             let (_, tape) = c
                 .layer
-                .forward_cpu(
+                .forward_cpu_with(
                     &c.p,
                     &c.x,
                     c.batch,
@@ -135,6 +149,7 @@ fn stacked_bidirectional_layer_matches_finite_differences() {
                     c.lengths.as_deref(),
                     Some(&c.h0),
                     cs.then_some(&c.c0[..]),
+                    c.train,
                 )
                 .unwrap();
             let g = c
@@ -339,4 +354,54 @@ fn merge_modes_combine_the_two_directions() {
             .collect();
         assert_eq!(out.output, want, "{merge:?}");
     }
+}
+
+#[test]
+fn dropout_masks_are_one_per_sequence_and_off_at_inference() {
+    let mut rng = rng("dropout_masks_are_one_per_sequence_and_off_at_inference");
+    let mut cfg = RecurrentConfig::new(CellKind::Lstm, 5, 6);
+    cfg.input_dropout = 0.5;
+    cfg.recurrent_dropout = 0.5;
+    let layer = Recurrent::new(cfg.clone(), 4).unwrap();
+    let key = TrainKey { seed: 1, step: 2 };
+    let m: Vec<f64> = layer
+        .dropout_mask(key, recur::nn::recurrent::DropoutKind::Input(0), 3, 5)
+        .unwrap()
+        .unwrap();
+    assert!(
+        m.iter().all(|&v| v == 0.0 || v == 2.0),
+        "inverted scaling: {m:?}"
+    );
+    assert!(m.contains(&0.0) && m.contains(&2.0));
+    // Another step draws another mask; the same key the same one.
+    let again: Vec<f64> = layer
+        .dropout_mask(key, recur::nn::recurrent::DropoutKind::Input(0), 3, 5)
+        .unwrap()
+        .unwrap();
+    let next: Vec<f64> = layer
+        .dropout_mask(
+            TrainKey { step: 3, ..key },
+            recur::nn::recurrent::DropoutKind::Input(0),
+            3,
+            5,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, again);
+    assert_ne!(m, next);
+    // Without a key (inference) the output is the dropout-free one.
+    let plain = Recurrent::from_params(
+        RecurrentConfig::new(CellKind::Lstm, 5, 6),
+        layer.params.clone(),
+    )
+    .unwrap();
+    let p = layer.params_as::<f64>();
+    let x = randv(&mut rng, 4 * 3 * 5);
+    let (a, _) = layer.forward_cpu(&p, &x, 3, 4, None, None, None).unwrap();
+    let (b, _) = plain.forward_cpu(&p, &x, 3, 4, None, None, None).unwrap();
+    assert_eq!(a.output, b.output);
+    let (c, _) = layer
+        .forward_cpu_with(&p, &x, 3, 4, None, None, None, Some(key))
+        .unwrap();
+    assert_ne!(a.output, c.output);
 }

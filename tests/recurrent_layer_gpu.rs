@@ -6,6 +6,7 @@ mod common;
 use common::{random_vec, rng, to_f64};
 use rand::Rng;
 use recur::check::rel_error;
+use recur::nn::recurrent::TrainKey;
 use recur::nn::{GpuRecurrent, Merge, Recurrent, RecurrentConfig};
 use recur::ops::recurrent::CellKind;
 
@@ -23,6 +24,15 @@ fn gpu_stack_matches_cpu_stack() {
             cfg.bias = rng.random_bool(0.8);
             cfg.batch_first = rng.random_bool(0.5);
             cfg.go_backwards = !cfg.bidirectional && rng.random_bool(0.4);
+            let train = rng.random_bool(0.5).then(|| TrainKey {
+                seed: rng.random(),
+                step: rng.random_range(0..1000),
+            });
+            if train.is_some() {
+                cfg.dropout = 0.3;
+                cfg.input_dropout = 0.2;
+                cfg.recurrent_dropout = 0.35;
+            }
             let (batch, steps) = (rng.random_range(1..6), rng.random_range(1..6));
             let lengths: Option<Vec<usize>> = (!cfg.go_backwards && rng.random_bool(0.5))
                 .then(|| (0..batch).map(|_| rng.random_range(1..=steps)).collect());
@@ -37,7 +47,7 @@ fn gpu_stack_matches_cpu_stack() {
 
             let p = layer.params_as::<f64>();
             let (want, tape) = layer
-                .forward_cpu(
+                .forward_cpu_with(
                     &p,
                     &to_f64(&x),
                     batch,
@@ -45,6 +55,7 @@ fn gpu_stack_matches_cpu_stack() {
                     lengths.as_deref(),
                     Some(&to_f64(&h0)),
                     c0.as_deref().map(to_f64).as_deref(),
+                    train,
                 )
                 .unwrap();
             let want_g = layer
@@ -58,6 +69,7 @@ fn gpu_stack_matches_cpu_stack() {
                 .unwrap();
 
             let stack = GpuRecurrent::new(&gpu, &layer, batch, steps, true).unwrap();
+            stack.set_training(train).unwrap();
             let poison = |t: &recur::GpuTensor| t.write(&vec![f32::NAN; t.len()]).unwrap();
             poison(stack.output());
             poison(stack.input_grad().unwrap());
@@ -69,7 +81,8 @@ fn gpu_stack_matches_cpu_stack() {
                 .backward(Some(&d_out), Some(&d_hn), d_cn.as_deref())
                 .unwrap();
 
-            let ctx = format!("{cfg:?} batch {batch} steps {steps} lengths {lengths:?}");
+            let ctx =
+                format!("{cfg:?} batch {batch} steps {steps} lengths {lengths:?} train {train:?}");
             let cmp = |what: &str, a: &[f32], b: &[f64]| {
                 let e = rel_error(a, b);
                 assert!(e < 1e-4, "{ctx}: {what} rel error {e}");
@@ -107,7 +120,7 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
         let x = vec![0.1f32; batch * steps * 5];
         let before = gpu.counters();
         let mut rec = recur::gpu::Recorder::new(&gpu);
-        stack.record_forward(&mut rec);
+        stack.record_forward(&mut rec).unwrap();
         rec.submit().unwrap();
         let mid = gpu.counters();
         let mut rec = recur::gpu::Recorder::new(&gpu);
@@ -154,7 +167,7 @@ fn carrying_the_state_on_the_device_continues_the_sequence() {
     rec.submit().unwrap();
     part.input().write(&x[half * batch * 4..]).unwrap();
     let mut rec = recur::gpu::Recorder::new(&gpu);
-    part.record_forward(&mut rec);
+    part.record_forward(&mut rec).unwrap();
     rec.submit().unwrap();
     let second = part.output().to_vec().unwrap();
     let mut got = first.output.clone();

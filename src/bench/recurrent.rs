@@ -148,14 +148,11 @@ pub fn measure_gpu(
         gpu.wait()?;
         Ok(n)
     };
-    let dispatches_forward = count(&|rec| {
-        stack.record_forward(rec);
-        Ok(())
-    })?;
+    let dispatches_forward = count(&|rec| stack.record_forward(rec))?;
     let dispatches_backward = count(&|rec| stack.record_backward(rec))?;
     let fwd = time_reps(warmup, reps, || {
         let mut rec = Recorder::timed(gpu);
-        stack.record_forward(&mut rec);
+        stack.record_forward(&mut rec)?;
         let r = rec.submit()?;
         gpu.wait()?;
         Ok(r.gpu_seconds)
@@ -163,7 +160,7 @@ pub fn measure_gpu(
     let before = gpu.counters();
     let both = time_reps(warmup, reps, || {
         let mut rec = Recorder::timed(gpu);
-        stack.record_forward(&mut rec);
+        stack.record_forward(&mut rec)?;
         stack.record_backward(&mut rec)?;
         let r = rec.submit()?;
         gpu.wait()?;

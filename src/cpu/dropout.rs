@@ -27,3 +27,28 @@ pub fn apply<T: Real>(x: &[T], mask: &[T], y: &mut [T]) -> Result<()> {
     }
     Ok(())
 }
+
+/// CPU twin of `apply_rows`: every row (t, b) of a [rows, features] sequence tensor times
+/// `mask[b]` ([batch, features]), in place; rows are `t * batch + b`, or `b * steps + t`
+/// when `batch_first`.
+pub fn apply_rows<T: Real>(
+    data: &mut [T],
+    mask: &[T],
+    steps: usize,
+    features: usize,
+    batch_first: bool,
+) -> Result<()> {
+    let batch = mask.len().checked_div(features).unwrap_or(0);
+    crate::ops::dropout::validate_rows(data.len(), batch, steps, features)?;
+    for (row, xr) in data.chunks_exact_mut(features).enumerate() {
+        let b = if batch_first {
+            row / steps
+        } else {
+            row % batch
+        };
+        for (v, &m) in xr.iter_mut().zip(&mask[b * features..][..features]) {
+            *v = *v * m;
+        }
+    }
+    Ok(())
+}

@@ -24,8 +24,14 @@ pub struct Weights<'a, T> {
 #[derive(Clone, Debug)]
 pub struct Saved<T> {
     pub lengths: Vec<usize>,
-    /// The state entering each step, [rows, H].
+    /// The state entering each step as the recurrent product sees it (times the recurrent
+    /// dropout mask, if any), [rows, H].
     pub hprev: Vec<T>,
+    /// With a recurrent dropout mask: the unmasked state entering each step (GRU's
+    /// interpolation uses it); empty otherwise.
+    pub hraw: Vec<T>,
+    /// The recurrent dropout mask [B, H], if any.
+    pub rmask: Vec<T>,
     /// LSTM: the cell state after each step, [rows, H] (empty otherwise).
     pub cell: Vec<T>,
     /// Per-cell activations, [rows, A*H].
@@ -97,6 +103,7 @@ pub fn forward<T: Real>(
     h0: Option<&[T]>,
     c0: Option<&[T]>,
     w: &Weights<T>,
+    rmask: Option<&[T]>,
     y: &mut [T],
 ) -> Result<(FinalState<T>, Saved<T>)> {
     let lengths = shape.validate(lengths)?;
@@ -146,7 +153,17 @@ pub fn forward<T: Real>(
         }
     }
 
+    if let Some(m) = rmask {
+        check_len("recurrent dropout mask", m.len(), bsz * h)?;
+    }
     let mut state_h = h0.clone();
+    // The state as the recurrent product sees it (masked by recurrent dropout).
+    let mut masked_h = h0.clone();
+    let mut hraw = if rmask.is_some() {
+        vec![T::zero(); rows * h]
+    } else {
+        Vec::new()
+    };
     let mut state_c = c0.clone();
     let mut hprev = vec![T::zero(); rows * h];
     let mut cell_after = if cell.has_cell_state() {
@@ -160,10 +177,16 @@ pub fn forward<T: Real>(
     let mut hn = vec![T::zero(); bsz * h];
 
     for s in 0..shape.steps {
-        // The recurrent product of all batch rows (inactive rows are computed and ignored).
+        // The recurrent product of all batch rows (inactive rows are computed and ignored),
+        // on the state as recurrent dropout leaves it.
+        masked_h.copy_from_slice(&state_h);
+        if let Some(m) = rmask {
+            masked_h.iter_mut().zip(m).for_each(|(v, &mv)| *v = *v * mv);
+        }
+        let hm = &masked_h;
         gemm(
             &Gemm::new(bsz, gw, h).trans_b(true),
-            &state_h,
+            hm,
             w.w_hh,
             w.b_hh,
             &mut hw,
@@ -177,7 +200,7 @@ pub fn forward<T: Real>(
                 let row = shape.row(t, b);
                 for k in 0..h {
                     let r = sigmoid(xw[row * gw + k] + hw[b * gw + k]);
-                    rh[b * h + k] = r * state_h[b * h + k];
+                    rh[b * h + k] = r * hm[b * h + k];
                 }
             }
             let n_rows = Gemm::new(bsz, h, h).trans_b(true).offsets(0, 2 * h * h, 0);
@@ -198,7 +221,10 @@ pub fn forward<T: Real>(
             let xr = &xw[row * gw..][..gw];
             let hr = &hw[b * gw..][..gw];
             let a = &mut act[row * aw..][..aw];
-            hprev[row * h..][..h].copy_from_slice(&state_h[b * h..][..h]);
+            hprev[row * h..][..h].copy_from_slice(&hm[b * h..][..h]);
+            if rmask.is_some() {
+                hraw[row * h..][..h].copy_from_slice(&state_h[b * h..][..h]);
+            }
             for k in 0..h {
                 let hp = state_h[b * h + k];
                 let new_h = match cell {
@@ -262,6 +288,8 @@ pub fn forward<T: Real>(
         Saved {
             lengths,
             hprev,
+            hraw,
+            rmask: rmask.map(|m| m.to_vec()).unwrap_or_default(),
             cell: cell_after,
             act,
             h0,
@@ -324,6 +352,9 @@ pub fn backward<T: Real>(
     let mut rec = vec![T::zero(); bsz * gw];
     let mut dn_pre = vec![T::zero(); bsz * h];
     let mut drh = vec![T::zero(); bsz * h];
+    let mut through_w = vec![T::zero(); bsz * h];
+    // Recurrent dropout scales what flows back into the state through W_hh.
+    let mask_at = |i: usize| saved.rmask.get(i).copied().unwrap_or_else(T::one);
 
     for s in (0..shape.steps).rev() {
         rec.iter_mut().for_each(|v| *v = T::zero());
@@ -333,7 +364,12 @@ pub fn backward<T: Real>(
             };
             let row = shape.row(t, b);
             let a = &saved.act[row * aw..][..aw];
-            let hp = &saved.hprev[row * h..][..h];
+            // GRU interpolates with the unmasked state.
+            let hp = if saved.hraw.is_empty() {
+                &saved.hprev[row * h..][..h]
+            } else {
+                &saved.hraw[row * h..][..h]
+            };
             let cprev_row = prev_row(shape, s, b, len);
             for k in 0..h {
                 let dyv = dy.map_or(T::zero(), |d| {
@@ -422,20 +458,18 @@ pub fn backward<T: Real>(
                     let r = a[k];
                     let d = drh[b * h + k];
                     dxw[row * gw + k] = d * hp[k] * r * (T::one() - r);
-                    dh[b * h + k] = dh[b * h + k] + d * r;
+                    dh[b * h + k] = dh[b * h + k] + d * r * mask_at(b * h + k);
                 }
                 // Only r and z reach h through W_hh directly; n reached it through r * h.
                 rec[b * gw..][..2 * h].copy_from_slice(&dxw[row * gw..][..2 * h]);
             }
         }
-        // dh (carry into the previous step) += rec W_hh; rows of inactive entries are zero.
-        gemm(
-            &Gemm::new(bsz, h, gw).beta(1.0),
-            &rec,
-            w.w_hh,
-            None,
-            &mut dh,
-        )?;
+        // dh (carry into the previous step) += (rec W_hh) * mask; rows of inactive entries
+        // are zero.
+        gemm(&Gemm::new(bsz, h, gw), &rec, w.w_hh, None, &mut through_w)?;
+        for (i, (d, &v)) in dh.iter_mut().zip(&through_w).enumerate() {
+            *d = *d + v * mask_at(i);
+        }
     }
 
     let dhw_ref = if separate_dhw { &dhw } else { &dxw };

@@ -129,3 +129,65 @@ impl DropoutApplyPlan {
         rec.dispatch(&self.kernel, &self.bind_group, self.groups);
     }
 }
+
+/// Mirrors `RowMaskParams` in `dropout.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowMaskParams {
+    rows: u32,
+    features: u32,
+    batch: u32,
+    steps: u32,
+    batch_first: u32,
+    _pad: [u32; 3],
+}
+
+/// One mask per sequence, in place: every row (t, b) of a [rows, features] sequence tensor
+/// times `mask[b]` ([batch, features]). CPU twin: `cpu::dropout::apply_rows`.
+pub struct RowMaskPlan {
+    kernel: Kernel,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+    _uniform: wgpu::Buffer,
+}
+
+impl RowMaskPlan {
+    pub fn new(
+        gpu: &Gpu,
+        mask: &GpuTensor,
+        data: &GpuTensor,
+        steps: usize,
+        batch_first: bool,
+    ) -> Result<Self> {
+        let features = mask.shape().last().copied().unwrap_or(0);
+        let batch = mask.len().checked_div(features).unwrap_or(0);
+        crate::ops::dropout::validate_rows(data.len(), batch, steps, features)?;
+        ensure_distinct(
+            "sequence dropout",
+            &[("mask", mask.buffer()), ("data", data.buffer())],
+        )?;
+        let kernel = gpu.kernel(&KernelKey::new("dropout", "apply_rows"))?;
+        let uniform = gpu.uniform(&RowMaskParams {
+            rows: (batch * steps) as u32,
+            features: features as u32,
+            batch: batch as u32,
+            steps: steps as u32,
+            batch_first: batch_first as u32,
+            _pad: [0; 3],
+        });
+        let bind_group = gpu.bind_at(
+            &kernel,
+            &[(5, &uniform), (6, mask.buffer()), (7, data.buffer())],
+        );
+        Ok(Self {
+            kernel,
+            bind_group,
+            groups: grid(gpu, data.len().div_ceil(WG), "sequence dropout")?,
+            _uniform: uniform,
+        })
+    }
+
+    pub fn record(&self, rec: &mut Recorder) {
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+    }
+}

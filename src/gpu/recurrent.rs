@@ -39,6 +39,8 @@ struct Config {
     off_dh: u32,
     off_dc: u32,
     off_dh0: u32,
+    has_rmask: u32,
+    _pad: [u32; 3],
 }
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -86,6 +88,8 @@ pub struct RecurrentPlan {
     shape: RecurrentShape,
     smap: GpuTensor<u32>,
     state: GpuTensor,
+    rmask: GpuTensor,
+    has_rmask: bool,
     carry_scratch: GpuTensor,
     xw_gemm: GemmPlan,
     transpose: (Kernel, wgpu::BindGroup),
@@ -149,16 +153,18 @@ fn layout_entries() -> Vec<wgpu::BindGroupLayoutEntry> {
         storage(10, false), // dxw
         storage(11, false), // dhw
         storage(12, true),  // b_hh
+        storage(13, true),  // recurrent dropout mask
     ]
 }
 
 /// Storage buffers the shared layout binds at once.
-const STORAGE_BINDINGS: u32 = 11;
+const STORAGE_BINDINGS: u32 = 12;
 
 impl RecurrentPlan {
     /// A plan for `shape` reading `x` ([rows, I]) and writing this direction's columns of `y`.
     /// With `grads`, backward is planned too, reading `dy` (`y`'s layout; `None` for a loss on
-    /// the final state only).
+    /// the final state only). With `recurrent_mask`, the recurrent products see the state
+    /// times a [B, H] mask ([`Self::recurrent_mask`]) the caller fills: recurrent dropout.
     pub fn new(
         gpu: &Gpu,
         shape: RecurrentShape,
@@ -166,6 +172,7 @@ impl RecurrentPlan {
         y: &GpuTensor,
         w: GpuWeights,
         grads: Option<(GpuGrads, Option<&GpuTensor>)>,
+        recurrent_mask: bool,
     ) -> Result<Self> {
         shape.validate(None)?;
         let (bsz, h, i, gw, rows) = (
@@ -220,6 +227,8 @@ impl RecurrentPlan {
         // Stand-ins for absent optional inputs: each binding gets a buffer of its own, since
         // one buffer may not be bound read-only and writable in one dispatch.
         let zero_bias = GpuTensor::zeros(gpu, &[gw])?;
+        // The recurrent dropout mask, ones until a training step draws one.
+        let rmask = GpuTensor::filled(gpu, &[bsz, h], 1.0f32)?;
         let no_dy = GpuTensor::zeros(gpu, &[1])?;
 
         let region = |r: Region| (r as usize * bsz * h) as u32;
@@ -245,6 +254,8 @@ impl RecurrentPlan {
             off_dh: region(Region::Dh),
             off_dc: region(Region::Dc),
             off_dh0: region(Region::Dh0),
+            has_rmask: recurrent_mask as u32,
+            _pad: [0; 3],
         };
         let cfg_buffer = gpu.uniform(&cfg);
         // One 16-byte step index per uniform-offset slot.
@@ -317,6 +328,7 @@ impl RecurrentPlan {
                     (10, whole(&dxw)),
                     (11, whole(&dhw)),
                     (12, whole(w.b_hh.unwrap_or(&zero_bias))),
+                    (13, whole(&rmask)),
                 ],
             )
         };
@@ -403,6 +415,8 @@ impl RecurrentPlan {
             shape,
             smap,
             state,
+            rmask,
+            has_rmask: recurrent_mask,
             carry_scratch: GpuTensor::zeros(gpu, &[2, bsz, h])?,
             xw_gemm,
             transpose,
@@ -517,6 +531,12 @@ impl RecurrentPlan {
         rec.copy(buf, at(Region::Cn), scratch, n, n);
         rec.copy(scratch, 0, buf, at(Region::H0), n);
         rec.copy(scratch, n, buf, at(Region::C0), n);
+    }
+
+    /// The recurrent dropout mask [B, H] the kernels read (values 0 or 1/keep; ones when
+    /// not training), if the plan was built with one.
+    pub fn recurrent_mask(&self) -> Option<&GpuTensor> {
+        self.has_rmask.then_some(&self.rmask)
     }
 
     /// The device tensor holding the initial and final states (regions of B * H each:

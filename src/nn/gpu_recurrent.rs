@@ -4,12 +4,18 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Mutex;
+
 use anyhow::{Context, Result};
 
-use super::recurrent::{OutputStage, Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput};
+use super::recurrent::{
+    DropoutKind, OutputStage, Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput, TrainKey,
+};
+use crate::gpu::dropout::{DropoutMaskPlan, RowMaskPlan};
 use crate::gpu::merge::MergePlan;
 use crate::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPlan};
 use crate::gpu::{Gpu, GpuTensor, Recorder};
+use crate::ops::{Dropout, DropoutKey};
 
 pub struct GpuRecurrent {
     gpu: Gpu,
@@ -29,7 +35,20 @@ pub struct GpuRecurrent {
     d_last: Option<GpuTensor>,
     d_output: Option<(GpuTensor, MergePlan)>,
     plans: Vec<Vec<RecurrentPlan>>,
+    input_dropout: Vec<Option<InputDropout>>,
+    recurrent_dropout: Vec<(DropoutKind, Mutex<DropoutMaskPlan>)>,
+    train: Mutex<Option<TrainKey>>,
     _bias_scratch: GpuTensor,
+}
+
+/// A layer's input dropout: the mask, the masked copy of the input the layer reads, and
+/// the plans that draw and apply it (forward, and to the input's gradient).
+struct InputDropout {
+    make: Mutex<DropoutMaskPlan>,
+    apply: RowMaskPlan,
+    apply_grad: Option<RowMaskPlan>,
+    _mask: GpuTensor,
+    masked: GpuTensor,
 }
 
 impl GpuRecurrent {
@@ -92,8 +111,38 @@ impl GpuRecurrent {
 
         let bias_scratch = GpuTensor::zeros(gpu, &[c.cell.gates() * h])?;
         let mut plans = Vec::new();
+        // Input dropout: each layer with a rate reads a masked copy of its input.
+        let mut input_dropout = Vec::new();
         for l in 0..c.num_layers {
-            let x = if l == 0 { &input } else { &layer_out[l - 1] };
+            let rate = layer.dropout_rate(DropoutKind::Input(l));
+            input_dropout.push(if rate > 0.0 {
+                let f = c.layer_input(l);
+                let mask = GpuTensor::zeros(gpu, &[batch, f])?;
+                let masked = GpuTensor::zeros(gpu, &[rows, f])?;
+                let make = DropoutMaskPlan::new(gpu, &Dropout::new(batch, f, 1.0 - rate), &mask)?;
+                let apply = RowMaskPlan::new(gpu, &mask, &masked, steps, c.batch_first)?;
+                let apply_grad = match d_input.get(l) {
+                    Some(d) => Some(RowMaskPlan::new(gpu, &mask, d, steps, c.batch_first)?),
+                    None => None,
+                };
+                Some(InputDropout {
+                    make: Mutex::new(make),
+                    apply,
+                    apply_grad,
+                    _mask: mask,
+                    masked,
+                })
+            } else {
+                None
+            });
+        }
+        let recurrent_mask = c.recurrent_dropout > 0.0;
+        for l in 0..c.num_layers {
+            let x = match &input_dropout[l] {
+                Some(drop) => &drop.masked,
+                None if l == 0 => &input,
+                None => &layer_out[l - 1],
+            };
             let mut dir_plans = Vec::new();
             for d in 0..dirs {
                 let s = RecurrentConfig::suffix(l, d);
@@ -137,9 +186,25 @@ impl GpuRecurrent {
                     &layer_out[l],
                     weights,
                     plan_grads,
+                    recurrent_mask,
                 )?);
             }
             plans.push(dir_plans);
+        }
+        let mut recurrent_dropout = Vec::new();
+        if recurrent_mask {
+            let spec = Dropout::new(batch, h, 1.0 - c.recurrent_dropout);
+            for (l, ps) in plans.iter().enumerate() {
+                for (d, p) in ps.iter().enumerate() {
+                    let mask = p
+                        .recurrent_mask()
+                        .context("plan built with a recurrent mask")?;
+                    recurrent_dropout.push((
+                        DropoutKind::Recurrent(l, d),
+                        Mutex::new(DropoutMaskPlan::new(gpu, &spec, mask)?),
+                    ));
+                }
+            }
         }
         Ok(Self {
             gpu: gpu.clone(),
@@ -155,8 +220,32 @@ impl GpuRecurrent {
             d_last,
             d_output,
             plans,
+            input_dropout,
+            recurrent_dropout,
+            train: Mutex::new(None),
             _bias_scratch: bias_scratch,
         })
+    }
+
+    /// Training mode with dropout masks keyed by `key` (seed and step) for the work recorded
+    /// next, or evaluation mode (`None`: no dropout). The masks equal the CPU path's for the
+    /// same key.
+    pub fn set_training(&self, key: Option<TrainKey>) -> Result<()> {
+        let mut train = self.train.lock().unwrap_or_else(|p| p.into_inner());
+        if key.is_none() && train.is_some() {
+            // Evaluation: the recurrent products see the state unmasked.
+            for (_, p) in self.each_plan() {
+                if let Some(m) = p.recurrent_mask() {
+                    m.write(&vec![1.0; m.len()])?;
+                }
+            }
+        }
+        *train = key;
+        Ok(())
+    }
+
+    fn training(&self) -> Option<TrainKey> {
+        *self.train.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn config(&self) -> &RecurrentConfig {
@@ -245,9 +334,44 @@ impl GpuRecurrent {
         Ok(())
     }
 
-    /// Records the forward of the whole stack.
-    pub fn record_forward(&self, rec: &mut Recorder) {
-        for layer in &self.plans {
+    /// Records the forward of the whole stack (with dropout in training mode, see
+    /// [`Self::set_training`]). Masks are drawn on the device: record at most one forward
+    /// per submit in training mode.
+    pub fn record_forward(&self, rec: &mut Recorder) -> Result<()> {
+        let train = self.training();
+        if let Some(key) = train {
+            for (kind, make) in &self.recurrent_dropout {
+                let key = DropoutKey {
+                    seed: key.seed,
+                    step: key.step,
+                    stream: kind.stream(),
+                };
+                make.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(rec, key)?;
+            }
+        }
+        for (l, layer) in self.plans.iter().enumerate() {
+            if let Some(drop) = &self.input_dropout[l] {
+                let src = if l == 0 {
+                    &self.input
+                } else {
+                    &self.layer_out[l - 1]
+                };
+                rec.copy(src.buffer(), 0, drop.masked.buffer(), 0, src.device_bytes());
+                if let Some(key) = train {
+                    let key = DropoutKey {
+                        seed: key.seed,
+                        step: key.step,
+                        stream: DropoutKind::Input(l).stream(),
+                    };
+                    drop.make
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(rec, key)?;
+                    drop.apply.record(rec);
+                }
+            }
             for plan in layer {
                 plan.record_forward(rec);
             }
@@ -255,6 +379,7 @@ impl GpuRecurrent {
         if let Some((_, merge)) = &self.output {
             merge.record(rec);
         }
+        Ok(())
     }
 
     /// Records the backward of the whole stack (the output gradient must be in place).
@@ -262,9 +387,15 @@ impl GpuRecurrent {
         if let Some((_, merge)) = &self.d_output {
             merge.record(rec);
         }
-        for layer in self.plans.iter().rev() {
+        let train = self.training().is_some();
+        for (l, layer) in self.plans.iter().enumerate().rev() {
             for plan in layer {
                 plan.record_backward(rec)?;
+            }
+            if let (true, Some(drop)) = (train, &self.input_dropout[l]) {
+                if let Some(apply) = &drop.apply_grad {
+                    apply.record(rec);
+                }
             }
         }
         Ok(())
@@ -306,7 +437,7 @@ impl GpuRecurrent {
         self.input.write(input)?;
         self.set_inputs(lengths, h0, c0)?;
         let mut rec = Recorder::new(&self.gpu);
-        self.record_forward(&mut rec);
+        self.record_forward(&mut rec)?;
         rec.submit()?;
         Ok(RecurrentOutput {
             output: self.output().to_vec()?,

@@ -49,8 +49,14 @@ pub struct RecurrentConfig {
     pub bias: bool,
     /// Sequences are [B, T, F] instead of [T, B, F].
     pub batch_first: bool,
-    /// Dropout probability on the outputs of every layer but the last, in training.
+    /// Dropout probability on the inputs of every layer but the first (the outputs of the
+    /// layers below, PyTorch's `dropout`), in training.
     pub dropout: f32,
+    /// Dropout probability on the first layer's inputs (Keras `dropout`), in training.
+    pub input_dropout: f32,
+    /// Dropout probability on the recurrent state as the recurrent product sees it (Keras
+    /// `recurrent_dropout`), every layer and direction, in training.
+    pub recurrent_dropout: f32,
     /// Keras `go_backwards`: process the input from its last step to its first and return
     /// the outputs in that (reversed) order. Single direction, no lengths.
     pub go_backwards: bool,
@@ -68,6 +74,8 @@ impl RecurrentConfig {
             bias: true,
             batch_first: false,
             dropout: 0.0,
+            input_dropout: 0.0,
+            recurrent_dropout: 0.0,
             go_backwards: false,
         }
     }
@@ -105,11 +113,13 @@ impl RecurrentConfig {
             self.hidden_size,
             self.num_layers
         );
-        ensure!(
-            (0.0..1.0).contains(&self.dropout),
-            "dropout must be in [0, 1), got {}",
-            self.dropout
-        );
+        for (name, p) in [
+            ("dropout", self.dropout),
+            ("input_dropout", self.input_dropout),
+            ("recurrent_dropout", self.recurrent_dropout),
+        ] {
+            ensure!((0.0..1.0).contains(&p), "{name} must be in [0, 1), got {p}");
+        }
         ensure!(
             !(self.go_backwards && self.bidirectional),
             "go_backwards applies to a single direction; a bidirectional layer already has one"
@@ -214,8 +224,10 @@ pub struct RecurrentGrads<T> {
 
 /// What a CPU forward keeps for backward.
 pub struct CpuTape<T> {
-    /// Inputs of each layer ([rows, layer input]).
+    /// Inputs of each layer ([rows, layer input]), after input dropout.
     inputs: Vec<Vec<T>>,
+    /// Each layer's input dropout mask [B, layer input], in training.
+    input_masks: Vec<Option<Vec<T>>>,
     /// Per layer and direction.
     saved: Vec<Vec<Saved<T>>>,
     /// The last layer's concatenated output (for the merge modes' backward).
@@ -399,6 +411,23 @@ impl Recurrent {
         h0: Option<&[T]>,
         c0: Option<&[T]>,
     ) -> Result<(RecurrentOutput<T>, CpuTape<T>)> {
+        self.forward_cpu_with(p, input, batch, steps, lengths, h0, c0, None)
+    }
+
+    /// [`Self::forward_cpu`] in training mode when `train` is given: dropout masks keyed by
+    /// its seed and step, the same masks the GPU draws.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_cpu_with<T: Real>(
+        &self,
+        p: &BTreeMap<String, Vec<T>>,
+        input: &[T],
+        batch: usize,
+        steps: usize,
+        lengths: Option<&[usize]>,
+        h0: Option<&[T]>,
+        c0: Option<&[T]>,
+        train: Option<TrainKey>,
+    ) -> Result<(RecurrentOutput<T>, CpuTape<T>)> {
         let c = &self.config;
         let (h, dirs) = (c.hidden_size, c.directions());
         let rows = batch * steps;
@@ -411,14 +440,29 @@ impl Recurrent {
         };
         let mut tape = CpuTape {
             inputs: Vec::new(),
+            input_masks: Vec::new(),
             saved: Vec::new(),
             last: Vec::new(),
         };
         let mut x = input.to_vec();
         for l in 0..c.num_layers {
+            let features = c.layer_input(l);
+            let input_mask = match train {
+                Some(key) => self.dropout_mask::<T>(key, DropoutKind::Input(l), batch, features)?,
+                None => None,
+            };
+            if let Some(m) = &input_mask {
+                crate::cpu::dropout::apply_rows(&mut x, m, steps, features, c.batch_first)?;
+            }
             let mut y = vec![T::zero(); rows * dirs * h];
             let mut layer_saved = Vec::new();
             for d in 0..dirs {
+                let rmask = match train {
+                    Some(key) => {
+                        self.dropout_mask::<T>(key, DropoutKind::Recurrent(l, d), batch, h)?
+                    }
+                    None => None,
+                };
                 let shape = self.shape(l, d, batch, steps);
                 let at = (l * dirs + d) * state;
                 let (fin, saved) = forward(
@@ -428,6 +472,7 @@ impl Recurrent {
                     h0.map(|v| &v[at..at + state]),
                     c0.map(|v| &v[at..at + state]),
                     &self.weights(p, l, d),
+                    rmask.as_deref(),
                     &mut y,
                 )?;
                 h_n[at..at + state].copy_from_slice(&fin.h_n);
@@ -437,6 +482,7 @@ impl Recurrent {
                 layer_saved.push(saved);
             }
             tape.inputs.push(std::mem::replace(&mut x, y));
+            tape.input_masks.push(input_mask);
             tape.saved.push(layer_saved);
         }
         let output = OutputStage::of(c, batch, steps).forward(&x);
@@ -512,10 +558,80 @@ impl Recurrent {
                     grads.params.insert(format!("bias_hh_{s}"), g.db_hh);
                 }
             }
+            if let Some(m) = &tape.input_masks[l] {
+                crate::cpu::dropout::apply_rows(
+                    &mut dx,
+                    m,
+                    steps,
+                    c.layer_input(l),
+                    c.batch_first,
+                )?;
+            }
             dy = dx;
         }
         grads.input = dy;
         Ok(grads)
+    }
+}
+
+/// Which mask of a training step (each has its own Philox stream).
+#[derive(Clone, Copy, Debug)]
+pub enum DropoutKind {
+    /// On the inputs of layer l.
+    Input(usize),
+    /// On the recurrent state of layer l, direction d.
+    Recurrent(usize, usize),
+}
+
+impl DropoutKind {
+    pub fn stream(self) -> u32 {
+        match self {
+            DropoutKind::Input(l) => 4 * l as u32,
+            DropoutKind::Recurrent(l, d) => 4 * l as u32 + 1 + d as u32,
+        }
+    }
+}
+
+/// The seed and step that key a training step's dropout masks; the same key gives the
+/// same masks on the CPU and on any adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrainKey {
+    pub seed: u64,
+    pub step: u64,
+}
+
+impl Recurrent {
+    /// The dropout probability of a mask kind.
+    pub fn dropout_rate(&self, kind: DropoutKind) -> f32 {
+        match kind {
+            DropoutKind::Input(0) => self.config.input_dropout,
+            DropoutKind::Input(_) => self.config.dropout,
+            DropoutKind::Recurrent(..) => self.config.recurrent_dropout,
+        }
+    }
+
+    /// A [batch, features] mask (values 0 or 1/keep) for one kind, or `None` when its
+    /// rate is zero.
+    pub fn dropout_mask<T: Real>(
+        &self,
+        key: TrainKey,
+        kind: DropoutKind,
+        batch: usize,
+        features: usize,
+    ) -> Result<Option<Vec<T>>> {
+        let rate = self.dropout_rate(kind);
+        if rate == 0.0 {
+            return Ok(None);
+        }
+        let mut mask = vec![T::zero(); batch * features];
+        let spec = crate::ops::Dropout::new(batch, features, 1.0 - rate);
+        let dkey = crate::ops::DropoutKey {
+            seed: key.seed,
+            step: key.step,
+            stream: kind.stream(),
+        };
+        crate::cpu::dropout::mask(&spec, dkey, &mut mask)?;
+        Ok(Some(mask))
     }
 }
 

@@ -101,3 +101,17 @@ pub fn validate_apply(x: usize, mask: usize, y: usize) -> Result<()> {
     );
     Ok(())
 }
+
+/// Checks a per-sequence mask of `batch x features` against a sequence tensor of `len`
+/// elements and `steps` steps.
+pub fn validate_rows(len: usize, batch: usize, steps: usize, features: usize) -> Result<()> {
+    ensure!(
+        batch > 0 && steps > 0 && features > 0,
+        "sequence dropout needs a [batch, features] mask and steps > 0, got batch {batch}, features {features}, steps {steps}"
+    );
+    ensure!(
+        len == batch * steps * features,
+        "sequence tensor has {len} elements, expected steps x batch x features = {steps} x {batch} x {features}"
+    );
+    Ok(())
+}
