@@ -21,9 +21,12 @@ const STEP_INACTIVE: u32 = 0x80000000u;
 const STEP_LAST: u32 = 0x40000000u;
 const STEP_TIME_MASK: u32 = 0x3fffffffu;
 
-// A workgroup covers 64 hidden units of 4 batch entries.
-const WG_UNITS: u32 = 64u;
-const WG_BATCH: u32 = 4u;
+// A workgroup covers 256 hidden units (64 invocations of 4 consecutive units each) of one
+// batch entry. Four units per invocation let the weights be read as vec4; one batch entry
+// per workgroup makes the state's reads the same address for every invocation, a broadcast
+// on a GPU and a single scalar load on adapters that run invocations as CPU SIMD lanes
+// (lavapipe), where per-invocation addresses cost a loop over the lanes.
+const WG_QUADS: u32 = 64u;
 
 struct Config {
     batch: u32,
@@ -49,9 +52,9 @@ struct Config {
     off_dc: u32,         // dc carried to the previous step; dc0 at the end
     off_dh0: u32,
     has_rmask: u32,      // recurrent dropout: the product sees the state times rmask[b, j]
+    hp: u32,             // H rounded up to a multiple of 4: the padded gate blocks of `wt`
+    off_wp: u32,         // start of the padded W_hh copy in `wt` (in vec4s)
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 struct Step {
@@ -64,7 +67,6 @@ struct Step {
 @group(0) @binding(0) var<uniform> cfg: Config;
 @group(0) @binding(1) var<uniform> step: Step;
 
-var<workgroup> tile: array<array<f32, 64>, 4>;
 
 fn gates() -> u32 {
     switch CELL {
@@ -94,7 +96,11 @@ fn dsigmoid(y: f32) -> f32 {
 }
 
 @group(0) @binding(2) var<storage, read> xw: array<f32>;          // [rows, G*H]
-@group(0) @binding(3) var<storage, read_write> wt: array<f32>;    // [H + 1, G*H]: W_hh^T, then b_hh
+// Two padded copies of W_hh, written once per forward by transpose_weights:
+// - from 0: W_hh^T with b_hh as row H: [H + 1, G * hp] (gate blocks hp wide), so a step's
+//   recurrent product reads four consecutive units of one gate as one vec4;
+// - from off_wp: W_hh with rows padded to hp: [G * H, hp], read the same way by backward.
+@group(0) @binding(3) var<storage, read_write> wt: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> smap: array<u32>;        // [T, B] step map
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;     // [rows, out_stride]
 @group(0) @binding(6) var<storage, read_write> saved: array<f32>; // hprev | cell | act
@@ -118,14 +124,21 @@ fn transpose_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (r >= cfg.gate_width || j > cfg.hidden) {
         return;
     }
-    if (j == cfg.hidden) {
+    let h = cfg.hidden;
+    let g = r / h;
+    let u = r % h;
+    let at = j * gates() * cfg.hp + g * cfg.hp + u;
+    if (j == h) {
         var bias = 0.0;
         if (cfg.has_bias_hh != 0u) {
             bias = b_hh[r];
         }
-        wt[j * cfg.gate_width + r] = bias;
+        wt[at / 4u][at % 4u] = bias;
     } else {
-        wt[j * cfg.gate_width + r] = w_hh[r * cfg.hidden + j];
+        let v = w_hh[r * h + j];
+        wt[at / 4u][at % 4u] = v;
+        let p = cfg.off_wp * 4u + r * cfg.hp + j;
+        wt[p / 4u][p % 4u] = v;
     }
 }
 
@@ -145,77 +158,88 @@ fn hprev_value(s: u32, b: u32, j: u32) -> f32 {
     return y[row_of(t, b) * cfg.out_stride + cfg.out_offset + j];
 }
 
-// GRU reset-before: the r * h of unit j saved by this step's first dispatch.
-fn rh_value(s: u32, b: u32, j: u32) -> f32 {
-    let code = smap[s * cfg.batch + b];
-    if ((code & STEP_INACTIVE) != 0u) {
-        return 0.0;
-    }
-    let row = row_of(code & STEP_TIME_MASK, b);
-    return saved[cfg.off_act + row * cfg.act_width + 3u * cfg.hidden + j];
+// One term of a recurrent product: acc[g] += hv * (four units of gate g in row j of wt).
+fn accumulate(acc: ptr<function, array<vec4<f32>, 4>>, hv: f32, base: u32, gate4: u32, count: u32) {
+    (*acc)[0] += hv * wt[base];
+    if (count > 1u) { (*acc)[1] += hv * wt[base + gate4]; }
+    if (count > 2u) { (*acc)[2] += hv * wt[base + 2u * gate4]; }
+    if (count > 3u) { (*acc)[3] += hv * wt[base + 3u * gate4]; }
 }
 
-// The recurrent pre-activations of unit k for gates first_gate .. first_gate + count:
-// bias + sum_j source(b, j) * W_hh[gate * H + k, j], where source is the previous state
-// (from_rh = false) or r * h (from_rh = true). Every invocation of the workgroup must call
-// this (it holds barriers); those outside the layer pass k >= H or b >= B.
-fn recurrent_product(s: u32, b: u32, k: u32, lx: u32, ly: u32, first_gate: u32, count: u32, from_rh: bool) -> vec4<f32> {
+// The recurrent pre-activations of units k0 .. k0 + 4 for gates first_gate ..
+// first_gate + count (one vec4 of units per gate): bias + sum_j source(b, j) *
+// W_hh[gate * H + k, j], where source is the previous state times the recurrent dropout
+// mask (from_rh = false) or r * h (from_rh = true). Where the source row lives is decided
+// once, outside the loop; every invocation of the workgroup reads the same source address.
+fn recurrent_product(s: u32, b: u32, k0: u32, first_gate: u32, count: u32, from_rh: bool) -> array<vec4<f32>, 4> {
     let h = cfg.hidden;
-    let gw = cfg.gate_width;
-    var acc = vec4<f32>(0.0);
-    let inside = b < cfg.batch && k < h;
-    if (inside) {
-        let bias_row = h * gw + first_gate * h + k;
-        acc.x = wt[bias_row];
-        if (count > 1u) { acc.y = wt[bias_row + h]; }
-        if (count > 2u) { acc.z = wt[bias_row + 2u * h]; }
-        if (count > 3u) { acc.w = wt[bias_row + 3u * h]; }
+    let row4 = gates() * cfg.hp / 4u;   // vec4s per row of wt
+    let gate4 = cfg.hp / 4u;            // vec4s per gate block
+    let first = first_gate * gate4 + k0 / 4u;
+    var acc: array<vec4<f32>, 4>;
+    let bias = h * row4 + first;
+    for (var g = 0u; g < count; g++) {
+        acc[g] = wt[bias + g * gate4];
     }
-    for (var j0 = 0u; j0 < h; j0 += WG_UNITS) {
-        let j = j0 + lx;
-        var v = 0.0;
-        if (b < cfg.batch && j < h) {
-            if (from_rh) {
-                v = rh_value(s, b, j);
-            } else {
-                v = hprev_value(s, b, j) * rmask_at(b, j);
-            }
+    if (from_rh) {
+        let code = smap[s * cfg.batch + b];
+        if ((code & STEP_INACTIVE) != 0u) {
+            return acc;
         }
-        tile[ly][lx] = v;
-        workgroupBarrier();
-        if (inside) {
-            let chunk = min(WG_UNITS, h - j0);
-            for (var jj = 0u; jj < chunk; jj++) {
-                let hv = tile[ly][jj];
-                let base = (j0 + jj) * gw + first_gate * h + k;
-                acc.x += hv * wt[base];
-                if (count > 1u) { acc.y += hv * wt[base + h]; }
-                if (count > 2u) { acc.z += hv * wt[base + 2u * h]; }
-                if (count > 3u) { acc.w += hv * wt[base + 3u * h]; }
-            }
+        let src = cfg.off_act + row_of(code & STEP_TIME_MASK, b) * cfg.act_width + 3u * h;
+        for (var j = 0u; j < h; j++) {
+            accumulate(&acc, saved[src + j], j * row4 + first, gate4, count);
         }
-        workgroupBarrier();
+        return acc;
+    }
+    if (s == 0u) {
+        for (var j = 0u; j < h; j++) {
+            accumulate(&acc, state[b * h + j] * rmask_at(b, j), j * row4 + first, gate4, count);
+        }
+        return acc;
+    }
+    let prev = smap[(s - 1u) * cfg.batch + b];
+    if ((prev & STEP_INACTIVE) != 0u) {
+        return acc;
+    }
+    let src = row_of(prev & STEP_TIME_MASK, b) * cfg.out_stride + cfg.out_offset;
+    for (var j = 0u; j < h; j++) {
+        accumulate(&acc, y[src + j] * rmask_at(b, j), j * row4 + first, gate4, count);
     }
     return acc;
 }
 
-@compute @workgroup_size(64, 4, 1)
+// Unit e of the four: its pre-activations of the four gates.
+fn unit_gates(acc: array<vec4<f32>, 4>, e: u32) -> vec4<f32> {
+    return vec4<f32>(acc[0][e], acc[1][e], acc[2][e], acc[3][e]);
+}
+
+@compute @workgroup_size(64, 1, 1)
 fn forward_step(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let k = wg.x * WG_UNITS + lid.x;
-    let b = wg.y * WG_BATCH + lid.y;
-    let s = step.s;
-    let h = cfg.hidden;
+    let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
+    let b = wg.y;
+    if (k0 >= cfg.hidden) {
+        return;
+    }
     var count = gates();
     if (CELL == GRU_RESET_BEFORE) {
         count = 2u;   // n waits for r * h of every unit: forward_gru_n
     }
-    let hw = recurrent_product(s, b, k, lid.x, lid.y, 0u, count, false);
-    if (b >= cfg.batch || k >= h) {
-        return;
+    let acc = recurrent_product(step.s, b, k0, 0u, count, false);
+    for (var e = 0u; e < 4u; e++) {
+        if (k0 + e < cfg.hidden) {
+            forward_unit(step.s, b, k0 + e, unit_gates(acc, e));
+        }
     }
+}
+
+// The gate work and state update of unit k of batch entry b at step s, given the unit's
+// recurrent pre-activations hw (one per gate).
+fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) {
+    let h = cfg.hidden;
     let code = smap[s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         // Steps past a length map one to one onto the times past it (t = s): zero that
@@ -297,26 +321,33 @@ fn forward_step(
 }
 
 // GRU reset-before, second half of a step: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn).
-@compute @workgroup_size(64, 4, 1)
+@compute @workgroup_size(64, 1, 1)
 fn forward_gru_n(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let k = wg.x * WG_UNITS + lid.x;
-    let b = wg.y * WG_BATCH + lid.y;
-    let s = step.s;
-    let h = cfg.hidden;
-    let hw = recurrent_product(s, b, k, lid.x, lid.y, 2u, 1u, true);
-    if (b >= cfg.batch || k >= h) {
+    let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
+    let b = wg.y;
+    if (k0 >= cfg.hidden) {
         return;
     }
+    let acc = recurrent_product(step.s, b, k0, 2u, 1u, true);
+    for (var e = 0u; e < 4u; e++) {
+        if (k0 + e < cfg.hidden) {
+            forward_gru_n_unit(step.s, b, k0 + e, acc[0][e]);
+        }
+    }
+}
+
+fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) {
+    let h = cfg.hidden;
     let code = smap[s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         return;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
     let act = cfg.off_act + row * cfg.act_width;
-    let n = tanh_stable(xw[row * cfg.gate_width + 2u * h + k] + hw.x);
+    let n = tanh_stable(xw[row * cfg.gate_width + 2u * h + k] + hwn);
     let z = saved[act + h + k];
     let hp = hprev_value(s, b, k);
     saved[act + 2u * h + k] = n;
@@ -330,59 +361,36 @@ fn forward_gru_n(
 // ---------------------------------------------------------------------------------------
 // Backward, steps in reverse order.
 
-// The gradient row that flows into the state through W_hh from the step processed after s
-// (dhw for GRU, whose n gate differs between input and recurrent side; dxw otherwise).
-fn next_grad(s: u32, b: u32, r: u32) -> f32 {
-    if (s + 1u >= cfg.steps) {
-        return 0.0;
+// For units k0 .. k0 + 4: sum over rows r < count of source(b, r) * W_hh[first_row + r, k],
+// the gradient reaching unit k's input state. source is the gate gradients of step s + 1
+// (use_dn = false: dhw for GRU, whose n gate differs between input and recurrent side,
+// dxw otherwise), or this step's dn_pre (use_dn = true, GRU reset-before).
+fn transposed_product(s: u32, b: u32, k0: u32, first_row: u32, count: u32, use_dn: bool) -> vec4<f32> {
+    let row4 = cfg.hp / 4u;   // vec4s per padded row of W_hh
+    var acc = vec4<f32>(0.0);
+    let base = cfg.off_wp + first_row * row4 + k0 / 4u;
+    // The source row: this step's dn_pre, or the next step's gate gradients.
+    var src_step = s + 1u;
+    var src_col = first_row;
+    if (use_dn) {
+        src_step = s;
+        src_col = 2u * cfg.hidden;
+    } else if (src_step >= cfg.steps) {
+        return acc;
     }
-    let code = smap[(s + 1u) * cfg.batch + b];
+    let code = smap[src_step * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
-        return 0.0;
+        return acc;
     }
-    let at = row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + r;
-    if (CELL == GRU) {
-        return dhw[at];
-    }
-    return dxw[at];
-}
-
-// dn_pre of unit j at this step (GRU reset-before, second half).
-fn dn_value(s: u32, b: u32, j: u32) -> f32 {
-    let code = smap[s * cfg.batch + b];
-    if ((code & STEP_INACTIVE) != 0u) {
-        return 0.0;
-    }
-    return dxw[row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + 2u * cfg.hidden + j];
-}
-
-// sum over rows r of source(b, r) * W_hh[first_row + r, k], for r < count: the gradient of
-// unit k's input state. source is the next step's gate gradients (use_dn = false, s is the
-// current step, s_next = s + 1 handled by next_grad) or this step's dn_pre (use_dn = true).
-// Every invocation must call it (it holds barriers).
-fn transposed_product(s: u32, b: u32, k: u32, lx: u32, ly: u32, first_row: u32, count: u32, use_dn: bool) -> f32 {
-    let h = cfg.hidden;
-    var acc = 0.0;
-    let inside = b < cfg.batch && k < h;
-    for (var r0 = 0u; r0 < count; r0 += WG_UNITS) {
-        let r = r0 + lx;
-        var v = 0.0;
-        if (b < cfg.batch && r < count) {
-            if (use_dn) {
-                v = dn_value(s, b, r);
-            } else {
-                v = next_grad(s, b, first_row + r);
-            }
+    let src = row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + src_col;
+    if (CELL == GRU && !use_dn) {
+        for (var r = 0u; r < count; r++) {
+            acc += dhw[src + r] * wt[base + r * row4];
         }
-        tile[ly][lx] = v;
-        workgroupBarrier();
-        if (inside) {
-            let chunk = min(WG_UNITS, count - r0);
-            for (var rr = 0u; rr < chunk; rr++) {
-                acc += tile[ly][rr] * w_hh[(first_row + r0 + rr) * h + k];
-            }
+    } else {
+        for (var r = 0u; r < count; r++) {
+            acc += dxw[src + r] * wt[base + r * row4];
         }
-        workgroupBarrier();
     }
     return acc;
 }
@@ -396,19 +404,28 @@ fn direct_rows() -> u32 {
     return cfg.gate_width;
 }
 
-@compute @workgroup_size(64, 4, 1)
+@compute @workgroup_size(64, 1, 1)
 fn backward_step(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let k = wg.x * WG_UNITS + lid.x;
-    let b = wg.y * WG_BATCH + lid.y;
-    let s = step.s;
-    let h = cfg.hidden;
-    let rec = transposed_product(s, b, k, lid.x, lid.y, 0u, direct_rows(), false);
-    if (b >= cfg.batch || k >= h) {
+    let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
+    let b = wg.y;
+    if (k0 >= cfg.hidden) {
         return;
     }
+    let rec = transposed_product(step.s, b, k0, 0u, direct_rows(), false);
+    for (var e = 0u; e < 4u; e++) {
+        if (k0 + e < cfg.hidden) {
+            backward_unit(step.s, b, k0 + e, rec[e]);
+        }
+    }
+}
+
+// The gate gradients of unit k of batch entry b at step s, given what flows into its state
+// through W_hh from the next step (rec).
+fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
+    let h = cfg.hidden;
     let at = b * h + k;
     // The carried gradients start, at the last step, from those of the final state.
     var carry_dh = state[cfg.off_dh + at];
@@ -501,19 +518,26 @@ fn backward_step(
 
 // GRU reset-before, second half of a backward step: d(r * h) = dn_pre W_hn gives r's gradient
 // and the rest of the state's.
-@compute @workgroup_size(64, 4, 1)
+@compute @workgroup_size(64, 1, 1)
 fn backward_gru_n(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let k = wg.x * WG_UNITS + lid.x;
-    let b = wg.y * WG_BATCH + lid.y;
-    let s = step.s;
-    let h = cfg.hidden;
-    let drh = transposed_product(s, b, k, lid.x, lid.y, 2u * h, h, true);
-    if (b >= cfg.batch || k >= h) {
+    let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
+    let b = wg.y;
+    if (k0 >= cfg.hidden) {
         return;
     }
+    let drh = transposed_product(step.s, b, k0, 2u * cfg.hidden, cfg.hidden, true);
+    for (var e = 0u; e < 4u; e++) {
+        if (k0 + e < cfg.hidden) {
+            backward_gru_n_unit(step.s, b, k0 + e, drh[e]);
+        }
+    }
+}
+
+fn backward_gru_n_unit(s: u32, b: u32, k: u32, drh: f32) {
+    let h = cfg.hidden;
     let code = smap[s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         return;
@@ -527,20 +551,25 @@ fn backward_gru_n(
 }
 
 // After step 0: the gradient of h0 (dc0 is the carried dc as it stands).
-@compute @workgroup_size(64, 4, 1)
+@compute @workgroup_size(64, 1, 1)
 fn backward_finish(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let k = wg.x * WG_UNITS + lid.x;
-    let b = wg.y * WG_BATCH + lid.y;
-    let h = cfg.hidden;
-    // "The step after step -1" is step 0: next_grad(s) reads step s + 1, so pass s = -1 as
-    // the wrapped value; next_grad's bound check uses s + 1.
-    let rec = transposed_product(0xffffffffu, b, k, lid.x, lid.y, 0u, direct_rows(), false);
-    if (b >= cfg.batch || k >= h) {
+    let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
+    let b = wg.y;
+    if (k0 >= cfg.hidden) {
         return;
     }
-    let at = b * h + k;
-    state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec * rmask_at(b, k);
+    let h = cfg.hidden;
+    // "The step after step -1" is step 0: transposed_product reads step s + 1, so pass
+    // s = -1 as the wrapped value.
+    let rec = transposed_product(0xffffffffu, b, k0, 0u, direct_rows(), false);
+    for (var e = 0u; e < 4u; e++) {
+        let k = k0 + e;
+        if (k < h) {
+            let at = b * h + k;
+            state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec[e] * rmask_at(b, k);
+        }
+    }
 }

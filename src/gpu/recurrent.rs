@@ -40,7 +40,9 @@ struct Config {
     off_dc: u32,
     off_dh0: u32,
     has_rmask: u32,
-    _pad: [u32; 3],
+    hp: u32,
+    off_wp: u32,
+    _pad: u32,
 }
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -58,9 +60,9 @@ enum Region {
 }
 const REGIONS: usize = 9;
 
-/// Workgroup tile of the step kernels: 64 units by 4 batch entries.
-const WG_UNITS: usize = 64;
-const WG_BATCH: usize = 4;
+/// Workgroup of the step kernels: 256 units (64 invocations of 4) of one batch entry.
+const WG_UNITS: usize = 256;
+const WG_BATCH: usize = 1;
 
 /// The parameters of one layer-direction on the device (PyTorch shapes).
 #[derive(Clone, Copy)]
@@ -218,7 +220,11 @@ impl RecurrentPlan {
         );
 
         let xw = GpuTensor::zeros(gpu, &[rows, gw])?;
-        let wt = GpuTensor::zeros(gpu, &[h + 1, gw])?;
+        // W_hh^T with the bias row, then W_hh, both with gate blocks padded to hp (a multiple
+        // of 4) so the kernels read them as vec4.
+        let hp = h.div_ceil(4) * 4;
+        let wt_len = (h + 1) * cell.gates() * hp;
+        let wt = GpuTensor::zeros(gpu, &[wt_len + gw * hp])?;
         let smap = GpuTensor::<u32>::zeros(gpu, &[shape.steps, bsz])?;
         let off_cell = rows * h;
         let off_act = off_cell + if cell.has_cell_state() { rows * h } else { 0 };
@@ -255,7 +261,9 @@ impl RecurrentPlan {
             off_dc: region(Region::Dc),
             off_dh0: region(Region::Dh0),
             has_rmask: recurrent_mask as u32,
-            _pad: [0; 3],
+            hp: hp as u32,
+            off_wp: (wt_len / 4) as u32,
+            _pad: 0,
         };
         let cfg_buffer = gpu.uniform(&cfg);
         // One 16-byte step index per uniform-offset slot.
@@ -484,9 +492,10 @@ impl RecurrentPlan {
     /// Records the forward pass.
     pub fn record_forward(&self, rec: &mut Recorder) {
         let (kernel, group) = &self.transpose;
+        // transpose_weights covers rows of W_hh by 64 and columns by 4.
         let groups = [
-            self.shape.gate_width().div_ceil(WG_UNITS) as u32,
-            (self.shape.hidden + 1).div_ceil(WG_BATCH) as u32,
+            self.shape.gate_width().div_ceil(64) as u32,
+            (self.shape.hidden + 1).div_ceil(4) as u32,
             1,
         ];
         rec.dispatch(kernel, group, groups);
