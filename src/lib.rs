@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod io;
 pub mod ops;
 pub mod selftest;
+pub mod word2vec;
 
 pub use gpu::{Gpu, GpuTensor};
 pub use ops::Gemm;

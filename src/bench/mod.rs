@@ -1,6 +1,7 @@
 //! Benchmark harness shared by `recur bench` and `benches/`: warm-up, repetitions, medians.
 
 pub mod gemm;
+pub mod word2vec;
 
 use std::time::Instant;
 

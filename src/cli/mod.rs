@@ -3,6 +3,7 @@
 mod bench;
 mod info;
 mod selftest;
+mod word2vec;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,6 +28,14 @@ enum Command {
     Selftest(selftest::Args),
     /// Measure the GPU path against the CPU path.
     Bench(bench::Args),
+    /// Train word vectors (word2vec: CBOW or skip-gram) on a text corpus.
+    Word2vec(word2vec::TrainArgs),
+    /// The nearest words to a word by cosine similarity.
+    Similar(word2vec::SimilarArgs),
+    /// "A is to B as C is to ?" by 3CosAdd.
+    Analogy(word2vec::AnalogyArgs),
+    /// Word-pair similarity or analogy accuracy of a vectors file.
+    Evaluate(word2vec::EvaluateArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -36,5 +45,9 @@ pub fn main() -> Result<()> {
         Command::Info => info::run(),
         Command::Selftest(args) => selftest::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Word2vec(args) => word2vec::train(args),
+        Command::Similar(args) => word2vec::similar(args),
+        Command::Analogy(args) => word2vec::analogy(args),
+        Command::Evaluate(args) => word2vec::evaluate(args),
     }
 }
