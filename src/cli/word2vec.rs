@@ -65,7 +65,11 @@ pub struct TrainArgs {
 pub fn train(a: TrainArgs) -> Result<()> {
     let defaults = Config::default();
     let cfg = Config {
-        arch: if a.skipgram { Arch::SkipGram } else { Arch::Cbow },
+        arch: if a.skipgram {
+            Arch::SkipGram
+        } else {
+            Arch::Cbow
+        },
         output: if a.hs {
             Output::Hierarchical
         } else if a.softmax {
@@ -100,7 +104,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
         report.words_per_sec,
         report.effective_words_per_sec
     );
-    let losses: Vec<String> = report.epoch_loss.iter().map(|l| format!("{l:.4}")).collect();
+    let losses: Vec<String> = report
+        .epoch_loss
+        .iter()
+        .map(|l| format!("{l:.4}"))
+        .collect();
     println!("loss per epoch: {}", losses.join(" "));
     println!("wrote {}", a.out.display());
     Ok(())

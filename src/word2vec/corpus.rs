@@ -27,7 +27,8 @@ impl LineReader {
 
     /// The lines of `path` whose first byte lies in `start..end`.
     pub fn open_range(path: &Path, start: u64, end: u64) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("opening corpus {}", path.display()))?;
+        let file =
+            File::open(path).with_context(|| format!("opening corpus {}", path.display()))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut pos = 0;
         let mut buf = Vec::new();

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::vectors::KeyedVectors;
 
 fn lookup(kv: &KeyedVectors, word: &str) -> Option<usize> {
-    kv.get_index(word).or_else(|| kv.get_index(&word.to_lowercase()))
+    kv.get_index(word)
+        .or_else(|| kv.get_index(&word.to_lowercase()))
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -59,7 +60,13 @@ pub fn evaluate_pairs(kv: &KeyedVectors, path: &Path) -> Result<PairsResult> {
             .parse()
             .ok()
             .filter(|s: &f64| s.is_finite())
-            .with_context(|| format!("{} line {}: score {score:?} is not a number", path.display(), n + 1))?;
+            .with_context(|| {
+                format!(
+                    "{} line {}: score {score:?} is not a number",
+                    path.display(),
+                    n + 1
+                )
+            })?;
         match (lookup(kv, a.trim()), lookup(kv, b.trim())) {
             (Some(i), Some(j)) => {
                 model.push(super::vectors::cosine(kv.row(i), kv.row(j)) as f64);
@@ -176,11 +183,19 @@ pub fn evaluate_analogies(kv: &KeyedVectors, path: &Path) -> Result<AnalogyResul
             continue;
         }
         let Some(section) = sections.last_mut() else {
-            bail!("{} line {}: a question before any `: section` line", path.display(), n + 1);
+            bail!(
+                "{} line {}: a question before any `: section` line",
+                path.display(),
+                n + 1
+            );
         };
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.len() != 4 {
-            bail!("{} line {}: expected four words, found {line:?}", path.display(), n + 1);
+            bail!(
+                "{} line {}: expected four words, found {line:?}",
+                path.display(),
+                n + 1
+            );
         }
         let ids: Vec<Option<usize>> = words.iter().map(|w| lookup(kv, w)).collect();
         let [Some(a), Some(b), Some(c), Some(expected)] = ids[..] else {

@@ -136,7 +136,10 @@ pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
         words.push(word.to_string());
     }
     if words.len() < v {
-        bail!("the file ends early: the header says {v} words, found {}", words.len());
+        bail!(
+            "the file ends early: the header says {v} words, found {}",
+            words.len()
+        );
     }
     KeyedVectors::new(words, d, data)
 }
@@ -155,7 +158,11 @@ pub fn parse_binary(bytes: &[u8]) -> Result<KeyedVectors> {
         let word = match std::str::from_utf8(&bytes[pos..pos + len]) {
             Ok(w) if !w.is_empty() => w,
             Ok(_) => bail!("empty word at byte offset {pos}"),
-            Err(e) => bail!("invalid UTF-8 in word {} at byte offset {}", i + 1, pos + e.valid_up_to()),
+            Err(e) => bail!(
+                "invalid UTF-8 in word {} at byte offset {}",
+                i + 1,
+                pos + e.valid_up_to()
+            ),
         };
         pos += len + 1;
         if bytes.len() - pos < 4 * d {

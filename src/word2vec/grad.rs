@@ -45,10 +45,16 @@ const TABLE_SIZE: usize = 1024;
 
 impl Default for Table {
     fn default() -> Self {
-        let at = |i: usize| -TABLE_MAX as f64 + (i as f64 + 0.5) * 2.0 * TABLE_MAX as f64 / TABLE_SIZE as f64;
+        let at = |i: usize| {
+            -TABLE_MAX as f64 + (i as f64 + 0.5) * 2.0 * TABLE_MAX as f64 / TABLE_SIZE as f64
+        };
         Self {
-            sig: (0..TABLE_SIZE).map(|i| Sigmoid::<f64>::sigmoid(&Exact, at(i)) as f32).collect(),
-            log_sig: (0..TABLE_SIZE).map(|i| Sigmoid::<f64>::log_sigmoid(&Exact, at(i)) as f32).collect(),
+            sig: (0..TABLE_SIZE)
+                .map(|i| Sigmoid::<f64>::sigmoid(&Exact, at(i)) as f32)
+                .collect(),
+            log_sig: (0..TABLE_SIZE)
+                .map(|i| Sigmoid::<f64>::log_sigmoid(&Exact, at(i)) as f32)
+                .collect(),
         }
     }
 }
@@ -195,7 +201,11 @@ pub fn softmax<T: Real>(
     let loss = sum.ln() - logit;
     for (j, &e) in scores.iter().enumerate() {
         let p = e / sum;
-        let g = if j == target as usize { T::one() - p } else { -p };
+        let g = if j == target as usize {
+            T::one() - p
+        } else {
+            -p
+        };
         let ga = g * alpha;
         let row = &mut out[j * d..(j + 1) * d];
         axpy(ga, row, neu1e);

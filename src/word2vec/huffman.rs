@@ -27,8 +27,11 @@ impl Huffman {
         }
         // Node ids: leaves 0..v, inner nodes v..2v-1 (the root last). Ties merge the older
         // node first, so the tree is the same on every run.
-        let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
-            counts.iter().enumerate().map(|(i, &c)| Reverse((c, i))).collect();
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Reverse((c, i)))
+            .collect();
         let mut parent = vec![0usize; 2 * v - 1];
         let mut branch = vec![0u8; 2 * v - 1];
         for node in v..2 * v - 1 {

@@ -213,7 +213,9 @@ pub fn train_with_vocab(
     let (v, d) = (vocab.len(), cfg.size);
     let mut init = Rng::new(cfg.seed, u64::MAX);
     // word2vec.c's initialisation: input vectors uniform in [-0.5/d, 0.5/d], outputs zero.
-    let mut syn0: Vec<f32> = (0..v * d).map(|_| (init.uniform() - 0.5) / d as f32).collect();
+    let mut syn0: Vec<f32> = (0..v * d)
+        .map(|_| (init.uniform() - 0.5) / d as f32)
+        .collect();
     let layer = match cfg.output {
         Output::Negative(k) => Layer::Negative {
             k,
@@ -296,7 +298,10 @@ pub fn train_with_vocab(
         }
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| bail!("a training thread panicked")))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a training thread panicked"))
+            })
             .collect()
     });
     let seconds = start.elapsed().as_secs_f64();
@@ -364,7 +369,8 @@ fn worker(job: &Job, t: usize) -> Result<ThreadResult> {
         effective_words: 0,
     };
     let mut sentence: Vec<u32> = Vec::new();
-    let (mut alpha, mut unreported, mut loss_total, mut preds_total) = (cfg.alpha, 0u64, 0.0f64, 0u64);
+    let (mut alpha, mut unreported, mut loss_total, mut preds_total) =
+        (cfg.alpha, 0u64, 0.0f64, 0u64);
     for epoch in 0..epochs {
         let mut reader = LineReader::open_range(job.corpus, start, end)?;
         loop {
@@ -389,11 +395,13 @@ fn worker(job: &Job, t: usize) -> Result<ThreadResult> {
                 unreported = 0;
                 alpha = alpha_at(cfg, done, total);
                 let slot = &job.slots[t];
-                slot.loss_bits.store(loss_total.to_bits(), Ordering::Relaxed);
+                slot.loss_bits
+                    .store(loss_total.to_bits(), Ordering::Relaxed);
                 slot.predictions.store(preds_total, Ordering::Relaxed);
             }
             result.effective_words += sentence.len() as u64;
-            let (loss, preds) = train_sentence(job, &sentence, syn0, out, alpha, &mut rng, &mut scratch);
+            let (loss, preds) =
+                train_sentence(job, &sentence, syn0, out, alpha, &mut rng, &mut scratch);
             result.epoch_loss[epoch] += loss;
             result.epoch_predictions[epoch] += preds;
             loss_total += loss;
@@ -439,7 +447,15 @@ fn predict(
         }
         Layer::Hierarchical(tree) => {
             let w = target as usize;
-            grad::hierarchical(&job.table, h, neu1e, out, tree.points(w), tree.code(w), alpha)
+            grad::hierarchical(
+                &job.table,
+                h,
+                neu1e,
+                out,
+                tree.points(w),
+                tree.code(w),
+                alpha,
+            )
         }
         Layer::Softmax => grad::softmax(h, neu1e, out, scores, target, alpha),
     }
@@ -469,7 +485,17 @@ fn train_sentence(
                     let c = sentence[j] as usize;
                     s.neu1e.fill(0.0);
                     let h = &syn0[c * d..(c + 1) * d];
-                    loss += predict(job, h, &mut s.neu1e, out, centre, alpha, rng, &mut s.targets, &mut s.scores) as f64;
+                    loss += predict(
+                        job,
+                        h,
+                        &mut s.neu1e,
+                        out,
+                        centre,
+                        alpha,
+                        rng,
+                        &mut s.targets,
+                        &mut s.scores,
+                    ) as f64;
                     axpy(1.0, &s.neu1e, &mut syn0[c * d..(c + 1) * d]);
                     preds += 1;
                 }
@@ -488,7 +514,17 @@ fn train_sentence(
                 let inv = 1.0 / count as f32;
                 s.neu1.iter_mut().for_each(|x| *x *= inv);
                 s.neu1e.fill(0.0);
-                loss += predict(job, &s.neu1, &mut s.neu1e, out, centre, alpha, rng, &mut s.targets, &mut s.scores) as f64;
+                loss += predict(
+                    job,
+                    &s.neu1,
+                    &mut s.neu1e,
+                    out,
+                    centre,
+                    alpha,
+                    rng,
+                    &mut s.targets,
+                    &mut s.scores,
+                ) as f64;
                 // word2vec.c and gensim (cbow_mean) add the hidden layer's whole update to
                 // every context vector, not the 1/count share the chain rule gives.
                 for j in (lo..hi).filter(|&j| j != i) {

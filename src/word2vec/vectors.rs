@@ -66,7 +66,11 @@ impl KeyedVectors {
             );
         }
         if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-            bail!("vector of {:?} holds {}: expected finite values", words[i / dim], data[i]);
+            bail!(
+                "vector of {:?} holds {}: expected finite values",
+                words[i / dim],
+                data[i]
+            );
         }
         let mut index = HashMap::with_capacity(words.len());
         for (i, w) in words.iter().enumerate() {
@@ -113,7 +117,10 @@ impl KeyedVectors {
     pub fn index_of(&self, word: &str) -> Result<usize> {
         match self.index.get(word) {
             Some(&i) => Ok(i),
-            None => bail!("word {word:?} is not in the vocabulary ({} words)", self.len()),
+            None => bail!(
+                "word {word:?} is not in the vocabulary ({} words)",
+                self.len()
+            ),
         }
     }
 
@@ -142,7 +149,12 @@ impl KeyedVectors {
 
     /// The `k` words closest by cosine to the mean of the unit vectors of `positive` minus
     /// those of `negative` (gensim's most_similar), the query words excluded; best first.
-    pub fn most_similar(&self, positive: &[&str], negative: &[&str], k: usize) -> Result<Vec<(String, f32)>> {
+    pub fn most_similar(
+        &self,
+        positive: &[&str],
+        negative: &[&str],
+        k: usize,
+    ) -> Result<Vec<(String, f32)>> {
         if positive.is_empty() && negative.is_empty() {
             bail!("most_similar needs at least one word");
         }
@@ -162,7 +174,10 @@ impl KeyedVectors {
         }
         normalize(&mut query);
         let top = self.top_k_by_dot(&query, k, &ids);
-        Ok(top.into_iter().map(|(i, s)| (self.words[i].clone(), s)).collect())
+        Ok(top
+            .into_iter()
+            .map(|(i, s)| (self.words[i].clone(), s))
+            .collect())
     }
 
     /// The ids and cosines of the `k` unit rows with the largest dot product with `query`

@@ -39,8 +39,12 @@ impl Vocab {
         let mut list: Vec<(String, u64, usize)> =
             counts.into_iter().map(|(w, (c, o))| (w, c, o)).collect();
         list.sort_by_key(|&(_, o_count, order)| (std::cmp::Reverse(o_count), order));
-        Self::from_sorted(list.into_iter().map(|(w, c, _)| (w, c)), min_count, max_size)
-            .map_err(|e| e.context(format!("corpus {}", path.display())))
+        Self::from_sorted(
+            list.into_iter().map(|(w, c, _)| (w, c)),
+            min_count,
+            max_size,
+        )
+        .map_err(|e| e.context(format!("corpus {}", path.display())))
     }
 
     /// A vocabulary from `(word, count)` pairs in first-appearance order.
@@ -89,7 +93,11 @@ impl Vocab {
             );
         }
         if words.len() > u32::MAX as usize {
-            bail!("vocabulary of {} words: at most {} supported", words.len(), u32::MAX);
+            bail!(
+                "vocabulary of {} words: at most {} supported",
+                words.len(),
+                u32::MAX
+            );
         }
         Ok(Self {
             words,
