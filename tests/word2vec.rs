@@ -31,6 +31,9 @@ fn err_text<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
 
 // ---------------------------------------------------------------- gradients (f64)
 
+/// An output layer's update: (h, neu1e, out, alpha) -> loss.
+type Layer<'a> = &'a dyn Fn(&[f64], &mut [f64], &mut [f64], f64) -> f64;
+
 /// Checks one output layer's update against central differences of its loss: with
 /// alpha = 1 the function must add -dL/dh to neu1e and -dL/dout to the output rows.
 fn check_layer(
@@ -38,7 +41,7 @@ fn check_layer(
     d: usize,
     rows: usize,
     rng: &mut impl Rng,
-    f: &dyn Fn(&[f64], &mut [f64], &mut [f64], f64) -> f64,
+    f: Layer,
 ) {
     let h: Vec<f64> = (0..d).map(|_| rng.random_range(-1.0..1.0)).collect();
     let out: Vec<f64> = (0..rows * d).map(|_| rng.random_range(-1.0..1.0)).collect();
