@@ -36,13 +36,7 @@ type Layer<'a> = &'a dyn Fn(&[f64], &mut [f64], &mut [f64], f64) -> f64;
 
 /// Checks one output layer's update against central differences of its loss: with
 /// alpha = 1 the function must add -dL/dh to neu1e and -dL/dout to the output rows.
-fn check_layer(
-    name: &str,
-    d: usize,
-    rows: usize,
-    rng: &mut impl Rng,
-    f: Layer,
-) {
+fn check_layer(name: &str, d: usize, rows: usize, rng: &mut impl Rng, f: Layer) {
     let h: Vec<f64> = (0..d).map(|_| rng.random_range(-1.0..1.0)).collect();
     let out: Vec<f64> = (0..rows * d).map(|_| rng.random_range(-1.0..1.0)).collect();
     let loss = |h: &[f64], out: &[f64]| {

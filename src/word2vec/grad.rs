@@ -90,7 +90,7 @@ impl Sigmoid<f32> for Table {
 }
 
 /// `a . b`, in eight lanes so the compiler vectorises it.
-#[inline]
+#[inline(always)]
 pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -110,7 +110,7 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
 }
 
 /// `y += alpha * x`.
-#[inline]
+#[inline(always)]
 pub fn axpy<T: Real>(alpha: T, x: &[T], y: &mut [T]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y = *y + alpha * *x;
@@ -119,6 +119,7 @@ pub fn axpy<T: Real>(alpha: T, x: &[T], y: &mut [T]) {
 
 /// Negative sampling: `targets[0]` is the word to predict (label 1), the rest are negatives
 /// (label 0). L = -ln s(h.o_t) - sum_neg ln s(-h.o_n).
+#[inline(always)]
 pub fn negative<T: Real, S: Sigmoid<T>>(
     s: &S,
     h: &[T],
@@ -148,6 +149,7 @@ pub fn negative<T: Real, S: Sigmoid<T>>(
 
 /// Hierarchical softmax along a Huffman path: at inner node `points[i]` the branch is
 /// `codes[i]`, predicted with probability s(h.o) for branch 0 and s(-h.o) for branch 1.
+#[inline(always)]
 pub fn hierarchical<T: Real, S: Sigmoid<T>>(
     s: &S,
     h: &[T],
