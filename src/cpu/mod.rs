@@ -2,6 +2,7 @@
 //! gradient checks). Files are named as the kernel families in `shaders/`.
 
 pub mod gemm;
+pub mod word2vec;
 
 pub use gemm::gemm;
 

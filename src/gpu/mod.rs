@@ -8,12 +8,14 @@ pub mod recorder;
 pub mod registry;
 pub mod shaders;
 pub mod tensor;
+pub mod word2vec;
 
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
 pub use gemm::{gemm, GemmPlan};
 pub use recorder::{Recorder, SubmitReport};
 pub use registry::{Kernel, KernelKey};
 pub use tensor::GpuTensor;
+pub use word2vec::CosineIndex;
 
 use wgpu::util::DeviceExt;
 

@@ -14,10 +14,16 @@ pub struct ShaderFamily {
 }
 
 /// Every kernel family recur ships.
-pub const FAMILIES: &[ShaderFamily] = &[ShaderFamily {
-    name: "gemm",
-    body: include_str!("../../shaders/gemm.wgsl"),
-}];
+pub const FAMILIES: &[ShaderFamily] = &[
+    ShaderFamily {
+        name: "gemm",
+        body: include_str!("../../shaders/gemm.wgsl"),
+    },
+    ShaderFamily {
+        name: "word2vec",
+        body: include_str!("../../shaders/word2vec.wgsl"),
+    },
+];
 
 /// Looks a family up by name.
 pub fn family(name: &str) -> Option<&'static ShaderFamily> {

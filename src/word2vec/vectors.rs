@@ -135,11 +135,8 @@ impl KeyedVectors {
 
     /// Every row scaled to unit length (zero rows stay zero), computed once.
     pub fn unit_vectors(&self) -> &[f32] {
-        self.unit.get_or_init(|| {
-            let mut u = self.data.clone();
-            u.chunks_exact_mut(self.dim).for_each(normalize);
-            u
-        })
+        self.unit
+            .get_or_init(|| crate::cpu::word2vec::normalize_rows(&self.data, self.dim))
     }
 
     /// The cosine similarity of two words.
@@ -155,6 +152,17 @@ impl KeyedVectors {
         negative: &[&str],
         k: usize,
     ) -> Result<Vec<(String, f32)>> {
+        let (query, ids) = self.query(positive, negative)?;
+        let top = self.top_k_by_dot(&query, k, &ids);
+        Ok(top
+            .into_iter()
+            .map(|(i, s)| (self.words[i].clone(), s))
+            .collect())
+    }
+
+    /// most_similar's query: the unit mean of the unit vectors of `positive` minus those of
+    /// `negative`, and the ids of those words (to exclude from the answer).
+    pub fn query(&self, positive: &[&str], negative: &[&str]) -> Result<(Vec<f32>, Vec<usize>)> {
         if positive.is_empty() && negative.is_empty() {
             bail!("most_similar needs at least one word");
         }
@@ -173,34 +181,35 @@ impl KeyedVectors {
             }
         }
         normalize(&mut query);
-        let top = self.top_k_by_dot(&query, k, &ids);
-        Ok(top
-            .into_iter()
-            .map(|(i, s)| (self.words[i].clone(), s))
-            .collect())
+        Ok((query, ids))
     }
 
     /// The ids and cosines of the `k` unit rows with the largest dot product with `query`
     /// (a unit vector), skipping `exclude`; best first, ties to the lower id.
     pub fn top_k_by_dot(&self, query: &[f32], k: usize, exclude: &[usize]) -> Vec<(usize, f32)> {
-        let unit = self.unit_vectors();
-        let mut scored: Vec<(usize, f32)> = unit
-            .chunks_exact(self.dim)
-            .enumerate()
-            .filter(|(i, _)| !exclude.contains(i))
-            .map(|(i, row)| (i, dot(row, query)))
-            .collect();
-        let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        let k = k.min(scored.len());
-        if k == 0 {
-            return Vec::new();
-        }
-        if k < scored.len() {
-            scored.select_nth_unstable_by(k - 1, order);
-            scored.truncate(k);
-        }
-        scored.sort_by(order);
-        scored
+        crate::cpu::word2vec::top_k_cosine(self.unit_vectors(), self.dim, query, k, exclude)
+    }
+
+    /// The vectors on the GPU, normalised once there, for [`Self::most_similar_gpu`]: answers
+    /// of `k` words, queries of up to 8 words.
+    pub fn gpu_index(&self, gpu: &crate::gpu::Gpu, k: usize) -> Result<crate::gpu::CosineIndex> {
+        let spec = crate::ops::CosineTopK::new(self.len(), self.dim, k);
+        crate::gpu::CosineIndex::new(gpu, &spec, &self.data, 8)
+    }
+
+    /// [`Self::most_similar`] with the scan over the vocabulary on the GPU.
+    pub fn most_similar_gpu(
+        &self,
+        index: &crate::gpu::CosineIndex,
+        positive: &[&str],
+        negative: &[&str],
+    ) -> Result<Vec<(String, f32)>> {
+        let (query, ids) = self.query(positive, negative)?;
+        let top = index.top_k(&query, &ids)?;
+        Ok(top
+            .into_iter()
+            .map(|(i, s)| (self.words[i].clone(), s))
+            .collect())
     }
 
     /// "a is to b as c is to ?" by 3CosAdd: the words closest to b - a + c.
