@@ -787,3 +787,21 @@ fn command_line_trains_queries_and_evaluates() {
     ]);
     assert!(!ok && text.contains("window 0"), "{text}");
 }
+
+#[test]
+fn bench_measures_words_per_second_on_a_synthetic_corpus() {
+    let dir = tmp_dir("bench");
+    let corpus = dir.join("zipf.txt");
+    recur::bench::word2vec::synthetic_corpus(&corpus, 20_000, 500, 1).unwrap();
+    let cfg = Config {
+        size: 16,
+        epochs: 1,
+        threads: 1,
+        min_count: 1,
+        ..Config::default()
+    };
+    let case = recur::bench::word2vec::measure(&corpus, &cfg, 2).unwrap();
+    assert_eq!(case.train_words, 20_000);
+    assert!(case.vocab_size > 100 && case.vocab_size <= 500);
+    assert!(case.words_per_sec > 0.0 && case.effective_words_per_sec <= case.words_per_sec);
+}

@@ -49,3 +49,24 @@ pub fn measure(corpus: &Path, cfg: &Config, reps: usize) -> Result<Word2VecCase>
         effective_words_per_sec: effective as f64 / seconds.median,
     })
 }
+
+/// Writes a corpus of `words` tokens drawn from a Zipf distribution over `vocab` words
+/// (`w0`, `w1`, ...), 20 to a line: a stand-in for natural text when no corpus is given.
+pub fn synthetic_corpus(path: &Path, words: usize, vocab: usize, seed: u64) -> Result<()> {
+    use crate::word2vec::sampling::{AliasTable, Rng};
+    anyhow::ensure!(
+        vocab > 0,
+        "a synthetic corpus needs a vocabulary of at least 1 word"
+    );
+    let weights: Vec<f64> = (1..=vocab).map(|r| 1.0 / r as f64).collect();
+    let table = AliasTable::new(&weights);
+    let mut rng = Rng::new(seed, 0);
+    let mut text = String::with_capacity(words * 6);
+    for i in 0..words {
+        text.push('w');
+        text.push_str(&table.sample(&mut rng).to_string());
+        text.push(if i % 20 == 19 { '\n' } else { ' ' });
+    }
+    text.push('\n');
+    crate::io::write_atomic(path, text.as_bytes())
+}
