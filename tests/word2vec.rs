@@ -805,3 +805,45 @@ fn bench_measures_words_per_second_on_a_synthetic_corpus() {
     assert!(case.vocab_size > 100 && case.vocab_size <= 500);
     assert!(case.words_per_sec > 0.0 && case.effective_words_per_sec <= case.words_per_sec);
 }
+
+#[test]
+fn a_one_word_vocabulary_and_a_vocabulary_cap_train() {
+    let dir = tmp_dir("tiny");
+    let one = write(&dir, "one.txt", b"a a a a\na a\n");
+    for arch in [Arch::SkipGram, Arch::Cbow] {
+        for output in [Output::Negative(2), Output::Hierarchical, Output::Softmax] {
+            let (kv, report) = w2v::train(&one, &small_config(arch, output)).unwrap();
+            assert_eq!(kv.len(), 1);
+            assert!(kv.data().iter().all(|x| x.is_finite()));
+            assert!(
+                report.epoch_loss.iter().all(|l| l.is_finite()),
+                "{arch:?} {output:?}"
+            );
+        }
+    }
+    let corpus = planted_corpus(&dir);
+    let cfg = Config {
+        max_vocab: Some(5),
+        ..small_config(Arch::Cbow, Output::Hierarchical)
+    };
+    let (kv, report) = w2v::train(&corpus, &cfg).unwrap();
+    assert_eq!((kv.len(), report.vocab_size), (5, 5));
+}
+
+#[test]
+fn the_learning_rate_falls_linearly_to_its_floor() {
+    use recur::word2vec::train::learning_rate;
+    let cfg = Config {
+        alpha: 0.025,
+        min_alpha: 0.0001,
+        ..Config::default()
+    };
+    assert_eq!(learning_rate(&cfg, 0, 1000), 0.025);
+    let half = learning_rate(&cfg, 500, 1000);
+    assert!(
+        (half - 0.025 * (1.0 - 500.0 / 1001.0)).abs() < 1e-7,
+        "{half}"
+    );
+    assert_eq!(learning_rate(&cfg, 1000, 1000), 0.0001);
+    assert!(learning_rate(&cfg, 300, 1000) > learning_rate(&cfg, 600, 1000));
+}

@@ -297,7 +297,7 @@ pub fn train_with_vocab(
             bar.set_message(format!(
                 "{:.0} words/s  alpha {:.5}  loss {:.4}",
                 done as f64 / start.elapsed().as_secs_f64(),
-                alpha_at(cfg, done, total),
+                learning_rate(cfg, done, total),
                 recent
             ));
         }
@@ -341,7 +341,7 @@ pub fn train_with_vocab(
 }
 
 /// The learning rate after `done` of `total` words: linear decay to `min_alpha`.
-fn alpha_at(cfg: &Config, done: u64, total: u64) -> f32 {
+pub fn learning_rate(cfg: &Config, done: u64, total: u64) -> f32 {
     let progress = done as f64 / (total as f64 + 1.0);
     ((cfg.alpha as f64 * (1.0 - progress)) as f32).max(cfg.min_alpha)
 }
@@ -398,7 +398,7 @@ fn worker(job: &Job, t: usize) -> Result<ThreadResult> {
             if unreported >= REPORT_EVERY {
                 let done = job.words_done.fetch_add(unreported, Ordering::Relaxed) + unreported;
                 unreported = 0;
-                alpha = alpha_at(cfg, done, total);
+                alpha = learning_rate(cfg, done, total);
                 let slot = &job.slots[t];
                 slot.loss_bits
                     .store(loss_total.to_bits(), Ordering::Relaxed);
