@@ -274,6 +274,8 @@ pub fn train_with_vocab(
             })
             .collect();
         let (mut last_loss, mut last_preds, mut last_shown) = (0.0, 0, Instant::now());
+        // The mean loss per prediction since the last refresh that saw new predictions.
+        let mut recent = f64::NAN;
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
             if !cfg.progress || last_shown.elapsed() < Duration::from_millis(200) {
@@ -287,12 +289,10 @@ pub fn train_with_vocab(
                     p + s.predictions.load(Ordering::Relaxed),
                 )
             });
-            let recent = if preds > last_preds {
-                (loss - last_loss) / (preds - last_preds) as f64
-            } else {
-                f64::NAN
-            };
-            (last_loss, last_preds) = (loss, preds);
+            if preds > last_preds {
+                recent = (loss - last_loss) / (preds - last_preds) as f64;
+                (last_loss, last_preds) = (loss, preds);
+            }
             bar.set_position(done);
             bar.set_message(format!(
                 "{:.0} words/s  alpha {:.5}  loss {:.4}",
