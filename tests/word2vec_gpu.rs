@@ -173,3 +173,64 @@ fn keyed_vectors_most_similar_on_the_gpu_matches_the_cpu() {
     );
     assert!(e.contains("\"nope\" is not in the vocabulary"), "{e}");
 }
+
+#[test]
+fn analogy_evaluation_on_the_gpu_matches_the_cpu() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("w2v_gpu_analogies");
+    let (rows, dim) = (rng.random_range(20..300), rng.random_range(2..30));
+    let words: Vec<String> = (0..rows).map(|i| format!("w{i}")).collect();
+    let kv =
+        recur::word2vec::KeyedVectors::new(words, dim, common::random_vec(&mut rng, rows * dim))
+            .unwrap();
+    let mut text = String::from(": one\n");
+    for q in 0..60 {
+        if q == 30 {
+            text.push_str(": two\n");
+        }
+        // Row `rows + 5` is out of the vocabulary now and then.
+        let w: Vec<String> = (0..4)
+            .map(|_| format!("w{}", rng.random_range(0..rows + 5)))
+            .collect();
+        text.push_str(&(w.join(" ") + "\n"));
+    }
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("q.txt");
+    std::fs::write(&path, text).unwrap();
+    let cpu = recur::word2vec::evaluate_analogies(&kv, &path).unwrap();
+    let got = recur::word2vec::evaluate_analogies_gpu(&kv, &gpu, &path).unwrap();
+    for (a, b) in cpu
+        .sections
+        .iter()
+        .chain([&cpu.overall])
+        .zip(got.sections.iter().chain([&got.overall]))
+    {
+        assert_eq!(
+            (a.correct, a.total, a.skipped),
+            (b.correct, b.total, b.skipped),
+            "{}",
+            a.name
+        );
+    }
+    // The command line's --gpu flag gives the CPU's answer.
+    let vectors = dir.join("v.bin");
+    recur::word2vec::save_binary(&kv, &vectors).unwrap();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+            .args(["similar", vectors.to_str().unwrap(), "w3", "-k", "3"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().last().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(&["--gpu"]), run(&[]));
+}

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::gpu::Gpu;
 use crate::word2vec::{self, Arch, Config, Output};
 
 #[derive(clap::Args)]
@@ -122,6 +123,9 @@ pub struct SimilarArgs {
     /// How many neighbours.
     #[arg(short, default_value_t = 10)]
     k: usize,
+    /// Scan the vocabulary on the GPU.
+    #[arg(long)]
+    gpu: bool,
 }
 
 fn print_list(list: &[(String, f32)]) {
@@ -132,7 +136,13 @@ fn print_list(list: &[(String, f32)]) {
 
 pub fn similar(a: SimilarArgs) -> Result<()> {
     let kv = word2vec::load(&a.vectors)?;
-    print_list(&kv.most_similar(&[&a.word], &[], a.k)?);
+    let list = if a.gpu {
+        let index = kv.gpu_index(&Gpu::new()?, a.k.min(kv.len() - 1).max(1))?;
+        kv.most_similar_gpu(&index, &[&a.word], &[])?
+    } else {
+        kv.most_similar(&[&a.word], &[], a.k)?
+    };
+    print_list(&list);
     Ok(())
 }
 
@@ -146,11 +156,20 @@ pub struct AnalogyArgs {
     c: String,
     #[arg(short, default_value_t = 5)]
     k: usize,
+    /// Scan the vocabulary on the GPU.
+    #[arg(long)]
+    gpu: bool,
 }
 
 pub fn analogy(a: AnalogyArgs) -> Result<()> {
     let kv = word2vec::load(&a.vectors)?;
-    print_list(&kv.analogy(&a.a, &a.b, &a.c, a.k)?);
+    let list = if a.gpu {
+        let index = kv.gpu_index(&Gpu::new()?, a.k.min(kv.len().saturating_sub(3)).max(1))?;
+        kv.most_similar_gpu(&index, &[&a.b, &a.c], &[&a.a])?
+    } else {
+        kv.analogy(&a.a, &a.b, &a.c, a.k)?
+    };
+    print_list(&list);
     Ok(())
 }
 
@@ -164,6 +183,9 @@ pub struct EvaluateArgs {
     /// Analogy questions in the questions-words.txt format.
     #[arg(long)]
     analogies: Option<PathBuf>,
+    /// Run the analogies' scans over the vocabulary on the GPU.
+    #[arg(long)]
+    gpu: bool,
 }
 
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
@@ -180,7 +202,11 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
         );
     }
     if let Some(p) = &a.analogies {
-        let r = word2vec::evaluate_analogies(&kv, p)?;
+        let r = if a.gpu {
+            word2vec::evaluate_analogies_gpu(&kv, &Gpu::new()?, p)?
+        } else {
+            word2vec::evaluate_analogies(&kv, p)?
+        };
         for s in r.sections.iter().chain([&r.overall]) {
             println!(
                 "{:>30}: {:6.2}%  ({}/{}, {} skipped)",

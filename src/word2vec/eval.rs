@@ -163,6 +163,30 @@ pub struct AnalogyResult {
 /// "a is to b as c is to d"; a question counts as correct when 3CosAdd's best word,
 /// the three question words excluded, is d.
 pub fn evaluate_analogies(kv: &KeyedVectors, path: &Path) -> Result<AnalogyResult> {
+    evaluate_analogies_with(kv, path, |query, exclude| {
+        Ok(kv.top_k_by_dot(query, 1, exclude).first().map(|x| x.0))
+    })
+}
+
+/// [`evaluate_analogies`] on the GPU: the scan over the vocabulary runs there.
+pub fn evaluate_analogies_gpu(
+    kv: &KeyedVectors,
+    gpu: &crate::gpu::Gpu,
+    path: &Path,
+) -> Result<AnalogyResult> {
+    let index = kv.gpu_index(gpu, 1)?;
+    evaluate_analogies_with(kv, path, |query, exclude| {
+        Ok(index.top_k(query, exclude)?.first().map(|x| x.0))
+    })
+}
+
+/// The analogy evaluation with `best(query, exclude)` finding the row closest to a unit
+/// query, the excluded rows skipped.
+pub fn evaluate_analogies_with(
+    kv: &KeyedVectors,
+    path: &Path,
+    mut best: impl FnMut(&[f32], &[usize]) -> Result<Option<usize>>,
+) -> Result<AnalogyResult> {
     let text = read_text(path)?;
     let mut sections: Vec<Section> = Vec::new();
     let unit = kv.unit_vectors();
@@ -210,9 +234,9 @@ pub fn evaluate_analogies(kv: &KeyedVectors, path: &Path) -> Result<AnalogyResul
         if norm > 0.0 {
             query.iter_mut().for_each(|x| *x /= norm);
         }
-        let best = kv.top_k_by_dot(&query, 1, &[a, b, c]);
+        let answer = best(&query, &[a, b, c])?;
         section.total += 1;
-        if best.first().is_some_and(|&(i, _)| i == expected) {
+        if answer == Some(expected) {
             section.correct += 1;
         }
     }

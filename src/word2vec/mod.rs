@@ -13,7 +13,9 @@ pub mod train;
 pub mod vectors;
 pub mod vocab;
 
-pub use eval::{evaluate_analogies, evaluate_pairs, AnalogyResult, PairsResult, Section};
+pub use eval::{
+    evaluate_analogies, evaluate_analogies_gpu, evaluate_pairs, AnalogyResult, PairsResult, Section,
+};
 pub use format::{load, load_binary, load_text, save_binary, save_text};
 pub use train::{train, train_with_vocab, Arch, Config, Output, TrainReport};
 pub use vectors::{cosine, KeyedVectors};
