@@ -15,6 +15,7 @@ pub mod nn;
 pub mod ops;
 pub mod selftest;
 pub mod train;
+pub mod word2vec;
 
 pub use gpu::{Gpu, GpuTensor};
 pub use ops::Gemm;

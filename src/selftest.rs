@@ -51,5 +51,31 @@ pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<CheckResult>> {
             rel_error: rel_error(&gc.to_vec()?, &want),
         });
     }
+    results.push(word2vec_top_k(gpu, &mut rng)?);
     Ok(results)
+}
+
+/// word2vec's top-k cosine scan: the CPU's best scores against the GPU's rows rescored on
+/// the CPU, and the unit vectors (a near tie may swap two rows, so rows are not compared).
+fn word2vec_top_k(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
+    let (rows, dim, k) = (rng.random_range(1025..4000), rng.random_range(1..64), 10);
+    let data = random(rng, rows * dim);
+    let index =
+        crate::gpu::CosineIndex::new(gpu, &crate::ops::CosineTopK::new(rows, dim, k), &data, 1)?;
+    let unit = cpu::word2vec::normalize_rows(&data, dim);
+    let query = unit[..dim].to_vec();
+    let want: Vec<f32> = cpu::word2vec::top_k_cosine(&unit, dim, &query, k, &[0])
+        .iter()
+        .map(|x| x.1)
+        .collect();
+    let got: Vec<f32> = index
+        .top_k(&query, &[0])?
+        .iter()
+        .map(|&(r, _)| crate::word2vec::grad::dot(&unit[r * dim..(r + 1) * dim], &query))
+        .collect();
+    let err = rel_error(&got, &want).max(rel_error(&index.unit().to_vec()?, &unit));
+    Ok(CheckResult {
+        name: format!("word2vec top-{k} cosine over {rows} rows of {dim}"),
+        rel_error: err,
+    })
 }

@@ -2,6 +2,7 @@
 
 pub mod gemm;
 pub mod recurrent;
+pub mod word2vec;
 
 use std::time::Instant;
 

@@ -4,6 +4,7 @@ mod bench;
 mod info;
 mod interop;
 mod selftest;
+mod word2vec;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,14 @@ enum Command {
     Forward(interop::Args),
     /// Gradients of a recurrent stack for given output gradients (safetensors in and out).
     Vjp(interop::VjpArgs),
+    /// Train word vectors (word2vec: CBOW or skip-gram) on a text corpus.
+    Word2vec(word2vec::TrainArgs),
+    /// The nearest words to a word by cosine similarity.
+    Similar(word2vec::SimilarArgs),
+    /// "A is to B as C is to ?" by 3CosAdd.
+    Analogy(word2vec::AnalogyArgs),
+    /// Word-pair similarity or analogy accuracy of a vectors file.
+    Evaluate(word2vec::EvaluateArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -43,5 +52,9 @@ pub fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Forward(args) => interop::forward(args),
         Command::Vjp(args) => interop::vjp(args),
+        Command::Word2vec(args) => word2vec::train(args),
+        Command::Similar(args) => word2vec::similar(args),
+        Command::Analogy(args) => word2vec::analogy(args),
+        Command::Evaluate(args) => word2vec::evaluate(args),
     }
 }

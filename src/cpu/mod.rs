@@ -8,6 +8,7 @@ pub mod loss;
 pub mod optim;
 pub mod philox;
 pub mod recurrent;
+pub mod word2vec;
 
 pub use gemm::gemm;
 

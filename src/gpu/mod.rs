@@ -15,6 +15,7 @@ pub mod recurrent;
 pub mod registry;
 pub mod shaders;
 pub mod tensor;
+pub mod word2vec;
 
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
 pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
@@ -25,6 +26,7 @@ pub use optim::{ClipPlan, OptimPlan};
 pub use recorder::{Recorder, SubmitReport};
 pub use registry::{Kernel, KernelKey};
 pub use tensor::GpuTensor;
+pub use word2vec::CosineIndex;
 
 use wgpu::util::DeviceExt;
 

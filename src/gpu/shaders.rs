@@ -43,6 +43,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "dropout",
         body: include_str!("../../shaders/dropout.wgsl"),
     },
+    ShaderFamily {
+        name: "word2vec",
+        body: include_str!("../../shaders/word2vec.wgsl"),
+    },
 ];
 
 /// Looks a family up by name.

@@ -7,9 +7,11 @@ pub mod gemm;
 pub mod loss;
 pub mod optim;
 pub mod recurrent;
+pub mod word2vec;
 
 pub use dropout::{Dropout, DropoutKey};
 pub use embedding::Embedding;
 pub use gemm::Gemm;
 pub use loss::CrossEntropy;
 pub use optim::Optimizer;
+pub use word2vec::CosineTopK;

@@ -1,0 +1,222 @@
+//! `recur word2vec`, `recur similar`, `recur analogy`, `recur evaluate`: parsing and printing.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::gpu::Gpu;
+use crate::word2vec::{self, Arch, Config, Output};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// The corpus: a text file, one sentence a line, tokens separated by whitespace.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Where to write the vectors.
+    #[arg(long)]
+    out: PathBuf,
+    /// CBOW: the mean of the context vectors predicts the centre word (the default).
+    #[arg(long, conflicts_with = "skipgram")]
+    cbow: bool,
+    /// Skip-gram: each context word predicts the centre word.
+    #[arg(long)]
+    skipgram: bool,
+    /// Negative sampling with K negatives (the default, K = 5).
+    #[arg(long, value_name = "K", conflicts_with_all = ["hs", "softmax"])]
+    negative: Option<usize>,
+    /// Hierarchical softmax.
+    #[arg(long, conflicts_with = "softmax")]
+    hs: bool,
+    /// Full softmax over the vocabulary (slow; small vocabularies only).
+    #[arg(long)]
+    softmax: bool,
+    /// Vector size.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Maximum context distance.
+    #[arg(long, default_value_t = 5)]
+    window: usize,
+    /// Drop words seen fewer times.
+    #[arg(long, default_value_t = 5)]
+    min_count: u64,
+    /// Keep at most this many words (the most frequent).
+    #[arg(long)]
+    max_vocab: Option<usize>,
+    /// Subsampling threshold for frequent words (0: off).
+    #[arg(long, default_value_t = 1e-3)]
+    sample: f64,
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Starting learning rate.
+    #[arg(long, default_value_t = 0.025)]
+    alpha: f32,
+    /// The learning rate's floor.
+    #[arg(long, default_value_t = 0.0001)]
+    min_alpha: f32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Training threads (default: all cores; 1 is repeatable for a seed).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write word2vec's binary format instead of text.
+    #[arg(long)]
+    binary: bool,
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let defaults = Config::default();
+    let cfg = Config {
+        arch: if a.skipgram {
+            Arch::SkipGram
+        } else {
+            Arch::Cbow
+        },
+        output: if a.hs {
+            Output::Hierarchical
+        } else if a.softmax {
+            Output::Softmax
+        } else {
+            Output::Negative(a.negative.unwrap_or(5))
+        },
+        size: a.size,
+        window: a.window,
+        min_count: a.min_count,
+        max_vocab: a.max_vocab,
+        sample: a.sample,
+        epochs: a.epochs,
+        alpha: a.alpha,
+        min_alpha: a.min_alpha,
+        seed: a.seed,
+        threads: a.threads.unwrap_or(defaults.threads),
+        progress: true,
+    };
+    let (kv, report) = word2vec::train(&a.corpus, &cfg)?;
+    if a.binary {
+        word2vec::save_binary(&kv, &a.out)?;
+    } else {
+        word2vec::save_text(&kv, &a.out)?;
+    }
+    println!(
+        "{} words in the vocabulary, {} corpus words per epoch, {} epochs in {:.1} s: {:.0} words/s ({:.0} after subsampling)",
+        report.vocab_size,
+        report.train_words,
+        cfg.epochs,
+        report.seconds,
+        report.words_per_sec,
+        report.effective_words_per_sec
+    );
+    let losses: Vec<String> = report
+        .epoch_loss
+        .iter()
+        .map(|l| format!("{l:.4}"))
+        .collect();
+    println!("loss per epoch: {}", losses.join(" "));
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct SimilarArgs {
+    /// A vectors file (word2vec text or binary).
+    vectors: PathBuf,
+    word: String,
+    /// How many neighbours.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    /// Scan the vocabulary on the GPU.
+    #[arg(long)]
+    gpu: bool,
+}
+
+fn print_list(list: &[(String, f32)]) {
+    for (w, s) in list {
+        println!("{s:.4}  {w}");
+    }
+}
+
+pub fn similar(a: SimilarArgs) -> Result<()> {
+    let kv = word2vec::load(&a.vectors)?;
+    let list = if a.gpu {
+        let index = kv.gpu_index(&Gpu::new()?, a.k.min(kv.len() - 1).max(1))?;
+        kv.most_similar_gpu(&index, &[&a.word], &[])?
+    } else {
+        kv.most_similar(&[&a.word], &[], a.k)?
+    };
+    print_list(&list);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct AnalogyArgs {
+    /// A vectors file (word2vec text or binary).
+    vectors: PathBuf,
+    /// "A is to B as C is to ?"
+    a: String,
+    b: String,
+    c: String,
+    #[arg(short, default_value_t = 5)]
+    k: usize,
+    /// Scan the vocabulary on the GPU.
+    #[arg(long)]
+    gpu: bool,
+}
+
+pub fn analogy(a: AnalogyArgs) -> Result<()> {
+    let kv = word2vec::load(&a.vectors)?;
+    let list = if a.gpu {
+        let index = kv.gpu_index(&Gpu::new()?, a.k.min(kv.len().saturating_sub(3)).max(1))?;
+        kv.most_similar_gpu(&index, &[&a.b, &a.c], &[&a.a])?
+    } else {
+        kv.analogy(&a.a, &a.b, &a.c, a.k)?
+    };
+    print_list(&list);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct EvaluateArgs {
+    /// A vectors file (word2vec text or binary).
+    vectors: PathBuf,
+    /// Word pairs with human scores: `word1<TAB>word2<TAB>score` lines.
+    #[arg(long, required_unless_present = "analogies")]
+    pairs: Option<PathBuf>,
+    /// Analogy questions in the questions-words.txt format.
+    #[arg(long)]
+    analogies: Option<PathBuf>,
+    /// Run the analogies' scans over the vocabulary on the GPU.
+    #[arg(long)]
+    gpu: bool,
+}
+
+pub fn evaluate(a: EvaluateArgs) -> Result<()> {
+    let kv = word2vec::load(&a.vectors)?;
+    if let Some(p) = &a.pairs {
+        let r = word2vec::evaluate_pairs(&kv, p)?;
+        println!(
+            "Spearman {:.4}  Pearson {:.4}  ({} pairs, {} out of vocabulary: {:.1}%)",
+            r.spearman,
+            r.pearson,
+            r.pairs,
+            r.oov,
+            100.0 * r.oov_ratio
+        );
+    }
+    if let Some(p) = &a.analogies {
+        let r = if a.gpu {
+            word2vec::evaluate_analogies_gpu(&kv, &Gpu::new()?, p)?
+        } else {
+            word2vec::evaluate_analogies(&kv, p)?
+        };
+        for s in r.sections.iter().chain([&r.overall]) {
+            println!(
+                "{:>30}: {:6.2}%  ({}/{}, {} skipped)",
+                s.name,
+                100.0 * s.accuracy(),
+                s.correct,
+                s.total,
+                s.skipped
+            );
+        }
+    }
+    Ok(())
+}

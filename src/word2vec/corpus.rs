@@ -1,0 +1,86 @@
+//! Reading a corpus file as it goes: a line is a sentence, tokens are split on whitespace.
+//! Only one line is held in memory at a time, so a corpus larger than memory trains.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Lines of a file, or of the lines that start inside a byte range of it (how the trainer's
+/// threads share one file, as word2vec.c splits it).
+pub struct LineReader {
+    reader: BufReader<File>,
+    path: PathBuf,
+    /// Byte offset of the next line's start.
+    pos: u64,
+    /// Lines starting at or after this offset belong to someone else.
+    end: u64,
+    buf: Vec<u8>,
+}
+
+impl LineReader {
+    /// Every line of `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_range(path, 0, u64::MAX)
+    }
+
+    /// The lines of `path` whose first byte lies in `start..end`.
+    pub fn open_range(path: &Path, start: u64, end: u64) -> Result<Self> {
+        let file =
+            File::open(path).with_context(|| format!("opening corpus {}", path.display()))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut pos = 0;
+        let mut buf = Vec::new();
+        if start > 0 {
+            // The line that straddles `start` belongs to the range before it.
+            reader.seek(SeekFrom::Start(start - 1))?;
+            let n = reader.read_until(b'\n', &mut buf)?;
+            pos = start - 1 + n as u64;
+        }
+        Ok(Self {
+            reader,
+            path: path.to_path_buf(),
+            pos,
+            end,
+            buf,
+        })
+    }
+
+    /// The next line without its line ending, or `None` at the end of the range. Invalid
+    /// UTF-8 is an error naming the byte offset in the file.
+    pub fn next_line(&mut self) -> Result<Option<&str>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .with_context(|| format!("reading corpus {}", self.path.display()))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let start = self.pos;
+        self.pos += n as u64;
+        let mut line: &[u8] = &self.buf;
+        while let [rest @ .., b'\n' | b'\r'] = line {
+            line = rest;
+        }
+        match std::str::from_utf8(line) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => bail!(
+                "corpus {}: invalid UTF-8 at byte offset {}",
+                self.path.display(),
+                start + e.valid_up_to() as u64
+            ),
+        }
+    }
+}
+
+/// The size of `path` in bytes.
+pub fn file_len(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("opening corpus {}", path.display()))?
+        .len())
+}

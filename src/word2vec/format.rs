@@ -1,0 +1,193 @@
+//! word2vec.c's vector files. Text: a header `V D\n`, then per word `word v1 v2 ... vD \n`
+//! with values as `%lf` (six decimals, a space after each). Binary: the same header, then
+//! per word `word ` followed by D little-endian f32 and `\n`. The readers also take gensim's
+//! files (no trailing space in text, no newline after a binary record).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::vectors::KeyedVectors;
+
+/// Writes `kv` in word2vec.c's text format (atomically).
+pub fn save_text(kv: &KeyedVectors, path: &Path) -> Result<()> {
+    crate::io::write_atomic(path, &to_text(kv))
+}
+
+/// Writes `kv` in word2vec.c's binary format (atomically).
+pub fn save_binary(kv: &KeyedVectors, path: &Path) -> Result<()> {
+    crate::io::write_atomic(path, &to_binary(kv))
+}
+
+pub fn to_text(kv: &KeyedVectors) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut s = format!("{} {}\n", kv.len(), kv.dim());
+    for (i, w) in kv.words().iter().enumerate() {
+        s.push_str(w);
+        s.push(' ');
+        for x in kv.row(i) {
+            let _ = write!(s, "{x:.6} ");
+        }
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+pub fn to_binary(kv: &KeyedVectors) -> Vec<u8> {
+    let mut b = format!("{} {}\n", kv.len(), kv.dim()).into_bytes();
+    b.reserve(kv.len() * (kv.dim() * 4 + 16));
+    for (i, w) in kv.words().iter().enumerate() {
+        b.extend_from_slice(w.as_bytes());
+        b.push(b' ');
+        for x in kv.row(i) {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        b.push(b'\n');
+    }
+    b
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading vectors {}", path.display()))
+}
+
+/// Reads a text or binary file, telling which from its first record.
+pub fn load(path: &Path) -> Result<KeyedVectors> {
+    let bytes = read(path)?;
+    let res = if looks_like_text(&bytes) {
+        parse_text(&bytes)
+    } else {
+        parse_binary(&bytes)
+    };
+    res.with_context(|| format!("vectors file {}", path.display()))
+}
+
+pub fn load_text(path: &Path) -> Result<KeyedVectors> {
+    parse_text(&read(path)?).with_context(|| format!("vectors file {}", path.display()))
+}
+
+pub fn load_binary(path: &Path) -> Result<KeyedVectors> {
+    parse_binary(&read(path)?).with_context(|| format!("vectors file {}", path.display()))
+}
+
+/// The header's (words, size) and the offset just past it.
+fn header(bytes: &[u8]) -> Result<(usize, usize, usize)> {
+    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+        bail!("no header line `WORDS SIZE`");
+    };
+    let line = std::str::from_utf8(&bytes[..nl]).ok().unwrap_or("");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let parse = |s: &str| s.parse::<usize>().ok();
+    match fields[..] {
+        [a, b] => match (parse(a), parse(b)) {
+            (Some(v), Some(d)) if v > 0 && d > 0 => Ok((v, d, nl + 1)),
+            _ => bail!("header {line:?}: expected two positive integers `WORDS SIZE`"),
+        },
+        _ => bail!("header {line:?}: expected `WORDS SIZE`"),
+    }
+}
+
+/// A text file's first record is a line of a word and exactly SIZE numbers.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    let Ok((_, d, start)) = header(bytes) else {
+        return true;
+    };
+    let rest = &bytes[start..];
+    let line = &rest[..rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len())];
+    let Ok(line) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+    fields.len() == d + 1 && fields[1..].iter().all(|f| f.parse::<f32>().is_ok())
+}
+
+pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
+    let (v, d, start) = header(bytes)?;
+    let text = match std::str::from_utf8(&bytes[start..]) {
+        Ok(t) => t,
+        Err(e) => bail!("invalid UTF-8 at byte offset {}", start + e.valid_up_to()),
+    };
+    let mut words = Vec::with_capacity(v);
+    let mut data = Vec::with_capacity(v * d);
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 2;
+        let mut fields = line.split_ascii_whitespace();
+        let Some(word) = fields.next() else {
+            continue;
+        };
+        if words.len() == v {
+            bail!("the header says {v} words but line {line_no} holds another ({word:?})");
+        }
+        let before = data.len();
+        for f in fields {
+            let x: f32 = f
+                .parse()
+                .ok()
+                .filter(|x: &f32| x.is_finite())
+                .with_context(|| format!("line {line_no}: value {f:?} is not a finite number"))?;
+            data.push(x);
+        }
+        if data.len() - before != d {
+            bail!(
+                "line {line_no} ({word:?}) has {} values: the header says {d}",
+                data.len() - before
+            );
+        }
+        words.push(word.to_string());
+    }
+    if words.len() < v {
+        bail!(
+            "the file ends early: the header says {v} words, found {}",
+            words.len()
+        );
+    }
+    KeyedVectors::new(words, d, data)
+}
+
+pub fn parse_binary(bytes: &[u8]) -> Result<KeyedVectors> {
+    let (v, d, mut pos) = header(bytes)?;
+    let mut words = Vec::with_capacity(v);
+    let mut data = Vec::with_capacity(v * d);
+    for i in 0..v {
+        while pos < bytes.len() && (bytes[pos] == b'\n' || bytes[pos] == b'\r') {
+            pos += 1;
+        }
+        let Some(len) = bytes[pos..].iter().position(|&b| b == b' ') else {
+            bail!("the file ends early: the header says {v} words, found {i}");
+        };
+        let word = match std::str::from_utf8(&bytes[pos..pos + len]) {
+            Ok(w) if !w.is_empty() => w,
+            Ok(_) => bail!("empty word at byte offset {pos}"),
+            Err(e) => bail!(
+                "invalid UTF-8 in word {} at byte offset {}",
+                i + 1,
+                pos + e.valid_up_to()
+            ),
+        };
+        pos += len + 1;
+        if bytes.len() - pos < 4 * d {
+            bail!(
+                "the file ends early in the vector of {word:?} (word {} of {v}): {} bytes left, {} needed",
+                i + 1,
+                bytes.len() - pos,
+                4 * d
+            );
+        }
+        for c in bytes[pos..pos + 4 * d].chunks_exact(4) {
+            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if !x.is_finite() {
+                bail!("the vector of {word:?} holds {x}: expected finite values");
+            }
+            data.push(x);
+        }
+        pos += 4 * d;
+        words.push(word.to_string());
+    }
+    if let Some(extra) = bytes[pos..].iter().position(|b| !b.is_ascii_whitespace()) {
+        bail!(
+            "the header says {v} words but the file goes on at byte offset {}",
+            pos + extra
+        );
+    }
+    KeyedVectors::new(words, d, data)
+}

@@ -1,0 +1,22 @@
+//! word2vec (Mikolov et al. 2013) as word2vec.c and gensim implement it: CBOW and skip-gram,
+//! with a full softmax, hierarchical softmax or negative sampling output layer; a streaming
+//! corpus reader; keyed vectors (cosine similarity, most_similar, 3CosAdd analogies); the
+//! word-pair and analogy evaluations; word2vec.c's text and binary vector files.
+
+pub mod corpus;
+pub mod eval;
+pub mod format;
+pub mod grad;
+pub mod huffman;
+pub mod sampling;
+pub mod train;
+pub mod vectors;
+pub mod vocab;
+
+pub use eval::{
+    evaluate_analogies, evaluate_analogies_gpu, evaluate_pairs, AnalogyResult, PairsResult, Section,
+};
+pub use format::{load, load_binary, load_text, save_binary, save_text};
+pub use train::{train, train_with_vocab, Arch, Config, Output, TrainReport};
+pub use vectors::{cosine, KeyedVectors};
+pub use vocab::Vocab;
