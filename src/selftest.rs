@@ -6,7 +6,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::check::rel_error;
-use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor};
+use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
+use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
+use crate::gpu::optim::{ClipPlan, OptimPlan};
+use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder};
+use crate::nn::recurrent::TrainKey;
+use crate::nn::{GpuRecurrent, Merge, Recurrent, RecurrentConfig};
+use crate::ops::recurrent::CellKind;
+use crate::ops::{CrossEntropy, Embedding, Optimizer};
 use crate::{cpu, Gemm};
 
 /// The largest relative error a kernel may show against the CPU path (f32 work).
@@ -51,8 +58,151 @@ pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<CheckResult>> {
             rel_error: rel_error(&gc.to_vec()?, &want),
         });
     }
+    for cell in CellKind::ALL {
+        results.extend(recurrent_stack(gpu, &mut rng, cell)?);
+    }
+    results.push(adam_steps(gpu, &mut rng)?);
+    results.push(cross_entropy(gpu, &mut rng)?);
+    results.extend(embedding(gpu, &mut rng)?);
     results.push(word2vec_top_k(gpu, &mut rng)?);
     Ok(results)
+}
+
+fn f64v(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// A random bidirectional two-layer stack with lengths and every kind of dropout, forward
+/// and backward (the recurrent, merge, dropout and GEMM kernels together).
+fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<CheckResult>> {
+    let mut cfg = RecurrentConfig::new(cell, rng.random_range(2..40), rng.random_range(2..70));
+    cfg.num_layers = 2;
+    cfg.bidirectional = true;
+    cfg.merge = Merge::Sum;
+    cfg.dropout = 0.2;
+    cfg.input_dropout = 0.1;
+    cfg.recurrent_dropout = 0.25;
+    let (batch, steps) = (rng.random_range(1..9), rng.random_range(1..12));
+    let lengths: Vec<usize> = (0..batch).map(|_| rng.random_range(1..=steps)).collect();
+    let layer = Recurrent::new(cfg.clone(), rng.random())?;
+    let key = TrainKey {
+        seed: rng.random(),
+        step: rng.random_range(0..1000),
+    };
+    let x = random(rng, batch * steps * cfg.input_size);
+    let d_out = random(rng, batch * steps * cfg.output_size());
+    let p = layer.params_as::<f64>();
+    let (want, tape) = layer.forward_cpu_with(&p, &f64v(&x), batch, steps, Some(&lengths), None, None, Some(key))?;
+    let want_g = layer.backward_cpu(&p, &tape, Some(&f64v(&d_out)), None, None)?;
+    let stack = GpuRecurrent::new(gpu, &layer, batch, steps, true)?;
+    stack.set_training(Some(key))?;
+    for t in [stack.output(), stack.input_grad().expect("planned with gradients")] {
+        t.write(&vec![f32::NAN; t.len()])?;
+    }
+    let got = stack.forward(&x, Some(&lengths), None, None)?;
+    let got_g = stack.backward(Some(&d_out), None, None)?;
+    let mut grads_got = got_g.input.clone();
+    let mut grads_want = want_g.input.clone();
+    for (name, g) in &want_g.params {
+        grads_got.extend(&got_g.params[name]);
+        grads_want.extend(g);
+    }
+    let shape = format!("{} I={} H={} B={batch} T={steps}", cell.name(), cfg.input_size, cfg.hidden_size);
+    Ok(vec![
+        CheckResult {
+            name: format!("recurrent forward {shape}"),
+            rel_error: rel_error(&got.output, &want.output).max(rel_error(&got.h_n, &want.h_n)),
+        },
+        CheckResult {
+            name: format!("recurrent backward {shape}"),
+            rel_error: rel_error(&grads_got, &grads_want),
+        },
+    ])
+}
+
+/// Three Adam steps with gradient clipping, parameters compared after the last.
+fn adam_steps(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
+    let n = rng.random_range(1..5000);
+    let opt = Optimizer::adam(0.01);
+    let mut param = random(rng, n);
+    let grads: Vec<Vec<f32>> = (0..3).map(|_| random(rng, n)).collect();
+    let gp = GpuTensor::from_slice(gpu, &[n], &param)?;
+    let gg = GpuTensor::zeros(gpu, &[n])?;
+    let gs = GpuTensor::zeros(gpu, &[opt.slots() * n])?;
+    let clip = ClipPlan::new(gpu, &[&gg], 1.0)?;
+    let mut plan = OptimPlan::new(gpu, &opt, &gp, &gg, Some(&gs), Some(&clip))?;
+    let mut state = vec![0.0f32; opt.slots() * n];
+    for (step, g) in grads.iter().enumerate() {
+        let (_, scale) = cpu::optim::clip(&[g], 1.0)?;
+        cpu::optim::step(&opt, step as u64 + 1, &mut param, g, &mut state, scale)?;
+        gg.write(g)?;
+        let mut rec = Recorder::new(gpu);
+        clip.record(&mut rec);
+        plan.record(&mut rec)?;
+        rec.submit()?;
+    }
+    Ok(CheckResult {
+        name: format!("optim adam x3 + clip, {n} parameters"),
+        rel_error: rel_error(&gp.to_vec()?, &param),
+    })
+}
+
+/// Softmax cross-entropy with an ignored index: the row losses and the logit gradients.
+fn cross_entropy(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
+    let (rows, classes) = (rng.random_range(1..300), rng.random_range(2..200));
+    let spec = CrossEntropy::new(rows, classes).ignore_index(0);
+    let logits = random(rng, rows * classes);
+    let targets: Vec<u32> = (0..rows).map(|_| rng.random_range(0..classes as u32)).collect();
+    let (mut loss, mut grad) = (vec![0.0f64; rows], vec![0.0f64; rows * classes]);
+    cpu::loss::cross_entropy(&spec, &f64v(&logits), &targets, &mut loss, &mut grad)?;
+    let gl = GpuTensor::from_slice(gpu, &[rows, classes], &logits)?;
+    let gt = upload_targets(gpu, &spec, &targets)?;
+    let (grl, gd) = (GpuTensor::filled(gpu, &[rows], f32::NAN)?, GpuTensor::filled(gpu, &[rows, classes], f32::NAN)?);
+    let plan = CrossEntropyPlan::new(gpu, &spec, &gl, &gt, &grl, &gd)?;
+    let mut rec = Recorder::new(gpu);
+    plan.record(&mut rec);
+    rec.submit()?;
+    let mut got = grl.to_vec()?;
+    got.extend(gd.to_vec()?);
+    loss.extend(grad);
+    Ok(CheckResult {
+        name: format!("loss cross-entropy {rows}x{classes}"),
+        rel_error: rel_error(&got, &loss),
+    })
+}
+
+/// Embedding gather and its deterministic scatter-add, with repeated ids.
+fn embedding(gpu: &Gpu, rng: &mut StdRng) -> Result<Vec<CheckResult>> {
+    let (vocab, dim, n) = (rng.random_range(1..500), rng.random_range(1..70), rng.random_range(1..400));
+    let spec = Embedding::new(vocab, dim);
+    let table = random(rng, vocab * dim);
+    let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab as u32)).collect();
+    let dout = random(rng, n * dim);
+    let mut out = vec![0.0f64; n * dim];
+    let mut dtable = vec![0.0f64; vocab * dim];
+    cpu::embedding::forward(&spec, &f64v(&table), &ids, &mut out)?;
+    cpu::embedding::backward(&spec, &ids, &f64v(&dout), &mut dtable)?;
+    let gids = EmbeddingIds::upload(gpu, &spec, &ids)?;
+    let gtable = GpuTensor::from_slice(gpu, &[vocab, dim], &table)?;
+    let gout = GpuTensor::filled(gpu, &[n, dim], f32::NAN)?;
+    let gdout = GpuTensor::from_slice(gpu, &[n, dim], &dout)?;
+    let gdtable = GpuTensor::filled(gpu, &[vocab, dim], f32::NAN)?;
+    let fwd = EmbeddingForwardPlan::new(gpu, &spec, &gtable, &gids, &gout)?;
+    let bwd = EmbeddingBackwardPlan::new(gpu, &spec, &gids, &gdout, &gdtable)?;
+    let mut rec = Recorder::new(gpu);
+    fwd.record(&mut rec);
+    bwd.record(&mut rec);
+    rec.submit()?;
+    Ok(vec![
+        CheckResult {
+            name: format!("embedding gather {vocab}x{dim}, {n} ids"),
+            rel_error: rel_error(&gout.to_vec()?, &out),
+        },
+        CheckResult {
+            name: format!("embedding scatter-add {vocab}x{dim}, {n} ids"),
+            rel_error: rel_error(&gdtable.to_vec()?, &dtable),
+        },
+    ])
 }
 
 /// word2vec's top-k cosine scan: the CPU's best scores against the GPU's rows rescored on
