@@ -92,11 +92,23 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
     let x = random(rng, batch * steps * cfg.input_size);
     let d_out = random(rng, batch * steps * cfg.output_size());
     let p = layer.params_as::<f64>();
-    let (want, tape) = layer.forward_cpu_with(&p, &f64v(&x), batch, steps, Some(&lengths), None, None, Some(key))?;
+    let (want, tape) = layer.forward_cpu_with(
+        &p,
+        &f64v(&x),
+        batch,
+        steps,
+        Some(&lengths),
+        None,
+        None,
+        Some(key),
+    )?;
     let want_g = layer.backward_cpu(&p, &tape, Some(&f64v(&d_out)), None, None)?;
     let stack = GpuRecurrent::new(gpu, &layer, batch, steps, true)?;
     stack.set_training(Some(key))?;
-    for t in [stack.output(), stack.input_grad().expect("planned with gradients")] {
+    for t in [
+        stack.output(),
+        stack.input_grad().expect("planned with gradients"),
+    ] {
         t.write(&vec![f32::NAN; t.len()])?;
     }
     let got = stack.forward(&x, Some(&lengths), None, None)?;
@@ -107,7 +119,12 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
         grads_got.extend(&got_g.params[name]);
         grads_want.extend(g);
     }
-    let shape = format!("{} I={} H={} B={batch} T={steps}", cell.name(), cfg.input_size, cfg.hidden_size);
+    let shape = format!(
+        "{} I={} H={} B={batch} T={steps}",
+        cell.name(),
+        cfg.input_size,
+        cfg.hidden_size
+    );
     Ok(vec![
         CheckResult {
             name: format!("recurrent forward {shape}"),
@@ -152,12 +169,17 @@ fn cross_entropy(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
     let (rows, classes) = (rng.random_range(1..300), rng.random_range(2..200));
     let spec = CrossEntropy::new(rows, classes).ignore_index(0);
     let logits = random(rng, rows * classes);
-    let targets: Vec<u32> = (0..rows).map(|_| rng.random_range(0..classes as u32)).collect();
+    let targets: Vec<u32> = (0..rows)
+        .map(|_| rng.random_range(0..classes as u32))
+        .collect();
     let (mut loss, mut grad) = (vec![0.0f64; rows], vec![0.0f64; rows * classes]);
     cpu::loss::cross_entropy(&spec, &f64v(&logits), &targets, &mut loss, &mut grad)?;
     let gl = GpuTensor::from_slice(gpu, &[rows, classes], &logits)?;
     let gt = upload_targets(gpu, &spec, &targets)?;
-    let (grl, gd) = (GpuTensor::filled(gpu, &[rows], f32::NAN)?, GpuTensor::filled(gpu, &[rows, classes], f32::NAN)?);
+    let (grl, gd) = (
+        GpuTensor::filled(gpu, &[rows], f32::NAN)?,
+        GpuTensor::filled(gpu, &[rows, classes], f32::NAN)?,
+    );
     let plan = CrossEntropyPlan::new(gpu, &spec, &gl, &gt, &grl, &gd)?;
     let mut rec = Recorder::new(gpu);
     plan.record(&mut rec);
@@ -173,7 +195,11 @@ fn cross_entropy(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
 
 /// Embedding gather and its deterministic scatter-add, with repeated ids.
 fn embedding(gpu: &Gpu, rng: &mut StdRng) -> Result<Vec<CheckResult>> {
-    let (vocab, dim, n) = (rng.random_range(1..500), rng.random_range(1..70), rng.random_range(1..400));
+    let (vocab, dim, n) = (
+        rng.random_range(1..500),
+        rng.random_range(1..70),
+        rng.random_range(1..400),
+    );
     let spec = Embedding::new(vocab, dim);
     let table = random(rng, vocab * dim);
     let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab as u32)).collect();

@@ -1,13 +1,18 @@
 //! Recurrent layers: forward and forward + backward per batch, CPU path against GPU path.
 
+use std::collections::BTreeMap;
+use std::time::Instant;
+
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::{time_reps, Stats};
-use crate::gpu::{Gpu, Recorder};
+use crate::gpu::optim::OptimPlan;
+use crate::gpu::{Gpu, GpuTensor, Recorder};
 use crate::nn::{GpuRecurrent, Recurrent, RecurrentConfig};
 use crate::ops::recurrent::CellKind;
+use crate::ops::Optimizer;
 
 /// One case: a cell and a shape.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -27,6 +32,30 @@ fn cell_name<S: serde::Serializer>(c: &CellKind, s: S) -> Result<S::Ok, S::Error
 }
 
 impl RecurrentCase {
+    pub fn with_layers(mut self, layers: usize, bidirectional: bool) -> Self {
+        self.layers = layers;
+        self.bidirectional = bidirectional;
+        self
+    }
+
+    /// A short label: cell, H x B x T, and layers / directions where not 1.
+    pub fn label(&self) -> String {
+        let mut s = format!(
+            "{} {}x{}x{}",
+            self.cell.name(),
+            self.hidden,
+            self.batch,
+            self.steps
+        );
+        if self.layers > 1 {
+            s.push_str(&format!(" L{}", self.layers));
+        }
+        if self.bidirectional {
+            s.push_str(" bi");
+        }
+        s
+    }
+
     pub fn new(cell: CellKind, hidden: usize, batch: usize, steps: usize) -> Self {
         Self {
             cell,
@@ -68,6 +97,9 @@ impl RecurrentCase {
 pub struct SideResult {
     pub forward: Stats,
     pub forward_backward: Stats,
+    /// Forward, backward and an Adam update of every parameter: a whole training step
+    /// (not measured by quick runs).
+    pub train_step: Option<Stats>,
     pub forward_gflops: f64,
     pub train_gflops: f64,
     /// GPU only: timestamps (device time), dispatches and submits per batch, device bytes.
@@ -77,6 +109,8 @@ pub struct SideResult {
     pub dispatches_backward: Option<u64>,
     pub submits_per_step: Option<u64>,
     pub device_bytes: Option<u64>,
+    /// GPU only: host time to record and submit a training step (median).
+    pub encode: Option<Stats>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -99,7 +133,12 @@ fn data(case: &RecurrentCase) -> (Recurrent, Vec<f32>, Vec<f32>) {
     (layer, x, dy)
 }
 
-pub fn measure_cpu(case: &RecurrentCase, warmup: usize, reps: usize) -> Result<SideResult> {
+pub fn measure_cpu(
+    case: &RecurrentCase,
+    warmup: usize,
+    reps: usize,
+    with_train: bool,
+) -> Result<SideResult> {
     let (layer, x, dy) = data(case);
     let p = layer.params_as::<f32>();
     let (b, t) = (case.batch, case.steps);
@@ -112,17 +151,41 @@ pub fn measure_cpu(case: &RecurrentCase, warmup: usize, reps: usize) -> Result<S
         layer.backward_cpu(&p, &tape, Some(&dy), None, None)?;
         Ok(None)
     })?;
+    let opt = Optimizer::adam(1e-3);
+    let mut params = p.clone();
+    let mut states: BTreeMap<String, Vec<f32>> = p
+        .iter()
+        .map(|(k, v)| (k.clone(), vec![0.0; opt.slots() * v.len()]))
+        .collect();
+    let mut step = 0u64;
+    let train = with_train
+        .then(|| {
+            time_reps(warmup, reps, || {
+                let (_, tape) = layer.forward_cpu(&params, &x, b, t, None, None, None)?;
+                let g = layer.backward_cpu(&params, &tape, Some(&dy), None, None)?;
+                step += 1;
+                for (name, grad) in &g.params {
+                    let state = states.get_mut(name).expect("a state per parameter");
+                    let param = params.get_mut(name).expect("a gradient per parameter");
+                    crate::cpu::optim::step(&opt, step, param, grad, state, 1.0)?;
+                }
+                Ok(None)
+            })
+        })
+        .transpose()?;
     Ok(SideResult {
         forward_gflops: case.forward_flops() / fwd.wall.median / 1e9,
         train_gflops: case.train_flops() / both.wall.median / 1e9,
         forward: fwd.wall,
         forward_backward: both.wall,
+        train_step: train.map(|t| t.wall),
         forward_device: None,
         forward_backward_device: None,
         dispatches_forward: None,
         dispatches_backward: None,
         submits_per_step: None,
         device_bytes: None,
+        encode: None,
     })
 }
 
@@ -131,6 +194,7 @@ pub fn measure_gpu(
     case: &RecurrentCase,
     warmup: usize,
     reps: usize,
+    with_train: bool,
 ) -> Result<SideResult> {
     let (layer, x, dy) = data(case);
     let stack = GpuRecurrent::new(gpu, &layer, case.batch, case.steps, true)?;
@@ -140,13 +204,11 @@ pub fn measure_gpu(
         .output_grad()
         .expect("planned with gradients")
         .write(&dy)?;
+    // Dispatches are counted as recorded; the recording is dropped unsubmitted.
     let count = |f: &dyn Fn(&mut Recorder) -> Result<()>| -> Result<u64> {
         let mut rec = Recorder::new(gpu);
         f(&mut rec)?;
-        let n = rec.dispatches();
-        rec.submit()?;
-        gpu.wait()?;
-        Ok(n)
+        Ok(rec.dispatches())
     };
     let dispatches_forward = count(&|rec| stack.record_forward(rec))?;
     let dispatches_backward = count(&|rec| stack.record_backward(rec))?;
@@ -168,11 +230,48 @@ pub fn measure_gpu(
     })?;
     let after = gpu.counters();
     let runs = (warmup + reps.max(1)) as u64;
+    // A whole training step: forward, backward, Adam on every parameter, one submit.
+    let opt = Optimizer::adam(1e-3);
+    let grads = stack.param_grads().expect("planned with gradients");
+    let mut states = Vec::new();
+    let mut plans = Vec::new();
+    for (name, param) in stack.params() {
+        let state = GpuTensor::zeros(gpu, &[opt.slots() * param.len()])?;
+        plans.push(OptimPlan::new(
+            gpu,
+            &opt,
+            param,
+            &grads[name],
+            Some(&state),
+            None,
+        )?);
+        states.push(state);
+    }
+    let mut encode = Vec::new();
+    let train = with_train
+        .then(|| {
+            time_reps(warmup, reps, || {
+                let start = Instant::now();
+                let mut rec = Recorder::new(gpu);
+                stack.record_forward(&mut rec)?;
+                stack.record_backward(&mut rec)?;
+                for plan in plans.iter_mut() {
+                    plan.record(&mut rec)?;
+                }
+                rec.submit()?;
+                encode.push(start.elapsed().as_secs_f64());
+                gpu.wait()?;
+                Ok(None)
+            })
+        })
+        .transpose()?;
     Ok(SideResult {
         forward_gflops: case.forward_flops() / fwd.wall.median / 1e9,
         train_gflops: case.train_flops() / both.wall.median / 1e9,
         forward: fwd.wall,
         forward_backward: both.wall,
+        train_step: train.map(|t| t.wall),
+        encode: Stats::from_samples(&mut encode),
         forward_device: fwd.device,
         forward_backward_device: both.device,
         dispatches_forward: Some(dispatches_forward),

@@ -14,8 +14,9 @@ use crate::ops::recurrent::CellKind;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// What to measure; without it, everything (the GEMM, the recurrent layers, word2vec).
     #[command(subcommand)]
-    what: What,
+    what: Option<What>,
     /// Fewer repetitions: a run of under a minute on a software adapter.
     #[arg(long, global = true)]
     quick: bool,
@@ -25,12 +26,12 @@ pub struct Args {
     /// Skip the GPU (CPU figures only).
     #[arg(long, global = true)]
     cpu_only: bool,
-    /// Skip PyTorch's figures even where PyTorch is installed.
+    /// Skip PyTorch's and gensim's figures even where they are installed.
     #[arg(long, global = true)]
     no_torch: bool,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum What {
     /// Matrix products: GFLOP/s of the GPU kernel and of the CPU path (and PyTorch's CPU
     /// matmul where installed).
@@ -45,13 +46,27 @@ enum What {
         /// Cells, comma-separated (default: lstm, gru, rnn-tanh).
         #[arg(long, value_delimiter = ',')]
         cells: Vec<String>,
-        /// Shapes as HxBxT (input = hidden), comma-separated (default: 256x32x100, 64x8x100,
-        /// 1024x64x100).
+        /// Shapes as HxBxT (input = hidden), comma-separated (default: a grid around the
+        /// reference 256x32x100, hidden 64 to 1024, batch 1 to 128, T 10 to 500).
         #[arg(long, value_delimiter = ',')]
         shapes: Vec<String>,
+        /// Layers of the stack for --shapes.
+        #[arg(long, default_value_t = 1)]
+        layers: usize,
+        /// Two directions, for --shapes.
+        #[arg(long)]
+        bidirectional: bool,
         /// Also run shapes above 10 GFLOP per forward on a software adapter (minutes each).
         #[arg(long)]
         all: bool,
+    },
+    /// word2vec training speed (skip-gram, negative sampling, size 100, window 5): recur's CPU
+    /// trainer, and gensim's where installed, on the same corpus.
+    Word2vec {
+        /// The corpus (default: a synthetic Zipf corpus of 2M words, written to a temporary
+        /// file).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
     },
 }
 
@@ -91,11 +106,13 @@ fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// The script that measures PyTorch, next to the sources or in the working directory.
-fn torch_script() -> Option<PathBuf> {
+/// A comparison script in `tools/`, next to the sources or in the working directory.
+fn tool_script(name: &str) -> Option<PathBuf> {
     [
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/torch_bench.py"),
-        PathBuf::from("tools/torch_bench.py"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tools")
+            .join(name),
+        Path::new("tools").join(name),
     ]
     .into_iter()
     .find(|p| p.exists())
@@ -103,7 +120,12 @@ fn torch_script() -> Option<PathBuf> {
 
 /// PyTorch's JSON lines for `args`, or `None` (with the reason on stderr) if it cannot run.
 fn run_torch(args: &[String]) -> Option<Vec<serde_json::Value>> {
-    let script = torch_script()?;
+    run_script("torch_bench.py", args)
+}
+
+/// A comparison script's JSON lines, or `None` (with the reason on stderr) if it cannot run.
+fn run_script(name: &str, args: &[String]) -> Option<Vec<serde_json::Value>> {
+    let script = tool_script(name)?;
     let out = Command::new("python3")
         .arg(&script)
         .args(args)
@@ -111,7 +133,7 @@ fn run_torch(args: &[String]) -> Option<Vec<serde_json::Value>> {
         .ok()?;
     if !out.status.success() {
         eprintln!(
-            "PyTorch comparison skipped: {}",
+            "{name} comparison skipped: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
         return None;
@@ -143,54 +165,107 @@ pub fn run(args: Args) -> Result<()> {
         head.cpu_threads,
         head.adapter.as_deref().unwrap_or("not used")
     );
-    let (warmup, reps) = if args.quick { (1, 5) } else { (3, 15) };
-    match &args.what {
-        What::Gemm { shapes } => {
-            let shapes: Vec<_> = if shapes.is_empty() {
-                gemm::DEFAULT_SHAPES.to_vec()
-            } else {
-                shapes
-                    .iter()
-                    .map(|s| parse_shape(s))
-                    .collect::<Result<_>>()?
-            };
-            bench_gemm(gpu.as_ref(), &shapes, warmup, reps, &args, head)
-        }
-        What::Rnn { cells, shapes, all } => {
-            let cells: Vec<CellKind> = if cells.is_empty() {
-                vec![CellKind::Lstm, CellKind::Gru, CellKind::RnnTanh]
-            } else {
-                cells
-                    .iter()
-                    .map(|c| CellKind::parse(c))
-                    .collect::<Result<_>>()?
-            };
-            let shapes: Vec<(usize, usize, usize)> = if shapes.is_empty() {
-                vec![(256, 32, 100), (64, 8, 100), (1024, 64, 100)]
-            } else {
-                shapes
-                    .iter()
-                    .map(|s| parse_shape(s))
-                    .collect::<Result<_>>()?
-            };
-            let (warmup, reps) = if args.quick { (1, 3) } else { (2, 7) };
+    let software = gpu
+        .as_ref()
+        .is_some_and(|g| g.info().device_type == wgpu::DeviceType::Cpu);
+    let what = args.what.clone();
+    match what {
+        None => {
+            bench_gemm(gpu.as_ref(), &gemm_shapes(&[], args.quick)?, &args, &head)?;
             bench_rnn(
                 gpu.as_ref(),
-                &cells,
-                &shapes,
-                *all,
-                warmup,
-                reps,
+                &rnn_cases(&[], &[], 1, false, args.quick)?,
+                false,
+                software,
                 &args,
-                head,
-            )
+                &head,
+            )?;
+            bench_word2vec(None, &args, &head)
         }
+        Some(What::Gemm { shapes }) => bench_gemm(
+            gpu.as_ref(),
+            &gemm_shapes(&shapes, args.quick)?,
+            &args,
+            &head,
+        ),
+        Some(What::Rnn {
+            cells,
+            shapes,
+            layers,
+            bidirectional,
+            all,
+        }) => {
+            let cases = rnn_cases(&cells, &shapes, layers, bidirectional, args.quick)?;
+            bench_rnn(gpu.as_ref(), &cases, all, software, &args, &head)
+        }
+        Some(What::Word2vec { corpus }) => bench_word2vec(corpus.as_deref(), &args, &head),
     }
 }
 
+fn gemm_shapes(shapes: &[String], quick: bool) -> Result<Vec<(usize, usize, usize)>> {
+    if !shapes.is_empty() {
+        return shapes.iter().map(|s| parse_shape(s)).collect();
+    }
+    Ok(if quick {
+        vec![(256, 256, 256), (32, 1024, 256)]
+    } else {
+        gemm::DEFAULT_SHAPES.to_vec()
+    })
+}
+
+/// The recurrent cases: the given cells and shapes, or the default grid (quick: the
+/// reference shape I = H = 256, B = 32, T = 100 for LSTM, GRU and RNN).
+fn rnn_cases(
+    cells: &[String],
+    shapes: &[String],
+    layers: usize,
+    bidirectional: bool,
+    quick: bool,
+) -> Result<Vec<recurrent::RecurrentCase>> {
+    let cells: Vec<CellKind> = if cells.is_empty() {
+        vec![CellKind::Lstm, CellKind::Gru, CellKind::RnnTanh]
+    } else {
+        cells
+            .iter()
+            .map(|c| CellKind::parse(c))
+            .collect::<Result<_>>()?
+    };
+    if !shapes.is_empty() {
+        let mut cases = Vec::new();
+        for s in shapes {
+            let (h, b, t) = parse_shape(s)?;
+            for &cell in &cells {
+                cases.push(
+                    recurrent::RecurrentCase::new(cell, h, b, t).with_layers(layers, bidirectional),
+                );
+            }
+        }
+        return Ok(cases);
+    }
+    let mut cases: Vec<_> = cells
+        .iter()
+        .map(|&c| recurrent::RecurrentCase::new(c, 256, 32, 100))
+        .collect();
+    if !quick {
+        for &c in &cells {
+            cases.push(recurrent::RecurrentCase::new(c, 64, 8, 100));
+            cases.push(recurrent::RecurrentCase::new(c, 1024, 64, 100));
+        }
+        let lstm = CellKind::Lstm;
+        cases.extend([
+            recurrent::RecurrentCase::new(lstm, 256, 1, 100),
+            recurrent::RecurrentCase::new(lstm, 256, 128, 10),
+            recurrent::RecurrentCase::new(lstm, 128, 32, 500),
+            recurrent::RecurrentCase::new(lstm, 256, 32, 100).with_layers(3, false),
+            recurrent::RecurrentCase::new(lstm, 256, 32, 100).with_layers(1, true),
+        ]);
+    }
+    Ok(cases)
+}
+
 #[derive(Serialize)]
-struct RnnReport {
-    header: Header,
+struct RnnReport<'a> {
+    header: &'a Header,
     results: Vec<recurrent::RecurrentResult>,
     torch: Vec<serde_json::Value>,
 }
@@ -198,129 +273,151 @@ struct RnnReport {
 /// Forward FLOPs above which a software adapter is skipped unless asked (about a minute a run).
 const SOFTWARE_FLOP_LIMIT: f64 = 10e9;
 
-#[allow(clippy::too_many_arguments)]
 fn bench_rnn(
     gpu: Option<&Gpu>,
-    cells: &[CellKind],
-    shapes: &[(usize, usize, usize)],
+    cases: &[recurrent::RecurrentCase],
     all: bool,
-    warmup: usize,
-    reps: usize,
+    software: bool,
     args: &Args,
-    header: Header,
+    header: &Header,
 ) -> Result<()> {
-    let software = gpu.is_some_and(|g| g.info().device_type == wgpu::DeviceType::Cpu);
-    let ms = |s: &Stats| format!("{:.2}", s.median * 1e3);
-    let opt_ms = |s: Option<&Stats>| s.map_or("-".to_string(), ms);
+    // A software adapter takes seconds per step: one warm-up and few runs there.
+    let (warmup, reps) = match (args.quick, software) {
+        (true, _) => (0, 1),
+        (false, true) => (1, 2),
+        (false, false) => (2, 7),
+    };
+    let ms = |s: &Stats| format!("{:.1}", s.median * 1e3);
+    let dash = || "-".to_string();
     println!(
-        "{:>9} {:>13} | {:>17} | {:>17} | {:>17} {:>9} | {:>7} {:>7} | {:>9} {:>9}",
-        "cell",
-        "H x B x T",
-        "CPU fwd / f+b ms",
-        "torch fwd / f+b",
-        "GPU fwd / f+b ms",
-        "GPU dev",
+        "{:>24} | {:>22} | {:>15} | {:>22} {:>8} {:>7} | {:>7} {:>7} | {:>8} {:>7}",
+        "case (H x B x T)",
+        "CPU fwd/f+b/train ms",
+        "torch fwd/f+b",
+        "GPU fwd/f+b/train ms",
+        "dev f+b",
+        "encode",
         "CPU/trc",
         "GPU/CPU",
         "dispatch",
-        "GPU MiB"
+        "MiB"
     );
     let mut results = Vec::new();
     let mut torch_all = Vec::new();
-    for &(h, b, t) in shapes {
-        for &cell in cells {
-            let case = recurrent::RecurrentCase::new(cell, h, b, t);
-            let cpu = recurrent::measure_cpu(&case, warmup, reps)?;
-            let run_gpu =
-                gpu.filter(|_| all || !software || case.forward_flops() <= SOFTWARE_FLOP_LIMIT);
-            let gpu_r = run_gpu
-                .map(|g| recurrent::measure_gpu(g, &case, warmup.min(1), reps.min(3)))
-                .transpose()?;
-            let torch = if args.no_torch || cell == CellKind::GruResetBefore {
-                None
-            } else {
-                let torch_cell = match cell {
-                    CellKind::Lstm => "lstm",
-                    CellKind::Gru => "gru",
-                    _ => "rnn",
-                };
-                run_torch(&[
-                    "rnn".into(),
-                    "--cell".into(),
-                    torch_cell.into(),
-                    "--hidden".into(),
-                    h.to_string(),
-                    "--batch".into(),
-                    b.to_string(),
-                    "--steps".into(),
-                    t.to_string(),
-                    "--warmup".into(),
-                    warmup.to_string(),
-                    "--reps".into(),
-                    reps.to_string(),
-                ])
-                .and_then(|v| v.into_iter().find(|x| x["kind"] == "rnn"))
+    for case in cases {
+        let cpu = recurrent::measure_cpu(case, warmup, reps, !args.quick)?;
+        let run_gpu =
+            gpu.filter(|_| all || !software || case.forward_flops() <= SOFTWARE_FLOP_LIMIT);
+        let gpu_r = run_gpu
+            .map(|g| recurrent::measure_gpu(g, case, warmup, reps, !args.quick))
+            .transpose()?;
+        let torch = if args.no_torch || case.cell == CellKind::GruResetBefore {
+            None
+        } else {
+            let torch_cell = match case.cell {
+                CellKind::Lstm => "lstm",
+                CellKind::Gru => "gru",
+                _ => "rnn",
             };
-            let torch_ms = |key: &str| {
-                torch
-                    .as_ref()
-                    .and_then(|v| v[key]["median"].as_f64())
-                    .map(|s| s * 1e3)
-            };
-            let (tf, tb) = (torch_ms("forward"), torch_ms("forward_backward"));
-            let pair = |a: String, b: String| format!("{a} / {b}");
-            println!(
-                "{:>9} {:>13} | {:>17} | {:>17} | {:>17} {:>9} | {:>7} {:>7} | {:>9} {:>9}",
-                cell.name(),
-                format!("{h}x{b}x{t}"),
-                pair(ms(&cpu.forward), ms(&cpu.forward_backward)),
-                pair(
-                    tf.map_or("-".into(), |v| format!("{v:.2}")),
-                    tb.map_or("-".into(), |v| format!("{v:.2}"))
-                ),
-                gpu_r.as_ref().map_or("skipped".into(), |g| pair(
-                    ms(&g.forward),
-                    ms(&g.forward_backward)
-                )),
-                gpu_r
-                    .as_ref()
-                    .map_or("-".into(), |g| opt_ms(g.forward_backward_device.as_ref())),
-                tb.map_or("-".into(), |v| format!(
-                    "{:.2}",
-                    cpu.forward_backward.median * 1e3 / v
-                )),
-                gpu_r.as_ref().map_or("-".into(), |g| format!(
-                    "{:.2}",
-                    cpu.forward_backward.median / g.forward_backward.median
-                )),
-                gpu_r.as_ref().map_or("-".into(), |g| format!(
+            let mut targs: Vec<String> = [
+                "rnn",
+                "--cell",
+                torch_cell,
+                "--hidden",
+                &case.hidden.to_string(),
+                "--batch",
+                &case.batch.to_string(),
+                "--steps",
+                &case.steps.to_string(),
+                "--layers",
+                &case.layers.to_string(),
+                "--warmup",
+                &warmup.max(1).to_string(),
+                "--reps",
+                &reps.max(3).to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if case.bidirectional {
+                targs.push("--bidirectional".into());
+            }
+            run_torch(&targs).and_then(|v| v.into_iter().find(|x| x["kind"] == "rnn"))
+        };
+        let torch_ms = |key: &str| {
+            torch
+                .as_ref()
+                .and_then(|v| v[key]["median"].as_f64())
+                .map(|s| s * 1e3)
+        };
+        let (tf, tb) = (torch_ms("forward"), torch_ms("forward_backward"));
+        let gpu_col = gpu_r.as_ref().map_or("skipped".to_string(), |g| {
+            format!(
+                "{}/{}/{}",
+                ms(&g.forward),
+                ms(&g.forward_backward),
+                g.train_step.as_ref().map_or_else(dash, ms)
+            )
+        });
+        println!(
+            "{:>24} | {:>22} | {:>15} | {:>22} {:>8} {:>7} | {:>7} {:>7} | {:>8} {:>7}",
+            case.label(),
+            format!(
+                "{}/{}/{}",
+                ms(&cpu.forward),
+                ms(&cpu.forward_backward),
+                cpu.train_step.as_ref().map_or_else(dash, ms)
+            ),
+            match (tf, tb) {
+                (Some(f), Some(b)) => format!("{f:.1}/{b:.1}"),
+                _ => dash(),
+            },
+            gpu_col,
+            gpu_r
+                .as_ref()
+                .and_then(|g| g.forward_backward_device.as_ref())
+                .map_or_else(dash, ms),
+            gpu_r
+                .as_ref()
+                .and_then(|g| g.encode.as_ref())
+                .map_or_else(dash, ms),
+            tb.map_or_else(dash, |v| format!(
+                "{:.2}",
+                cpu.forward_backward.median * 1e3 / v
+            )),
+            gpu_r.as_ref().map_or_else(dash, |g| format!(
+                "{:.2}",
+                cpu.forward_backward.median / g.forward_backward.median
+            )),
+            gpu_r.as_ref().map_or_else(dash, |g| {
+                format!(
                     "{}+{}",
                     g.dispatches_forward.unwrap_or(0),
                     g.dispatches_backward.unwrap_or(0)
-                )),
-                gpu_r
-                    .as_ref()
-                    .and_then(|g| g.device_bytes)
-                    .map_or("-".into(), |b| format!(
-                        "{:.1}",
-                        b as f64 / (1 << 20) as f64
-                    )),
-            );
-            torch_all.extend(torch);
-            results.push(recurrent::RecurrentResult {
-                case,
-                cpu: Some(cpu),
-                gpu: gpu_r,
-            });
-        }
+                )
+            }),
+            gpu_r
+                .as_ref()
+                .and_then(|g| g.device_bytes)
+                .map_or_else(dash, |b| format!("{:.1}", b as f64 / (1 << 20) as f64)),
+        );
+        torch_all.extend(torch);
+        results.push(recurrent::RecurrentResult {
+            case: *case,
+            cpu: Some(cpu),
+            gpu: gpu_r,
+        });
     }
     println!(
-        "(medians per batch; CPU/trc = recur CPU f+b over PyTorch CPU f+b; GPU/CPU = CPU f+b time over GPU f+b time; \
-         GPU dev = device time of f+b from timestamps; dispatch = forward+backward dispatches, 1 submit each)"
+        "(medians of {reps} run(s) after {warmup} warm-up(s), per batch; train = forward + backward + Adam; \
+         CPU/trc = recur CPU f+b time over PyTorch CPU f+b time; GPU/CPU = CPU f+b time over GPU f+b time; \
+         dev f+b = GPU time from timestamps; encode = host time to record and submit a training step; \
+         dispatch = forward+backward dispatches, one submit each; MiB = device memory of the stack)"
     );
     if let Some(path) = &args.json {
+        let path = json_path(path, "rnn");
         write_json(
-            path,
+            &path,
             &RnnReport {
                 header,
                 results,
@@ -333,8 +430,108 @@ fn bench_rnn(
 }
 
 #[derive(Serialize)]
-struct GemmReport {
-    header: Header,
+struct Word2VecReport<'a> {
+    header: &'a Header,
+    recur: crate::bench::word2vec::Word2VecCase,
+    gensim: Option<serde_json::Value>,
+}
+
+fn bench_word2vec(corpus: Option<&Path>, args: &Args, header: &Header) -> Result<()> {
+    use crate::bench::word2vec::{measure, synthetic_corpus};
+    use crate::word2vec::Config;
+    let tmp;
+    let corpus = match corpus {
+        Some(c) => c.to_path_buf(),
+        None => {
+            tmp =
+                std::env::temp_dir().join(format!("recur-bench-corpus-{}.txt", std::process::id()));
+            let words = if args.quick { 300_000 } else { 2_000_000 };
+            synthetic_corpus(&tmp, words, 20_000, 1)?;
+            tmp.clone()
+        }
+    };
+    let cfg = Config {
+        threads: cpu::threads(),
+        epochs: if args.quick { 1 } else { 3 },
+        ..Config::default()
+    };
+    let reps = if args.quick { 1 } else { 3 };
+    let recur = measure(&corpus, &cfg, reps)?;
+    let gensim = if args.no_torch {
+        None
+    } else {
+        run_script(
+            "gensim_bench.py",
+            &[
+                "--corpus".into(),
+                corpus.display().to_string(),
+                "--sg".into(),
+                "1".into(),
+                "--negative".into(),
+                "5".into(),
+                "--size".into(),
+                cfg.size.to_string(),
+                "--window".into(),
+                cfg.window.to_string(),
+                "--min-count".into(),
+                cfg.min_count.to_string(),
+                "--sample".into(),
+                cfg.sample.to_string(),
+                "--epochs".into(),
+                cfg.epochs.to_string(),
+                "--threads".into(),
+                cfg.threads.to_string(),
+                "--reps".into(),
+                reps.to_string(),
+            ],
+        )
+        .and_then(|v| v.into_iter().find(|x| x["kind"] == "word2vec"))
+    };
+    println!(
+        "word2vec skip-gram, negative 5, size {}, window {}, {} epoch(s), {} threads, vocabulary {}: \
+         recur CPU {:.0} words/s; gensim {}",
+        cfg.size,
+        cfg.window,
+        cfg.epochs,
+        cfg.threads,
+        recur.vocab_size,
+        recur.words_per_sec,
+        gensim
+            .as_ref()
+            .and_then(|g| g["words_per_sec"].as_f64())
+            .map_or("not installed".to_string(), |w| format!("{w:.0} words/s"))
+    );
+    if let Some(path) = &args.json {
+        let path = json_path(path, "word2vec");
+        write_json(
+            &path,
+            &Word2VecReport {
+                header,
+                recur,
+                gensim,
+            },
+        )?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `--json FILE` with several reports: FILE gets the part's name before its extension.
+fn json_path(path: &Path, part: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}-{part}{ext}"))
+}
+
+#[derive(Serialize)]
+struct GemmReport<'a> {
+    header: &'a Header,
     cases: Vec<gemm::GemmCase>,
     torch: Option<Vec<serde_json::Value>>,
 }
@@ -342,11 +539,10 @@ struct GemmReport {
 fn bench_gemm(
     gpu: Option<&Gpu>,
     shapes: &[(usize, usize, usize)],
-    warmup: usize,
-    reps: usize,
     args: &Args,
-    header: Header,
+    header: &Header,
 ) -> Result<()> {
+    let (warmup, reps) = if args.quick { (1, 5) } else { (3, 15) };
     let torch = if args.no_torch {
         None
     } else {
