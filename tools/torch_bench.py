@@ -20,13 +20,20 @@ except ImportError:
     sys.exit(3)
 
 
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, warmup, reps):
     for _ in range(warmup):
         fn()
+    sync()
     samples = []
     for _ in range(reps):
         start = time.perf_counter()
         fn()
+        sync()
         samples.append(time.perf_counter() - start)
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "reps": reps}
 
@@ -45,8 +52,8 @@ def gemm(args):
 def rnn(args):
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[args.cell]
     layer = cls(args.input or args.hidden, args.hidden, num_layers=args.layers,
-                bidirectional=args.bidirectional)
-    x = torch.randn(args.steps, args.batch, args.input or args.hidden, requires_grad=True)
+                bidirectional=args.bidirectional).to(args.device)
+    x = torch.randn(args.steps, args.batch, args.input or args.hidden, device=args.device, requires_grad=True)
 
     def forward():
         with torch.no_grad():
@@ -56,7 +63,7 @@ def rnn(args):
         out, _ = layer(x)
         out.sum().backward()
 
-    print(json.dumps({"kind": "rnn", "cell": args.cell, "hidden": args.hidden, "batch": args.batch,
+    print(json.dumps({"kind": "rnn", "device": args.device, "cell": args.cell, "hidden": args.hidden, "batch": args.batch,
                       "steps": args.steps, "layers": args.layers, "bidirectional": args.bidirectional,
                       "forward": timed(forward, args.warmup, args.reps),
                       "forward_backward": timed(forward_backward, args.warmup, args.reps)}), flush=True)
@@ -76,6 +83,7 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for cuDNN")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
