@@ -1,6 +1,7 @@
 //! The CPU reference path: the same operations as the GPU kernels, in f32 and f64 (f64 for
 //! gradient checks). Files are named as the kernel families in `shaders/`.
 
+pub mod activation;
 pub mod dropout;
 pub mod embedding;
 pub mod gemm;
@@ -14,7 +15,14 @@ pub use gemm::gemm;
 
 /// The float types the CPU path computes in (f32, and f64 for gradient checks).
 pub trait Real:
-    num_traits::Float + Default + Send + Sync + std::fmt::Debug + std::iter::Sum + 'static
+    num_traits::Float
+    + activation::Activation
+    + Default
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + std::iter::Sum
+    + 'static
 {
 }
 

@@ -6,6 +6,7 @@
 
 use anyhow::{ensure, Result};
 
+use super::activation::Activation;
 use super::{gemm, Real};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::Gemm;
@@ -58,10 +59,6 @@ pub struct Grads<T> {
     pub dw_hh: Vec<T>,
     pub db_ih: Vec<T>,
     pub db_hh: Vec<T>,
-}
-
-fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
 }
 
 fn check_len(what: &str, have: usize, want: usize) -> Result<()> {
@@ -199,7 +196,7 @@ pub fn forward<T: Real>(
                 };
                 let row = shape.row(t, b);
                 for k in 0..h {
-                    let r = sigmoid(xw[row * gw + k] + hw[b * gw + k]);
+                    let r = Activation::sigmoid(xw[row * gw + k] + hw[b * gw + k]);
                     rh[b * h + k] = r * hm[b * h + k];
                 }
             }
@@ -231,7 +228,7 @@ pub fn forward<T: Real>(
                     CellKind::RnnTanh | CellKind::RnnRelu => {
                         let pre = xr[k] + hr[k];
                         let v = if cell == CellKind::RnnTanh {
-                            pre.tanh()
+                            pre.tanh_act()
                         } else {
                             pre.max(T::zero())
                         };
@@ -239,10 +236,10 @@ pub fn forward<T: Real>(
                         v
                     }
                     CellKind::Lstm => {
-                        let ig = sigmoid(xr[k] + hr[k]);
-                        let fg = sigmoid(xr[h + k] + hr[h + k]);
-                        let gg = (xr[2 * h + k] + hr[2 * h + k]).tanh();
-                        let og = sigmoid(xr[3 * h + k] + hr[3 * h + k]);
+                        let ig = Activation::sigmoid(xr[k] + hr[k]);
+                        let fg = Activation::sigmoid(xr[h + k] + hr[h + k]);
+                        let gg = (xr[2 * h + k] + hr[2 * h + k]).tanh_act();
+                        let og = Activation::sigmoid(xr[3 * h + k] + hr[3 * h + k]);
                         let c = fg * state_c[b * h + k] + ig * gg;
                         state_c[b * h + k] = c;
                         cell_after[row * h + k] = c;
@@ -250,13 +247,13 @@ pub fn forward<T: Real>(
                         a[h + k] = fg;
                         a[2 * h + k] = gg;
                         a[3 * h + k] = og;
-                        og * c.tanh()
+                        og * c.tanh_act()
                     }
                     CellKind::Gru => {
-                        let r = sigmoid(xr[k] + hr[k]);
-                        let z = sigmoid(xr[h + k] + hr[h + k]);
+                        let r = Activation::sigmoid(xr[k] + hr[k]);
+                        let z = Activation::sigmoid(xr[h + k] + hr[h + k]);
                         let hnk = hr[2 * h + k];
-                        let n = (xr[2 * h + k] + r * hnk).tanh();
+                        let n = (xr[2 * h + k] + r * hnk).tanh_act();
                         a[k] = r;
                         a[h + k] = z;
                         a[2 * h + k] = n;
@@ -264,9 +261,9 @@ pub fn forward<T: Real>(
                         (T::one() - z) * n + z * hp
                     }
                     CellKind::GruResetBefore => {
-                        let r = sigmoid(xr[k] + hr[k]);
-                        let z = sigmoid(xr[h + k] + hr[h + k]);
-                        let n = (xr[2 * h + k] + hn[b * h + k]).tanh();
+                        let r = Activation::sigmoid(xr[k] + hr[k]);
+                        let z = Activation::sigmoid(xr[h + k] + hr[h + k]);
+                        let n = (xr[2 * h + k] + hn[b * h + k]).tanh_act();
                         a[k] = r;
                         a[h + k] = z;
                         a[2 * h + k] = n;
@@ -394,7 +391,7 @@ pub fn backward<T: Real>(
                             Some(r) => saved.cell[r * h + k],
                             None => saved.c0[b * h + k],
                         };
-                        let tc = c.tanh();
+                        let tc = c.tanh_act();
                         let dct = dc[b * h + k] + dht * og * (T::one() - tc * tc);
                         g[k] = dct * gg * ig * (T::one() - ig);
                         g[h + k] = dct * cp * fg * (T::one() - fg);
