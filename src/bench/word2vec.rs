@@ -70,3 +70,57 @@ pub fn synthetic_corpus(path: &Path, words: usize, vocab: usize, seed: u64) -> R
     text.push('\n');
     crate::io::write_atomic(path, text.as_bytes())
 }
+
+/// The cosine top-k scan (`most_similar`): one query against `rows` unit vectors.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopKCase {
+    pub rows: usize,
+    pub dim: usize,
+    pub k: usize,
+    pub cpu: Stats,
+    /// Wall time of one GPU query: upload, scan, select, readback.
+    pub gpu: Option<Stats>,
+}
+
+/// Times the top-k cosine scan on the CPU twin and, when given, on the GPU kernel, for the
+/// same random vectors and queries.
+pub fn measure_top_k(
+    gpu: Option<&crate::gpu::Gpu>,
+    rows: usize,
+    dim: usize,
+    k: usize,
+    reps: usize,
+) -> Result<TopKCase> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let vectors: Vec<f32> = (0..rows * dim)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let unit = crate::cpu::word2vec::normalize_rows(&vectors, dim);
+    let query: Vec<f32> = unit[..dim].to_vec();
+    let cpu = super::time_reps(1, reps, || {
+        crate::cpu::word2vec::top_k_cosine(&unit, dim, &query, k, &[0]);
+        Ok(None)
+    })?;
+    let gpu_t = match gpu {
+        Some(gpu) => {
+            let spec = crate::ops::word2vec::CosineTopK::new(rows, dim, k);
+            let index = crate::gpu::word2vec::CosineIndex::new(gpu, &spec, &vectors, 4)?;
+            Some(
+                super::time_reps(1, reps, || {
+                    index.top_k(&query, &[0])?;
+                    Ok(None)
+                })?
+                .wall,
+            )
+        }
+        None => None,
+    };
+    Ok(TopKCase {
+        rows,
+        dim,
+        k,
+        cpu: cpu.wall,
+        gpu: gpu_t,
+    })
+}

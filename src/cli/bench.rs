@@ -60,8 +60,9 @@ enum What {
         #[arg(long)]
         all: bool,
     },
-    /// word2vec training speed (skip-gram, negative sampling, size 100, window 5): recur's CPU
-    /// trainer, and gensim's where installed, on the same corpus.
+    /// word2vec: training speed (skip-gram, negative sampling, size 100, window 5) of recur's
+    /// CPU trainer and gensim's where installed, on the same corpus; and the most_similar
+    /// scan, CPU against the GPU kernel.
     Word2vec {
         /// The corpus (default: a synthetic Zipf corpus of 2M words, written to a temporary
         /// file).
@@ -180,7 +181,7 @@ pub fn run(args: Args) -> Result<()> {
                 &args,
                 &head,
             )?;
-            bench_word2vec(None, &args, &head)
+            bench_word2vec(gpu.as_ref(), None, &args, &head)
         }
         Some(What::Gemm { shapes }) => bench_gemm(
             gpu.as_ref(),
@@ -198,7 +199,9 @@ pub fn run(args: Args) -> Result<()> {
             let cases = rnn_cases(&cells, &shapes, layers, bidirectional, args.quick)?;
             bench_rnn(gpu.as_ref(), &cases, all, software, &args, &head)
         }
-        Some(What::Word2vec { corpus }) => bench_word2vec(corpus.as_deref(), &args, &head),
+        Some(What::Word2vec { corpus }) => {
+            bench_word2vec(gpu.as_ref(), corpus.as_deref(), &args, &head)
+        }
     }
 }
 
@@ -434,10 +437,16 @@ struct Word2VecReport<'a> {
     header: &'a Header,
     recur: crate::bench::word2vec::Word2VecCase,
     gensim: Option<serde_json::Value>,
+    top_k: crate::bench::word2vec::TopKCase,
 }
 
-fn bench_word2vec(corpus: Option<&Path>, args: &Args, header: &Header) -> Result<()> {
-    use crate::bench::word2vec::{measure, synthetic_corpus};
+fn bench_word2vec(
+    gpu: Option<&Gpu>,
+    corpus: Option<&Path>,
+    args: &Args,
+    header: &Header,
+) -> Result<()> {
+    use crate::bench::word2vec::{measure, measure_top_k, synthetic_corpus};
     use crate::word2vec::Config;
     let tmp;
     let corpus = match corpus {
@@ -501,6 +510,21 @@ fn bench_word2vec(corpus: Option<&Path>, args: &Args, header: &Header) -> Result
             .and_then(|g| g["words_per_sec"].as_f64())
             .map_or("not installed".to_string(), |w| format!("{w:.0} words/s"))
     );
+    let rows = if args.quick { 20_000 } else { 100_000 };
+    let top_k = measure_top_k(gpu, rows, 100, 10, if args.quick { 3 } else { 10 })?;
+    println!(
+        "most_similar (top 10 by cosine) over {} vectors of {}: CPU {:.2} ms, GPU {} per query",
+        top_k.rows,
+        top_k.dim,
+        top_k.cpu.median * 1e3,
+        top_k
+            .gpu
+            .as_ref()
+            .map_or("not used".to_string(), |g| format!(
+                "{:.2} ms (upload, scan, select, readback)",
+                g.median * 1e3
+            ))
+    );
     if let Some(path) = &args.json {
         let path = json_path(path, "word2vec");
         write_json(
@@ -509,6 +533,7 @@ fn bench_word2vec(corpus: Option<&Path>, args: &Args, header: &Header) -> Result
                 header,
                 recur,
                 gensim,
+                top_k,
             },
         )?;
         println!("wrote {}", path.display());
