@@ -66,19 +66,6 @@ fn check_len(what: &str, have: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_weights<T>(shape: &RecurrentShape, w: &Weights<T>) -> Result<()> {
-    let (gw, h, i) = (shape.gate_width(), shape.hidden, shape.input);
-    check_len("weight_ih", w.w_ih.len(), gw * i)?;
-    check_len("weight_hh", w.w_hh.len(), gw * h)?;
-    if let Some(b) = w.b_ih {
-        check_len("bias_ih", b.len(), gw)?;
-    }
-    if let Some(b) = w.b_hh {
-        check_len("bias_hh", b.len(), gw)?;
-    }
-    Ok(())
-}
-
 /// The state a batch entry had before step `s` (from `h0` at its first step, else from the
 /// output row of its previous step) — the same lookup the kernels make.
 fn prev_row(shape: &RecurrentShape, s: usize, b: usize, len: usize) -> Option<usize> {
@@ -113,9 +100,14 @@ pub fn forward<T: Real>(
     );
     let cell = shape.cell;
     let aw = cell.act_width() * h;
-    check_len("input", x.len(), rows * i)?;
-    check_len("output", y.len(), rows * shape.out_stride)?;
-    check_weights(shape, w)?;
+    shape.check_buffers(
+        x.len(),
+        y.len(),
+        w.w_ih.len(),
+        w.w_hh.len(),
+        w.b_ih.map(|b| b.len()),
+        w.b_hh.map(|b| b.len()),
+    )?;
     let h0 = match h0 {
         Some(v) => {
             check_len("h0", v.len(), bsz * h)?;
@@ -317,12 +309,16 @@ pub fn backward<T: Real>(
     let cell = shape.cell;
     let aw = cell.act_width() * h;
     let lengths = shape.validate(Some(&saved.lengths))?;
-    check_len("input", x.len(), rows * i)?;
-    check_weights(shape, w)?;
+    // The output gradient stands where the output did.
+    shape.check_buffers(
+        x.len(),
+        dy.map_or(rows * shape.out_stride, |d| d.len()),
+        w.w_ih.len(),
+        w.w_hh.len(),
+        w.b_ih.map(|b| b.len()),
+        w.b_hh.map(|b| b.len()),
+    )?;
     check_len("saved activations", saved.act.len(), rows * aw)?;
-    if let Some(dy) = dy {
-        check_len("output gradient", dy.len(), rows * shape.out_stride)?;
-    }
     let mut dh = match dh_n {
         Some(v) => {
             check_len("h_n gradient", v.len(), bsz * h)?;

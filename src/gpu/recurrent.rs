@@ -195,16 +195,14 @@ impl RecurrentPlan {
             );
             Ok(())
         };
-        expect("input", x, rows * i)?;
-        expect("output", y, rows * shape.out_stride)?;
-        expect("weight_ih", w.w_ih, gw * i)?;
-        expect("weight_hh", w.w_hh, gw * h)?;
-        if let Some(b) = w.b_ih {
-            expect("bias_ih", b, gw)?;
-        }
-        if let Some(b) = w.b_hh {
-            expect("bias_hh", b, gw)?;
-        }
+        shape.check_buffers(
+            x.len(),
+            y.len(),
+            w.w_ih.len(),
+            w.w_hh.len(),
+            w.b_ih.map(|t| t.len()),
+            w.b_hh.map(|t| t.len()),
+        )?;
         let max_storage = gpu.limits().max_storage_buffers_per_shader_stage;
         ensure!(
             max_storage >= STORAGE_BINDINGS,

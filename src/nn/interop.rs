@@ -35,6 +35,23 @@ struct Inputs {
     c0: Option<Vec<f32>>,
 }
 
+impl Inputs {
+    fn forward_cpu(
+        &self,
+        p: &std::collections::BTreeMap<String, Vec<f32>>,
+    ) -> Result<(RecurrentOutput<f32>, super::recurrent::CpuTape<f32>)> {
+        self.layer.forward_cpu(
+            p,
+            &self.input,
+            self.batch,
+            self.steps,
+            self.lengths.as_deref(),
+            self.h0.as_deref(),
+            self.c0.as_deref(),
+        )
+    }
+}
+
 fn read_inputs(weights: Tensors, inputs: &Tensors, opts: FileOptions) -> Result<Inputs> {
     let mut config = RecurrentConfig::from_params(&weights, opts.cell)?;
     config.batch_first = opts.batch_first;
@@ -117,16 +134,7 @@ pub fn forward_tensors(
     let out = match backend {
         Backend::Cpu => {
             let p = inp.layer.params_as::<f32>();
-            let (out, _) = inp.layer.forward_cpu(
-                &p,
-                &inp.input,
-                inp.batch,
-                inp.steps,
-                inp.lengths.as_deref(),
-                inp.h0.as_deref(),
-                inp.c0.as_deref(),
-            )?;
-            out
+            inp.forward_cpu(&p)?.0
         }
         Backend::Gpu(gpu) => {
             let stack = GpuRecurrent::new(gpu, &inp.layer, inp.batch, inp.steps, false)?;
@@ -185,15 +193,7 @@ pub fn vjp_tensors(
     let g: RecurrentGrads<f32> = match backend {
         Backend::Cpu => {
             let p = inp.layer.params_as::<f32>();
-            let (_, tape) = inp.layer.forward_cpu(
-                &p,
-                &inp.input,
-                inp.batch,
-                inp.steps,
-                inp.lengths.as_deref(),
-                inp.h0.as_deref(),
-                inp.c0.as_deref(),
-            )?;
+            let (_, tape) = inp.forward_cpu(&p)?;
             inp.layer.backward_cpu(
                 &p,
                 &tape,

@@ -231,6 +231,35 @@ impl RecurrentShape {
         Ok(lengths)
     }
 
+    /// Checks the element counts of the input, the output and the parameters (biases
+    /// optional), naming what does not fit.
+    pub fn check_buffers(
+        &self,
+        x: usize,
+        y: usize,
+        w_ih: usize,
+        w_hh: usize,
+        b_ih: Option<usize>,
+        b_hh: Option<usize>,
+    ) -> Result<()> {
+        let (gw, rows) = (self.gate_width(), self.rows());
+        let check = |what: &str, have: usize, want: usize| -> Result<()> {
+            ensure!(have == want, "{what} has {have} elements, expected {want}");
+            Ok(())
+        };
+        check("input", x, rows * self.input)?;
+        check("output", y, rows * self.out_stride)?;
+        check("weight_ih", w_ih, gw * self.input)?;
+        check("weight_hh", w_hh, gw * self.hidden)?;
+        if let Some(b) = b_ih {
+            check("bias_ih", b, gw)?;
+        }
+        if let Some(b) = b_hh {
+            check("bias_hh", b, gw)?;
+        }
+        Ok(())
+    }
+
     /// The time index batch entry `b` (of length `len`) processes at step `s`, if any.
     pub fn time_at(&self, step: usize, len: usize) -> Option<usize> {
         if step >= len {
