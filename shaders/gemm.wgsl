@@ -172,3 +172,64 @@ fn store_row(base_c: u32, row: u32, col: u32, v: vec4<f32>) {
         c[at] = x;
     }
 }
+
+// The variant for adapters that run shaders on the CPU (lavapipe, llvmpipe; chosen by the
+// host from the adapter's device type). There, workgroup memory is ordinary memory, barriers
+// cost a context switch, and every branch or address that differs between invocations turns
+// into a loop over SIMD lanes: so no tiles, the transposes fixed per pipeline (TRANS_A,
+// TRANS_B), and row and column indices clamped into the matrix instead of tested (the clamped
+// rows and columns compute values that store_row then drops). Each invocation computes a
+// 4 x 4 block; a workgroup of 8 x 8 covers 32 x 32 of C. Measured on lavapipe at 512^3: 2.5
+// GFLOP/s against 1.5 for the tiled kernel.
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+
+fn op_a(base: u32, row: u32, kk: u32) -> f32 {
+    if (TRANS_A) {
+        return a[base + kk * p.lda + row];
+    }
+    return a[base + row * p.lda + kk];
+}
+
+fn op_b(base: u32, kk: u32, col: u32) -> f32 {
+    if (TRANS_B) {
+        return b[base + col * p.ldb + kk];
+    }
+    return b[base + kk * p.ldb + col];
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn main_cpu(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row = gid.y * 4u;
+    let col = gid.x * 4u;
+    if (row >= p.m || col >= p.n) {
+        return;
+    }
+    let batch = gid.z;
+    let base_a = p.offset_a + batch * p.stride_a;
+    let base_b = p.offset_b + batch * p.stride_b;
+    let r0 = row;
+    let r1 = min(row + 1u, p.m - 1u);
+    let r2 = min(row + 2u, p.m - 1u);
+    let r3 = min(row + 3u, p.m - 1u);
+    let c0 = col;
+    let c1 = min(col + 1u, p.n - 1u);
+    let c2 = min(col + 2u, p.n - 1u);
+    let c3 = min(col + 3u, p.n - 1u);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var kk = 0u; kk < p.k; kk++) {
+        let bv = vec4<f32>(op_b(base_b, kk, c0), op_b(base_b, kk, c1), op_b(base_b, kk, c2), op_b(base_b, kk, c3));
+        acc0 += op_a(base_a, r0, kk) * bv;
+        acc1 += op_a(base_a, r1, kk) * bv;
+        acc2 += op_a(base_a, r2, kk) * bv;
+        acc3 += op_a(base_a, r3, kk) * bv;
+    }
+    let base_c = p.offset_c + batch * p.stride_c;
+    store_row(base_c, row, col, acc0);
+    store_row(base_c, row + 1u, col, acc1);
+    store_row(base_c, row + 2u, col, acc2);
+    store_row(base_c, row + 3u, col, acc3);
+}

@@ -6,7 +6,29 @@ use bytemuck::{Pod, Zeroable};
 use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::Gemm;
 
+/// Rows and columns of C one workgroup covers: 64 for the tiled kernel, 32 for `main_cpu`.
 const TILE: usize = 64;
+const CPU_TILE: usize = 32;
+
+/// Which GEMM kernel runs: the tiled one for GPUs, or the one for adapters that run shaders
+/// on the CPU (see `main_cpu` in gemm.wgsl for why). `RECUR_GEMM=tiled|cpu` overrides the
+/// choice, so the tests cover both on any adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmVariant {
+    Tiled,
+    CpuAdapter,
+}
+
+impl GemmVariant {
+    pub fn for_adapter(gpu: &Gpu) -> Self {
+        match std::env::var("RECUR_GEMM").as_deref() {
+            Ok("tiled") => GemmVariant::Tiled,
+            Ok("cpu") => GemmVariant::CpuAdapter,
+            _ if gpu.info().device_type == wgpu::DeviceType::Cpu => GemmVariant::CpuAdapter,
+            _ => GemmVariant::Tiled,
+        }
+    }
+}
 
 /// Mirrors `GemmParams` in `shaders/gemm.wgsl`.
 #[repr(C)]
@@ -60,7 +82,12 @@ impl GemmPlan {
                 );
             }
         }
-        let groups = [spec.n.div_ceil(TILE), spec.m.div_ceil(TILE), spec.batch];
+        let variant = GemmVariant::for_adapter(gpu);
+        let tile = match variant {
+            GemmVariant::Tiled => TILE,
+            GemmVariant::CpuAdapter => CPU_TILE,
+        };
+        let groups = [spec.n.div_ceil(tile), spec.m.div_ceil(tile), spec.batch];
         let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
         ensure!(
             groups.iter().all(|&g| g <= max),
@@ -95,7 +122,13 @@ impl GemmPlan {
             beta: spec.beta,
             _pad2: [0; 2],
         };
-        let kernel = gpu.kernel(&KernelKey::new("gemm", "main"))?;
+        let key = match variant {
+            GemmVariant::Tiled => KernelKey::new("gemm", "main"),
+            GemmVariant::CpuAdapter => KernelKey::new("gemm", "main_cpu")
+                .with("TRANS_A", spec.trans_a as u32 as f64)
+                .with("TRANS_B", spec.trans_b as u32 as f64),
+        };
+        let kernel = gpu.kernel(&key)?;
         let uniform = gpu.uniform(&params);
         let bias_buffer = bias.map_or(gpu.dummy_buffer(), |t| t.buffer());
         let bind_group = gpu.bind(
