@@ -4,6 +4,7 @@ mod bench;
 mod info;
 mod interop;
 mod selftest;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,10 @@ enum Command {
     Forward(interop::Args),
     /// Gradients of a recurrent stack for given output gradients (safetensors in and out).
     Vjp(interop::VjpArgs),
+    /// Train a character-level LSTM language model (default: on Shakespeare, on the GPU).
+    Train(train::TrainArgs),
+    /// Sample text from a checkpoint written by `recur train`.
+    Generate(train::GenerateArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -43,5 +48,7 @@ pub fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Forward(args) => interop::forward(args),
         Command::Vjp(args) => interop::vjp(args),
+        Command::Train(args) => train::train(args),
+        Command::Generate(args) => train::generate(args),
     }
 }

@@ -12,3 +12,5 @@ pub use checkpoint::Checkpoint;
 pub use model::{Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
 pub use optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
 pub use trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
+pub mod charlm;
+pub mod plot;
