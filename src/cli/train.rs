@@ -139,6 +139,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let history = charlm::train(&text, &opts, &ckpt_path, gpu.as_ref(), |r| {
         if let Some(v) = r.valid_bpc {
             valid = format!(" | valid {v:.3} bpc");
+            if bar.is_hidden() {
+                // No terminal: a log line at each evaluation instead of the bar.
+                eprintln!(
+                    "step {}/{}: training {:.3} bpc, validation {v:.3} bpc, {:.0} chars/s",
+                    r.step,
+                    r.total,
+                    charlm::bpc(r.loss),
+                    r.chars_per_sec
+                );
+            }
         }
         bar.set_message(format!(
             "loss {:.3} | {:.3} bpc{valid} | {:.0} chars/s",
