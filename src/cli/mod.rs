@@ -1,6 +1,7 @@
 //! The command line: argument parsing and printing only; the work is in the library.
 
 mod bench;
+mod fit;
 mod info;
 mod interop;
 mod selftest;
@@ -37,6 +38,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Sample text from a checkpoint written by `recur train`.
     Generate(train::GenerateArgs),
+    /// Train a many-to-one classifier (rows: label, values) or a one-step forecaster (one
+    /// column) and report accuracy or error on a test file.
+    Fit(fit::FitArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -50,5 +54,6 @@ pub fn main() -> Result<()> {
         Command::Vjp(args) => interop::vjp(args),
         Command::Train(args) => train::train(args),
         Command::Generate(args) => train::generate(args),
+        Command::Fit(args) => fit::run(args),
     }
 }

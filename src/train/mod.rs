@@ -13,4 +13,5 @@ pub use model::{Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceMod
 pub use optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
 pub use trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
 pub mod charlm;
+pub mod fit;
 pub mod plot;

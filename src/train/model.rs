@@ -101,6 +101,8 @@ pub struct SequenceModel {
 /// asked), and the final states.
 pub struct CpuPass<T> {
     pub loss: T,
+    /// The dense outputs [rows, outputs].
+    pub output: Vec<T>,
     pub grads: Option<BTreeMap<String, Vec<T>>>,
     pub h_n: Vec<T>,
     pub c_n: Vec<T>,
@@ -389,6 +391,7 @@ impl SequenceModel {
         };
         Ok(CpuPass {
             loss,
+            output: y,
             grads,
             h_n: out.h_n,
             c_n: out.c_n,

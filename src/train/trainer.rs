@@ -37,6 +37,9 @@ pub trait Trainer {
     fn step(&mut self, batch: &Batch) -> Result<f32>;
     /// Forward and loss only (the carried state is reset).
     fn evaluate(&mut self, batch: &Batch) -> Result<f32>;
+    /// Forward only from zero states: the dense outputs [rows, outputs] (the targets are
+    /// checked but unused).
+    fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>>;
     /// Starts the carried state afresh at zero.
     fn reset_state(&mut self) -> Result<()>;
     /// Steps taken.
@@ -262,6 +265,11 @@ impl Trainer for GpuTrainer {
         self.loss_value()
     }
 
+    fn predict(&mut self, b: &Batch) -> Result<Vec<f32>> {
+        self.evaluate(b)?;
+        self.dense.output().to_vec()
+    }
+
     fn reset_state(&mut self) -> Result<()> {
         self.rnn.set_inputs(None, None, None)
     }
@@ -381,6 +389,16 @@ impl Trainer for CpuTrainer {
             .model
             .pass_cpu(&self.params, b, None, None, false)?
             .loss)
+    }
+
+    fn predict(&mut self, b: &Batch) -> Result<Vec<f32>> {
+        check_shape(&self.cfg, b)?;
+        self.model.check_batch(b)?;
+        self.state = None;
+        Ok(self
+            .model
+            .pass_cpu(&self.params, b, None, None, false)?
+            .output)
     }
 
     fn reset_state(&mut self) -> Result<()> {
