@@ -53,6 +53,16 @@ enum What {
         #[arg(long)]
         all: bool,
     },
+    /// Training steps and characters per second of `recur train`'s language model, GPU
+    /// against CPU (defaults: `recur train`'s model and batch).
+    Charlm {
+        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().hidden)]
+        hidden: usize,
+        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().batch)]
+        batch: usize,
+        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().seq_len)]
+        seq_len: usize,
+    },
 }
 
 #[derive(Serialize)]
@@ -184,6 +194,40 @@ pub fn run(args: Args) -> Result<()> {
                 &args,
                 head,
             )
+        }
+        What::Charlm {
+            hidden,
+            batch,
+            seq_len,
+        } => {
+            let opts = crate::train::charlm::CharLmOptions {
+                hidden: *hidden,
+                batch: *batch,
+                seq_len: *seq_len,
+                ..Default::default()
+            };
+            let (warmup, reps) = if args.quick { (1, 5) } else { (2, 15) };
+            let results = crate::bench::charlm::bench(gpu.as_ref(), &opts, warmup, reps)?;
+            println!(
+                "character LSTM language model: hidden {hidden}, batch {batch} x {seq_len} characters, \
+                 median of {reps} steps after {warmup} warm-up"
+            );
+            for r in &results {
+                println!(
+                    "{:<60} {:>8.1} ms/step {:>8.2} steps/s {:>9.0} chars/s",
+                    r.backend,
+                    1e3 * r.step.median,
+                    r.steps_per_sec,
+                    r.chars_per_sec
+                );
+            }
+            if let Some(path) = &args.json {
+                write_json(
+                    path,
+                    &serde_json::json!({ "header": head, "results": results }),
+                )?;
+            }
+            Ok(())
         }
     }
 }
