@@ -349,3 +349,54 @@ fn bad_training_input_is_an_error() {
     let err = t.step(&b).unwrap_err();
     assert!(format!("{err:#}").contains("planned for 2 x 3"), "{err:#}");
 }
+
+#[test]
+fn mask_zero_masks_the_recurrent_layer() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("mask_zero_masks_the_recurrent_layer");
+    let (vocab, batch, steps) = (6, 3, 5);
+    let mut spec = lm_spec(vocab, "lstm", 4, 1);
+    spec.embedding.as_mut().unwrap().padding = Some(0);
+    spec.loss = Loss::CrossEntropy {
+        ignore_index: Some(99),
+    };
+    let model = SequenceModel::new(spec, rng.random()).unwrap();
+    // Sequences of lengths 5, 2 and 3, padded with id 0 (targets ignored there).
+    let lengths = [5usize, 2, 3];
+    let mut ids = vec![0u32; steps * batch];
+    let mut targets = vec![99u32; steps * batch];
+    for (b, &len) in lengths.iter().enumerate() {
+        for t in 0..len {
+            ids[t * batch + b] = rng.random_range(1..vocab as u32);
+            targets[t * batch + b] = rng.random_range(0..vocab as u32);
+        }
+    }
+    let masked = Batch {
+        batch,
+        steps,
+        inputs: Inputs::Ids(ids),
+        targets: Targets::Classes(targets),
+        lengths: None,
+    };
+    assert_eq!(model.lengths(&masked).unwrap(), Some(lengths.to_vec()));
+    let explicit = Batch {
+        lengths: Some(lengths.to_vec()),
+        ..masked.clone()
+    };
+    let cfg = config(batch, steps, Optimizer::adam(0.01), false);
+    let mut g = GpuTrainer::new(&gpu, model.clone(), cfg).unwrap();
+    let mut c = CpuTrainer::new(model.clone(), cfg).unwrap();
+    for _ in 0..3 {
+        let (lg, lc) = (g.step(&masked).unwrap(), c.step(&explicit).unwrap());
+        assert!((lg - lc).abs() < 1e-5 * lc.abs(), "{lg} vs {lc}");
+    }
+    assert_same_params(&g.model().unwrap(), &c.model().unwrap(), 1e-4);
+    // Padding in the middle of a sequence is an error.
+    let mut bad = masked.clone();
+    if let Inputs::Ids(ids) = &mut bad.inputs {
+        ids[batch + 1] = 0; // sequence 1, step 1: already padding
+        ids[2 * batch + 1] = 3; // then a token after it
+    }
+    let err = g.step(&bad).unwrap_err();
+    assert!(format!("{err:#}").contains("after padding"), "{err:#}");
+}

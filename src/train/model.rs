@@ -68,7 +68,9 @@ pub struct Batch {
     pub steps: usize,
     pub inputs: Inputs,
     pub targets: Targets,
-    /// Per-sequence lengths (PyTorch packed-sequence semantics), or all `steps`.
+    /// Per-sequence lengths (PyTorch packed-sequence semantics), or all `steps`. Without
+    /// them, an embedding with a padding id (Keras `mask_zero`) gives each sequence the
+    /// length before its first padding id ([`SequenceModel::lengths`]).
     pub lengths: Option<Vec<usize>>,
 }
 
@@ -276,7 +278,12 @@ impl SequenceModel {
             (Targets::Values(_), _) => bail!("a cross-entropy model takes class targets"),
             (Targets::Classes(_), _) => bail!("a mean-squared-error model takes value targets"),
         }
-        if let Some(l) = &b.lengths {
+        if let Some(l) = &self.lengths(b)? {
+            ensure!(
+                self.spec.head == Head::EveryStep,
+                "a model whose dense head reads the last step takes full-length sequences \
+                 (past its length a sequence's outputs are zero)"
+            );
             crate::ops::recurrent::RecurrentShape::new(
                 self.rnn.config.cell,
                 self.rnn.config.input_size,
@@ -287,6 +294,28 @@ impl SequenceModel {
             .validate(Some(l))?;
         }
         Ok(())
+    }
+
+    /// The lengths the recurrent layer uses for a batch: the batch's own, or those its
+    /// padding ids give (an embedding with a padding id), or `None` (every step).
+    pub fn lengths(&self, b: &Batch) -> Result<Option<Vec<usize>>> {
+        if b.lengths.is_some() {
+            return Ok(b.lengths.clone());
+        }
+        match (&b.inputs, &self.embedding) {
+            (Inputs::Ids(ids), Some(e)) if e.padding.is_some() => {
+                // The embedding reads sequences batch-major; the batch is time-major.
+                let mut by_seq = vec![0u32; ids.len()];
+                for t in 0..b.steps {
+                    for s in 0..b.batch {
+                        by_seq[s * b.steps + t] = ids[t * b.batch + s];
+                    }
+                }
+                let l = e.lengths(&by_seq, b.batch, b.steps)?;
+                Ok(l.filter(|l| l.iter().any(|&n| n < b.steps)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Every parameter as `T`, by name.
@@ -341,9 +370,10 @@ impl SequenceModel {
             .iter()
             .filter_map(|(k, v)| k.strip_prefix("rnn.").map(|s| (s.to_string(), v.clone())))
             .collect();
+        let lengths = self.lengths(b)?;
         let (out, tape) =
             self.rnn
-                .forward_cpu(&rnn_p, &x, batch, steps, b.lengths.as_deref(), h0, c0)?;
+                .forward_cpu(&rnn_p, &x, batch, steps, lengths.as_deref(), h0, c0)?;
         let rows = self.head_rows(batch, steps);
         let (w, bias) = (&p["fc.weight"], &p["fc.bias"]);
         let y = self.dense.forward_cpu(w, bias, &out.output, &rows)?;

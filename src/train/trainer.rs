@@ -236,10 +236,11 @@ impl GpuTrainer {
 impl Trainer for GpuTrainer {
     fn step(&mut self, b: &Batch) -> Result<f32> {
         self.write_batch(b)?;
+        let lengths = self.model.lengths(b)?;
         if self.cfg.stateful {
-            self.rnn.set_lengths(b.lengths.as_deref())?;
+            self.rnn.set_lengths(lengths.as_deref())?;
         } else {
-            self.rnn.set_inputs(b.lengths.as_deref(), None, None)?;
+            self.rnn.set_inputs(lengths.as_deref(), None, None)?;
         }
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec);
@@ -258,7 +259,8 @@ impl Trainer for GpuTrainer {
 
     fn evaluate(&mut self, b: &Batch) -> Result<f32> {
         self.write_batch(b)?;
-        self.rnn.set_inputs(b.lengths.as_deref(), None, None)?;
+        let lengths = self.model.lengths(b)?;
+        self.rnn.set_inputs(lengths.as_deref(), None, None)?;
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec);
         rec.submit()?;
