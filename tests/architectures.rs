@@ -160,17 +160,39 @@ fn bidirectional_many_to_many() {
 
 #[test]
 fn many_to_one_classifier() {
-    // The class is the first token: the final state must carry it through 8 steps.
+    // The class is the largest token of the sequence, read from the final state only. The
+    // class is drawn first (uniform), then tokens up to it with the class at least once, so
+    // always answering one class scores about 25%.
+    let (batch, steps) = (32, 8);
+    let make = |rng: &mut StdRng| {
+        let mut ids = vec![0u32; steps * batch];
+        let mut targets = vec![0u32; batch];
+        for (b, target) in targets.iter_mut().enumerate() {
+            let c = rng.random_range(0..4u32);
+            let at = rng.random_range(0..steps);
+            for t in 0..steps {
+                ids[t * batch + b] = if t == at { c } else { rng.random_range(0..=c) };
+            }
+            *target = c;
+        }
+        Batch {
+            batch,
+            steps,
+            inputs: Inputs::Ids(ids),
+            targets: Targets::Classes(targets),
+            lengths: None,
+        }
+    };
     let acc = train_and_score(
         "many_to_one_classifier",
         spec(Some(4), 0, 4, Head::LastStep, false),
-        32,
-        8,
+        batch,
+        steps,
         200,
-        |rng| id_batch(rng, 32, 8, 4, |s, _| s[0], 1),
+        make,
     );
     if let Some(acc) = acc {
-        assert!(acc >= 0.95, "classifier accuracy {acc}");
+        assert!(acc >= 0.9, "classifier accuracy {acc}");
     }
 }
 
