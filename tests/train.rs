@@ -203,8 +203,8 @@ fn one_gpu_step_is_one_submit_and_one_readback() {
     let after = gpu.counters();
     assert_eq!(
         after.submits - before.submits,
-        2,
-        "one step submit plus one readback copy"
+        1,
+        "a step is one submit (the loss copy included)"
     );
     assert_eq!(after.readbacks - before.readbacks, 1);
 }

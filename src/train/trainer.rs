@@ -95,6 +95,8 @@ pub struct GpuTrainer {
     dense: GpuDense,
     loss: GpuLoss,
     optim: GpuOptimizer,
+    /// Where each submit copies the mean loss, to be mapped after it (no second submit).
+    staging: wgpu::Buffer,
 }
 
 impl GpuTrainer {
@@ -169,6 +171,12 @@ impl GpuTrainer {
             named.push((format!("fc.{name}"), p, g));
         }
         let optim = GpuOptimizer::new(gpu, cfg.optim, &named)?;
+        let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("recur.trainer.loss"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Ok(Self {
             gpu: gpu.clone(),
             cfg,
@@ -178,6 +186,7 @@ impl GpuTrainer {
             dense,
             loss,
             optim,
+            staging,
         })
     }
 
@@ -219,12 +228,22 @@ impl GpuTrainer {
         }
     }
 
-    fn loss_value(&self) -> Result<f32> {
+    /// Records copying the mean loss to the staging buffer, submits, and reads it: the
+    /// step's only submit and only readback.
+    fn submit_and_read_loss(&self, mut rec: Recorder) -> Result<f32> {
         let stats = match &self.loss {
             GpuLoss::CrossEntropy { plan, .. } => plan.stats(),
             GpuLoss::Mse { plan, .. } => plan.stats(),
         };
-        Ok(stats.read_range(0, 1)?[0])
+        rec.copy(stats.buffer(), 0, &self.staging, 0, 4);
+        rec.submit()?;
+        self.gpu.count(|c| c.readbacks += 1);
+        let bytes = crate::gpu::readback::map_and_copy(&self.gpu, &self.staging)?;
+        Ok(f32::from_le_bytes(
+            bytes[..4]
+                .try_into()
+                .context("the loss readback is 4 bytes")?,
+        ))
     }
 
     /// The device the trainer runs on.
@@ -253,8 +272,8 @@ impl Trainer for GpuTrainer {
         if self.cfg.stateful {
             self.rnn.record_carry_state(&mut rec);
         }
-        rec.submit()?;
-        check_loss(self.loss_value()?, self.optim.steps())
+        let loss = self.submit_and_read_loss(rec)?;
+        check_loss(loss, self.optim.steps())
     }
 
     fn evaluate(&mut self, b: &Batch) -> Result<f32> {
@@ -263,8 +282,7 @@ impl Trainer for GpuTrainer {
         self.rnn.set_inputs(lengths.as_deref(), None, None)?;
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec);
-        rec.submit()?;
-        self.loss_value()
+        self.submit_and_read_loss(rec)
     }
 
     fn predict(&mut self, b: &Batch) -> Result<Vec<f32>> {
