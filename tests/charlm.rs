@@ -98,6 +98,20 @@ fn cpu_run_trains_checkpoints_and_samples() {
 }
 
 #[test]
+fn a_held_out_part_too_short_for_a_batch_means_no_validation() {
+    let dir = tmp("short");
+    let opts = CharLmOptions {
+        valid_fraction: 0.05,
+        ..tiny(Backend::Cpu)
+    };
+    let h = charlm::train(TEXT, &opts, &dir.join("m.safetensors"), None, |_| {}).unwrap();
+    assert!(h.valid.is_empty());
+    let why = h.no_validation.expect("the reason is reported");
+    assert!(why.contains("validation text has"), "{why}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn gpu_and_cpu_runs_agree() {
     let Some(gpu) = common::gpu() else { return };
     let dir = tmp("agree");

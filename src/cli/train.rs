@@ -160,6 +160,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     });
     bar.finish();
     let history = history?;
+    if let Some(why) = &history.no_validation {
+        eprintln!("no validation: {why}");
+    }
     loss_png(
         &history,
         &format!(

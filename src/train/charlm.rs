@@ -268,6 +268,8 @@ pub struct History {
     pub valid: Vec<(u64, f32)>,
     pub seconds: f64,
     pub chars: u64,
+    /// Why there is no validation, where the held-out text is too short for one batch.
+    pub no_validation: Option<String>,
 }
 
 /// Trains a character language model on `text`, writing a checkpoint to `checkpoint` at
@@ -286,14 +288,18 @@ pub fn train(
     let n_valid = (ids.len() as f64 * opts.valid_fraction) as usize;
     let (train_ids, valid_ids) = ids.split_at(ids.len() - n_valid);
     let train_streams = Streams::new(train_ids.to_vec(), opts.batch, opts.seq_len, "training")?;
+    let mut history = History::default();
     let valid_streams = if n_valid > 0 {
-        Some(Streams::new(
-            valid_ids.to_vec(),
-            opts.batch,
-            opts.seq_len,
-            "validation",
-        )?)
+        match Streams::new(valid_ids.to_vec(), opts.batch, opts.seq_len, "validation") {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // A short text still trains; it just has no held-out figure.
+                history.no_validation = Some(format!("{e:#}"));
+                None
+            }
+        }
     } else {
+        history.no_validation = Some("no text held out (validation fraction 0)".into());
         None
     };
     let spec = ModelSpec {
@@ -324,7 +330,6 @@ pub fn train(
         (Backend::Gpu, None) => bail!("the GPU backend needs a GPU (or use --backend cpu)"),
         (Backend::Cpu, _) => Box::new(CpuTrainer::new(model, cfg)?),
     };
-    let mut history = History::default();
     let chars_per_step = (opts.batch * opts.seq_len) as u64;
     let start = Instant::now();
     for step in 1..=opts.train_steps {
