@@ -112,6 +112,49 @@ fn a_held_out_part_too_short_for_a_batch_means_no_validation() {
 }
 
 #[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let dir = tmp("resume");
+    let gpu = common::gpu();
+    for backend in [Backend::Cpu, Backend::Gpu] {
+        if backend == Backend::Gpu && gpu.is_none() {
+            continue;
+        }
+        let opts = CharLmOptions {
+            train_steps: 20,
+            ..tiny(backend)
+        };
+        let (full, part) = (dir.join("full.safetensors"), dir.join("part.safetensors"));
+        // The uninterrupted run; its checkpoint at step 10 is kept as if it had stopped there.
+        let h = charlm::train(TEXT, &opts, &full, gpu.as_ref(), |r| {
+            if r.step == 10 {
+                std::fs::copy(&full, &part).unwrap();
+            }
+        })
+        .unwrap();
+        let from = Checkpoint::load(&part).unwrap();
+        assert_eq!(from.step, 10);
+        let resumed = dir.join("resumed.safetensors");
+        let h2 = charlm::resume(TEXT, &opts, &resumed, gpu.as_ref(), &from, |_| {}).unwrap();
+        let (a, b) = (
+            Checkpoint::load(&full).unwrap(),
+            Checkpoint::load(&resumed).unwrap(),
+        );
+        assert_eq!(a.params, b.params, "{backend:?}: resumed parameters differ");
+        assert_eq!(a.optimizer, b.optimizer);
+        assert_eq!(h.train, h2.train, "the history continues");
+        assert_eq!(h.valid, h2.valid);
+        // Other options are refused.
+        let other = CharLmOptions {
+            lr: 0.03,
+            ..opts.clone()
+        };
+        let err = charlm::resume(TEXT, &other, &resumed, gpu.as_ref(), &from, |_| {}).unwrap_err();
+        assert!(format!("{err:#}").contains("other options"), "{err:#}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn gpu_and_cpu_runs_agree() {
     let Some(gpu) = common::gpu() else { return };
     let dir = tmp("agree");

@@ -100,6 +100,14 @@ fn train_and_generate_on_a_users_text_then_reject_bad_input() {
             "{want}: checkpoint changed"
         );
     }
+    // A finished run has nothing left to resume.
+    let mut again = args.clone();
+    again.push("--resume");
+    let (code, _, stderr) = recur(&again);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("nothing left to train"), "{stderr}");
+    assert_eq!(std::fs::read(&ckpt).unwrap(), good);
+
     let (code, _, stderr) = recur(&["generate", "--checkpoint", c, "--temperature", "0"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("temperature"), "{stderr}");

@@ -60,6 +60,9 @@ pub struct TrainArgs {
     /// Fraction of the text held out for validation (its end).
     #[arg(long, default_value_t = CharLmOptions::default().valid_fraction)]
     valid_fraction: f64,
+    /// Continue the run whose checkpoint is in --out (same text and options) up to --steps.
+    #[arg(long)]
+    resume: bool,
     /// Characters to sample from the model at the end (0: none).
     #[arg(long, default_value_t = 400)]
     sample: usize,
@@ -135,8 +138,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
         )?
         .progress_chars("=> "),
     );
+    let from = if args.resume {
+        Some(Checkpoint::load(&ckpt_path)?)
+    } else {
+        None
+    };
     let mut valid = String::new();
-    let history = charlm::train(&text, &opts, &ckpt_path, gpu.as_ref(), |r| {
+    let on_step = |r: &charlm::StepReport| {
         if let Some(v) = r.valid_bpc {
             valid = format!(" | valid {v:.3} bpc");
             if bar.is_hidden() {
@@ -157,7 +165,11 @@ pub fn train(args: TrainArgs) -> Result<()> {
             r.chars_per_sec
         ));
         bar.set_position(r.step);
-    });
+    };
+    let history = match &from {
+        Some(c) => charlm::resume(&text, &opts, &ckpt_path, gpu.as_ref(), c, on_step),
+        None => charlm::train(&text, &opts, &ckpt_path, gpu.as_ref(), on_step),
+    };
     bar.finish();
     let history = history?;
     if let Some(why) = &history.no_validation {

@@ -262,7 +262,7 @@ pub fn bpc(loss: f32) -> f32 {
 }
 
 /// The losses of a run (bits per character), for the plot.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
     pub train: Vec<(u64, f32)>,
     pub valid: Vec<(u64, f32)>,
@@ -280,6 +280,30 @@ pub fn train(
     opts: &CharLmOptions,
     checkpoint: &Path,
     gpu: Option<&Gpu>,
+    on_step: impl FnMut(&StepReport),
+) -> Result<History> {
+    train_from(text, opts, checkpoint, gpu, None, on_step)
+}
+
+/// Continues the run that wrote `from` (same text and options; the backend may differ) up
+/// to `opts.train_steps`: the same numbers as a run that never stopped.
+pub fn resume(
+    text: &str,
+    opts: &CharLmOptions,
+    checkpoint: &Path,
+    gpu: Option<&Gpu>,
+    from: &Checkpoint,
+    on_step: impl FnMut(&StepReport),
+) -> Result<History> {
+    train_from(text, opts, checkpoint, gpu, Some(from), on_step)
+}
+
+fn train_from(
+    text: &str,
+    opts: &CharLmOptions,
+    checkpoint: &Path,
+    gpu: Option<&Gpu>,
+    from: Option<&Checkpoint>,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
     opts.validate()?;
@@ -325,16 +349,53 @@ pub fn train(
         optim: opts.optim(),
         stateful: true,
     };
-    let mut trainer: Box<dyn Trainer> = match (opts.backend, gpu) {
-        (Backend::Gpu, Some(gpu)) => Box::new(GpuTrainer::new(gpu, model, cfg)?),
-        (Backend::Gpu, None) => bail!("the GPU backend needs a GPU (or use --backend cpu)"),
-        (Backend::Cpu, _) => Box::new(CpuTrainer::new(model, cfg)?),
+    let mut first = 1;
+    if let Some(ckpt) = from {
+        let saved: CharLmOptions = serde_json::from_str(
+            ckpt.meta
+                .get("options")
+                .context("the checkpoint has no training options (not written by recur train)")?,
+        )?;
+        let same = CharLmOptions {
+            backend: opts.backend,
+            train_steps: opts.train_steps,
+            ..saved.clone()
+        };
+        ensure!(
+            same == *opts && saved.train_steps == opts.train_steps,
+            "the checkpoint was trained with other options ({saved:?}); resume with the same \
+             ones (the backend may differ)"
+        );
+        ensure!(
+            ckpt.meta.get("vocab").map(String::as_str) == Some(vocab.as_string().as_str()),
+            "the checkpoint's vocabulary differs from this text's: resume on the same text"
+        );
+        ensure!(
+            ckpt.step < opts.train_steps,
+            "the checkpoint is at step {}, the run has {} steps: nothing left to train",
+            ckpt.step,
+            opts.train_steps
+        );
+        history = serde_json::from_str(
+            ckpt.meta
+                .get("history")
+                .context("the checkpoint has no loss history")?,
+        )?;
+        first = ckpt.step + 1;
+    }
+    let mut trainer: Box<dyn Trainer> = match (opts.backend, gpu, from) {
+        (Backend::Gpu, Some(gpu), None) => Box::new(GpuTrainer::new(gpu, model, cfg)?),
+        (Backend::Gpu, Some(gpu), Some(c)) => Box::new(GpuTrainer::resume(gpu, c, cfg)?),
+        (Backend::Gpu, None, _) => bail!("the GPU backend needs a GPU (or use --backend cpu)"),
+        (Backend::Cpu, _, None) => Box::new(CpuTrainer::new(model, cfg)?),
+        (Backend::Cpu, _, Some(c)) => Box::new(CpuTrainer::resume(c, cfg)?),
     };
     let chars_per_step = (opts.batch * opts.seq_len) as u64;
     let start = Instant::now();
-    for step in 1..=opts.train_steps {
+    let (seconds0, chars0) = (history.seconds, history.chars);
+    for step in first..=opts.train_steps {
         let k = ((step - 1) % train_streams.chunks() as u64) as usize;
-        if k == 0 && step > 1 {
+        if k == 0 && step > first {
             trainer.reset_state()?;
         }
         let loss = trainer.step(&train_streams.chunk(k))?;
@@ -355,16 +416,20 @@ pub fn train(
             }
             let mut ckpt = trainer.checkpoint()?;
             ckpt.meta.insert("vocab".into(), vocab.as_string());
+            history.seconds = seconds0 + start.elapsed().as_secs_f64();
+            ckpt.meta
+                .insert("history".into(), serde_json::to_string(&history)?);
             ckpt.meta
                 .insert("options".into(), serde_json::to_string(opts)?);
             ckpt.save(checkpoint)?;
         }
-        history.seconds = start.elapsed().as_secs_f64();
+        let elapsed = start.elapsed().as_secs_f64();
+        history.seconds = seconds0 + elapsed;
         on_step(&StepReport {
             step,
             total: opts.train_steps,
             loss,
-            chars_per_sec: history.chars as f64 / history.seconds.max(1e-9),
+            chars_per_sec: (history.chars - chars0) as f64 / elapsed.max(1e-9),
             valid_bpc,
         });
     }
