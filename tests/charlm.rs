@@ -163,6 +163,9 @@ fn gpu_and_cpu_runs_agree() {
         charlm::train(TEXT, &tiny(backend), &path, Some(&gpu), |_| {}).unwrap()
     };
     let (g, c) = (run(Backend::Gpu), run(Backend::Cpu));
+    let again = run(Backend::Gpu);
+    assert_eq!(g.train, again.train, "same seed, same adapter: the same bits");
+    assert_eq!(g.valid, again.valid);
     for (a, b) in g
         .train
         .iter()
