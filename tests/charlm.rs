@@ -164,7 +164,10 @@ fn gpu_and_cpu_runs_agree() {
     };
     let (g, c) = (run(Backend::Gpu), run(Backend::Cpu));
     let again = run(Backend::Gpu);
-    assert_eq!(g.train, again.train, "same seed, same adapter: the same bits");
+    assert_eq!(
+        g.train, again.train,
+        "same seed, same adapter: the same bits"
+    );
     assert_eq!(g.valid, again.valid);
     for (a, b) in g
         .train
