@@ -1,5 +1,6 @@
 //! Benchmark harness shared by `recur bench` and `benches/`: warm-up, repetitions, medians.
 
+pub mod charlm;
 pub mod gemm;
 pub mod recurrent;
 pub mod word2vec;

@@ -69,6 +69,16 @@ enum What {
         #[arg(long)]
         corpus: Option<PathBuf>,
     },
+    /// Training steps and characters per second of `recur train`'s language model, GPU
+    /// against CPU (defaults: `recur train`'s model and batch).
+    Charlm {
+        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().hidden)]
+        hidden: usize,
+        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().batch)]
+        batch: usize,
+        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().seq_len)]
+        seq_len: usize,
+    },
 }
 
 #[derive(Serialize)]
@@ -202,6 +212,11 @@ pub fn run(args: Args) -> Result<()> {
         Some(What::Word2vec { corpus }) => {
             bench_word2vec(gpu.as_ref(), corpus.as_deref(), &args, &head)
         }
+        Some(What::Charlm {
+            hidden,
+            batch,
+            seq_len,
+        }) => bench_charlm(gpu.as_ref(), hidden, batch, seq_len, &args, &head),
     }
 }
 
@@ -535,6 +550,46 @@ fn bench_word2vec(
                 gensim,
                 top_k,
             },
+        )?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_charlm(
+    gpu: Option<&Gpu>,
+    hidden: usize,
+    batch: usize,
+    seq_len: usize,
+    args: &Args,
+    head: &Header,
+) -> Result<()> {
+    let opts = crate::train::charlm::CharLmOptions {
+        hidden,
+        batch,
+        seq_len,
+        ..Default::default()
+    };
+    let (warmup, reps) = if args.quick { (1, 5) } else { (2, 15) };
+    let results = crate::bench::charlm::bench(gpu, &opts, warmup, reps)?;
+    println!(
+        "character LSTM language model: hidden {hidden}, batch {batch} x {seq_len} characters, \
+         median of {reps} steps after {warmup} warm-up"
+    );
+    for r in &results {
+        println!(
+            "{:<60} {:>8.1} ms/step {:>8.2} steps/s {:>9.0} chars/s",
+            r.backend,
+            1e3 * r.step.median,
+            r.steps_per_sec,
+            r.chars_per_sec
+        );
+    }
+    if let Some(path) = &args.json {
+        let path = json_path(path, "charlm");
+        write_json(
+            &path,
+            &serde_json::json!({ "header": head, "results": results }),
         )?;
         println!("wrote {}", path.display());
     }

@@ -1,9 +1,11 @@
 //! The command line: argument parsing and printing only; the work is in the library.
 
 mod bench;
+mod fit;
 mod info;
 mod interop;
 mod selftest;
+mod train;
 mod word2vec;
 
 use anyhow::Result;
@@ -41,6 +43,13 @@ enum Command {
     Analogy(word2vec::AnalogyArgs),
     /// Word-pair similarity or analogy accuracy of a vectors file.
     Evaluate(word2vec::EvaluateArgs),
+    /// Train a character-level LSTM language model (default: on Shakespeare, on the GPU).
+    Train(train::TrainArgs),
+    /// Sample text from a checkpoint written by `recur train`.
+    Generate(train::GenerateArgs),
+    /// Train a many-to-one classifier (rows: label, values) or a one-step forecaster (one
+    /// column) and report accuracy or error on a test file.
+    Fit(fit::FitArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -56,5 +65,8 @@ pub fn main() -> Result<()> {
         Command::Similar(args) => word2vec::similar(args),
         Command::Analogy(args) => word2vec::analogy(args),
         Command::Evaluate(args) => word2vec::evaluate(args),
+        Command::Train(args) => train::train(args),
+        Command::Generate(args) => train::generate(args),
+        Command::Fit(args) => fit::run(args),
     }
 }

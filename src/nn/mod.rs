@@ -10,3 +10,7 @@ pub use params::{load_safetensors, save_safetensors, HostTensor, Tensors};
 pub use recurrent::{
     Merge, OutputStage, Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput,
 };
+pub mod dense;
+pub mod embedding;
+pub use dense::{Dense, DenseGrads, DenseRows, GpuDense};
+pub use embedding::{Embedding, GpuEmbedding};

@@ -4,3 +4,14 @@
 pub mod schedule;
 
 pub use schedule::Schedule;
+pub mod checkpoint;
+pub mod model;
+pub mod optimizer;
+pub mod trainer;
+pub use checkpoint::Checkpoint;
+pub use model::{Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
+pub use optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
+pub use trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
+pub mod charlm;
+pub mod fit;
+pub mod plot;

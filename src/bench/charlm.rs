@@ -1,0 +1,96 @@
+//! Training throughput of the character language model (`recur train`'s model): steps and
+//! characters per second, GPU against CPU, on the shipped text.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{time_reps, Stats};
+use crate::gpu::Gpu;
+use crate::ops::optim::Optimizer;
+use crate::train::charlm::{default_text, CharLmOptions, CharVocab, Streams};
+use crate::train::model::{EmbeddingSpec, Head, Loss, ModelSpec, SequenceModel};
+use crate::train::optimizer::OptimConfig;
+use crate::train::schedule::Schedule;
+use crate::train::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CharLmResult {
+    pub backend: String,
+    pub hidden: usize,
+    pub batch: usize,
+    pub seq_len: usize,
+    /// Seconds per training step (forward, loss, backward, clip, update; the loss read back).
+    pub step: Stats,
+    pub steps_per_sec: f64,
+    pub chars_per_sec: f64,
+}
+
+/// Times `reps` training steps (after `warmup`) of the model `opts` describes on each
+/// backend: the GPU where `gpu` is given, and the CPU.
+pub fn bench(
+    gpu: Option<&Gpu>,
+    opts: &CharLmOptions,
+    warmup: usize,
+    reps: usize,
+) -> Result<Vec<CharLmResult>> {
+    opts.validate()?;
+    let text = default_text();
+    let vocab = CharVocab::from_text(&text)?;
+    let streams = Streams::new(vocab.encode(&text)?, opts.batch, opts.seq_len, "training")?;
+    let spec = ModelSpec {
+        embedding: Some(EmbeddingSpec {
+            input_dim: vocab.len(),
+            output_dim: opts.embed,
+            padding: None,
+            trainable: true,
+        }),
+        input_size: 0,
+        cell: opts.cell.clone(),
+        hidden_size: opts.hidden,
+        num_layers: opts.layers,
+        bidirectional: false,
+        outputs: vocab.len(),
+        head: Head::EveryStep,
+        loss: Loss::CrossEntropy { ignore_index: None },
+    };
+    let model = SequenceModel::new(spec, opts.seed)?;
+    let cfg = TrainConfig {
+        batch: opts.batch,
+        steps: opts.seq_len,
+        optim: OptimConfig {
+            optimizer: Optimizer::adam(opts.lr),
+            clip: Some(opts.clip),
+            schedule: Schedule::Constant,
+        },
+        stateful: true,
+    };
+    let mut trainers: Vec<(String, Box<dyn Trainer>)> = Vec::new();
+    if let Some(gpu) = gpu {
+        trainers.push((
+            format!("GPU ({})", gpu.describe()),
+            Box::new(GpuTrainer::new(gpu, model.clone(), cfg)?),
+        ));
+    }
+    trainers.push(("CPU".into(), Box::new(CpuTrainer::new(model, cfg)?)));
+    let chars = (opts.batch * opts.seq_len) as f64;
+    let mut out = Vec::new();
+    for (name, mut t) in trainers {
+        let mut k = 0;
+        let timings = time_reps(warmup, reps, || {
+            t.step(&streams.chunk(k % streams.chunks()))?;
+            k += 1;
+            Ok(None)
+        })?;
+        let s = timings.wall.median;
+        out.push(CharLmResult {
+            backend: name,
+            hidden: opts.hidden,
+            batch: opts.batch,
+            seq_len: opts.seq_len,
+            step: timings.wall,
+            steps_per_sec: 1.0 / s,
+            chars_per_sec: chars / s,
+        });
+    }
+    Ok(out)
+}

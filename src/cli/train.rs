@@ -1,0 +1,212 @@
+//! `recur train` (a character-level language model) and `recur generate` (sampling from
+//! its checkpoint): argument parsing and the progress bar; the work is in
+//! `train::charlm`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::gpu::Gpu;
+use crate::train::charlm::{self, Backend, CharLmOptions};
+use crate::train::plot::loss_png;
+use crate::train::Checkpoint;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendArg {
+    Gpu,
+    Cpu,
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// A UTF-8 text to train on (default: four Shakespeare plays shipped in data/shakespeare).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Where the checkpoint and the loss plot go.
+    #[arg(long, default_value = "runs/charlm")]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "gpu")]
+    backend: BackendArg,
+    /// Recurrent cell: lstm, gru, rnn-tanh, rnn-relu.
+    #[arg(long, default_value = "lstm")]
+    cell: String,
+    #[arg(long, default_value_t = CharLmOptions::default().hidden)]
+    hidden: usize,
+    #[arg(long, default_value_t = CharLmOptions::default().embed)]
+    embed: usize,
+    #[arg(long, default_value_t = CharLmOptions::default().layers)]
+    layers: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = CharLmOptions::default().batch)]
+    batch: usize,
+    /// Characters per sequence (the truncated-BPTT length).
+    #[arg(long, default_value_t = CharLmOptions::default().seq_len)]
+    seq_len: usize,
+    /// Training steps.
+    #[arg(long, default_value_t = CharLmOptions::default().train_steps)]
+    steps: u64,
+    /// Adam learning rate (cosine-annealed to a tenth of it).
+    #[arg(long, default_value_t = CharLmOptions::default().lr)]
+    lr: f32,
+    /// Clip the global gradient norm to this.
+    #[arg(long, default_value_t = CharLmOptions::default().clip)]
+    clip: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Evaluate on the held-out text and write the checkpoint every this many steps.
+    #[arg(long, default_value_t = CharLmOptions::default().eval_every)]
+    eval_every: u64,
+    /// Fraction of the text held out for validation (its end).
+    #[arg(long, default_value_t = CharLmOptions::default().valid_fraction)]
+    valid_fraction: f64,
+    /// Continue the run whose checkpoint is in --out (same text and options) up to --steps.
+    #[arg(long)]
+    resume: bool,
+    /// Characters to sample from the model at the end (0: none).
+    #[arg(long, default_value_t = 400)]
+    sample: usize,
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// A checkpoint written by `recur train`.
+    #[arg(long, default_value = "runs/charlm/model.safetensors")]
+    checkpoint: PathBuf,
+    /// Sampling temperature (> 0; lower is more conservative).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Text the sample continues.
+    #[arg(long, default_value = "")]
+    prime: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 500)]
+    length: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let text = match &args.text {
+        Some(p) => charlm::read_text(p)?,
+        None => charlm::default_text(),
+    };
+    let opts = CharLmOptions {
+        cell: args.cell,
+        hidden: args.hidden,
+        embed: args.embed,
+        layers: args.layers,
+        batch: args.batch,
+        seq_len: args.seq_len,
+        train_steps: args.steps,
+        lr: args.lr,
+        clip: args.clip,
+        seed: args.seed,
+        valid_fraction: args.valid_fraction,
+        eval_every: args.eval_every,
+        backend: match args.backend {
+            BackendArg::Gpu => Backend::Gpu,
+            BackendArg::Cpu => Backend::Cpu,
+        },
+        ..CharLmOptions::default()
+    };
+    // Every option is checked before a device is opened or a file written.
+    opts.validate()?;
+    let gpu = match opts.backend {
+        Backend::Gpu => Some(Gpu::new()?),
+        Backend::Cpu => None,
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let ckpt_path = args.out.join("model.safetensors");
+    let plot_path = args.out.join("loss.png");
+    let device = gpu.as_ref().map_or_else(
+        || format!("CPU ({} threads)", crate::cpu::threads()),
+        |g| g.describe(),
+    );
+    eprintln!(
+        "training a {}-layer {} ({} hidden) on {} characters, on {device}",
+        opts.layers,
+        opts.cell,
+        opts.hidden,
+        text.chars().count()
+    );
+    let bar = ProgressBar::new(opts.train_steps);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} step {pos}/{len} {msg} [{elapsed_precise} elapsed, {eta_precise} left]",
+        )?
+        .progress_chars("=> "),
+    );
+    let from = if args.resume {
+        Some(Checkpoint::load(&ckpt_path)?)
+    } else {
+        None
+    };
+    let mut valid = String::new();
+    let on_step = |r: &charlm::StepReport| {
+        if let Some(v) = r.valid_bpc {
+            valid = format!(" | valid {v:.3} bpc");
+            if bar.is_hidden() {
+                // No terminal: a log line at each evaluation instead of the bar.
+                eprintln!(
+                    "step {}/{}: training {:.3} bpc, validation {v:.3} bpc, {:.0} chars/s",
+                    r.step,
+                    r.total,
+                    charlm::bpc(r.loss),
+                    r.chars_per_sec
+                );
+            }
+        }
+        bar.set_message(format!(
+            "loss {:.3} | {:.3} bpc{valid} | {:.0} chars/s",
+            r.loss,
+            charlm::bpc(r.loss),
+            r.chars_per_sec
+        ));
+        bar.set_position(r.step);
+    };
+    let history = match &from {
+        Some(c) => charlm::resume(&text, &opts, &ckpt_path, gpu.as_ref(), c, on_step),
+        None => charlm::train(&text, &opts, &ckpt_path, gpu.as_ref(), on_step),
+    };
+    bar.finish();
+    let history = history?;
+    if let Some(why) = &history.no_validation {
+        eprintln!("no validation: {why}");
+    }
+    loss_png(
+        &history,
+        &format!(
+            "{} {} x {}: bits per character",
+            opts.cell, opts.layers, opts.hidden
+        ),
+        &plot_path,
+    )?;
+    println!(
+        "trained {} steps in {:.1} s ({:.0} characters/s); final training {:.3} bpc{}",
+        opts.train_steps,
+        history.seconds,
+        history.chars as f64 / history.seconds.max(1e-9),
+        history.train.last().map_or(f32::NAN, |&(_, v)| v),
+        history
+            .valid
+            .last()
+            .map_or(String::new(), |&(_, v)| format!(", validation {v:.3} bpc"))
+    );
+    println!("checkpoint: {}", ckpt_path.display());
+    println!("loss plot:  {}", plot_path.display());
+    if args.sample > 0 {
+        let ckpt = Checkpoint::load(&ckpt_path)?;
+        let sample = charlm::generate(&ckpt, "", args.sample, 0.7, opts.seed)?;
+        println!("\nsample (temperature 0.7):\n{sample}");
+    }
+    Ok(())
+}
+
+pub fn generate(args: GenerateArgs) -> Result<()> {
+    let ckpt = Checkpoint::load(&args.checkpoint)?;
+    let text = charlm::generate(&ckpt, &args.prime, args.length, args.temperature, args.seed)?;
+    println!("{text}");
+    Ok(())
+}

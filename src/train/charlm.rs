@@ -1,0 +1,521 @@
+//! A character-level language model: vocabulary, stream batching for truncated BPTT, the
+//! training run behind `recur train`, and sampling behind `recur generate`.
+//!
+//! The text is cut into `batch` contiguous streams; step `k` feeds the next `steps`
+//! characters of every stream and the following character as target, carrying the
+//! recurrent state from one chunk to the next (stateful, no gradient across chunks). The
+//! state starts afresh at zero when the streams wrap around and at every evaluation (which
+//! is also when a checkpoint is written), so a resumed run matches an uninterrupted one.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::Checkpoint;
+use super::model::{Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
+use super::optimizer::OptimConfig;
+use super::schedule::Schedule;
+use super::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
+use crate::gpu::Gpu;
+use crate::ops::optim::Optimizer;
+
+/// The texts `recur train` uses without `--text` (see `data/shakespeare/SOURCE.md`).
+const SHAKESPEARE: [&str; 4] = [
+    include_str!("../../data/shakespeare/hamlet.txt"),
+    include_str!("../../data/shakespeare/julius_caesar.txt"),
+    include_str!("../../data/shakespeare/macbeth.txt"),
+    include_str!("../../data/shakespeare/romeo_and_juliet.txt"),
+];
+
+/// Four Shakespeare plays, concatenated.
+pub fn default_text() -> String {
+    SHAKESPEARE.concat()
+}
+
+/// Reads a user's text file: it must be UTF-8 and not empty.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    ensure!(
+        !text.is_empty(),
+        "{} is empty: nothing to train on",
+        path.display()
+    );
+    Ok(text)
+}
+
+/// The characters of a text, sorted; a character's id is its index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CharVocab {
+    chars: Vec<char>,
+}
+
+impl CharVocab {
+    pub fn from_text(text: &str) -> Result<Self> {
+        ensure!(!text.is_empty(), "the text is empty: nothing to train on");
+        let mut chars: Vec<char> = text.chars().collect();
+        chars.sort_unstable();
+        chars.dedup();
+        Ok(Self { chars })
+    }
+
+    pub fn len(&self) -> usize {
+        self.chars.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chars.is_empty()
+    }
+
+    /// The id of every character; a character outside the vocabulary is an error.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        text.chars()
+            .map(|c| {
+                self.chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
+                    anyhow::anyhow!("character {c:?} is not in the model's vocabulary")
+                })
+            })
+            .collect()
+    }
+
+    pub fn char(&self, id: u32) -> Option<char> {
+        self.chars.get(id as usize).copied()
+    }
+
+    /// The vocabulary as one string (kept in checkpoints).
+    pub fn as_string(&self) -> String {
+        self.chars.iter().collect()
+    }
+
+    pub fn from_string(s: &str) -> Result<Self> {
+        let v = Self::from_text(s)?;
+        ensure!(
+            v.chars.len() == s.chars().count(),
+            "a vocabulary string must hold each character once, sorted"
+        );
+        Ok(v)
+    }
+}
+
+/// A text cut into `batch` streams, read `steps` characters at a time.
+pub struct Streams {
+    ids: Vec<u32>,
+    batch: usize,
+    steps: usize,
+    per_stream: usize,
+    chunks: usize,
+}
+
+impl Streams {
+    pub fn new(ids: Vec<u32>, batch: usize, steps: usize, what: &str) -> Result<Self> {
+        ensure!(
+            batch > 0 && steps > 0,
+            "batch and sequence length must be > 0"
+        );
+        let per_stream = ids.len() / batch;
+        let chunks = per_stream.saturating_sub(1) / steps;
+        ensure!(
+            chunks > 0,
+            "the {what} text has {} characters: too few for a batch of {batch} sequences of \
+             {steps} characters (needs at least {} = batch x (sequence length + 1)); use a \
+             smaller --batch or --seq-len, or a longer text",
+            ids.len(),
+            batch * (steps + 1)
+        );
+        Ok(Self {
+            ids,
+            batch,
+            steps,
+            per_stream,
+            chunks,
+        })
+    }
+
+    /// Chunks per pass over the text.
+    pub fn chunks(&self) -> usize {
+        self.chunks
+    }
+
+    /// Chunk `k` (below [`Self::chunks`]) as a time-major batch.
+    pub fn chunk(&self, k: usize) -> Batch {
+        let (b, t) = (self.batch, self.steps);
+        let mut inputs = vec![0u32; b * t];
+        let mut targets = vec![0u32; b * t];
+        for s in 0..b {
+            let start = s * self.per_stream + k * t;
+            for i in 0..t {
+                inputs[i * b + s] = self.ids[start + i];
+                targets[i * b + s] = self.ids[start + i + 1];
+            }
+        }
+        Batch {
+            batch: b,
+            steps: t,
+            inputs: Inputs::Ids(inputs),
+            targets: Targets::Classes(targets),
+            lengths: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backend {
+    Gpu,
+    Cpu,
+}
+
+/// The options of a training run (the defaults are `recur train`'s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CharLmOptions {
+    pub cell: String,
+    pub hidden: usize,
+    pub embed: usize,
+    pub layers: usize,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub train_steps: u64,
+    pub lr: f32,
+    pub clip: f32,
+    pub seed: u64,
+    pub valid_fraction: f64,
+    pub eval_every: u64,
+    pub eval_batches: usize,
+    pub backend: Backend,
+}
+
+impl Default for CharLmOptions {
+    fn default() -> Self {
+        Self {
+            cell: "lstm".into(),
+            hidden: 64,
+            embed: 32,
+            layers: 1,
+            batch: 32,
+            seq_len: 32,
+            train_steps: 400,
+            lr: 0.02,
+            clip: 5.0,
+            seed: 0,
+            valid_fraction: 0.05,
+            eval_every: 50,
+            eval_batches: 4,
+            backend: Backend::Gpu,
+        }
+    }
+}
+
+impl CharLmOptions {
+    fn optim(&self) -> OptimConfig {
+        OptimConfig {
+            optimizer: Optimizer::adam(self.lr),
+            clip: Some(self.clip),
+            schedule: Schedule::Cosine {
+                t_max: self.train_steps.max(1),
+                eta_min: self.lr as f64 * 0.1,
+            },
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.hidden > 0 && self.embed > 0 && self.layers > 0,
+            "hidden size, embedding size and layers must be > 0"
+        );
+        ensure!(self.train_steps > 0, "--steps must be > 0");
+        ensure!(
+            self.eval_every > 0 && self.eval_batches > 0,
+            "--eval-every must be > 0"
+        );
+        ensure!(
+            self.valid_fraction.is_finite() && (0.0..0.5).contains(&self.valid_fraction),
+            "validation fraction {} is invalid: expected 0 <= fraction < 0.5",
+            self.valid_fraction
+        );
+        self.optim().validate()
+    }
+}
+
+/// What the run reports after each step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport {
+    pub step: u64,
+    pub total: u64,
+    /// Mean cross-entropy of the step in nats per character.
+    pub loss: f32,
+    pub chars_per_sec: f64,
+    /// Bits per character on the held-out text, when this step evaluated it.
+    pub valid_bpc: Option<f32>,
+}
+
+/// Bits per character from a loss in nats.
+pub fn bpc(loss: f32) -> f32 {
+    loss / std::f32::consts::LN_2
+}
+
+/// The losses of a run (bits per character), for the plot.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct History {
+    pub train: Vec<(u64, f32)>,
+    pub valid: Vec<(u64, f32)>,
+    pub seconds: f64,
+    pub chars: u64,
+    /// Why there is no validation, where the held-out text is too short for one batch.
+    pub no_validation: Option<String>,
+}
+
+/// Trains a character language model on `text`, writing a checkpoint to `checkpoint` at
+/// every evaluation. Every input is checked before anything is written; a step whose loss
+/// is not finite stops the run with an error naming it, leaving the last checkpoint.
+pub fn train(
+    text: &str,
+    opts: &CharLmOptions,
+    checkpoint: &Path,
+    gpu: Option<&Gpu>,
+    on_step: impl FnMut(&StepReport),
+) -> Result<History> {
+    train_from(text, opts, checkpoint, gpu, None, on_step)
+}
+
+/// Continues the run that wrote `from` (same text and options; the backend may differ) up
+/// to `opts.train_steps`: the same numbers as a run that never stopped.
+pub fn resume(
+    text: &str,
+    opts: &CharLmOptions,
+    checkpoint: &Path,
+    gpu: Option<&Gpu>,
+    from: &Checkpoint,
+    on_step: impl FnMut(&StepReport),
+) -> Result<History> {
+    train_from(text, opts, checkpoint, gpu, Some(from), on_step)
+}
+
+fn train_from(
+    text: &str,
+    opts: &CharLmOptions,
+    checkpoint: &Path,
+    gpu: Option<&Gpu>,
+    from: Option<&Checkpoint>,
+    mut on_step: impl FnMut(&StepReport),
+) -> Result<History> {
+    opts.validate()?;
+    let vocab = CharVocab::from_text(text)?;
+    let ids = vocab.encode(text)?;
+    let n_valid = (ids.len() as f64 * opts.valid_fraction) as usize;
+    let (train_ids, valid_ids) = ids.split_at(ids.len() - n_valid);
+    let train_streams = Streams::new(train_ids.to_vec(), opts.batch, opts.seq_len, "training")?;
+    let mut history = History::default();
+    let valid_streams = if n_valid > 0 {
+        match Streams::new(valid_ids.to_vec(), opts.batch, opts.seq_len, "validation") {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // A short text still trains; it just has no held-out figure.
+                history.no_validation = Some(format!("{e:#}"));
+                None
+            }
+        }
+    } else {
+        history.no_validation = Some("no text held out (validation fraction 0)".into());
+        None
+    };
+    let spec = ModelSpec {
+        embedding: Some(EmbeddingSpec {
+            input_dim: vocab.len(),
+            output_dim: opts.embed,
+            padding: None,
+            trainable: true,
+        }),
+        input_size: 0,
+        cell: opts.cell.clone(),
+        hidden_size: opts.hidden,
+        num_layers: opts.layers,
+        bidirectional: false,
+        outputs: vocab.len(),
+        head: Head::EveryStep,
+        loss: Loss::CrossEntropy { ignore_index: None },
+    };
+    let model = SequenceModel::new(spec, opts.seed)?;
+    let cfg = TrainConfig {
+        batch: opts.batch,
+        steps: opts.seq_len,
+        optim: opts.optim(),
+        stateful: true,
+    };
+    let mut first = 1;
+    if let Some(ckpt) = from {
+        let saved: CharLmOptions = serde_json::from_str(
+            ckpt.meta
+                .get("options")
+                .context("the checkpoint has no training options (not written by recur train)")?,
+        )?;
+        let same = CharLmOptions {
+            backend: opts.backend,
+            train_steps: opts.train_steps,
+            ..saved.clone()
+        };
+        ensure!(
+            same == *opts && saved.train_steps == opts.train_steps,
+            "the checkpoint was trained with other options ({saved:?}); resume with the same \
+             ones (the backend may differ)"
+        );
+        ensure!(
+            ckpt.meta.get("vocab").map(String::as_str) == Some(vocab.as_string().as_str()),
+            "the checkpoint's vocabulary differs from this text's: resume on the same text"
+        );
+        ensure!(
+            ckpt.step < opts.train_steps,
+            "the checkpoint is at step {}, the run has {} steps: nothing left to train",
+            ckpt.step,
+            opts.train_steps
+        );
+        history = serde_json::from_str(
+            ckpt.meta
+                .get("history")
+                .context("the checkpoint has no loss history")?,
+        )?;
+        first = ckpt.step + 1;
+    }
+    let mut trainer: Box<dyn Trainer> = match (opts.backend, gpu, from) {
+        (Backend::Gpu, Some(gpu), None) => Box::new(GpuTrainer::new(gpu, model, cfg)?),
+        (Backend::Gpu, Some(gpu), Some(c)) => Box::new(GpuTrainer::resume(gpu, c, cfg)?),
+        (Backend::Gpu, None, _) => bail!("the GPU backend needs a GPU (or use --backend cpu)"),
+        (Backend::Cpu, _, None) => Box::new(CpuTrainer::new(model, cfg)?),
+        (Backend::Cpu, _, Some(c)) => Box::new(CpuTrainer::resume(c, cfg)?),
+    };
+    let chars_per_step = (opts.batch * opts.seq_len) as u64;
+    let start = Instant::now();
+    let (seconds0, chars0) = (history.seconds, history.chars);
+    for step in first..=opts.train_steps {
+        let k = ((step - 1) % train_streams.chunks() as u64) as usize;
+        if k == 0 && step > first {
+            trainer.reset_state()?;
+        }
+        let loss = trainer.step(&train_streams.chunk(k))?;
+        history.train.push((step, bpc(loss)));
+        history.chars += chars_per_step;
+        let mut valid_bpc = None;
+        if step % opts.eval_every == 0 || step == opts.train_steps {
+            if let Some(v) = &valid_streams {
+                let n = v.chunks().min(opts.eval_batches);
+                let mut sum = 0.0;
+                for i in 0..n {
+                    // Spread the evaluated chunks over the held-out text.
+                    sum += trainer.evaluate(&v.chunk(i * v.chunks() / n))?;
+                }
+                let b = bpc(sum / n as f32);
+                history.valid.push((step, b));
+                valid_bpc = Some(b);
+            }
+            let mut ckpt = trainer.checkpoint()?;
+            ckpt.meta.insert("vocab".into(), vocab.as_string());
+            history.seconds = seconds0 + start.elapsed().as_secs_f64();
+            ckpt.meta
+                .insert("history".into(), serde_json::to_string(&history)?);
+            ckpt.meta
+                .insert("options".into(), serde_json::to_string(opts)?);
+            ckpt.save(checkpoint)?;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        history.seconds = seconds0 + elapsed;
+        on_step(&StepReport {
+            step,
+            total: opts.train_steps,
+            loss,
+            chars_per_sec: (history.chars - chars0) as f64 / elapsed.max(1e-9),
+            valid_bpc,
+        });
+    }
+    Ok(history)
+}
+
+/// Samples `length` characters from a checkpoint after `prime` (on the CPU), at
+/// `temperature` (> 0; lower is more conservative). Returns the prime and the sample.
+pub fn generate(
+    ckpt: &Checkpoint,
+    prime: &str,
+    length: usize,
+    temperature: f32,
+    seed: u64,
+) -> Result<String> {
+    ensure!(
+        temperature.is_finite() && temperature > 0.0,
+        "temperature = {temperature} is invalid: expected a finite value > 0"
+    );
+    let vocab = CharVocab::from_string(
+        ckpt.meta
+            .get("vocab")
+            .context("this checkpoint has no character vocabulary (not a language model)")?,
+    )?;
+    let model = ckpt.model()?;
+    ensure!(
+        model.embedding.is_some() && model.spec.outputs == vocab.len(),
+        "this checkpoint is not a character language model"
+    );
+    let prime_ids = if prime.is_empty() {
+        vec![vocab.encode("\n").map(|v| v[0]).unwrap_or(0)]
+    } else {
+        vocab.encode(prime)?
+    };
+    let p = model.params_as::<f32>();
+    let rnn_p: std::collections::BTreeMap<String, Vec<f32>> = p
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("rnn.").map(|s| (s.to_string(), v.clone())))
+        .collect();
+    let emb = model.embedding.as_ref().context("embedding")?;
+    let rows = model.head_rows(1, 1);
+    let mut h = vec![0.0f32; model.state_len(1)];
+    let mut c = h.clone();
+    let lstm = model.rnn.config.cell.has_cell_state();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = prime.to_string();
+    let mut logits = Vec::new();
+    let feed = |id: u32, h: &mut Vec<f32>, c: &mut Vec<f32>| -> Result<Vec<f32>> {
+        let x = emb.forward_cpu(&p["embedding.weight"], &[id], 1, 1)?;
+        let (o, _) =
+            model
+                .rnn
+                .forward_cpu(&rnn_p, &x, 1, 1, None, Some(h), lstm.then_some(&c[..]))?;
+        *h = o.h_n;
+        if lstm {
+            *c = o.c_n;
+        }
+        model
+            .dense
+            .forward_cpu(&p["fc.weight"], &p["fc.bias"], &o.output, &rows)
+    };
+    for &id in &prime_ids {
+        logits = feed(id, &mut h, &mut c)?;
+    }
+    for _ in 0..length {
+        let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let w: Vec<f64> = logits
+            .iter()
+            .map(|&l| (((l - m) / temperature) as f64).exp())
+            .collect();
+        let total: f64 = w.iter().sum();
+        let mut r = rng.random_range(0.0..total);
+        let mut id = w.len() - 1;
+        for (i, &wi) in w.iter().enumerate() {
+            if r < wi {
+                id = i;
+                break;
+            }
+            r -= wi;
+        }
+        out.push(
+            vocab
+                .char(id as u32)
+                .context("sampled id outside the vocabulary")?,
+        );
+        logits = feed(id as u32, &mut h, &mut c)?;
+    }
+    Ok(out)
+}

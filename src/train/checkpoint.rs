@@ -1,0 +1,116 @@
+//! Checkpoints: one safetensors file holding the weights under their PyTorch names, the
+//! optimizer state (`optimizer.<name>`), and in the header metadata the step, the model
+//! spec (JSON) and any extra strings (e.g. a vocabulary). Written atomically (temporary
+//! file, then rename), so a crash or an error never leaves a broken or half-written file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use super::model::{ModelSpec, SequenceModel};
+use crate::nn::{HostTensor, Tensors};
+
+const FORMAT: &str = "recur-checkpoint-1";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub spec: ModelSpec,
+    /// Model parameters by PyTorch name.
+    pub params: Tensors,
+    /// Optimizer state tensors (`optimizer.<parameter name>`).
+    pub optimizer: Tensors,
+    /// Steps taken.
+    pub step: u64,
+    /// Extra strings kept in the file's metadata.
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// The model these parameters belong to.
+    pub fn model(&self) -> Result<SequenceModel> {
+        SequenceModel::from_params(self.spec.clone(), &self.params)
+    }
+
+    /// Writes the checkpoint atomically. Refuses non-finite parameters, so a diverged run
+    /// never replaces a good checkpoint.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        for (name, t) in self.params.iter().chain(&self.optimizer) {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                anyhow::bail!(
+                    "not writing {}: tensor {name} holds a non-finite value at index {i}",
+                    path.display()
+                );
+            }
+        }
+        let bytes: Vec<(&String, &HostTensor, &[u8])> = self
+            .params
+            .iter()
+            .chain(&self.optimizer)
+            .map(|(n, t)| (n, t, bytemuck::cast_slice::<f32, u8>(&t.data)))
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, t, b)| {
+                Ok((
+                    (*n).clone(),
+                    TensorView::new(Dtype::F32, t.shape.clone(), b)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut meta: HashMap<String, String> = self
+            .meta
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("step".into(), self.step.to_string());
+        meta.insert("model".into(), serde_json::to_string(&self.spec)?);
+        let data = safetensors::tensor::serialize(views, Some(meta))?;
+        crate::io::write_atomic(path, &data)
+    }
+
+    /// Reads a checkpoint, checking that it is one and that its parameters fit its spec.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let meta = header
+            .metadata()
+            .clone()
+            .with_context(|| format!("{} has no recur checkpoint metadata", path.display()))?;
+        ensure!(
+            meta.get("format").map(String::as_str) == Some(FORMAT),
+            "{} is not a recur checkpoint (format {:?}, expected {FORMAT})",
+            path.display(),
+            meta.get("format")
+        );
+        let step = meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .context("checkpoint step missing or not a number")?;
+        let spec: ModelSpec =
+            serde_json::from_str(meta.get("model").context("model spec missing")?)
+                .context("checkpoint model spec is not valid")?;
+        let tensors = crate::nn::load_safetensors(path)?;
+        let (optimizer, params): (Tensors, Tensors) = tensors
+            .into_iter()
+            .partition(|(n, _)| n.starts_with("optimizer."));
+        let extra = meta
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "format" | "step" | "model"))
+            .collect();
+        let ckpt = Self {
+            spec,
+            params,
+            optimizer,
+            step,
+            meta: extra,
+        };
+        ckpt.model()
+            .with_context(|| format!("checkpoint {} does not fit its model", path.display()))?;
+        Ok(ckpt)
+    }
+}
