@@ -214,58 +214,23 @@ pub fn forward<T: Real>(
             if rmask.is_some() {
                 hraw[row * h..][..h].copy_from_slice(&state_h[b * h..][..h]);
             }
-            for k in 0..h {
-                let hp = state_h[b * h + k];
-                let new_h = match cell {
-                    CellKind::RnnTanh | CellKind::RnnRelu => {
-                        let pre = xr[k] + hr[k];
-                        let v = if cell == CellKind::RnnTanh {
-                            pre.tanh_act()
-                        } else {
-                            pre.max(T::zero())
-                        };
-                        a[k] = v;
-                        v
-                    }
-                    CellKind::Lstm => {
-                        let ig = Activation::sigmoid(xr[k] + hr[k]);
-                        let fg = Activation::sigmoid(xr[h + k] + hr[h + k]);
-                        let gg = (xr[2 * h + k] + hr[2 * h + k]).tanh_act();
-                        let og = Activation::sigmoid(xr[3 * h + k] + hr[3 * h + k]);
-                        let c = fg * state_c[b * h + k] + ig * gg;
-                        state_c[b * h + k] = c;
-                        cell_after[row * h + k] = c;
-                        a[k] = ig;
-                        a[h + k] = fg;
-                        a[2 * h + k] = gg;
-                        a[3 * h + k] = og;
-                        og * c.tanh_act()
-                    }
-                    CellKind::Gru => {
-                        let r = Activation::sigmoid(xr[k] + hr[k]);
-                        let z = Activation::sigmoid(xr[h + k] + hr[h + k]);
-                        let hnk = hr[2 * h + k];
-                        let n = (xr[2 * h + k] + r * hnk).tanh_act();
-                        a[k] = r;
-                        a[h + k] = z;
-                        a[2 * h + k] = n;
-                        a[3 * h + k] = hnk;
-                        (T::one() - z) * n + z * hp
-                    }
-                    CellKind::GruResetBefore => {
-                        let r = Activation::sigmoid(xr[k] + hr[k]);
-                        let z = Activation::sigmoid(xr[h + k] + hr[h + k]);
-                        let n = (xr[2 * h + k] + hn[b * h + k]).tanh_act();
-                        a[k] = r;
-                        a[h + k] = z;
-                        a[2 * h + k] = n;
-                        a[3 * h + k] = rh[b * h + k];
-                        (T::one() - z) * n + z * hp
-                    }
-                };
-                state_h[b * h + k] = new_h;
-                y[row * shape.out_stride + shape.out_offset + k] = new_h;
-            }
+            let hs = &mut state_h[b * h..][..h];
+            let cs = if cell.has_cell_state() {
+                &mut state_c[b * h..][..h]
+            } else {
+                &mut [][..]
+            };
+            let cell_row = if cell.has_cell_state() {
+                &mut cell_after[row * h..][..h]
+            } else {
+                &mut [][..]
+            };
+            let extra = match cell {
+                CellKind::GruResetBefore => Some((&hn[b * h..][..h], &rh[b * h..][..h])),
+                _ => None,
+            };
+            cell_step(cell, h, xr, hr, a, hs, cs, cell_row, extra);
+            y[row * shape.out_stride + shape.out_offset..][..h].copy_from_slice(hs);
         }
     }
 
@@ -285,6 +250,88 @@ pub fn forward<T: Real>(
             c0,
         },
     ))
+}
+
+/// One step of one batch entry: the gate activations (saved in `a`) and the new state `hs`
+/// (and `cs`, the LSTM's cell state, also saved in `cell_row`), from the input projections
+/// `xr` and recurrent products `hr`. GRU reset-before passes its `W_hn (r * h) + b_hn` and
+/// `r * h` as `extra`. Written as passes over slices, so that the f32 path vectorizes.
+#[allow(clippy::too_many_arguments)]
+fn cell_step<T: Real>(
+    cell: CellKind,
+    h: usize,
+    xr: &[T],
+    hr: &[T],
+    a: &mut [T],
+    hs: &mut [T],
+    cs: &mut [T],
+    cell_row: &mut [T],
+    extra: Option<(&[T], &[T])>,
+) {
+    let one = T::one();
+    match cell {
+        CellKind::RnnTanh | CellKind::RnnRelu => {
+            for ((v, &x), &r) in a.iter_mut().zip(xr).zip(hr) {
+                let pre = x + r;
+                *v = if cell == CellKind::RnnTanh {
+                    pre.tanh_act()
+                } else {
+                    pre.max(T::zero())
+                };
+            }
+            hs.copy_from_slice(&a[..h]);
+        }
+        CellKind::Lstm => {
+            for ((v, &x), &r) in a.iter_mut().zip(xr).zip(hr) {
+                *v = x + r;
+            }
+            let (ifg, rest) = a.split_at_mut(2 * h);
+            let (gg, og) = rest.split_at_mut(h);
+            ifg.iter_mut().for_each(|v| *v = v.sigmoid());
+            gg.iter_mut().for_each(|v| *v = v.tanh_act());
+            og.iter_mut().for_each(|v| *v = v.sigmoid());
+            let (ig, fg) = ifg.split_at(h);
+            for ((c, ((&i, &f), &g)), cr) in cs
+                .iter_mut()
+                .zip(ig.iter().zip(fg).zip(gg.iter()))
+                .zip(cell_row.iter_mut())
+            {
+                *c = f * *c + i * g;
+                *cr = *c;
+            }
+            for ((hv, &o), &c) in hs.iter_mut().zip(og.iter()).zip(cs.iter()) {
+                *hv = o * c.tanh_act();
+            }
+        }
+        CellKind::Gru | CellKind::GruResetBefore => {
+            let (rz, rest) = a.split_at_mut(2 * h);
+            let (n, tail) = rest.split_at_mut(h);
+            for ((v, &x), &r) in rz.iter_mut().zip(&xr[..2 * h]).zip(&hr[..2 * h]) {
+                *v = (x + r).sigmoid();
+            }
+            let (r, z) = rz.split_at(h);
+            match extra {
+                // n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); W_hn h + b_hn is saved.
+                None => {
+                    for k in 0..h {
+                        let hn = hr[2 * h + k];
+                        n[k] = (xr[2 * h + k] + r[k] * hn).tanh_act();
+                        tail[k] = hn;
+                    }
+                }
+                // n = tanh(W_in x + b_in + W_hn (r * h) + b_hn); r * h is saved.
+                Some((hn, rh)) => {
+                    for k in 0..h {
+                        n[k] = (xr[2 * h + k] + hn[k]).tanh_act();
+                        tail[k] = rh[k];
+                    }
+                }
+            }
+            for ((hv, &zk), &nk) in hs.iter_mut().zip(z).zip(n.iter()) {
+                *hv = (one - zk) * nk + zk * *hv;
+            }
+        }
+    }
 }
 
 /// Backward through time. `dy` has `y`'s layout (this direction's columns are read);
