@@ -101,7 +101,7 @@ pub struct RecurrentPlan {
     /// One bind group per step (they differ only in the step uniform's range).
     step_groups: Vec<wgpu::BindGroup>,
     // Kept alive for the bind groups.
-    _buffers: Vec<GpuTensor>,
+    workspace: Vec<GpuTensor>,
     _uniforms: [wgpu::Buffer; 2],
 }
 
@@ -430,7 +430,7 @@ impl RecurrentPlan {
             forward_gru_n,
             backward,
             step_groups,
-            _buffers: buffers,
+            workspace: buffers,
             _uniforms: [cfg_buffer, step_buffer],
         };
         plan.set_lengths(None)?;
@@ -579,7 +579,7 @@ impl RecurrentPlan {
 
     /// Bytes of device memory the plan holds beyond the caller's tensors.
     pub fn workspace_bytes(&self) -> u64 {
-        self._buffers.iter().map(|t| t.device_bytes()).sum::<u64>()
+        self.workspace.iter().map(|t| t.device_bytes()).sum::<u64>()
             + self.smap.device_bytes()
             + self.state.device_bytes()
     }
