@@ -400,3 +400,57 @@ fn mask_zero_masks_the_recurrent_layer() {
     let err = g.step(&bad).unwrap_err();
     assert!(format!("{err:#}").contains("after padding"), "{err:#}");
 }
+
+#[test]
+fn gpu_and_cpu_training_agree_with_dropout() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("gpu_and_cpu_training_agree_with_dropout");
+    let vocab = rng.random_range(3..12);
+    let (batch, steps) = (rng.random_range(2..5), rng.random_range(2..6));
+    let plain = SequenceModel::new(
+        lm_spec(vocab, "gru", rng.random_range(3..10), 2),
+        rng.random(),
+    )
+    .unwrap();
+    let mut dropped = plain.clone();
+    dropped
+        .set_dropout(recur::train::DropoutRates {
+            input: 0.2,
+            between_layers: 0.3,
+            recurrent: 0.25,
+            seed: rng.random(),
+        })
+        .unwrap();
+    let batches: Vec<Batch> = (0..4)
+        .map(|_| lm_batch(&mut rng, vocab, batch, steps))
+        .collect();
+    let cfg = config(batch, steps, Optimizer::adam(0.01), true);
+    // The same masks on both sides: the same losses and parameters.
+    let (lg, lc, mg, mc) = run_both(&gpu, &dropped, cfg, &batches);
+    let e = rel_error(&lg, &lc);
+    assert!(e < 1e-5, "losses with dropout differ: {lg:?} vs {lc:?}");
+    assert_same_params(&mg, &mc, 1e-4);
+    // The masks do apply in training, and not in evaluation.
+    let (lp, _, _, _) = run_both(&gpu, &plain, cfg, &batches[..1]);
+    assert_ne!(lp[0], lg[0], "dropout changed nothing");
+    let mut g = GpuTrainer::new(&gpu, dropped.clone(), cfg).unwrap();
+    let mut p = GpuTrainer::new(&gpu, plain.clone(), cfg).unwrap();
+    let (eg, ep) = (
+        g.evaluate(&batches[0]).unwrap(),
+        p.evaluate(&batches[0]).unwrap(),
+    );
+    assert!(
+        (eg - ep).abs() <= 1e-6 * ep.abs(),
+        "evaluation used dropout: {eg} vs {ep}"
+    );
+    // Rates outside [0, 1) are refused.
+    let mut bad = plain.clone();
+    let err = bad
+        .set_dropout(recur::train::DropoutRates {
+            recurrent: 1.0,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("recurrent_dropout"), "{err}");
+}

@@ -9,7 +9,9 @@ pub mod model;
 pub mod optimizer;
 pub mod trainer;
 pub use checkpoint::Checkpoint;
-pub use model::{Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
+pub use model::{
+    Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets,
+};
 pub use optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
 pub use trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
 pub mod charlm;

@@ -14,6 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::{self, Real};
+use crate::nn::recurrent::TrainKey;
 use crate::nn::{Dense, DenseRows, Embedding, Recurrent, RecurrentConfig, Tensors};
 use crate::ops::loss::CrossEntropy;
 use crate::ops::recurrent::CellKind;
@@ -97,6 +98,20 @@ pub struct SequenceModel {
     pub embedding: Option<Embedding>,
     pub rnn: Recurrent,
     pub dense: Dense,
+    /// Keys the dropout masks of training step s as (dropout_seed, s); see [`Self::set_dropout`].
+    pub dropout_seed: u64,
+}
+
+/// Dropout in the recurrent stack while training (off in evaluation): Keras `dropout` on the
+/// first layer's inputs, PyTorch's `dropout` on the inputs of the layers above, Keras
+/// `recurrent_dropout` on the state the recurrent product sees; one mask per sequence,
+/// drawn from `seed` and the step number, the same on the CPU and the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DropoutRates {
+    pub input: f32,
+    pub between_layers: f32,
+    pub recurrent: f32,
+    pub seed: u64,
 }
 
 /// The CPU results of one batch: the mean loss, the gradients by parameter name (when
@@ -127,6 +142,7 @@ impl SequenceModel {
         let rnn = Recurrent::new(Self::rnn_config(&spec)?, seed)?;
         let dense = Dense::new(rnn.config.output_size(), spec.outputs, seed ^ 0x51ed)?;
         Ok(Self {
+            dropout_seed: seed,
             spec,
             embedding,
             rnn,
@@ -345,8 +361,31 @@ impl SequenceModel {
         self.set_params(&t)
     }
 
+    /// Turns dropout on for training (build the trainer after this). Rates must be in [0, 1).
+    pub fn set_dropout(&mut self, d: DropoutRates) -> Result<()> {
+        let mut c = self.rnn.config.clone();
+        c.input_dropout = d.input;
+        c.dropout = d.between_layers;
+        c.recurrent_dropout = d.recurrent;
+        c.validate()?;
+        self.rnn.config = c;
+        self.dropout_seed = d.seed;
+        Ok(())
+    }
+
+    /// The dropout key of training step `step` (counted from 0), if the model has dropout.
+    pub fn train_key(&self, step: u64) -> Option<TrainKey> {
+        let c = &self.rnn.config;
+        (c.input_dropout > 0.0 || c.dropout > 0.0 || c.recurrent_dropout > 0.0).then_some(
+            TrainKey {
+                seed: self.dropout_seed,
+                step,
+            },
+        )
+    }
+
     /// Forward, loss and (with `grads`) backward of a checked batch on the CPU, with
-    /// parameters `p` and initial states `h0`, `c0` (zero when `None`).
+    /// parameters `p` and initial states `h0`, `c0` (zero when `None`), without dropout.
     pub fn pass_cpu<T: Real>(
         &self,
         p: &BTreeMap<String, Vec<T>>,
@@ -354,6 +393,19 @@ impl SequenceModel {
         h0: Option<&[T]>,
         c0: Option<&[T]>,
         grads: bool,
+    ) -> Result<CpuPass<T>> {
+        self.pass_cpu_with(p, b, h0, c0, grads, None)
+    }
+
+    /// [`Self::pass_cpu`] with the dropout masks of `train` (a training step), if given.
+    pub fn pass_cpu_with<T: Real>(
+        &self,
+        p: &BTreeMap<String, Vec<T>>,
+        b: &Batch,
+        h0: Option<&[T]>,
+        c0: Option<&[T]>,
+        grads: bool,
+        train: Option<TrainKey>,
     ) -> Result<CpuPass<T>> {
         let (batch, steps) = (b.batch, b.steps);
         let x: Vec<T> = match (&b.inputs, &self.embedding) {
@@ -371,9 +423,16 @@ impl SequenceModel {
             .filter_map(|(k, v)| k.strip_prefix("rnn.").map(|s| (s.to_string(), v.clone())))
             .collect();
         let lengths = self.lengths(b)?;
-        let (out, tape) =
-            self.rnn
-                .forward_cpu(&rnn_p, &x, batch, steps, lengths.as_deref(), h0, c0)?;
+        let (out, tape) = self.rnn.forward_cpu_with(
+            &rnn_p,
+            &x,
+            batch,
+            steps,
+            lengths.as_deref(),
+            h0,
+            c0,
+            train,
+        )?;
         let rows = self.head_rows(batch, steps);
         let (w, bias) = (&p["fc.weight"], &p["fc.bias"]);
         let y = self.dense.forward_cpu(w, bias, &out.output, &rows)?;

@@ -262,6 +262,8 @@ impl Trainer for GpuTrainer {
         } else {
             self.rnn.set_inputs(lengths.as_deref(), None, None)?;
         }
+        self.rnn
+            .set_training(self.model.train_key(self.optim.steps()))?;
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec)?;
         self.dense.record_backward(&mut rec)?;
@@ -281,6 +283,7 @@ impl Trainer for GpuTrainer {
         self.write_batch(b)?;
         let lengths = self.model.lengths(b)?;
         self.rnn.set_inputs(lengths.as_deref(), None, None)?;
+        self.rnn.set_training(None)?;
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec)?;
         self.submit_and_read_loss(rec)
@@ -393,7 +396,10 @@ impl Trainer for CpuTrainer {
             (Some((h, c)), true) => (Some(&h[..]), (!c.is_empty()).then_some(&c[..])),
             _ => (None, None),
         };
-        let pass = self.model.pass_cpu(&self.params, b, h0, c0, true)?;
+        let key = self.model.train_key(self.optim.steps());
+        let pass = self
+            .model
+            .pass_cpu_with(&self.params, b, h0, c0, true, key)?;
         let grads = pass.grads.context("gradients")?;
         self.optim.step(&self.order, &mut self.params, &grads)?;
         if self.cfg.stateful {
