@@ -8,7 +8,7 @@ use super::{time_reps, Stats};
 use crate::gpu::Gpu;
 use crate::ops::optim::Optimizer;
 use crate::train::charlm::{default_text, CharLmOptions, CharVocab, Streams};
-use crate::train::model::{EmbeddingSpec, Head, Loss, ModelSpec, SequenceModel};
+use crate::train::model::SequenceModel;
 use crate::train::optimizer::OptimConfig;
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
@@ -37,22 +37,7 @@ pub fn bench(
     let text = default_text();
     let vocab = CharVocab::from_text(&text)?;
     let streams = Streams::new(vocab.encode(&text)?, opts.batch, opts.seq_len, "training")?;
-    let spec = ModelSpec {
-        embedding: Some(EmbeddingSpec {
-            input_dim: vocab.len(),
-            output_dim: opts.embed,
-            padding: None,
-            trainable: true,
-        }),
-        input_size: 0,
-        cell: opts.cell.clone(),
-        hidden_size: opts.hidden,
-        num_layers: opts.layers,
-        bidirectional: false,
-        outputs: vocab.len(),
-        head: Head::EveryStep,
-        loss: Loss::CrossEntropy { ignore_index: None },
-    };
+    let spec = opts.model_spec(vocab.len());
     let model = SequenceModel::new(spec, opts.seed)?;
     let cfg = TrainConfig {
         batch: opts.batch,

@@ -214,6 +214,27 @@ impl Default for CharLmOptions {
 }
 
 impl CharLmOptions {
+    /// The model: embedding, recurrent stack, a dense softmax at every step, over `vocab`
+    /// characters.
+    pub fn model_spec(&self, vocab: usize) -> ModelSpec {
+        ModelSpec {
+            embedding: Some(EmbeddingSpec {
+                input_dim: vocab,
+                output_dim: self.embed,
+                padding: None,
+                trainable: true,
+            }),
+            input_size: 0,
+            cell: self.cell.clone(),
+            hidden_size: self.hidden,
+            num_layers: self.layers,
+            bidirectional: false,
+            outputs: vocab,
+            head: Head::EveryStep,
+            loss: Loss::CrossEntropy { ignore_index: None },
+        }
+    }
+
     fn optim(&self) -> OptimConfig {
         OptimConfig {
             optimizer: Optimizer::adam(self.lr),
@@ -326,22 +347,7 @@ fn train_from(
         history.no_validation = Some("no text held out (validation fraction 0)".into());
         None
     };
-    let spec = ModelSpec {
-        embedding: Some(EmbeddingSpec {
-            input_dim: vocab.len(),
-            output_dim: opts.embed,
-            padding: None,
-            trainable: true,
-        }),
-        input_size: 0,
-        cell: opts.cell.clone(),
-        hidden_size: opts.hidden,
-        num_layers: opts.layers,
-        bidirectional: false,
-        outputs: vocab.len(),
-        head: Head::EveryStep,
-        loss: Loss::CrossEntropy { ignore_index: None },
-    };
+    let spec = opts.model_spec(vocab.len());
     let model = SequenceModel::new(spec, opts.seed)?;
     let cfg = TrainConfig {
         batch: opts.batch,
