@@ -23,6 +23,7 @@ fn main() -> Result<()> {
         outputs: 1,
         head: Head::LastStep,
         loss: Loss::MeanSquaredError,
+        dropout: Default::default(),
     };
     let gpu = recur::Gpu::new()?;
     let model = SequenceModel::new(spec, 0)?;

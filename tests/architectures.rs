@@ -39,6 +39,7 @@ fn spec(
         loss: Loss::CrossEntropy {
             ignore_index: Some(IGNORE),
         },
+        dropout: Default::default(),
     }
 }
 

@@ -30,6 +30,7 @@ fn lm_spec(vocab: usize, cell: &str, hidden: usize, layers: usize) -> ModelSpec 
         outputs: vocab,
         head: Head::EveryStep,
         loss: Loss::CrossEntropy { ignore_index: None },
+        dropout: Default::default(),
     }
 }
 
@@ -44,6 +45,7 @@ fn regression_spec(input: usize, hidden: usize, bidirectional: bool) -> ModelSpe
         outputs: 2,
         head: Head::LastStep,
         loss: Loss::MeanSquaredError,
+        dropout: Default::default(),
     }
 }
 
@@ -68,6 +70,13 @@ fn regression_batch(rng: &mut StdRng, input: usize, batch: usize, steps: usize) 
     }
 }
 
+/// Random lengths in 1..=steps, at least one of them `steps`.
+fn random_lengths(rng: &mut StdRng, batch: usize, steps: usize) -> Vec<usize> {
+    let mut l: Vec<usize> = (0..batch).map(|_| rng.random_range(1..=steps)).collect();
+    l[rng.random_range(0..batch)] = steps;
+    l
+}
+
 fn config(batch: usize, steps: usize, optimizer: Optimizer, stateful: bool) -> TrainConfig {
     TrainConfig {
         batch,
@@ -89,6 +98,21 @@ fn model_gradient_matches_finite_differences() {
         (
             regression_spec(2, 3, true),
             regression_batch(&mut rng, 2, 2, 3),
+        ),
+        // A last-step head over sequences of lengths 2 and 4, one and two directions.
+        (
+            regression_spec(2, 3, false),
+            Batch {
+                lengths: Some(vec![2, 4]),
+                ..regression_batch(&mut rng, 2, 2, 4)
+            },
+        ),
+        (
+            regression_spec(2, 3, true),
+            Batch {
+                lengths: Some(vec![4, 1]),
+                ..regression_batch(&mut rng, 2, 2, 4)
+            },
         ),
     ] {
         let model = SequenceModel::new(spec, rng.random()).unwrap();
@@ -184,6 +208,87 @@ fn gpu_and_cpu_training_agree() {
     let e = rel_error(&lg, &lc);
     assert!(e < 1e-5, "regressor losses differ: {lg:?} vs {lc:?}");
     assert_same_params(&mg, &mc, 1e-4);
+}
+
+#[test]
+fn last_step_head_reads_each_sequence_at_its_length() {
+    // A sequence of length L in a batch of T > L steps gives the output it gives alone
+    // in a batch of L steps: the head reads step L - 1, not T - 1.
+    let mut rng = rng("last_step_head_reads_each_sequence_at_its_length");
+    for bidirectional in [false, true] {
+        let input = rng.random_range(1..4);
+        let (batch, steps) = (rng.random_range(2..5), rng.random_range(3..7));
+        let model = SequenceModel::new(
+            regression_spec(input, rng.random_range(2..6), bidirectional),
+            rng.random(),
+        )
+        .unwrap();
+        let lengths = random_lengths(&mut rng, batch, steps);
+        let full = Batch {
+            lengths: Some(lengths.clone()),
+            ..regression_batch(&mut rng, input, batch, steps)
+        };
+        model.check_batch(&full).unwrap();
+        let p = model.params_as::<f64>();
+        let out = model.pass_cpu(&p, &full, None, None, false).unwrap().output;
+        let Inputs::Values(x) = &full.inputs else {
+            unreachable!()
+        };
+        for (s, &len) in lengths.iter().enumerate() {
+            let alone: Vec<f32> = (0..len)
+                .flat_map(|t| x[(t * batch + s) * input..][..input].to_vec())
+                .collect();
+            let one = Batch {
+                batch: 1,
+                steps: len,
+                inputs: Inputs::Values(alone),
+                targets: Targets::Values(vec![0.0; 2]),
+                lengths: None,
+            };
+            let want = model.pass_cpu(&p, &one, None, None, false).unwrap().output;
+            let e = rel_error(&out[s * 2..][..2], &want);
+            assert!(
+                e < 1e-12,
+                "sequence {s} (length {len} of {steps}, bidirectional {bidirectional}): \
+                 {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_and_cpu_training_agree_on_a_last_step_head_with_lengths() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("gpu_and_cpu_training_agree_on_a_last_step_head_with_lengths");
+    for bidirectional in [false, true] {
+        let input = rng.random_range(1..5);
+        let (batch, steps) = (rng.random_range(2..6), rng.random_range(2..7));
+        let model = SequenceModel::new(
+            regression_spec(input, rng.random_range(2..8), bidirectional),
+            rng.random(),
+        )
+        .unwrap();
+        let batches: Vec<Batch> = (0..4)
+            .map(|_| Batch {
+                lengths: Some(random_lengths(&mut rng, batch, steps)),
+                ..regression_batch(&mut rng, input, batch, steps)
+            })
+            .collect();
+        let cfg = config(batch, steps, Optimizer::adam(0.01), false);
+        let (lg, lc, mg, mc) = run_both(&gpu, &model, cfg, &batches);
+        let e = rel_error(&lg, &lc);
+        assert!(e < 1e-5, "losses differ: {lg:?} vs {lc:?}");
+        assert_same_params(&mg, &mc, 1e-4);
+        // Predictions too (the forward alone).
+        let mut g = GpuTrainer::new(&gpu, mg.clone(), cfg).unwrap();
+        let mut c = CpuTrainer::new(mg, cfg).unwrap();
+        let (pg, pc) = (
+            g.predict(&batches[0]).unwrap(),
+            c.predict(&batches[0]).unwrap(),
+        );
+        let e = rel_error(&pg, &pc);
+        assert!(e < 1e-5, "predictions differ by {e}");
+    }
 }
 
 #[test]

@@ -232,6 +232,7 @@ impl CharLmOptions {
             outputs: vocab,
             head: Head::EveryStep,
             loss: Loss::CrossEntropy { ignore_index: None },
+            dropout: Default::default(),
         }
     }
 

@@ -307,6 +307,7 @@ pub fn fit_classifier(
         outputs: classes.len(),
         head: Head::LastStep,
         loss: Loss::CrossEntropy { ignore_index: None },
+        dropout: Default::default(),
     };
     let mut t = make_trainer(spec, opts, width - 1, gpu)?;
     let train_loss = train_epochs(t.as_mut(), &tr, opts, true, on_epoch)?;
@@ -390,6 +391,7 @@ pub fn fit_forecaster(
         outputs: 1,
         head: Head::LastStep,
         loss: Loss::MeanSquaredError,
+        dropout: Default::default(),
     };
     let mut t = make_trainer(spec, opts, w, gpu)?;
     let train_loss = train_epochs(t.as_mut(), &tr, opts, false, on_epoch)?;

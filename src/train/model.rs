@@ -52,6 +52,10 @@ pub struct ModelSpec {
     pub outputs: usize,
     pub head: Head,
     pub loss: Loss,
+    /// Dropout while training (none by default); kept in checkpoints, so a resumed run
+    /// draws the same masks.
+    #[serde(default)]
+    pub dropout: DropoutRates,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,15 +102,13 @@ pub struct SequenceModel {
     pub embedding: Option<Embedding>,
     pub rnn: Recurrent,
     pub dense: Dense,
-    /// Keys the dropout masks of training step s as (dropout_seed, s); see [`Self::set_dropout`].
-    pub dropout_seed: u64,
 }
 
 /// Dropout in the recurrent stack while training (off in evaluation): Keras `dropout` on the
 /// first layer's inputs, PyTorch's `dropout` on the inputs of the layers above, Keras
 /// `recurrent_dropout` on the state the recurrent product sees; one mask per sequence,
 /// drawn from `seed` and the step number, the same on the CPU and the GPU.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DropoutRates {
     pub input: f32,
     pub between_layers: f32,
@@ -126,7 +128,8 @@ pub struct CpuPass<T> {
 }
 
 impl SequenceModel {
-    /// A fresh model, every layer initialised from `seed`.
+    /// A fresh model, every layer initialised from `seed` (dropout masks are keyed by
+    /// `spec.dropout.seed`).
     pub fn new(spec: ModelSpec, seed: u64) -> Result<Self> {
         let embedding = match &spec.embedding {
             Some(e) => {
@@ -141,13 +144,15 @@ impl SequenceModel {
         };
         let rnn = Recurrent::new(Self::rnn_config(&spec)?, seed)?;
         let dense = Dense::new(rnn.config.output_size(), spec.outputs, seed ^ 0x51ed)?;
-        Ok(Self {
-            dropout_seed: seed,
+        let dropout = spec.dropout;
+        let mut model = Self {
             spec,
             embedding,
             rnn,
             dense,
-        })
+        };
+        model.set_dropout(dropout)?;
+        Ok(model)
     }
 
     fn rnn_config(spec: &ModelSpec) -> Result<RecurrentConfig> {
@@ -224,13 +229,38 @@ impl SequenceModel {
             .collect()
     }
 
-    /// The rows the dense head reads from the recurrent output.
+    /// The rows the dense head reads: every row of the recurrent output, or (last step)
+    /// every row of the `[batch, features]` block gathered by [`Self::last_rows`].
     pub fn head_rows(&self, batch: usize, steps: usize) -> DenseRows {
         let f = self.rnn.config.output_size();
         match self.spec.head {
             Head::EveryStep => DenseRows::all(batch * steps, f),
-            Head::LastStep => DenseRows::last_step(batch, steps, f, false),
+            Head::LastStep => DenseRows::all(batch, f),
         }
+    }
+
+    /// For a last-step head, the recurrent output row of each sequence's last valid step,
+    /// `(length - 1) * batch + b` (PyTorch's `output[lengths - 1, arange(batch)]`): with
+    /// per-sequence lengths the last step differs between sequences, so the head gathers
+    /// these rows (and its backward scatters into them) rather than reading step T - 1.
+    pub fn last_rows(&self, b: &Batch) -> Result<Option<Vec<u32>>> {
+        if self.spec.head != Head::LastStep {
+            return Ok(None);
+        }
+        let lengths = self.lengths(b)?.unwrap_or_else(|| vec![b.steps; b.batch]);
+        Ok(Some(
+            lengths
+                .iter()
+                .enumerate()
+                .map(|(s, &len)| ((len.max(1) - 1) * b.batch + s) as u32)
+                .collect(),
+        ))
+    }
+
+    /// The row gather behind a last-step head: an embedding lookup whose table is the
+    /// recurrent output `[steps * batch, features]` (the same kernel and CPU twin).
+    pub fn last_step_gather(&self, batch: usize, steps: usize) -> crate::ops::Embedding {
+        crate::ops::Embedding::new(batch * steps, self.rnn.config.output_size())
     }
 
     /// Checks a batch against the model: shapes, ids, targets, finite values.
@@ -295,11 +325,6 @@ impl SequenceModel {
             (Targets::Classes(_), _) => bail!("a mean-squared-error model takes value targets"),
         }
         if let Some(l) = &self.lengths(b)? {
-            ensure!(
-                self.spec.head == Head::EveryStep,
-                "a model whose dense head reads the last step takes full-length sequences \
-                 (past its length a sequence's outputs are zero)"
-            );
             crate::ops::recurrent::RecurrentShape::new(
                 self.rnn.config.cell,
                 self.rnn.config.input_size,
@@ -361,7 +386,8 @@ impl SequenceModel {
         self.set_params(&t)
     }
 
-    /// Turns dropout on for training (build the trainer after this). Rates must be in [0, 1).
+    /// Sets the dropout rates for training (build the trainer after this); the same as
+    /// building the model with `spec.dropout = d`. Rates must be in [0, 1).
     pub fn set_dropout(&mut self, d: DropoutRates) -> Result<()> {
         let mut c = self.rnn.config.clone();
         c.input_dropout = d.input;
@@ -369,7 +395,7 @@ impl SequenceModel {
         c.recurrent_dropout = d.recurrent;
         c.validate()?;
         self.rnn.config = c;
-        self.dropout_seed = d.seed;
+        self.spec.dropout = d;
         Ok(())
     }
 
@@ -378,7 +404,7 @@ impl SequenceModel {
         let c = &self.rnn.config;
         (c.input_dropout > 0.0 || c.dropout > 0.0 || c.recurrent_dropout > 0.0).then_some(
             TrainKey {
-                seed: self.dropout_seed,
+                seed: self.spec.dropout.seed,
                 step,
             },
         )
@@ -434,8 +460,20 @@ impl SequenceModel {
             train,
         )?;
         let rows = self.head_rows(batch, steps);
+        let last = self
+            .last_rows(b)?
+            .map(|ids| (self.last_step_gather(batch, steps), ids));
+        let gathered = match &last {
+            Some((gather, ids)) => {
+                let mut g = vec![T::zero(); ids.len() * gather.dim];
+                cpu::embedding::forward(gather, &out.output, ids, &mut g)?;
+                Some(g)
+            }
+            None => None,
+        };
+        let head_in = gathered.as_deref().unwrap_or(&out.output);
         let (w, bias) = (&p["fc.weight"], &p["fc.bias"]);
-        let y = self.dense.forward_cpu(w, bias, &out.output, &rows)?;
+        let y = self.dense.forward_cpu(w, bias, head_in, &rows)?;
         let mut dy = vec![T::zero(); y.len()];
         let loss = match (&b.targets, self.spec.loss) {
             (Targets::Classes(t), Loss::CrossEntropy { ignore_index }) => {
@@ -457,12 +495,20 @@ impl SequenceModel {
         };
         let grads = if grads {
             let mut g = BTreeMap::new();
-            let dg = self.dense.backward_cpu(w, &out.output, &rows, &dy)?;
+            let dg = self.dense.backward_cpu(w, head_in, &rows, &dy)?;
             g.insert("fc.weight".to_string(), dg.weight);
             g.insert("fc.bias".to_string(), dg.bias);
+            let d_output = match &last {
+                Some((gather, ids)) => {
+                    let mut d = vec![T::zero(); out.output.len()];
+                    cpu::embedding::backward(gather, ids, &dg.input, &mut d)?;
+                    d
+                }
+                None => dg.input,
+            };
             let rg = self
                 .rnn
-                .backward_cpu(&rnn_p, &tape, Some(&dg.input), None, None)?;
+                .backward_cpu(&rnn_p, &tape, Some(&d_output), None, None)?;
             for (k, v) in rg.params {
                 g.insert(format!("rnn.{k}"), v);
             }

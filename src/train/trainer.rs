@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use anyhow::{bail, ensure, Context, Result};
 
 use super::checkpoint::Checkpoint;
-use super::model::{Batch, Inputs, Loss, SequenceModel, Targets};
+use super::model::{Batch, Head, Inputs, Loss, SequenceModel, Targets};
 use super::optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
 use crate::gpu::loss::{write_targets, CrossEntropyPlan, MsePlan};
+use crate::gpu::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::{Gpu, GpuTensor, Recorder};
 use crate::nn::{GpuDense, GpuEmbedding, GpuRecurrent};
 use crate::ops::loss::CrossEntropy;
@@ -85,6 +86,49 @@ enum GpuLoss {
     },
 }
 
+/// A last-step head's input on the device: each sequence's last valid output row,
+/// gathered (and its gradient scattered back) by the embedding kernels with the recurrent
+/// output as the table (see [`SequenceModel::last_rows`]).
+struct GpuLastStep {
+    rows: EmbeddingIds,
+    gathered: GpuTensor,
+    d_gathered: GpuTensor,
+    gather: EmbeddingForwardPlan,
+    scatter: Option<EmbeddingBackwardPlan>,
+}
+
+impl GpuLastStep {
+    fn new(
+        gpu: &Gpu,
+        model: &SequenceModel,
+        cfg: &TrainConfig,
+        rnn: &GpuRecurrent,
+    ) -> Result<Self> {
+        let spec = model.last_step_gather(cfg.batch, cfg.steps);
+        let rows = EmbeddingIds::new(gpu, &spec, cfg.batch)?;
+        let gathered = GpuTensor::zeros(gpu, &[cfg.batch, spec.dim])?;
+        let d_gathered = GpuTensor::zeros(gpu, &[cfg.batch, spec.dim])?;
+        let gather = EmbeddingForwardPlan::new(gpu, &spec, rnn.output(), &rows, &gathered)?;
+        let scatter = match rnn.output_grad() {
+            Some(d_out) => Some(EmbeddingBackwardPlan::new(
+                gpu,
+                &spec,
+                &rows,
+                &d_gathered,
+                d_out,
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            rows,
+            gathered,
+            d_gathered,
+            gather,
+            scatter,
+        })
+    }
+}
+
 /// The GPU trainer: every tensor and plan built once for (batch, steps).
 pub struct GpuTrainer {
     gpu: Gpu,
@@ -92,6 +136,7 @@ pub struct GpuTrainer {
     model: SequenceModel,
     embedding: Option<GpuEmbedding>,
     rnn: GpuRecurrent,
+    last_step: Option<GpuLastStep>,
     dense: GpuDense,
     loss: GpuLoss,
     optim: GpuOptimizer,
@@ -117,15 +162,16 @@ impl GpuTrainer {
             )?),
             None => None,
         };
+        let last_step = match model.spec.head {
+            Head::LastStep => Some(GpuLastStep::new(gpu, &model, &cfg, &rnn)?),
+            Head::EveryStep => None,
+        };
         let rows = model.head_rows(cfg.batch, cfg.steps);
-        let dense = GpuDense::new(
-            gpu,
-            &model.dense,
-            rnn.output(),
-            rows,
-            rnn.output_grad(),
-            true,
-        )?;
+        let (head_in, d_head_in) = match &last_step {
+            Some(l) => (&l.gathered, Some(&l.d_gathered)),
+            None => (rnn.output(), rnn.output_grad()),
+        };
+        let dense = GpuDense::new(gpu, &model.dense, head_in, rows, d_head_in, true)?;
         let d_logits = dense.output_grad().context("dense gradients")?;
         let loss = match model.spec.loss {
             Loss::CrossEntropy { ignore_index } => {
@@ -183,6 +229,7 @@ impl GpuTrainer {
             model,
             embedding,
             rnn,
+            last_step,
             dense,
             loss,
             optim,
@@ -213,6 +260,9 @@ impl GpuTrainer {
             (Targets::Values(t), GpuLoss::Mse { targets, .. }) => targets.write(t)?,
             _ => bail!("targets do not match the loss"),
         }
+        if let (Some(l), Some(rows)) = (&self.last_step, self.model.last_rows(b)?) {
+            l.rows.write(&rows)?;
+        }
         Ok(())
     }
 
@@ -221,6 +271,9 @@ impl GpuTrainer {
             e.record_forward(rec);
         }
         self.rnn.record_forward(rec)?;
+        if let Some(l) = &self.last_step {
+            l.gather.record(rec);
+        }
         self.dense.record_forward(rec);
         match &self.loss {
             GpuLoss::CrossEntropy { plan, .. } => plan.record(rec),
@@ -267,6 +320,12 @@ impl Trainer for GpuTrainer {
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec)?;
         self.dense.record_backward(&mut rec)?;
+        if let Some(l) = &self.last_step {
+            l.scatter
+                .as_ref()
+                .context("last-step gradients")?
+                .record(&mut rec);
+        }
         self.rnn.record_backward(&mut rec)?;
         if let Some(e) = &self.embedding {
             e.record_backward(&mut rec);
