@@ -119,8 +119,14 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         if backend == Backend::Gpu && gpu.is_none() {
             continue;
         }
+        // Two layers and all three dropouts: the rates live in the checkpoint, and the masks
+        // are keyed by the step, so the resumed run draws the same ones.
         let opts = CharLmOptions {
             train_steps: 20,
+            layers: 2,
+            input_dropout: 0.1,
+            dropout: 0.2,
+            recurrent_dropout: 0.15,
             ..tiny(backend)
         };
         let (full, part) = (dir.join("full.safetensors"), dir.join("part.safetensors"));
@@ -141,6 +147,12 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         );
         assert_eq!(a.params, b.params, "{backend:?}: resumed parameters differ");
         assert_eq!(a.optimizer, b.optimizer);
+        assert_eq!(a.state, b.state, "{backend:?}: carried states differ");
+        assert!(
+            !a.state.is_empty(),
+            "the carried state is in the checkpoint"
+        );
+        assert_eq!(from.spec.dropout.recurrent, 0.15);
         assert_eq!(h.train, h2.train, "the history continues");
         assert_eq!(h.valid, h2.valid);
         // Other options are refused.
@@ -226,6 +238,14 @@ fn bad_input_keeps_the_checkpoint() {
                 ..tiny(Backend::Cpu)
             },
             "tree",
+        ),
+        (
+            TEXT,
+            CharLmOptions {
+                recurrent_dropout: 1.0,
+                ..tiny(Backend::Cpu)
+            },
+            "--recurrent-dropout 1 is invalid",
         ),
     ];
     for (text, opts, want) in cases {

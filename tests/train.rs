@@ -370,6 +370,11 @@ fn checkpoint_round_trip_and_resume_equals_uninterrupted() {
     for b in &batches[..3] {
         a.step(b).unwrap();
     }
+    // Evaluation runs from zero states and leaves the carried state alone.
+    let carried = a.carried_state().unwrap();
+    assert!(carried.h.iter().any(|&v| v != 0.0), "no state was carried");
+    a.evaluate(&batches[5]).unwrap();
+    assert_eq!(a.carried_state().unwrap(), carried);
     let mut ckpt = a.checkpoint().unwrap();
     ckpt.meta.insert("vocab".into(), "abcdef".into());
     ckpt.save(&path).unwrap();
@@ -378,7 +383,12 @@ fn checkpoint_round_trip_and_resume_equals_uninterrupted() {
     let loaded = Checkpoint::load(&path).unwrap();
     assert_eq!(loaded, ckpt, "checkpoint round trip");
     assert_eq!(loaded.step, 3);
+    assert_eq!(
+        loaded.state["state.h"].data, carried.h,
+        "carried state saved"
+    );
     let mut resumed = GpuTrainer::resume(&gpu, &loaded, cfg).unwrap();
+    assert_eq!(resumed.carried_state().unwrap(), carried);
     let again: Vec<f32> = batches[3..]
         .iter()
         .map(|b| resumed.step(b).unwrap())
@@ -394,12 +404,21 @@ fn checkpoint_round_trip_and_resume_equals_uninterrupted() {
     for b in &batches[..3] {
         c.step(b).unwrap();
     }
+    let carried = c.carried_state().unwrap();
+    c.evaluate(&batches[5]).unwrap();
+    assert_eq!(c.carried_state().unwrap(), carried);
     let cc = c.checkpoint().unwrap();
     cc.save(&path).unwrap();
     let rest: Vec<f32> = batches[3..].iter().map(|b| c.step(b).unwrap()).collect();
     let mut cr = CpuTrainer::resume(&Checkpoint::load(&path).unwrap(), cfg).unwrap();
     let again: Vec<f32> = batches[3..].iter().map(|b| cr.step(b).unwrap()).collect();
     assert_eq!(rest, again);
+
+    // A state of the wrong size is an error naming the sizes.
+    let mut bad = carried.clone();
+    bad.h.pop();
+    let err = format!("{:#}", cr.set_carried_state(&bad).unwrap_err());
+    assert!(err.contains("expected 15"), "{err}");
 
     // A corrupt file is an error, not a panic.
     std::fs::write(&path, b"not a checkpoint").unwrap();

@@ -52,6 +52,15 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this.
     #[arg(long, default_value_t = CharLmOptions::default().clip)]
     clip: f32,
+    /// Dropout on the embedded characters the first layer reads (Keras `dropout`).
+    #[arg(long, default_value_t = 0.0)]
+    input_dropout: f32,
+    /// Dropout between stacked layers (PyTorch's `dropout`; needs --layers > 1).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Dropout on the recurrent state, one mask per sequence (Keras `recurrent_dropout`).
+    #[arg(long, default_value_t = 0.0)]
+    recurrent_dropout: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Evaluate on the held-out text and write the checkpoint every this many steps.
@@ -102,6 +111,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         lr: args.lr,
         clip: args.clip,
         seed: args.seed,
+        input_dropout: args.input_dropout,
+        dropout: args.dropout,
+        recurrent_dropout: args.recurrent_dropout,
         valid_fraction: args.valid_fraction,
         eval_every: args.eval_every,
         backend: match args.backend {

@@ -567,6 +567,17 @@ impl RecurrentPlan {
         self.read_region(Region::Cn)
     }
 
+    /// The initial state [B, H] the next forward reads (a readback): after
+    /// [`Self::record_carry_state`], the state carried from the last forward.
+    pub fn h0(&self) -> Result<Vec<f32>> {
+        self.read_region(Region::H0)
+    }
+
+    /// The initial cell state [B, H] (LSTM) the next forward reads (a readback).
+    pub fn c0(&self) -> Result<Vec<f32>> {
+        self.read_region(Region::C0)
+    }
+
     /// The gradient of h0 from the last backward (a readback).
     pub fn dh0(&self) -> Result<Vec<f32>> {
         self.read_region(Region::Dh0)

@@ -409,6 +409,18 @@ impl GpuRecurrent {
         }
     }
 
+    /// The initial states the next forward reads, `[layers * directions, B, H]` each (c
+    /// empty without a cell state): in stateful training, the carried state (readbacks).
+    pub fn initial_state(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let h = self.read_states(|p| p.h0())?;
+        let c = if self.config.cell.has_cell_state() {
+            self.read_states(|p| p.c0())?
+        } else {
+            Vec::new()
+        };
+        Ok((h, c))
+    }
+
     /// Sets lengths only, keeping the initial states where they are on the device.
     pub fn set_lengths(&self, lengths: Option<&[usize]>) -> Result<()> {
         for (_, plan) in self.each_plan() {

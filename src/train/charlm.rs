@@ -4,8 +4,9 @@
 //! The text is cut into `batch` contiguous streams; step `k` feeds the next `steps`
 //! characters of every stream and the following character as target, carrying the
 //! recurrent state from one chunk to the next (stateful, no gradient across chunks). The
-//! state starts afresh at zero when the streams wrap around and at every evaluation (which
-//! is also when a checkpoint is written), so a resumed run matches an uninterrupted one.
+//! state starts afresh at zero when the streams wrap around; evaluation runs from zero
+//! states without disturbing it, and checkpoints keep it, so a resumed run matches an
+//! uninterrupted one.
 
 use std::path::Path;
 use std::time::Instant;
@@ -15,7 +16,9 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
-use super::model::{Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
+use super::model::{
+    Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets,
+};
 use super::optimizer::OptimConfig;
 use super::schedule::Schedule;
 use super::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
@@ -190,6 +193,15 @@ pub struct CharLmOptions {
     pub eval_every: u64,
     pub eval_batches: usize,
     pub backend: Backend,
+    /// Dropout on the embedded characters the first layer reads (Keras `dropout`).
+    #[serde(default)]
+    pub input_dropout: f32,
+    /// Dropout between stacked layers (PyTorch's `dropout`).
+    #[serde(default)]
+    pub dropout: f32,
+    /// Dropout on the state the recurrent product reads (Keras `recurrent_dropout`).
+    #[serde(default)]
+    pub recurrent_dropout: f32,
 }
 
 impl Default for CharLmOptions {
@@ -209,6 +221,9 @@ impl Default for CharLmOptions {
             eval_every: 50,
             eval_batches: 4,
             backend: Backend::Gpu,
+            input_dropout: 0.0,
+            dropout: 0.0,
+            recurrent_dropout: 0.0,
         }
     }
 }
@@ -232,7 +247,12 @@ impl CharLmOptions {
             outputs: vocab,
             head: Head::EveryStep,
             loss: Loss::CrossEntropy { ignore_index: None },
-            dropout: Default::default(),
+            dropout: DropoutRates {
+                input: self.input_dropout,
+                between_layers: self.dropout,
+                recurrent: self.recurrent_dropout,
+                seed: self.seed,
+            },
         }
     }
 
@@ -262,6 +282,16 @@ impl CharLmOptions {
             "validation fraction {} is invalid: expected 0 <= fraction < 0.5",
             self.valid_fraction
         );
+        for (flag, rate) in [
+            ("--input-dropout", self.input_dropout),
+            ("--dropout", self.dropout),
+            ("--recurrent-dropout", self.recurrent_dropout),
+        ] {
+            ensure!(
+                rate.is_finite() && (0.0..1.0).contains(&rate),
+                "{flag} {rate} is invalid: expected a rate in [0, 1)"
+            );
+        }
         self.optim().validate()
     }
 }
@@ -363,15 +393,14 @@ fn train_from(
                 .get("options")
                 .context("the checkpoint has no training options (not written by recur train)")?,
         )?;
-        let same = CharLmOptions {
-            backend: opts.backend,
-            train_steps: opts.train_steps,
-            ..saved.clone()
-        };
+        // The backend may differ; every other option (the step count too: it shapes the
+        // learning-rate schedule) must be the checkpoint's.
+        let differ = option_differences(&saved, opts)?;
         ensure!(
-            same == *opts && saved.train_steps == opts.train_steps,
-            "the checkpoint was trained with other options ({saved:?}); resume with the same \
-             ones (the backend may differ)"
+            differ.is_empty(),
+            "the checkpoint was trained with other options ({}); resume with the same ones \
+             (the backend may differ)",
+            differ.join(", ")
         );
         ensure!(
             ckpt.meta.get("vocab").map(String::as_str) == Some(vocab.as_string().as_str()),
@@ -441,6 +470,18 @@ fn train_from(
         });
     }
     Ok(history)
+}
+
+/// The options (but the backend) that differ, as `name: saved -> now`.
+fn option_differences(saved: &CharLmOptions, now: &CharLmOptions) -> Result<Vec<String>> {
+    let (a, b) = (serde_json::to_value(saved)?, serde_json::to_value(now)?);
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        bail!("training options are not a JSON object");
+    };
+    Ok(a.iter()
+        .filter(|(k, v)| k.as_str() != "backend" && b.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: checkpoint {v}, now {}", b.get(k).unwrap_or(v)))
+        .collect())
 }
 
 /// Samples `length` characters from a checkpoint after `prime` (on the CPU), at

@@ -1,5 +1,6 @@
 //! Checkpoints: one safetensors file holding the weights under their PyTorch names, the
-//! optimizer state (`optimizer.<name>`), and in the header metadata the step, the model
+//! optimizer state (`optimizer.<name>`), the recurrent state stateful training carries
+//! (`state.h`, `state.c`), and in the header metadata the step, the model
 //! spec (JSON) and any extra strings (e.g. a vocabulary). Written atomically (temporary
 //! file, then rename), so a crash or an error never leaves a broken or half-written file.
 
@@ -22,6 +23,8 @@ pub struct Checkpoint {
     pub params: Tensors,
     /// Optimizer state tensors (`optimizer.<parameter name>`).
     pub optimizer: Tensors,
+    /// The carried recurrent state of stateful training (`state.h`, `state.c`), or empty.
+    pub state: Tensors,
     /// Steps taken.
     pub step: u64,
     /// Extra strings kept in the file's metadata.
@@ -37,7 +40,7 @@ impl Checkpoint {
     /// Writes the checkpoint atomically. Refuses non-finite parameters, so a diverged run
     /// never replaces a good checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        for (name, t) in self.params.iter().chain(&self.optimizer) {
+        for (name, t) in self.params.iter().chain(&self.optimizer).chain(&self.state) {
             if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
                 anyhow::bail!(
                     "not writing {}: tensor {name} holds a non-finite value at index {i}",
@@ -49,6 +52,7 @@ impl Checkpoint {
             .params
             .iter()
             .chain(&self.optimizer)
+            .chain(&self.state)
             .map(|(n, t)| (n, t, bytemuck::cast_slice::<f32, u8>(&t.data)))
             .collect();
         let views = bytes
@@ -95,9 +99,11 @@ impl Checkpoint {
             serde_json::from_str(meta.get("model").context("model spec missing")?)
                 .context("checkpoint model spec is not valid")?;
         let tensors = crate::nn::load_safetensors(path)?;
-        let (optimizer, params): (Tensors, Tensors) = tensors
+        let (optimizer, rest): (Tensors, Tensors) = tensors
             .into_iter()
             .partition(|(n, _)| n.starts_with("optimizer."));
+        let (state, params): (Tensors, Tensors) =
+            rest.into_iter().partition(|(n, _)| n.starts_with("state."));
         let extra = meta
             .into_iter()
             .filter(|(k, _)| !matches!(k.as_str(), "format" | "step" | "model"))
@@ -106,6 +112,7 @@ impl Checkpoint {
             spec,
             params,
             optimizer,
+            state,
             step,
             meta: extra,
         };

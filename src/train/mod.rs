@@ -13,7 +13,7 @@ pub use model::{
     Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets,
 };
 pub use optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
-pub use trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
+pub use trainer::{CarriedState, CpuTrainer, GpuTrainer, TrainConfig, Trainer};
 pub mod charlm;
 pub mod fit;
 pub mod plot;

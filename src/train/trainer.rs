@@ -5,9 +5,9 @@
 //! gradients across; evaluation runs forward and loss only.
 //!
 //! A step whose loss is not finite is an error naming the step (the parameters are then
-//! spoiled: keep the last checkpoint). Evaluation and checkpoints start the carried state
-//! afresh at zero, so a run resumed from a checkpoint sees the same states as one that
-//! never stopped.
+//! spoiled: keep the last checkpoint). Evaluation and prediction run from zero states and
+//! leave the carried state alone; checkpoints keep it, so a run resumed from a checkpoint
+//! sees the same states as one that never stopped.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +19,7 @@ use super::optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
 use crate::gpu::loss::{write_targets, CrossEntropyPlan, MsePlan};
 use crate::gpu::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::{Gpu, GpuTensor, Recorder};
-use crate::nn::{GpuDense, GpuEmbedding, GpuRecurrent};
+use crate::nn::{GpuDense, GpuEmbedding, GpuRecurrent, HostTensor, Tensors};
 use crate::ops::loss::CrossEntropy;
 
 /// How a trainer runs: the batch shape it is planned for, the optimizer, and whether the
@@ -36,20 +36,115 @@ pub struct TrainConfig {
 pub trait Trainer {
     /// One training step; returns the batch's mean loss before the update.
     fn step(&mut self, batch: &Batch) -> Result<f32>;
-    /// Forward and loss only (the carried state is reset).
+    /// Forward and loss only, from zero states, without dropout (the carried state is
+    /// kept for the next training step).
     fn evaluate(&mut self, batch: &Batch) -> Result<f32>;
     /// Forward only from zero states: the dense outputs [rows, outputs] (the targets are
-    /// checked but unused).
+    /// checked but unused; the carried state is kept).
     fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>>;
     /// Starts the carried state afresh at zero.
     fn reset_state(&mut self) -> Result<()>;
+    /// The state the next training step starts from (stateful training; zeros otherwise).
+    fn carried_state(&self) -> Result<CarriedState>;
+    /// Sets the state the next training step starts from (stateful training).
+    fn set_carried_state(&mut self, state: &CarriedState) -> Result<()>;
     /// Steps taken.
     fn steps_done(&self) -> u64;
     /// The model with its current parameters (a readback on the GPU).
     fn model(&self) -> Result<SequenceModel>;
-    /// Parameters, optimizer state and step (the carried state is reset).
+    /// Parameters, optimizer state, step and (stateful training) the carried state.
     fn checkpoint(&mut self) -> Result<Checkpoint>;
     fn config(&self) -> &TrainConfig;
+}
+
+/// The recurrent state carried from one training step to the next: `h` and (LSTM) `c`,
+/// each `[layers * directions, batch, hidden]` (`c` empty for cells without one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CarriedState {
+    pub h: Vec<f32>,
+    pub c: Vec<f32>,
+}
+
+impl CarriedState {
+    /// Checkpoint tensor names.
+    const H: &'static str = "state.h";
+    const C: &'static str = "state.c";
+
+    fn zeros(model: &SequenceModel, batch: usize) -> Self {
+        let n = model.state_len(batch);
+        let c = if model.rnn.config.cell.has_cell_state() {
+            vec![0.0; n]
+        } else {
+            Vec::new()
+        };
+        Self { h: vec![0.0; n], c }
+    }
+
+    /// Checks the sizes against a model and batch, and that every value is finite.
+    fn check(&self, model: &SequenceModel, batch: usize) -> Result<()> {
+        let want = Self::zeros(model, batch);
+        let cfg = &model.rnn.config;
+        for (what, have, want) in [("h", &self.h, &want.h), ("c", &self.c, &want.c)] {
+            ensure!(
+                have.len() == want.len(),
+                "carried state {what} has {} values, expected {} = layers x directions x \
+                 batch x hidden = {} x {} x {batch} x {}",
+                have.len(),
+                want.len(),
+                cfg.num_layers,
+                cfg.directions(),
+                cfg.hidden_size
+            );
+            if let Some(i) = have.iter().position(|v| !v.is_finite()) {
+                bail!("carried state {what} holds a non-finite value at index {i}");
+            }
+        }
+        Ok(())
+    }
+
+    /// As checkpoint tensors (`state.h`, `state.c`).
+    fn to_tensors(&self, model: &SequenceModel, batch: usize) -> Tensors {
+        let cfg = &model.rnn.config;
+        let shape = vec![cfg.num_layers * cfg.directions(), batch, cfg.hidden_size];
+        let mut t = Tensors::new();
+        t.insert(
+            Self::H.into(),
+            HostTensor {
+                shape: shape.clone(),
+                data: self.h.clone(),
+            },
+        );
+        if !self.c.is_empty() {
+            t.insert(
+                Self::C.into(),
+                HostTensor {
+                    shape,
+                    data: self.c.clone(),
+                },
+            );
+        }
+        t
+    }
+
+    /// From a checkpoint's state tensors; `None` when it has none (not stateful).
+    fn from_checkpoint(ckpt: &Checkpoint) -> Option<Self> {
+        let h = ckpt.state.get(Self::H)?.data.clone();
+        let c = ckpt
+            .state
+            .get(Self::C)
+            .map(|t| t.data.clone())
+            .unwrap_or_default();
+        Some(Self { h, c })
+    }
+}
+
+/// Restores a checkpoint's carried state into a stateful trainer.
+fn restore_state(t: &mut dyn Trainer, ckpt: &Checkpoint) -> Result<()> {
+    if let (true, Some(s)) = (t.config().stateful, CarriedState::from_checkpoint(ckpt)) {
+        t.set_carried_state(&s)
+            .context("the checkpoint's carried state does not fit this trainer")?;
+    }
+    Ok(())
 }
 
 fn check_loss(loss: f32, step: u64) -> Result<f32> {
@@ -242,6 +337,7 @@ impl GpuTrainer {
         let model = ckpt.model()?;
         let mut t = Self::new(gpu, model, cfg)?;
         t.optim.load_state(&ckpt.optimizer, ckpt.step)?;
+        restore_state(&mut t, ckpt)?;
         Ok(t)
     }
 
@@ -340,12 +436,22 @@ impl Trainer for GpuTrainer {
 
     fn evaluate(&mut self, b: &Batch) -> Result<f32> {
         self.write_batch(b)?;
+        // Evaluation starts from zero states on the same device buffers: keep the carried
+        // state on the host meanwhile (evaluation is rare; a step never reads back).
+        let carried = match self.cfg.stateful {
+            true => Some(self.carried_state()?),
+            false => None,
+        };
         let lengths = self.model.lengths(b)?;
         self.rnn.set_inputs(lengths.as_deref(), None, None)?;
         self.rnn.set_training(None)?;
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec)?;
-        self.submit_and_read_loss(rec)
+        let loss = self.submit_and_read_loss(rec);
+        if let Some(s) = carried {
+            self.set_carried_state(&s)?;
+        }
+        loss
     }
 
     fn predict(&mut self, b: &Batch) -> Result<Vec<f32>> {
@@ -355,6 +461,17 @@ impl Trainer for GpuTrainer {
 
     fn reset_state(&mut self) -> Result<()> {
         self.rnn.set_inputs(None, None, None)
+    }
+
+    fn carried_state(&self) -> Result<CarriedState> {
+        let (h, c) = self.rnn.initial_state()?;
+        Ok(CarriedState { h, c })
+    }
+
+    fn set_carried_state(&mut self, state: &CarriedState) -> Result<()> {
+        state.check(&self.model, self.cfg.batch)?;
+        let c = (!state.c.is_empty()).then_some(&state.c[..]);
+        self.rnn.set_inputs(None, Some(&state.h), c)
     }
 
     fn steps_done(&self) -> u64 {
@@ -380,11 +497,17 @@ impl Trainer for GpuTrainer {
     }
 
     fn checkpoint(&mut self) -> Result<Checkpoint> {
-        self.reset_state()?;
+        let state = match self.cfg.stateful {
+            true => self
+                .carried_state()?
+                .to_tensors(&self.model, self.cfg.batch),
+            false => Tensors::new(),
+        };
         Ok(Checkpoint {
             spec: self.model.spec.clone(),
             params: self.model()?.named_params(),
             optimizer: self.optim.state()?,
+            state,
             step: self.optim.steps(),
             meta: BTreeMap::new(),
         })
@@ -430,6 +553,7 @@ impl CpuTrainer {
     pub fn resume(ckpt: &Checkpoint, cfg: TrainConfig) -> Result<Self> {
         let mut t = Self::new(ckpt.model()?, cfg)?;
         t.optim.load_state(&ckpt.optimizer, ckpt.step)?;
+        restore_state(&mut t, ckpt)?;
         Ok(t)
     }
 }
@@ -470,7 +594,6 @@ impl Trainer for CpuTrainer {
     fn evaluate(&mut self, b: &Batch) -> Result<f32> {
         check_shape(&self.cfg, b)?;
         self.model.check_batch(b)?;
-        self.state = None;
         Ok(self
             .model
             .pass_cpu(&self.params, b, None, None, false)?
@@ -480,7 +603,6 @@ impl Trainer for CpuTrainer {
     fn predict(&mut self, b: &Batch) -> Result<Vec<f32>> {
         check_shape(&self.cfg, b)?;
         self.model.check_batch(b)?;
-        self.state = None;
         Ok(self
             .model
             .pass_cpu(&self.params, b, None, None, false)?
@@ -489,6 +611,22 @@ impl Trainer for CpuTrainer {
 
     fn reset_state(&mut self) -> Result<()> {
         self.state = None;
+        Ok(())
+    }
+
+    fn carried_state(&self) -> Result<CarriedState> {
+        Ok(match &self.state {
+            Some((h, c)) => CarriedState {
+                h: h.clone(),
+                c: c.clone(),
+            },
+            None => CarriedState::zeros(&self.model, self.cfg.batch),
+        })
+    }
+
+    fn set_carried_state(&mut self, state: &CarriedState) -> Result<()> {
+        state.check(&self.model, self.cfg.batch)?;
+        self.state = Some((state.h.clone(), state.c.clone()));
         Ok(())
     }
 
@@ -503,11 +641,17 @@ impl Trainer for CpuTrainer {
     }
 
     fn checkpoint(&mut self) -> Result<Checkpoint> {
-        self.state = None;
+        let state = match self.cfg.stateful {
+            true => self
+                .carried_state()?
+                .to_tensors(&self.model, self.cfg.batch),
+            false => Tensors::new(),
+        };
         Ok(Checkpoint {
             spec: self.model.spec.clone(),
             params: self.model()?.named_params(),
             optimizer: self.optim.state(),
+            state,
             step: self.optim.steps(),
             meta: BTreeMap::new(),
         })
