@@ -1,7 +1,8 @@
 //! Every sequence architecture of the issue, trained on the GPU to a stated accuracy:
 //! many-to-many aligned (a tagger), bidirectional many-to-many, many-to-one, one-to-many,
-//! and an encoder-decoder whose output is longer than its input (read, then write, in one
-//! stack; the reading steps' targets are ignored).
+//! and an encoder-decoder whose output is longer than its input (here read, then write, in
+//! one stack, the reading steps' targets ignored; `tests/seq2seq.rs` trains the two-stack
+//! encoder-decoder, the encoder's state handed to the decoder).
 
 mod common;
 

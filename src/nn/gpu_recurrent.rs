@@ -421,6 +421,39 @@ impl GpuRecurrent {
         Ok((h, c))
     }
 
+    /// Records handing this stack's final states to `next` as its initial states, layer by
+    /// layer and direction by direction (an encoder's state to a decoder).
+    pub fn record_state_to(&self, next: &GpuRecurrent, rec: &mut Recorder) -> Result<()> {
+        self.check_handoff(next)?;
+        for ((_, a), (_, b)) in self.each_plan().zip(next.each_plan()) {
+            a.record_state_to(b, rec)?;
+        }
+        Ok(())
+    }
+
+    /// Records taking `next`'s initial-state gradients as this stack's final-state
+    /// gradients (after `next`'s backward, before this one's).
+    pub fn record_state_grads_from(&self, next: &GpuRecurrent, rec: &mut Recorder) -> Result<()> {
+        self.check_handoff(next)?;
+        for ((_, a), (_, b)) in self.each_plan().zip(next.each_plan()) {
+            a.record_state_grads_from(b, rec)?;
+        }
+        Ok(())
+    }
+
+    fn check_handoff(&self, next: &GpuRecurrent) -> Result<()> {
+        let (a, b) = (&self.config, &next.config);
+        anyhow::ensure!(
+            a.num_layers == b.num_layers && a.directions() == b.directions(),
+            "a state handoff needs the same layers and directions: {} x {} vs {} x {}",
+            a.num_layers,
+            a.directions(),
+            b.num_layers,
+            b.directions()
+        );
+        Ok(())
+    }
+
     /// Sets lengths only, keeping the initial states where they are on the device.
     pub fn set_lengths(&self, lengths: Option<&[usize]>) -> Result<()> {
         for (_, plan) in self.each_plan() {

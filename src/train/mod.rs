@@ -17,3 +17,7 @@ pub use trainer::{CarriedState, CpuTrainer, GpuTrainer, TrainConfig, Trainer};
 pub mod charlm;
 pub mod fit;
 pub mod plot;
+pub mod seq2seq;
+pub use seq2seq::{
+    CpuSeq2SeqTrainer, GpuSeq2SeqTrainer, Seq2Seq, Seq2SeqBatch, Seq2SeqSpec, Seq2SeqTrainConfig,
+};

@@ -125,6 +125,10 @@ pub struct CpuPass<T> {
     pub grads: Option<BTreeMap<String, Vec<T>>>,
     pub h_n: Vec<T>,
     pub c_n: Vec<T>,
+    /// The gradients of the initial states (with `grads`; empty otherwise, and `d_c0`
+    /// without a cell state).
+    pub d_h0: Vec<T>,
+    pub d_c0: Vec<T>,
 }
 
 impl SequenceModel {
@@ -493,6 +497,7 @@ impl SequenceModel {
             }
             _ => bail!("targets do not match the loss (check_batch first)"),
         };
+        let (mut d_h0, mut d_c0) = (Vec::new(), Vec::new());
         let grads = if grads {
             let mut g = BTreeMap::new();
             let dg = self.dense.backward_cpu(w, head_in, &rows, &dy)?;
@@ -512,6 +517,7 @@ impl SequenceModel {
             for (k, v) in rg.params {
                 g.insert(format!("rnn.{k}"), v);
             }
+            (d_h0, d_c0) = (rg.h0, rg.c0);
             if let (Inputs::Ids(ids), Some(e)) = (&b.inputs, &self.embedding) {
                 if e.trainable {
                     g.insert(
@@ -530,6 +536,8 @@ impl SequenceModel {
             grads,
             h_n: out.h_n,
             c_n: out.c_n,
+            d_h0,
+            d_c0,
         })
     }
 

@@ -147,7 +147,7 @@ fn restore_state(t: &mut dyn Trainer, ckpt: &Checkpoint) -> Result<()> {
     Ok(())
 }
 
-fn check_loss(loss: f32, step: u64) -> Result<f32> {
+pub(super) fn check_loss(loss: f32, step: u64) -> Result<f32> {
     ensure!(
         loss.is_finite(),
         "the loss became {loss} at step {step}: training stopped (try a lower learning rate \
@@ -222,6 +222,35 @@ impl GpuLastStep {
             scatter,
         })
     }
+}
+
+/// A 4-byte buffer a step copies its mean loss into, to be mapped after the submit.
+pub(super) fn loss_staging(gpu: &Gpu) -> wgpu::Buffer {
+    gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("recur.trainer.loss"),
+        size: 4,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Records copying the mean loss (the first value of a loss plan's `stats`) to `staging`,
+/// submits, and reads it: a step's only submit and only readback.
+pub(super) fn submit_and_read_loss(
+    gpu: &Gpu,
+    mut rec: Recorder,
+    stats: &GpuTensor,
+    staging: &wgpu::Buffer,
+) -> Result<f32> {
+    rec.copy(stats.buffer(), 0, staging, 0, 4);
+    rec.submit()?;
+    gpu.count(|c| c.readbacks += 1);
+    let bytes = crate::gpu::readback::map_and_copy(gpu, staging)?;
+    Ok(f32::from_le_bytes(
+        bytes[..4]
+            .try_into()
+            .context("the loss readback is 4 bytes")?,
+    ))
 }
 
 /// The GPU trainer: every tensor and plan built once for (batch, steps).
@@ -312,12 +341,7 @@ impl GpuTrainer {
             named.push((format!("fc.{name}"), p, g));
         }
         let optim = GpuOptimizer::new(gpu, cfg.optim, &named)?;
-        let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("recur.trainer.loss"),
-            size: 4,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = loss_staging(gpu);
         Ok(Self {
             gpu: gpu.clone(),
             cfg,
@@ -378,22 +402,12 @@ impl GpuTrainer {
         Ok(())
     }
 
-    /// Records copying the mean loss to the staging buffer, submits, and reads it: the
-    /// step's only submit and only readback.
-    fn submit_and_read_loss(&self, mut rec: Recorder) -> Result<f32> {
+    fn submit_and_read_loss(&self, rec: Recorder) -> Result<f32> {
         let stats = match &self.loss {
             GpuLoss::CrossEntropy { plan, .. } => plan.stats(),
             GpuLoss::Mse { plan, .. } => plan.stats(),
         };
-        rec.copy(stats.buffer(), 0, &self.staging, 0, 4);
-        rec.submit()?;
-        self.gpu.count(|c| c.readbacks += 1);
-        let bytes = crate::gpu::readback::map_and_copy(&self.gpu, &self.staging)?;
-        Ok(f32::from_le_bytes(
-            bytes[..4]
-                .try_into()
-                .context("the loss readback is 4 bytes")?,
-        ))
+        submit_and_read_loss(&self.gpu, rec, stats, &self.staging)
     }
 
     /// The device the trainer runs on.
