@@ -20,6 +20,7 @@ use super::trainer::{check_loss, loss_staging, submit_and_read_loss};
 use crate::cpu::Real;
 use crate::gpu::loss::{write_targets, CrossEntropyPlan};
 use crate::gpu::{Gpu, GpuTensor, Recorder};
+use crate::nn::recurrent::CpuTape;
 use crate::nn::{
     Embedding, GpuDense, GpuEmbedding, GpuRecurrent, Recurrent, RecurrentConfig, Tensors,
 };
@@ -105,6 +106,16 @@ impl Seq2SeqBatch {
             lengths: None,
         }
     }
+}
+
+/// What the CPU encoder hands on: final states (c empty without a cell state), and what
+/// its backward needs.
+struct Encoded<T> {
+    h_n: Vec<T>,
+    c_n: Vec<T>,
+    tape: CpuTape<T>,
+    /// The encoder stack's parameters under their own names.
+    params: BTreeMap<String, Vec<T>>,
 }
 
 /// An encoder-decoder and its parameters.
@@ -242,25 +253,19 @@ impl Seq2Seq {
         self.decoder.check_batch(&b.decoder_batch())
     }
 
-    /// The decoder's initial states from the encoder's final ones (c empty without a cell
-    /// state).
+    /// Runs the encoder: its final states are the decoder's initial states.
     fn encode_cpu<T: Real>(
         &self,
         p: &BTreeMap<String, Vec<T>>,
         b: &Seq2SeqBatch,
-    ) -> Result<(
-        Vec<T>,
-        crate::nn::recurrent::CpuTape<T>,
-        BTreeMap<String, Vec<T>>,
-        Vec<T>,
-    )> {
+    ) -> Result<Encoded<T>> {
         let x = self.encoder_embedding.forward_cpu(
             &p["encoder.embedding.weight"],
             &b.source,
             b.source_steps,
             b.batch,
         )?;
-        let enc_p: BTreeMap<String, Vec<T>> = p
+        let params: BTreeMap<String, Vec<T>> = p
             .iter()
             .filter_map(|(k, v)| {
                 k.strip_prefix("encoder.rnn.")
@@ -269,8 +274,13 @@ impl Seq2Seq {
             .collect();
         let (out, tape) =
             self.encoder
-                .forward_cpu(&enc_p, &x, b.batch, b.source_steps, None, None, None)?;
-        Ok((out.h_n, tape, enc_p, out.c_n))
+                .forward_cpu(&params, &x, b.batch, b.source_steps, None, None, None)?;
+        Ok(Encoded {
+            h_n: out.h_n,
+            c_n: out.c_n,
+            tape,
+            params,
+        })
     }
 
     /// Forward, loss and (with `grads`) backward of a checked batch on the CPU.
@@ -280,7 +290,7 @@ impl Seq2Seq {
         b: &Seq2SeqBatch,
         grads: bool,
     ) -> Result<Seq2SeqPass<T>> {
-        let (h_n, tape, enc_p, c_n) = self.encode_cpu(p, b)?;
+        let enc = self.encode_cpu(p, b)?;
         let lstm = self.encoder.config.cell.has_cell_state();
         let dec_p: BTreeMap<String, Vec<T>> = p
             .iter()
@@ -292,8 +302,8 @@ impl Seq2Seq {
         let pass = self.decoder.pass_cpu(
             &dec_p,
             &b.decoder_batch(),
-            Some(&h_n),
-            lstm.then_some(&c_n[..]),
+            Some(&enc.h_n),
+            lstm.then_some(&enc.c_n[..]),
             grads,
         )?;
         let grads = match pass.grads {
@@ -303,8 +313,8 @@ impl Seq2Seq {
                     .map(|(k, v)| (format!("decoder.{k}"), v))
                     .collect();
                 let eg = self.encoder.backward_cpu(
-                    &enc_p,
-                    &tape,
+                    &enc.params,
+                    &enc.tape,
                     None,
                     Some(&pass.d_h0),
                     lstm.then_some(&pass.d_c0[..]),
@@ -333,7 +343,8 @@ impl Seq2Seq {
         let one = Seq2SeqBatch::teacher_forced(&[source.to_vec()], &[vec![start]], start)?;
         self.check_batch(&one)?;
         let p = self.params_as::<f32>();
-        let (mut h, _, _, mut c) = self.encode_cpu(&p, &one)?;
+        let enc = self.encode_cpu(&p, &one)?;
+        let (mut h, mut c) = (enc.h_n, enc.c_n);
         let lstm = self.encoder.config.cell.has_cell_state();
         let dec_p: BTreeMap<String, Vec<f32>> = p
             .iter()
