@@ -7,7 +7,7 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use recur::ops::optim::Optimizer;
 use recur::train::{
-    Batch, GpuTrainer, Head, Inputs, Loss, ModelSpec, OptimConfig, Schedule, SequenceModel,
+    GpuTrainer, Head, Inputs, Loss, ModelSpec, OptimConfig, Schedule, SequenceData, SequenceModel,
     Targets, TrainConfig, Trainer,
 };
 
@@ -27,6 +27,32 @@ fn main() -> Result<()> {
     };
     let gpu = recur::Gpu::new()?;
     let model = SequenceModel::new(spec, 0)?;
+
+    // Keras-style arrays: x [n, steps, features], y [n, 1] (the mean of the first feature).
+    let data = |n: usize, seed: u64| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let x: Vec<f32> = (0..n * steps * features)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let y = (0..n)
+            .map(|s| {
+                (0..steps)
+                    .map(|t| x[(s * steps + t) * features])
+                    .sum::<f32>()
+                    / steps as f32
+            })
+            .collect();
+        SequenceData {
+            n,
+            steps,
+            inputs: Inputs::Values(x),
+            targets: Targets::Values(y),
+            lengths: None,
+        }
+    };
+    let train = data(800, 1).batches(&model, batch)?;
+    let test = data(batch, 2).batches(&model, batch)?;
+
     let optim = OptimConfig {
         optimizer: Optimizer::adam(1e-2),
         clip: Some(1.0),
@@ -39,38 +65,12 @@ fn main() -> Result<()> {
         stateful: false,
     };
     let mut trainer = GpuTrainer::new(&gpu, model, cfg)?;
-
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut make = || {
-        // Time-major: step t of sequence b is row t * batch + b.
-        let x: Vec<f32> = (0..steps * batch * features)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
-        let y = (0..batch)
-            .map(|b| {
-                (0..steps)
-                    .map(|t| x[(t * batch + b) * features])
-                    .sum::<f32>()
-                    / steps as f32
-            })
-            .collect();
-        Batch {
-            batch,
-            steps,
-            inputs: Inputs::Values(x),
-            targets: Targets::Values(y),
-            lengths: None,
-        }
-    };
-    let test = make();
-    println!("before: test mse {:.5}", trainer.evaluate(&test)?);
-    for step in 1..=200 {
-        let loss = trainer.step(&make())?; // one submit, one readback
-        if step % 50 == 0 {
-            println!("step {step}: training mse {loss:.5}");
-        }
-    }
-    println!("after:  test mse {:.5}", trainer.evaluate(&test)?);
+    println!("before: test mse {:.5}", trainer.evaluate(&test[0])?);
+    // One submit and one readback per batch.
+    trainer.fit(&train, 4, |epoch, mse| {
+        println!("epoch {epoch}: training mse {mse:.5}")
+    })?;
+    println!("after:  test mse {:.5}", trainer.evaluate(&test[0])?);
     let path = std::env::temp_dir().join("recur-regressor.safetensors");
     trainer.checkpoint()?.save(&path)?;
     println!("checkpoint: {}", path.display());

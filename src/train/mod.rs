@@ -21,3 +21,5 @@ pub mod seq2seq;
 pub use seq2seq::{
     CpuSeq2SeqTrainer, GpuSeq2SeqTrainer, Seq2Seq, Seq2SeqBatch, Seq2SeqSpec, Seq2SeqTrainConfig,
 };
+pub mod data;
+pub use data::SequenceData;

@@ -55,6 +55,32 @@ pub trait Trainer {
     /// Parameters, optimizer state, step and (stateful training) the carried state.
     fn checkpoint(&mut self) -> Result<Checkpoint>;
     fn config(&self) -> &TrainConfig;
+
+    /// Trains `epochs` passes over `batches` (Keras' `fit`; see
+    /// [`SequenceData::batches`](super::SequenceData::batches)), calling `on_epoch` with the
+    /// epoch (from 1) and its mean training loss; returns those means.
+    fn fit(
+        &mut self,
+        batches: &[Batch],
+        epochs: usize,
+        mut on_epoch: impl FnMut(usize, f32),
+    ) -> Result<Vec<f32>>
+    where
+        Self: Sized,
+    {
+        ensure!(!batches.is_empty(), "fit: no batches to train on");
+        let mut means = Vec::with_capacity(epochs);
+        for epoch in 1..=epochs {
+            let mut sum = 0.0f64;
+            for b in batches {
+                sum += self.step(b)? as f64;
+            }
+            let mean = (sum / batches.len() as f64) as f32;
+            on_epoch(epoch, mean);
+            means.push(mean);
+        }
+        Ok(means)
+    }
 }
 
 /// The recurrent state carried from one training step to the next: `h` and (LSTM) `c`,

@@ -1,0 +1,111 @@
+//! Data as Keras and PyTorch (`batch_first`) users hold it, sequence-major: inputs
+//! `[n, steps, features]` (or ids `[n, steps]`) and targets per sequence (`[n, outputs]` or
+//! classes `[n]` for a last-step head; `[n, steps, outputs]` or `[n, steps]` for a head at
+//! every step), cut into the time-major [`Batch`]es a trainer takes; and
+//! [`Trainer::fit`](super::Trainer::fit) runs epochs over them.
+
+use anyhow::{ensure, Result};
+
+use super::model::{Batch, Head, Inputs, SequenceModel, Targets};
+
+/// `n` sequences of `steps` steps, sequence-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequenceData {
+    pub n: usize,
+    pub steps: usize,
+    /// Features `[n, steps, features]` or ids `[n, steps]`.
+    pub inputs: Inputs,
+    /// Per sequence: `rows` rows (1 for a last-step head, `steps` for every step) of
+    /// `outputs` values, or one class per row.
+    pub targets: Targets,
+    /// Per-sequence lengths (padding past them), if they differ.
+    pub lengths: Option<Vec<usize>>,
+}
+
+impl SequenceData {
+    /// Cuts the data into time-major batches of `batch` sequences for `model`, in order;
+    /// the last `n % batch` sequences are left out (a trainer is planned for one batch
+    /// size). Sizes are checked against the model: features (or ids), and per sequence one
+    /// target row (last-step head) or `steps` (every step) of `outputs` values or one class.
+    pub fn batches(&self, model: &SequenceModel, batch: usize) -> Result<Vec<Batch>> {
+        let (n, steps) = (self.n, self.steps);
+        ensure!(
+            batch > 0 && steps > 0 && n > 0,
+            "batch size, sequences and steps must be > 0, got {batch}, {n} and {steps}"
+        );
+        ensure!(
+            n >= batch,
+            "{n} sequences are fewer than one batch of {batch}: use a smaller batch size"
+        );
+        let features = match &self.inputs {
+            Inputs::Values(_) => model.spec.input_size,
+            Inputs::Ids(_) => 1,
+        };
+        let rows = match model.spec.head {
+            Head::EveryStep => steps,
+            Head::LastStep => 1,
+        };
+        let outputs = match &self.targets {
+            Targets::Values(_) => model.spec.outputs,
+            Targets::Classes(_) => 1,
+        };
+        let (inputs_len, targets_len) = match (&self.inputs, &self.targets) {
+            (Inputs::Values(x), Targets::Values(y)) => (x.len(), y.len()),
+            (Inputs::Values(x), Targets::Classes(y)) => (x.len(), y.len()),
+            (Inputs::Ids(x), Targets::Values(y)) => (x.len(), y.len()),
+            (Inputs::Ids(x), Targets::Classes(y)) => (x.len(), y.len()),
+        };
+        ensure!(
+            inputs_len == n * steps * features,
+            "inputs: {n} sequences x {steps} steps x {features} need {} values, got {inputs_len}",
+            n * steps * features
+        );
+        ensure!(
+            targets_len == n * rows * outputs,
+            "targets: {n} sequences x {rows} rows x {outputs} need {} values, got {targets_len}",
+            n * rows * outputs
+        );
+        if let Some(l) = &self.lengths {
+            ensure!(l.len() == n, "{} lengths for {n} sequences", l.len());
+        }
+        let mut out = Vec::with_capacity(n / batch);
+        for first in (0..=n - batch).step_by(batch) {
+            let seqs = first..first + batch;
+            let inputs = match &self.inputs {
+                Inputs::Values(v) => Inputs::Values(time_major(v, &seqs, steps, features)),
+                Inputs::Ids(v) => Inputs::Ids(time_major(v, &seqs, steps, 1)),
+            };
+            let targets = match &self.targets {
+                Targets::Values(v) => Targets::Values(time_major(v, &seqs, rows, outputs)),
+                Targets::Classes(v) => Targets::Classes(time_major(v, &seqs, rows, 1)),
+            };
+            out.push(Batch {
+                batch,
+                steps,
+                inputs,
+                targets,
+                lengths: self.lengths.as_ref().map(|l| l[seqs].to_vec()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Sequences `seqs` of sequence-major `data` ([n, rows, width]) as a time-major block: row
+/// `t` of the `b`-th of them goes to row `t * seqs.len() + b`.
+fn time_major<T: Copy + Default>(
+    data: &[T],
+    seqs: &std::ops::Range<usize>,
+    rows: usize,
+    width: usize,
+) -> Vec<T> {
+    let batch = seqs.len();
+    let mut v = vec![T::default(); rows * batch * width];
+    for (b, s) in seqs.clone().enumerate() {
+        for t in 0..rows {
+            let src = &data[(s * rows + t) * width..][..width];
+            v[(t * batch + b) * width..][..width].copy_from_slice(src);
+        }
+    }
+    v
+}
