@@ -790,3 +790,32 @@ fn the_learning_rate_falls_linearly_to_its_floor() {
     assert!(learning_rate(&cfg, 300, 1000) > learning_rate(&cfg, 600, 1000));
 }
 
+#[test]
+fn an_embedding_layer_loads_from_a_vectors_file_with_its_vocabulary() {
+    let dir = tmp_dir("embedding");
+    // Written by hand, as another tool writes it: no trailing spaces.
+    let text = write(&dir, "v.txt", b"3 2\nthe 1 2\ncat 0.5 -1\nsat -3 0.25\n");
+    let (layer, vocab) = w2v::load_embedding(&text, false).unwrap();
+    assert_eq!((layer.input_dim, layer.output_dim), (3, 2));
+    assert!(!layer.trainable);
+    assert_eq!(layer.weight.data, vec![1.0, 2.0, 0.5, -1.0, -3.0, 0.25]);
+    assert_eq!((vocab["the"], vocab["cat"], vocab["sat"]), (0, 1, 2));
+    assert_eq!(vocab.len(), 3);
+    // The words of a sentence, looked up through the layer, give their vectors.
+    let ids: Vec<u32> = ["sat", "the", "cat"].iter().map(|w| vocab[*w]).collect();
+    let out = layer
+        .forward_cpu(&layer.weight_as::<f32>(), &ids, 1, 3)
+        .unwrap();
+    assert_eq!(out, vec![-3.0, 0.25, 1.0, 2.0, 0.5, -1.0]);
+    // The binary format gives the same layer, trainable when asked.
+    let kv = w2v::load(&text).unwrap();
+    let bin = dir.join("v.bin");
+    w2v::save_binary(&kv, &bin).unwrap();
+    let (layer_b, vocab_b) = w2v::load_embedding(&bin, true).unwrap();
+    assert!(layer_b.trainable);
+    assert_eq!(layer_b.weight.data, layer.weight.data);
+    assert_eq!(vocab_b, vocab);
+    let short = write(&dir, "short.txt", b"3 2\nthe 1 2\ncat 0.5 -1\n");
+    let e = err_text(w2v::load_embedding(&short, false));
+    assert!(e.contains("short.txt"), "{e}");
+}
