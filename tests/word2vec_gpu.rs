@@ -585,3 +585,35 @@ fn gpu_trainer_recovers_planted_neighbours_for_every_architecture_and_output_lay
         }
     }
 }
+
+#[test]
+fn command_line_trains_on_the_gpu() {
+    let Some(_gpu) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = common::planted::corpus(&dir);
+    let out = dir.join("v.txt");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["word2vec", "--corpus", corpus.to_str().unwrap()])
+        .args([
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            "gpu",
+            "--skipgram",
+        ])
+        .args(["--hs", "--size", "16", "--window", "3", "--min-count", "1"])
+        .args(["--sample", "0", "--gpu-batch", "128"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("training on ") && text.contains("words/s"),
+        "{text}"
+    );
+    common::planted::assert_recovered(
+        &recur::word2vec::load(&out).unwrap(),
+        "recur word2vec --backend gpu",
+    );
+}
