@@ -587,6 +587,30 @@ fn gpu_trainer_recovers_planted_neighbours_for_every_architecture_and_output_lay
 }
 
 #[test]
+fn gpu_trainer_trains_a_one_word_vocabulary() {
+    let Some(gpu) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-one-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let one = dir.join("one.txt");
+    std::fs::write(&one, "a a a a\na a\n").unwrap();
+    for arch in [Arch::SkipGram, Arch::Cbow] {
+        for output in [Output::Negative(2), Output::Hierarchical, Output::Softmax] {
+            let cfg = small_gpu_config(arch, output);
+            let (kv, report) = recur::word2vec::train_gpu(&one, &cfg, &gpu).unwrap();
+            assert_eq!(kv.len(), 1);
+            assert!(
+                kv.data().iter().all(|x| x.is_finite()),
+                "{arch:?} {output:?}"
+            );
+            assert!(
+                report.epoch_loss.iter().all(|l| l.is_finite()),
+                "{arch:?} {output:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn command_line_trains_on_the_gpu() {
     let Some(_gpu) = common::gpu() else { return };
     let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-cli-{}", std::process::id()));
