@@ -268,36 +268,8 @@ fn byte_ranges_share_the_lines_out_exactly_once() {
 
 // ---------------------------------------------------------------- training
 
-/// Two groups of words that never meet but share their own context words: each group's
-/// members should be each other's nearest neighbours.
 fn planted_corpus(dir: &Path) -> PathBuf {
-    let mut rng = recur::word2vec::sampling::Rng::new(11, 0);
-    let mut text = String::new();
-    for _ in 0..1500 {
-        let g = rng.below(2);
-        let (members, ctx) = if g == 0 {
-            (
-                ["cat", "dog", "cow", "pig"],
-                ["eats", "runs", "sleeps", "barn"],
-            )
-        } else {
-            (
-                ["red", "blue", "green", "pink"],
-                ["paint", "shade", "bright", "hue"],
-            )
-        };
-        let mut line = Vec::new();
-        for _ in 0..6 {
-            if rng.below(2) == 0 {
-                line.push(members[rng.below(4)]);
-            } else {
-                line.push(ctx[rng.below(4)]);
-            }
-        }
-        text.push_str(&line.join(" "));
-        text.push('\n');
-    }
-    write(dir, "planted.txt", text.as_bytes())
+    common::planted::corpus(dir)
 }
 
 fn small_config(arch: Arch, output: Output) -> Config {
@@ -322,40 +294,10 @@ fn training_recovers_planted_neighbours_for_every_architecture_and_output_layer(
     for arch in [Arch::SkipGram, Arch::Cbow] {
         for output in [Output::Negative(5), Output::Hierarchical, Output::Softmax] {
             let (kv, report) = w2v::train(&corpus, &small_config(arch, output)).unwrap();
-            assert_eq!(kv.len(), 16);
             let first = report.epoch_loss[0];
             let last = *report.epoch_loss.last().unwrap();
             assert!(last < first, "{arch:?} {output:?}: loss {first} -> {last}");
-            let animals = ["cat", "dog", "cow", "pig", "eats", "runs", "sleeps", "barn"];
-            let colours = [
-                "red", "blue", "green", "pink", "paint", "shade", "bright", "hue",
-            ];
-            for (group, other, context) in [
-                (&animals[..4], "red", &animals),
-                (&colours[..4], "cat", &colours),
-            ] {
-                for &w in group {
-                    // Every word seen in this group's sentences, and none of the other's.
-                    let near = kv.most_similar(&[w], &[], 7).unwrap();
-                    for (n, _) in &near {
-                        assert!(
-                            context.contains(&n.as_str()),
-                            "{arch:?} {output:?}: {w} -> {near:?}"
-                        );
-                    }
-                    let same = kv
-                        .similarity(
-                            w,
-                            group[(group.iter().position(|x| *x == w).unwrap() + 1) % 4],
-                        )
-                        .unwrap();
-                    let diff = kv.similarity(w, other).unwrap();
-                    assert!(
-                        same > diff + 0.2,
-                        "{arch:?} {output:?}: {w}: {same} vs {diff}"
-                    );
-                }
-            }
+            common::planted::assert_recovered(&kv, &format!("{arch:?} {output:?}"));
         }
     }
 }
@@ -846,4 +788,34 @@ fn the_learning_rate_falls_linearly_to_its_floor() {
     );
     assert_eq!(learning_rate(&cfg, 1000, 1000), 0.0001);
     assert!(learning_rate(&cfg, 300, 1000) > learning_rate(&cfg, 600, 1000));
+}
+
+#[test]
+fn an_embedding_layer_loads_from_a_vectors_file_with_its_vocabulary() {
+    let dir = tmp_dir("embedding");
+    // Written by hand, as another tool writes it: no trailing spaces.
+    let text = write(&dir, "v.txt", b"3 2\nthe 1 2\ncat 0.5 -1\nsat -3 0.25\n");
+    let (layer, vocab) = w2v::load_embedding(&text, false).unwrap();
+    assert_eq!((layer.input_dim, layer.output_dim), (3, 2));
+    assert!(!layer.trainable);
+    assert_eq!(layer.weight.data, vec![1.0, 2.0, 0.5, -1.0, -3.0, 0.25]);
+    assert_eq!((vocab["the"], vocab["cat"], vocab["sat"]), (0, 1, 2));
+    assert_eq!(vocab.len(), 3);
+    // The words of a sentence, looked up through the layer, give their vectors.
+    let ids: Vec<u32> = ["sat", "the", "cat"].iter().map(|w| vocab[*w]).collect();
+    let out = layer
+        .forward_cpu(&layer.weight_as::<f32>(), &ids, 1, 3)
+        .unwrap();
+    assert_eq!(out, vec![-3.0, 0.25, 1.0, 2.0, 0.5, -1.0]);
+    // The binary format gives the same layer, trainable when asked.
+    let kv = w2v::load(&text).unwrap();
+    let bin = dir.join("v.bin");
+    w2v::save_binary(&kv, &bin).unwrap();
+    let (layer_b, vocab_b) = w2v::load_embedding(&bin, true).unwrap();
+    assert!(layer_b.trainable);
+    assert_eq!(layer_b.weight.data, layer.weight.data);
+    assert_eq!(vocab_b, vocab);
+    let short = write(&dir, "short.txt", b"3 2\nthe 1 2\ncat 0.5 -1\n");
+    let e = err_text(w2v::load_embedding(&short, false));
+    assert!(e.contains("short.txt"), "{e}");
 }

@@ -234,3 +234,410 @@ fn analogy_evaluation_on_the_gpu_matches_the_cpu() {
     };
     assert_eq!(run(&["--gpu"]), run(&[]));
 }
+
+// ---------------------------------------------------------------- training kernels
+
+use recur::cpu::word2vec as twin;
+use recur::gpu::{Recorder, TrainPlan};
+use recur::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
+use recur::word2vec::{Arch, Config, Output};
+
+/// A random batch over small matrices, so rows repeat within it: items of 1 to 6 input rows
+/// and (sampled) 0 to 11 targets with random labels, or (softmax) one word.
+fn random_batch(rng: &mut impl Rng, spec: &TrainSpec, items: usize) -> TrainBatch {
+    let mut batch = TrainBatch::default();
+    for _ in 0..items {
+        let inputs: Vec<u32> = (0..rng.random_range(1..=6))
+            .map(|_| rng.random_range(0..spec.in_rows as u32))
+            .collect();
+        let targets: Vec<(u32, bool)> = match spec.output {
+            TrainOutput::Sampled => (0..rng.random_range(0..12))
+                .map(|_| {
+                    (
+                        rng.random_range(0..spec.out_rows as u32),
+                        rng.random_bool(0.3),
+                    )
+                })
+                .collect(),
+            TrainOutput::Softmax => vec![(rng.random_range(0..spec.out_rows as u32), true)],
+        };
+        batch.push(&inputs, targets);
+    }
+    batch
+}
+
+fn rel(gpu: &[f32], cpu: &[f32]) -> f64 {
+    rel_error(&common::to_f64(gpu), &common::to_f64(cpu))
+}
+
+/// Element-wise change from `before` (the update a kernel applied).
+fn delta(after: &[f32], before: &[f32]) -> Vec<f32> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+/// Runs one random batch through the GPU kernels one at a time and through their CPU twins:
+/// the gradient kernel from the same weights, each apply kernel from the GPU's own
+/// gradients (so each kernel is checked on its own), and the loss sum.
+fn check_train_kernels(
+    gpu: &recur::Gpu,
+    rng: &mut rand::rngs::StdRng,
+    output: TrainOutput,
+    row_cap: u32,
+) {
+    let (in_rows, out_rows) = (rng.random_range(1..30), rng.random_range(1..30));
+    let dim = [1, 7, 8, 64, 65, rng.random_range(2..100)][rng.random_range(0..6)];
+    let items = rng.random_range(1..60);
+    let spec = TrainSpec {
+        in_rows,
+        out_rows,
+        dim,
+        output,
+        max_items: items + 3,
+        max_inputs: 6 * (items + 3),
+        max_targets: 11 * (items + 3) + 1,
+        row_cap,
+    };
+    let what =
+        format!("{output:?} rows {in_rows}/{out_rows} dim {dim} items {items} cap {row_cap}");
+    let batch = random_batch(rng, &spec, items);
+    let mut packed = PackedBatch::default();
+    BatchPacker::default()
+        .pack(&spec, &batch, &mut packed)
+        .unwrap();
+    // A learning rate well above word2vec's so every update is large next to the weights'
+    // rounding: the comparisons below are of the updates themselves.
+    let alpha = 0.5;
+    let syn0 = common::random_vec(rng, in_rows * dim);
+    let syn1 = common::random_vec(rng, out_rows * dim);
+    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, 4).unwrap();
+    plan.write_batch(&packed, alpha, 2).unwrap();
+
+    let grad_len = match output {
+        TrainOutput::Sampled => batch.target_slots(),
+        TrainOutput::Softmax => items * out_rows,
+    };
+    let (mut hidden, mut hidden_grad) = (vec![f32::NAN; items * dim], vec![f32::NAN; items * dim]);
+    let (mut grads, mut item_loss) = (vec![f32::NAN; grad_len], vec![f32::NAN; items]);
+    let gradients = match output {
+        TrainOutput::Sampled => twin::sampled_gradients,
+        TrainOutput::Softmax => twin::softmax_gradients,
+    };
+    gradients(
+        &spec,
+        &packed,
+        alpha,
+        &syn0,
+        &syn1,
+        &mut hidden,
+        &mut hidden_grad,
+        &mut grads,
+        &mut item_loss,
+    );
+    let mut rec = Recorder::new(gpu);
+    plan.record_gradients(&mut rec).unwrap();
+    rec.submit().unwrap();
+    // The plan's written-only buffers start as NaN, so an unwritten element fails here.
+    let g_hidden = plan.hidden().read_range(0, items * dim).unwrap();
+    let g_hidden_grad = plan.hidden_grad().read_range(0, items * dim).unwrap();
+    let g_grads = plan.grads().read_range(0, grad_len).unwrap();
+    let g_loss = plan.item_loss().read_range(0, items).unwrap();
+    for (name, g, c) in [
+        ("hidden", &g_hidden, &hidden),
+        ("hidden gradient", &g_hidden_grad, &hidden_grad),
+        ("output gradients", &g_grads, &grads),
+        ("item loss", &g_loss, &item_loss),
+    ] {
+        let e = rel(g, c);
+        // An all-zero reference (no targets anywhere) must be matched exactly.
+        assert!(e < 1e-5 || (g == c), "{what}: {name} rel error {e}");
+    }
+
+    // The apply kernels, from the GPU's gradients.
+    let (mut syn0_cpu, mut syn1_cpu) = (syn0.clone(), syn1.clone());
+    match output {
+        TrainOutput::Sampled => {
+            twin::apply_output(&spec, &packed, &g_grads, &g_hidden, &mut syn1_cpu)
+        }
+        TrainOutput::Softmax => {
+            twin::apply_output_dense(&spec, &packed, &g_grads, &g_hidden, &mut syn1_cpu)
+        }
+    }
+    twin::apply_input(&spec, &packed, &g_hidden_grad, &mut syn0_cpu);
+    let loss_cpu = twin::sum_loss(&packed, &g_loss);
+    let mut rec = Recorder::new(gpu);
+    plan.record_apply_output(&mut rec).unwrap();
+    plan.record_apply_input(&mut rec).unwrap();
+    plan.record_sum_loss(&mut rec);
+    rec.submit().unwrap();
+    let syn0_gpu = plan.syn0().to_vec().unwrap();
+    let syn1_gpu = plan.syn1().to_vec().unwrap();
+    for (name, after_gpu, after_cpu, before) in [
+        ("input update", &syn0_gpu, &syn0_cpu, &syn0),
+        ("output update", &syn1_gpu, &syn1_cpu, &syn1),
+    ] {
+        let (dg, dc) = (delta(after_gpu, before), delta(after_cpu, before));
+        let e = rel(&dg, &dc);
+        assert!(e < 1e-5 || dg == dc, "{what}: {name} rel error {e}");
+        // Rows the batch does not touch are left exactly as they were.
+        for (r, (a, b)) in dg.chunks(dim).zip(dc.chunks(dim)).enumerate() {
+            if b.iter().all(|&x| x == 0.0) {
+                assert!(
+                    a.iter().all(|&x| x == 0.0),
+                    "{what}: {name}: row {r} changed"
+                );
+            }
+        }
+    }
+    let slots = plan.loss_slots().to_vec().unwrap();
+    assert!(
+        slots[0].is_nan() && slots[1].is_nan() && slots[3].is_nan(),
+        "{what}: {slots:?}"
+    );
+    let e = ((slots[2] - loss_cpu) / loss_cpu.abs().max(1e-30)).abs();
+    assert!(
+        e < 1e-5 || slots[2] == loss_cpu,
+        "{what}: loss {} vs {loss_cpu}",
+        slots[2]
+    );
+}
+
+#[test]
+fn sampled_train_kernels_match_their_cpu_twins() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("w2v_train_sampled");
+    for row_cap in [0, 0, 0, 3, 1] {
+        check_train_kernels(&gpu, &mut rng, TrainOutput::Sampled, row_cap);
+    }
+}
+
+#[test]
+fn softmax_train_kernels_match_their_cpu_twins() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("w2v_train_softmax");
+    for row_cap in [0, 0, 0, 5] {
+        check_train_kernels(&gpu, &mut rng, TrainOutput::Softmax, row_cap);
+    }
+}
+
+#[test]
+fn the_packed_batch_indexes_every_slot_once_in_item_order() {
+    let mut rng = common::rng("w2v_train_index");
+    let spec = TrainSpec {
+        in_rows: 9,
+        out_rows: 5,
+        dim: 1,
+        output: TrainOutput::Sampled,
+        max_items: 40,
+        max_inputs: 240,
+        max_targets: 440,
+        row_cap: 0,
+    };
+    let batch = random_batch(&mut rng, &spec, 40);
+    let mut packed = PackedBatch::default();
+    BatchPacker::default()
+        .pack(&spec, &batch, &mut packed)
+        .unwrap();
+    // Output index: every target slot exactly once, under its own row, slots increasing.
+    let mut seen = vec![false; batch.target_slots()];
+    let mut rows = Vec::new();
+    for seg in packed.out_segments() {
+        rows.push(seg.row);
+        let entries: Vec<(usize, usize)> =
+            (seg.start..seg.end).map(|e| packed.out_entry(e)).collect();
+        assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "{entries:?}");
+        for (slot, item) in entries {
+            assert!(!seen[slot]);
+            seen[slot] = true;
+            let (_, row, _) = packed.targets(item).find(|t| t.0 == slot).unwrap();
+            assert_eq!(row, seg.row);
+        }
+    }
+    assert!(seen.iter().all(|&s| s));
+    rows.sort_unstable();
+    rows.dedup();
+    assert_eq!(
+        rows.len(),
+        packed.layout.out_unique as usize,
+        "distinct rows"
+    );
+    // Input index: each item once per input slot naming the row.
+    let mut count = vec![0usize; batch.len()];
+    for seg in packed.in_segments() {
+        for e in seg.start..seg.end {
+            let b = packed.in_entry(e);
+            assert!(packed.inputs(b).contains(&seg.row));
+            count[b] += 1;
+        }
+    }
+    for (b, &c) in count.iter().enumerate() {
+        assert_eq!(c, packed.inputs(b).len(), "item {b}");
+    }
+}
+
+#[test]
+fn bad_batches_and_sizes_are_errors_naming_the_value() {
+    let spec = TrainSpec {
+        in_rows: 4,
+        out_rows: 3,
+        dim: 2,
+        output: TrainOutput::Sampled,
+        max_items: 2,
+        max_inputs: 4,
+        max_targets: 4,
+        row_cap: 0,
+    };
+    let pack = |b: &TrainBatch| {
+        let mut p = PackedBatch::default();
+        BatchPacker::default().pack(&spec, b, &mut p).map(|_| p)
+    };
+    let err = |r: anyhow::Result<PackedBatch>| format!("{:#}", r.expect_err("an error"));
+    let mut b = TrainBatch::default();
+    b.push(&[4], [(0, true)]);
+    assert!(err(pack(&b)).contains("input row 4: expected below 4"));
+    b.clear();
+    b.push(&[0], [(3, true)]);
+    assert!(err(pack(&b)).contains("output row 3: expected below 3"));
+    b.clear();
+    b.push(&[], [(0, true)]);
+    assert!(err(pack(&b)).contains("item 0 has no input rows"));
+    b.clear();
+    for _ in 0..3 {
+        b.push(&[0], [(0, true)]);
+    }
+    assert!(err(pack(&b)).contains("a batch of 3 items"));
+    let huge = TrainSpec {
+        dim: 1 << 30,
+        ..spec
+    };
+    assert!(format!("{:#}", huge.validate().unwrap_err()).contains("size 1073741824"));
+
+    let Some(gpu) = common::gpu() else { return };
+    // A size the adapter cannot bind: an error naming it before anything is allocated.
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = common::planted::corpus(&dir);
+    let max = gpu.max_binding_bytes() as usize;
+    let size = (max / 4 / 16 + 1).min(u32::MAX as usize / 16 - 1);
+    let cfg = Config {
+        size,
+        min_count: 1,
+        ..Config::default()
+    };
+    let e = format!(
+        "{:#}",
+        recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap_err()
+    );
+    assert!(e.contains(&format!("size {size}")), "{e}");
+}
+
+// ---------------------------------------------------------------- the GPU trainer
+
+fn small_gpu_config(arch: Arch, output: Output) -> Config {
+    Config {
+        arch,
+        output,
+        size: 16,
+        window: 3,
+        min_count: 1,
+        sample: 0.0,
+        epochs: 5,
+        seed: 5,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn gpu_trainer_repeats_bit_for_bit_for_a_seed() {
+    let Some(gpu) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-repeat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = common::planted::corpus(&dir);
+    let cfg = Config {
+        sample: 1e-2,
+        epochs: 2,
+        ..small_gpu_config(Arch::SkipGram, Output::Negative(3))
+    };
+    let (a, ra) = recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap();
+    let (b, rb) = recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap();
+    assert_eq!(a.data(), b.data());
+    assert_eq!(ra.epoch_loss, rb.epoch_loss);
+    assert_eq!(ra.words, 2 * 9000);
+    let (c, _) = recur::word2vec::train_gpu(&corpus, &Config { seed: 6, ..cfg }, &gpu).unwrap();
+    assert_ne!(a.data(), c.data());
+}
+
+#[test]
+fn gpu_trainer_recovers_planted_neighbours_for_every_architecture_and_output_layer() {
+    let Some(gpu) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-planted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = common::planted::corpus(&dir);
+    for arch in [Arch::SkipGram, Arch::Cbow] {
+        for output in [Output::Negative(5), Output::Hierarchical, Output::Softmax] {
+            let what = format!("GPU {arch:?} {output:?}");
+            let (kv, report) =
+                recur::word2vec::train_gpu(&corpus, &small_gpu_config(arch, output), &gpu).unwrap();
+            let first = report.epoch_loss[0];
+            let last = *report.epoch_loss.last().unwrap();
+            eprintln!("{what}: loss per epoch {:?}", report.epoch_loss);
+            assert!(last < first, "{what}: loss {first} -> {last}");
+            common::planted::assert_recovered(&kv, &what);
+        }
+    }
+}
+
+#[test]
+fn gpu_trainer_trains_a_one_word_vocabulary() {
+    let Some(gpu) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-one-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let one = dir.join("one.txt");
+    std::fs::write(&one, "a a a a\na a\n").unwrap();
+    for arch in [Arch::SkipGram, Arch::Cbow] {
+        for output in [Output::Negative(2), Output::Hierarchical, Output::Softmax] {
+            let cfg = small_gpu_config(arch, output);
+            let (kv, report) = recur::word2vec::train_gpu(&one, &cfg, &gpu).unwrap();
+            assert_eq!(kv.len(), 1);
+            assert!(
+                kv.data().iter().all(|x| x.is_finite()),
+                "{arch:?} {output:?}"
+            );
+            assert!(
+                report.epoch_loss.iter().all(|l| l.is_finite()),
+                "{arch:?} {output:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn command_line_trains_on_the_gpu() {
+    let Some(_gpu) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = common::planted::corpus(&dir);
+    let out = dir.join("v.txt");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["word2vec", "--corpus", corpus.to_str().unwrap()])
+        .args([
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            "gpu",
+            "--skipgram",
+        ])
+        .args(["--hs", "--size", "16", "--window", "3", "--min-count", "1"])
+        .args(["--sample", "0", "--gpu-batch", "128"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("training on ") && text.contains("words/s"),
+        "{text}"
+    );
+    common::planted::assert_recovered(
+        &recur::word2vec::load(&out).unwrap(),
+        "recur word2vec --backend gpu",
+    );
+}

@@ -1,4 +1,6 @@
-//! word2vec training speed: words per second of the CPU trainer on a corpus file.
+//! word2vec training speed: words per second of the CPU and GPU trainers on a corpus file,
+//! with the last epoch's mean loss as a like-for-like quality score (same objective, same
+//! corpus, same settings).
 
 use std::path::Path;
 
@@ -6,25 +8,50 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Stats;
-use crate::word2vec::{train_with_vocab, Config, Vocab};
+use crate::gpu::Gpu;
+use crate::word2vec::{train_with_vocab, train_with_vocab_gpu, Config, TrainReport, Vocab};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Word2VecCase {
     pub vocab_size: usize,
     /// Corpus words in the vocabulary, per epoch.
     pub train_words: u64,
-    pub threads: usize,
+    /// Which trainer ran: the CPU and its threads, or the GPU's adapter and batch.
+    pub trainer: String,
     /// Training time per run (vocabulary scan excluded).
     pub seconds: Stats,
     /// Words read per second (in the vocabulary, before subsampling), from the median time.
     pub words_per_sec: f64,
     /// Words trained on per second (after subsampling), from the median time.
     pub effective_words_per_sec: f64,
+    /// Mean loss per prediction in the last epoch (of the last run).
+    pub final_loss: f64,
 }
 
-/// Trains `reps` times on `corpus` with `cfg` (the vocabulary scanned once, untimed) and
-/// returns the median speed.
+/// Trains `reps` times on `corpus` with `cfg` on the CPU (the vocabulary scanned once,
+/// untimed) and returns the median speed.
 pub fn measure(corpus: &Path, cfg: &Config, reps: usize) -> Result<Word2VecCase> {
+    let trainer = format!("CPU, {} threads", cfg.threads);
+    measure_with(corpus, cfg, reps, trainer, |vocab, cfg| {
+        train_with_vocab(corpus, vocab, cfg).map(|r| r.1)
+    })
+}
+
+/// As [`measure`], with the GPU trainer.
+pub fn measure_gpu(corpus: &Path, cfg: &Config, gpu: &Gpu, reps: usize) -> Result<Word2VecCase> {
+    let trainer = format!("GPU {}, batch {}", gpu.describe(), cfg.gpu_batch);
+    measure_with(corpus, cfg, reps, trainer, |vocab, cfg| {
+        train_with_vocab_gpu(corpus, vocab, cfg, gpu).map(|r| r.1)
+    })
+}
+
+fn measure_with(
+    corpus: &Path,
+    cfg: &Config,
+    reps: usize,
+    trainer: String,
+    train: impl Fn(&Vocab, &Config) -> Result<TrainReport>,
+) -> Result<Word2VecCase> {
     cfg.validate()?;
     let vocab = Vocab::scan(corpus, cfg.min_count, cfg.max_vocab)?;
     let cfg = Config {
@@ -32,21 +59,23 @@ pub fn measure(corpus: &Path, cfg: &Config, reps: usize) -> Result<Word2VecCase>
         ..cfg.clone()
     };
     let mut secs = Vec::new();
-    let mut effective = 0;
+    let (mut effective, mut final_loss) = (0, f64::NAN);
     for _ in 0..reps.max(1) {
-        let (_, report) = train_with_vocab(corpus, &vocab, &cfg)?;
+        let report = train(&vocab, &cfg)?;
         secs.push(report.seconds);
         effective = report.effective_words;
+        final_loss = report.epoch_loss.last().copied().unwrap_or(f64::NAN);
     }
     let seconds = Stats::from_samples(&mut secs).expect("at least one run");
     let words = cfg.epochs as u64 * vocab.train_words();
     Ok(Word2VecCase {
         vocab_size: vocab.len(),
         train_words: vocab.train_words(),
-        threads: cfg.threads,
+        trainer,
         seconds,
         words_per_sec: words as f64 / seconds.median,
         effective_words_per_sec: effective as f64 / seconds.median,
+        final_loss,
     })
 }
 

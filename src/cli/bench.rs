@@ -60,9 +60,9 @@ enum What {
         #[arg(long)]
         all: bool,
     },
-    /// word2vec: training speed (skip-gram, negative sampling, size 100, window 5) of recur's
-    /// CPU trainer and gensim's where installed, on the same corpus; and the most_similar
-    /// scan, CPU against the GPU kernel.
+    /// word2vec: training speed (skip-gram, negative sampling, size 100, window 5) and the
+    /// last epoch's loss of recur's CPU and GPU trainers, and gensim's speed where installed,
+    /// on the same corpus; and the most_similar scan, CPU against the GPU kernel.
     Word2vec {
         /// The corpus (default: a synthetic Zipf corpus of 2M words, written to a temporary
         /// file).
@@ -451,6 +451,7 @@ fn bench_rnn(
 struct Word2VecReport<'a> {
     header: &'a Header,
     recur: crate::bench::word2vec::Word2VecCase,
+    recur_gpu: Option<crate::bench::word2vec::Word2VecCase>,
     gensim: Option<serde_json::Value>,
     top_k: crate::bench::word2vec::TopKCase,
 }
@@ -461,7 +462,7 @@ fn bench_word2vec(
     args: &Args,
     header: &Header,
 ) -> Result<()> {
-    use crate::bench::word2vec::{measure, measure_top_k, synthetic_corpus};
+    use crate::bench::word2vec::{measure, measure_gpu, measure_top_k, synthetic_corpus};
     use crate::word2vec::Config;
     let tmp;
     let corpus = match corpus {
@@ -475,12 +476,15 @@ fn bench_word2vec(
         }
     };
     let cfg = Config {
+        arch: crate::word2vec::Arch::SkipGram,
         threads: cpu::threads(),
         epochs: if args.quick { 1 } else { 3 },
         ..Config::default()
     };
     let reps = if args.quick { 1 } else { 3 };
     let recur = measure(&corpus, &cfg, reps)?;
+    // One run: on a software adapter the GPU trainer takes minutes where the CPU takes seconds.
+    let recur_gpu = gpu.map(|g| measure_gpu(&corpus, &cfg, g, 1)).transpose()?;
     let gensim = if args.no_torch {
         None
     } else {
@@ -512,14 +516,21 @@ fn bench_word2vec(
         .and_then(|v| v.into_iter().find(|x| x["kind"] == "word2vec"))
     };
     println!(
-        "word2vec skip-gram, negative 5, size {}, window {}, {} epoch(s), {} threads, vocabulary {}: \
-         recur CPU {:.0} words/s; gensim {}",
+        "word2vec skip-gram, negative 5, size {}, window {}, sample {}, {} epoch(s), vocabulary {}, \
+         {} words an epoch:\n  recur {}: {:.0} words/s, last-epoch loss {:.4}\n  recur {}\n  gensim {}",
         cfg.size,
         cfg.window,
+        cfg.sample,
         cfg.epochs,
-        cfg.threads,
         recur.vocab_size,
+        recur.train_words,
+        recur.trainer,
         recur.words_per_sec,
+        recur.final_loss,
+        recur_gpu.as_ref().map_or("GPU: not used".to_string(), |g| format!(
+            "{}: {:.0} words/s, last-epoch loss {:.4}",
+            g.trainer, g.words_per_sec, g.final_loss
+        )),
         gensim
             .as_ref()
             .and_then(|g| g["words_per_sec"].as_f64())
@@ -547,6 +558,7 @@ fn bench_word2vec(
             &Word2VecReport {
                 header,
                 recur,
+                recur_gpu,
                 gensim,
                 top_k,
             },

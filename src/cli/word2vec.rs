@@ -7,6 +7,12 @@ use anyhow::Result;
 use crate::gpu::Gpu;
 use crate::word2vec::{self, Arch, Config, Output};
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Backend {
+    Cpu,
+    Gpu,
+}
+
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// The corpus: a text file, one sentence a line, tokens separated by whitespace.
@@ -55,9 +61,20 @@ pub struct TrainArgs {
     min_alpha: f32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Training threads (default: all cores; 1 is repeatable for a seed).
+    /// Where to train: on the CPU (multithreaded, lock-free) or on the GPU in batches
+    /// (repeatable for a seed on a given adapter).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: Backend,
+    /// CPU training threads (default: all cores; 1 is repeatable for a seed).
     #[arg(long)]
     threads: Option<usize>,
+    /// GPU: centre words per batch.
+    #[arg(long, default_value_t = Config::default().gpu_batch)]
+    gpu_batch: usize,
+    /// GPU: contributions to one row per batch beyond which its summed update is scaled
+    /// down to this many (0: never).
+    #[arg(long, default_value_t = Config::default().gpu_row_cap)]
+    gpu_row_cap: u32,
     /// Write word2vec's binary format instead of text.
     #[arg(long)]
     binary: bool,
@@ -88,9 +105,18 @@ pub fn train(a: TrainArgs) -> Result<()> {
         min_alpha: a.min_alpha,
         seed: a.seed,
         threads: a.threads.unwrap_or(defaults.threads),
+        gpu_batch: a.gpu_batch,
+        gpu_row_cap: a.gpu_row_cap,
         progress: true,
     };
-    let (kv, report) = word2vec::train(&a.corpus, &cfg)?;
+    let (kv, report) = match a.backend {
+        Backend::Cpu => word2vec::train(&a.corpus, &cfg)?,
+        Backend::Gpu => {
+            let gpu = Gpu::new()?;
+            eprintln!("training on {}", gpu.describe());
+            word2vec::train_gpu(&a.corpus, &cfg, &gpu)?
+        }
+    };
     if a.binary {
         word2vec::save_binary(&kv, &a.out)?;
     } else {

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod shaders;
 pub mod tensor;
 pub mod word2vec;
+pub mod word2vec_train;
 
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
 pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
@@ -27,6 +28,7 @@ pub use recorder::{Recorder, SubmitReport};
 pub use registry::{Kernel, KernelKey};
 pub use tensor::GpuTensor;
 pub use word2vec::CosineIndex;
+pub use word2vec_train::TrainPlan;
 
 use wgpu::util::DeviceExt;
 

@@ -47,6 +47,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "word2vec",
         body: include_str!("../../shaders/word2vec.wgsl"),
     },
+    ShaderFamily {
+        name: "word2vec_train",
+        body: include_str!("../../shaders/word2vec_train.wgsl"),
+    },
 ];
 
 /// Looks a family up by name.

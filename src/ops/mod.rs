@@ -8,6 +8,7 @@ pub mod loss;
 pub mod optim;
 pub mod recurrent;
 pub mod word2vec;
+pub mod word2vec_train;
 
 pub use dropout::{Dropout, DropoutKey};
 pub use embedding::Embedding;

@@ -3,11 +3,13 @@
 //! per word `word ` followed by D little-endian f32 and `\n`. The readers also take gensim's
 //! files (no trailing space in text, no newline after a binary record).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use super::vectors::KeyedVectors;
+use crate::nn::Embedding;
 
 /// Writes `kv` in word2vec.c's text format (atomically).
 pub fn save_text(kv: &KeyedVectors, path: &Path) -> Result<()> {
@@ -49,6 +51,14 @@ pub fn to_binary(kv: &KeyedVectors) -> Vec<u8> {
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading vectors {}", path.display()))
+}
+
+/// An `Embedding` layer initialised from a word2vec text or binary file (`trainable` or
+/// frozen) and the vocabulary mapping each word to its row id.
+pub fn load_embedding(path: &Path, trainable: bool) -> Result<(Embedding, HashMap<String, u32>)> {
+    load(path)?
+        .to_embedding(trainable)
+        .with_context(|| format!("vectors {}", path.display()))
 }
 
 /// Reads a text or binary file, telling which from its first record.

@@ -63,7 +63,13 @@ pub struct Config {
     /// The floor the learning rate falls to.
     pub min_alpha: f32,
     pub seed: u64,
+    /// CPU trainer threads.
     pub threads: usize,
+    /// GPU trainer: centre words per batch.
+    pub gpu_batch: usize,
+    /// GPU trainer: a row reached by more contributions than this in one batch has its
+    /// summed update scaled down to this many (0: never). See `gpu_train.rs`.
+    pub gpu_row_cap: u32,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -83,6 +89,8 @@ impl Default for Config {
             min_alpha: 0.0001,
             seed: 1,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            gpu_batch: 256,
+            gpu_row_cap: 64,
             progress: false,
         }
     }
@@ -102,6 +110,9 @@ impl Config {
         }
         if self.threads == 0 {
             bail!("threads 0: expected at least 1");
+        }
+        if self.gpu_batch == 0 {
+            bail!("GPU batch of 0 centre words: expected at least 1");
         }
         if self.output == Output::Negative(0) {
             bail!("0 negative samples: expected at least 1 (or hierarchical or full softmax)");

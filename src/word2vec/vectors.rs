@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Result};
 
 use super::grad::dot;
+use crate::nn::{Embedding, HostTensor};
 
 /// Words and their vectors (row-major, `len() x dim()`).
 #[derive(Debug)]
@@ -106,6 +107,26 @@ impl KeyedVectors {
     /// All vectors, row-major.
     pub fn data(&self) -> &[f32] {
         &self.data
+    }
+
+    /// An `Embedding` layer whose row `i` is word `i`'s vector, `trainable` or frozen, and
+    /// the vocabulary mapping each word to its row id.
+    pub fn to_embedding(&self, trainable: bool) -> Result<(Embedding, HashMap<String, u32>)> {
+        if self.words.len() > u32::MAX as usize {
+            bail!(
+                "{} words: an embedding takes at most {} ids",
+                self.words.len(),
+                u32::MAX
+            );
+        }
+        let weight = HostTensor::new(vec![self.words.len(), self.dim], self.data.clone())?;
+        let vocab = self
+            .words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32))
+            .collect();
+        Ok((Embedding::from_vectors(weight, trainable)?, vocab))
     }
 
     /// The id of `word`, if it is in the vocabulary.

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: one GPU per test binary, seeded randomness, error norms.
 #![allow(dead_code)]
 
+pub mod planted;
+
 use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
