@@ -9,10 +9,11 @@ use crate::check::rel_error;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
-use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder};
+use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
 use crate::nn::recurrent::TrainKey;
 use crate::nn::{GpuRecurrent, Merge, Recurrent, RecurrentConfig};
 use crate::ops::recurrent::CellKind;
+use crate::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
 use crate::ops::{CrossEntropy, Embedding, Optimizer};
 use crate::{cpu, Gemm};
 
@@ -65,8 +66,117 @@ pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<CheckResult>> {
     results.push(cross_entropy(gpu, &mut rng)?);
     results.extend(embedding(gpu, &mut rng)?);
     results.push(word2vec_top_k(gpu, &mut rng)?);
+    for output in [TrainOutput::Sampled, TrainOutput::Softmax] {
+        results.extend(word2vec_train(gpu, &mut rng, output)?);
+    }
     Ok(results)
 }
+
+/// One batch of word2vec training (gradients, both updates, the loss sum) on small
+/// matrices, so rows repeat within the batch: the weights' updates against the CPU twins.
+fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Vec<CheckResult>> {
+    let (in_rows, out_rows, dim) = (
+        rng.random_range(2..30),
+        rng.random_range(2..30),
+        rng.random_range(2..100),
+    );
+    let items = rng.random_range(1..60);
+    let spec = TrainSpec {
+        in_rows,
+        out_rows,
+        dim,
+        output,
+        max_items: items,
+        max_inputs: 6 * items,
+        max_targets: 11 * items,
+        row_cap: 8,
+    };
+    let mut batch = TrainBatch::default();
+    for _ in 0..items {
+        let inputs: Vec<u32> = (0..rng.random_range(1..=6))
+            .map(|_| rng.random_range(0..in_rows as u32))
+            .collect();
+        let targets: Vec<(u32, bool)> = match output {
+            TrainOutput::Sampled => (0..rng.random_range(1..12))
+                .map(|_| (rng.random_range(0..out_rows as u32), rng.random_bool(0.3)))
+                .collect(),
+            TrainOutput::Softmax => vec![(rng.random_range(0..out_rows as u32), true)],
+        };
+        batch.push(&inputs, targets);
+    }
+    let mut packed = PackedBatch::default();
+    BatchPacker::default().pack(&spec, &batch, &mut packed)?;
+    let alpha = 0.5;
+    let syn0 = random(rng, in_rows * dim);
+    let syn1 = random(rng, out_rows * dim);
+    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, 1)?;
+    plan.write_batch(&packed, alpha, 0)?;
+    let mut rec = Recorder::new(gpu);
+    plan.record_gradients(&mut rec)?;
+    plan.record_apply_output(&mut rec)?;
+    plan.record_apply_input(&mut rec)?;
+    rec.submit()?;
+
+    let grad_len = match output {
+        TrainOutput::Sampled => batch.target_slots(),
+        TrainOutput::Softmax => items * out_rows,
+    };
+    let (mut hidden, mut hidden_grad) = (vec![f32::NAN; items * dim], vec![f32::NAN; items * dim]);
+    let (mut grads, mut item_loss) = (vec![f32::NAN; grad_len], vec![f32::NAN; items]);
+    let (mut syn0_cpu, mut syn1_cpu) = (syn0.clone(), syn1.clone());
+    let (gradients, apply_output): (GradientsFn, ApplyOutputFn) = match output {
+        TrainOutput::Sampled => (
+            cpu::word2vec::sampled_gradients,
+            cpu::word2vec::apply_output,
+        ),
+        TrainOutput::Softmax => (
+            cpu::word2vec::softmax_gradients,
+            cpu::word2vec::apply_output_dense,
+        ),
+    };
+    gradients(
+        &spec,
+        &packed,
+        alpha,
+        &syn0,
+        &syn1,
+        &mut hidden,
+        &mut hidden_grad,
+        &mut grads,
+        &mut item_loss,
+    );
+    apply_output(&spec, &packed, &grads, &hidden, &mut syn1_cpu);
+    cpu::word2vec::apply_input(&spec, &packed, &hidden_grad, &mut syn0_cpu);
+    let change = |after: &[f32], before: &[f32]| -> Vec<f32> {
+        after.iter().zip(before).map(|(a, b)| a - b).collect()
+    };
+    let mut out = Vec::new();
+    for (what, gpu_after, cpu_after, before) in [
+        ("input", plan.syn0().to_vec()?, syn0_cpu, &syn0),
+        ("output", plan.syn1().to_vec()?, syn1_cpu, &syn1),
+    ] {
+        out.push(CheckResult {
+            name: format!(
+                "word2vec {output:?} batch of {items}: {what} update ({in_rows}/{out_rows} rows of {dim})"
+            ),
+            rel_error: rel_error(&change(&gpu_after, before), &change(&cpu_after, before)),
+        });
+    }
+    Ok(out)
+}
+
+type GradientsFn = fn(
+    &TrainSpec,
+    &PackedBatch,
+    f32,
+    &[f32],
+    &[f32],
+    &mut [f32],
+    &mut [f32],
+    &mut [f32],
+    &mut [f32],
+);
+type ApplyOutputFn = fn(&TrainSpec, &PackedBatch, &[f32], &[f32], &mut [f32]);
 
 fn f64v(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
