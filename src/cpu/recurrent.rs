@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 
 use super::activation::Activation;
 use super::gemm::gemm_on_this_thread;
-use super::step_parts::{for_each_part, transpose_rows_into, unit_parts, Shared};
+use super::step_parts::{for_each_part, on_pool, transpose_rows_into, unit_parts, Shared};
 use super::{gemm, Real};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::Gemm;
@@ -197,14 +197,18 @@ pub fn forward<T: Real>(
         check_len("recurrent dropout mask", m.len(), bsz * h)?;
     }
 
-    // Input projections of all steps at once: xw = x W_ih^T + b_ih.
-    let mut xw = vec![T::zero(); rows * gw];
+    // Input projections of all steps at once, xw = x W_ih^T + b_ih, written where the
+    // activations go: gate g of unit k at column g * H + k of `act`'s rows (act's width is at
+    // least the gates'). Each step's gate work reads a gate's input projection and writes
+    // its activation in the same place, so no separate [rows, G*H] buffer is made and read
+    // back from memory.
+    let mut act = vec![T::zero(); rows * aw];
     gemm(
-        &Gemm::new(rows, gw, i).trans_b(true),
+        &Gemm::new(rows, gw, i).trans_b(true).leading_dims(i, i, aw),
         x,
         w.w_ih,
         w.b_ih,
-        &mut xw,
+        &mut act,
     )?;
 
     // Outputs past each sequence's length are zero.
@@ -233,7 +237,6 @@ pub fn forward<T: Real>(
     } else {
         Vec::new()
     };
-    let mut act = vec![T::zero(); rows * aw];
     // GRU reset-before: r * h, which the n gate's product needs for every unit.
     let mut rh = if cell == CellKind::GruResetBefore {
         vec![T::zero(); bsz * h]
@@ -246,49 +249,52 @@ pub fn forward<T: Real>(
         .map(|units| ForwardPart::new(units, cell, bsz, h, w, &h0, &c0))
         .collect();
 
-    for s in 0..shape.steps {
-        if cell == CellKind::GruResetBefore {
-            // Phase one: r and z, then r * h, whose product with W_hn needs every unit.
-            let (hm_now, rh_out) = (&hm, Shared::new(&mut rh));
+    on_pool(parts.len(), || -> Result<()> {
+        for s in 0..shape.steps {
+            if cell == CellKind::GruResetBefore {
+                // Phase one: r and z, then r * h, whose product with W_hn needs every unit.
+                let (hm_now, act_now, rh_out) = (&hm, &act, Shared::new(&mut rh));
+                for_each_part(&mut parts, |part| {
+                    let nu = part.units.len();
+                    let spec = Gemm::new(bsz, 2 * nu, h).leading_dims(h, 3 * nu, 3 * nu);
+                    part.multiply(&spec, hm_now)?;
+                    reset_gate_work(shape, &lengths, s, act_now, hm_now, &rh_out, part);
+                    Ok(())
+                })?;
+            }
+            let step = ForwardStep {
+                shape,
+                lengths: &lengths,
+                step: s,
+                hm: &hm,
+                rh: &rh,
+                rmask,
+                act: Shared::new(&mut act),
+                hprev: Shared::new(&mut hprev),
+                hraw: Shared::new(&mut hraw),
+                cell: Shared::new(&mut cell_after),
+                y: Shared::new(y),
+                hm_next: Shared::new(&mut hm_next),
+            };
             for_each_part(&mut parts, |part| {
                 let nu = part.units.len();
-                let spec = Gemm::new(bsz, 2 * nu, h).leading_dims(h, 3 * nu, 3 * nu);
-                part.multiply(&spec, hm_now)?;
-                reset_gate_work(shape, &lengths, s, &xw, hm_now, &rh_out, part);
+                let pw = g * nu;
+                if cell == CellKind::GruResetBefore {
+                    let spec =
+                        Gemm::new(bsz, nu, h)
+                            .leading_dims(h, pw, pw)
+                            .offsets(0, 2 * nu, 2 * nu);
+                    part.multiply(&spec, step.rh)?;
+                } else {
+                    part.multiply(&Gemm::new(bsz, pw, h), step.hm)?;
+                }
+                gate_work(&step, part);
                 Ok(())
             })?;
+            std::mem::swap(&mut hm, &mut hm_next);
         }
-        let step = ForwardStep {
-            shape,
-            lengths: &lengths,
-            step: s,
-            xw: &xw,
-            hm: &hm,
-            rh: &rh,
-            rmask,
-            act: Shared::new(&mut act),
-            hprev: Shared::new(&mut hprev),
-            hraw: Shared::new(&mut hraw),
-            cell: Shared::new(&mut cell_after),
-            y: Shared::new(y),
-            hm_next: Shared::new(&mut hm_next),
-        };
-        for_each_part(&mut parts, |part| {
-            let nu = part.units.len();
-            let pw = g * nu;
-            if cell == CellKind::GruResetBefore {
-                let spec = Gemm::new(bsz, nu, h)
-                    .leading_dims(h, pw, pw)
-                    .offsets(0, 2 * nu, 2 * nu);
-                part.multiply(&spec, step.rh)?;
-            } else {
-                part.multiply(&Gemm::new(bsz, pw, h), step.hm)?;
-            }
-            gate_work(&step, part);
-            Ok(())
-        })?;
-        std::mem::swap(&mut hm, &mut hm_next);
-    }
+        Ok(())
+    })?;
 
     let mut h_n = vec![T::zero(); bsz * h];
     let mut c_n = if cell.has_cell_state() {
@@ -322,12 +328,11 @@ pub fn forward<T: Real>(
 }
 
 /// What the parts of one forward step read, and the buffers they write, each in its own
-/// units' columns.
+/// units' columns. `act` holds the input projections of the step's rows on entry.
 struct ForwardStep<'a, T> {
     shape: &'a RecurrentShape,
     lengths: &'a [usize],
     step: usize,
-    xw: &'a [T],
     /// The state entering the step as the product sees it, [B, H].
     hm: &'a [T],
     /// GRU reset-before: r * h, [B, H].
@@ -349,7 +354,7 @@ with_avx2!(fn gate_work = gate_work_generic<T>(step: &ForwardStep<'_, T>, part: 
 fn gate_work_generic<T: Real>(step: &ForwardStep<'_, T>, part: &mut ForwardPart<T>) {
     let shape = step.shape;
     let (cell, h, g) = (shape.cell, shape.hidden, shape.cell.gates());
-    let (gw, aw) = (shape.gate_width(), cell.act_width() * h);
+    let aw = cell.act_width() * h;
     let (nu, k0) = (part.units.len(), part.units.start);
     let pw = g * nu;
     for (b, &len) in step.lengths.iter().enumerate() {
@@ -366,18 +371,15 @@ fn gate_work_generic<T: Real>(step: &ForwardStep<'_, T>, part: &mut ForwardPart<
                     step.hraw.slice(row * h + k0, nu).copy_from_slice(hs);
                 }
             }
-            let xr = &step.xw[row * gw..][..gw];
             let pr = &part.products[b * pw..][..pw];
             let gate_in = |gate: usize| {
                 if gate < g {
                     GateInputs {
-                        x: &xr[gate * h + k0..][..nu],
                         rec: &pr[gate * nu..][..nu],
                         bias: &part.b_hh[gate * nu..][..nu],
                     }
                 } else {
                     GateInputs {
-                        x: &[],
                         rec: &[],
                         bias: &[],
                     }
@@ -436,31 +438,31 @@ with_avx2!(fn reset_gate_work = reset_gate_work_generic<T>(
     shape: &RecurrentShape,
     lengths: &[usize],
     s: usize,
-    xw: &[T],
+    act: &[T],
     hm: &[T],
     rh: &Shared<'_, T>,
     part: &mut ForwardPart<T>,
 ));
 
 /// GRU reset-before, phase one of a forward step for one part: `r * h` of its units from
-/// the r gate's products.
+/// the r gate's input projections (still in `act`) and products.
 #[inline(always)]
 fn reset_gate_work_generic<T: Real>(
     shape: &RecurrentShape,
     lengths: &[usize],
     s: usize,
-    xw: &[T],
+    act: &[T],
     hm: &[T],
     rh: &Shared<'_, T>,
     part: &mut ForwardPart<T>,
 ) {
-    let (h, gw) = (shape.hidden, shape.gate_width());
+    let (h, aw) = (shape.hidden, shape.cell.act_width() * shape.hidden);
     let (nu, k0) = (part.units.len(), part.units.start);
     for (b, &len) in lengths.iter().enumerate() {
         let Some(t) = shape.time_at(s, len) else {
             continue;
         };
-        let xr = &xw[shape.row(t, b) * gw + k0..][..nu];
+        let xr = &act[shape.row(t, b) * aw + k0..][..nu];
         let pr = &part.products[b * 3 * nu..][..nu];
         let br = &part.b_hh[..nu];
         let hv = &hm[b * h + k0..][..nu];
@@ -473,11 +475,11 @@ fn reset_gate_work_generic<T: Real>(
 }
 
 /// One step of one batch entry over a run of hidden units: from each gate's input
-/// projections, recurrent products and recurrent bias (`gates[g]`, empty past the cell's
-/// gates), the activations saved in `act[j]`, the new state `hs` (and `cs`, the LSTM's cell
-/// state, also saved in `c_saved`). GRU reset-before has `W_hn (r * h)` as the n gate's product
-/// and passes `r * h` as `rh`. Short passes over equal-length slices, so that the f32 path
-/// vectorizes without running out of registers.
+/// projections (in `act[g]` on entry), recurrent products and recurrent bias (`gates[g]`,
+/// empty past the cell's gates), the activations saved in `act[j]`, the new state `hs` (and
+/// `cs`, the LSTM's cell state, also saved in `c_saved`). GRU reset-before has `W_hn (r * h)`
+/// as the n gate's product and passes `r * h` as `rh`. Short passes over equal-length slices,
+/// so that the f32 path vectorizes without running out of registers.
 #[inline(always)]
 fn cell_step<T: Real>(
     cell: CellKind,
@@ -491,11 +493,11 @@ fn cell_step<T: Real>(
     let n = hs.len();
     let one = T::one();
     let [a0, a1, a2, a3] = act;
-    // a = f(x + (h W + b)), the same order of additions as the GPU kernels.
+    // a = f(x + (h W + b)) in place of x, the same order of additions as the GPU kernels.
     let activate = |a: &mut [T], gate: &GateInputs<'_, T>, f: fn(T) -> T| {
-        let (a, x, r, b) = (&mut a[..n], &gate.x[..n], &gate.rec[..n], &gate.bias[..n]);
+        let (a, r, b) = (&mut a[..n], &gate.rec[..n], &gate.bias[..n]);
         for k in 0..n {
-            a[k] = f(x[k] + (r[k] + b[k]));
+            a[k] = f(a[k] + (r[k] + b[k]));
         }
     };
     match cell {
@@ -525,19 +527,19 @@ fn cell_step<T: Real>(
             activate(a0, &gates[0], T::sigmoid);
             activate(a1, &gates[1], T::sigmoid);
             let (ar, az, an, tail) = (&a0[..n], &a1[..n], &mut a2[..n], &mut a3[..n]);
-            let (xn, rn, bn) = (&gates[2].x[..n], &gates[2].rec[..n], &gates[2].bias[..n]);
+            let (rn, bn) = (&gates[2].rec[..n], &gates[2].bias[..n]);
             if cell == CellKind::Gru {
                 // n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); W_hn h + b_hn is saved.
                 for k in 0..n {
                     let hn = rn[k] + bn[k];
-                    an[k] = (xn[k] + ar[k] * hn).tanh_act();
+                    an[k] = (an[k] + ar[k] * hn).tanh_act();
                     tail[k] = hn;
                 }
             } else {
                 // n = tanh(W_in x + b_in + W_hn (r * h) + b_hn); r * h is saved.
                 let rh = &rh[..n];
                 for k in 0..n {
-                    an[k] = (xn[k] + (rn[k] + bn[k])).tanh_act();
+                    an[k] = (an[k] + (rn[k] + bn[k])).tanh_act();
                     tail[k] = rh[k];
                 }
             }
@@ -548,10 +550,8 @@ fn cell_step<T: Real>(
     }
 }
 
-/// One gate's inputs to [`cell_step`] over a run of units: the input projections (with
-/// `b_ih`), the recurrent products, and `b_hh`.
+/// One gate's recurrent inputs to [`cell_step`] over a run of units: the products and `b_hh`.
 struct GateInputs<'a, T> {
-    x: &'a [T],
     rec: &'a [T],
     bias: &'a [T],
 }
@@ -914,47 +914,50 @@ pub fn backward<T: Real>(
         .map(|units| BackwardPart::new(units, bsz, h, &dh_n, &dc_n))
         .collect();
 
-    for s in (0..shape.steps).rev() {
-        let carry = s + 1 < shape.steps;
-        let rec_now = &rec;
-        let step = BackwardStep {
-            shape,
-            lengths: &lengths,
-            step: s,
-            saved,
-            dy,
-            dxw: Shared::new(&mut dxw),
-            dhw: Shared::new(&mut dhw),
-            rec: Shared::new(&mut rec_next),
-            dn_pre: Shared::new(&mut dn_pre),
-        };
-        for_each_part(&mut parts, |part| {
-            if carry {
-                part.carry(rec_now, w.w_hh, mask, shape)?;
-            }
-            backward_gate_work(&step, part);
-            Ok(())
-        })?;
-        if cell == CellKind::GruResetBefore {
-            // Phase two: d(r * h) = dn_pre W_hn needs every unit's dn_pre.
-            let dn_now = &dn_pre;
-            let dxw_out = Shared::new(&mut dxw);
-            let rec_out = Shared::new(&mut rec_next);
+    on_pool(parts.len(), || -> Result<()> {
+        for s in (0..shape.steps).rev() {
+            let carry = s + 1 < shape.steps;
+            let rec_now = &rec;
+            let step = BackwardStep {
+                shape,
+                lengths: &lengths,
+                step: s,
+                saved,
+                dy,
+                dxw: Shared::new(&mut dxw),
+                dhw: Shared::new(&mut dhw),
+                rec: Shared::new(&mut rec_next),
+                dn_pre: Shared::new(&mut dn_pre),
+            };
             for_each_part(&mut parts, |part| {
-                let (nu, k0) = (part.units.len(), part.units.start);
-                let spec =
-                    Gemm::new(bsz, nu, h)
-                        .leading_dims(h, h, nu)
-                        .offsets(0, 2 * h * h + k0, 0);
-                gemm_on_this_thread(&spec, dn_now, w.w_hh, None, &mut part.through_w)?;
-                reset_backward_work(shape, &lengths, s, saved, mask, &dxw_out, &rec_out, part);
+                if carry {
+                    part.carry(rec_now, w.w_hh, mask, shape)?;
+                }
+                backward_gate_work(&step, part);
                 Ok(())
             })?;
+            if cell == CellKind::GruResetBefore {
+                // Phase two: d(r * h) = dn_pre W_hn needs every unit's dn_pre.
+                let dn_now = &dn_pre;
+                let dxw_out = Shared::new(&mut dxw);
+                let rec_out = Shared::new(&mut rec_next);
+                for_each_part(&mut parts, |part| {
+                    let (nu, k0) = (part.units.len(), part.units.start);
+                    let spec =
+                        Gemm::new(bsz, nu, h)
+                            .leading_dims(h, h, nu)
+                            .offsets(0, 2 * h * h + k0, 0);
+                    gemm_on_this_thread(&spec, dn_now, w.w_hh, None, &mut part.through_w)?;
+                    reset_backward_work(shape, &lengths, s, saved, mask, &dxw_out, &rec_out, part);
+                    Ok(())
+                })?;
+            }
+            std::mem::swap(&mut rec, &mut rec_next);
         }
-        std::mem::swap(&mut rec, &mut rec_next);
-    }
-    // What the first step's gate gradients carry back is the gradient of h0.
-    for_each_part(&mut parts, |part| part.carry(&rec, w.w_hh, mask, shape))?;
+        // What the first step's gate gradients carry back is the gradient of h0.
+        for_each_part(&mut parts, |part| part.carry(&rec, w.w_hh, mask, shape))?;
+        Ok(())
+    })?;
     let mut dh = vec![T::zero(); bsz * h];
     let mut dc = vec![T::zero(); bsz * h];
     for part in &parts {
@@ -1005,7 +1008,12 @@ pub fn backward<T: Real>(
         out
     };
     let db_ih = colsum(&dxw);
-    let db_hh = colsum(dhw_ref);
+    // Only GRU's recurrent gate gradients differ from the input ones.
+    let db_hh = if separate_dhw {
+        colsum(dhw_ref)
+    } else {
+        db_ih.clone()
+    };
     let mut dx = vec![T::zero(); rows * i];
     gemm(&Gemm::new(rows, i, gw), &dxw, w.w_ih, None, &mut dx)?;
     let dc0 = if cell.has_cell_state() {

@@ -45,6 +45,18 @@ pub fn for_each_part<P: Send>(
     }
 }
 
+/// Runs `steps`, a loop of parallel sections over `parts` parts, on a thread of the pool when
+/// there are several parts. Started from a thread outside the pool, every section would hand
+/// its work to the pool and put the caller to sleep until it is done (two futex round trips a
+/// step); from inside, the thread takes one part itself and the others are stolen.
+pub fn on_pool<R: Send>(parts: usize, steps: impl FnOnce() -> R + Send) -> R {
+    if parts > 1 && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| steps())
+    } else {
+        steps()
+    }
+}
+
 /// A buffer that the parts of a step write at the same time, each in the columns of its own
 /// units. Borrows cannot say "these columns of every row", so the parts take slices through
 /// this type and keep to their own units.
