@@ -3,6 +3,9 @@
 //!
 //! The schedule is the GPU's: the input projections of all steps in one GEMM, one recurrent
 //! product plus the gate work per step, and the weight gradients as GEMMs over all steps.
+//! Within a step the hidden units are split among the threads (see [`super::step_parts`]):
+//! each thread multiplies its units' gates and then does their gate work, so a step is one
+//! parallel section (GRU reset-before: two), and the loop over steps runs on the pool.
 
 use std::ops::Range;
 
@@ -99,7 +102,6 @@ struct ForwardPart<T> {
 }
 
 impl<T: Real> ForwardPart<T> {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         units: Range<usize>,
         cell: CellKind,
