@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
 use recur::cpu::recurrent::{backward, forward, Weights};
+use recur::cpu::step_parts::unit_parts;
 use recur::ops::recurrent::{CellKind, RecurrentShape};
 
 fn randv(rng: &mut StdRng, n: usize, scale: f64) -> Vec<f64> {
@@ -41,6 +42,17 @@ fn random_case(rng: &mut StdRng, cell: CellKind) -> Case {
         rng.random_range(1..4),
         rng.random_range(1..6),
     );
+    random_case_sized(rng, cell, i, h, b, t)
+}
+
+fn random_case_sized(
+    rng: &mut StdRng,
+    cell: CellKind,
+    i: usize,
+    h: usize,
+    b: usize,
+    t: usize,
+) -> Case {
     let mut shape = RecurrentShape::new(cell, i, h, b, t)
         .reverse(rng.random_bool(0.5))
         .batch_first(rng.random_bool(0.5));
@@ -303,4 +315,77 @@ fn bad_recurrent_input_is_an_error() {
         err.contains("weight_hh has 24 elements, expected 16"),
         "{err}"
     );
+}
+
+/// Forward and backward of `case` on a thread pool of `threads` threads: y, h_n, c_n and
+/// every gradient, one after another.
+fn run_on_threads(case: &Case, threads: usize) -> Vec<Vec<f64>> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let s = case.shape;
+        let parts = unit_parts(s.batch, s.gate_width(), s.hidden).len();
+        assert_eq!(
+            parts, threads,
+            "{s:?} on {threads} threads splits into {parts} parts"
+        );
+        let mut y = vec![0.0; s.rows() * s.out_stride];
+        let w = weights(case);
+        let (fin, saved) = forward(
+            &s,
+            &case.x,
+            case.lengths.as_deref(),
+            Some(&case.h0),
+            Some(&case.c0),
+            &w,
+            case.rmask.as_deref(),
+            &mut y,
+        )
+        .unwrap();
+        let g = backward(
+            &s,
+            &case.x,
+            &w,
+            &saved,
+            Some(&case.wy),
+            Some(&case.wh),
+            Some(&case.wc),
+        )
+        .unwrap();
+        vec![
+            y, fin.h_n, fin.c_n, g.dx, g.dh0, g.dc0, g.dw_ih, g.dw_hh, g.db_ih, g.db_hh,
+        ]
+    })
+}
+
+#[test]
+fn steps_split_among_threads_match_one_thread() {
+    // The finite-difference cases are too small to split; these are large enough for every
+    // cell (batch * gates * hidden^2 above the threshold) and not multiples of the 16-unit
+    // blocks the split uses.
+    let mut rng = rng("steps_split_among_threads_match_one_thread");
+    let names = [
+        "y", "h_n", "c_n", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh",
+    ];
+    for cell in CellKind::ALL {
+        let (i, h, b, t) = (
+            rng.random_range(1..40),
+            rng.random_range(181..230),
+            rng.random_range(28..40),
+            rng.random_range(2..5),
+        );
+        let case = random_case_sized(&mut rng, cell, i, h, b, t);
+        let one = run_on_threads(&case, 1);
+        let three = run_on_threads(&case, 3);
+        for ((a, b), name) in three.iter().zip(&one).zip(names) {
+            let e = rel_error(a, b);
+            assert!(
+                e < 1e-12 || (a.is_empty() && b.is_empty()),
+                "{cell:?} {name}: 3 threads against 1 differ by {e} ({:?})",
+                case.shape
+            );
+        }
+    }
 }

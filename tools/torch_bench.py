@@ -63,6 +63,11 @@ def rnn(args):
         out, _ = layer(x)
         out.sum().backward()
 
+    # Untimed training passes first, as recur's benchmark does: a fresh process runs its
+    # first passes slower while the allocator grows its heap.
+    for _ in range(max(args.warmup, 1)):
+        forward_backward()
+
     print(json.dumps({"kind": "rnn", "device": args.device, "cell": args.cell, "hidden": args.hidden, "batch": args.batch,
                       "steps": args.steps, "layers": args.layers, "bidirectional": args.bidirectional,
                       "forward": timed(forward, args.warmup, args.reps),

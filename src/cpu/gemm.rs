@@ -7,10 +7,34 @@ use super::Real;
 use crate::ops::Gemm;
 
 /// Multiply-adds (m * n * k) below which a product runs on the calling thread.
-const PARALLEL_WORK: f64 = 96.0 * 96.0 * 96.0;
+pub(crate) const PARALLEL_WORK: f64 = 96.0 * 96.0 * 96.0;
 
 /// `C = alpha * op(A) * op(B) + beta * C + bias` as described by `spec`.
 pub fn gemm<T: Real>(spec: &Gemm, a: &[T], b: &[T], bias: Option<&[T]>, c: &mut [T]) -> Result<()> {
+    let work = spec.m as f64 * spec.n as f64 * spec.k as f64;
+    gemm_with(spec, a, b, bias, c, work >= PARALLEL_WORK)
+}
+
+/// [`gemm`] on the calling thread alone, for callers that split their work across threads
+/// themselves.
+pub fn gemm_on_this_thread<T: Real>(
+    spec: &Gemm,
+    a: &[T],
+    b: &[T],
+    bias: Option<&[T]>,
+    c: &mut [T],
+) -> Result<()> {
+    gemm_with(spec, a, b, bias, c, false)
+}
+
+fn gemm_with<T: Real>(
+    spec: &Gemm,
+    a: &[T],
+    b: &[T],
+    bias: Option<&[T]>,
+    c: &mut [T],
+    parallel: bool,
+) -> Result<()> {
     spec.validate(a.len(), b.len(), c.len(), bias.map(|x| x.len()))?;
     let (lda, ldb, ldc) = (
         spec.lda() as isize,
@@ -22,12 +46,11 @@ pub fn gemm<T: Real>(spec: &Gemm, a: &[T], b: &[T], bias: Option<&[T]>, c: &mut 
     let (rsb, csb) = if spec.trans_b { (1, ldb) } else { (ldb, 1) };
     let alpha = T::from(spec.alpha).unwrap_or_else(T::zero);
     let beta = T::from(spec.beta).unwrap_or_else(T::zero);
-    // Small products finish before the thread pool would wake up: run them on this thread.
-    let work = spec.m as f64 * spec.n as f64 * spec.k as f64;
-    let parallelism = if work < PARALLEL_WORK {
-        gemm::Parallelism::None
-    } else {
+    // Small products finish before the thread pool would wake up: they run on this thread.
+    let parallelism = if parallel {
         gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
     };
     for item in 0..spec.batch {
         let oa = spec.offset_a + item * spec.stride_a();
