@@ -52,3 +52,40 @@ pub fn random_vec(rng: &mut StdRng, len: usize) -> Vec<f32> {
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
+
+/// The derivative at 0 of `f`, a function of a step along one coordinate, by central
+/// differences with Richardson extrapolation: `R(h) = (4 D(h/2) - D(h)) / 3` with
+/// `D(h) = (f(h) - f(-h)) / 2h`, whose truncation error is O(h^4) where D's is O(h^2). That
+/// allows a step large enough that rounding in `f` (about ulp(f) / h) stays far below the
+/// tolerances the tests check; a plain difference at h = 1e-6 carries ~1e-10 of rounding,
+/// which is 1e-6 of a 1e-4 gradient.
+///
+/// Where `f` is not smooth across the stencil (a ReLU kink within `h` of 0), successive
+/// estimates disagree; the step is then halved until two successive estimates agree, and
+/// `None` is returned if they never do (the caller checks another coordinate). This
+/// compares finite differences with each other, never with the gradient under test, so it
+/// cannot hide a wrong gradient.
+#[allow(dead_code)]
+pub fn derivative(mut f: impl FnMut(f64) -> f64, h: f64) -> Option<f64> {
+    let mut d = |h: f64| (f(h) - f(-h)) / (2.0 * h);
+    let (mut step, mut d_prev) = (h, 0.0);
+    d_prev += d(step);
+    let mut r_prev: Option<f64> = None;
+    // Down to h / 2^12 at most: rounding, about ulp(f) / step, is still below 1e-9 there.
+    for _ in 0..12 {
+        step /= 2.0;
+        let d_next = d(step);
+        let r = (4.0 * d_next - d_prev) / 3.0;
+        if let Some(rp) = r_prev {
+            if (rp - r).abs() <= 1e-9 + 1e-7 * r.abs() {
+                return Some(r);
+            }
+        }
+        (d_prev, r_prev) = (d_next, Some(r));
+    }
+    None
+}
+
+/// The step [`derivative`] takes in the recurrence tests.
+#[allow(dead_code)]
+pub const DERIVATIVE_STEP: f64 = 1e-2;
