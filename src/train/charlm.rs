@@ -208,12 +208,12 @@ impl Default for CharLmOptions {
     fn default() -> Self {
         Self {
             cell: "lstm".into(),
-            hidden: 64,
+            hidden: 128,
             embed: 32,
             layers: 1,
             batch: 32,
             seq_len: 32,
-            train_steps: 400,
+            train_steps: 800,
             lr: 0.02,
             clip: 5.0,
             seed: 0,
