@@ -16,15 +16,13 @@ use anyhow::{bail, ensure, Context, Result};
 
 use super::model::{Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
 use super::optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
-use super::trainer::{check_loss, loss_staging, submit_and_read_loss};
+use super::trainer::{check_loss, loss_staging, submit_and_read_loss, GpuCrossEntropy};
 use crate::cpu::Real;
-use crate::gpu::loss::{write_targets, CrossEntropyPlan};
 use crate::gpu::{Gpu, GpuTensor, Recorder};
 use crate::nn::recurrent::CpuTape;
 use crate::nn::{
     Embedding, GpuDense, GpuEmbedding, GpuRecurrent, Recurrent, RecurrentConfig, Tensors,
 };
-use crate::ops::loss::CrossEntropy;
 use crate::ops::recurrent::CellKind;
 
 /// The architecture of an encoder-decoder.
@@ -426,10 +424,7 @@ pub struct GpuSeq2SeqTrainer {
     decoder_embedding: GpuEmbedding,
     decoder: GpuRecurrent,
     dense: GpuDense,
-    loss_spec: CrossEntropy,
-    targets: GpuTensor<u32>,
-    loss: CrossEntropyPlan,
-    _row_loss: GpuTensor,
+    loss: GpuCrossEntropy,
     optim: GpuOptimizer,
     staging: wgpu::Buffer,
 }
@@ -471,18 +466,12 @@ impl GpuSeq2SeqTrainer {
             decoder.output_grad(),
             true,
         )?;
-        let mut loss_spec = CrossEntropy::new(rows.rows, model.spec.target_vocab);
-        if let Some(i) = model.spec.ignore_index {
-            loss_spec = loss_spec.ignore_index(i);
-        }
-        let targets = GpuTensor::<u32>::zeros(gpu, &[rows.rows])?;
-        let row_loss = GpuTensor::zeros(gpu, &[rows.rows])?;
-        let loss = CrossEntropyPlan::new(
+        let loss = GpuCrossEntropy::new(
             gpu,
-            &loss_spec,
+            rows.rows,
+            model.spec.target_vocab,
+            model.spec.ignore_index,
             dense.output(),
-            &targets,
-            &row_loss,
             dense.output_grad().context("dense gradients")?,
         )?;
         let mut named: BTreeMap<String, (&GpuTensor, &GpuTensor)> = BTreeMap::new();
@@ -521,10 +510,7 @@ impl GpuSeq2SeqTrainer {
             decoder_embedding,
             decoder,
             dense,
-            loss_spec,
-            targets,
             loss,
-            _row_loss: row_loss,
             optim,
             staging,
         })
@@ -535,7 +521,7 @@ impl GpuSeq2SeqTrainer {
         self.model.check_batch(b)?;
         self.encoder_embedding.write_ids(&b.source)?;
         self.decoder_embedding.write_ids(&b.decoder_input)?;
-        write_targets(&self.loss_spec, &self.targets, &b.targets)
+        self.loss.write_targets(&b.targets)
     }
 
     fn record_forward_loss(&self, rec: &mut Recorder) -> Result<()> {
@@ -545,7 +531,7 @@ impl GpuSeq2SeqTrainer {
         self.decoder_embedding.record_forward(rec);
         self.decoder.record_forward(rec)?;
         self.dense.record_forward(rec);
-        self.loss.record(rec);
+        self.loss.plan.record(rec);
         Ok(())
     }
 
@@ -565,7 +551,7 @@ impl GpuSeq2SeqTrainer {
         self.encoder.record_backward(&mut rec)?;
         self.encoder_embedding.record_backward(&mut rec);
         self.optim.record(&mut rec)?;
-        let loss = submit_and_read_loss(&self.gpu, rec, self.loss.stats(), &self.staging)?;
+        let loss = submit_and_read_loss(&self.gpu, rec, self.loss.plan.stats(), &self.staging)?;
         check_loss(loss, self.optim.steps())
     }
 
@@ -574,7 +560,7 @@ impl GpuSeq2SeqTrainer {
         self.write_batch(b)?;
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec)?;
-        submit_and_read_loss(&self.gpu, rec, self.loss.stats(), &self.staging)
+        submit_and_read_loss(&self.gpu, rec, self.loss.plan.stats(), &self.staging)
     }
 
     /// The decoder's dense outputs [target_steps * batch, target_vocab], teacher forced.

@@ -194,17 +194,48 @@ fn check_shape(cfg: &TrainConfig, b: &Batch) -> Result<()> {
     Ok(())
 }
 
+/// Softmax cross-entropy on the device: the class targets it reads and its plan.
+pub(super) struct GpuCrossEntropy {
+    pub spec: CrossEntropy,
+    pub targets: GpuTensor<u32>,
+    pub plan: CrossEntropyPlan,
+    _row_loss: GpuTensor,
+}
+
+impl GpuCrossEntropy {
+    /// Over `rows` rows of `classes` logits, writing their gradient to `d_logits`.
+    pub fn new(
+        gpu: &Gpu,
+        rows: usize,
+        classes: usize,
+        ignore_index: Option<u32>,
+        logits: &GpuTensor,
+        d_logits: &GpuTensor,
+    ) -> Result<Self> {
+        let mut spec = CrossEntropy::new(rows, classes);
+        if let Some(i) = ignore_index {
+            spec = spec.ignore_index(i);
+        }
+        let targets = GpuTensor::<u32>::zeros(gpu, &[rows])?;
+        let row_loss = GpuTensor::zeros(gpu, &[rows])?;
+        let plan = CrossEntropyPlan::new(gpu, &spec, logits, &targets, &row_loss, d_logits)?;
+        Ok(Self {
+            spec,
+            targets,
+            plan,
+            _row_loss: row_loss,
+        })
+    }
+
+    /// Validates and writes the next targets.
+    pub fn write_targets(&self, t: &[u32]) -> Result<()> {
+        write_targets(&self.spec, &self.targets, t)
+    }
+}
+
 enum GpuLoss {
-    CrossEntropy {
-        spec: CrossEntropy,
-        targets: GpuTensor<u32>,
-        plan: CrossEntropyPlan,
-        _rows: GpuTensor,
-    },
-    Mse {
-        targets: GpuTensor,
-        plan: MsePlan,
-    },
+    CrossEntropy(GpuCrossEntropy),
+    Mse { targets: GpuTensor, plan: MsePlan },
 }
 
 /// A last-step head's input on the device: each sequence's last valid output row,
@@ -324,28 +355,14 @@ impl GpuTrainer {
         let dense = GpuDense::new(gpu, &model.dense, head_in, rows, d_head_in, true)?;
         let d_logits = dense.output_grad().context("dense gradients")?;
         let loss = match model.spec.loss {
-            Loss::CrossEntropy { ignore_index } => {
-                let mut spec = CrossEntropy::new(rows.rows, model.spec.outputs);
-                if let Some(i) = ignore_index {
-                    spec = spec.ignore_index(i);
-                }
-                let targets = GpuTensor::<u32>::zeros(gpu, &[rows.rows])?;
-                let row_loss = GpuTensor::zeros(gpu, &[rows.rows])?;
-                let plan = CrossEntropyPlan::new(
-                    gpu,
-                    &spec,
-                    dense.output(),
-                    &targets,
-                    &row_loss,
-                    d_logits,
-                )?;
-                GpuLoss::CrossEntropy {
-                    spec,
-                    targets,
-                    plan,
-                    _rows: row_loss,
-                }
-            }
+            Loss::CrossEntropy { ignore_index } => GpuLoss::CrossEntropy(GpuCrossEntropy::new(
+                gpu,
+                rows.rows,
+                model.spec.outputs,
+                ignore_index,
+                dense.output(),
+                d_logits,
+            )?),
             Loss::MeanSquaredError => {
                 let targets = GpuTensor::zeros(gpu, &[rows.rows * model.spec.outputs])?;
                 let plan = MsePlan::new(gpu, dense.output(), &targets, d_logits)?;
@@ -400,9 +417,7 @@ impl GpuTrainer {
             _ => bail!("inputs do not match the model"),
         }
         match (&b.targets, &self.loss) {
-            (Targets::Classes(t), GpuLoss::CrossEntropy { spec, targets, .. }) => {
-                write_targets(spec, targets, t)?
-            }
+            (Targets::Classes(t), GpuLoss::CrossEntropy(ce)) => ce.write_targets(t)?,
             (Targets::Values(t), GpuLoss::Mse { targets, .. }) => targets.write(t)?,
             _ => bail!("targets do not match the loss"),
         }
@@ -422,7 +437,7 @@ impl GpuTrainer {
         }
         self.dense.record_forward(rec);
         match &self.loss {
-            GpuLoss::CrossEntropy { plan, .. } => plan.record(rec),
+            GpuLoss::CrossEntropy(ce) => ce.plan.record(rec),
             GpuLoss::Mse { plan, .. } => plan.record(rec),
         }
         Ok(())
@@ -430,7 +445,7 @@ impl GpuTrainer {
 
     fn submit_and_read_loss(&self, rec: Recorder) -> Result<f32> {
         let stats = match &self.loss {
-            GpuLoss::CrossEntropy { plan, .. } => plan.stats(),
+            GpuLoss::CrossEntropy(ce) => ce.plan.stats(),
             GpuLoss::Mse { plan, .. } => plan.stats(),
         };
         submit_and_read_loss(&self.gpu, rec, stats, &self.staging)

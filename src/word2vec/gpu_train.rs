@@ -247,19 +247,7 @@ pub fn train_with_vocab_gpu(
     let syn0 = plan.syn0().to_vec()?;
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    for (l, &p) in epoch_loss.iter_mut().zip(&epoch_preds) {
-        *l /= p.max(1) as f64;
-    }
-    let report = TrainReport {
-        vocab_size: v,
-        train_words: vocab.train_words(),
-        words: total,
-        effective_words: effective,
-        seconds,
-        words_per_sec: total as f64 / seconds,
-        effective_words_per_sec: effective as f64 / seconds,
-        epoch_loss,
-    };
+    let report = TrainReport::new(vocab, total, effective, seconds, epoch_loss, &epoch_preds);
     let kv = KeyedVectors::new(vocab.words().to_vec(), d, syn0)?;
     Ok((kv, report))
 }

@@ -155,6 +155,33 @@ pub struct TrainReport {
     pub epoch_loss: Vec<f64>,
 }
 
+impl TrainReport {
+    /// The report of a run: `epoch_loss` holds each epoch's summed loss and `epoch_preds`
+    /// its number of predictions (the report keeps their ratio).
+    pub(super) fn new(
+        vocab: &Vocab,
+        words: u64,
+        effective_words: u64,
+        seconds: f64,
+        mut epoch_loss: Vec<f64>,
+        epoch_preds: &[u64],
+    ) -> Self {
+        for (l, &p) in epoch_loss.iter_mut().zip(epoch_preds) {
+            *l /= p.max(1) as f64;
+        }
+        Self {
+            vocab_size: vocab.len(),
+            train_words: vocab.train_words(),
+            words,
+            effective_words,
+            seconds,
+            words_per_sec: words as f64 / seconds,
+            effective_words_per_sec: effective_words as f64 / seconds,
+            epoch_loss,
+        }
+    }
+}
+
 /// Scans the vocabulary of `corpus`, then trains on it.
 pub fn train(corpus: &Path, cfg: &Config) -> Result<(KeyedVectors, TrainReport)> {
     cfg.validate()?;
@@ -333,20 +360,8 @@ pub fn train_with_vocab(
         }
         effective += r.effective_words;
     }
-    for (l, &p) in epoch_loss.iter_mut().zip(&epoch_preds) {
-        *l /= p.max(1) as f64;
-    }
     drop(job);
-    let report = TrainReport {
-        vocab_size: v,
-        train_words: vocab.train_words(),
-        words: total,
-        effective_words: effective,
-        seconds,
-        words_per_sec: total as f64 / seconds,
-        effective_words_per_sec: effective as f64 / seconds,
-        epoch_loss,
-    };
+    let report = TrainReport::new(vocab, total, effective, seconds, epoch_loss, &epoch_preds);
     let kv = KeyedVectors::new(vocab.words().to_vec(), d, syn0)?;
     Ok((kv, report))
 }
