@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
 use super::model::{
-    Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets,
+    with_prefix, Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel,
+    Targets,
 };
 use super::optimizer::OptimConfig;
 use super::schedule::Schedule;
@@ -513,10 +514,7 @@ pub fn generate(
         vocab.encode(prime)?
     };
     let p = model.params_as::<f32>();
-    let rnn_p: std::collections::BTreeMap<String, Vec<f32>> = p
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix("rnn.").map(|s| (s.to_string(), v.clone())))
-        .collect();
+    let rnn_p = with_prefix(&p, "rnn.");
     let emb = model.embedding.as_ref().context("embedding")?;
     let rows = model.head_rows(1, 1);
     let mut h = vec![0.0f32; model.state_len(1)];

@@ -116,6 +116,25 @@ pub struct DropoutRates {
     pub seed: u64,
 }
 
+/// Named tensors' values as `T`, by name.
+pub fn tensors_as<T: Real>(t: Tensors) -> BTreeMap<String, Vec<T>> {
+    t.into_iter()
+        .map(|(k, v)| {
+            let data = v.data.iter().map(|&x| T::from(x).unwrap_or_else(T::nan));
+            (k, data.collect())
+        })
+        .collect()
+}
+
+/// The entries whose names start with `prefix`, under the rest of their names (a child
+/// module's parameters, as PyTorch's `state_dict` nests them).
+pub fn with_prefix<V: Clone>(named: &BTreeMap<String, V>, prefix: &str) -> BTreeMap<String, V> {
+    named
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone())))
+        .collect()
+}
+
 /// The CPU results of one batch: the mean loss, the gradients by parameter name (when
 /// asked), and the final states.
 pub struct CpuPass<T> {
@@ -365,17 +384,7 @@ impl SequenceModel {
 
     /// Every parameter as `T`, by name.
     pub fn params_as<T: Real>(&self) -> BTreeMap<String, Vec<T>> {
-        self.named_params()
-            .into_iter()
-            .map(|(k, v)| {
-                let data = v
-                    .data
-                    .iter()
-                    .map(|&x| T::from(x).unwrap_or_else(T::nan))
-                    .collect();
-                (k, data)
-            })
-            .collect()
+        tensors_as(self.named_params())
     }
 
     /// Sets the parameters from `T` values by name (the inverse of [`Self::params_as`]).
@@ -448,10 +457,7 @@ impl SequenceModel {
                 .collect(),
             _ => bail!("inputs do not match the model (check_batch first)"),
         };
-        let rnn_p: BTreeMap<String, Vec<T>> = p
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("rnn.").map(|s| (s.to_string(), v.clone())))
-            .collect();
+        let rnn_p = with_prefix(p, "rnn.");
         let lengths = self.lengths(b)?;
         let (out, tape) = self.rnn.forward_cpu_with(
             &rnn_p,

@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::model::{Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
+use super::model::{
+    tensors_as, with_prefix, Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel,
+    Targets,
+};
 use super::optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
 use super::trainer::{check_loss, loss_staging, submit_and_read_loss, GpuCrossEntropy};
 use crate::cpu::Real;
@@ -191,13 +194,7 @@ impl Seq2Seq {
 
     /// Every parameter as `T`, by name.
     pub fn params_as<T: Real>(&self) -> BTreeMap<String, Vec<T>> {
-        self.named_params()
-            .into_iter()
-            .map(|(k, v)| {
-                let data = v.data.iter().map(|&x| T::from(x).unwrap_or_else(T::nan));
-                (k, data.collect())
-            })
-            .collect()
+        tensors_as(self.named_params())
     }
 
     /// Sets every parameter from `T` values by name (all must be present, finite, with
@@ -223,11 +220,7 @@ impl Seq2Seq {
         for (k, v) in self.encoder.params.iter_mut() {
             *v = named[&format!("encoder.rnn.{k}")].clone();
         }
-        let decoder: Tensors = named
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix("decoder.").map(|k| (k.to_string(), v)))
-            .collect();
-        self.decoder.set_params(&decoder)
+        self.decoder.set_params(&with_prefix(&named, "decoder."))
     }
 
     /// Checks a batch against the model: shapes and ids on both sides, and the targets.
@@ -263,13 +256,7 @@ impl Seq2Seq {
             b.source_steps,
             b.batch,
         )?;
-        let params: BTreeMap<String, Vec<T>> = p
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("encoder.rnn.")
-                    .map(|s| (s.to_string(), v.clone()))
-            })
-            .collect();
+        let params = with_prefix(p, "encoder.rnn.");
         let (out, tape) =
             self.encoder
                 .forward_cpu(&params, &x, b.batch, b.source_steps, None, None, None)?;
@@ -290,13 +277,7 @@ impl Seq2Seq {
     ) -> Result<Seq2SeqPass<T>> {
         let enc = self.encode_cpu(p, b)?;
         let lstm = self.encoder.config.cell.has_cell_state();
-        let dec_p: BTreeMap<String, Vec<T>> = p
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("decoder.")
-                    .map(|s| (s.to_string(), v.clone()))
-            })
-            .collect();
+        let dec_p = with_prefix(p, "decoder.");
         let pass = self.decoder.pass_cpu(
             &dec_p,
             &b.decoder_batch(),
@@ -344,13 +325,7 @@ impl Seq2Seq {
         let enc = self.encode_cpu(&p, &one)?;
         let (mut h, mut c) = (enc.h_n, enc.c_n);
         let lstm = self.encoder.config.cell.has_cell_state();
-        let dec_p: BTreeMap<String, Vec<f32>> = p
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("decoder.")
-                    .map(|s| (s.to_string(), v.clone()))
-            })
-            .collect();
+        let dec_p = with_prefix(&p, "decoder.");
         let mut token = start;
         let mut out = Vec::with_capacity(length);
         for _ in 0..length {
