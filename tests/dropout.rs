@@ -214,11 +214,22 @@ fn bad_dropout_input_is_an_error_naming_the_value() {
         .unwrap()
         .to_string();
     assert!(err.contains("different tensors"), "{err}");
+    // Recording a plan again before its first recording is submitted is refused, in the same
+    // recorder or another; after a submit (or a dropped recorder) it records again. Other
+    // tests submit on this device meanwhile, which must not mask the refusal.
     let mut plan = DropoutMaskPlan::new(&gpu, &Dropout::new(2, 2, 0.5), &m).unwrap();
     let mut rec = Recorder::new(&gpu);
     plan.record(&mut rec, key).unwrap();
     let err = plan.record(&mut rec, key).unwrap_err().to_string();
     assert!(err.contains("recorded twice"), "{err}");
+    let mut other = Recorder::new(&gpu);
+    let err = plan.record(&mut other, key).unwrap_err().to_string();
+    assert!(err.contains("recorded twice"), "{err}");
+    rec.submit().unwrap();
+    plan.record(&mut other, key).unwrap();
+    drop(other);
+    let mut rec = Recorder::new(&gpu);
+    plan.record(&mut rec, key).unwrap();
     rec.submit().unwrap();
 }
 

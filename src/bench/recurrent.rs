@@ -149,8 +149,9 @@ pub fn measure_cpu(
         let (_, tape) = layer.forward_cpu(&p, &x, b, t, None, None, None)?;
         layer.backward_cpu(&p, &tape, Some(&dy), None, None)?;
     }
+    // Forward alone is inference (no tape), as PyTorch's figure is under `no_grad`.
     let fwd = time_reps(warmup, reps, || {
-        layer.forward_cpu(&p, &x, b, t, None, None, None)?;
+        layer.infer_cpu(&p, &x, b, t, None, None, None)?;
         Ok(None)
     })?;
     let both = time_reps(warmup, reps, || {

@@ -9,7 +9,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid, WG};
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
 use crate::ops::dropout::{validate_apply, Dropout, DropoutKey};
 
 /// Mirrors `DropoutParams` in `shaders/dropout.wgsl`.
@@ -36,7 +36,8 @@ pub struct DropoutMaskPlan {
     uniform: wgpu::Buffer,
     groups: [u32; 3],
     spec: Dropout,
-    recorded_at_submit: Option<u64>,
+    /// The recorder it was last recorded into.
+    recorded_in: Option<Recording>,
 }
 
 impl DropoutMaskPlan {
@@ -52,15 +53,14 @@ impl DropoutMaskPlan {
             uniform,
             groups: grid(gpu, spec.len().div_ceil(WG), "dropout mask")?,
             spec: *spec,
-            recorded_at_submit: None,
+            recorded_in: None,
         })
     }
 
     /// Records making the mask for `key` and writes the key into the uniform buffer.
     pub fn record(&mut self, rec: &mut Recorder, key: DropoutKey) -> Result<()> {
-        let submits = self.gpu.counters().submits;
         ensure!(
-            self.recorded_at_submit != Some(submits),
+            !self.recorded_in.as_ref().is_some_and(Recording::is_open),
             "dropout mask plan recorded twice without a submit in between: its key lives in \
              one uniform buffer, so use one plan per mask of a step"
         );
@@ -80,7 +80,7 @@ impl DropoutMaskPlan {
             .queue()
             .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&p));
         rec.dispatch(&self.kernel, &self.bind_group, self.groups);
-        self.recorded_at_submit = Some(submits);
+        self.recorded_in = Some(rec.recording());
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 pub use gemm::{gemm, GemmPlan};
 pub use loss::{CrossEntropyPlan, MsePlan};
 pub use optim::{ClipPlan, OptimPlan};
-pub use recorder::{Recorder, SubmitReport};
+pub use recorder::{Recorder, Recording, SubmitReport};
 pub use registry::{Kernel, KernelKey};
 pub use tensor::GpuTensor;
 pub use word2vec::CosineIndex;

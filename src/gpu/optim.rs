@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid, WG};
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
 use crate::ops::optim::{validate_clip, Optimizer};
 
 /// Elements one `clip_partial` workgroup sums (`CLIP_CHUNK` in the shader).
@@ -246,7 +246,8 @@ pub struct OptimPlan {
     n: usize,
     clip: bool,
     step: u64,
-    recorded_at_submit: Option<u64>,
+    /// The recorder it was last recorded into.
+    recorded_in: Option<Recording>,
     _placeholder: GpuTensor,
 }
 
@@ -306,16 +307,15 @@ impl OptimPlan {
             n,
             clip: clip.is_some(),
             step: 0,
-            recorded_at_submit: None,
+            recorded_in: None,
             _placeholder: placeholder,
         })
     }
 
     /// Records the next step's update (one dispatch) and writes its uniform data.
     pub fn record(&mut self, rec: &mut Recorder) -> Result<()> {
-        let submits = self.gpu.counters().submits;
         ensure!(
-            self.recorded_at_submit != Some(submits),
+            !self.recorded_in.as_ref().is_some_and(Recording::is_open),
             "{} plan recorded twice without a submit in between: each step's hyperparameters \
              are written to one uniform buffer, so submit after each step",
             self.optimizer.name()
@@ -329,7 +329,7 @@ impl OptimPlan {
             .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&p));
         rec.dispatch(&self.kernel, &self.bind_group, self.groups);
         self.step = step;
-        self.recorded_at_submit = Some(submits);
+        self.recorded_in = Some(rec.recording());
         Ok(())
     }
 

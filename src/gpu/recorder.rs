@@ -4,6 +4,9 @@
 //! host data. A timed recorder also brackets each compute pass with GPU timestamps (where
 //! the adapter has TIMESTAMP_QUERY), so a benchmark can tell GPU time from host time.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use anyhow::{anyhow, Result};
 
 use super::device::Gpu;
@@ -26,6 +29,30 @@ pub struct Recorder {
     pass: Option<wgpu::ComputePass<'static>>,
     dispatches: u64,
     timestamps: Option<Timestamps>,
+    open: OpenFlag,
+}
+
+/// Whether a recorder is still open: neither submitted nor dropped. A plan that writes its
+/// uniform buffer when it records keeps this to refuse a second recording while the first
+/// has not gone to the queue: both dispatches would read the second write. It is the
+/// recorder's own state, so other threads' submits on the same device do not mask it (a
+/// count of the device's submits did).
+#[derive(Clone, Debug)]
+pub struct Recording(Arc<AtomicBool>);
+
+impl Recording {
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Marks its recorder closed when the recorder goes, by `submit` or by being dropped.
+struct OpenFlag(Arc<AtomicBool>);
+
+impl Drop for OpenFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// What a submit did, for benchmarks.
@@ -49,6 +76,7 @@ impl Recorder {
             pass: None,
             dispatches: 0,
             timestamps: None,
+            open: OpenFlag(Arc::new(AtomicBool::new(true))),
         }
     }
 
@@ -148,6 +176,12 @@ impl Recorder {
 
     /// Submits everything recorded, in one submit. Does not wait for the GPU unless the
     /// recorder is timed, in which case it waits and reads back the timestamps.
+    /// This recorder's open state, for plans that must not be recorded twice into work not
+    /// yet submitted.
+    pub fn recording(&self) -> Recording {
+        Recording(self.open.0.clone())
+    }
+
     pub fn submit(mut self) -> Result<SubmitReport> {
         self.end_pass();
         let timestamps = self.timestamps.take();

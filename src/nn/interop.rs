@@ -36,6 +36,18 @@ struct Inputs {
 }
 
 impl Inputs {
+    /// The layer's CPU forward over these inputs, without a tape.
+    fn infer_cpu(
+        &self,
+        p: &std::collections::BTreeMap<String, Vec<f32>>,
+    ) -> Result<RecurrentOutput<f32>> {
+        let (x, lengths) = (&self.input, self.lengths.as_deref());
+        let (h0, c0) = (self.h0.as_deref(), self.c0.as_deref());
+        self.layer
+            .infer_cpu(p, x, self.batch, self.steps, lengths, h0, c0)
+    }
+
+    /// The layer's CPU forward over these inputs, keeping the tape for backward.
     fn forward_cpu(
         &self,
         p: &std::collections::BTreeMap<String, Vec<f32>>,
@@ -134,7 +146,7 @@ pub fn forward_tensors(
     let out = match backend {
         Backend::Cpu => {
             let p = inp.layer.params_as::<f32>();
-            inp.forward_cpu(&p)?.0
+            inp.infer_cpu(&p)?
         }
         Backend::Gpu(gpu) => {
             let stack = GpuRecurrent::new(gpu, &inp.layer, inp.batch, inp.steps, false)?;

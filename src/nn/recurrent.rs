@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::{Rng, SeedableRng};
 
 use super::params::{HostTensor, Tensors};
-use crate::cpu::recurrent::{backward, forward, Saved, Weights};
+use crate::cpu::recurrent::{backward, forward, infer, Saved, Weights};
 use crate::cpu::Real;
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 
@@ -428,6 +428,42 @@ impl Recurrent {
         c0: Option<&[T]>,
         train: Option<TrainKey>,
     ) -> Result<(RecurrentOutput<T>, CpuTape<T>)> {
+        let (out, tape) = self.run_cpu(p, input, batch, steps, lengths, h0, c0, train, true)?;
+        Ok((out, tape.expect("a tape is kept when asked for")))
+    }
+
+    /// Forward on the CPU for inference: [`Self::forward_cpu`]'s outputs without a tape for
+    /// backward (less memory written and kept), as PyTorch's forward under `no_grad`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn infer_cpu<T: Real>(
+        &self,
+        p: &BTreeMap<String, Vec<T>>,
+        input: &[T],
+        batch: usize,
+        steps: usize,
+        lengths: Option<&[usize]>,
+        h0: Option<&[T]>,
+        c0: Option<&[T]>,
+    ) -> Result<RecurrentOutput<T>> {
+        Ok(self
+            .run_cpu(p, input, batch, steps, lengths, h0, c0, None, false)?
+            .0)
+    }
+
+    /// The forward of [`Self::forward_cpu_with`], keeping a tape where `keep_tape`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_cpu<T: Real>(
+        &self,
+        p: &BTreeMap<String, Vec<T>>,
+        input: &[T],
+        batch: usize,
+        steps: usize,
+        lengths: Option<&[usize]>,
+        h0: Option<&[T]>,
+        c0: Option<&[T]>,
+        train: Option<TrainKey>,
+        keep_tape: bool,
+    ) -> Result<(RecurrentOutput<T>, Option<CpuTape<T>>)> {
         let c = &self.config;
         let (h, dirs) = (c.hidden_size, c.directions());
         let rows = batch * steps;
@@ -444,7 +480,9 @@ impl Recurrent {
             saved: Vec::new(),
             last: Vec::new(),
         };
-        let mut x = input.to_vec();
+        // The layer's input: borrowed from the caller until a layer's output replaces it, or
+        // input dropout or the tape needs a copy of its own.
+        let mut x = std::borrow::Cow::Borrowed(input);
         for l in 0..c.num_layers {
             let features = c.layer_input(l);
             let input_mask = match train {
@@ -452,7 +490,8 @@ impl Recurrent {
                 None => None,
             };
             if let Some(m) = &input_mask {
-                crate::cpu::dropout::apply_rows(&mut x, m, steps, features, c.batch_first)?;
+                let x = x.to_mut();
+                crate::cpu::dropout::apply_rows(x, m, steps, features, c.batch_first)?;
             }
             let mut y = vec![T::zero(); rows * dirs * h];
             let mut layer_saved = Vec::new();
@@ -465,29 +504,38 @@ impl Recurrent {
                 };
                 let shape = self.shape(l, d, batch, steps);
                 let at = (l * dirs + d) * state;
-                let (fin, saved) = forward(
-                    &shape,
-                    &x,
-                    lengths,
+                let (h0, c0) = (
                     h0.map(|v| &v[at..at + state]),
                     c0.map(|v| &v[at..at + state]),
-                    &self.weights(p, l, d),
-                    rmask.as_deref(),
-                    &mut y,
-                )?;
+                );
+                let w = self.weights(p, l, d);
+                let fin = if keep_tape {
+                    let (fin, saved) =
+                        forward(&shape, &x, lengths, h0, c0, &w, rmask.as_deref(), &mut y)?;
+                    layer_saved.push(saved);
+                    fin
+                } else {
+                    infer(&shape, &x, lengths, h0, c0, &w, &mut y)?
+                };
                 h_n[at..at + state].copy_from_slice(&fin.h_n);
                 if c.cell.has_cell_state() {
                     c_n[at..at + state].copy_from_slice(&fin.c_n);
                 }
-                layer_saved.push(saved);
             }
-            tape.inputs.push(std::mem::replace(&mut x, y));
-            tape.input_masks.push(input_mask);
-            tape.saved.push(layer_saved);
+            let layer_input = std::mem::replace(&mut x, std::borrow::Cow::Owned(y));
+            if keep_tape {
+                tape.inputs.push(layer_input.into_owned());
+                tape.input_masks.push(input_mask);
+                tape.saved.push(layer_saved);
+            }
         }
         let output = OutputStage::of(c, batch, steps).forward(&x);
-        tape.last = x;
-        Ok((RecurrentOutput { output, h_n, c_n }, tape))
+        let out = RecurrentOutput { output, h_n, c_n };
+        if !keep_tape {
+            return Ok((out, None));
+        }
+        tape.last = x.into_owned();
+        Ok((out, Some(tape)))
     }
 
     /// Backward on the CPU for the forward that produced `tape`. `d_output` has the output's

@@ -525,10 +525,9 @@ pub fn generate(
     let mut logits = Vec::new();
     let feed = |id: u32, h: &mut Vec<f32>, c: &mut Vec<f32>| -> Result<Vec<f32>> {
         let x = emb.forward_cpu(&p["embedding.weight"], &[id], 1, 1)?;
-        let (o, _) =
-            model
-                .rnn
-                .forward_cpu(&rnn_p, &x, 1, 1, None, Some(h), lstm.then_some(&c[..]))?;
+        let o = model
+            .rnn
+            .infer_cpu(&rnn_p, &x, 1, 1, None, Some(h), lstm.then_some(&c[..]))?;
         *h = o.h_n;
         if lstm {
             *c = o.c_n;

@@ -459,16 +459,25 @@ impl SequenceModel {
         };
         let rnn_p = with_prefix(p, "rnn.");
         let lengths = self.lengths(b)?;
-        let (out, tape) = self.rnn.forward_cpu_with(
-            &rnn_p,
-            &x,
-            batch,
-            steps,
-            lengths.as_deref(),
-            h0,
-            c0,
-            train,
-        )?;
+        // Without gradients (evaluation, prediction) no tape is kept.
+        let (out, tape) = if grads || train.is_some() {
+            let (out, tape) = self.rnn.forward_cpu_with(
+                &rnn_p,
+                &x,
+                batch,
+                steps,
+                lengths.as_deref(),
+                h0,
+                c0,
+                train,
+            )?;
+            (out, Some(tape))
+        } else {
+            let out = self
+                .rnn
+                .infer_cpu(&rnn_p, &x, batch, steps, lengths.as_deref(), h0, c0)?;
+            (out, None)
+        };
         let rows = self.head_rows(batch, steps);
         let last = self
             .last_rows(b)?
@@ -517,6 +526,7 @@ impl SequenceModel {
                 }
                 None => dg.input,
             };
+            let tape = tape.context("a forward with gradients keeps a tape")?;
             let rg = self
                 .rnn
                 .backward_cpu(&rnn_p, &tape, Some(&d_output), None, None)?;
