@@ -529,13 +529,20 @@ impl Recurrent {
                 tape.saved.push(layer_saved);
             }
         }
-        let output = OutputStage::of(c, batch, steps).forward(&x);
-        let out = RecurrentOutput { output, h_n, c_n };
+        let stage = OutputStage::of(c, batch, steps);
         if !keep_tape {
-            return Ok((out, None));
+            // Without a tape the last layer's output is the output where no merge or flip
+            // changes it: moved, not copied.
+            let output = if stage.is_identity() {
+                x.into_owned()
+            } else {
+                stage.forward(&x)
+            };
+            return Ok((RecurrentOutput { output, h_n, c_n }, None));
         }
+        let output = stage.forward(&x);
         tape.last = x.into_owned();
-        Ok((out, Some(tape)))
+        Ok((RecurrentOutput { output, h_n, c_n }, Some(tape)))
     }
 
     /// Backward on the CPU for the forward that produced `tape`. `d_output` has the output's
