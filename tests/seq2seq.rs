@@ -1,7 +1,8 @@
 //! The encoder-decoder (two recurrent stacks, the encoder's final states handed to the
 //! decoder): its CPU gradient by finite differences in f64 (the encoder's included, which
-//! reaches it only through the handoff), GPU training against CPU training, a reversal task
-//! learnt on the GPU with greedy decoding, and bad input.
+//! reaches it only through the handoff), GPU training against CPU training, both also with
+//! padded sources and targets of different lengths, a reversal task learnt on the GPU with
+//! greedy decoding, and bad input.
 
 mod common;
 
@@ -33,6 +34,14 @@ fn spec(
     }
 }
 
+/// Random sequences of ids below `vocab`, of the given lengths.
+fn random_seqs(rng: &mut StdRng, lengths: &[usize], vocab: u32) -> Vec<Vec<u32>> {
+    lengths
+        .iter()
+        .map(|&n| (0..n).map(|_| rng.random_range(0..vocab)).collect())
+        .collect()
+}
+
 /// Random sources and targets (the start token is the last target id).
 fn random_batch(
     rng: &mut StdRng,
@@ -41,21 +50,51 @@ fn random_batch(
     ts: usize,
     tt: usize,
 ) -> Seq2SeqBatch {
-    let sources: Vec<Vec<u32>> = (0..batch)
-        .map(|_| {
-            (0..ts)
-                .map(|_| rng.random_range(0..s.source_vocab as u32))
-                .collect()
-        })
-        .collect();
-    let targets: Vec<Vec<u32>> = (0..batch)
-        .map(|_| {
-            (0..tt)
-                .map(|_| rng.random_range(0..s.target_vocab as u32))
-                .collect()
-        })
-        .collect();
+    let sources = random_seqs(rng, &vec![ts; batch], s.source_vocab as u32);
+    let targets = random_seqs(rng, &vec![tt; batch], s.target_vocab as u32);
     Seq2SeqBatch::teacher_forced(&sources, &targets, s.target_vocab as u32 - 1).unwrap()
+}
+
+/// The target id that pads (and counts for nothing) in [`ragged_batch`]es.
+fn pad_id(s: &Seq2SeqSpec) -> u32 {
+    s.target_vocab as u32 - 2
+}
+
+/// `spec` with padded targets ignored by the loss (needs a target vocabulary of 3 or more:
+/// the ids below the pad, the pad, the start token).
+fn ragged_spec(s: Seq2SeqSpec) -> Seq2SeqSpec {
+    Seq2SeqSpec {
+        ignore_index: Some(pad_id(&s)),
+        ..s
+    }
+}
+
+/// Sources and targets of random lengths (one of each as long as `ts` / `tt`, so the batch
+/// has that shape), padded.
+fn ragged_batch(
+    rng: &mut StdRng,
+    s: &Seq2SeqSpec,
+    batch: usize,
+    ts: usize,
+    tt: usize,
+) -> Seq2SeqBatch {
+    let full = rng.random_range(0..batch);
+    let lengths = |rng: &mut StdRng, most: usize| -> Vec<usize> {
+        (0..batch)
+            .map(|b| {
+                if b == full {
+                    most
+                } else {
+                    rng.random_range(1..=most)
+                }
+            })
+            .collect()
+    };
+    let (ls, lt) = (lengths(rng, ts), lengths(rng, tt));
+    let sources = random_seqs(rng, &ls, s.source_vocab as u32);
+    let targets = random_seqs(rng, &lt, pad_id(s));
+    let start = s.target_vocab as u32 - 1;
+    Seq2SeqBatch::padded(&sources, &targets, start, 0, pad_id(s)).unwrap()
 }
 
 fn config(b: &Seq2SeqBatch, optimizer: Optimizer) -> Seq2SeqTrainConfig {
@@ -74,11 +113,21 @@ fn config(b: &Seq2SeqBatch, optimizer: Optimizer) -> Seq2SeqTrainConfig {
 #[test]
 fn gradient_matches_finite_differences() {
     let mut rng = rng("seq2seq_gradient_matches_finite_differences");
-    for cell in ["lstm", "gru"] {
+    for (cell, ragged) in [
+        ("lstm", false),
+        ("gru", false),
+        ("lstm", true),
+        ("gru", true),
+    ] {
         let s = spec(cell, 5, 4, 3, 2);
+        let s = if ragged { ragged_spec(s) } else { s };
         let model = Seq2Seq::new(s.clone(), rng.random()).unwrap();
-        // Source and target lengths differ.
-        let b = random_batch(&mut rng, &s, 2, 3, 2);
+        // Source and target lengths differ; ragged: also from sequence to sequence.
+        let b = if ragged {
+            ragged_batch(&mut rng, &s, 3, 4, 3)
+        } else {
+            random_batch(&mut rng, &s, 2, 3, 2)
+        };
         model.check_batch(&b).unwrap();
         let p = model.params_as::<f64>();
         let grads = model.pass_cpu(&p, &b, true).unwrap().grads.unwrap();
@@ -116,13 +165,22 @@ fn gpu_and_cpu_training_agree() {
     let Some(gpu) = common::gpu() else { return };
     let mut rng = rng("seq2seq_gpu_and_cpu_training_agree");
     for cell in ["lstm", "gru", "rnn-tanh"] {
+        for ragged in [false, true] {
+            gpu_and_cpu_agree_on(&gpu, &mut rng, cell, ragged);
+        }
+    }
+}
+
+fn gpu_and_cpu_agree_on(gpu: &recur::Gpu, rng: &mut StdRng, cell: &str, ragged: bool) {
+    {
         let s = spec(
             cell,
             rng.random_range(2..9),
-            rng.random_range(2..9),
+            rng.random_range(3..9),
             rng.random_range(2..10),
             rng.random_range(1..3),
         );
+        let s = if ragged { ragged_spec(s) } else { s };
         let model = Seq2Seq::new(s.clone(), rng.random()).unwrap();
         let (batch, ts, tt) = (
             rng.random_range(1..5),
@@ -130,15 +188,24 @@ fn gpu_and_cpu_training_agree() {
             rng.random_range(1..6),
         );
         let batches: Vec<Seq2SeqBatch> = (0..4)
-            .map(|_| random_batch(&mut rng, &s, batch, ts, tt))
+            .map(|_| {
+                if ragged {
+                    ragged_batch(rng, &s, batch, ts, tt)
+                } else {
+                    random_batch(rng, &s, batch, ts, tt)
+                }
+            })
             .collect();
         let cfg = config(&batches[0], Optimizer::adam(0.01));
-        let mut g = GpuSeq2SeqTrainer::new(&gpu, model.clone(), cfg).unwrap();
+        let mut g = GpuSeq2SeqTrainer::new(gpu, model.clone(), cfg).unwrap();
         let mut c = CpuSeq2SeqTrainer::new(model, cfg).unwrap();
         let lg: Vec<f32> = batches.iter().map(|b| g.step(b).unwrap()).collect();
         let lc: Vec<f32> = batches.iter().map(|b| c.step(b).unwrap()).collect();
         let e = rel_error(&lg, &lc);
-        assert!(e < 1e-5, "{cell}: losses differ: {lg:?} vs {lc:?}");
+        assert!(
+            e < 1e-5,
+            "{cell} ragged {ragged}: losses differ: {lg:?} vs {lc:?}"
+        );
         let (pg, pc) = (
             g.model().unwrap().named_params(),
             c.model().unwrap().named_params(),
@@ -147,7 +214,7 @@ fn gpu_and_cpu_training_agree() {
             let e = rel_error(&t.data, &pc[name].data);
             assert!(
                 e < 1e-4,
-                "{cell} {name}: GPU and CPU parameters differ by {e}"
+                "{cell} ragged {ragged} {name}: GPU and CPU parameters differ by {e}"
             );
         }
     }
@@ -202,6 +269,46 @@ fn learns_to_reverse_digits_with_an_end_marker() {
 }
 
 #[test]
+fn a_padded_source_gives_what_it_gives_alone() {
+    let mut rng = rng("seq2seq_a_padded_source_gives_what_it_gives_alone");
+    for cell in ["lstm", "gru", "rnn-relu"] {
+        let s = ragged_spec(spec(cell, 6, 7, 5, 2));
+        let model = Seq2Seq::new(s.clone(), rng.random()).unwrap();
+        let p = model.params_as::<f64>();
+        let b = ragged_batch(&mut rng, &s, 4, 5, 4);
+        let all = model.pass_cpu(&p, &b, false).unwrap().output;
+        let lengths = b.source_lengths.clone().unwrap_or(vec![5; 4]);
+        let width = s.target_vocab;
+        for (k, &len) in lengths.iter().enumerate() {
+            // Sequence k alone, source and target unpadded: the same outputs at its target's
+            // steps (past them the batch's decoder reads padding).
+            let source: Vec<u32> = (0..len).map(|i| b.source[i * 4 + k]).collect();
+            let target: Vec<u32> = (0..b.target_steps)
+                .map(|i| b.targets[i * 4 + k])
+                .take_while(|&id| id != pad_id(&s))
+                .collect();
+            let start = s.target_vocab as u32 - 1;
+            let one = Seq2SeqBatch::padded(
+                &[source],
+                std::slice::from_ref(&target),
+                start,
+                0,
+                pad_id(&s),
+            );
+            let alone = model.pass_cpu(&p, &one.unwrap(), false).unwrap().output;
+            let in_batch: Vec<f64> = (0..target.len())
+                .flat_map(|t| all[(t * 4 + k) * width..][..width].to_vec())
+                .collect();
+            let e = rel_error(&in_batch, &alone);
+            assert!(
+                e < 1e-12,
+                "{cell} sequence {k} (source length {len}): rel error {e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bad_input_is_an_error() {
     let mut rng = rng("seq2seq_bad_input_is_an_error");
     let s = spec("gru", 4, 5, 3, 1);
@@ -222,11 +329,25 @@ fn bad_input_is_an_error() {
     let other = random_batch(&mut rng, &s, 2, 4, 2);
     let err = format!("{:#}", c.step(&other).unwrap_err());
     assert!(err.contains("planned"), "{err}");
-    // Ragged sequences.
+    // Ragged sequences where equal lengths are asked for; an empty one where padding is.
     let err = Seq2SeqBatch::teacher_forced(&[vec![1, 2], vec![1]], &[vec![0], vec![0]], 4)
         .unwrap_err()
         .to_string();
     assert!(err.contains("sequence 1"), "{err}");
+    let err = Seq2SeqBatch::padded(&[vec![1, 2], vec![]], &[vec![0], vec![0]], 4, 0, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sequence 1") && err.contains("at least one"),
+        "{err}"
+    );
+    // Source lengths outside 1..=steps, or not one per sequence.
+    for lengths in [vec![0, 3], vec![3, 4], vec![3]] {
+        let mut bad = good.clone();
+        bad.source_lengths = Some(lengths.clone());
+        let err = format!("{:#}", c.step(&bad).unwrap_err());
+        assert!(err.contains("source lengths"), "{lengths:?}: {err}");
+    }
     // An unknown cell.
     assert!(Seq2Seq::new(spec("tree", 4, 5, 3, 1), 0).is_err());
 }

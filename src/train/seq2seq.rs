@@ -8,7 +8,10 @@
 //!
 //! Parameters carry the names a PyTorch module with children `encoder` (`embedding`, `rnn`)
 //! and `decoder` (`embedding`, `rnn`, `fc`, as in [`SequenceModel`]) gives them. Batches
-//! are time-major: step `t` of sequence `b` is row `t * batch + b`. No dropout here.
+//! are time-major: step `t` of sequence `b` is row `t * batch + b`. Sources of different
+//! lengths are padded and carry their lengths ([`Seq2SeqBatch::padded`]): the encoder hands on
+//! each source's state at its last valid step (PyTorch's packed sequences), and targets are
+//! padded with the model's `ignore_index`. No dropout here.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +29,7 @@ use crate::nn::recurrent::CpuTape;
 use crate::nn::{
     Embedding, GpuDense, GpuEmbedding, GpuRecurrent, Recurrent, RecurrentConfig, Tensors,
 };
-use crate::ops::recurrent::CellKind;
+use crate::ops::recurrent::{CellKind, RecurrentShape};
 
 /// The architecture of an encoder-decoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +53,9 @@ pub struct Seq2SeqBatch {
     pub batch: usize,
     pub source_steps: usize,
     pub source: Vec<u32>,
+    /// Each source's length when they differ (the rest of its steps is padding), else
+    /// `None`: every source is `source_steps` long.
+    pub source_lengths: Option<Vec<usize>>,
     pub target_steps: usize,
     /// What the decoder reads: the start token, then the targets but the last.
     pub decoder_input: Vec<u32>,
@@ -60,22 +66,42 @@ impl Seq2SeqBatch {
     /// A teacher-forced batch from per-sequence sources and targets (each side of one
     /// length), the decoder reading `start` first.
     pub fn teacher_forced(sources: &[Vec<u32>], targets: &[Vec<u32>], start: u32) -> Result<Self> {
-        ensure!(
-            !sources.is_empty() && sources.len() == targets.len(),
-            "a batch needs as many targets as sources (> 0), got {} sources and {} targets",
-            sources.len(),
-            targets.len()
-        );
+        check_pairs(sources, targets)?;
         let (ts, tt) = (sources[0].len(), targets[0].len());
-        ensure!(ts > 0 && tt > 0, "sources and targets need at least one id");
-        let batch = sources.len();
-        let mut source = vec![0; ts * batch];
-        let mut decoder_input = vec![0; tt * batch];
-        let mut target = vec![0; tt * batch];
         for (b, (s, t)) in sources.iter().zip(targets).enumerate() {
             ensure!(
                 s.len() == ts && t.len() == tt,
-                "sequence {b}: source of {} ids and target of {} ids, the batch has {ts} and {tt}",
+                "sequence {b}: source of {} ids and target of {} ids, the batch has {ts} and {tt} \
+                 (Seq2SeqBatch::padded takes sequences of different lengths)",
+                s.len(),
+                t.len()
+            );
+        }
+        Self::padded(sources, targets, start, 0, 0)
+    }
+
+    /// A teacher-forced batch from sources and targets of any lengths (at least one id
+    /// each): sources are padded with `source_pad` to the longest and keep their lengths;
+    /// targets (and what the decoder reads) are padded with `target_pad`, which should be the
+    /// model's `ignore_index` so that padding counts for nothing in the loss.
+    pub fn padded(
+        sources: &[Vec<u32>],
+        targets: &[Vec<u32>],
+        start: u32,
+        source_pad: u32,
+        target_pad: u32,
+    ) -> Result<Self> {
+        check_pairs(sources, targets)?;
+        let longest = |seqs: &[Vec<u32>]| seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let (ts, tt) = (longest(sources), longest(targets));
+        let batch = sources.len();
+        let mut source = vec![source_pad; ts * batch];
+        let mut decoder_input = vec![target_pad; tt * batch];
+        let mut target = vec![target_pad; tt * batch];
+        for (b, (s, t)) in sources.iter().zip(targets).enumerate() {
+            ensure!(
+                !s.is_empty() && !t.is_empty(),
+                "sequence {b}: source of {} ids and target of {} ids, each needs at least one",
                 s.len(),
                 t.len()
             );
@@ -87,10 +113,12 @@ impl Seq2SeqBatch {
                 decoder_input[i * batch + b] = if i == 0 { start } else { t[i - 1] };
             }
         }
+        let lengths: Vec<usize> = sources.iter().map(Vec::len).collect();
         Ok(Self {
             batch,
             source_steps: ts,
             source,
+            source_lengths: lengths.iter().any(|&l| l < ts).then_some(lengths),
             target_steps: tt,
             decoder_input,
             targets: target,
@@ -107,6 +135,16 @@ impl Seq2SeqBatch {
             lengths: None,
         }
     }
+}
+
+fn check_pairs(sources: &[Vec<u32>], targets: &[Vec<u32>]) -> Result<()> {
+    ensure!(
+        !sources.is_empty() && sources.len() == targets.len(),
+        "a batch needs as many targets as sources (> 0), got {} sources and {} targets",
+        sources.len(),
+        targets.len()
+    );
+    Ok(())
 }
 
 /// What the CPU encoder hands on: final states (c empty without a cell state), and what
@@ -241,6 +279,11 @@ impl Seq2Seq {
             b.source.len()
         );
         self.encoder_embedding.op().validate_ids(&b.source)?;
+        if let Some(lengths) = &b.source_lengths {
+            RecurrentShape::new(self.encoder.config.cell, 1, 1, b.batch, b.source_steps)
+                .validate(Some(lengths))
+                .context("source lengths")?;
+        }
         self.decoder.check_batch(&b.decoder_batch())
     }
 
@@ -257,9 +300,10 @@ impl Seq2Seq {
             b.batch,
         )?;
         let params = with_prefix(p, "encoder.rnn.");
+        let lengths = b.source_lengths.as_deref();
         let (out, tape) =
             self.encoder
-                .forward_cpu(&params, &x, b.batch, b.source_steps, None, None, None)?;
+                .forward_cpu(&params, &x, b.batch, b.source_steps, lengths, None, None)?;
         Ok(Encoded {
             h_n: out.h_n,
             c_n: out.c_n,
@@ -494,6 +538,7 @@ impl GpuSeq2SeqTrainer {
     fn write_batch(&self, b: &Seq2SeqBatch) -> Result<()> {
         check_shape(&self.cfg, b)?;
         self.model.check_batch(b)?;
+        self.encoder.set_lengths(b.source_lengths.as_deref())?;
         self.encoder_embedding.write_ids(&b.source)?;
         self.decoder_embedding.write_ids(&b.decoder_input)?;
         self.loss.write_targets(&b.targets)
