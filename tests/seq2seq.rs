@@ -12,8 +12,8 @@ use rand::Rng;
 use recur::check::rel_error;
 use recur::ops::optim::Optimizer;
 use recur::train::{
-    CpuSeq2SeqTrainer, GpuSeq2SeqTrainer, OptimConfig, Schedule, Seq2Seq, Seq2SeqBatch,
-    Seq2SeqSpec, Seq2SeqTrainConfig,
+    CpuSeq2SeqTrainer, DropoutRates, GpuSeq2SeqTrainer, OptimConfig, Schedule, Seq2Seq,
+    Seq2SeqBatch, Seq2SeqSpec, Seq2SeqTrainConfig,
 };
 
 fn spec(
@@ -31,6 +31,20 @@ fn spec(
         hidden_size: hidden,
         num_layers: layers,
         ignore_index: None,
+        dropout: DropoutRates::default(),
+    }
+}
+
+/// `spec` with all three dropouts in training.
+fn with_dropout(s: Seq2SeqSpec, seed: u64) -> Seq2SeqSpec {
+    Seq2SeqSpec {
+        dropout: DropoutRates {
+            input: 0.2,
+            between_layers: 0.3,
+            recurrent: 0.25,
+            seed,
+        },
+        ..s
     }
 }
 
@@ -113,14 +127,22 @@ fn config(b: &Seq2SeqBatch, optimizer: Optimizer) -> Seq2SeqTrainConfig {
 #[test]
 fn gradient_matches_finite_differences() {
     let mut rng = rng("seq2seq_gradient_matches_finite_differences");
-    for (cell, ragged) in [
-        ("lstm", false),
-        ("gru", false),
-        ("lstm", true),
-        ("gru", true),
-    ] {
+    // (cell, ragged batch, a training step's dropout masks)
+    let cases = [
+        ("lstm", false, None),
+        ("gru", false, None),
+        ("lstm", true, None),
+        ("gru", true, None),
+        ("lstm", true, Some(3)),
+        ("gru", false, Some(5)),
+    ];
+    for (cell, ragged, train_step) in cases {
         let s = spec(cell, 5, 4, 3, 2);
         let s = if ragged { ragged_spec(s) } else { s };
+        let s = match train_step {
+            Some(_) => with_dropout(s, rng.random()),
+            None => s,
+        };
         let model = Seq2Seq::new(s.clone(), rng.random()).unwrap();
         // Source and target lengths differ; ragged: also from sequence to sequence.
         let b = if ragged {
@@ -130,7 +152,16 @@ fn gradient_matches_finite_differences() {
         };
         model.check_batch(&b).unwrap();
         let p = model.params_as::<f64>();
-        let grads = model.pass_cpu(&p, &b, true).unwrap().grads.unwrap();
+        let grads = model
+            .pass_cpu_with(&p, &b, true, train_step)
+            .unwrap()
+            .grads
+            .unwrap();
+        if train_step.is_some() {
+            let with = model.pass_cpu_with(&p, &b, false, train_step).unwrap().loss;
+            let without = model.pass_cpu(&p, &b, false).unwrap().loss;
+            assert_ne!(with, without, "{cell}: the dropout masks changed nothing");
+        }
         assert_eq!(grads.len(), p.len(), "a gradient for every parameter");
         for (name, g) in &grads {
             // These cells are smooth: every coordinate has a derivative estimate.
@@ -141,7 +172,7 @@ fn gradient_matches_finite_differences() {
                     common::derivative(
                         |step| {
                             q.get_mut(name).unwrap()[i] = orig + step;
-                            model.pass_cpu(&q, &b, false).unwrap().loss
+                            model.pass_cpu_with(&q, &b, false, train_step).unwrap().loss
                         },
                         common::DERIVATIVE_STEP,
                     )
@@ -165,13 +196,19 @@ fn gpu_and_cpu_training_agree() {
     let Some(gpu) = common::gpu() else { return };
     let mut rng = rng("seq2seq_gpu_and_cpu_training_agree");
     for cell in ["lstm", "gru", "rnn-tanh"] {
-        for ragged in [false, true] {
-            gpu_and_cpu_agree_on(&gpu, &mut rng, cell, ragged);
+        for (ragged, dropout) in [(false, false), (true, false), (true, true)] {
+            gpu_and_cpu_agree_on(&gpu, &mut rng, cell, ragged, dropout);
         }
     }
 }
 
-fn gpu_and_cpu_agree_on(gpu: &recur::Gpu, rng: &mut StdRng, cell: &str, ragged: bool) {
+fn gpu_and_cpu_agree_on(
+    gpu: &recur::Gpu,
+    rng: &mut StdRng,
+    cell: &str,
+    ragged: bool,
+    dropout: bool,
+) {
     {
         let s = spec(
             cell,
@@ -181,6 +218,11 @@ fn gpu_and_cpu_agree_on(gpu: &recur::Gpu, rng: &mut StdRng, cell: &str, ragged: 
             rng.random_range(1..3),
         );
         let s = if ragged { ragged_spec(s) } else { s };
+        let s = if dropout {
+            with_dropout(s, rng.random())
+        } else {
+            s
+        };
         let model = Seq2Seq::new(s.clone(), rng.random()).unwrap();
         let (batch, ts, tt) = (
             rng.random_range(1..5),
@@ -202,9 +244,16 @@ fn gpu_and_cpu_agree_on(gpu: &recur::Gpu, rng: &mut StdRng, cell: &str, ragged: 
         let lg: Vec<f32> = batches.iter().map(|b| g.step(b).unwrap()).collect();
         let lc: Vec<f32> = batches.iter().map(|b| c.step(b).unwrap()).collect();
         let e = rel_error(&lg, &lc);
+        let case = format!("{cell} ragged {ragged} dropout {dropout}");
+        assert!(e < 1e-5, "{case}: losses differ: {lg:?} vs {lc:?}");
+        // Evaluation runs without dropout on both.
+        let (eg, ec) = (
+            g.evaluate(&batches[0]).unwrap(),
+            c.evaluate(&batches[0]).unwrap(),
+        );
         assert!(
-            e < 1e-5,
-            "{cell} ragged {ragged}: losses differ: {lg:?} vs {lc:?}"
+            ((eg - ec) / ec).abs() < 1e-5,
+            "{case}: evaluation {eg} vs {ec}"
         );
         let (pg, pc) = (
             g.model().unwrap().named_params(),
@@ -214,7 +263,7 @@ fn gpu_and_cpu_agree_on(gpu: &recur::Gpu, rng: &mut StdRng, cell: &str, ragged: 
             let e = rel_error(&t.data, &pc[name].data);
             assert!(
                 e < 1e-4,
-                "{cell} ragged {ragged} {name}: GPU and CPU parameters differ by {e}"
+                "{case} {name}: GPU and CPU parameters differ by {e}"
             );
         }
     }
@@ -348,6 +397,13 @@ fn bad_input_is_an_error() {
         let err = format!("{:#}", c.step(&bad).unwrap_err());
         assert!(err.contains("source lengths"), "{lengths:?}: {err}");
     }
-    // An unknown cell.
+    // An unknown cell; a dropout rate outside [0, 1).
     assert!(Seq2Seq::new(spec("tree", 4, 5, 3, 1), 0).is_err());
+    let mut s = with_dropout(spec("lstm", 4, 5, 3, 1), 0);
+    s.dropout.recurrent = 1.0;
+    let err = format!("{:#}", Seq2Seq::new(s, 0).unwrap_err());
+    assert!(
+        err.contains("recurrent_dropout") && err.contains('1'),
+        "{err}"
+    );
 }

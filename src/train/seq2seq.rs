@@ -11,21 +11,22 @@
 //! are time-major: step `t` of sequence `b` is row `t * batch + b`. Sources of different
 //! lengths are padded and carry their lengths ([`Seq2SeqBatch::padded`]): the encoder hands on
 //! each source's state at its last valid step (PyTorch's packed sequences), and targets are
-//! padded with the model's `ignore_index`. No dropout here.
+//! padded with the model's `ignore_index`. Dropout (`Seq2SeqSpec::dropout`, the rates of
+//! [`SequenceModel`]) applies to both stacks in training, with masks of their own.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context, Result};
 
 use super::model::{
-    tensors_as, with_prefix, Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel,
-    Targets,
+    tensors_as, with_prefix, Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec,
+    SequenceModel, Targets,
 };
 use super::optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
 use super::trainer::{check_loss, loss_staging, submit_and_read_loss, GpuCrossEntropy};
 use crate::cpu::Real;
 use crate::gpu::{Gpu, GpuTensor, Recorder};
-use crate::nn::recurrent::CpuTape;
+use crate::nn::recurrent::{CpuTape, TrainKey};
 use crate::nn::{
     Embedding, GpuDense, GpuEmbedding, GpuRecurrent, Recurrent, RecurrentConfig, Tensors,
 };
@@ -44,6 +45,9 @@ pub struct Seq2SeqSpec {
     pub num_layers: usize,
     /// A target id that counts for nothing (e.g. padding after an end marker).
     pub ignore_index: Option<u32>,
+    /// Dropout of both stacks in training: on what each stack reads (its embeddings),
+    /// between stacked layers, and on the recurrent state (one mask per sequence).
+    pub dropout: DropoutRates,
 }
 
 /// A batch of `batch` source sequences of `source_steps` ids and their targets of
@@ -147,6 +151,9 @@ fn check_pairs(sources: &[Vec<u32>], targets: &[Vec<u32>]) -> Result<()> {
     Ok(())
 }
 
+/// XORed into the dropout seed for the encoder's masks.
+const ENCODER_SEED_OFFSET: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// What the CPU encoder hands on: final states (c empty without a cell state), and what
 /// its backward needs.
 struct Encoded<T> {
@@ -182,6 +189,9 @@ impl Seq2Seq {
         let mut c =
             RecurrentConfig::new(CellKind::parse(&spec.cell)?, spec.embed, spec.hidden_size);
         c.num_layers = spec.num_layers;
+        c.input_dropout = spec.dropout.input;
+        c.dropout = spec.dropout.between_layers;
+        c.recurrent_dropout = spec.dropout.recurrent;
         c.validate()?;
         let encoder = Recurrent::new(c, seed ^ 0x7f4a)?;
         let decoder = SequenceModel::new(
@@ -202,7 +212,7 @@ impl Seq2Seq {
                 loss: Loss::CrossEntropy {
                     ignore_index: spec.ignore_index,
                 },
-                dropout: Default::default(),
+                dropout: spec.dropout,
             },
             seed,
         )?;
@@ -212,6 +222,18 @@ impl Seq2Seq {
             encoder,
             decoder,
         })
+    }
+
+    /// The dropout keys of training step `step` (counted from 0) for the encoder and the
+    /// decoder, if the model has dropout: the encoder's seed is offset so that layers of the
+    /// same shape on the two sides draw different masks.
+    pub fn train_keys(&self, step: u64) -> (Option<TrainKey>, Option<TrainKey>) {
+        let decoder = self.decoder.train_key(step);
+        let encoder = decoder.map(|k| TrainKey {
+            seed: k.seed ^ ENCODER_SEED_OFFSET,
+            step: k.step,
+        });
+        (encoder, decoder)
     }
 
     /// Every parameter under its PyTorch name.
@@ -292,6 +314,7 @@ impl Seq2Seq {
         &self,
         p: &BTreeMap<String, Vec<T>>,
         b: &Seq2SeqBatch,
+        train: Option<TrainKey>,
     ) -> Result<Encoded<T>> {
         let x = self.encoder_embedding.forward_cpu(
             &p["encoder.embedding.weight"],
@@ -301,9 +324,16 @@ impl Seq2Seq {
         )?;
         let params = with_prefix(p, "encoder.rnn.");
         let lengths = b.source_lengths.as_deref();
-        let (out, tape) =
-            self.encoder
-                .forward_cpu(&params, &x, b.batch, b.source_steps, lengths, None, None)?;
+        let (out, tape) = self.encoder.forward_cpu_with(
+            &params,
+            &x,
+            b.batch,
+            b.source_steps,
+            lengths,
+            None,
+            None,
+            train,
+        )?;
         Ok(Encoded {
             h_n: out.h_n,
             c_n: out.c_n,
@@ -312,22 +342,37 @@ impl Seq2Seq {
         })
     }
 
-    /// Forward, loss and (with `grads`) backward of a checked batch on the CPU.
+    /// Forward, loss and (with `grads`) backward of a checked batch on the CPU, without
+    /// dropout.
     pub fn pass_cpu<T: Real>(
         &self,
         p: &BTreeMap<String, Vec<T>>,
         b: &Seq2SeqBatch,
         grads: bool,
     ) -> Result<Seq2SeqPass<T>> {
-        let enc = self.encode_cpu(p, b)?;
+        self.pass_cpu_with(p, b, grads, None)
+    }
+
+    /// [`Self::pass_cpu`] as training step `step` (counted from 0) if given: with the
+    /// dropout masks of [`Self::train_keys`], the same the GPU trainer draws.
+    pub fn pass_cpu_with<T: Real>(
+        &self,
+        p: &BTreeMap<String, Vec<T>>,
+        b: &Seq2SeqBatch,
+        grads: bool,
+        step: Option<u64>,
+    ) -> Result<Seq2SeqPass<T>> {
+        let (enc_key, dec_key) = step.map_or((None, None), |s| self.train_keys(s));
+        let enc = self.encode_cpu(p, b, enc_key)?;
         let lstm = self.encoder.config.cell.has_cell_state();
         let dec_p = with_prefix(p, "decoder.");
-        let pass = self.decoder.pass_cpu(
+        let pass = self.decoder.pass_cpu_with(
             &dec_p,
             &b.decoder_batch(),
             Some(&enc.h_n),
             lstm.then_some(&enc.c_n[..]),
             grads,
+            dec_key,
         )?;
         let grads = match pass.grads {
             Some(dec_grads) => {
@@ -366,7 +411,7 @@ impl Seq2Seq {
         let one = Seq2SeqBatch::teacher_forced(&[source.to_vec()], &[vec![start]], start)?;
         self.check_batch(&one)?;
         let p = self.params_as::<f32>();
-        let enc = self.encode_cpu(&p, &one)?;
+        let enc = self.encode_cpu(&p, &one, None)?;
         let (mut h, mut c) = (enc.h_n, enc.c_n);
         let lstm = self.encoder.config.cell.has_cell_state();
         let dec_p = with_prefix(&p, "decoder.");
@@ -555,9 +600,17 @@ impl GpuSeq2SeqTrainer {
         Ok(())
     }
 
+    /// Training mode for the next step's dropout masks, or evaluation (`None`).
+    fn set_training(&self, step: Option<u64>) -> Result<()> {
+        let (enc_key, dec_key) = step.map_or((None, None), |s| self.model.train_keys(s));
+        self.encoder.set_training(enc_key)?;
+        self.decoder.set_training(dec_key)
+    }
+
     /// One training step; returns the batch's mean loss before the update.
     pub fn step(&mut self, b: &Seq2SeqBatch) -> Result<f32> {
         self.write_batch(b)?;
+        self.set_training(Some(self.optim.steps()))?;
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec)?;
         self.dense.record_backward(&mut rec)?;
@@ -578,6 +631,7 @@ impl GpuSeq2SeqTrainer {
     /// Forward and loss only (teacher forced).
     pub fn evaluate(&mut self, b: &Seq2SeqBatch) -> Result<f32> {
         self.write_batch(b)?;
+        self.set_training(None)?;
         let mut rec = Recorder::new(&self.gpu);
         self.record_forward_loss(&mut rec)?;
         submit_and_read_loss(&self.gpu, rec, self.loss.plan.stats(), &self.staging)
@@ -644,7 +698,8 @@ impl CpuSeq2SeqTrainer {
     pub fn step(&mut self, b: &Seq2SeqBatch) -> Result<f32> {
         check_shape(&self.cfg, b)?;
         self.model.check_batch(b)?;
-        let pass = self.model.pass_cpu(&self.params, b, true)?;
+        let step = Some(self.optim.steps());
+        let pass = self.model.pass_cpu_with(&self.params, b, true, step)?;
         let grads = pass.grads.context("gradients")?;
         self.optim.step(&self.order, &mut self.params, &grads)?;
         check_loss(pass.loss, self.optim.steps())
