@@ -1,21 +1,16 @@
 //! The command line on bad input: an error message and exit status 1, never a panic (101).
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use recur::nn::{save_safetensors, HostTensor, Recurrent, RecurrentConfig, Tensors};
 use recur::ops::recurrent::CellKind;
 
+/// The binary's exit status and stderr.
 fn recur(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    let (code, _, stderr) = common::recur(args);
+    (code, stderr)
 }
 
 fn tmp(name: &str) -> String {

@@ -1,21 +1,11 @@
 //! `recur train` and `recur generate` from the command line: a short run on a user's text,
 //! sampling, and bad input (a message and exit status 1, the checkpoint untouched).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn recur(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_recur"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use std::path::PathBuf;
+
+use common::recur;
 
 fn dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("recur-cli-train-{}", std::process::id()));

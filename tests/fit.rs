@@ -1,12 +1,17 @@
 //! `recur fit`: many-to-one classification and one-step forecasting reach a stated
-//! accuracy / error, the GPU and CPU agree, and bad data files are clear errors.
+//! accuracy / error (stacked, bidirectional and with dropout too), the GPU and CPU agree, a
+//! saved model reports the same figures when loaded, and bad data files, options and model
+//! files are clear errors.
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::recur;
 use rand::Rng;
 use recur::train::charlm::Backend;
 use recur::train::fit::{
-    fit_classifier, fit_forecaster, parse_table, FitOptions, FitReport, Table,
+    fit_classifier, fit_forecaster, parse_table, Fit, FitModel, FitOptions, FitReport, Table,
 };
 
 /// Rising series are class 1, falling ones class 2, each with noise.
@@ -54,13 +59,12 @@ fn classifier_reaches_90_percent_on_both_backends() {
         if backend == Backend::Gpu && gpu.is_none() {
             continue;
         }
-        let r = fit_classifier(&train, &test, &opts(backend), gpu.as_ref(), |_, _| {}).unwrap();
+        let fit = fit_classifier(&train, &test, &opts(backend), gpu.as_ref(), |_, _| {}).unwrap();
         let FitReport::Classifier {
             classes,
             test_accuracy,
-            train_loss,
             test_count,
-        } = r
+        } = fit.report
         else {
             panic!("not a classifier report")
         };
@@ -70,7 +74,7 @@ fn classifier_reaches_90_percent_on_both_backends() {
             test_accuracy >= 0.9,
             "{backend:?}: accuracy {test_accuracy}"
         );
-        losses.push(train_loss);
+        losses.push(fit.train_loss);
     }
     if losses.len() == 2 {
         let e = (losses[0] - losses[1]).abs() / losses[0].abs();
@@ -82,13 +86,12 @@ fn classifier_reaches_90_percent_on_both_backends() {
 fn forecaster_beats_repeating_the_last_value() {
     let Some(gpu) = common::gpu() else { return };
     let (train, test) = (sine(0, 200), sine(200, 60));
-    let r = fit_forecaster(&train, &test, &opts(Backend::Gpu), Some(&gpu), |_, _| {}).unwrap();
+    let fit = fit_forecaster(&train, &test, &opts(Backend::Gpu), Some(&gpu), |_, _| {}).unwrap();
     let FitReport::Forecaster {
         test_rmse,
         naive_rmse,
         test_count,
-        ..
-    } = r
+    } = fit.report
     else {
         panic!("not a forecaster report")
     };
@@ -145,4 +148,390 @@ fn bad_data_files_are_clear_errors() {
     assert!(format!("{err:#}").contains("lr = 0"), "{err:#}");
     let err = fit_forecaster(&sine(0, 5), &sine(0, 30), &o, None, |_, _| {}).unwrap_err();
     assert!(format!("{err:#}").contains("too few"), "{err:#}");
+}
+
+/// 2 layers, both directions, every dropout.
+fn stacked(backend: Backend) -> FitOptions {
+    FitOptions {
+        layers: 2,
+        bidirectional: true,
+        input_dropout: 0.1,
+        dropout: 0.2,
+        recurrent_dropout: 0.1,
+        ..opts(backend)
+    }
+}
+
+#[test]
+fn stacked_bidirectional_classifier_with_dropout_reaches_90_percent() {
+    let mut rng = common::rng("stacked_bidirectional_classifier_with_dropout_reaches_90_percent");
+    let (train, test) = (ramps(&mut rng, 48, 12), ramps(&mut rng, 24, 12));
+    let fit = fit_classifier(&train, &test, &stacked(Backend::Cpu), None, |_, _| {}).unwrap();
+    let spec = &fit.model.checkpoint.spec;
+    assert_eq!((spec.num_layers, spec.bidirectional), (2, true));
+    assert_eq!(
+        (
+            spec.dropout.input,
+            spec.dropout.between_layers,
+            spec.dropout.recurrent
+        ),
+        (0.1, 0.2, 0.1)
+    );
+    let FitReport::Classifier { test_accuracy, .. } = fit.report else {
+        panic!("not a classifier report")
+    };
+    assert!(test_accuracy >= 0.9, "accuracy {test_accuracy}");
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("recur-fit-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// Saves the fitted model, loads it and checks that it is the same model and reports the
+/// same figures, to the bit, on the same backend.
+fn assert_reloads_the_same(fit: &Fit, test: &Table, path: &Path, backend: Backend) {
+    fit.model.save(path).unwrap();
+    let loaded = FitModel::load(path).unwrap();
+    assert_eq!(loaded, fit.model);
+    let gpu = common::gpu().filter(|_| backend == Backend::Gpu);
+    let report = loaded.test(test, backend, gpu.as_ref()).unwrap();
+    assert_eq!(report, fit.report);
+}
+
+/// `ramps` with labels that are not small integers (they must read back exactly).
+fn relabelled(t: Table) -> Table {
+    let rows = t
+        .rows
+        .into_iter()
+        .map(|mut r| {
+            r[0] = if r[0] == 1.0 { -0.3 } else { 2.7 };
+            r
+        })
+        .collect();
+    Table { rows }
+}
+
+fn small(backend: Backend) -> FitOptions {
+    FitOptions {
+        hidden: 6,
+        epochs: 2,
+        window: 6,
+        ..stacked(backend)
+    }
+}
+
+#[test]
+fn saved_classifier_and_forecaster_report_the_same_bits() {
+    let mut rng = common::rng("saved_classifier_and_forecaster_report_the_same_bits");
+    let (train, test) = (
+        relabelled(ramps(&mut rng, 16, 8)),
+        relabelled(ramps(&mut rng, 11, 8)),
+    );
+    let fit = fit_classifier(&train, &test, &small(Backend::Cpu), None, |_, _| {}).unwrap();
+    let FitReport::Classifier { classes, .. } = &fit.report else {
+        panic!("not a classifier report")
+    };
+    assert_eq!(classes, &[-0.3, 2.7]);
+    assert_reloads_the_same(&fit, &test, &tmp("classifier.safetensors"), Backend::Cpu);
+
+    let (train, test) = (sine(0, 40), sine(40, 21));
+    let fit = fit_forecaster(&train, &test, &small(Backend::Cpu), None, |_, _| {}).unwrap();
+    assert_reloads_the_same(&fit, &test, &tmp("forecaster.safetensors"), Backend::Cpu);
+}
+
+#[test]
+fn saved_model_reports_the_same_bits_on_the_gpu() {
+    let Some(gpu) = common::gpu() else { return };
+    let (train, test) = (sine(0, 40), sine(40, 21));
+    let fit = fit_forecaster(&train, &test, &small(Backend::Gpu), Some(&gpu), |_, _| {}).unwrap();
+    assert_reloads_the_same(&fit, &test, &tmp("gpu.safetensors"), Backend::Gpu);
+}
+
+#[test]
+fn the_same_seed_trains_the_same_parameters_with_dropout() {
+    let mut rng = common::rng("the_same_seed_trains_the_same_parameters_with_dropout");
+    let (train, test) = (ramps(&mut rng, 16, 8), ramps(&mut rng, 8, 8));
+    let params = |o: &FitOptions| {
+        let fit = fit_classifier(&train, &test, o, None, |_, _| {}).unwrap();
+        fit.model.checkpoint.params
+    };
+    let o = small(Backend::Cpu);
+    let first = params(&o);
+    assert_eq!(params(&o), first);
+    // The masks take part: without them the same seed trains other parameters.
+    let no_dropout = FitOptions {
+        input_dropout: 0.0,
+        dropout: 0.0,
+        recurrent_dropout: 0.0,
+        ..o
+    };
+    assert_ne!(params(&no_dropout), first);
+}
+
+fn err_of<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+    format!("{:#}", r.unwrap_err())
+}
+
+#[test]
+fn bad_options_are_refused_naming_the_value() {
+    let mut rng = common::rng("bad_options_are_refused_naming_the_value");
+    let (train, test) = (ramps(&mut rng, 8, 4), ramps(&mut rng, 4, 4));
+    let cases = [
+        (
+            FitOptions {
+                layers: 0,
+                ..small(Backend::Cpu)
+            },
+            "--layers 0 is invalid: expected at least 1 layer",
+        ),
+        (
+            FitOptions {
+                hidden: 0,
+                ..small(Backend::Cpu)
+            },
+            "--hidden 0 is invalid: expected a hidden size of at least 1",
+        ),
+        (
+            FitOptions {
+                dropout: 1.0,
+                ..small(Backend::Cpu)
+            },
+            "--dropout 1 is invalid: expected a rate in [0, 1)",
+        ),
+        (
+            FitOptions {
+                input_dropout: -0.1,
+                ..small(Backend::Cpu)
+            },
+            "--input-dropout -0.1 is invalid: expected a rate in [0, 1)",
+        ),
+        (
+            FitOptions {
+                recurrent_dropout: f32::NAN,
+                ..small(Backend::Cpu)
+            },
+            "--recurrent-dropout NaN is invalid: expected a rate in [0, 1)",
+        ),
+    ];
+    for (o, want) in cases {
+        let err = err_of(fit_classifier(&train, &test, &o, None, |_, _| {}));
+        assert!(err.contains(want), "{want}: {err}");
+        let err = err_of(fit_forecaster(
+            &sine(0, 30),
+            &sine(0, 30),
+            &o,
+            None,
+            |_, _| {},
+        ));
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+#[test]
+fn files_that_are_not_fit_models_are_refused_naming_them() {
+    let mut rng = common::rng("files_that_are_not_fit_models_are_refused_naming_them");
+    let (train, test) = (ramps(&mut rng, 8, 4), ramps(&mut rng, 4, 4));
+    let o = FitOptions {
+        batch: 4,
+        ..small(Backend::Cpu)
+    };
+    let fit = fit_classifier(&train, &test, &o, None, |_, _| {}).unwrap();
+    let good = tmp("good.safetensors");
+    fit.model.save(&good).unwrap();
+
+    // A recur checkpoint without fit's metadata (as `recur train` writes).
+    let plain = tmp("plain.safetensors");
+    fit.model.checkpoint.save(&plain).unwrap();
+    let err = err_of(FitModel::load(&plain));
+    assert!(
+        err.contains(&format!(
+            "{} is a recur checkpoint but not a `recur fit` model",
+            plain.display()
+        )),
+        "{err}"
+    );
+
+    // Fit metadata that is not JSON, or does not match the model.
+    for (meta, want) in [
+        ("{oops", "the `fit` metadata is not valid"),
+        (
+            r#"{"task":"classifier","classes":[1.0,2.0,3.0],"steps":4,"batch":4}"#,
+            "the model's outputs (2) and loss (cross-entropy) do not match its classifier \
+             metadata (expected 3 and cross-entropy)",
+        ),
+        (
+            r#"{"task":"forecaster","window":4,"mean":0.0,"std":1.0,"batch":4}"#,
+            "the model's outputs (2) and loss (cross-entropy) do not match its forecaster \
+             metadata (expected 1 and mean-squared-error)",
+        ),
+        (
+            r#"{"task":"classifier","classes":[2.0,1.0],"steps":4,"batch":4}"#,
+            "class labels [2.0, 1.0] are invalid",
+        ),
+        (
+            r#"{"task":"classifier","classes":[1.0,2.0],"steps":4,"batch":0}"#,
+            "batch 0 is invalid",
+        ),
+    ] {
+        let mut ckpt = fit.model.checkpoint.clone();
+        ckpt.meta.insert("fit".into(), meta.into());
+        let path = tmp("tampered.safetensors");
+        ckpt.save(&path).unwrap();
+        let err = err_of(FitModel::load(&path));
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(want),
+            "{want}: {err}"
+        );
+    }
+
+    // A recur checkpoint of another kind of model, with fit metadata.
+    let mut other = fit.model.checkpoint.clone();
+    other.spec.head = recur::train::Head::EveryStep;
+    other.meta.insert(
+        "fit".into(),
+        r#"{"task":"classifier","classes":[1.0,2.0],"steps":4,"batch":4}"#.into(),
+    );
+    let path = tmp("every-step.safetensors");
+    other.save(&path).unwrap();
+    let err = err_of(FitModel::load(&path));
+    assert!(
+        err.contains(
+            "head EveryStep) is not a fit model: expected no embedding, 1 input \
+             feature and head LastStep"
+        ),
+        "{err}"
+    );
+
+    // A truncated file, and a file that is not a checkpoint at all.
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = tmp("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = err_of(FitModel::load(&cut));
+    assert!(
+        err.contains(&format!("{} is not a safetensors file", cut.display())),
+        "{err}"
+    );
+    let text = tmp("text.safetensors");
+    std::fs::write(&text, "1,2,3\n").unwrap();
+    let err = err_of(FitModel::load(&text));
+    assert!(
+        err.contains(&format!("{} is not a safetensors file", text.display())),
+        "{err}"
+    );
+
+    // The good file still loads and tests.
+    let loaded = FitModel::load(&good).unwrap();
+    assert_eq!(loaded.test(&test, Backend::Cpu, None).unwrap(), fit.report);
+    // Test rows of another length than the model's are refused, naming both.
+    let err = err_of(loaded.test(&ramps(&mut rng, 4, 5), Backend::Cpu, None));
+    assert!(
+        err.contains("test rows have 6 fields, the model's 5"),
+        "{err}"
+    );
+}
+
+fn write_table(t: &Table, name: &str) -> String {
+    let text: String = t
+        .rows
+        .iter()
+        .map(|r| {
+            let fields: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+            fields.join(",") + "\n"
+        })
+        .collect();
+    let path = tmp(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn cli_saves_a_model_that_reports_the_same_when_loaded() {
+    let mut rng = common::rng("cli_saves_a_model_that_reports_the_same_when_loaded");
+    let train = write_table(&ramps(&mut rng, 16, 8), "cli-train.csv");
+    let test = write_table(&ramps(&mut rng, 8, 8), "cli-test.csv");
+    let model = tmp("cli-model.safetensors").to_string_lossy().into_owned();
+    let (code, trained, err) = recur(&[
+        "fit",
+        "--train",
+        &train,
+        "--test",
+        &test,
+        "--backend",
+        "cpu",
+        "--hidden",
+        "6",
+        "--layers",
+        "2",
+        "--bidirectional",
+        "--batch",
+        "8",
+        "--epochs",
+        "2",
+        "--input-dropout",
+        "0.1",
+        "--dropout",
+        "0.2",
+        "--recurrent-dropout",
+        "0.1",
+        "--out",
+        &model,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, loaded, err) = recur(&[
+        "fit",
+        "--model",
+        &model,
+        "--test",
+        &test,
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report = trained.lines().next().unwrap();
+    assert!(report.contains("test accuracy"), "{trained}");
+    assert_eq!(loaded.trim_end(), report);
+    assert!(trained.contains(&format!("model: {model}")), "{trained}");
+
+    // Bad input: exit status 1 and a message naming the value, never a panic.
+    let cases: [(&[&str], String); 4] = [
+        (
+            &["fit", "--train", &train, "--model", &model, "--test", &test],
+            format!("--train {train} and --model {model} were both given"),
+        ),
+        (
+            &["fit", "--train", &train, "--test", &test, "--layers", "0"],
+            "--layers 0 is invalid".into(),
+        ),
+        (
+            &[
+                "fit",
+                "--train",
+                &train,
+                "--test",
+                &test,
+                "--dropout",
+                "1.5",
+            ],
+            "--dropout 1.5 is invalid: expected a rate in [0, 1)".into(),
+        ),
+        (
+            &[
+                "fit",
+                "--model",
+                &train,
+                "--test",
+                &test,
+                "--backend",
+                "cpu",
+            ],
+            format!("{train} is not a safetensors file"),
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = recur(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(&want), "{want}: {err}");
+    }
 }

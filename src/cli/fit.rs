@@ -1,76 +1,171 @@
 //! `recur fit`: a many-to-one classifier (UCR/UEA-style rows, label first) or a one-step
-//! forecaster (a single-column series) from data files; the work is in `train::fit`.
+//! forecaster (a single-column series) from data files, optionally saved (`--out`); or a
+//! saved model tested on a file (`--model`). The work is in `train::fit`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, ensure, Result};
 
 use super::train::BackendArg;
 use crate::gpu::Gpu;
 use crate::train::charlm::Backend;
-use crate::train::fit::{self, FitOptions, FitReport};
+use crate::train::fit::{self, FitModel, FitOptions, FitReport};
 
 #[derive(clap::Args)]
 pub struct FitArgs {
     /// Training data: one sequence per line, label first (classification), or one value per
     /// line (forecasting).
     #[arg(long)]
-    train: PathBuf,
+    train: Option<PathBuf>,
     /// Test data in the same format: accuracy or forecast error is reported on it.
     #[arg(long)]
     test: PathBuf,
+    /// A model saved by `recur fit --out`, tested on --test instead of training one (it
+    /// brings its own training options: they conflict with this).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Save the trained model (one checkpoint file) for `recur fit --model`.
+    #[arg(long, conflicts_with = "model")]
+    out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "gpu")]
     backend: BackendArg,
-    #[arg(long, default_value = "lstm")]
+    /// Recurrent cell: lstm, gru, gru-reset-before, rnn-tanh, rnn-relu.
+    #[arg(long, default_value = "lstm", conflicts_with = "model")]
     cell: String,
-    #[arg(long, default_value_t = FitOptions::default().hidden)]
+    #[arg(long, default_value_t = FitOptions::default().hidden, conflicts_with = "model")]
     hidden: usize,
-    #[arg(long, default_value_t = FitOptions::default().batch)]
+    /// Stacked recurrent layers.
+    #[arg(long, default_value_t = FitOptions::default().layers, conflicts_with = "model")]
+    layers: usize,
+    /// Read each sequence both ways (the head sees both directions' outputs).
+    #[arg(long, conflicts_with = "model")]
+    bidirectional: bool,
+    #[arg(long, default_value_t = FitOptions::default().batch, conflicts_with = "model")]
     batch: usize,
-    #[arg(long, default_value_t = FitOptions::default().epochs)]
+    #[arg(long, default_value_t = FitOptions::default().epochs, conflicts_with = "model")]
     epochs: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = FitOptions::default().lr)]
+    #[arg(long, default_value_t = FitOptions::default().lr, conflicts_with = "model")]
     lr: f32,
     /// Forecasting: values per input window.
-    #[arg(long, default_value_t = FitOptions::default().window)]
+    #[arg(long, default_value_t = FitOptions::default().window, conflicts_with = "model")]
     window: usize,
-    #[arg(long, default_value_t = 0)]
+    /// Dropout on the values the first layer reads (Keras `dropout`).
+    #[arg(long, default_value_t = 0.0, conflicts_with = "model")]
+    input_dropout: f32,
+    /// Dropout between stacked layers (PyTorch's `dropout`; needs --layers > 1).
+    #[arg(long, default_value_t = 0.0, conflicts_with = "model")]
+    dropout: f32,
+    /// Dropout on the recurrent state, one mask per sequence (Keras `recurrent_dropout`).
+    #[arg(long, default_value_t = 0.0, conflicts_with = "model")]
+    recurrent_dropout: f32,
+    #[arg(long, default_value_t = 0, conflicts_with = "model")]
     seed: u64,
 }
 
-pub fn run(args: FitArgs) -> Result<()> {
-    let train = fit::read_table(&args.train)?;
-    let test = fit::read_table(&args.test)?;
-    let opts = FitOptions {
-        cell: args.cell,
-        hidden: args.hidden,
-        batch: args.batch,
-        epochs: args.epochs,
-        lr: args.lr,
-        seed: args.seed,
-        window: args.window,
-        backend: match args.backend {
+impl FitArgs {
+    fn backend(&self) -> Backend {
+        match self.backend {
             BackendArg::Gpu => Backend::Gpu,
             BackendArg::Cpu => Backend::Cpu,
-        },
-    };
-    let gpu = match opts.backend {
+        }
+    }
+
+    fn options(&self) -> FitOptions {
+        FitOptions {
+            cell: self.cell.clone(),
+            hidden: self.hidden,
+            layers: self.layers,
+            bidirectional: self.bidirectional,
+            batch: self.batch,
+            epochs: self.epochs,
+            lr: self.lr,
+            seed: self.seed,
+            window: self.window,
+            backend: self.backend(),
+            input_dropout: self.input_dropout,
+            dropout: self.dropout,
+            recurrent_dropout: self.recurrent_dropout,
+        }
+    }
+}
+
+pub fn run(args: FitArgs) -> Result<()> {
+    match (&args.train, &args.model) {
+        (Some(train), None) => train_and_test(&args, train),
+        (None, Some(model)) => test_saved(&args, model),
+        (Some(train), Some(model)) => bail!(
+            "--train {} and --model {} were both given: expected --train to fit a new model, \
+             or --model to test a saved one",
+            train.display(),
+            model.display()
+        ),
+        (None, None) => {
+            bail!("no model: expected --train FILE to fit one, or --model FILE to test a saved one")
+        }
+    }
+}
+
+fn open_gpu(backend: Backend) -> Result<Option<Gpu>> {
+    Ok(match backend {
         Backend::Gpu => Some(Gpu::new()?),
         Backend::Cpu => None,
-    };
+    })
+}
+
+fn train_and_test(args: &FitArgs, train_path: &Path) -> Result<()> {
+    let opts = args.options();
+    // Every option and both files are checked before a device is opened or training starts.
+    opts.validate()?;
+    if let Some(out) = &args.out {
+        check_out_dir(out)?;
+    }
+    let train = fit::read_table(train_path)?;
+    let test = fit::read_table(&args.test)?;
+    let gpu = open_gpu(opts.backend)?;
     let log = |epoch: usize, loss: f32| eprintln!("epoch {epoch}: training loss {loss:.4}");
-    let report = if train.rows[0].len() == 1 {
+    let fitted = if train.rows[0].len() == 1 {
         fit::fit_forecaster(&train, &test, &opts, gpu.as_ref(), log)?
     } else {
         fit::fit_classifier(&train, &test, &opts, gpu.as_ref(), log)?
     };
+    print_report(&fitted.report);
+    if let Some(out) = &args.out {
+        fitted.model.save(out)?;
+        println!("model: {}", out.display());
+    }
+    Ok(())
+}
+
+fn test_saved(args: &FitArgs, model_path: &Path) -> Result<()> {
+    let model = FitModel::load(model_path)?;
+    let test = fit::read_table(&args.test)?;
+    let gpu = open_gpu(args.backend())?;
+    print_report(&model.test(&test, args.backend(), gpu.as_ref())?);
+    Ok(())
+}
+
+/// The folder `--out` writes into must exist: found out before training, not after it.
+fn check_out_dir(out: &Path) -> Result<()> {
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    ensure!(
+        dir.is_dir(),
+        "--out {}: expected a file in an existing folder ({} is not one)",
+        out.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn print_report(report: &FitReport) {
     match report {
         FitReport::Classifier {
             classes,
             test_accuracy,
             test_count,
-            ..
         } => println!(
             "{} classes; test accuracy {:.2}% on {test_count} sequences",
             classes.len(),
@@ -80,11 +175,9 @@ pub fn run(args: FitArgs) -> Result<()> {
             test_rmse,
             naive_rmse,
             test_count,
-            ..
         } => println!(
             "one-step forecast RMSE {test_rmse:.4} on {test_count} windows (repeating the last \
              value: {naive_rmse:.4})"
         ),
     }
-    Ok(())
 }

@@ -248,12 +248,16 @@ impl CharLmOptions {
             outputs: vocab,
             head: Head::EveryStep,
             loss: Loss::CrossEntropy { ignore_index: None },
-            dropout: DropoutRates {
-                input: self.input_dropout,
-                between_layers: self.dropout,
-                recurrent: self.recurrent_dropout,
-                seed: self.seed,
-            },
+            dropout: self.dropout_rates(),
+        }
+    }
+
+    fn dropout_rates(&self) -> DropoutRates {
+        DropoutRates {
+            input: self.input_dropout,
+            between_layers: self.dropout,
+            recurrent: self.recurrent_dropout,
+            seed: self.seed,
         }
     }
 
@@ -283,16 +287,7 @@ impl CharLmOptions {
             "validation fraction {} is invalid: expected 0 <= fraction < 0.5",
             self.valid_fraction
         );
-        for (flag, rate) in [
-            ("--input-dropout", self.input_dropout),
-            ("--dropout", self.dropout),
-            ("--recurrent-dropout", self.recurrent_dropout),
-        ] {
-            ensure!(
-                rate.is_finite() && (0.0..1.0).contains(&rate),
-                "{flag} {rate} is invalid: expected a rate in [0, 1)"
-            );
-        }
+        self.dropout_rates().validate()?;
         self.optim().validate()
     }
 }

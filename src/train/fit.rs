@@ -6,22 +6,30 @@
 //! - Forecasting: a single column, one value per line. Windows of `window` values predict
 //!   the next value; values are standardised with the training mean and deviation.
 //!
-//! The model is a recurrent stack over one feature per step with a dense head on its last
-//! step: softmax cross-entropy for classes, mean squared error for forecasts.
+//! The model is a recurrent stack (stacked, bidirectional and with dropout as asked) over one
+//! feature per step with a dense head on its last step: softmax cross-entropy for classes,
+//! mean squared error for forecasts.
+//!
+//! A fitted model ([`FitModel`]) is a [`Checkpoint`] whose metadata holds, under `fit`, what
+//! reading its outputs needs ([`FitTask`]: the class labels or the window and scaling), so a
+//! saved model reports the same test figures when loaded.
 
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 
 use super::charlm::Backend;
-use super::model::{Batch, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
+use super::checkpoint::Checkpoint;
+use super::model::{Batch, DropoutRates, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
 use super::optimizer::OptimConfig;
 use super::schedule::Schedule;
 use super::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
 use crate::gpu::Gpu;
 use crate::ops::optim::Optimizer;
+use crate::ops::recurrent::CellKind;
 
 /// Rows of numbers read from a data file.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,6 +97,9 @@ pub fn parse_table(text: &str) -> Result<Table> {
 pub struct FitOptions {
     pub cell: String,
     pub hidden: usize,
+    /// Stacked recurrent layers.
+    pub layers: usize,
+    pub bidirectional: bool,
     pub batch: usize,
     pub epochs: usize,
     pub lr: f32,
@@ -96,6 +107,12 @@ pub struct FitOptions {
     /// Forecasting window (values per input sequence).
     pub window: usize,
     pub backend: Backend,
+    /// Dropout on the values the first layer reads (Keras `dropout`).
+    pub input_dropout: f32,
+    /// Dropout between stacked layers (PyTorch's `dropout`; needs `layers > 1`).
+    pub dropout: f32,
+    /// Dropout on the state the recurrent product reads (Keras `recurrent_dropout`).
+    pub recurrent_dropout: f32,
 }
 
 impl Default for FitOptions {
@@ -103,27 +120,81 @@ impl Default for FitOptions {
         Self {
             cell: "lstm".into(),
             hidden: 32,
+            layers: 1,
+            bidirectional: false,
             batch: 16,
             epochs: 20,
             lr: 0.01,
             seed: 0,
             window: 16,
             backend: Backend::Gpu,
+            input_dropout: 0.0,
+            dropout: 0.0,
+            recurrent_dropout: 0.0,
         }
     }
 }
 
-/// The outcome of a fit.
+impl FitOptions {
+    /// Checks every option that does not depend on the data.
+    pub fn validate(&self) -> Result<()> {
+        CellKind::parse(&self.cell)?;
+        for (flag, value, expected) in [
+            ("--hidden", self.hidden, "a hidden size of at least 1"),
+            ("--layers", self.layers, "at least 1 layer"),
+            ("--batch", self.batch, "at least 1 sequence per batch"),
+            ("--epochs", self.epochs, "at least 1 epoch"),
+            ("--window", self.window, "at least 1 value per window"),
+        ] {
+            ensure!(value > 0, "{flag} {value} is invalid: expected {expected}");
+        }
+        self.dropout_rates().validate()?;
+        self.optim().validate()
+    }
+
+    fn dropout_rates(&self) -> DropoutRates {
+        DropoutRates {
+            input: self.input_dropout,
+            between_layers: self.dropout,
+            recurrent: self.recurrent_dropout,
+            seed: self.seed,
+        }
+    }
+
+    fn optim(&self) -> OptimConfig {
+        OptimConfig {
+            optimizer: Optimizer::adam(self.lr),
+            clip: Some(1.0),
+            schedule: Schedule::Constant,
+        }
+    }
+
+    /// The model for `task`: one feature per step, the dense head on the last step.
+    fn model_spec(&self, task: &FitTask) -> ModelSpec {
+        ModelSpec {
+            embedding: None,
+            input_size: 1,
+            cell: self.cell.clone(),
+            hidden_size: self.hidden,
+            num_layers: self.layers,
+            bidirectional: self.bidirectional,
+            outputs: task.outputs(),
+            head: Head::LastStep,
+            loss: task.loss(),
+            dropout: self.dropout_rates(),
+        }
+    }
+}
+
+/// The test figures of a fitted model (the same after training and for the saved model).
 #[derive(Clone, Debug, PartialEq)]
 pub enum FitReport {
     Classifier {
         classes: Vec<f32>,
-        train_loss: f32,
         test_accuracy: f32,
         test_count: usize,
     },
     Forecaster {
-        train_loss: f32,
         /// Root mean squared error of one-step forecasts, in the data's units.
         test_rmse: f32,
         /// The same error for the naive forecast (the last value), for comparison.
@@ -132,30 +203,338 @@ pub enum FitReport {
     },
 }
 
-/// Examples as sequences of one feature and their targets.
+/// What a fitted model predicts and how its outputs read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum FitTask {
+    /// Output unit `i` is the training label `classes[i]` (sorted); rows hold the label and
+    /// `steps` values.
+    Classifier {
+        #[serde(with = "labels_as_f64")]
+        classes: Vec<f32>,
+        steps: usize,
+    },
+    /// Windows of `window` values, standardised as `(v - mean) / std` with the training
+    /// series' mean and deviation, predict the next value.
+    Forecaster { window: usize, mean: f64, std: f64 },
+}
+
+/// Labels kept as f64, which holds every f32 exactly, so they read back bit for bit
+/// (serde_json writes an f32 as its shortest f32 decimal, which then rounds twice).
+mod labels_as_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|&x| x as f64))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        Ok(Vec::<f64>::deserialize(d)?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect())
+    }
+}
+
+impl FitTask {
+    fn outputs(&self) -> usize {
+        match self {
+            Self::Classifier { classes, .. } => classes.len(),
+            Self::Forecaster { .. } => 1,
+        }
+    }
+
+    fn loss(&self) -> Loss {
+        match self {
+            Self::Classifier { .. } => Loss::CrossEntropy { ignore_index: None },
+            Self::Forecaster { .. } => Loss::MeanSquaredError,
+        }
+    }
+
+    /// Time steps per input sequence.
+    fn steps(&self) -> usize {
+        match self {
+            Self::Classifier { steps, .. } => *steps,
+            Self::Forecaster { window, .. } => *window,
+        }
+    }
+
+    /// The examples of a data file (`what`: "training" or "test"), checked against the task.
+    fn examples(&self, t: &Table, what: &str) -> Result<Examples> {
+        match self {
+            Self::Classifier { classes, steps } => class_examples(t, classes, *steps, what),
+            Self::Forecaster { window, mean, std } => {
+                let s = single_column(t, what)?;
+                ensure!(
+                    s.len() > *window,
+                    "the {what} series has {} values: too few for a window of {window} and a \
+                     next value",
+                    s.len()
+                );
+                let norm = |v: f32| ((v as f64 - mean) / std) as f32;
+                Ok(Examples {
+                    seqs: (0..s.len() - window)
+                        .map(|i| s[i..i + window].iter().map(|&v| norm(v)).collect())
+                        .collect(),
+                    targets: s[*window..].iter().map(|&v| norm(v)).collect(),
+                    classes: false,
+                })
+            }
+        }
+    }
+
+    /// The report from the predictions for the test examples `ex` of `test`.
+    fn report(&self, preds: &[Vec<f32>], ex: &Examples, test: &Table) -> FitReport {
+        match self {
+            Self::Classifier { classes, .. } => {
+                let correct = preds
+                    .iter()
+                    .zip(&ex.targets)
+                    .filter(|(p, &c)| argmax(p) == c as usize)
+                    .count();
+                FitReport::Classifier {
+                    classes: classes.clone(),
+                    test_accuracy: correct as f32 / preds.len() as f32,
+                    test_count: preds.len(),
+                }
+            }
+            Self::Forecaster { window, mean, std } => {
+                let s: Vec<f32> = test.rows.iter().map(|r| r[0]).collect();
+                let (mut se, mut naive) = (0.0f64, 0.0f64);
+                for (i, p) in preds.iter().enumerate() {
+                    let truth = s[i + window] as f64;
+                    let forecast = p[0] as f64 * std + mean;
+                    se += (forecast - truth).powi(2);
+                    naive += (s[i + window - 1] as f64 - truth).powi(2);
+                }
+                let m = preds.len() as f64;
+                FitReport::Forecaster {
+                    test_rmse: (se / m).sqrt() as f32,
+                    naive_rmse: (naive / m).sqrt() as f32,
+                    test_count: preds.len(),
+                }
+            }
+        }
+    }
+
+    /// Checks the task against the model it reads and against itself (a loaded file).
+    fn check(&self, spec: &ModelSpec) -> Result<()> {
+        ensure!(
+            spec.embedding.is_none() && spec.input_size == 1 && spec.head == Head::LastStep,
+            "the model (embedding: {}, {} input features, head {:?}) is not a fit model: \
+             expected no embedding, 1 input feature and head LastStep",
+            spec.embedding.is_some(),
+            spec.input_size,
+            spec.head
+        );
+        ensure!(
+            spec.loss == self.loss() && spec.outputs == self.outputs(),
+            "the model's outputs ({}) and loss ({}) do not match its {} metadata (expected {} \
+             and {})",
+            spec.outputs,
+            loss_name(spec.loss),
+            self.name(),
+            self.outputs(),
+            loss_name(self.loss())
+        );
+        ensure!(
+            self.steps() > 0,
+            "{} values per sequence: expected at least 1",
+            self.steps()
+        );
+        match self {
+            Self::Classifier { classes, .. } => ensure!(
+                classes.len() >= 2
+                    && classes.iter().all(|c| c.is_finite())
+                    && classes.windows(2).all(|w| w[0] < w[1]),
+                "class labels {classes:?} are invalid: expected two or more finite labels, \
+                 sorted and distinct"
+            ),
+            Self::Forecaster { mean, std, .. } => ensure!(
+                mean.is_finite() && std.is_finite() && *std > 0.0,
+                "scaling mean {mean}, deviation {std} is invalid: expected finite values, \
+                 the deviation > 0"
+            ),
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Classifier { .. } => "classifier",
+            Self::Forecaster { .. } => "forecaster",
+        }
+    }
+}
+
+fn loss_name(loss: Loss) -> &'static str {
+    match loss {
+        Loss::CrossEntropy { .. } => "cross-entropy",
+        Loss::MeanSquaredError => "mean-squared-error",
+    }
+}
+
+fn argmax(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+/// A classification file's examples: rows of a label (one of `classes`) and `steps` values.
+fn class_examples(t: &Table, classes: &[f32], steps: usize, what: &str) -> Result<Examples> {
+    let width = t.rows[0].len();
+    ensure!(
+        width >= 2,
+        "classification rows need a label and at least one value; for a single-column \
+         series use forecasting"
+    );
+    ensure!(
+        width == steps + 1,
+        "{what} rows have {width} fields, the model's {} (a label and {steps} values)",
+        steps + 1
+    );
+    let mut ex = Examples {
+        seqs: Vec::new(),
+        targets: Vec::new(),
+        classes: true,
+    };
+    for (i, r) in t.rows.iter().enumerate() {
+        let c = classes.iter().position(|&c| c == r[0]).with_context(|| {
+            format!(
+                "{what} row {}: label {} is not a training class",
+                i + 1,
+                r[0]
+            )
+        })?;
+        ex.seqs.push(r[1..].to_vec());
+        ex.targets.push(c as f32);
+    }
+    Ok(ex)
+}
+
+/// The values of a single-column file.
+fn single_column(t: &Table, what: &str) -> Result<Vec<f32>> {
+    ensure!(
+        t.rows[0].len() == 1,
+        "forecasting takes a single column; the {what} file has {} per row",
+        t.rows[0].len()
+    );
+    Ok(t.rows.iter().map(|r| r[0]).collect())
+}
+
+/// A trained model and what reading its outputs needs; saved as one checkpoint file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitModel {
+    /// The model's spec (dropout rates included), parameters and optimizer state.
+    pub checkpoint: Checkpoint,
+    pub task: FitTask,
+    /// The batch predictions run in: the training batch, so a loaded model computes the
+    /// same batches, and the same bits, as the model right after training.
+    pub batch: usize,
+}
+
+/// The checkpoint metadata key holding a [`FitMeta`] (JSON).
+const META_KEY: &str = "fit";
+
+#[derive(Serialize, Deserialize)]
+struct FitMeta {
+    #[serde(flatten)]
+    task: FitTask,
+    batch: usize,
+}
+
+impl FitModel {
+    /// Writes the model as a checkpoint (atomically), with the task in its metadata.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let meta = FitMeta {
+            task: self.task.clone(),
+            batch: self.batch,
+        };
+        let mut ckpt = self.checkpoint.clone();
+        ckpt.meta
+            .insert(META_KEY.into(), serde_json::to_string(&meta)?);
+        ckpt.save(path)
+    }
+
+    /// Reads a model written by [`Self::save`], checking it is one.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut checkpoint = Checkpoint::load(path)?;
+        // Kept as `task` and `batch` here; `save` writes them back.
+        let json = checkpoint.meta.remove(META_KEY).with_context(|| {
+            format!(
+                "{} is a recur checkpoint but not a `recur fit` model (no `{META_KEY}` \
+                 metadata; expected a file written by `recur fit --out`)",
+                path.display()
+            )
+        })?;
+        let meta: FitMeta = serde_json::from_str(&json).with_context(|| {
+            format!("{}: the `{META_KEY}` metadata is not valid", path.display())
+        })?;
+        ensure!(
+            meta.batch > 0,
+            "{}: batch {} is invalid: expected at least 1",
+            path.display(),
+            meta.batch
+        );
+        meta.task
+            .check(&checkpoint.spec)
+            .with_context(|| format!("{} is not a usable `recur fit` model", path.display()))?;
+        Ok(Self {
+            checkpoint,
+            task: meta.task,
+            batch: meta.batch,
+        })
+    }
+
+    /// The model's figures on `test`, computed on `backend`.
+    pub fn test(&self, test: &Table, backend: Backend, gpu: Option<&Gpu>) -> Result<FitReport> {
+        let ex = self.task.examples(test, "test")?;
+        // A trainer needs an optimizer; prediction never steps it.
+        let optim = FitOptions::default().optim();
+        let (batch, steps) = (self.batch, self.task.steps());
+        let model = self.checkpoint.model()?;
+        let mut t = make_trainer(model, batch, steps, optim, backend, gpu)?;
+        self.report(t.as_mut(), &ex, test)
+    }
+
+    fn report(&self, t: &mut dyn Trainer, ex: &Examples, test: &Table) -> Result<FitReport> {
+        let preds = predict_all(t, ex, self.batch)?;
+        Ok(self.task.report(&preds, ex, test))
+    }
+}
+
+/// A fit: the model, the mean training loss of its last epoch, its test figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fit {
+    pub model: FitModel,
+    pub train_loss: f32,
+    pub report: FitReport,
+}
+
+/// Examples as sequences of one feature and their targets (class indices or values).
 struct Examples {
     seqs: Vec<Vec<f32>>,
     targets: Vec<f32>,
+    classes: bool,
 }
 
+/// A trainer for batches of `batch` sequences of `steps` values, each from zero states.
 fn make_trainer(
-    spec: ModelSpec,
-    opts: &FitOptions,
+    model: SequenceModel,
+    batch: usize,
     steps: usize,
+    optim: OptimConfig,
+    backend: Backend,
     gpu: Option<&Gpu>,
 ) -> Result<Box<dyn Trainer>> {
-    let model = SequenceModel::new(spec, opts.seed)?;
     let cfg = TrainConfig {
-        batch: opts.batch,
+        batch,
         steps,
-        optim: OptimConfig {
-            optimizer: Optimizer::adam(opts.lr),
-            clip: Some(1.0),
-            schedule: Schedule::Constant,
-        },
+        optim,
         stateful: false,
     };
-    Ok(match (opts.backend, gpu) {
+    Ok(match (backend, gpu) {
         (Backend::Gpu, Some(gpu)) => Box::new(GpuTrainer::new(gpu, model, cfg)?),
         (Backend::Gpu, None) => bail!("the GPU backend needs a GPU (or use --backend cpu)"),
         (Backend::Cpu, _) => Box::new(CpuTrainer::new(model, cfg)?),
@@ -163,7 +542,7 @@ fn make_trainer(
 }
 
 /// A time-major batch of the examples at `idx`.
-fn batch_of(ex: &Examples, idx: &[usize], classes: bool) -> Batch {
+fn batch_of(ex: &Examples, idx: &[usize]) -> Batch {
     let steps = ex.seqs[0].len();
     let b = idx.len();
     let mut inputs = vec![0.0f32; steps * b];
@@ -172,7 +551,7 @@ fn batch_of(ex: &Examples, idx: &[usize], classes: bool) -> Batch {
             inputs[t * b + j] = v;
         }
     }
-    let targets = if classes {
+    let targets = if ex.classes {
         Targets::Classes(idx.iter().map(|&i| ex.targets[i] as u32).collect())
     } else {
         Targets::Values(idx.iter().map(|&i| ex.targets[i]).collect())
@@ -192,7 +571,6 @@ fn train_epochs(
     t: &mut dyn Trainer,
     ex: &Examples,
     opts: &FitOptions,
-    classes: bool,
     mut on_epoch: impl FnMut(usize, f32),
 ) -> Result<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
@@ -208,7 +586,7 @@ fn train_epochs(
             let idx: Vec<usize> = (0..opts.batch)
                 .map(|j| order[(k * opts.batch + j) % n])
                 .collect();
-            sum += t.step(&batch_of(ex, &idx, classes))?;
+            sum += t.step(&batch_of(ex, &idx))?;
         }
         last = sum / per_epoch as f32;
         on_epoch(epoch, last);
@@ -217,17 +595,12 @@ fn train_epochs(
 }
 
 /// The predictions for every example (batches padded by repeating the last example).
-fn predict_all(
-    t: &mut dyn Trainer,
-    ex: &Examples,
-    batch: usize,
-    classes: bool,
-) -> Result<Vec<Vec<f32>>> {
+fn predict_all(t: &mut dyn Trainer, ex: &Examples, batch: usize) -> Result<Vec<Vec<f32>>> {
     let n = ex.seqs.len();
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(batch) {
         let idx: Vec<usize> = (0..batch).map(|j| (start + j).min(n - 1)).collect();
-        let y = t.predict(&batch_of(ex, &idx, classes))?;
+        let y = t.predict(&batch_of(ex, &idx))?;
         let width = y.len() / batch;
         for j in 0..batch.min(n - start) {
             out.push(y[j * width..(j + 1) * width].to_vec());
@@ -236,17 +609,41 @@ fn predict_all(
     Ok(out)
 }
 
-fn check_batch(opts: &FitOptions, n: usize) -> Result<()> {
-    ensure!(
-        opts.batch > 0 && opts.epochs > 0,
-        "--batch and --epochs must be > 0"
+/// Trains a model for `task` on `train` and reports its figures on `test` (both files are
+/// checked before training).
+fn fit_task(
+    task: FitTask,
+    train: &Table,
+    test: &Table,
+    opts: &FitOptions,
+    gpu: Option<&Gpu>,
+    on_epoch: impl FnMut(usize, f32),
+) -> Result<Fit> {
+    let (tr, te) = (
+        task.examples(train, "training")?,
+        task.examples(test, "test")?,
     );
     ensure!(
-        opts.batch <= n,
-        "a batch of {} is larger than the {n} training examples",
-        opts.batch
+        opts.batch <= tr.seqs.len(),
+        "a batch of {} is larger than the {} training examples",
+        opts.batch,
+        tr.seqs.len()
     );
-    Ok(())
+    let model = SequenceModel::new(opts.model_spec(&task), opts.seed)?;
+    let (batch, steps) = (opts.batch, task.steps());
+    let mut t = make_trainer(model, batch, steps, opts.optim(), opts.backend, gpu)?;
+    let train_loss = train_epochs(t.as_mut(), &tr, opts, on_epoch)?;
+    let model = FitModel {
+        checkpoint: t.checkpoint()?,
+        task,
+        batch: opts.batch,
+    };
+    let report = model.report(t.as_mut(), &te, test)?;
+    Ok(Fit {
+        model,
+        train_loss,
+        report,
+    })
 }
 
 /// Trains a many-to-one classifier on `train` (label first in each row) and reports its
@@ -257,18 +654,8 @@ pub fn fit_classifier(
     opts: &FitOptions,
     gpu: Option<&Gpu>,
     on_epoch: impl FnMut(usize, f32),
-) -> Result<FitReport> {
-    let width = train.rows[0].len();
-    ensure!(
-        width >= 2,
-        "classification rows need a label and at least one value; for a single-column \
-         series use forecasting"
-    );
-    ensure!(
-        test.rows[0].len() == width,
-        "test rows have {} fields, training rows {width}",
-        test.rows[0].len()
-    );
+) -> Result<Fit> {
+    opts.validate()?;
     let mut classes: Vec<f32> = train.rows.iter().map(|r| r[0]).collect();
     classes.sort_by(f32::total_cmp);
     classes.dedup();
@@ -277,59 +664,15 @@ pub fn fit_classifier(
         "the training file has a single class ({})",
         classes[0]
     );
-    let examples = |t: &Table, what: &str| -> Result<Examples> {
-        let mut ex = Examples {
-            seqs: Vec::new(),
-            targets: Vec::new(),
-        };
-        for (i, r) in t.rows.iter().enumerate() {
-            let c = classes.iter().position(|&c| c == r[0]).with_context(|| {
-                format!(
-                    "{what} row {}: label {} is not a training class",
-                    i + 1,
-                    r[0]
-                )
-            })?;
-            ex.seqs.push(r[1..].to_vec());
-            ex.targets.push(c as f32);
-        }
-        Ok(ex)
-    };
-    let (tr, te) = (examples(train, "training")?, examples(test, "test")?);
-    check_batch(opts, tr.seqs.len())?;
-    let spec = ModelSpec {
-        embedding: None,
-        input_size: 1,
-        cell: opts.cell.clone(),
-        hidden_size: opts.hidden,
-        num_layers: 1,
-        bidirectional: false,
-        outputs: classes.len(),
-        head: Head::LastStep,
-        loss: Loss::CrossEntropy { ignore_index: None },
-        dropout: Default::default(),
-    };
-    let mut t = make_trainer(spec, opts, width - 1, gpu)?;
-    let train_loss = train_epochs(t.as_mut(), &tr, opts, true, on_epoch)?;
-    let preds = predict_all(t.as_mut(), &te, opts.batch, true)?;
-    let correct = preds
-        .iter()
-        .zip(&te.targets)
-        .filter(|(p, &c)| {
-            let best = p
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i);
-            best == c as usize
-        })
-        .count();
-    Ok(FitReport::Classifier {
-        classes,
-        train_loss,
-        test_accuracy: correct as f32 / te.seqs.len() as f32,
-        test_count: te.seqs.len(),
-    })
+    let steps = train.rows[0].len().saturating_sub(1);
+    fit_task(
+        FitTask::Classifier { classes, steps },
+        train,
+        test,
+        opts,
+        gpu,
+        on_epoch,
+    )
 }
 
 /// Trains a one-step forecaster on a single-column `train` series and reports the error
@@ -340,74 +683,16 @@ pub fn fit_forecaster(
     opts: &FitOptions,
     gpu: Option<&Gpu>,
     on_epoch: impl FnMut(usize, f32),
-) -> Result<FitReport> {
-    for (t, what) in [(train, "training"), (test, "test")] {
-        ensure!(
-            t.rows[0].len() == 1,
-            "forecasting takes a single column; the {what} file has {} per row",
-            t.rows[0].len()
-        );
-    }
-    let w = opts.window;
-    ensure!(w > 0, "--window must be > 0");
-    let series = |t: &Table| -> Vec<f32> { t.rows.iter().map(|r| r[0]).collect() };
-    let (s_train, s_test) = (series(train), series(test));
-    for (s, what) in [(&s_train, "training"), (&s_test, "test")] {
-        ensure!(
-            s.len() > w,
-            "the {what} series has {} values: too few for a window of {w} and a next value",
-            s.len()
-        );
-    }
-    let n = s_train.len() as f64;
-    let mean = s_train.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = s_train
-        .iter()
-        .map(|&v| (v as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    let std = var.sqrt().max(1e-12);
-    let norm = |v: f32| ((v as f64 - mean) / std) as f32;
-    let windows = |s: &[f32]| -> Examples {
-        let mut ex = Examples {
-            seqs: Vec::new(),
-            targets: Vec::new(),
-        };
-        for i in 0..s.len() - w {
-            ex.seqs.push(s[i..i + w].iter().map(|&v| norm(v)).collect());
-            ex.targets.push(norm(s[i + w]));
-        }
-        ex
+) -> Result<Fit> {
+    opts.validate()?;
+    let s = single_column(train, "training")?;
+    let n = s.len() as f64;
+    let mean = s.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = s.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let task = FitTask::Forecaster {
+        window: opts.window,
+        mean,
+        std: var.sqrt().max(1e-12),
     };
-    let (tr, te) = (windows(&s_train), windows(&s_test));
-    check_batch(opts, tr.seqs.len())?;
-    let spec = ModelSpec {
-        embedding: None,
-        input_size: 1,
-        cell: opts.cell.clone(),
-        hidden_size: opts.hidden,
-        num_layers: 1,
-        bidirectional: false,
-        outputs: 1,
-        head: Head::LastStep,
-        loss: Loss::MeanSquaredError,
-        dropout: Default::default(),
-    };
-    let mut t = make_trainer(spec, opts, w, gpu)?;
-    let train_loss = train_epochs(t.as_mut(), &tr, opts, false, on_epoch)?;
-    let preds = predict_all(t.as_mut(), &te, opts.batch, false)?;
-    let (mut se, mut naive) = (0.0f64, 0.0f64);
-    for (i, p) in preds.iter().enumerate() {
-        let truth = s_test[i + w] as f64;
-        let forecast = p[0] as f64 * std + mean;
-        se += (forecast - truth).powi(2);
-        naive += (s_test[i + w - 1] as f64 - truth).powi(2);
-    }
-    let m = preds.len() as f64;
-    Ok(FitReport::Forecaster {
-        train_loss,
-        test_rmse: (se / m).sqrt() as f32,
-        naive_rmse: (naive / m).sqrt() as f32,
-        test_count: preds.len(),
-    })
+    fit_task(task, train, test, opts, gpu, on_epoch)
 }

@@ -116,6 +116,24 @@ pub struct DropoutRates {
     pub seed: u64,
 }
 
+impl DropoutRates {
+    /// Checks every rate is in [0, 1), naming a bad one by the flag `recur train` and
+    /// `recur fit` take it from.
+    pub fn validate(&self) -> Result<()> {
+        for (flag, rate) in [
+            ("--input-dropout", self.input),
+            ("--dropout", self.between_layers),
+            ("--recurrent-dropout", self.recurrent),
+        ] {
+            ensure!(
+                rate.is_finite() && (0.0..1.0).contains(&rate),
+                "{flag} {rate} is invalid: expected a rate in [0, 1)"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Named tensors' values as `T`, by name.
 pub fn tensors_as<T: Real>(t: Tensors) -> BTreeMap<String, Vec<T>> {
     t.into_iter()

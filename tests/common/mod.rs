@@ -29,6 +29,20 @@ pub fn gpu() -> Option<Gpu> {
     .clone()
 }
 
+/// Runs the `recur` binary: its exit status (-1 if killed), stdout and stderr.
+pub fn recur(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// A fresh random generator for a test, seeded from the clock unless `RECUR_TEST_SEED` is
 /// set; the seed is printed so a failure can be replayed.
 pub fn rng(test: &str) -> StdRng {
