@@ -42,6 +42,7 @@ macro_rules! with_simd {
 }
 
 pub mod activation;
+pub mod allocator;
 pub mod dropout;
 pub mod embedding;
 pub mod gemm;
