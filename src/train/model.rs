@@ -132,6 +132,16 @@ impl DropoutRates {
         }
         Ok(())
     }
+
+    /// `config` with these rates (checked by its `validate`).
+    pub fn applied_to(&self, config: &RecurrentConfig) -> Result<RecurrentConfig> {
+        let mut c = config.clone();
+        c.input_dropout = self.input;
+        c.dropout = self.between_layers;
+        c.recurrent_dropout = self.recurrent;
+        c.validate()?;
+        Ok(c)
+    }
 }
 
 /// Named tensors' values as `T`, by name.
@@ -420,12 +430,7 @@ impl SequenceModel {
     /// Sets the dropout rates for training (build the trainer after this); the same as
     /// building the model with `spec.dropout = d`. Rates must be in [0, 1).
     pub fn set_dropout(&mut self, d: DropoutRates) -> Result<()> {
-        let mut c = self.rnn.config.clone();
-        c.input_dropout = d.input;
-        c.dropout = d.between_layers;
-        c.recurrent_dropout = d.recurrent;
-        c.validate()?;
-        self.rnn.config = c;
+        self.rnn.config = d.applied_to(&self.rnn.config)?;
         self.spec.dropout = d;
         Ok(())
     }

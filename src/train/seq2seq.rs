@@ -30,7 +30,7 @@ use crate::nn::recurrent::{CpuTape, TrainKey};
 use crate::nn::{
     Embedding, GpuDense, GpuEmbedding, GpuRecurrent, Recurrent, RecurrentConfig, Tensors,
 };
-use crate::ops::recurrent::{CellKind, RecurrentShape};
+use crate::ops::recurrent::CellKind;
 
 /// The architecture of an encoder-decoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,11 +189,7 @@ impl Seq2Seq {
         let mut c =
             RecurrentConfig::new(CellKind::parse(&spec.cell)?, spec.embed, spec.hidden_size);
         c.num_layers = spec.num_layers;
-        c.input_dropout = spec.dropout.input;
-        c.dropout = spec.dropout.between_layers;
-        c.recurrent_dropout = spec.dropout.recurrent;
-        c.validate()?;
-        let encoder = Recurrent::new(c, seed ^ 0x7f4a)?;
+        let encoder = Recurrent::new(spec.dropout.applied_to(&c)?, seed ^ 0x7f4a)?;
         let decoder = SequenceModel::new(
             ModelSpec {
                 embedding: Some(EmbeddingSpec {
@@ -302,7 +298,8 @@ impl Seq2Seq {
         );
         self.encoder_embedding.op().validate_ids(&b.source)?;
         if let Some(lengths) = &b.source_lengths {
-            RecurrentShape::new(self.encoder.config.cell, 1, 1, b.batch, b.source_steps)
+            self.encoder
+                .shape(0, 0, b.batch, b.source_steps)
                 .validate(Some(lengths))
                 .context("source lengths")?;
         }
