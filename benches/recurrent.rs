@@ -5,8 +5,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use recur::bench::recurrent::RecurrentCase;
-use recur::gpu::Recorder;
-use recur::nn::{GpuRecurrent, Recurrent, RecurrentConfig};
+use recur::exec::{CpuExecutor, Executor, GpuExecutor};
+use recur::nn::{Recurrent, RecurrentConfig, StackOptions};
 use recur::ops::recurrent::CellKind;
 use recur::Gpu;
 
@@ -21,7 +21,6 @@ fn recurrent(c: &mut Criterion) {
         let x: Vec<f32> = (0..case.batch * case.steps * 256)
             .map(|i| ((i % 19) as f32 - 9.0) / 9.0)
             .collect();
-        let p = layer.params_as::<f32>();
         let mut group = c.benchmark_group(format!(
             "{} {}x{}x{}",
             cell.name(),
@@ -31,41 +30,46 @@ fn recurrent(c: &mut Criterion) {
         ));
         group.sample_size(10);
         group.throughput(Throughput::Elements(case.forward_flops() as u64));
+        let mut cpu = CpuExecutor::<f32>::new();
+        let infer = layer
+            .plan(&mut cpu, case.batch, case.steps, StackOptions::default())
+            .unwrap();
+        let train = layer
+            .plan(&mut cpu, case.batch, case.steps, StackOptions::with_grads())
+            .unwrap();
+        cpu.write(infer.program, infer.input(), 0, &x).unwrap();
+        cpu.write(train.program, train.input(), 0, &x).unwrap();
         group.bench_function("cpu forward", |b| {
-            b.iter(|| {
-                layer
-                    .forward_cpu(&p, &x, case.batch, case.steps, None, None, None)
-                    .unwrap()
-            })
+            b.iter(|| cpu.run(infer.program, 0, 0).unwrap())
         });
         group.bench_function("cpu forward+backward", |b| {
             b.iter(|| {
-                let (out, tape) = layer
-                    .forward_cpu(&p, &x, case.batch, case.steps, None, None, None)
-                    .unwrap();
-                layer
-                    .backward_cpu(&p, &tape, Some(&out.output), None, None)
-                    .unwrap()
+                cpu.run(train.program, 0, 0).unwrap();
+                cpu.run(train.program, 1, 0).unwrap();
             })
         });
         if let Some(gpu) = &gpu {
             let steps = if software { 10 } else { case.steps };
-            let stack = GpuRecurrent::new(gpu, &layer, case.batch, steps, true).unwrap();
-            stack.input().write(&x[..case.batch * steps * 256]).unwrap();
+            let mut exec = GpuExecutor::new(gpu);
+            let infer = layer
+                .plan(&mut exec, case.batch, steps, StackOptions::default())
+                .unwrap();
+            let train = layer
+                .plan(&mut exec, case.batch, steps, StackOptions::with_grads())
+                .unwrap();
+            let x = &x[..case.batch * steps * 256];
+            exec.write(infer.program, infer.input(), 0, x).unwrap();
+            exec.write(train.program, train.input(), 0, x).unwrap();
             group.bench_function(format!("gpu forward (T = {steps})"), |b| {
                 b.iter(|| {
-                    let mut rec = Recorder::new(gpu);
-                    stack.record_forward(&mut rec).unwrap();
-                    rec.submit().unwrap();
+                    exec.run(infer.program, 0, 0).unwrap();
                     gpu.wait().unwrap();
                 })
             });
             group.bench_function(format!("gpu forward+backward (T = {steps})"), |b| {
                 b.iter(|| {
-                    let mut rec = Recorder::new(gpu);
-                    stack.record_forward(&mut rec).unwrap();
-                    stack.record_backward(&mut rec).unwrap();
-                    rec.submit().unwrap();
+                    exec.run(train.program, 0, 0).unwrap();
+                    exec.run(train.program, 1, 0).unwrap();
                     gpu.wait().unwrap();
                 })
             });

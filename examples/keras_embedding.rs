@@ -14,57 +14,73 @@
 
 use anyhow::{ensure, Result};
 use rand::{Rng, SeedableRng};
-use recur::gpu::{MsePlan, Recorder};
-use recur::nn::{Embedding, GpuEmbedding};
-use recur::ops::optim::Optimizer;
-use recur::train::{GpuOptimizer, OptimConfig, Schedule};
-use recur::{Gpu, GpuTensor};
+use recur::exec::read_all;
+use recur::nn::Embedding;
+use recur::ops::optim::{OptimConfig, Optimizer};
+use recur::ops::program::{Op, ProgramBuilder};
+use recur::Backend;
 
 fn main() -> Result<()> {
-    let gpu = Gpu::new()?;
+    let backend = Backend::auto();
+    println!("on {}", backend.describe());
     let (batch, input_length, input_dim, output_dim) = (32, 10, 1000, 64);
     let layer = Embedding::new(input_dim, output_dim, 0)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let ids: Vec<u32> = (0..batch * input_length)
         .map(|_| rng.random_range(0..input_dim as u32))
         .collect();
-
-    let output = layer.forward_gpu(&gpu, &ids, batch, input_length)?;
+    let mut exec = backend.executor();
+    let (output, _) = layer.run(
+        exec.as_mut(),
+        &layer.weight.data,
+        &ids,
+        (batch, input_length),
+        None,
+    )?;
     ensure!(output.len() == batch * input_length * output_dim);
     println!(
         "Embedding(input_dim={input_dim}, output_dim={output_dim}, input_length={input_length}) \
          on a ({batch}, {input_length}) batch -> ({batch}, {input_length}, {output_dim})"
     );
 
-    // compile("rmsprop", "mse") and fit towards random targets.
+    // compile("rmsprop", "mse") and fit towards random targets: lookup, loss, scatter-add
+    // gradient and update recorded once, each step one run (one submit on a GPU).
     let n = batch * input_length;
-    let out = GpuTensor::zeros(&gpu, &[n, output_dim])?;
-    let d_out = GpuTensor::zeros(&gpu, &[n, output_dim])?;
-    let emb = GpuEmbedding::new(&gpu, &layer, n, &out, Some(&d_out))?;
-    emb.write_ids(&ids)?;
+    let mut b = ProgramBuilder::new();
+    let id_t = b.ids("ids", layer.op(), n);
+    let out = layer.record_forward(&mut b, "embedding.", id_t)?;
+    let target = b.input("targets", &[n, output_dim]);
+    let d_out = b.tensor("d out", &[n, output_dim]);
+    let loss = b.tensor("loss", &[1]);
+    b.op(Op::Mse {
+        pred: out,
+        target,
+        d_pred: d_out,
+        loss,
+    });
+    let grad = layer
+        .record_backward(&mut b, "embedding.", id_t, d_out)
+        .expect("a trainable table has a gradient");
+    let table = b.param("embedding.weight", &layer.shape())?;
+    b.op(Op::Optimize {
+        config: OptimConfig::new(Optimizer::rmsprop(0.001)),
+        params: vec![("embedding.weight".into(), table, grad)],
+    });
+    b.read_back(loss);
+    let mut exec = backend.executor();
+    exec.set_param("embedding.weight", &layer.shape(), &layer.weight.data)?;
+    let step = exec.load(b.finish())?;
     let targets: Vec<f32> = (0..n * output_dim)
         .map(|_| rng.random_range(-0.1..0.1))
         .collect();
-    let target = GpuTensor::from_slice(&gpu, &[n, output_dim], &targets)?;
-    let mse = MsePlan::new(&gpu, &out, &target, &d_out)?;
-    let table_grad = emb.table_grad().expect("a trainable table has a gradient");
-    let mut rmsprop = GpuOptimizer::new(
-        &gpu,
-        OptimConfig {
-            optimizer: Optimizer::rmsprop(0.001),
-            clip: None,
-            schedule: Schedule::Constant,
-        },
-        &[("embedding.weight".into(), emb.table(), table_grad)],
-    )?;
+    exec.write_u32(step, id_t, &ids)?;
+    exec.write(step, target, 0, &targets)?;
     for epoch in 1..=5 {
-        let mut rec = Recorder::new(&gpu);
-        emb.record_forward(&mut rec);
-        mse.record(&mut rec);
-        emb.record_backward(&mut rec);
-        rmsprop.record(&mut rec)?;
-        rec.submit()?;
-        println!("epoch {epoch}: mse {:.6}", mse.loss()?);
+        exec.run(step, 0, epoch - 1)?;
+        println!(
+            "epoch {epoch}: mse {:.6}",
+            read_all(exec.as_mut(), step, loss)?[0]
+        );
     }
     Ok(())
 }

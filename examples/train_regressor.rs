@@ -7,9 +7,10 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use recur::ops::optim::Optimizer;
 use recur::train::{
-    GpuTrainer, Head, Inputs, Loss, ModelSpec, OptimConfig, Schedule, SequenceData, SequenceModel,
-    Targets, TrainConfig, Trainer,
+    Head, Inputs, Loss, ModelSpec, OptimConfig, Schedule, SequenceData, SequenceModel, Targets,
+    TrainConfig, Trainer,
 };
+use recur::Backend;
 
 fn main() -> Result<()> {
     let (batch, steps, features) = (16, 20, 3);
@@ -59,12 +60,10 @@ fn main() -> Result<()> {
         schedule: Schedule::Constant,
     };
     let cfg = TrainConfig {
-        batch,
-        steps,
         optim,
         stateful: false,
     };
-    let mut trainer = GpuTrainer::new(&gpu, model, cfg)?;
+    let mut trainer = Trainer::new(&Backend::Gpu(gpu.clone()), model, cfg)?;
     println!("before: test mse {:.5}", trainer.evaluate(&test[0])?);
     // One submit and one readback per batch.
     trainer.fit(&train, 4, |epoch, mse| {

@@ -5,10 +5,12 @@
 //! the host side of each kernel, [`cpu`] the reference twins, [`ops`] the descriptions both
 //! share.
 
+pub mod backend;
 pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod cpu;
+pub mod exec;
 pub mod gpu;
 pub mod io;
 pub mod nn;
@@ -17,5 +19,6 @@ pub mod selftest;
 pub mod train;
 pub mod word2vec;
 
+pub use backend::Backend;
 pub use gpu::{Gpu, GpuTensor};
 pub use ops::Gemm;

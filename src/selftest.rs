@@ -6,12 +6,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::check::rel_error;
+use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
 use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
 use crate::nn::recurrent::TrainKey;
-use crate::nn::{GpuRecurrent, Merge, Recurrent, RecurrentConfig};
+use crate::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
 use crate::ops::recurrent::CellKind;
 use crate::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
 use crate::ops::{CrossEntropy, Embedding, Optimizer};
@@ -202,7 +203,7 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
     let x = random(rng, batch * steps * cfg.input_size);
     let d_out = random(rng, batch * steps * cfg.output_size());
     let p = layer.params_as::<f64>();
-    let (want, tape) = layer.forward_cpu_with(
+    let (want, mut tape) = layer.forward_cpu_with(
         &p,
         &f64v(&x),
         batch,
@@ -212,17 +213,21 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
         None,
         Some(key),
     )?;
-    let want_g = layer.backward_cpu(&p, &tape, Some(&f64v(&d_out)), None, None)?;
-    let stack = GpuRecurrent::new(gpu, &layer, batch, steps, true)?;
-    stack.set_training(Some(key))?;
-    for t in [
-        stack.output(),
-        stack.input_grad().expect("planned with gradients"),
-    ] {
-        t.write(&vec![f32::NAN; t.len()])?;
+    let want_g = layer.backward_cpu(&mut tape, Some(&f64v(&d_out)), None, None)?;
+    let mut exec = GpuExecutor::new(gpu);
+    let opts = StackOptions {
+        grads: true,
+        lengths: true,
+        dropout_seed: Some(key.seed),
+    };
+    let run = layer.plan(&mut exec, batch, steps, opts)?;
+    // Outputs poisoned first: an element the kernels never write fails the comparison.
+    for t in [run.recorded().output, run.input_grad()?] {
+        let out = exec.tensor(run.program, t)?;
+        out.write(&vec![f32::NAN; out.len()])?;
     }
-    let got = stack.forward(&x, Some(&lengths), None, None)?;
-    let got_g = stack.backward(Some(&d_out), None, None)?;
+    let got = run.forward(&mut exec, &x, Some(&lengths), None, None, key.step)?;
+    let got_g = run.backward(&mut exec, Some(&d_out), None, None, key.step)?;
     let mut grads_got = got_g.input.clone();
     let mut grads_want = want_g.input.clone();
     for (name, g) in &want_g.params {

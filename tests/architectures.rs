@@ -10,9 +10,10 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use recur::ops::optim::Optimizer;
 use recur::train::{
-    Batch, EmbeddingSpec, GpuTrainer, Head, Inputs, Loss, ModelSpec, OptimConfig, Schedule,
-    SequenceModel, Targets, TrainConfig, Trainer,
+    Batch, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, OptimConfig, Schedule, SequenceModel,
+    Targets, TrainConfig, Trainer,
 };
+use recur::Backend;
 
 const IGNORE: u32 = 1000;
 
@@ -49,8 +50,6 @@ fn spec(
 fn train_and_score(
     name: &str,
     spec: ModelSpec,
-    batch: usize,
-    steps: usize,
     train_steps: usize,
     make: impl Fn(&mut StdRng) -> Batch,
 ) -> Option<f32> {
@@ -58,8 +57,6 @@ fn train_and_score(
     let mut rng = common::rng(name);
     let model = SequenceModel::new(spec, rng.random()).unwrap();
     let cfg = TrainConfig {
-        batch,
-        steps,
         optim: OptimConfig {
             optimizer: Optimizer::adam(0.02),
             clip: Some(5.0),
@@ -67,7 +64,7 @@ fn train_and_score(
         },
         stateful: false,
     };
-    let mut t = GpuTrainer::new(&gpu, model, cfg).unwrap();
+    let mut t = Trainer::new(&Backend::Gpu(gpu.clone()), model, cfg).unwrap();
     for _ in 0..train_steps {
         t.step(&make(&mut rng)).unwrap();
     }
@@ -133,8 +130,6 @@ fn many_to_many_tagger() {
     let acc = train_and_score(
         "many_to_many_tagger",
         spec(Some(6), 0, 3, Head::EveryStep, false),
-        16,
-        8,
         200,
         |rng| id_batch(rng, 16, 8, 6, tag, 8),
     );
@@ -150,8 +145,6 @@ fn bidirectional_many_to_many() {
     let acc = train_and_score(
         "bidirectional_many_to_many",
         spec(Some(6), 0, 3, Head::EveryStep, true),
-        16,
-        8,
         200,
         |rng| id_batch(rng, 16, 8, 6, tag, 8),
     );
@@ -188,8 +181,6 @@ fn many_to_one_classifier() {
     let acc = train_and_score(
         "many_to_one_classifier",
         spec(Some(4), 0, 4, Head::LastStep, false),
-        batch,
-        steps,
         200,
         make,
     );
@@ -230,8 +221,6 @@ fn one_to_many_generator() {
             Head::EveryStep,
             false,
         ),
-        batch,
-        steps,
         200,
         make,
     );
@@ -270,8 +259,6 @@ fn encoder_decoder_reverses_with_an_end_marker() {
     let acc = train_and_score(
         "encoder_decoder_reverses_with_an_end_marker",
         spec(Some(5), 0, 5, Head::EveryStep, false),
-        batch,
-        steps,
         400,
         make,
     );

@@ -5,10 +5,11 @@ mod common;
 
 use std::path::PathBuf;
 
-use recur::train::charlm::{self, Backend, CharLmOptions, CharVocab, History, Streams};
+use recur::train::charlm::{self, CharLmOptions, CharVocab, History, Streams};
 use recur::train::model::{Inputs, Targets};
 use recur::train::plot::loss_png;
 use recur::train::Checkpoint;
+use recur::Backend;
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("recur-charlm-{name}-{}", std::process::id()));
@@ -16,7 +17,7 @@ fn tmp(name: &str) -> PathBuf {
     dir
 }
 
-fn tiny(backend: Backend) -> CharLmOptions {
+fn tiny() -> CharLmOptions {
     CharLmOptions {
         hidden: 8,
         embed: 4,
@@ -27,7 +28,6 @@ fn tiny(backend: Backend) -> CharLmOptions {
         eval_every: 5,
         eval_batches: 2,
         valid_fraction: 0.2,
-        backend,
         ..CharLmOptions::default()
     }
 }
@@ -62,10 +62,10 @@ fn vocabulary_and_streams() {
 fn cpu_run_trains_checkpoints_and_samples() {
     let dir = tmp("cpu");
     let path = dir.join("model.safetensors");
-    let mut opts = tiny(Backend::Cpu);
+    let mut opts = tiny();
     opts.train_steps = 60;
     let mut reports = 0;
-    let h = charlm::train(TEXT, &opts, &path, None, |r| {
+    let h = charlm::train(TEXT, &opts, &path, &Backend::Cpu, |r| {
         assert!(r.loss.is_finite());
         reports += 1;
     })
@@ -102,9 +102,16 @@ fn a_held_out_part_too_short_for_a_batch_means_no_validation() {
     let dir = tmp("short");
     let opts = CharLmOptions {
         valid_fraction: 0.05,
-        ..tiny(Backend::Cpu)
+        ..tiny()
     };
-    let h = charlm::train(TEXT, &opts, &dir.join("m.safetensors"), None, |_| {}).unwrap();
+    let h = charlm::train(
+        TEXT,
+        &opts,
+        &dir.join("m.safetensors"),
+        &Backend::Cpu,
+        |_| {},
+    )
+    .unwrap();
     assert!(h.valid.is_empty());
     let why = h.no_validation.expect("the reason is reported");
     assert!(why.contains("validation text has"), "{why}");
@@ -114,11 +121,7 @@ fn a_held_out_part_too_short_for_a_batch_means_no_validation() {
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     let dir = tmp("resume");
-    let gpu = common::gpu();
-    for backend in [Backend::Cpu, Backend::Gpu] {
-        if backend == Backend::Gpu && gpu.is_none() {
-            continue;
-        }
+    for backend in common::backends() {
         // Two layers and all three dropouts: the rates live in the checkpoint, and the masks
         // are keyed by the step, so the resumed run draws the same ones.
         let opts = CharLmOptions {
@@ -127,11 +130,11 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
             input_dropout: 0.1,
             dropout: 0.2,
             recurrent_dropout: 0.15,
-            ..tiny(backend)
+            ..tiny()
         };
         let (full, part) = (dir.join("full.safetensors"), dir.join("part.safetensors"));
         // The uninterrupted run; its checkpoint at step 10 is kept as if it had stopped there.
-        let h = charlm::train(TEXT, &opts, &full, gpu.as_ref(), |r| {
+        let h = charlm::train(TEXT, &opts, &full, &backend, |r| {
             if r.step == 10 {
                 std::fs::copy(&full, &part).unwrap();
             }
@@ -140,7 +143,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         let from = Checkpoint::load(&part).unwrap();
         assert_eq!(from.step, 10);
         let resumed = dir.join("resumed.safetensors");
-        let h2 = charlm::resume(TEXT, &opts, &resumed, gpu.as_ref(), &from, |_| {}).unwrap();
+        let h2 = charlm::resume(TEXT, &opts, &resumed, &backend, &from, |_| {}).unwrap();
         let (a, b) = (
             Checkpoint::load(&full).unwrap(),
             Checkpoint::load(&resumed).unwrap(),
@@ -160,7 +163,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
             lr: 0.03,
             ..opts.clone()
         };
-        let err = charlm::resume(TEXT, &other, &resumed, gpu.as_ref(), &from, |_| {}).unwrap_err();
+        let err = charlm::resume(TEXT, &other, &resumed, &backend, &from, |_| {}).unwrap_err();
         assert!(format!("{err:#}").contains("other options"), "{err:#}");
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -170,12 +173,12 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 fn gpu_and_cpu_runs_agree() {
     let Some(gpu) = common::gpu() else { return };
     let dir = tmp("agree");
-    let run = |backend| -> History {
-        let path = dir.join(format!("{backend:?}.safetensors"));
-        charlm::train(TEXT, &tiny(backend), &path, Some(&gpu), |_| {}).unwrap()
+    let run = |backend: Backend| -> History {
+        let path = dir.join(format!("{}.safetensors", backend.name()));
+        charlm::train(TEXT, &tiny(), &path, &backend, |_| {}).unwrap()
     };
-    let (g, c) = (run(Backend::Gpu), run(Backend::Cpu));
-    let again = run(Backend::Gpu);
+    let (g, c) = (run(Backend::Gpu(gpu.clone())), run(Backend::Cpu));
+    let again = run(Backend::Gpu(gpu));
     assert_eq!(
         g.train, again.train,
         "same seed, same adapter: the same bits"
@@ -203,23 +206,16 @@ fn gpu_and_cpu_runs_agree() {
 fn bad_input_keeps_the_checkpoint() {
     let dir = tmp("bad");
     let path = dir.join("model.safetensors");
-    charlm::train(TEXT, &tiny(Backend::Cpu), &path, None, |_| {}).unwrap();
+    charlm::train(TEXT, &tiny(), &path, &Backend::Cpu, |_| {}).unwrap();
     let good = std::fs::read(&path).unwrap();
     let cases: Vec<(&str, CharLmOptions, &str)> = vec![
-        ("", tiny(Backend::Cpu), "empty"),
-        (
-            TEXT,
-            CharLmOptions {
-                lr: 0.0,
-                ..tiny(Backend::Cpu)
-            },
-            "lr = 0",
-        ),
+        ("", tiny(), "empty"),
+        (TEXT, CharLmOptions { lr: 0.0, ..tiny() }, "lr = 0"),
         (
             TEXT,
             CharLmOptions {
                 lr: f32::NAN,
-                ..tiny(Backend::Cpu)
+                ..tiny()
             },
             "lr = NaN",
         ),
@@ -227,7 +223,7 @@ fn bad_input_keeps_the_checkpoint() {
             TEXT,
             CharLmOptions {
                 batch: 100,
-                ..tiny(Backend::Cpu)
+                ..tiny()
             },
             "too few",
         ),
@@ -235,7 +231,7 @@ fn bad_input_keeps_the_checkpoint() {
             TEXT,
             CharLmOptions {
                 cell: "tree".into(),
-                ..tiny(Backend::Cpu)
+                ..tiny()
             },
             "tree",
         ),
@@ -243,13 +239,13 @@ fn bad_input_keeps_the_checkpoint() {
             TEXT,
             CharLmOptions {
                 recurrent_dropout: 1.0,
-                ..tiny(Backend::Cpu)
+                ..tiny()
             },
             "--recurrent-dropout 1 is invalid",
         ),
     ];
     for (text, opts, want) in cases {
-        let err = charlm::train(text, &opts, &path, None, |_| {}).unwrap_err();
+        let err = charlm::train(text, &opts, &path, &Backend::Cpu, |_| {}).unwrap_err();
         assert!(format!("{err:#}").contains(want), "{want}: {err:#}");
         assert_eq!(
             std::fs::read(&path).unwrap(),
@@ -260,10 +256,10 @@ fn bad_input_keeps_the_checkpoint() {
     let diverge = CharLmOptions {
         lr: 1e30,
         clip: 1e30,
-        ..tiny(Backend::Cpu)
+        ..tiny()
     };
     // A diverging run stops with the step; the last good checkpoint stays readable.
-    if let Err(e) = charlm::train(TEXT, &diverge, &path, None, |_| {}) {
+    if let Err(e) = charlm::train(TEXT, &diverge, &path, &Backend::Cpu, |_| {}) {
         assert!(format!("{e:#}").contains("at step"), "{e:#}");
     }
     Checkpoint::load(&path).unwrap();

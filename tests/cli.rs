@@ -23,7 +23,7 @@ fn tmp(name: &str) -> String {
 fn forward_and_vjp_reject_bad_files_with_a_message() {
     let layer = Recurrent::new(RecurrentConfig::new(CellKind::Gru, 3, 4), 1).unwrap();
     let weights = tmp("w.safetensors");
-    save_safetensors(Path::new(&weights), &layer.params).unwrap();
+    save_safetensors(Path::new(&weights), layer.params()).unwrap();
     let mut inputs = Tensors::new();
     inputs.insert(
         "input".into(),

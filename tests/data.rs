@@ -4,9 +4,10 @@ mod common;
 
 use recur::ops::optim::Optimizer;
 use recur::train::{
-    CpuTrainer, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, OptimConfig, Schedule, SequenceData,
+    EmbeddingSpec, Head, Inputs, Loss, ModelSpec, OptimConfig, Schedule, SequenceData,
     SequenceModel, Targets, TrainConfig, Trainer,
 };
+use recur::Backend;
 
 fn spec(
     head: Head,
@@ -135,8 +136,6 @@ fn fit_runs_epochs_and_lowers_the_loss() {
         SequenceModel::new(spec(Head::LastStep, None, 1, 1, Loss::MeanSquaredError), 3).unwrap();
     let batches = data.batches(&model, 16).unwrap();
     let cfg = TrainConfig {
-        batch: 16,
-        steps,
         optim: OptimConfig {
             optimizer: Optimizer::adam(0.02),
             clip: None,
@@ -144,7 +143,7 @@ fn fit_runs_epochs_and_lowers_the_loss() {
         },
         stateful: false,
     };
-    let mut t = CpuTrainer::new(model, cfg).unwrap();
+    let mut t = Trainer::new(&Backend::Cpu, model, cfg).unwrap();
     let mut seen = Vec::new();
     let means = t.fit(&batches, 30, |e, l| seen.push((e, l))).unwrap();
     assert_eq!(means.len(), 30);

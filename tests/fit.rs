@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use common::recur;
 use rand::Rng;
-use recur::train::charlm::Backend;
 use recur::train::fit::{
     fit_classifier, fit_forecaster, parse_table, Fit, FitModel, FitOptions, FitReport, Table,
 };
+use recur::Backend;
 
 /// Rising series are class 1, falling ones class 2, each with noise.
 fn ramps(rng: &mut impl Rng, n: usize, len: usize) -> Table {
@@ -37,14 +37,13 @@ fn sine(from: usize, n: usize) -> Table {
     }
 }
 
-fn opts(backend: Backend) -> FitOptions {
+fn opts() -> FitOptions {
     FitOptions {
         hidden: 12,
         batch: 8,
         epochs: 15,
         lr: 0.02,
         window: 10,
-        backend,
         ..FitOptions::default()
     }
 }
@@ -54,12 +53,8 @@ fn classifier_reaches_90_percent_on_both_backends() {
     let mut rng = common::rng("classifier_reaches_90_percent_on_both_backends");
     let (train, test) = (ramps(&mut rng, 48, 12), ramps(&mut rng, 24, 12));
     let mut losses = Vec::new();
-    let gpu = common::gpu();
-    for backend in [Backend::Cpu, Backend::Gpu] {
-        if backend == Backend::Gpu && gpu.is_none() {
-            continue;
-        }
-        let fit = fit_classifier(&train, &test, &opts(backend), gpu.as_ref(), |_, _| {}).unwrap();
+    for backend in common::backends() {
+        let fit = fit_classifier(&train, &test, &opts(), &backend, |_, _| {}).unwrap();
         let FitReport::Classifier {
             classes,
             test_accuracy,
@@ -86,7 +81,7 @@ fn classifier_reaches_90_percent_on_both_backends() {
 fn forecaster_beats_repeating_the_last_value() {
     let Some(gpu) = common::gpu() else { return };
     let (train, test) = (sine(0, 200), sine(200, 60));
-    let fit = fit_forecaster(&train, &test, &opts(Backend::Gpu), Some(&gpu), |_, _| {}).unwrap();
+    let fit = fit_forecaster(&train, &test, &opts(), &Backend::Gpu(gpu), |_, _| {}).unwrap();
     let FitReport::Forecaster {
         test_rmse,
         naive_rmse,
@@ -123,10 +118,9 @@ fn bad_data_files_are_clear_errors() {
     let test = parse_table("3,0.1,0.2\n").unwrap();
     let o = FitOptions {
         batch: 2,
-        backend: Backend::Cpu,
         ..FitOptions::default()
     };
-    let err = fit_classifier(&train, &test, &o, None, |_, _| {}).unwrap_err();
+    let err = fit_classifier(&train, &test, &o, &Backend::Cpu, |_, _| {}).unwrap_err();
     assert!(
         format!("{err:#}").contains("label 3 is not a training class"),
         "{err:#}"
@@ -135,7 +129,7 @@ fn bad_data_files_are_clear_errors() {
         batch: 5,
         ..o.clone()
     };
-    let err = fit_classifier(&train, &train, &big, None, |_, _| {}).unwrap_err();
+    let err = fit_classifier(&train, &train, &big, &Backend::Cpu, |_, _| {}).unwrap_err();
     assert!(
         format!("{err:#}").contains("larger than the 2 training"),
         "{err:#}"
@@ -144,21 +138,21 @@ fn bad_data_files_are_clear_errors() {
         lr: 0.0,
         ..o.clone()
     };
-    let err = fit_classifier(&train, &train, &lr0, None, |_, _| {}).unwrap_err();
+    let err = fit_classifier(&train, &train, &lr0, &Backend::Cpu, |_, _| {}).unwrap_err();
     assert!(format!("{err:#}").contains("lr = 0"), "{err:#}");
-    let err = fit_forecaster(&sine(0, 5), &sine(0, 30), &o, None, |_, _| {}).unwrap_err();
+    let err = fit_forecaster(&sine(0, 5), &sine(0, 30), &o, &Backend::Cpu, |_, _| {}).unwrap_err();
     assert!(format!("{err:#}").contains("too few"), "{err:#}");
 }
 
 /// 2 layers, both directions, every dropout.
-fn stacked(backend: Backend) -> FitOptions {
+fn stacked() -> FitOptions {
     FitOptions {
         layers: 2,
         bidirectional: true,
         input_dropout: 0.1,
         dropout: 0.2,
         recurrent_dropout: 0.1,
-        ..opts(backend)
+        ..opts()
     }
 }
 
@@ -166,7 +160,7 @@ fn stacked(backend: Backend) -> FitOptions {
 fn stacked_bidirectional_classifier_with_dropout_reaches_90_percent() {
     let mut rng = common::rng("stacked_bidirectional_classifier_with_dropout_reaches_90_percent");
     let (train, test) = (ramps(&mut rng, 48, 12), ramps(&mut rng, 24, 12));
-    let fit = fit_classifier(&train, &test, &stacked(Backend::Cpu), None, |_, _| {}).unwrap();
+    let fit = fit_classifier(&train, &test, &stacked(), &Backend::Cpu, |_, _| {}).unwrap();
     let spec = &fit.model.checkpoint.spec;
     assert_eq!((spec.num_layers, spec.bidirectional), (2, true));
     assert_eq!(
@@ -195,8 +189,7 @@ fn assert_reloads_the_same(fit: &Fit, test: &Table, path: &Path, backend: Backen
     fit.model.save(path).unwrap();
     let loaded = FitModel::load(path).unwrap();
     assert_eq!(loaded, fit.model);
-    let gpu = common::gpu().filter(|_| backend == Backend::Gpu);
-    let report = loaded.test(test, backend, gpu.as_ref()).unwrap();
+    let report = loaded.test(test, &backend).unwrap();
     assert_eq!(report, fit.report);
 }
 
@@ -213,12 +206,12 @@ fn relabelled(t: Table) -> Table {
     Table { rows }
 }
 
-fn small(backend: Backend) -> FitOptions {
+fn small() -> FitOptions {
     FitOptions {
         hidden: 6,
         epochs: 2,
         window: 6,
-        ..stacked(backend)
+        ..stacked()
     }
 }
 
@@ -229,7 +222,7 @@ fn saved_classifier_and_forecaster_report_the_same_bits() {
         relabelled(ramps(&mut rng, 16, 8)),
         relabelled(ramps(&mut rng, 11, 8)),
     );
-    let fit = fit_classifier(&train, &test, &small(Backend::Cpu), None, |_, _| {}).unwrap();
+    let fit = fit_classifier(&train, &test, &small(), &Backend::Cpu, |_, _| {}).unwrap();
     let FitReport::Classifier { classes, .. } = &fit.report else {
         panic!("not a classifier report")
     };
@@ -237,7 +230,7 @@ fn saved_classifier_and_forecaster_report_the_same_bits() {
     assert_reloads_the_same(&fit, &test, &tmp("classifier.safetensors"), Backend::Cpu);
 
     let (train, test) = (sine(0, 40), sine(40, 21));
-    let fit = fit_forecaster(&train, &test, &small(Backend::Cpu), None, |_, _| {}).unwrap();
+    let fit = fit_forecaster(&train, &test, &small(), &Backend::Cpu, |_, _| {}).unwrap();
     assert_reloads_the_same(&fit, &test, &tmp("forecaster.safetensors"), Backend::Cpu);
 }
 
@@ -245,8 +238,9 @@ fn saved_classifier_and_forecaster_report_the_same_bits() {
 fn saved_model_reports_the_same_bits_on_the_gpu() {
     let Some(gpu) = common::gpu() else { return };
     let (train, test) = (sine(0, 40), sine(40, 21));
-    let fit = fit_forecaster(&train, &test, &small(Backend::Gpu), Some(&gpu), |_, _| {}).unwrap();
-    assert_reloads_the_same(&fit, &test, &tmp("gpu.safetensors"), Backend::Gpu);
+    let backend = Backend::Gpu(gpu);
+    let fit = fit_forecaster(&train, &test, &small(), &backend, |_, _| {}).unwrap();
+    assert_reloads_the_same(&fit, &test, &tmp("gpu.safetensors"), backend);
 }
 
 #[test]
@@ -254,10 +248,10 @@ fn the_same_seed_trains_the_same_parameters_with_dropout() {
     let mut rng = common::rng("the_same_seed_trains_the_same_parameters_with_dropout");
     let (train, test) = (ramps(&mut rng, 16, 8), ramps(&mut rng, 8, 8));
     let params = |o: &FitOptions| {
-        let fit = fit_classifier(&train, &test, o, None, |_, _| {}).unwrap();
+        let fit = fit_classifier(&train, &test, o, &Backend::Cpu, |_, _| {}).unwrap();
         fit.model.checkpoint.params
     };
-    let o = small(Backend::Cpu);
+    let o = small();
     let first = params(&o);
     assert_eq!(params(&o), first);
     // The masks take part: without them the same seed trains other parameters.
@@ -282,47 +276,47 @@ fn bad_options_are_refused_naming_the_value() {
         (
             FitOptions {
                 layers: 0,
-                ..small(Backend::Cpu)
+                ..small()
             },
             "--layers 0 is invalid: expected at least 1 layer",
         ),
         (
             FitOptions {
                 hidden: 0,
-                ..small(Backend::Cpu)
+                ..small()
             },
             "--hidden 0 is invalid: expected a hidden size of at least 1",
         ),
         (
             FitOptions {
                 dropout: 1.0,
-                ..small(Backend::Cpu)
+                ..small()
             },
             "--dropout 1 is invalid: expected a rate in [0, 1)",
         ),
         (
             FitOptions {
                 input_dropout: -0.1,
-                ..small(Backend::Cpu)
+                ..small()
             },
             "--input-dropout -0.1 is invalid: expected a rate in [0, 1)",
         ),
         (
             FitOptions {
                 recurrent_dropout: f32::NAN,
-                ..small(Backend::Cpu)
+                ..small()
             },
             "--recurrent-dropout NaN is invalid: expected a rate in [0, 1)",
         ),
     ];
     for (o, want) in cases {
-        let err = err_of(fit_classifier(&train, &test, &o, None, |_, _| {}));
+        let err = err_of(fit_classifier(&train, &test, &o, &Backend::Cpu, |_, _| {}));
         assert!(err.contains(want), "{want}: {err}");
         let err = err_of(fit_forecaster(
             &sine(0, 30),
             &sine(0, 30),
             &o,
-            None,
+            &Backend::Cpu,
             |_, _| {},
         ));
         assert!(err.contains(want), "{want}: {err}");
@@ -335,9 +329,9 @@ fn files_that_are_not_fit_models_are_refused_naming_them() {
     let (train, test) = (ramps(&mut rng, 8, 4), ramps(&mut rng, 4, 4));
     let o = FitOptions {
         batch: 4,
-        ..small(Backend::Cpu)
+        ..small()
     };
-    let fit = fit_classifier(&train, &test, &o, None, |_, _| {}).unwrap();
+    let fit = fit_classifier(&train, &test, &o, &Backend::Cpu, |_, _| {}).unwrap();
     let good = tmp("good.safetensors");
     fit.model.save(&good).unwrap();
 
@@ -423,9 +417,9 @@ fn files_that_are_not_fit_models_are_refused_naming_them() {
 
     // The good file still loads and tests.
     let loaded = FitModel::load(&good).unwrap();
-    assert_eq!(loaded.test(&test, Backend::Cpu, None).unwrap(), fit.report);
+    assert_eq!(loaded.test(&test, &Backend::Cpu).unwrap(), fit.report);
     // Test rows of another length than the model's are refused, naming both.
-    let err = err_of(loaded.test(&ramps(&mut rng, 4, 5), Backend::Cpu, None));
+    let err = err_of(loaded.test(&ramps(&mut rng, 4, 5), &Backend::Cpu));
     assert!(
         err.contains("test rows have 6 fields, the model's 5"),
         "{err}"

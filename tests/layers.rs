@@ -6,9 +6,33 @@ mod common;
 use common::{random_vec, rng, to_f64};
 use rand::Rng;
 use recur::check::rel_error;
-use recur::gpu::Recorder;
-use recur::nn::{Dense, DenseRows, Embedding, GpuDense, GpuEmbedding, HostTensor};
-use recur::GpuTensor;
+use recur::exec::{CpuExecutor, Executor, GpuExecutor, HostData, ProgramId};
+use recur::nn::{Dense, DenseRows, Embedding, HostTensor};
+use recur::ops::program::{ProgramBuilder, TensorId};
+
+/// A dense layer's forward and backward over `rows` of an input of `len` elements, as one
+/// program: (program, [input, output gradient], [output, weight grad, bias grad, input grad]).
+fn dense_program(
+    exec: &mut dyn Executor,
+    layer: &Dense,
+    rows: &DenseRows,
+    len: usize,
+) -> (ProgramId, [TensorId; 2], [TensorId; 4]) {
+    let (w, b) = layer.params_as::<f32>();
+    exec.set_param("fc.weight", &[layer.out_features, layer.in_features], &w)
+        .unwrap();
+    exec.set_param("fc.bias", &[layer.out_features], &b)
+        .unwrap();
+    let mut p = ProgramBuilder::new();
+    let x = p.input("x", &[len]);
+    let y = layer.record_forward(&mut p, "fc.", x, rows).unwrap();
+    let dy = p.input("dy", &[rows.rows, layer.out_features]);
+    let dx = p.tensor("dx", &[len]);
+    let (dw, db) = layer
+        .record_backward(&mut p, "fc.", x, rows, dy, Some(dx))
+        .unwrap();
+    (exec.load(p.finish()).unwrap(), [x, dy], [y, dw, db, dx])
+}
 
 fn random_rows(rng: &mut impl Rng, features: usize) -> (DenseRows, usize) {
     let (batch, steps) = (rng.random_range(1..6), rng.random_range(1..5));
@@ -37,13 +61,21 @@ fn dense_gradients_match_finite_differences() {
         let (w, b) = layer.params_as::<f64>();
         let r = to_f64(&random_vec(&mut rng, rows.rows * out));
         // loss = sum(y * r), so dy = r.
-        let loss = |w: &[f64], b: &[f64], x: &[f64]| -> f64 {
-            let y = layer.forward_cpu(w, b, x, &rows).unwrap();
+        let mut exec = CpuExecutor::<f64>::new();
+        let mut loss = |w: &[f64], b: &[f64], x: &[f64]| -> f64 {
+            let (y, _) = layer.run(&mut exec, (w, b), x, &rows, None).unwrap();
             y.iter().zip(&r).map(|(a, c)| a * c).sum()
         };
-        let g = layer.backward_cpu(&w, &x, &rows, &r).unwrap();
+        let g = {
+            let mut exec = CpuExecutor::<f64>::new();
+            layer
+                .run(&mut exec, (&w, &b), &x, &rows, Some(&r))
+                .unwrap()
+                .1
+                .unwrap()
+        };
         let h = 1e-6;
-        let numeric = |v: &[f64], f: &dyn Fn(&[f64]) -> f64| -> Vec<f64> {
+        let numeric = |v: &[f64], f: &mut dyn FnMut(&[f64]) -> f64| -> Vec<f64> {
             (0..v.len())
                 .map(|i| {
                     let (mut p, mut m) = (v.to_vec(), v.to_vec());
@@ -53,9 +85,9 @@ fn dense_gradients_match_finite_differences() {
                 })
                 .collect()
         };
-        let nw = numeric(&w, &|v| loss(v, &b, &x));
-        let nb = numeric(&b, &|v| loss(&w, v, &x));
-        let nx = numeric(&x, &|v| loss(&w, &b, v));
+        let nw = numeric(&w, &mut |v| loss(v, &b, &x));
+        let nb = numeric(&b, &mut |v| loss(&w, v, &x));
+        let nx = numeric(&x, &mut |v| loss(&w, &b, v));
         for (what, a, n) in [
             ("weight", &g.weight, &nw),
             ("bias", &g.bias, &nb),
@@ -77,33 +109,28 @@ fn gpu_dense_matches_cpu() {
         let (rows, len) = random_rows(&mut rng, inp);
         let x = random_vec(&mut rng, len);
         let dy = random_vec(&mut rng, rows.rows * out);
-        let gx = GpuTensor::from_slice(&gpu, &[len], &x).unwrap();
-        let gdx = GpuTensor::filled(&gpu, &[len], f32::NAN).unwrap();
-        let dense = GpuDense::new(&gpu, &layer, &gx, rows, Some(&gdx), true).unwrap();
-        dense
-            .output()
-            .write(&vec![f32::NAN; rows.rows * out])
-            .unwrap();
-        for (_, g) in dense.param_grads().unwrap() {
-            g.write(&vec![f32::NAN; g.len()]).unwrap();
+        // The same program on the GPU (outputs poisoned with NaN first) and on the CPU.
+        let mut results = Vec::new();
+        let mut gexec = GpuExecutor::new(&gpu);
+        let mut cexec = CpuExecutor::<f32>::new();
+        for exec in [&mut gexec as &mut dyn Executor, &mut cexec] {
+            let (p, [gx, gdy], outs) = dense_program(exec, &layer, &rows, len);
+            for t in outs {
+                let n = exec.program(p).tensor(t).len();
+                exec.write(p, t, 0, &vec![f32::NAN; n]).unwrap();
+            }
+            exec.write(p, gx, 0, &x).unwrap();
+            exec.write(p, gdy, 0, &dy).unwrap();
+            exec.run(p, 0, 0).unwrap();
+            results.push(outs.map(|t| recur::exec::read_all(exec, p, t).unwrap()));
         }
-        dense.output_grad().unwrap().write(&dy).unwrap();
-        let mut rec = Recorder::new(&gpu);
-        dense.record_forward(&mut rec);
-        dense.record_backward(&mut rec).unwrap();
-        rec.submit().unwrap();
-
-        let (w, b) = layer.params_as::<f32>();
-        let y = layer.forward_cpu(&w, &b, &x, &rows).unwrap();
-        let g = layer.backward_cpu(&w, &x, &rows, &dy).unwrap();
-        let [(_, dw), (_, db)] = dense.param_grads().unwrap();
-        for (what, gpu_v, cpu_v) in [
-            ("output", dense.output().to_vec().unwrap(), y),
-            ("weight grad", dw.to_vec().unwrap(), g.weight),
-            ("bias grad", db.to_vec().unwrap(), g.bias),
-            ("input grad", gdx.to_vec().unwrap(), g.input),
-        ] {
-            let e = rel_error(&gpu_v, &cpu_v);
+        let names = ["output", "weight grad", "bias grad", "input grad"];
+        for (what, (gpu_v, cpu_v)) in names.iter().zip(results[0].iter().zip(&results[1])) {
+            assert!(
+                cpu_v.iter().all(|v| v.is_finite()),
+                "CPU {what} not all written"
+            );
+            let e = rel_error(gpu_v, cpu_v);
             assert!(e < 1e-5, "GPU dense {what}: rel error {e} ({rows:?})");
         }
     }
@@ -113,8 +140,9 @@ fn gpu_dense_matches_cpu() {
 fn dense_rejects_bad_input() {
     let layer = Dense::new(3, 2, 1).unwrap();
     let (w, b) = layer.params_as::<f32>();
+    let mut exec = CpuExecutor::<f32>::new();
     let err = layer
-        .forward_cpu(&w, &b, &[0.0; 5], &DenseRows::all(2, 3))
+        .run(&mut exec, (&w, &b), &[0.0; 5], &DenseRows::all(2, 3), None)
         .unwrap_err();
     assert!(format!("{err:#}").contains("holds 5 elements"), "{err:#}");
     assert!(Dense::new(0, 2, 1).is_err());
@@ -160,22 +188,25 @@ fn gpu_embedding_layer_matches_cpu() {
     }
     let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..v as u32)).collect();
     let dout = random_vec(&mut rng, n * d);
-    let out = GpuTensor::filled(&gpu, &[n, d], f32::NAN).unwrap();
-    let gdout = GpuTensor::from_slice(&gpu, &[n, d], &dout).unwrap();
-    let emb = GpuEmbedding::new(&gpu, &layer, n, &out, Some(&gdout)).unwrap();
-    emb.table_grad()
-        .unwrap()
-        .write(&vec![f32::NAN; v * d])
+    // The lookup and its gradient as one program, on the GPU with NaN-poisoned outputs.
+    let mut exec = GpuExecutor::new(&gpu);
+    exec.set_param("weight", &[v, d], &layer.weight.data)
         .unwrap();
-    emb.write_ids(&ids).unwrap();
-    let mut rec = Recorder::new(&gpu);
-    emb.record_forward(&mut rec);
-    emb.record_backward(&mut rec);
-    rec.submit().unwrap();
+    let mut p = ProgramBuilder::new();
+    let id_t = p.ids("ids", layer.op(), n);
+    let out = layer.record_forward(&mut p, "", id_t).unwrap();
+    let d_out = p.input("d out", &[n, d]);
+    let grad = layer.record_backward(&mut p, "", id_t, d_out).unwrap();
+    let prog = exec.load(p.finish()).unwrap();
+    exec.write(prog, out, 0, &vec![f32::NAN; n * d]).unwrap();
+    exec.write(prog, grad, 0, &vec![f32::NAN; v * d]).unwrap();
+    exec.write_u32(prog, id_t, &ids).unwrap();
+    exec.write(prog, d_out, 0, &dout).unwrap();
+    exec.run(prog, 0, 0).unwrap();
     let cpu_out = layer.forward_cpu(&layer.weight.data, &ids, 1, n).unwrap();
     let cpu_grad = layer.backward_cpu(&ids, &dout).unwrap();
-    assert_eq!(out.to_vec().unwrap(), cpu_out);
-    let e = rel_error(&emb.table_grad().unwrap().to_vec().unwrap(), &cpu_grad);
+    assert_eq!(exec.read_values(prog, out).unwrap(), cpu_out);
+    let e = rel_error(&exec.read_values(prog, grad).unwrap(), &cpu_grad);
     assert!(e < 1e-6, "embedding table gradient: rel error {e}");
 }
 
@@ -201,12 +232,13 @@ fn embedding_from_vectors_frozen_and_padding() {
     // mask_zero shortens each sequence at its first 0.
     let lengths = layer.lengths(&[1, 2, 0, 2, 0, 0], 2, 3).unwrap();
     assert_eq!(lengths, Some(vec![2, 1]));
-    if let Some(gpu) = common::gpu() {
-        let out = GpuTensor::zeros(&gpu, &[2, 2]).unwrap();
-        let d = GpuTensor::zeros(&gpu, &[2, 2]).unwrap();
-        let emb = GpuEmbedding::new(&gpu, &layer, 2, &out, Some(&d)).unwrap();
-        assert!(emb.table_grad().is_none(), "a frozen table has no gradient");
-    }
+    let mut p = ProgramBuilder::new();
+    let ids = p.ids("ids", layer.op(), 2);
+    let d = p.input("d", &[2, 2]);
+    assert!(
+        layer.record_backward(&mut p, "", ids, d).is_none(),
+        "a frozen table has no gradient"
+    );
 }
 
 #[test]

@@ -7,9 +7,10 @@ mod common;
 use std::path::PathBuf;
 
 use recur::check::rel_error;
-use recur::nn::interop::{forward_tensors, vjp_tensors, Backend, FileOptions};
+use recur::nn::interop::{forward_tensors, vjp_tensors, FileOptions};
 use recur::nn::{load_safetensors, Tensors};
 use recur::ops::recurrent::CellKind;
+use recur::Backend;
 
 const TOL: f64 = 1e-5;
 

@@ -11,6 +11,7 @@ use recur::check::rel_error;
 use recur::cpu::recurrent::{backward, forward, Weights};
 use recur::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPlan};
 use recur::gpu::Recorder;
+use recur::ops::program::STATE_REGIONS;
 use recur::ops::recurrent::{CellKind, RecurrentShape};
 use recur::GpuTensor;
 
@@ -144,6 +145,8 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
         db_ih: &gdbih,
         db_hh: &gdbhh,
     };
+    let state = GpuTensor::zeros(&gpu, &[STATE_REGIONS, shape.batch, h]).unwrap();
+    let gmask = rmask.as_ref().map(|m| t(&[shape.batch, h], m));
     let plan = RecurrentPlan::new(
         &gpu,
         shape,
@@ -151,12 +154,10 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
         &gy,
         weights,
         Some((grads, Some(&gdy))),
-        rmask.is_some(),
+        &state,
+        gmask.as_ref(),
     )
     .unwrap();
-    if let Some(m) = &rmask {
-        plan.recurrent_mask().unwrap().write(m).unwrap();
-    }
     plan.set_lengths(lengths.as_deref()).unwrap();
     plan.set_initial_state(Some(&h0), Some(&c0)).unwrap();
     plan.set_final_state_grads(Some(&dh_n), Some(&dc_n))

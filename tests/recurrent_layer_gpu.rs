@@ -6,8 +6,10 @@ mod common;
 use common::{random_vec, rng, to_f64};
 use rand::Rng;
 use recur::check::rel_error;
+use recur::exec::{Executor, GpuExecutor};
 use recur::nn::recurrent::TrainKey;
-use recur::nn::{GpuRecurrent, Merge, Recurrent, RecurrentConfig};
+use recur::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
+use recur::ops::program::ProgramBuilder;
 use recur::ops::recurrent::CellKind;
 
 #[test]
@@ -46,7 +48,7 @@ fn gpu_stack_matches_cpu_stack() {
             let d_cn = cell.has_cell_state().then(|| random_vec(&mut rng, states));
 
             let p = layer.params_as::<f64>();
-            let (want, tape) = layer
+            let (want, mut tape) = layer
                 .forward_cpu_with(
                     &p,
                     &to_f64(&x),
@@ -60,25 +62,39 @@ fn gpu_stack_matches_cpu_stack() {
                 .unwrap();
             let want_g = layer
                 .backward_cpu(
-                    &p,
-                    &tape,
+                    &mut tape,
                     Some(&to_f64(&d_out)),
                     Some(&to_f64(&d_hn)),
                     d_cn.as_deref().map(to_f64).as_deref(),
                 )
                 .unwrap();
 
-            let stack = GpuRecurrent::new(&gpu, &layer, batch, steps, true).unwrap();
-            stack.set_training(train).unwrap();
-            let poison = |t: &recur::GpuTensor| t.write(&vec![f32::NAN; t.len()]).unwrap();
-            poison(stack.output());
-            poison(stack.input_grad().unwrap());
-            stack.param_grads().unwrap().values().for_each(poison);
-            let got = stack
-                .forward(&x, lengths.as_deref(), Some(&h0), c0.as_deref())
+            let mut exec = GpuExecutor::new(&gpu);
+            let opts = StackOptions {
+                grads: true,
+                lengths: lengths.is_some(),
+                dropout_seed: train.map(|k| k.seed),
+            };
+            let run = layer.plan(&mut exec, batch, steps, opts).unwrap();
+            let mut outputs = vec![run.recorded().output, run.input_grad().unwrap()];
+            outputs.extend(run.param_grads().unwrap().values());
+            for t in outputs {
+                let g = exec.tensor(run.program, t).unwrap();
+                g.write(&vec![f32::NAN; g.len()]).unwrap();
+            }
+            let step = train.map_or(0, |k| k.step);
+            let got = run
+                .forward(
+                    &mut exec,
+                    &x,
+                    lengths.as_deref(),
+                    Some(&h0),
+                    c0.as_deref(),
+                    step,
+                )
                 .unwrap();
-            let got_g = stack
-                .backward(Some(&d_out), Some(&d_hn), d_cn.as_deref())
+            let got_g = run
+                .backward(&mut exec, Some(&d_out), Some(&d_hn), d_cn.as_deref(), step)
                 .unwrap();
 
             let ctx =
@@ -115,17 +131,17 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
     ] {
         let (batch, steps) = (3, 7);
         let layer = Recurrent::new(RecurrentConfig::new(cell, 5, 6), 1).unwrap();
-        let stack = GpuRecurrent::new(&gpu, &layer, batch, steps, true).unwrap();
-        let compiled = gpu.compiled_kernels();
+        let mut exec = GpuExecutor::new(&gpu);
+        let run = layer
+            .plan(&mut exec, batch, steps, StackOptions::with_grads())
+            .unwrap();
         let x = vec![0.1f32; batch * steps * 5];
+        exec.write(run.program, run.input(), 0, &x).unwrap();
+        let compiled = gpu.compiled_kernels();
         let before = gpu.counters();
-        let mut rec = recur::gpu::Recorder::new(&gpu);
-        stack.record_forward(&mut rec).unwrap();
-        rec.submit().unwrap();
+        exec.run(run.program, 0, 0).unwrap();
         let mid = gpu.counters();
-        let mut rec = recur::gpu::Recorder::new(&gpu);
-        stack.record_backward(&mut rec).unwrap();
-        rec.submit().unwrap();
+        exec.run(run.program, 1, 0).unwrap();
         let after = gpu.counters();
         assert_eq!(mid.submits - before.submits, 1);
         assert_eq!(after.submits - mid.submits, 1);
@@ -141,7 +157,7 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
             "{cell:?} backward"
         );
         // Running again compiles nothing new.
-        stack.forward(&x, None, None, None).unwrap();
+        run.forward(&mut exec, &x, None, None, None, 0).unwrap();
         assert_eq!(gpu.compiled_kernels(), compiled);
     }
 }
@@ -155,23 +171,26 @@ fn carrying_the_state_on_the_device_continues_the_sequence() {
     cfg.num_layers = 2;
     let layer = Recurrent::new(cfg.clone(), 2).unwrap();
     let x = random_vec(&mut rng, 2 * half * batch * 4);
-    let whole = GpuRecurrent::new(&gpu, &layer, batch, 2 * half, false).unwrap();
-    let want = whole.forward(&x, None, None, None).unwrap();
-
-    let part = GpuRecurrent::new(&gpu, &layer, batch, half, false).unwrap();
-    let first = part
-        .forward(&x[..half * batch * 4], None, None, None)
+    let mut exec = GpuExecutor::new(&gpu);
+    let whole = layer
+        .plan(&mut exec, batch, 2 * half, StackOptions::default())
         .unwrap();
-    let mut rec = recur::gpu::Recorder::new(&gpu);
-    part.record_carry_state(&mut rec);
-    rec.submit().unwrap();
-    part.input().write(&x[half * batch * 4..]).unwrap();
-    let mut rec = recur::gpu::Recorder::new(&gpu);
-    part.record_forward(&mut rec).unwrap();
-    rec.submit().unwrap();
-    let second = part.output().to_vec().unwrap();
-    let mut got = first.output.clone();
-    got.extend(second);
+    let want = whole.forward(&mut exec, &x, None, None, None, 0).unwrap();
+
+    // Half the sequence at a time, the final states carried into the next run on the device.
+    let mut b = ProgramBuilder::new();
+    let input = b.input("input", &[half * batch, 4]);
+    let rec = layer
+        .record_forward(&mut b, "", input, batch, half, None, None)
+        .unwrap();
+    rec.record_carry(&mut b);
+    let part = exec.load(b.finish()).unwrap();
+    let mut got = Vec::new();
+    for chunk in x.chunks(half * batch * 4) {
+        exec.write(part, input, 0, chunk).unwrap();
+        exec.run(part, 0, 0).unwrap();
+        got.extend(recur::exec::read_all(&mut exec, part, rec.output).unwrap());
+    }
     let e = rel_error(&got, &to_f64(&want.output));
     assert!(e < 1e-6, "continued output differs by {e}");
 }

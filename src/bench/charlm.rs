@@ -5,13 +5,13 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{time_reps, Stats};
+use crate::backend::Backend;
 use crate::gpu::Gpu;
+use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
 use crate::train::charlm::{default_text, CharLmOptions, CharVocab, Streams};
 use crate::train::model::SequenceModel;
-use crate::train::optimizer::OptimConfig;
-use crate::train::schedule::Schedule;
-use crate::train::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
+use crate::train::trainer::{TrainConfig, Trainer};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CharLmResult {
@@ -39,24 +39,20 @@ pub fn bench(
     let streams = Streams::new(vocab.encode(&text)?, opts.batch, opts.seq_len, "training")?;
     let spec = opts.model_spec(vocab.len());
     let model = SequenceModel::new(spec, opts.seed)?;
-    let cfg = TrainConfig {
-        batch: opts.batch,
-        steps: opts.seq_len,
-        optim: OptimConfig {
-            optimizer: Optimizer::adam(opts.lr),
-            clip: Some(opts.clip),
-            schedule: Schedule::Constant,
-        },
-        stateful: true,
-    };
-    let mut trainers: Vec<(String, Box<dyn Trainer>)> = Vec::new();
+    let optim = OptimConfig::new(Optimizer::adam(opts.lr)).clip(opts.clip);
+    let cfg = TrainConfig::new(optim).stateful(true);
+    let mut backends = Vec::new();
     if let Some(gpu) = gpu {
+        backends.push(Backend::Gpu(gpu.clone()));
+    }
+    backends.push(Backend::Cpu);
+    let mut trainers = Vec::new();
+    for backend in backends {
         trainers.push((
-            format!("GPU ({})", gpu.describe()),
-            Box::new(GpuTrainer::new(gpu, model.clone(), cfg)?),
+            backend.describe(),
+            Trainer::new(&backend, model.clone(), cfg)?,
         ));
     }
-    trainers.push(("CPU".into(), Box::new(CpuTrainer::new(model, cfg)?)));
     let chars = (opts.batch * opts.seq_len) as f64;
     let mut out = Vec::new();
     for (name, mut t) in trainers {

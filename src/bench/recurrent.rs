@@ -1,16 +1,16 @@
 //! Recurrent layers: forward and forward + backward per batch, CPU path against GPU path.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
-
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::{time_reps, Stats};
-use crate::gpu::optim::OptimPlan;
-use crate::gpu::{Gpu, GpuTensor, Recorder};
-use crate::nn::{GpuRecurrent, Recurrent, RecurrentConfig};
+use crate::backend::Backend;
+use crate::exec::{Executor, ProgramId};
+use crate::gpu::Gpu;
+use crate::nn::{Recurrent, RecurrentConfig};
+use crate::ops::optim::OptimConfig;
+use crate::ops::program::{Op, ProgramBuilder};
 use crate::ops::recurrent::CellKind;
 use crate::ops::Optimizer;
 
@@ -133,70 +133,139 @@ fn data(case: &RecurrentCase) -> (Recurrent, Vec<f32>, Vec<f32>) {
     (layer, x, dy)
 }
 
-pub fn measure_cpu(
+/// The programs a measurement runs: a forward (inference: no backward reads it), a
+/// forward and backward in one run, and a training step (forward, backward, an Adam update
+/// of every parameter) in one run.
+struct Programs {
+    forward: ProgramId,
+    forward_backward: ProgramId,
+    train: ProgramId,
+}
+
+fn programs(
+    exec: &mut dyn Executor,
+    case: &RecurrentCase,
+    layer: &Recurrent,
+    x: &[f32],
+    dy: &[f32],
+) -> Result<Programs> {
+    for (name, t) in layer.params() {
+        exec.set_param(name, &t.shape, &t.data)?;
+    }
+    let (b, t) = (case.batch, case.steps);
+    let c = &layer.config;
+    let build = |exec: &mut dyn Executor, grads: bool, update: bool| -> Result<ProgramId> {
+        let mut p = ProgramBuilder::new();
+        let input = p.input("input", &[b * t, c.input_size]);
+        let rec = layer.record_forward(&mut p, "", input, b, t, None, None)?;
+        let d_out = p.input("output gradient", &[b * t, c.output_size()]);
+        if grads {
+            let g = layer.record_backward(&mut p, &rec, Some(d_out))?;
+            if update {
+                let params = g
+                    .params
+                    .iter()
+                    .map(|(name, &grad)| {
+                        let shape = &layer.params()[name].shape;
+                        Ok((name.clone(), p.param(name, shape)?, grad))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                p.op(Op::Optimize {
+                    config: OptimConfig::new(Optimizer::adam(1e-3)),
+                    params,
+                });
+            }
+        }
+        let id = exec.load(p.finish())?;
+        exec.write(id, input, 0, x)?;
+        exec.write(id, d_out, 0, dy)?;
+        Ok(id)
+    };
+    Ok(Programs {
+        forward: build(exec, false, false)?,
+        forward_backward: build(exec, true, false)?,
+        train: build(exec, true, true)?,
+    })
+}
+
+/// Measures a case on one backend: the same programs on either executor.
+pub fn measure(
+    backend: &Backend,
     case: &RecurrentCase,
     warmup: usize,
     reps: usize,
     with_train: bool,
 ) -> Result<SideResult> {
     let (layer, x, dy) = data(case);
-    let p = layer.params_as::<f32>();
-    let (b, t) = (case.batch, case.steps);
-    // Untimed passes that touch everything a training step allocates: in a fresh process the
-    // first passes run 1.5-2x slower while the allocator grows its heap (page faults), which
-    // the warm-up of each measurement alone did not cover for the first case of a run.
+    let mut exec = backend.executor();
+    let progs = programs(exec.as_mut(), case, &layer, &x, &dy)?;
+    let gpu = backend.as_gpu();
+    // Untimed runs that touch everything a training step allocates: in a fresh process the
+    // first passes run 1.5-2x slower while the allocator grows its heap (page faults).
     for _ in 0..warmup.max(1) {
-        let (_, tape) = layer.forward_cpu(&p, &x, b, t, None, None, None)?;
-        layer.backward_cpu(&p, &tape, Some(&dy), None, None)?;
+        exec.run(progs.forward_backward, 0, 0)?;
     }
-    // Forward alone is inference (no tape), as PyTorch's figure is under `no_grad`.
-    let fwd = time_reps(warmup, reps, || {
-        layer.infer_cpu(&p, &x, b, t, None, None, None)?;
-        Ok(None)
-    })?;
+    let run = |exec: &mut dyn Executor, p: ProgramId, step: u64| -> Result<Option<f64>> {
+        exec.run(p, 0, step)?;
+        if let Some(g) = gpu {
+            g.wait()?;
+        }
+        Ok(exec.last_run().device_seconds)
+    };
+    exec.set_timing(true);
+    let fwd = time_reps(warmup, reps, || run(exec.as_mut(), progs.forward, 0))?;
+    let dispatches_forward = exec.last_run().dispatches;
+    let before = gpu.map(|g| g.counters());
     let both = time_reps(warmup, reps, || {
-        let (_, tape) = layer.forward_cpu(&p, &x, b, t, None, None, None)?;
-        layer.backward_cpu(&p, &tape, Some(&dy), None, None)?;
-        Ok(None)
+        run(exec.as_mut(), progs.forward_backward, 0)
     })?;
-    let opt = Optimizer::adam(1e-3);
-    let mut params = p.clone();
-    let mut states: BTreeMap<String, Vec<f32>> = p
-        .iter()
-        .map(|(k, v)| (k.clone(), vec![0.0; opt.slots() * v.len()]))
-        .collect();
-    let mut step = 0u64;
+    let after = gpu.map(|g| g.counters());
+    let dispatches_both = exec.last_run().dispatches;
+    exec.set_timing(false);
+    let runs = (warmup + reps.max(1)) as u64;
+    let mut encode = Vec::new();
+    let mut step = 0;
     let train = with_train
         .then(|| {
             time_reps(warmup, reps, || {
-                let (_, tape) = layer.forward_cpu(&params, &x, b, t, None, None, None)?;
-                let g = layer.backward_cpu(&params, &tape, Some(&dy), None, None)?;
+                run(exec.as_mut(), progs.train, step)?;
                 step += 1;
-                for (name, grad) in &g.params {
-                    let state = states.get_mut(name).expect("a state per parameter");
-                    let param = params.get_mut(name).expect("a gradient per parameter");
-                    crate::cpu::optim::step(&opt, step, param, grad, state, 1.0)?;
-                }
+                encode.push(exec.last_run().encode_seconds);
                 Ok(None)
             })
         })
         .transpose()?;
+    let on_gpu = gpu.is_some();
     Ok(SideResult {
         forward_gflops: case.forward_flops() / fwd.wall.median / 1e9,
         train_gflops: case.train_flops() / both.wall.median / 1e9,
         forward: fwd.wall,
         forward_backward: both.wall,
         train_step: train.map(|t| t.wall),
-        forward_device: None,
-        forward_backward_device: None,
-        dispatches_forward: None,
-        dispatches_backward: None,
-        submits_per_step: None,
-        device_bytes: None,
-        encode: None,
+        encode: on_gpu.then(|| Stats::from_samples(&mut encode)).flatten(),
+        forward_device: fwd.device,
+        forward_backward_device: both.device,
+        dispatches_forward: on_gpu.then_some(dispatches_forward),
+        dispatches_backward: on_gpu.then_some(dispatches_both.saturating_sub(dispatches_forward)),
+        submits_per_step: match (before, after) {
+            (Some(b), Some(a)) => Some((a.submits - b.submits) / runs),
+            _ => None,
+        },
+        device_bytes: on_gpu.then(|| exec.memory_bytes()),
     })
 }
 
+/// [`measure`] on the CPU.
+pub fn measure_cpu(
+    case: &RecurrentCase,
+    warmup: usize,
+    reps: usize,
+    with_train: bool,
+) -> Result<SideResult> {
+    measure(&Backend::Cpu, case, warmup, reps, with_train)
+}
+
+/// [`measure`] on a GPU.
 pub fn measure_gpu(
     gpu: &Gpu,
     case: &RecurrentCase,
@@ -204,87 +273,5 @@ pub fn measure_gpu(
     reps: usize,
     with_train: bool,
 ) -> Result<SideResult> {
-    let (layer, x, dy) = data(case);
-    let stack = GpuRecurrent::new(gpu, &layer, case.batch, case.steps, true)?;
-    stack.input().write(&x)?;
-    stack.set_inputs(None, None, None)?;
-    stack
-        .output_grad()
-        .expect("planned with gradients")
-        .write(&dy)?;
-    // Dispatches are counted as recorded; the recording is dropped unsubmitted.
-    let count = |f: &dyn Fn(&mut Recorder) -> Result<()>| -> Result<u64> {
-        let mut rec = Recorder::new(gpu);
-        f(&mut rec)?;
-        Ok(rec.dispatches())
-    };
-    let dispatches_forward = count(&|rec| stack.record_forward(rec))?;
-    let dispatches_backward = count(&|rec| stack.record_backward(rec))?;
-    let fwd = time_reps(warmup, reps, || {
-        let mut rec = Recorder::timed(gpu);
-        stack.record_forward(&mut rec)?;
-        let r = rec.submit()?;
-        gpu.wait()?;
-        Ok(r.gpu_seconds)
-    })?;
-    let before = gpu.counters();
-    let both = time_reps(warmup, reps, || {
-        let mut rec = Recorder::timed(gpu);
-        stack.record_forward(&mut rec)?;
-        stack.record_backward(&mut rec)?;
-        let r = rec.submit()?;
-        gpu.wait()?;
-        Ok(r.gpu_seconds)
-    })?;
-    let after = gpu.counters();
-    let runs = (warmup + reps.max(1)) as u64;
-    // A whole training step: forward, backward, Adam on every parameter, one submit.
-    let opt = Optimizer::adam(1e-3);
-    let grads = stack.param_grads().expect("planned with gradients");
-    let mut states = Vec::new();
-    let mut plans = Vec::new();
-    for (name, param) in stack.params() {
-        let state = GpuTensor::zeros(gpu, &[opt.slots() * param.len()])?;
-        plans.push(OptimPlan::new(
-            gpu,
-            &opt,
-            param,
-            &grads[name],
-            Some(&state),
-            None,
-        )?);
-        states.push(state);
-    }
-    let mut encode = Vec::new();
-    let train = with_train
-        .then(|| {
-            time_reps(warmup, reps, || {
-                let start = Instant::now();
-                let mut rec = Recorder::new(gpu);
-                stack.record_forward(&mut rec)?;
-                stack.record_backward(&mut rec)?;
-                for plan in plans.iter_mut() {
-                    plan.record(&mut rec)?;
-                }
-                rec.submit()?;
-                encode.push(start.elapsed().as_secs_f64());
-                gpu.wait()?;
-                Ok(None)
-            })
-        })
-        .transpose()?;
-    Ok(SideResult {
-        forward_gflops: case.forward_flops() / fwd.wall.median / 1e9,
-        train_gflops: case.train_flops() / both.wall.median / 1e9,
-        forward: fwd.wall,
-        forward_backward: both.wall,
-        train_step: train.map(|t| t.wall),
-        encode: Stats::from_samples(&mut encode),
-        forward_device: fwd.device,
-        forward_backward_device: both.device,
-        dispatches_forward: Some(dispatches_forward),
-        dispatches_backward: Some(dispatches_backward),
-        submits_per_step: Some((after.submits - before.submits) / runs),
-        device_bytes: Some(stack.device_bytes()),
-    })
+    measure(&Backend::Gpu(gpu.clone()), case, warmup, reps, with_train)
 }

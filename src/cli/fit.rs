@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Result};
 
-use super::train::BackendArg;
-use crate::gpu::Gpu;
-use crate::train::charlm::Backend;
+use super::BackendArg;
+
 use crate::train::fit::{self, FitModel, FitOptions, FitReport};
 
 #[derive(clap::Args)]
@@ -27,7 +26,8 @@ pub struct FitArgs {
     /// Save the trained model (one checkpoint file) for `recur fit --model`.
     #[arg(long, conflicts_with = "model")]
     out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "gpu")]
+    /// auto: a hardware GPU if there is one, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
     /// Recurrent cell: lstm, gru, gru-reset-before, rnn-tanh, rnn-relu.
     #[arg(long, default_value = "lstm", conflicts_with = "model")]
@@ -64,13 +64,6 @@ pub struct FitArgs {
 }
 
 impl FitArgs {
-    fn backend(&self) -> Backend {
-        match self.backend {
-            BackendArg::Gpu => Backend::Gpu,
-            BackendArg::Cpu => Backend::Cpu,
-        }
-    }
-
     fn options(&self) -> FitOptions {
         FitOptions {
             cell: self.cell.clone(),
@@ -82,7 +75,6 @@ impl FitArgs {
             lr: self.lr,
             seed: self.seed,
             window: self.window,
-            backend: self.backend(),
             input_dropout: self.input_dropout,
             dropout: self.dropout,
             recurrent_dropout: self.recurrent_dropout,
@@ -106,13 +98,6 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
 }
 
-fn open_gpu(backend: Backend) -> Result<Option<Gpu>> {
-    Ok(match backend {
-        Backend::Gpu => Some(Gpu::new()?),
-        Backend::Cpu => None,
-    })
-}
-
 fn train_and_test(args: &FitArgs, train_path: &Path) -> Result<()> {
     let opts = args.options();
     // Every option and both files are checked before a device is opened or training starts.
@@ -122,12 +107,12 @@ fn train_and_test(args: &FitArgs, train_path: &Path) -> Result<()> {
     }
     let train = fit::read_table(train_path)?;
     let test = fit::read_table(&args.test)?;
-    let gpu = open_gpu(opts.backend)?;
+    let backend = args.backend.open()?;
     let log = |epoch: usize, loss: f32| eprintln!("epoch {epoch}: training loss {loss:.4}");
     let fitted = if train.rows[0].len() == 1 {
-        fit::fit_forecaster(&train, &test, &opts, gpu.as_ref(), log)?
+        fit::fit_forecaster(&train, &test, &opts, &backend, log)?
     } else {
-        fit::fit_classifier(&train, &test, &opts, gpu.as_ref(), log)?
+        fit::fit_classifier(&train, &test, &opts, &backend, log)?
     };
     print_report(&fitted.report);
     if let Some(out) = &args.out {
@@ -140,8 +125,8 @@ fn train_and_test(args: &FitArgs, train_path: &Path) -> Result<()> {
 fn test_saved(args: &FitArgs, model_path: &Path) -> Result<()> {
     let model = FitModel::load(model_path)?;
     let test = fit::read_table(&args.test)?;
-    let gpu = open_gpu(args.backend())?;
-    print_report(&model.test(&test, args.backend(), gpu.as_ref())?);
+    let backend = args.backend.open()?;
+    print_report(&model.test(&test, &backend)?);
     Ok(())
 }
 

@@ -4,25 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::gpu::Gpu;
-use crate::nn::interop::{forward_tensors, vjp_tensors, Backend, FileOptions};
+use super::BackendArg;
+use crate::nn::interop::{forward_tensors, vjp_tensors, FileOptions};
 use crate::nn::{load_safetensors, save_safetensors};
 use crate::ops::recurrent::CellKind;
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendArg {
-    Gpu,
-    Cpu,
-}
-
-impl BackendArg {
-    pub fn open(self) -> Result<Backend> {
-        Ok(match self {
-            BackendArg::Cpu => Backend::Cpu,
-            BackendArg::Gpu => Backend::Gpu(Gpu::new()?),
-        })
-    }
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,7 +25,7 @@ pub struct Args {
     cell: Option<CellKind>,
     #[arg(long)]
     batch_first: bool,
-    #[arg(long, value_enum, default_value = "gpu")]
+    #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
 }
 

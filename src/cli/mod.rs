@@ -70,3 +70,36 @@ pub fn main() -> Result<()> {
         Command::Fit(args) => fit::run(args),
     }
 }
+
+/// `--backend`: where a command computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// A hardware GPU if there is one, else the CPU.
+    #[default]
+    Auto,
+    /// The best GPU adapter there is, software ones (lavapipe, llvmpipe) included.
+    Gpu,
+    /// The CPU path.
+    Cpu,
+}
+
+impl BackendArg {
+    /// Opens the backend, saying on stderr which one and why.
+    pub fn open(self) -> Result<crate::Backend> {
+        let backend = match self {
+            BackendArg::Auto => {
+                let choice = crate::Backend::choose();
+                let hint = match choice.backend {
+                    crate::Backend::Cpu => "; --backend gpu forces a GPU adapter",
+                    crate::Backend::Gpu(_) => "; --backend cpu forces the CPU",
+                };
+                eprintln!("{}{hint}", choice.reason);
+                return Ok(choice.backend);
+            }
+            BackendArg::Gpu => crate::Backend::gpu()?,
+            BackendArg::Cpu => crate::Backend::Cpu,
+        };
+        eprintln!("running on {} (--backend {self:?})", backend.describe());
+        Ok(backend)
+    }
+}

@@ -7,16 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::gpu::Gpu;
-use crate::train::charlm::{self, Backend, CharLmOptions};
+use super::BackendArg;
+use crate::train::charlm::{self, CharLmOptions};
 use crate::train::plot::loss_png;
 use crate::train::Checkpoint;
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendArg {
-    Gpu,
-    Cpu,
-}
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -26,7 +20,8 @@ pub struct TrainArgs {
     /// Where the checkpoint and the loss plot go.
     #[arg(long, default_value = "runs/charlm")]
     out: PathBuf,
-    #[arg(long, value_enum, default_value = "gpu")]
+    /// auto: a hardware GPU if there is one, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
     /// Recurrent cell: lstm, gru, rnn-tanh, rnn-relu.
     #[arg(long, default_value = "lstm")]
@@ -116,26 +111,16 @@ pub fn train(args: TrainArgs) -> Result<()> {
         recurrent_dropout: args.recurrent_dropout,
         valid_fraction: args.valid_fraction,
         eval_every: args.eval_every,
-        backend: match args.backend {
-            BackendArg::Gpu => Backend::Gpu,
-            BackendArg::Cpu => Backend::Cpu,
-        },
         ..CharLmOptions::default()
     };
     // Every option is checked before a device is opened or a file written.
     opts.validate()?;
-    let gpu = match opts.backend {
-        Backend::Gpu => Some(Gpu::new()?),
-        Backend::Cpu => None,
-    };
+    let backend = args.backend.open()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let ckpt_path = args.out.join("model.safetensors");
     let plot_path = args.out.join("loss.png");
-    let device = gpu.as_ref().map_or_else(
-        || format!("CPU ({} threads)", crate::cpu::threads()),
-        |g| g.describe(),
-    );
+    let device = backend.describe();
     eprintln!(
         "training a {}-layer {} ({} hidden) on {} characters, on {device}",
         opts.layers,
@@ -179,8 +164,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
         bar.set_position(r.step);
     };
     let history = match &from {
-        Some(c) => charlm::resume(&text, &opts, &ckpt_path, gpu.as_ref(), c, on_step),
-        None => charlm::train(&text, &opts, &ckpt_path, gpu.as_ref(), on_step),
+        Some(c) => charlm::resume(&text, &opts, &ckpt_path, &backend, c, on_step),
+        None => charlm::train(&text, &opts, &ckpt_path, &backend, on_step),
     };
     bar.finish();
     let history = history?;

@@ -47,6 +47,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod gemm;
 pub mod loss;
+pub mod merge;
 pub mod optim;
 pub mod philox;
 pub mod recurrent;

@@ -165,7 +165,8 @@ const STORAGE_BINDINGS: u32 = 12;
 impl RecurrentPlan {
     /// A plan for `shape` reading `x` ([rows, I]) and writing this direction's columns of `y`.
     /// With `grads`, backward is planned too, reading `dy` (`y`'s layout; `None` for a loss on
-    /// the final state only). With `recurrent_mask`, the recurrent products see the state
+    /// the final state only). `state` holds the initial and final states and their
+    /// gradients (`ops::program::StateRegion`). With `recurrent_mask`, the recurrent products see the state
     /// times a [B, H] mask ([`Self::recurrent_mask`]) the caller fills: recurrent dropout.
     pub fn new(
         gpu: &Gpu,
@@ -174,7 +175,8 @@ impl RecurrentPlan {
         y: &GpuTensor,
         w: GpuWeights,
         grads: Option<(GpuGrads, Option<&GpuTensor>)>,
-        recurrent_mask: bool,
+        state: &GpuTensor,
+        recurrent_mask: Option<&GpuTensor>,
     ) -> Result<Self> {
         shape.validate(None)?;
         let (bsz, h, i, gw, rows) = (
@@ -227,12 +229,19 @@ impl RecurrentPlan {
         let off_cell = rows * h;
         let off_act = off_cell + if cell.has_cell_state() { rows * h } else { 0 };
         let saved = GpuTensor::zeros(gpu, &[off_act + rows * aw])?;
-        let state = GpuTensor::zeros(gpu, &[REGIONS, bsz, h])?;
+        expect("state", state, REGIONS * bsz * h)?;
+        let state = state.clone();
         // Stand-ins for absent optional inputs: each binding gets a buffer of its own, since
         // one buffer may not be bound read-only and writable in one dispatch.
         let zero_bias = GpuTensor::zeros(gpu, &[gw])?;
         // The recurrent dropout mask, ones until a training step draws one.
-        let rmask = GpuTensor::filled(gpu, &[bsz, h], 1.0f32)?;
+        let rmask = match recurrent_mask {
+            Some(m) => {
+                expect("recurrent dropout mask", m, bsz * h)?;
+                m.clone()
+            }
+            None => GpuTensor::filled(gpu, &[bsz, h], 1.0f32)?,
+        };
         let no_dy = GpuTensor::zeros(gpu, &[1])?;
 
         let region = |r: Region| (r as usize * bsz * h) as u32;
@@ -258,7 +267,7 @@ impl RecurrentPlan {
             off_dh: region(Region::Dh),
             off_dc: region(Region::Dc),
             off_dh0: region(Region::Dh0),
-            has_rmask: recurrent_mask as u32,
+            has_rmask: recurrent_mask.is_some() as u32,
             hp: hp as u32,
             off_wp: (wt_len / 4) as u32,
             _pad: 0,
@@ -422,7 +431,7 @@ impl RecurrentPlan {
             smap,
             state,
             rmask,
-            has_rmask: recurrent_mask,
+            has_rmask: recurrent_mask.is_some(),
             carry_scratch: GpuTensor::zeros(gpu, &[2, bsz, h])?,
             xw_gemm,
             transpose,

@@ -18,6 +18,20 @@ pub struct GpuTensor<T: Pod = f32> {
     _elem: PhantomData<T>,
 }
 
+/// Another handle to the same device buffer (not a copy of its contents): plans and
+/// executors that bind one tensor in several places hold handles.
+impl<T: Pod> Clone for GpuTensor<T> {
+    fn clone(&self) -> Self {
+        Self {
+            gpu: self.gpu.clone(),
+            buffer: self.buffer.clone(),
+            shape: self.shape.clone(),
+            len: self.len,
+            _elem: PhantomData,
+        }
+    }
+}
+
 /// Element count of a shape, or an error if it overflows.
 fn element_count(shape: &[usize]) -> Result<usize> {
     shape

@@ -2,16 +2,17 @@
 //! (`weight` [out, in], `bias` [out]) and initialisation. Applied to every timestep (all
 //! rows of a sequence output) or only to the last one ([`DenseRows::last_step`]).
 //!
-//! Forward and backward are matrix products ([`Gemm`]) on both paths; the bias gradient is
-//! `ones[1, rows] * dy`, a product too, so it is summed in a fixed order without a kernel
-//! of its own.
+//! Forward and backward are matrix products ([`Gemm`]) recorded into a program; the bias
+//! gradient is `ones[1, rows] * dy`, a product too, so it is summed in a fixed order without
+//! a kernel of its own.
 
 use anyhow::{ensure, Context, Result};
 use rand::{Rng, SeedableRng};
 
 use super::params::{HostTensor, Tensors};
-use crate::cpu::{self, Real};
-use crate::gpu::{GemmPlan, Gpu, GpuTensor, Recorder};
+use crate::cpu::Real;
+use crate::exec::HostData;
+use crate::ops::program::{Op, ProgramBuilder, TensorId};
 use crate::ops::Gemm;
 
 /// Which rows of an input buffer a dense layer reads: `rows` rows of `features` values,
@@ -187,188 +188,137 @@ impl Dense {
         (conv("weight"), conv("bias"))
     }
 
-    /// `y[rows, out] = x W^T + b` on the CPU.
-    pub fn forward_cpu<T: Real>(
+    /// Records `y[rows, out] = x W^T + b` over `rows` of `input`, with parameters `prefix`
+    /// + `weight` and `bias`; returns `y`.
+    pub fn record_forward(
         &self,
-        weight: &[T],
-        bias: &[T],
-        input: &[T],
+        b: &mut ProgramBuilder,
+        prefix: &str,
+        input: TensorId,
         rows: &DenseRows,
-    ) -> Result<Vec<T>> {
-        self.check_rows(rows, input.len())?;
-        let mut y = vec![T::zero(); rows.rows * self.out_features];
-        cpu::gemm(&self.forward_spec(rows), input, weight, Some(bias), &mut y)?;
+    ) -> Result<TensorId> {
+        self.check_rows(rows, b.decl(input).len())?;
+        let weight = b.param(
+            &format!("{prefix}weight"),
+            &[self.out_features, self.in_features],
+        )?;
+        let bias = b.param(&format!("{prefix}bias"), &[self.out_features])?;
+        let y = b.tensor(&format!("{prefix}output"), &[rows.rows, self.out_features]);
+        b.op(Op::Gemm {
+            spec: self.forward_spec(rows),
+            a: input,
+            b: weight,
+            bias: Some(bias),
+            c: y,
+        });
         Ok(y)
     }
 
-    /// Gradients for the output gradient `dy[rows, out]`.
-    pub fn backward_cpu<T: Real>(
+    /// Records the gradients for the output gradient `dy [rows, out]`: the parameters'
+    /// (returned as `(weight, bias)`) and, with `d_input`, the input's (same layout as the
+    /// input, zero outside the rows read).
+    pub fn record_backward(
         &self,
-        weight: &[T],
+        b: &mut ProgramBuilder,
+        prefix: &str,
+        input: TensorId,
+        rows: &DenseRows,
+        dy: TensorId,
+        d_input: Option<TensorId>,
+    ) -> Result<(TensorId, TensorId)> {
+        let weight = b.param(
+            &format!("{prefix}weight"),
+            &[self.out_features, self.in_features],
+        )?;
+        let dw = b.tensor(
+            &format!("{prefix}grad weight"),
+            &[self.out_features, self.in_features],
+        );
+        let db = b.tensor(&format!("{prefix}grad bias"), &[self.out_features]);
+        let ones = b.constant(&format!("{prefix}ones"), &[rows.rows], 1.0);
+        b.op(Op::Gemm {
+            spec: self.weight_grad_spec(rows),
+            a: dy,
+            b: input,
+            bias: None,
+            c: dw,
+        });
+        b.op(Op::Gemm {
+            spec: self.bias_grad_spec(rows),
+            a: ones,
+            b: dy,
+            bias: None,
+            c: db,
+        });
+        if let Some(dx) = d_input {
+            let len = b.decl(dx).len();
+            ensure!(
+                len == b.decl(input).len(),
+                "dense input gradient has {len} elements, the input {}",
+                b.decl(input).len()
+            );
+            if !rows.covers(len, self.in_features) {
+                b.op(Op::Zero { dst: dx });
+            }
+            b.op(Op::Gemm {
+                spec: self.input_grad_spec(rows),
+                a: dy,
+                b: weight,
+                bias: None,
+                c: dx,
+            });
+        }
+        Ok((dw, db))
+    }
+
+    /// Runs the layer once on an executor: `y` for `input`, and with `dy` the gradients
+    /// (forward and backward in one program of two phases).
+    pub fn run<T: Real, E: HostData<T> + ?Sized>(
+        &self,
+        exec: &mut E,
+        (weight, bias): (&[T], &[T]),
         input: &[T],
         rows: &DenseRows,
-        dy: &[T],
-    ) -> Result<DenseGrads<T>> {
-        self.check_rows(rows, input.len())?;
-        ensure!(
-            dy.len() == rows.rows * self.out_features,
-            "dense output gradient has {} elements, expected {} x {}",
-            dy.len(),
-            rows.rows,
-            self.out_features
-        );
-        let mut g = DenseGrads {
-            input: vec![T::zero(); input.len()],
-            weight: vec![T::zero(); weight.len()],
-            bias: vec![T::zero(); self.out_features],
+        dy: Option<&[T]>,
+    ) -> Result<(Vec<T>, Option<DenseGrads<T>>)> {
+        exec.set_param_values("weight", &[self.out_features, self.in_features], weight)?;
+        exec.set_param_values("bias", &[self.out_features], bias)?;
+        let mut b = ProgramBuilder::new();
+        let x = b.input("input", &[input.len()]);
+        let y = self.record_forward(&mut b, "", x, rows)?;
+        let back = match dy {
+            Some(_) => {
+                b.next_phase();
+                let d_y = b.input("output gradient", &[rows.rows, self.out_features]);
+                let dx = b.tensor("input gradient", &[input.len()]);
+                let (dw, db) = self.record_backward(&mut b, "", x, rows, d_y, Some(dx))?;
+                Some((d_y, dx, dw, db))
+            }
+            None => None,
         };
-        cpu::gemm(&self.weight_grad_spec(rows), dy, input, None, &mut g.weight)?;
-        let ones = vec![T::one(); rows.rows];
-        cpu::gemm(&self.bias_grad_spec(rows), &ones, dy, None, &mut g.bias)?;
-        cpu::gemm(&self.input_grad_spec(rows), dy, weight, None, &mut g.input)?;
-        Ok(g)
-    }
-}
-
-/// A dense layer on the GPU bound to an input buffer: parameters, gradients, output and
-/// output gradient live on the device; forward and backward are recorded.
-pub struct GpuDense {
-    rows: DenseRows,
-    weight: GpuTensor,
-    bias: GpuTensor,
-    output: GpuTensor,
-    grads: Option<GpuDenseGrads>,
-    forward: GemmPlan,
-}
-
-struct GpuDenseGrads {
-    weight: GpuTensor,
-    bias: GpuTensor,
-    d_output: GpuTensor,
-    /// The input gradient buffer, cleared first when the rows do not cover it.
-    clear_input: Option<wgpu::Buffer>,
-    _ones: GpuTensor,
-    plans: Vec<GemmPlan>,
-}
-
-impl GpuDense {
-    /// Plans `layer` over `rows` of `input`; with `d_input`, also its backward, which
-    /// writes the input gradient there (zero outside the rows).
-    pub fn new(
-        gpu: &Gpu,
-        layer: &Dense,
-        input: &GpuTensor,
-        rows: DenseRows,
-        d_input: Option<&GpuTensor>,
-        with_grads: bool,
-    ) -> Result<Self> {
-        layer.check_rows(&rows, input.len())?;
-        let (out, inp) = (layer.out_features, layer.in_features);
-        let weight = GpuTensor::from_slice(gpu, &[out, inp], &layer.params["weight"].data)?;
-        let bias = GpuTensor::from_slice(gpu, &[out], &layer.params["bias"].data)?;
-        let output = GpuTensor::zeros(gpu, &[rows.rows, out])?;
-        let forward = GemmPlan::new(
-            gpu,
-            &layer.forward_spec(&rows),
-            input,
-            &weight,
-            Some(&bias),
-            &output,
-        )?;
-        let grads = if with_grads {
-            let dw = GpuTensor::zeros(gpu, &[out, inp])?;
-            let db = GpuTensor::zeros(gpu, &[out])?;
-            let dy = GpuTensor::zeros(gpu, &[rows.rows, out])?;
-            let ones = GpuTensor::from_slice(gpu, &[rows.rows], &vec![1.0f32; rows.rows])?;
-            let pw = GemmPlan::new(gpu, &layer.weight_grad_spec(&rows), &dy, input, None, &dw)?;
-            let pb = GemmPlan::new(gpu, &layer.bias_grad_spec(&rows), &ones, &dy, None, &db)?;
-            let (px, clear_input) = match d_input {
-                Some(dx) => {
-                    ensure!(
-                        dx.len() == input.len(),
-                        "dense input gradient has {} elements, the input {}",
-                        dx.len(),
-                        input.len()
-                    );
-                    let plan =
-                        GemmPlan::new(gpu, &layer.input_grad_spec(&rows), &dy, &weight, None, dx)?;
-                    let clear = (!rows.covers(dx.len(), inp)).then(|| dx.buffer().clone());
-                    (Some(plan), clear)
-                }
-                None => (None, None),
-            };
-            let mut plans = vec![pw, pb];
-            plans.extend(px);
-            Some(GpuDenseGrads {
-                weight: dw,
-                bias: db,
-                d_output: dy,
-                clear_input,
-                _ones: ones,
-                plans,
-            })
-        } else {
-            None
+        let p = exec.load(b.finish())?;
+        exec.write_values(p, x, 0, input)?;
+        exec.run(p, 0, 0)?;
+        let out = exec.read_values(p, y)?;
+        let grads = match (back, dy) {
+            (Some((d_y, dx, dw, db)), Some(g)) => {
+                ensure!(
+                    g.len() == rows.rows * self.out_features,
+                    "dense output gradient has {} elements, expected {} x {}",
+                    g.len(),
+                    rows.rows,
+                    self.out_features
+                );
+                exec.write_values(p, d_y, 0, g)?;
+                exec.run(p, 1, 0)?;
+                Some(DenseGrads {
+                    input: exec.read_values(p, dx)?,
+                    weight: exec.read_values(p, dw)?,
+                    bias: exec.read_values(p, db)?,
+                })
+            }
+            _ => None,
         };
-        Ok(Self {
-            rows,
-            weight,
-            bias,
-            output,
-            grads,
-            forward,
-        })
-    }
-
-    pub fn rows(&self) -> &DenseRows {
-        &self.rows
-    }
-
-    /// The output [rows, out] after a forward.
-    pub fn output(&self) -> &GpuTensor {
-        &self.output
-    }
-
-    /// Where the output gradient goes before a backward [rows, out].
-    pub fn output_grad(&self) -> Option<&GpuTensor> {
-        self.grads.as_ref().map(|g| &g.d_output)
-    }
-
-    /// (weight, bias) on the device.
-    pub fn params(&self) -> [(&'static str, &GpuTensor); 2] {
-        [("weight", &self.weight), ("bias", &self.bias)]
-    }
-
-    /// (weight, bias) gradients on the device, after a backward.
-    pub fn param_grads(&self) -> Option<[(&'static str, &GpuTensor); 2]> {
-        self.grads
-            .as_ref()
-            .map(|g| [("weight", &g.weight), ("bias", &g.bias)])
-    }
-
-    pub fn record_forward(&self, rec: &mut Recorder) {
-        self.forward.record(rec);
-    }
-
-    /// Records the parameter gradients and the input gradient (the output gradient must be
-    /// in place).
-    pub fn record_backward(&self, rec: &mut Recorder) -> Result<()> {
-        let g = self
-            .grads
-            .as_ref()
-            .context("this dense layer was planned without gradients")?;
-        if let Some(buf) = &g.clear_input {
-            rec.clear(buf);
-        }
-        for p in &g.plans {
-            p.record(rec);
-        }
-        Ok(())
-    }
-
-    /// Copies new parameter values to the device.
-    pub fn upload_params(&self, layer: &Dense) -> Result<()> {
-        self.weight.write(&layer.params["weight"].data)?;
-        self.bias.write(&layer.params["bias"].data)
+        Ok((out, grads))
     }
 }

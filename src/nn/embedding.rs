@@ -8,16 +8,18 @@
 //! table. An id outside the vocabulary is an error, never a clamped read.
 //!
 //! The lookup and its scatter-add are the `embedding` kernels (`src/gpu/embedding.rs`) and
-//! their CPU twins (`src/cpu/embedding.rs`); this file adds the layer around them.
+//! their CPU twins (`src/cpu/embedding.rs`), recorded as the program ops `Gather` and
+//! `ScatterAdd`; this file adds the layer around them.
 
 use anyhow::{bail, ensure, Context, Result};
 use rand::{Rng, SeedableRng};
 
 use super::params::HostTensor;
-use crate::cpu::{self, Real};
-use crate::gpu::Recorder;
-use crate::gpu::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds, Gpu, GpuTensor};
+use crate::cpu::Real;
+use crate::exec::{CpuExecutor, GpuExecutor, HostData};
+use crate::gpu::Gpu;
 use crate::ops::embedding::Embedding as EmbeddingOp;
+use crate::ops::program::{Op, ProgramBuilder, TensorId};
 
 /// An embedding table and its options.
 #[derive(Clone, Debug)]
@@ -150,7 +152,101 @@ impl Embedding {
             .collect()
     }
 
-    /// Looks up ids of shape (batch, input_length): (batch, input_length, output_dim).
+    /// The table's shape `[input_dim, output_dim]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.input_dim, self.output_dim]
+    }
+
+    /// Records the lookup of `ids` (declared with [`ProgramBuilder::ids`] and this layer's
+    /// [`Self::op`]) from the table parameter `prefix` + `weight`; returns the output `[n,
+    /// output_dim]`.
+    pub fn record_forward(
+        &self,
+        b: &mut ProgramBuilder,
+        prefix: &str,
+        ids: TensorId,
+    ) -> Result<TensorId> {
+        let table = b.param(&format!("{prefix}weight"), &self.shape())?;
+        let n = b.decl(ids).len();
+        let out = b.tensor(&format!("{prefix}output"), &[n, self.output_dim]);
+        b.op(Op::Gather {
+            spec: self.op(),
+            table,
+            ids,
+            out,
+        });
+        Ok(out)
+    }
+
+    /// Records the table gradient for the output gradient `d_out` (none for a frozen
+    /// table).
+    pub fn record_backward(
+        &self,
+        b: &mut ProgramBuilder,
+        prefix: &str,
+        ids: TensorId,
+        d_out: TensorId,
+    ) -> Option<TensorId> {
+        if !self.trainable {
+            return None;
+        }
+        let d_table = b.tensor(&format!("{prefix}grad weight"), &self.shape());
+        b.op(Op::ScatterAdd {
+            spec: self.op(),
+            ids,
+            d_out,
+            d_table,
+        });
+        Some(d_table)
+    }
+
+    /// Runs the layer once on an executor: the lookup of ids of shape (batch,
+    /// input_length) with table `table`, and with `d_out` the table gradient.
+    pub fn run<T: Real, E: HostData<T> + ?Sized>(
+        &self,
+        exec: &mut E,
+        table: &[T],
+        ids: &[u32],
+        (batch, input_length): (usize, usize),
+        d_out: Option<&[T]>,
+    ) -> Result<(Vec<T>, Option<Vec<T>>)> {
+        self.check_ids(ids, batch, input_length)?;
+        exec.set_param_values("weight", &self.shape(), table)?;
+        let mut b = ProgramBuilder::new();
+        let id_t = b.ids("ids", self.op(), ids.len());
+        let out = self.record_forward(&mut b, "", id_t)?;
+        let back = match d_out {
+            Some(_) => {
+                b.next_phase();
+                let d = b.input("output gradient", &[ids.len(), self.output_dim]);
+                self.record_backward(&mut b, "", id_t, d).map(|g| (d, g))
+            }
+            None => None,
+        };
+        let p = exec.load(b.finish())?;
+        exec.write_u32(p, id_t, ids)?;
+        exec.run(p, 0, 0)?;
+        let y = exec.read_values(p, out)?;
+        let grad = match (back, d_out) {
+            (Some((d, g)), Some(values)) => {
+                ensure!(
+                    values.len() == ids.len() * self.output_dim,
+                    "embedding output gradient has {} values, expected {} x {}",
+                    values.len(),
+                    ids.len(),
+                    self.output_dim
+                );
+                exec.write_values(p, d, 0, values)?;
+                exec.run(p, 1, 0)?;
+                Some(exec.read_values(p, g)?)
+            }
+            _ => None,
+        };
+        Ok((y, grad))
+    }
+
+    /// Looks up ids of shape (batch, input_length) on the CPU: (batch, input_length,
+    /// output_dim).
     pub fn forward_cpu<T: Real>(
         &self,
         table: &[T],
@@ -158,21 +254,28 @@ impl Embedding {
         batch: usize,
         input_length: usize,
     ) -> Result<Vec<T>> {
-        self.check_ids(ids, batch, input_length)?;
-        let mut out = vec![T::zero(); ids.len() * self.output_dim];
-        cpu::embedding::forward(&self.op(), table, ids, &mut out)?;
-        Ok(out)
+        let mut exec = CpuExecutor::<T>::new();
+        Ok(self
+            .run(&mut exec, table, ids, (batch, input_length), None)?
+            .0)
     }
 
-    /// The table's gradient for the output gradient `d_out` (ids.len(), output_dim).
+    /// The table's gradient on the CPU for the output gradient `d_out` (ids.len(),
+    /// output_dim).
     pub fn backward_cpu<T: Real>(&self, ids: &[u32], d_out: &[T]) -> Result<Vec<T>> {
-        let mut d_table = vec![T::zero(); self.input_dim * self.output_dim];
-        cpu::embedding::backward(&self.op(), ids, d_out, &mut d_table)?;
-        Ok(d_table)
+        let mut exec = CpuExecutor::<T>::new();
+        let table = self.weight_as::<T>();
+        let mut frozen_off = self.clone();
+        frozen_off.trainable = true;
+        let n = ids.len();
+        frozen_off
+            .run(&mut exec, &table, ids, (1, n), Some(d_out))?
+            .1
+            .context("a trainable table has a gradient")
     }
 
-    /// Runs the lookup on the GPU (one submit) and reads the output back:
-    /// (batch, input_length, output_dim).
+    /// Runs the lookup on the GPU (one submit) and reads the output back: (batch,
+    /// input_length, output_dim).
     pub fn forward_gpu(
         &self,
         gpu: &Gpu,
@@ -180,82 +283,15 @@ impl Embedding {
         batch: usize,
         input_length: usize,
     ) -> Result<Vec<f32>> {
-        self.check_ids(ids, batch, input_length)?;
-        let out = GpuTensor::zeros(gpu, &[ids.len(), self.output_dim])?;
-        let layer = GpuEmbedding::new(gpu, self, ids.len(), &out, None)?;
-        layer.write_ids(ids)?;
-        let mut rec = Recorder::new(gpu);
-        layer.record_forward(&mut rec);
-        rec.submit()?;
-        out.to_vec()
-    }
-}
-
-/// An embedding on the GPU for a fixed number of ids, writing its output into a given
-/// tensor (e.g. a recurrent stack's input) and, when trainable and given the output
-/// gradient, its table gradient.
-pub struct GpuEmbedding {
-    table: GpuTensor,
-    ids: EmbeddingIds,
-    forward: EmbeddingForwardPlan,
-    backward: Option<(GpuTensor, EmbeddingBackwardPlan)>,
-}
-
-impl GpuEmbedding {
-    pub fn new(
-        gpu: &Gpu,
-        layer: &Embedding,
-        n: usize,
-        out: &GpuTensor,
-        d_out: Option<&GpuTensor>,
-    ) -> Result<Self> {
-        let op = layer.op();
-        let table = GpuTensor::from_slice(
-            gpu,
-            &[layer.input_dim, layer.output_dim],
-            &layer.weight.data,
-        )?;
-        let ids = EmbeddingIds::new(gpu, &op, n)?;
-        let forward = EmbeddingForwardPlan::new(gpu, &op, &table, &ids, out)
-            .context("planning the embedding lookup")?;
-        let backward = match (layer.trainable, d_out) {
-            (true, Some(d_out)) => {
-                let d_table = GpuTensor::zeros(gpu, &[layer.input_dim, layer.output_dim])?;
-                let plan = EmbeddingBackwardPlan::new(gpu, &op, &ids, d_out, &d_table)?;
-                Some((d_table, plan))
-            }
-            _ => None,
-        };
-        Ok(Self {
-            table,
-            ids,
-            forward,
-            backward,
-        })
-    }
-
-    /// Validates and writes the next ids (in the order the output rows should have).
-    pub fn write_ids(&self, ids: &[u32]) -> Result<()> {
-        self.ids.write(ids)
-    }
-
-    pub fn table(&self) -> &GpuTensor {
-        &self.table
-    }
-
-    /// The table gradient (trainable tables planned with an output gradient).
-    pub fn table_grad(&self) -> Option<&GpuTensor> {
-        self.backward.as_ref().map(|(g, _)| g)
-    }
-
-    pub fn record_forward(&self, rec: &mut Recorder) {
-        self.forward.record(rec);
-    }
-
-    /// Records the table gradient (nothing for a frozen table).
-    pub fn record_backward(&self, rec: &mut Recorder) {
-        if let Some((_, plan)) = &self.backward {
-            plan.record(rec);
-        }
+        let mut exec = GpuExecutor::new(gpu);
+        Ok(self
+            .run(
+                &mut exec,
+                &self.weight.data,
+                ids,
+                (batch, input_length),
+                None,
+            )?
+            .0)
     }
 }

@@ -3,18 +3,13 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::gpu_recurrent::GpuRecurrent;
 use super::params::{HostTensor, Tensors};
-use super::recurrent::{Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput};
-use crate::gpu::Gpu;
+use super::recurrent::{
+    Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput, StackOptions, StackRun,
+};
+use crate::backend::Backend;
+use crate::exec::Executor;
 use crate::ops::recurrent::CellKind;
-
-/// Where the numbers are computed.
-#[derive(Clone, Debug)]
-pub enum Backend {
-    Cpu,
-    Gpu(Gpu),
-}
 
 /// How to read the files: the cell (else inferred from the weights) and the layout.
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,30 +31,25 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// The layer's CPU forward over these inputs, without a tape.
-    fn infer_cpu(
-        &self,
-        p: &std::collections::BTreeMap<String, Vec<f32>>,
-    ) -> Result<RecurrentOutput<f32>> {
-        let (x, lengths) = (&self.input, self.lengths.as_deref());
-        let (h0, c0) = (self.h0.as_deref(), self.c0.as_deref());
-        self.layer
-            .infer_cpu(p, x, self.batch, self.steps, lengths, h0, c0)
+    /// Plans the layer for these inputs on `exec`.
+    fn plan(&self, exec: &mut dyn Executor, grads: bool) -> Result<StackRun> {
+        let opts = StackOptions {
+            grads,
+            lengths: self.lengths.is_some(),
+            dropout_seed: None,
+        };
+        self.layer.plan(exec, self.batch, self.steps, opts)
     }
 
-    /// The layer's CPU forward over these inputs, keeping the tape for backward.
-    fn forward_cpu(
-        &self,
-        p: &std::collections::BTreeMap<String, Vec<f32>>,
-    ) -> Result<(RecurrentOutput<f32>, super::recurrent::CpuTape<f32>)> {
-        self.layer.forward_cpu(
-            p,
+    /// The layer's forward over these inputs.
+    fn forward(&self, exec: &mut dyn Executor, run: &StackRun) -> Result<RecurrentOutput<f32>> {
+        run.forward(
+            exec,
             &self.input,
-            self.batch,
-            self.steps,
             self.lengths.as_deref(),
             self.h0.as_deref(),
             self.c0.as_deref(),
+            0,
         )
     }
 }
@@ -143,21 +133,9 @@ pub fn forward_tensors(
     backend: &Backend,
 ) -> Result<Tensors> {
     let inp = read_inputs(weights, inputs, opts)?;
-    let out = match backend {
-        Backend::Cpu => {
-            let p = inp.layer.params_as::<f32>();
-            inp.infer_cpu(&p)?
-        }
-        Backend::Gpu(gpu) => {
-            let stack = GpuRecurrent::new(gpu, &inp.layer, inp.batch, inp.steps, false)?;
-            stack.forward(
-                &inp.input,
-                inp.lengths.as_deref(),
-                inp.h0.as_deref(),
-                inp.c0.as_deref(),
-            )?
-        }
-    };
+    let mut exec = backend.executor();
+    let run = inp.plan(exec.as_mut(), false)?;
+    let out = inp.forward(exec.as_mut(), &run)?;
     output_tensors(&inp, out)
 }
 
@@ -202,29 +180,16 @@ pub fn vjp_tensors(
         "a gradient of c_n was given but a {} has no cell state",
         c.cell.name()
     );
-    let g: RecurrentGrads<f32> = match backend {
-        Backend::Cpu => {
-            let p = inp.layer.params_as::<f32>();
-            let (_, tape) = inp.forward_cpu(&p)?;
-            inp.layer.backward_cpu(
-                &p,
-                &tape,
-                d_out.as_deref(),
-                d_hn.as_deref(),
-                d_cn.as_deref(),
-            )?
-        }
-        Backend::Gpu(gpu) => {
-            let stack = GpuRecurrent::new(gpu, &inp.layer, inp.batch, inp.steps, true)?;
-            stack.forward(
-                &inp.input,
-                inp.lengths.as_deref(),
-                inp.h0.as_deref(),
-                inp.c0.as_deref(),
-            )?;
-            stack.backward(d_out.as_deref(), d_hn.as_deref(), d_cn.as_deref())?
-        }
-    };
+    let mut exec = backend.executor();
+    let run = inp.plan(exec.as_mut(), true)?;
+    inp.forward(exec.as_mut(), &run)?;
+    let g: RecurrentGrads<f32> = run.backward(
+        exec.as_mut(),
+        d_out.as_deref(),
+        d_hn.as_deref(),
+        d_cn.as_deref(),
+        0,
+    )?;
     let states = vec![c.num_layers * c.directions(), inp.batch, c.hidden_size];
     let mut t = Tensors::new();
     t.insert("input".into(), HostTensor::new(inp.shape.clone(), g.input)?);
@@ -233,7 +198,7 @@ pub fn vjp_tensors(
         t.insert("c0".into(), HostTensor::new(states, g.c0)?);
     }
     for (name, data) in g.params {
-        let shape = inp.layer.params[&name].shape.clone();
+        let shape = inp.layer.params()[&name].shape.clone();
         t.insert(name, HostTensor::new(shape, data)?);
     }
     Ok(t)

@@ -1,9 +1,10 @@
 //! `Recurrent`: a stack of recurrent layers, one or two directions each, with PyTorch's
 //! parameter names and semantics (plus Keras's merge modes and `go_backwards`).
 //!
-//! This file holds the configuration, the parameters and the CPU execution (generic over f32
-//! and f64, so the whole stack can be checked by finite differences); `gpu_recurrent.rs`
-//! runs the same on the GPU.
+//! The stack is written once: it records its forward and backward into a program
+//! ([`Recurrent::record_forward`], [`Recurrent::record_backward`]) that either executor
+//! runs (`crate::exec`); [`StackRun`] plans one batch shape on an executor and moves host
+//! data in and out.
 
 use std::collections::BTreeMap;
 
@@ -11,32 +12,15 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::{Rng, SeedableRng};
 
 use super::params::{HostTensor, Tensors};
-use crate::cpu::recurrent::{backward, forward, infer, Saved, Weights};
 use crate::cpu::Real;
+use crate::exec::{CpuExecutor, HostData, ProgramId};
+pub use crate::ops::merge::{Merge, OutputStage};
+use crate::ops::program::{
+    Op, OpId, ProgramBuilder, RecurrentBackward, RecurrentForward, StateRegion, TensorId,
+    STATE_REGIONS,
+};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
-
-/// How the two directions of a bidirectional stack are combined in its output (Keras
-/// `merge_mode`). Between stacked layers the directions are always concatenated, as PyTorch
-/// does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Merge {
-    Concat,
-    Sum,
-    Mul,
-    Ave,
-}
-
-impl Merge {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "concat" => Merge::Concat,
-            "sum" => Merge::Sum,
-            "mul" => Merge::Mul,
-            "ave" => Merge::Ave,
-            _ => bail!("unknown merge mode {s:?}; expected concat, sum, mul or ave"),
-        })
-    }
-}
+use crate::ops::Dropout;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecurrentConfig {
@@ -197,41 +181,140 @@ impl RecurrentConfig {
     }
 }
 
-/// A recurrent stack and its parameters.
+/// A recurrent stack and its parameters (PyTorch names, without a module prefix).
 #[derive(Clone, Debug)]
 pub struct Recurrent {
+    /// The architecture.
     pub config: RecurrentConfig,
-    pub params: Tensors,
+    params: Tensors,
 }
 
 /// Outputs of a forward pass. `output` is [T, B, F] ([B, T, F] with batch_first); `h_n` and
 /// `c_n` are [layers * directions, B, H] (`c_n` empty except for LSTM).
 #[derive(Clone, Debug)]
 pub struct RecurrentOutput<T> {
+    /// The last layer's output at every step (after the merge mode).
     pub output: Vec<T>,
+    /// Final hidden state of every layer and direction.
     pub h_n: Vec<T>,
+    /// Final cell state (LSTM).
     pub c_n: Vec<T>,
 }
 
 /// Gradients of a backward pass, with `params` under the parameters' names.
 #[derive(Clone, Debug)]
 pub struct RecurrentGrads<T> {
+    /// Of the input.
     pub input: Vec<T>,
+    /// Of the initial hidden states.
     pub h0: Vec<T>,
+    /// Of the initial cell states (LSTM).
     pub c0: Vec<T>,
+    /// Of every parameter, by name.
     pub params: BTreeMap<String, Vec<T>>,
 }
 
-/// What a CPU forward keeps for backward.
-pub struct CpuTape<T> {
-    /// Inputs of each layer ([rows, layer input]), after input dropout.
-    inputs: Vec<Vec<T>>,
-    /// Each layer's input dropout mask [B, layer input], in training.
-    input_masks: Vec<Option<Vec<T>>>,
-    /// Per layer and direction.
-    saved: Vec<Vec<Saved<T>>>,
-    /// The last layer's concatenated output (for the merge modes' backward).
-    last: Vec<T>,
+/// The tensors and ops of a recorded stack forward, for its backward and for callers that
+/// hand states on or read them.
+#[derive(Clone, Debug)]
+pub struct RecordedStack {
+    /// `[rows, output_size]`.
+    pub output: TensorId,
+    /// The state tensor of each layer-direction (`l * directions + d`), `[STATE_REGIONS, B,
+    /// H]` (see [`StateRegion`]).
+    pub states: Vec<TensorId>,
+    /// Sequences.
+    pub batch: usize,
+    /// Steps per sequence.
+    pub steps: usize,
+    /// Units per direction.
+    pub hidden: usize,
+    prefix: String,
+    /// What each layer reads (after input dropout).
+    layer_in: Vec<TensorId>,
+    /// Each layer's concatenated directions `[rows, dirs * H]`.
+    layer_out: Vec<TensorId>,
+    input_masks: Vec<Option<TensorId>>,
+    forwards: Vec<OpId>,
+}
+
+impl RecordedStack {
+    /// Elements of one state region (`batch * hidden`).
+    pub fn region_len(&self) -> usize {
+        self.batch * self.hidden
+    }
+
+    /// Element offset of `region` in a state tensor.
+    pub fn region(&self, region: StateRegion) -> usize {
+        region.offset(self.batch, self.hidden)
+    }
+
+    /// Records copying every final state into the initial state the next run starts from
+    /// (stateful training, sampling), on the device: through a scratch tensor, since a
+    /// tensor is not copied onto itself. The gradient does not flow across.
+    pub fn record_carry(&self, b: &mut ProgramBuilder) {
+        let n = self.region_len();
+        let scratch = b.tensor(&format!("{}carried state", self.prefix), &[n]);
+        for &state in &self.states {
+            for (from, to) in [
+                (StateRegion::HN, StateRegion::H0),
+                (StateRegion::CN, StateRegion::C0),
+            ] {
+                b.op(Op::Copy {
+                    src: state,
+                    src_offset: self.region(from),
+                    dst: scratch,
+                    dst_offset: 0,
+                    len: n,
+                });
+                b.op(Op::Copy {
+                    src: scratch,
+                    src_offset: 0,
+                    dst: state,
+                    dst_offset: self.region(to),
+                    len: n,
+                });
+            }
+        }
+    }
+}
+
+/// The tensors a recorded stack backward writes.
+#[derive(Clone, Debug)]
+pub struct StackGrads {
+    /// Gradient of the stack's input `[rows, input_size]`.
+    pub input: TensorId,
+    /// Gradient of each parameter, by its name without the prefix.
+    pub params: BTreeMap<String, TensorId>,
+}
+
+/// Which mask of a training step (each has its own random stream).
+#[derive(Clone, Copy, Debug)]
+pub enum DropoutKind {
+    /// On the inputs of layer l.
+    Input(usize),
+    /// On the recurrent state of layer l, direction d.
+    Recurrent(usize, usize),
+}
+
+impl DropoutKind {
+    /// The mask's random stream.
+    pub fn stream(self) -> u32 {
+        match self {
+            DropoutKind::Input(l) => 4 * l as u32,
+            DropoutKind::Recurrent(l, d) => 4 * l as u32 + 1 + d as u32,
+        }
+    }
+}
+
+/// The seed and step that key a training step's dropout masks; the same key gives the
+/// same masks on the CPU and on any adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrainKey {
+    /// The dropout seed.
+    pub seed: u64,
+    /// The training step.
+    pub step: u64,
 }
 
 impl Recurrent {
@@ -252,37 +335,31 @@ impl Recurrent {
     /// A stack from named parameters, which must be exactly those `config` has.
     pub fn from_params(config: RecurrentConfig, params: Tensors) -> Result<Self> {
         config.validate()?;
-        let want = config.param_shapes();
-        for (name, shape) in &want {
-            let t = params
-                .get(name)
-                .with_context(|| format!("parameter {name} (shape {shape:?}) is missing"))?;
-            ensure!(
-                &t.shape == shape,
-                "parameter {name} has shape {:?}, expected {shape:?}",
-                t.shape
-            );
-            if let Some(bad) = t.data.iter().position(|v| !v.is_finite()) {
-                bail!(
-                    "parameter {name} holds a non-finite value ({}) at index {bad}",
-                    t.data[bad]
-                );
-            }
-        }
-        if let Some(extra) = params.keys().find(|k| !want.iter().any(|(n, _)| n == *k)) {
-            bail!(
-                "parameter {extra} does not belong to a {}-layer {} {} (expected {:?})",
-                config.num_layers,
-                if config.bidirectional {
-                    "bidirectional"
-                } else {
-                    "unidirectional"
-                },
-                config.cell.name(),
-                want.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
-            );
-        }
+        check_params(&config, &params)?;
         Ok(Self { config, params })
+    }
+
+    /// The parameters by name.
+    pub fn params(&self) -> &Tensors {
+        &self.params
+    }
+
+    /// Replaces the parameters, which must be exactly those the configuration has.
+    pub fn set_params(&mut self, params: Tensors) -> Result<()> {
+        check_params(&self.config, &params)?;
+        self.params = params;
+        Ok(())
+    }
+
+    /// The parameters converted to `T`.
+    pub fn params_as<T: Real>(&self) -> BTreeMap<String, Vec<T>> {
+        self.params
+            .iter()
+            .map(|(k, v)| {
+                let data = v.data.iter().map(|&x| T::from(x).unwrap_or_else(T::nan));
+                (k.clone(), data.collect())
+            })
+            .collect()
     }
 
     /// The shape of layer `l`, direction `d`, for a batch.
@@ -367,39 +444,379 @@ impl Recurrent {
         Ok((batch, steps))
     }
 
-    fn weights<'a, T>(
-        &self,
-        converted: &'a BTreeMap<String, Vec<T>>,
-        l: usize,
-        d: usize,
-    ) -> Weights<'a, T> {
-        let s = RecurrentConfig::suffix(l, d);
-        Weights {
-            w_ih: &converted[&format!("weight_ih_{s}")],
-            w_hh: &converted[&format!("weight_hh_{s}")],
-            b_ih: converted.get(&format!("bias_ih_{s}")).map(|v| &v[..]),
-            b_hh: converted.get(&format!("bias_hh_{s}")).map(|v| &v[..]),
+    /// The dropout probability of a mask kind.
+    pub fn dropout_rate(&self, kind: DropoutKind) -> f32 {
+        match kind {
+            DropoutKind::Input(0) => self.config.input_dropout,
+            DropoutKind::Input(_) => self.config.dropout,
+            DropoutKind::Recurrent(..) => self.config.recurrent_dropout,
         }
     }
 
-    /// The parameters converted to `T`.
-    pub fn params_as<T: Real>(&self) -> BTreeMap<String, Vec<T>> {
-        self.params
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.data
-                        .iter()
-                        .map(|&x| T::from(x).unwrap_or_else(T::zero))
-                        .collect(),
-                )
-            })
-            .collect()
+    /// Records the forward of the whole stack over `input` (`[rows, input_size]`), with
+    /// parameters `prefix` + their names. With `dropout_seed` (training), the masks of the
+    /// configured rates are drawn at each run from the seed and the run's step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_forward(
+        &self,
+        b: &mut ProgramBuilder,
+        prefix: &str,
+        input: TensorId,
+        batch: usize,
+        steps: usize,
+        lengths: Option<TensorId>,
+        dropout_seed: Option<u64>,
+    ) -> Result<RecordedStack> {
+        self.record_forward_from(
+            b,
+            prefix,
+            input,
+            (batch, steps),
+            lengths,
+            dropout_seed,
+            None,
+        )
     }
 
-    /// Forward on the CPU with parameters `p` (from [`Self::params_as`]). The input is
-    /// assumed checked ([`Self::check_input`]).
+    /// [`Self::record_forward`] starting from the final states of another stack's state
+    /// tensors `init` (one per layer-direction, as [`RecordedStack::states`]), copied into
+    /// this stack's initial states before each layer-direction runs: an encoder's state
+    /// handed to a decoder. The gradient flows back through [`Self::record_state_grads_to`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_forward_from(
+        &self,
+        b: &mut ProgramBuilder,
+        prefix: &str,
+        input: TensorId,
+        (batch, steps): (usize, usize),
+        lengths: Option<TensorId>,
+        dropout_seed: Option<u64>,
+        init: Option<&[TensorId]>,
+    ) -> Result<RecordedStack> {
+        if let Some(init) = init {
+            ensure!(
+                init.len() == self.config.num_layers * self.config.directions(),
+                "initial states from {} state tensors, the stack has {} layer-directions",
+                init.len(),
+                self.config.num_layers * self.config.directions()
+            );
+        }
+        let c = &self.config;
+        let (h, dirs, rows) = (c.hidden_size, c.directions(), batch * steps);
+        let mut rec = RecordedStack {
+            output: input,
+            states: Vec::new(),
+            batch,
+            steps,
+            hidden: h,
+            prefix: prefix.to_string(),
+            layer_in: Vec::new(),
+            layer_out: Vec::new(),
+            input_masks: Vec::new(),
+            forwards: Vec::new(),
+        };
+        let drop = |kind: DropoutKind| dropout_seed.filter(|_| self.dropout_rate(kind) > 0.0);
+        let mut x = input;
+        for l in 0..c.num_layers {
+            let features = c.layer_input(l);
+            let mask = match drop(DropoutKind::Input(l)) {
+                Some(seed) => {
+                    let mask = b.tensor(&format!("{prefix}input mask l{l}"), &[batch, features]);
+                    let spec = Dropout::new(
+                        batch,
+                        features,
+                        1.0 - self.dropout_rate(DropoutKind::Input(l)),
+                    );
+                    b.op(Op::DropoutMask {
+                        spec,
+                        seed,
+                        stream: DropoutKind::Input(l).stream(),
+                        mask,
+                    });
+                    let masked = b.tensor(&format!("{prefix}masked input l{l}"), &[rows, features]);
+                    b.op(Op::Copy {
+                        src: x,
+                        src_offset: 0,
+                        dst: masked,
+                        dst_offset: 0,
+                        len: rows * features,
+                    });
+                    b.op(Op::RowMask {
+                        mask,
+                        x: masked,
+                        steps,
+                        batch_first: c.batch_first,
+                    });
+                    x = masked;
+                    Some(mask)
+                }
+                None => None,
+            };
+            let y = b.tensor(&format!("{prefix}output l{l}"), &[rows, dirs * h]);
+            for d in 0..dirs {
+                let s = RecurrentConfig::suffix(l, d);
+                let param = |b: &mut ProgramBuilder, k: &str| -> Result<TensorId> {
+                    let name = format!("{k}_{s}");
+                    let shape = &self
+                        .params
+                        .get(&name)
+                        .with_context(|| format!("parameter {name}"))?
+                        .shape;
+                    b.param(&format!("{prefix}{name}"), shape)
+                };
+                let w_ih = param(b, "weight_ih")?;
+                let w_hh = param(b, "weight_hh")?;
+                let (b_ih, b_hh) = if c.bias {
+                    (Some(param(b, "bias_ih")?), Some(param(b, "bias_hh")?))
+                } else {
+                    (None, None)
+                };
+                let state = b.tensor(&format!("{prefix}state {s}"), &[STATE_REGIONS, batch, h]);
+                if let Some(init) = init {
+                    let n = batch * h;
+                    let mut regions = vec![(StateRegion::HN, StateRegion::H0)];
+                    if c.cell.has_cell_state() {
+                        regions.push((StateRegion::CN, StateRegion::C0));
+                    }
+                    for (from, to) in regions {
+                        b.op(Op::Copy {
+                            src: init[l * dirs + d],
+                            src_offset: from.offset(batch, h),
+                            dst: state,
+                            dst_offset: to.offset(batch, h),
+                            len: n,
+                        });
+                    }
+                }
+                let recurrent_mask = match drop(DropoutKind::Recurrent(l, d)) {
+                    Some(seed) => {
+                        let mask = b.tensor(&format!("{prefix}recurrent mask {s}"), &[batch, h]);
+                        let keep = 1.0 - c.recurrent_dropout;
+                        b.op(Op::DropoutMask {
+                            spec: Dropout::new(batch, h, keep),
+                            seed,
+                            stream: DropoutKind::Recurrent(l, d).stream(),
+                            mask,
+                        });
+                        Some(mask)
+                    }
+                    None => None,
+                };
+                let id = b.op(Op::RecurrentForward(RecurrentForward {
+                    shape: self.shape(l, d, batch, steps),
+                    x,
+                    y,
+                    w_ih,
+                    w_hh,
+                    b_ih,
+                    b_hh,
+                    state,
+                    lengths,
+                    recurrent_mask,
+                }));
+                rec.forwards.push(id);
+                rec.states.push(state);
+            }
+            rec.layer_in.push(x);
+            rec.layer_out.push(y);
+            rec.input_masks.push(mask);
+            x = y;
+        }
+        let stage = self.output_stage(batch, steps);
+        rec.output = if stage.is_identity() {
+            x
+        } else {
+            let out = b.tensor(&format!("{prefix}output"), &[rows, stage.width()]);
+            b.op(Op::Merge { stage, cat: x, out });
+            out
+        };
+        Ok(rec)
+    }
+
+    /// Records the backward of a recorded forward: `d_output` (the output's layout; absent
+    /// means zero) back to the input and every parameter. The final-state gradients are
+    /// what regions `DHN`, `DCN` of each state tensor hold (zero unless written); the
+    /// initial-state gradients land in `DH0` and `DC`.
+    pub fn record_backward(
+        &self,
+        b: &mut ProgramBuilder,
+        fwd: &RecordedStack,
+        d_output: Option<TensorId>,
+    ) -> Result<StackGrads> {
+        let c = &self.config;
+        let (h, dirs, rows) = (c.hidden_size, c.directions(), fwd.batch * fwd.steps);
+        let prefix = &fwd.prefix;
+        let last = *fwd
+            .layer_out
+            .last()
+            .context("a stack has at least one layer")?;
+        let stage = self.output_stage(fwd.batch, fwd.steps);
+        let mut dy = match d_output {
+            Some(d) if !stage.is_identity() => {
+                let d_cat = b.tensor(
+                    &format!("{prefix}d output l{}", c.num_layers - 1),
+                    &[rows, dirs * h],
+                );
+                b.op(Op::MergeBackward {
+                    stage,
+                    cat: last,
+                    d_out: d,
+                    d_cat,
+                });
+                Some(d_cat)
+            }
+            other => other,
+        };
+        let mut params = BTreeMap::new();
+        let mut d_input = None;
+        for l in (0..c.num_layers).rev() {
+            let dx = b.tensor(&format!("{prefix}d input l{l}"), &[rows, c.layer_input(l)]);
+            for d in 0..dirs {
+                let s = RecurrentConfig::suffix(l, d);
+                let mut grad = |b: &mut ProgramBuilder, k: &str| {
+                    let name = format!("{k}_{s}");
+                    let t = b.tensor(&format!("{prefix}grad {name}"), &self.params[&name].shape);
+                    params.insert(name, t);
+                    t
+                };
+                let dw_ih = grad(b, "weight_ih");
+                let dw_hh = grad(b, "weight_hh");
+                let (db_ih, db_hh) = if c.bias {
+                    (Some(grad(b, "bias_ih")), Some(grad(b, "bias_hh")))
+                } else {
+                    (None, None)
+                };
+                b.op(Op::RecurrentBackward(RecurrentBackward {
+                    forward: fwd.forwards[l * dirs + d],
+                    dy,
+                    dx,
+                    accumulate_dx: d == 1,
+                    dw_ih,
+                    dw_hh,
+                    db_ih,
+                    db_hh,
+                }));
+            }
+            if let Some(mask) = fwd.input_masks[l] {
+                b.op(Op::RowMask {
+                    mask,
+                    x: dx,
+                    steps: fwd.steps,
+                    batch_first: c.batch_first,
+                });
+            }
+            dy = Some(dx);
+            d_input = Some(dx);
+        }
+        Ok(StackGrads {
+            input: d_input.context("a stack has at least one layer")?,
+            params,
+        })
+    }
+
+    /// Records handing the initial-state gradients of `this` (after its backward) to the
+    /// final-state gradients of `source`, the stack whose final states `this` started from
+    /// ([`Self::record_forward_from`]); record it before `source`'s backward.
+    pub fn record_state_grads_to(
+        &self,
+        b: &mut ProgramBuilder,
+        this: &RecordedStack,
+        source: &RecordedStack,
+    ) -> Result<()> {
+        ensure!(
+            this.states.len() == source.states.len() && this.region_len() == source.region_len(),
+            "a state handoff needs the same layers, directions, batch and hidden size"
+        );
+        let mut regions = vec![(StateRegion::DH0, StateRegion::DHN)];
+        if self.config.cell.has_cell_state() {
+            // After a backward the running cell-state gradient is dc0.
+            regions.push((StateRegion::DC, StateRegion::DCN));
+        }
+        for (&from, &to) in this.states.iter().zip(&source.states) {
+            for (a, z) in &regions {
+                b.op(Op::Copy {
+                    src: from,
+                    src_offset: this.region(*a),
+                    dst: to,
+                    dst_offset: source.region(*z),
+                    len: this.region_len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The output stage of a batch shape.
+    pub fn output_stage(&self, batch: usize, steps: usize) -> OutputStage {
+        let c = &self.config;
+        OutputStage {
+            merge: c.merge,
+            dirs: c.directions(),
+            hidden: c.hidden_size,
+            flip: c.go_backwards,
+            steps,
+            batch,
+            batch_first: c.batch_first,
+        }
+    }
+
+    /// Plans the stack for one batch shape on `exec` (uploading the parameters): the
+    /// forward as phase 0 and, with `opts.grads`, the backward as phase 1.
+    pub fn plan<E: HostData<f32> + ?Sized>(
+        &self,
+        exec: &mut E,
+        batch: usize,
+        steps: usize,
+        opts: StackOptions,
+    ) -> Result<StackRun> {
+        let params = self.params_as::<f32>();
+        self.plan_with(exec, &params, batch, steps, opts)
+    }
+
+    /// [`Self::plan`] with parameter values of type `T` (the CPU executor in f64).
+    pub fn plan_with<T, E: HostData<T> + ?Sized>(
+        &self,
+        exec: &mut E,
+        params: &BTreeMap<String, Vec<T>>,
+        batch: usize,
+        steps: usize,
+        opts: StackOptions,
+    ) -> Result<StackRun> {
+        for (name, t) in &self.params {
+            let v = params
+                .get(name)
+                .with_context(|| format!("parameter {name} missing"))?;
+            exec.set_param_values(name, &t.shape, v)?;
+        }
+        let c = &self.config;
+        let mut b = ProgramBuilder::new();
+        let input = b.input("input", &[batch * steps, c.input_size]);
+        let lengths = opts.lengths.then(|| b.lengths("lengths", batch));
+        let rec =
+            self.record_forward(&mut b, "", input, batch, steps, lengths, opts.dropout_seed)?;
+        let grads = if opts.grads {
+            b.next_phase();
+            let d_output = b.input("output gradient", &[batch * steps, c.output_size()]);
+            Some((
+                d_output,
+                self.record_backward(&mut b, &rec, Some(d_output))?,
+            ))
+        } else {
+            None
+        };
+        let program = exec.load(b.finish())?;
+        Ok(StackRun {
+            program,
+            config: c.clone(),
+            input,
+            lengths,
+            rec,
+            grads,
+        })
+    }
+
+    /// Forward on the CPU in `T` with parameters `p` (from [`Self::params_as`]), keeping
+    /// what a backward needs. The input is assumed checked ([`Self::check_input`]).
     #[allow(clippy::too_many_arguments)]
     pub fn forward_cpu<T: Real>(
         &self,
@@ -414,7 +831,7 @@ impl Recurrent {
         self.forward_cpu_with(p, input, batch, steps, lengths, h0, c0, None)
     }
 
-    /// [`Self::forward_cpu`] in training mode when `train` is given: dropout masks keyed by
+    /// [`Self::forward_cpu`] in training mode when `train` is given: the dropout masks of
     /// its seed and step, the same masks the GPU draws.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_cpu_with<T: Real>(
@@ -428,12 +845,20 @@ impl Recurrent {
         c0: Option<&[T]>,
         train: Option<TrainKey>,
     ) -> Result<(RecurrentOutput<T>, CpuTape<T>)> {
-        let (out, tape) = self.run_cpu(p, input, batch, steps, lengths, h0, c0, train, true)?;
-        Ok((out, tape.expect("a tape is kept when asked for")))
+        let mut exec = CpuExecutor::<T>::new();
+        let opts = StackOptions {
+            grads: true,
+            lengths: lengths.is_some(),
+            dropout_seed: train.map(|k| k.seed),
+        };
+        let run = self.plan_with(&mut exec, p, batch, steps, opts)?;
+        let step = train.map_or(0, |k| k.step);
+        let out = run.forward(&mut exec, input, lengths, h0, c0, step)?;
+        Ok((out, CpuTape { exec, run, step }))
     }
 
-    /// Forward on the CPU for inference: [`Self::forward_cpu`]'s outputs without a tape for
-    /// backward (less memory written and kept), as PyTorch's forward under `no_grad`.
+    /// Forward on the CPU for inference: [`Self::forward_cpu`]'s outputs without a tape
+    /// (less memory written and kept), as PyTorch's forward under `no_grad`.
     #[allow(clippy::too_many_arguments)]
     pub fn infer_cpu<T: Real>(
         &self,
@@ -445,366 +870,260 @@ impl Recurrent {
         h0: Option<&[T]>,
         c0: Option<&[T]>,
     ) -> Result<RecurrentOutput<T>> {
-        Ok(self
-            .run_cpu(p, input, batch, steps, lengths, h0, c0, None, false)?
-            .0)
+        let mut exec = CpuExecutor::<T>::new();
+        let opts = StackOptions {
+            grads: false,
+            lengths: lengths.is_some(),
+            dropout_seed: None,
+        };
+        let run = self.plan_with(&mut exec, p, batch, steps, opts)?;
+        run.forward(&mut exec, input, lengths, h0, c0, 0)
     }
 
-    /// The forward of [`Self::forward_cpu_with`], keeping a tape where `keep_tape`.
-    #[allow(clippy::too_many_arguments)]
-    fn run_cpu<T: Real>(
-        &self,
-        p: &BTreeMap<String, Vec<T>>,
-        input: &[T],
-        batch: usize,
-        steps: usize,
-        lengths: Option<&[usize]>,
-        h0: Option<&[T]>,
-        c0: Option<&[T]>,
-        train: Option<TrainKey>,
-        keep_tape: bool,
-    ) -> Result<(RecurrentOutput<T>, Option<CpuTape<T>>)> {
-        let c = &self.config;
-        let (h, dirs) = (c.hidden_size, c.directions());
-        let rows = batch * steps;
-        let state = batch * h;
-        let mut h_n = vec![T::zero(); c.num_layers * dirs * state];
-        let mut c_n = if c.cell.has_cell_state() {
-            h_n.clone()
-        } else {
-            Vec::new()
-        };
-        let mut tape = CpuTape {
-            inputs: Vec::new(),
-            input_masks: Vec::new(),
-            saved: Vec::new(),
-            last: Vec::new(),
-        };
-        // The layer's input: borrowed from the caller until a layer's output replaces it, or
-        // input dropout or the tape needs a copy of its own.
-        let mut x = std::borrow::Cow::Borrowed(input);
-        for l in 0..c.num_layers {
-            let features = c.layer_input(l);
-            let input_mask = match train {
-                Some(key) => self.dropout_mask::<T>(key, DropoutKind::Input(l), batch, features)?,
-                None => None,
-            };
-            if let Some(m) = &input_mask {
-                let x = x.to_mut();
-                crate::cpu::dropout::apply_rows(x, m, steps, features, c.batch_first)?;
-            }
-            let mut y = vec![T::zero(); rows * dirs * h];
-            let mut layer_saved = Vec::new();
-            for d in 0..dirs {
-                let rmask = match train {
-                    Some(key) => {
-                        self.dropout_mask::<T>(key, DropoutKind::Recurrent(l, d), batch, h)?
-                    }
-                    None => None,
-                };
-                let shape = self.shape(l, d, batch, steps);
-                let at = (l * dirs + d) * state;
-                let (h0, c0) = (
-                    h0.map(|v| &v[at..at + state]),
-                    c0.map(|v| &v[at..at + state]),
-                );
-                let w = self.weights(p, l, d);
-                let fin = if keep_tape {
-                    let (fin, saved) =
-                        forward(&shape, &x, lengths, h0, c0, &w, rmask.as_deref(), &mut y)?;
-                    layer_saved.push(saved);
-                    fin
-                } else {
-                    infer(&shape, &x, lengths, h0, c0, &w, &mut y)?
-                };
-                h_n[at..at + state].copy_from_slice(&fin.h_n);
-                if c.cell.has_cell_state() {
-                    c_n[at..at + state].copy_from_slice(&fin.c_n);
-                }
-            }
-            let layer_input = std::mem::replace(&mut x, std::borrow::Cow::Owned(y));
-            if keep_tape {
-                tape.inputs.push(layer_input.into_owned());
-                tape.input_masks.push(input_mask);
-                tape.saved.push(layer_saved);
-            }
-        }
-        let stage = OutputStage::of(c, batch, steps);
-        if !keep_tape {
-            // Without a tape the last layer's output is the output where no merge or flip
-            // changes it: moved, not copied.
-            let output = if stage.is_identity() {
-                x.into_owned()
-            } else {
-                stage.forward(&x)
-            };
-            return Ok((RecurrentOutput { output, h_n, c_n }, None));
-        }
-        let output = stage.forward(&x);
-        tape.last = x.into_owned();
-        Ok((RecurrentOutput { output, h_n, c_n }, Some(tape)))
-    }
-
-    /// Backward on the CPU for the forward that produced `tape`. `d_output` has the output's
-    /// layout; absent gradients are zero.
+    /// Backward on the CPU for the forward that produced `tape`. `d_output` has the
+    /// output's layout; absent gradients are zero.
     pub fn backward_cpu<T: Real>(
         &self,
-        p: &BTreeMap<String, Vec<T>>,
-        tape: &CpuTape<T>,
+        tape: &mut CpuTape<T>,
         d_output: Option<&[T]>,
         d_h_n: Option<&[T]>,
         d_c_n: Option<&[T]>,
     ) -> Result<RecurrentGrads<T>> {
-        let c = &self.config;
-        let (h, dirs) = (c.hidden_size, c.directions());
-        let rows = tape.last.len() / (dirs * h);
-        let batch = tape.saved[0][0].h0.len() / h;
-        let steps = rows / batch;
-        let state = batch * h;
-        let mut dy = match d_output {
-            Some(d) => {
-                ensure!(
-                    d.len() == rows * c.output_size(),
-                    "output gradient has {} elements, expected {}",
-                    d.len(),
-                    rows * c.output_size()
-                );
-                OutputStage::of(c, batch, steps).backward(&tape.last, d)
+        tape.run
+            .backward(&mut tape.exec, d_output, d_h_n, d_c_n, tape.step)
+    }
+}
+
+fn check_params(config: &RecurrentConfig, params: &Tensors) -> Result<()> {
+    let want = config.param_shapes();
+    for (name, shape) in &want {
+        let t = params
+            .get(name)
+            .with_context(|| format!("parameter {name} (shape {shape:?}) is missing"))?;
+        ensure!(
+            &t.shape == shape,
+            "parameter {name} has shape {:?}, expected {shape:?}",
+            t.shape
+        );
+        ensure!(
+            t.data.len() == shape.iter().product::<usize>(),
+            "parameter {name} holds {} values for shape {shape:?}",
+            t.data.len()
+        );
+        if let Some(bad) = t.data.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "parameter {name} holds a non-finite value ({}) at index {bad}",
+                t.data[bad]
+            );
+        }
+    }
+    if let Some(extra) = params.keys().find(|k| !want.iter().any(|(n, _)| n == *k)) {
+        bail!(
+            "parameter {extra} does not belong to a {}-layer {} {} (expected {:?})",
+            config.num_layers,
+            if config.bidirectional {
+                "bidirectional"
+            } else {
+                "unidirectional"
+            },
+            config.cell.name(),
+            want.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// What a [`StackRun`] is planned for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackOptions {
+    /// Plan the backward too.
+    pub grads: bool,
+    /// Sequences carry their own lengths.
+    pub lengths: bool,
+    /// Training: draw the configured dropout masks from this seed.
+    pub dropout_seed: Option<u64>,
+}
+
+impl StackOptions {
+    /// Forward and backward, every sequence the full length, no dropout.
+    pub fn with_grads() -> Self {
+        Self {
+            grads: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// A recurrent stack planned for one batch shape on an executor.
+#[derive(Clone, Debug)]
+pub struct StackRun {
+    /// The loaded program.
+    pub program: ProgramId,
+    config: RecurrentConfig,
+    input: TensorId,
+    lengths: Option<TensorId>,
+    rec: RecordedStack,
+    grads: Option<(TensorId, StackGrads)>,
+}
+
+impl StackRun {
+    /// The recorded forward's tensors.
+    pub fn recorded(&self) -> &RecordedStack {
+        &self.rec
+    }
+
+    /// The tensors the backward writes the parameter gradients into, by name.
+    pub fn param_grads(&self) -> Result<&BTreeMap<String, TensorId>> {
+        Ok(&self
+            .grads
+            .as_ref()
+            .context("this stack was planned without gradients")?
+            .1
+            .params)
+    }
+
+    /// The tensor the forward reads its input from.
+    pub fn input(&self) -> TensorId {
+        self.input
+    }
+
+    /// The tensor the backward writes the input's gradient into.
+    pub fn input_grad(&self) -> Result<TensorId> {
+        Ok(self
+            .grads
+            .as_ref()
+            .context("this stack was planned without gradients")?
+            .1
+            .input)
+    }
+
+    fn write_states<T: Copy + num_traits::Zero, E: HostData<T> + ?Sized>(
+        &self,
+        exec: &mut E,
+        regions: [StateRegion; 2],
+        h: Option<&[T]>,
+        c: Option<&[T]>,
+    ) -> Result<()> {
+        let n = self.rec.region_len();
+        let zeros = vec![T::zero(); n];
+        for (i, &state) in self.rec.states.iter().enumerate() {
+            for (region, values) in regions.into_iter().zip([h, c]) {
+                let v = match values {
+                    Some(v) => {
+                        ensure!(
+                            v.len() == n * self.rec.states.len(),
+                            "state has {} elements, expected [layers * directions, batch, hidden] = {}",
+                            v.len(),
+                            n * self.rec.states.len()
+                        );
+                        &v[i * n..(i + 1) * n]
+                    }
+                    None => &zeros[..],
+                };
+                exec.write_values(self.program, state, self.rec.region(region), v)?;
             }
-            None => vec![T::zero(); rows * dirs * h],
-        };
-        let mut grads = RecurrentGrads {
-            input: Vec::new(),
-            h0: vec![T::zero(); c.num_layers * dirs * state],
-            c0: if c.cell.has_cell_state() {
-                vec![T::zero(); c.num_layers * dirs * state]
+        }
+        Ok(())
+    }
+
+    fn read_states<T: Copy, E: HostData<T> + ?Sized>(
+        &self,
+        exec: &mut E,
+        region: StateRegion,
+    ) -> Result<Vec<T>> {
+        let n = self.rec.region_len();
+        let mut out = Vec::with_capacity(n * self.rec.states.len());
+        for &state in &self.rec.states {
+            let all = exec.read_values(self.program, state)?;
+            let at = self.rec.region(region);
+            out.extend_from_slice(&all[at..at + n]);
+        }
+        Ok(out)
+    }
+
+    /// Runs the forward (one submit on the GPU) on checked input
+    /// ([`Recurrent::check_input`]) as training step `step` (it keys the dropout masks).
+    pub fn forward<T: Copy + num_traits::Zero, E: HostData<T> + ?Sized>(
+        &self,
+        exec: &mut E,
+        input: &[T],
+        lengths: Option<&[usize]>,
+        h0: Option<&[T]>,
+        c0: Option<&[T]>,
+        step: u64,
+    ) -> Result<RecurrentOutput<T>> {
+        exec.write_values(self.program, self.input, 0, input)?;
+        match (self.lengths, lengths) {
+            (Some(t), Some(l)) => {
+                let l: Vec<u32> = l.iter().map(|&v| v.min(u32::MAX as usize) as u32).collect();
+                exec.write_u32(self.program, t, &l)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => bail!("this stack was planned for per-sequence lengths"),
+            (None, Some(_)) => bail!("this stack was planned without per-sequence lengths"),
+        }
+        self.write_states(exec, [StateRegion::H0, StateRegion::C0], h0, c0)?;
+        exec.run(self.program, 0, step)?;
+        Ok(RecurrentOutput {
+            output: exec.read_values(self.program, self.rec.output)?,
+            h_n: self.read_states(exec, StateRegion::HN)?,
+            c_n: if self.config.cell.has_cell_state() {
+                self.read_states(exec, StateRegion::CN)?
             } else {
                 Vec::new()
             },
-            params: BTreeMap::new(),
-        };
-        for l in (0..c.num_layers).rev() {
-            let x = &tape.inputs[l];
-            let mut dx = vec![T::zero(); x.len()];
-            for d in 0..dirs {
-                let shape = self.shape(l, d, batch, steps);
-                let at = (l * dirs + d) * state;
-                let g = backward(
-                    &shape,
-                    x,
-                    &self.weights(p, l, d),
-                    &tape.saved[l][d],
-                    Some(&dy),
-                    d_h_n.map(|v| &v[at..at + state]),
-                    d_c_n.map(|v| &v[at..at + state]),
-                )?;
-                for (a, b) in dx.iter_mut().zip(&g.dx) {
-                    *a = *a + *b;
-                }
-                grads.h0[at..at + state].copy_from_slice(&g.dh0);
-                if c.cell.has_cell_state() {
-                    grads.c0[at..at + state].copy_from_slice(&g.dc0);
-                }
-                let s = RecurrentConfig::suffix(l, d);
-                grads.params.insert(format!("weight_ih_{s}"), g.dw_ih);
-                grads.params.insert(format!("weight_hh_{s}"), g.dw_hh);
-                if c.bias {
-                    grads.params.insert(format!("bias_ih_{s}"), g.db_ih);
-                    grads.params.insert(format!("bias_hh_{s}"), g.db_hh);
-                }
-            }
-            if let Some(m) = &tape.input_masks[l] {
-                crate::cpu::dropout::apply_rows(
-                    &mut dx,
-                    m,
-                    steps,
-                    c.layer_input(l),
-                    c.batch_first,
-                )?;
-            }
-            dy = dx;
-        }
-        grads.input = dy;
-        Ok(grads)
-    }
-}
-
-/// Which mask of a training step (each has its own Philox stream).
-#[derive(Clone, Copy, Debug)]
-pub enum DropoutKind {
-    /// On the inputs of layer l.
-    Input(usize),
-    /// On the recurrent state of layer l, direction d.
-    Recurrent(usize, usize),
-}
-
-impl DropoutKind {
-    pub fn stream(self) -> u32 {
-        match self {
-            DropoutKind::Input(l) => 4 * l as u32,
-            DropoutKind::Recurrent(l, d) => 4 * l as u32 + 1 + d as u32,
-        }
-    }
-}
-
-/// The seed and step that key a training step's dropout masks; the same key gives the
-/// same masks on the CPU and on any adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TrainKey {
-    pub seed: u64,
-    pub step: u64,
-}
-
-impl Recurrent {
-    /// The dropout probability of a mask kind.
-    pub fn dropout_rate(&self, kind: DropoutKind) -> f32 {
-        match kind {
-            DropoutKind::Input(0) => self.config.input_dropout,
-            DropoutKind::Input(_) => self.config.dropout,
-            DropoutKind::Recurrent(..) => self.config.recurrent_dropout,
-        }
+        })
     }
 
-    /// A [batch, features] mask (values 0 or 1/keep) for one kind, or `None` when its
-    /// rate is zero.
-    pub fn dropout_mask<T: Real>(
+    /// Runs the backward of the last forward (one submit on the GPU) and reads every
+    /// gradient back.
+    pub fn backward<T: Copy + num_traits::Zero, E: HostData<T> + ?Sized>(
         &self,
-        key: TrainKey,
-        kind: DropoutKind,
-        batch: usize,
-        features: usize,
-    ) -> Result<Option<Vec<T>>> {
-        let rate = self.dropout_rate(kind);
-        if rate == 0.0 {
-            return Ok(None);
+        exec: &mut E,
+        d_output: Option<&[T]>,
+        d_h_n: Option<&[T]>,
+        d_c_n: Option<&[T]>,
+        step: u64,
+    ) -> Result<RecurrentGrads<T>> {
+        let (d_out, grads) = self
+            .grads
+            .as_ref()
+            .context("this stack was planned without gradients")?;
+        let n = exec.program(self.program).tensor(*d_out).len();
+        match d_output {
+            Some(d) => {
+                ensure!(
+                    d.len() == n,
+                    "output gradient has {} elements, expected {n}",
+                    d.len()
+                );
+                exec.write_values(self.program, *d_out, 0, d)?
+            }
+            None => exec.write_values(self.program, *d_out, 0, &vec![T::zero(); n])?,
         }
-        let mut mask = vec![T::zero(); batch * features];
-        let spec = crate::ops::Dropout::new(batch, features, 1.0 - rate);
-        let dkey = crate::ops::DropoutKey {
-            seed: key.seed,
-            step: key.step,
-            stream: kind.stream(),
-        };
-        crate::cpu::dropout::mask(&spec, dkey, &mut mask)?;
-        Ok(Some(mask))
-    }
-}
-
-/// The last step of a forward: combine the directions (merge mode) and, for
-/// `go_backwards`, put the outputs in processing order (time reversed). The CPU twin of
-/// `shaders/merge.wgsl`.
-#[derive(Clone, Copy, Debug)]
-pub struct OutputStage {
-    pub merge: Merge,
-    pub dirs: usize,
-    pub hidden: usize,
-    pub flip: bool,
-    pub steps: usize,
-    pub batch: usize,
-    pub batch_first: bool,
-}
-
-impl OutputStage {
-    pub fn of(config: &RecurrentConfig, batch: usize, steps: usize) -> Self {
-        Self {
-            merge: config.merge,
-            dirs: config.directions(),
-            hidden: config.hidden_size,
-            flip: config.go_backwards,
-            steps,
-            batch,
-            batch_first: config.batch_first,
+        self.write_states(exec, [StateRegion::DHN, StateRegion::DCN], d_h_n, d_c_n)?;
+        exec.run(self.program, 1, step)?;
+        let mut params = BTreeMap::new();
+        for (name, &t) in &grads.params {
+            params.insert(name.clone(), exec.read_values(self.program, t)?);
         }
-    }
-
-    /// Whether the output differs from the concatenated directions at all.
-    pub fn is_identity(&self) -> bool {
-        !self.flip && (self.dirs == 1 || self.merge == Merge::Concat)
-    }
-
-    /// Output features per row.
-    pub fn width(&self) -> usize {
-        if self.dirs == 2 && self.merge == Merge::Concat {
-            2 * self.hidden
-        } else {
-            self.hidden
-        }
-    }
-
-    /// The concatenated row that output row `row` comes from.
-    pub fn source_row(&self, row: usize) -> usize {
-        if !self.flip {
-            return row;
-        }
-        let (t, b) = if self.batch_first {
-            (row % self.steps, row / self.steps)
-        } else {
-            (row / self.batch, row % self.batch)
-        };
-        let t = self.steps - 1 - t;
-        if self.batch_first {
-            b * self.steps + t
-        } else {
-            t * self.batch + b
-        }
-    }
-
-    fn combine<T: Real>(&self, a: T, b: T) -> T {
-        match self.merge {
-            Merge::Sum => a + b,
-            Merge::Mul => a * b,
-            Merge::Ave => (a + b) * T::from(0.5).unwrap_or_else(T::zero),
-            Merge::Concat => a,
-        }
-    }
-
-    /// The output from the concatenated directions `[rows, dirs * hidden]`.
-    pub fn forward<T: Real>(&self, cat: &[T]) -> Vec<T> {
-        if self.is_identity() {
-            return cat.to_vec();
-        }
-        let (h, cw, w) = (self.hidden, self.dirs * self.hidden, self.width());
-        let rows = cat.len() / cw;
-        let mut out = vec![T::zero(); rows * w];
-        for (row, o) in out.chunks_exact_mut(w).enumerate() {
-            let src = &cat[self.source_row(row) * cw..][..cw];
-            if w == cw {
-                o.copy_from_slice(src);
+        Ok(RecurrentGrads {
+            input: exec.read_values(self.program, grads.input)?,
+            h0: self.read_states(exec, StateRegion::DH0)?,
+            c0: if self.config.cell.has_cell_state() {
+                self.read_states(exec, StateRegion::DC)?
             } else {
-                for k in 0..h {
-                    o[k] = self.combine(src[k], src[h + k]);
-                }
-            }
-        }
-        out
+                Vec::new()
+            },
+            params,
+        })
     }
+}
 
-    /// The gradient with respect to the concatenated directions.
-    pub fn backward<T: Real>(&self, cat: &[T], d_out: &[T]) -> Vec<T> {
-        if self.is_identity() {
-            return d_out.to_vec();
-        }
-        let (h, cw, w) = (self.hidden, self.dirs * self.hidden, self.width());
-        let mut d_cat = vec![T::zero(); cat.len()];
-        let half = T::from(0.5).unwrap_or_else(T::zero);
-        for (row, g) in d_out.chunks_exact(w).enumerate() {
-            let src = self.source_row(row) * cw;
-            if w == cw {
-                d_cat[src..src + cw].copy_from_slice(g);
-                continue;
-            }
-            for k in 0..h {
-                let (a, b) = (cat[src + k], cat[src + h + k]);
-                let (da, db) = match self.merge {
-                    Merge::Sum => (g[k], g[k]),
-                    Merge::Mul => (g[k] * b, g[k] * a),
-                    Merge::Ave => (g[k] * half, g[k] * half),
-                    Merge::Concat => unreachable!("a concatenation has the full width"),
-                };
-                d_cat[src + k] = da;
-                d_cat[src + h + k] = db;
-            }
-        }
-        d_cat
-    }
+/// A CPU forward kept for its backward: the executor holding the program and its
+/// activations.
+pub struct CpuTape<T: Real> {
+    exec: CpuExecutor<T>,
+    run: StackRun,
+    step: u64,
 }

@@ -5,8 +5,11 @@ pub mod dropout;
 pub mod embedding;
 pub mod gemm;
 pub mod loss;
+pub mod merge;
 pub mod optim;
+pub mod program;
 pub mod recurrent;
+pub mod schedule;
 pub mod word2vec;
 pub mod word2vec_train;
 

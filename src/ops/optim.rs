@@ -26,6 +26,8 @@
 
 use anyhow::{bail, ensure, Result};
 
+use super::schedule::Schedule;
+
 /// One optimizer and its hyperparameters. The constructors give PyTorch's defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optimizer {
@@ -256,4 +258,68 @@ pub fn validate_clip(max_norm: f32, grads: &[usize]) -> Result<()> {
 /// `min(1, max_norm / (norm + 1e-6))`, as `clip_grad_norm_` computes its coefficient.
 pub fn clip_scale(norm: f64, max_norm: f64) -> f64 {
     (max_norm / (norm + CLIP_EPS as f64)).min(1.0)
+}
+
+/// What an optimizer does each step: the update rule, the clipping threshold and the
+/// learning-rate schedule (applied to the rule's learning rate).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimConfig {
+    pub optimizer: Optimizer,
+    /// Clip the global gradient norm to this value.
+    pub clip: Option<f32>,
+    pub schedule: Schedule,
+}
+
+impl Default for OptimConfig {
+    /// Adam at PyTorch's default learning rate 1e-3, no clipping, a constant rate.
+    fn default() -> Self {
+        Self {
+            optimizer: Optimizer::adam(1e-3),
+            clip: None,
+            schedule: Schedule::Constant,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// `optimizer` without clipping, at a constant rate.
+    pub fn new(optimizer: Optimizer) -> Self {
+        Self {
+            optimizer,
+            ..Self::default()
+        }
+    }
+
+    /// Clips the global gradient norm to `max_norm`.
+    pub fn clip(mut self, max_norm: f32) -> Self {
+        self.clip = Some(max_norm);
+        self
+    }
+
+    /// Applies `schedule` to the learning rate.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Checks the rule, the learning rate, the clipping threshold and the schedule.
+    pub fn validate(&self) -> Result<()> {
+        self.optimizer.validate()?;
+        ensure!(
+            self.optimizer.lr() > 0.0,
+            "learning rate lr = {} is invalid: expected a finite value > 0",
+            self.optimizer.lr()
+        );
+        if let Some(c) = self.clip {
+            validate_clip(c, &[1])?;
+        }
+        self.schedule.validate()
+    }
+
+    /// The learning rate of step `step` (counted from 1).
+    pub fn lr_at(&self, step: u64) -> Result<f32> {
+        Ok(self
+            .schedule
+            .lr(self.optimizer.lr() as f64, step.saturating_sub(1))? as f32)
+    }
 }

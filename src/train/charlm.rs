@@ -17,14 +17,15 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
 use super::model::{
-    with_prefix, Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel,
-    Targets,
+    Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, Pass, SequenceModel, Targets,
 };
-use super::optimizer::OptimConfig;
-use super::schedule::Schedule;
-use super::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
-use crate::gpu::Gpu;
+use super::trainer::{TrainConfig, Trainer};
+use crate::backend::Backend;
+use crate::exec::{CpuExecutor, Executor};
+use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
+use crate::ops::program::ProgramBuilder;
+use crate::ops::schedule::Schedule;
 
 /// The texts `recur train` uses without `--text` (see `data/shakespeare/SOURCE.md`).
 const SHAKESPEARE: [&str; 4] = [
@@ -171,12 +172,6 @@ impl Streams {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Backend {
-    Gpu,
-    Cpu,
-}
-
 /// The options of a training run (the defaults are `recur train`'s).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CharLmOptions {
@@ -193,7 +188,6 @@ pub struct CharLmOptions {
     pub valid_fraction: f64,
     pub eval_every: u64,
     pub eval_batches: usize,
-    pub backend: Backend,
     /// Dropout on the embedded characters the first layer reads (Keras `dropout`).
     #[serde(default)]
     pub input_dropout: f32,
@@ -221,7 +215,6 @@ impl Default for CharLmOptions {
             valid_fraction: 0.05,
             eval_every: 50,
             eval_batches: 4,
-            backend: Backend::Gpu,
             input_dropout: 0.0,
             dropout: 0.0,
             recurrent_dropout: 0.0,
@@ -327,10 +320,10 @@ pub fn train(
     text: &str,
     opts: &CharLmOptions,
     checkpoint: &Path,
-    gpu: Option<&Gpu>,
+    backend: &Backend,
     on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
-    train_from(text, opts, checkpoint, gpu, None, on_step)
+    train_from(text, opts, checkpoint, backend, None, on_step)
 }
 
 /// Continues the run that wrote `from` (same text and options; the backend may differ) up
@@ -339,18 +332,18 @@ pub fn resume(
     text: &str,
     opts: &CharLmOptions,
     checkpoint: &Path,
-    gpu: Option<&Gpu>,
+    backend: &Backend,
     from: &Checkpoint,
     on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
-    train_from(text, opts, checkpoint, gpu, Some(from), on_step)
+    train_from(text, opts, checkpoint, backend, Some(from), on_step)
 }
 
 fn train_from(
     text: &str,
     opts: &CharLmOptions,
     checkpoint: &Path,
-    gpu: Option<&Gpu>,
+    backend: &Backend,
     from: Option<&Checkpoint>,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
@@ -376,12 +369,7 @@ fn train_from(
     };
     let spec = opts.model_spec(vocab.len());
     let model = SequenceModel::new(spec, opts.seed)?;
-    let cfg = TrainConfig {
-        batch: opts.batch,
-        steps: opts.seq_len,
-        optim: opts.optim(),
-        stateful: true,
-    };
+    let cfg = TrainConfig::new(opts.optim()).stateful(true);
     let mut first = 1;
     if let Some(ckpt) = from {
         let saved: CharLmOptions = serde_json::from_str(
@@ -415,12 +403,9 @@ fn train_from(
         )?;
         first = ckpt.step + 1;
     }
-    let mut trainer: Box<dyn Trainer> = match (opts.backend, gpu, from) {
-        (Backend::Gpu, Some(gpu), None) => Box::new(GpuTrainer::new(gpu, model, cfg)?),
-        (Backend::Gpu, Some(gpu), Some(c)) => Box::new(GpuTrainer::resume(gpu, c, cfg)?),
-        (Backend::Gpu, None, _) => bail!("the GPU backend needs a GPU (or use --backend cpu)"),
-        (Backend::Cpu, _, None) => Box::new(CpuTrainer::new(model, cfg)?),
-        (Backend::Cpu, _, Some(c)) => Box::new(CpuTrainer::resume(c, cfg)?),
+    let mut trainer = match from {
+        None => Trainer::new(backend, model, cfg)?,
+        Some(c) => Trainer::resume(backend, c, cfg)?,
     };
     let chars_per_step = (opts.batch * opts.seq_len) as u64;
     let start = Instant::now();
@@ -508,31 +493,32 @@ pub fn generate(
     } else {
         vocab.encode(prime)?
     };
-    let p = model.params_as::<f32>();
-    let rnn_p = with_prefix(&p, "rnn.");
-    let emb = model.embedding.as_ref().context("embedding")?;
-    let rows = model.head_rows(1, 1);
-    let mut h = vec![0.0f32; model.state_len(1)];
-    let mut c = h.clone();
-    let lstm = model.rnn.config.cell.has_cell_state();
+    // One step of one sequence, its final states carried into the next run's initial ones.
+    let mut exec = CpuExecutor::<f32>::new();
+    for (name, t) in model.named_params() {
+        exec.set_param(&name, &t.shape, &t.data)?;
+    }
+    let mut b = ProgramBuilder::new();
+    let rec = model.record(&mut b, "", (1, 1), Pass::Predict, None)?;
+    rec.stack.record_carry(&mut b);
+    let program = exec.load(b.finish())?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = prime.to_string();
     let mut logits = Vec::new();
-    let feed = |id: u32, h: &mut Vec<f32>, c: &mut Vec<f32>| -> Result<Vec<f32>> {
-        let x = emb.forward_cpu(&p["embedding.weight"], &[id], 1, 1)?;
-        let o = model
-            .rnn
-            .infer_cpu(&rnn_p, &x, 1, 1, None, Some(h), lstm.then_some(&c[..]))?;
-        *h = o.h_n;
-        if lstm {
-            *c = o.c_n;
-        }
-        model
-            .dense
-            .forward_cpu(&p["fc.weight"], &p["fc.bias"], &o.output, &rows)
+    let mut feed = |id: u32| -> Result<Vec<f32>> {
+        let one = Batch {
+            batch: 1,
+            steps: 1,
+            inputs: Inputs::Ids(vec![id]),
+            targets: Targets::Classes(vec![0]),
+            lengths: None,
+        };
+        model.write_batch(&mut exec, program, &rec.inputs, &one)?;
+        exec.run(program, 0, 0)?;
+        crate::exec::read_all(&mut exec, program, rec.output)
     };
     for &id in &prime_ids {
-        logits = feed(id, &mut h, &mut c)?;
+        logits = feed(id)?;
     }
     for _ in 0..length {
         let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -555,7 +541,7 @@ pub fn generate(
                 .char(id as u32)
                 .context("sampled id outside the vocabulary")?,
         );
-        logits = feed(id as u32, &mut h, &mut c)?;
+        logits = feed(id as u32)?;
     }
     Ok(out)
 }

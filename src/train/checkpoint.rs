@@ -11,14 +11,20 @@ use anyhow::{ensure, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use super::model::{ModelSpec, SequenceModel};
 use crate::nn::{HostTensor, Tensors};
 
 const FORMAT: &str = "recur-checkpoint-1";
 
+/// A training run's state, for a model whose architecture is `S` (the sequence model's
+/// [`ModelSpec`] unless said otherwise).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Checkpoint {
-    pub spec: ModelSpec,
+pub struct Checkpoint<S = ModelSpec> {
+    /// The architecture.
+    pub spec: S,
     /// Model parameters by PyTorch name.
     pub params: Tensors,
     /// Optimizer state tensors (`optimizer.<parameter name>`).
@@ -31,12 +37,22 @@ pub struct Checkpoint {
     pub meta: BTreeMap<String, String>,
 }
 
-impl Checkpoint {
+impl Checkpoint<ModelSpec> {
     /// The model these parameters belong to.
     pub fn model(&self) -> Result<SequenceModel> {
         SequenceModel::from_params(self.spec.clone(), &self.params)
     }
 
+    /// Reads a checkpoint, checking that it is one and that its parameters fit its spec.
+    pub fn load(path: &Path) -> Result<Self> {
+        let ckpt = Self::load_any(path)?;
+        ckpt.model()
+            .with_context(|| format!("checkpoint {} does not fit its model", path.display()))?;
+        Ok(ckpt)
+    }
+}
+
+impl<S: Serialize + DeserializeOwned> Checkpoint<S> {
     /// Writes the checkpoint atomically. Refuses non-finite parameters, so a diverged run
     /// never replaces a good checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -76,8 +92,9 @@ impl Checkpoint {
         crate::io::write_atomic(path, &data)
     }
 
-    /// Reads a checkpoint, checking that it is one and that its parameters fit its spec.
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Reads a checkpoint of any model with a spec of type `S` (the caller checks that the
+    /// parameters fit it).
+    pub fn load_any(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .with_context(|| format!("{} is not a safetensors file", path.display()))?;
@@ -95,9 +112,8 @@ impl Checkpoint {
             .get("step")
             .and_then(|s| s.parse().ok())
             .context("checkpoint step missing or not a number")?;
-        let spec: ModelSpec =
-            serde_json::from_str(meta.get("model").context("model spec missing")?)
-                .context("checkpoint model spec is not valid")?;
+        let spec: S = serde_json::from_str(meta.get("model").context("model spec missing")?)
+            .context("checkpoint model spec is not valid")?;
         let tensors = crate::nn::load_safetensors(path)?;
         let (optimizer, rest): (Tensors, Tensors) = tensors
             .into_iter()
@@ -108,16 +124,13 @@ impl Checkpoint {
             .into_iter()
             .filter(|(k, _)| !matches!(k.as_str(), "format" | "step" | "model"))
             .collect();
-        let ckpt = Self {
+        Ok(Self {
             spec,
             params,
             optimizer,
             state,
             step,
             meta: extra,
-        };
-        ckpt.model()
-            .with_context(|| format!("checkpoint {} does not fit its model", path.display()))?;
-        Ok(ckpt)
+        })
     }
 }

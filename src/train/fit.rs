@@ -21,15 +21,14 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::charlm::Backend;
 use super::checkpoint::Checkpoint;
 use super::model::{Batch, DropoutRates, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
-use super::optimizer::OptimConfig;
-use super::schedule::Schedule;
-use super::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
-use crate::gpu::Gpu;
+use super::trainer::{TrainConfig, Trainer};
+use crate::backend::Backend;
+use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
 use crate::ops::recurrent::CellKind;
+use crate::ops::schedule::Schedule;
 
 /// Rows of numbers read from a data file.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,7 +105,6 @@ pub struct FitOptions {
     pub seed: u64,
     /// Forecasting window (values per input sequence).
     pub window: usize,
-    pub backend: Backend,
     /// Dropout on the values the first layer reads (Keras `dropout`).
     pub input_dropout: f32,
     /// Dropout between stacked layers (PyTorch's `dropout`; needs `layers > 1`).
@@ -127,7 +125,6 @@ impl Default for FitOptions {
             lr: 0.01,
             seed: 0,
             window: 16,
-            backend: Backend::Gpu,
             input_dropout: 0.0,
             dropout: 0.0,
             recurrent_dropout: 0.0,
@@ -488,17 +485,16 @@ impl FitModel {
     }
 
     /// The model's figures on `test`, computed on `backend`.
-    pub fn test(&self, test: &Table, backend: Backend, gpu: Option<&Gpu>) -> Result<FitReport> {
+    pub fn test(&self, test: &Table, backend: &Backend) -> Result<FitReport> {
         let ex = self.task.examples(test, "test")?;
         // A trainer needs an optimizer; prediction never steps it.
         let optim = FitOptions::default().optim();
-        let (batch, steps) = (self.batch, self.task.steps());
         let model = self.checkpoint.model()?;
-        let mut t = make_trainer(model, batch, steps, optim, backend, gpu)?;
-        self.report(t.as_mut(), &ex, test)
+        let mut t = Trainer::new(backend, model, TrainConfig::new(optim))?;
+        self.report(&mut t, &ex, test)
     }
 
-    fn report(&self, t: &mut dyn Trainer, ex: &Examples, test: &Table) -> Result<FitReport> {
+    fn report(&self, t: &mut Trainer, ex: &Examples, test: &Table) -> Result<FitReport> {
         let preds = predict_all(t, ex, self.batch)?;
         Ok(self.task.report(&preds, ex, test))
     }
@@ -517,28 +513,6 @@ struct Examples {
     seqs: Vec<Vec<f32>>,
     targets: Vec<f32>,
     classes: bool,
-}
-
-/// A trainer for batches of `batch` sequences of `steps` values, each from zero states.
-fn make_trainer(
-    model: SequenceModel,
-    batch: usize,
-    steps: usize,
-    optim: OptimConfig,
-    backend: Backend,
-    gpu: Option<&Gpu>,
-) -> Result<Box<dyn Trainer>> {
-    let cfg = TrainConfig {
-        batch,
-        steps,
-        optim,
-        stateful: false,
-    };
-    Ok(match (backend, gpu) {
-        (Backend::Gpu, Some(gpu)) => Box::new(GpuTrainer::new(gpu, model, cfg)?),
-        (Backend::Gpu, None) => bail!("the GPU backend needs a GPU (or use --backend cpu)"),
-        (Backend::Cpu, _) => Box::new(CpuTrainer::new(model, cfg)?),
-    })
 }
 
 /// A time-major batch of the examples at `idx`.
@@ -568,7 +542,7 @@ fn batch_of(ex: &Examples, idx: &[usize]) -> Batch {
 /// Trains for `opts.epochs` passes (shuffled from the seed) and returns the mean loss of
 /// the last epoch.
 fn train_epochs(
-    t: &mut dyn Trainer,
+    t: &mut Trainer,
     ex: &Examples,
     opts: &FitOptions,
     mut on_epoch: impl FnMut(usize, f32),
@@ -595,7 +569,7 @@ fn train_epochs(
 }
 
 /// The predictions for every example (batches padded by repeating the last example).
-fn predict_all(t: &mut dyn Trainer, ex: &Examples, batch: usize) -> Result<Vec<Vec<f32>>> {
+fn predict_all(t: &mut Trainer, ex: &Examples, batch: usize) -> Result<Vec<Vec<f32>>> {
     let n = ex.seqs.len();
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(batch) {
@@ -616,7 +590,7 @@ fn fit_task(
     train: &Table,
     test: &Table,
     opts: &FitOptions,
-    gpu: Option<&Gpu>,
+    backend: &Backend,
     on_epoch: impl FnMut(usize, f32),
 ) -> Result<Fit> {
     let (tr, te) = (
@@ -630,15 +604,14 @@ fn fit_task(
         tr.seqs.len()
     );
     let model = SequenceModel::new(opts.model_spec(&task), opts.seed)?;
-    let (batch, steps) = (opts.batch, task.steps());
-    let mut t = make_trainer(model, batch, steps, opts.optim(), opts.backend, gpu)?;
-    let train_loss = train_epochs(t.as_mut(), &tr, opts, on_epoch)?;
+    let mut t = Trainer::new(backend, model, TrainConfig::new(opts.optim()))?;
+    let train_loss = train_epochs(&mut t, &tr, opts, on_epoch)?;
     let model = FitModel {
         checkpoint: t.checkpoint()?,
         task,
         batch: opts.batch,
     };
-    let report = model.report(t.as_mut(), &te, test)?;
+    let report = model.report(&mut t, &te, test)?;
     Ok(Fit {
         model,
         train_loss,
@@ -652,7 +625,7 @@ pub fn fit_classifier(
     train: &Table,
     test: &Table,
     opts: &FitOptions,
-    gpu: Option<&Gpu>,
+    backend: &Backend,
     on_epoch: impl FnMut(usize, f32),
 ) -> Result<Fit> {
     opts.validate()?;
@@ -670,7 +643,7 @@ pub fn fit_classifier(
         train,
         test,
         opts,
-        gpu,
+        backend,
         on_epoch,
     )
 }
@@ -681,7 +654,7 @@ pub fn fit_forecaster(
     train: &Table,
     test: &Table,
     opts: &FitOptions,
-    gpu: Option<&Gpu>,
+    backend: &Backend,
     on_epoch: impl FnMut(usize, f32),
 ) -> Result<Fit> {
     opts.validate()?;
@@ -694,5 +667,5 @@ pub fn fit_forecaster(
         mean,
         std: var.sqrt().max(1e-12),
     };
-    fit_task(task, train, test, opts, gpu, on_epoch)
+    fit_task(task, train, test, opts, backend, on_epoch)
 }

@@ -13,10 +13,12 @@ use std::collections::BTreeMap;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::{self, Real};
+use crate::cpu::Real;
+use crate::exec::{CpuExecutor, Executor, ProgramId};
 use crate::nn::recurrent::TrainKey;
-use crate::nn::{Dense, DenseRows, Embedding, Recurrent, RecurrentConfig, Tensors};
+use crate::nn::{Dense, DenseRows, Embedding, RecordedStack, Recurrent, RecurrentConfig, Tensors};
 use crate::ops::loss::CrossEntropy;
+use crate::ops::program::{Op, ProgramBuilder, StateRegion, TensorId};
 use crate::ops::recurrent::CellKind;
 
 /// Where the dense head reads the recurrent output.
@@ -163,18 +165,66 @@ pub fn with_prefix<V: Clone>(named: &BTreeMap<String, V>, prefix: &str) -> BTree
         .collect()
 }
 
+/// What a recorded pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The forward to the outputs (no targets).
+    Predict,
+    /// The forward and the loss.
+    Evaluate,
+    /// Forward, loss and backward; with `dropout`, the model's dropout masks are drawn.
+    Train {
+        /// Draw the model's dropout masks.
+        dropout: bool,
+    },
+}
+
+/// A recorded pass of a model: the tensors a batch is written into, the outputs, the loss,
+/// the gradients by parameter name, and the recurrent stack (its states).
+#[derive(Clone, Debug)]
+pub struct Recorded<I> {
+    /// The model's inputs.
+    pub inputs: I,
+    /// The outputs `[rows, outputs]`.
+    pub output: TensorId,
+    /// The mean loss `[1]` (evaluation and training).
+    pub loss: Option<TensorId>,
+    /// Gradients of the trainable parameters by name (training).
+    pub grads: BTreeMap<String, TensorId>,
+    /// The recurrent stack (a decoder's, for an encoder-decoder).
+    pub stack: RecordedStack,
+}
+
+/// The input tensors of a [`SequenceModel`] pass.
+#[derive(Clone, Copy, Debug)]
+pub struct SeqInputs {
+    /// Ids (with an embedding) or features.
+    pub x: TensorId,
+    /// Per-sequence lengths.
+    pub lengths: TensorId,
+    /// A last-step head's row of each sequence.
+    pub last_rows: Option<TensorId>,
+    /// Class ids or values (evaluation and training).
+    pub targets: Option<TensorId>,
+}
+
 /// The CPU results of one batch: the mean loss, the gradients by parameter name (when
 /// asked), and the final states.
 pub struct CpuPass<T> {
+    /// Mean loss.
     pub loss: T,
     /// The dense outputs [rows, outputs].
     pub output: Vec<T>,
+    /// Gradients by name.
     pub grads: Option<BTreeMap<String, Vec<T>>>,
+    /// Final hidden states.
     pub h_n: Vec<T>,
+    /// Final cell states.
     pub c_n: Vec<T>,
     /// The gradients of the initial states (with `grads`; empty otherwise, and `d_c0`
     /// without a cell state).
     pub d_h0: Vec<T>,
+    /// See `d_h0`.
     pub d_c0: Vec<T>,
 }
 
@@ -246,9 +296,7 @@ impl SequenceModel {
         if let Some(e) = &mut self.embedding {
             e.weight = params["embedding.weight"].clone();
         }
-        for (name, t) in self.rnn.params.iter_mut() {
-            *t = params[&format!("rnn.{name}")].clone();
-        }
+        self.rnn.set_params(with_prefix(params, "rnn."))?;
         for (name, t) in self.dense.params.iter_mut() {
             *t = params[&format!("fc.{name}")].clone();
         }
@@ -261,7 +309,7 @@ impl SequenceModel {
         if let Some(e) = &self.embedding {
             out.insert("embedding.weight".into(), e.weight.clone());
         }
-        for (k, v) in &self.rnn.params {
+        for (k, v) in self.rnn.params() {
             out.insert(format!("rnn.{k}"), v.clone());
         }
         for (k, v) in &self.dense.params {
@@ -446,8 +494,192 @@ impl SequenceModel {
         )
     }
 
-    /// Forward, loss and (with `grads`) backward of a checked batch on the CPU, with
-    /// parameters `p` and initial states `h0`, `c0` (zero when `None`), without dropout.
+    /// The dropout seed of training passes, if the model has dropout.
+    pub fn dropout_seed(&self) -> Option<u64> {
+        self.train_key(0).map(|k| k.seed)
+    }
+
+    /// Records one pass over batches of `batch` sequences of `steps` steps, with every
+    /// parameter named `prefix` + its name: the forward to the dense outputs; with
+    /// [`Pass::Evaluate`] the loss too; with [`Pass::Train`] the backward too (every
+    /// trainable parameter's gradient). `init` gives the stack's initial states: the final
+    /// states of another stack's state tensors (an encoder's), else the `H0`, `C0` regions
+    /// of its own state tensors (zero unless written).
+    pub fn record(
+        &self,
+        b: &mut ProgramBuilder,
+        prefix: &str,
+        (batch, steps): (usize, usize),
+        pass: Pass,
+        init: Option<&[TensorId]>,
+    ) -> Result<Recorded<SeqInputs>> {
+        let rows = batch * steps;
+        let (x, rnn_in) = match &self.embedding {
+            Some(e) => {
+                let ids = b.ids(&format!("{prefix}ids"), e.op(), rows);
+                let out = e.record_forward(b, &format!("{prefix}embedding."), ids)?;
+                (ids, out)
+            }
+            None => {
+                let x = b.input(&format!("{prefix}input"), &[rows, self.spec.input_size]);
+                (x, x)
+            }
+        };
+        let lengths = b.lengths(&format!("{prefix}lengths"), batch);
+        let seed = match pass {
+            Pass::Train { dropout: true } => self.dropout_seed(),
+            _ => None,
+        };
+        let rnn_prefix = format!("{prefix}rnn.");
+        let stack = self.rnn.record_forward_from(
+            b,
+            &rnn_prefix,
+            rnn_in,
+            (batch, steps),
+            Some(lengths),
+            seed,
+            init,
+        )?;
+        let (last_rows, head_in) = match self.spec.head {
+            Head::EveryStep => (None, stack.output),
+            Head::LastStep => {
+                let spec = self.last_step_gather(batch, steps);
+                let ids = b.ids(&format!("{prefix}last rows"), spec, batch);
+                let gathered = b.tensor(&format!("{prefix}last step"), &[batch, spec.dim]);
+                b.op(Op::Gather {
+                    spec,
+                    table: stack.output,
+                    ids,
+                    out: gathered,
+                });
+                (Some(ids), gathered)
+            }
+        };
+        let head_rows = self.head_rows(batch, steps);
+        let fc = format!("{prefix}fc.");
+        let output = self.dense.record_forward(b, &fc, head_in, &head_rows)?;
+        let mut rec = Recorded {
+            inputs: SeqInputs {
+                x,
+                lengths,
+                last_rows,
+                targets: None,
+            },
+            output,
+            loss: None,
+            grads: BTreeMap::new(),
+            stack,
+        };
+        if pass == Pass::Predict {
+            return Ok(rec);
+        }
+        let loss = b.tensor(&format!("{prefix}loss"), &[1]);
+        let d_logits = b.tensor(
+            &format!("{prefix}d output"),
+            &[head_rows.rows, self.spec.outputs],
+        );
+        let targets = match self.spec.loss {
+            Loss::CrossEntropy { ignore_index } => {
+                let mut spec = CrossEntropy::new(head_rows.rows, self.spec.outputs);
+                if let Some(i) = ignore_index {
+                    spec = spec.ignore_index(i);
+                }
+                let targets = b.input_u32(&format!("{prefix}targets"), &[head_rows.rows]);
+                b.op(Op::CrossEntropy {
+                    spec,
+                    logits: output,
+                    targets,
+                    d_logits,
+                    loss,
+                });
+                targets
+            }
+            Loss::MeanSquaredError => {
+                let targets = b.input(
+                    &format!("{prefix}targets"),
+                    &[head_rows.rows, self.spec.outputs],
+                );
+                b.op(Op::Mse {
+                    pred: output,
+                    target: targets,
+                    d_pred: d_logits,
+                    loss,
+                });
+                targets
+            }
+        };
+        rec.inputs.targets = Some(targets);
+        rec.loss = Some(loss);
+        if !matches!(pass, Pass::Train { .. }) {
+            return Ok(rec);
+        }
+        let d_head_in = b.tensor(
+            &format!("{prefix}d head input"),
+            &[head_rows.rows, self.dense.in_features],
+        );
+        let (dw, db) =
+            self.dense
+                .record_backward(b, &fc, head_in, &head_rows, d_logits, Some(d_head_in))?;
+        rec.grads.insert(format!("{fc}weight"), dw);
+        rec.grads.insert(format!("{fc}bias"), db);
+        let d_output = match (self.spec.head, last_rows) {
+            (Head::LastStep, Some(ids)) => {
+                let spec = self.last_step_gather(batch, steps);
+                let d = b.tensor(&format!("{prefix}d rnn output"), &[rows, spec.dim]);
+                b.op(Op::ScatterAdd {
+                    spec,
+                    ids,
+                    d_out: d_head_in,
+                    d_table: d,
+                });
+                d
+            }
+            _ => d_head_in,
+        };
+        let sg = self.rnn.record_backward(b, &rec.stack, Some(d_output))?;
+        for (name, t) in sg.params {
+            rec.grads.insert(format!("{rnn_prefix}{name}"), t);
+        }
+        if let Some(e) = &self.embedding {
+            let ep = format!("{prefix}embedding.");
+            if let Some(g) = e.record_backward(b, &ep, x, sg.input) {
+                rec.grads.insert(format!("{ep}weight"), g);
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Writes a checked batch into a program recorded by [`Self::record`]: inputs, lengths,
+    /// last-step rows and (where recorded) targets.
+    pub fn write_batch<E: Executor + ?Sized>(
+        &self,
+        exec: &mut E,
+        p: ProgramId,
+        inputs: &SeqInputs,
+        b: &Batch,
+    ) -> Result<()> {
+        match &b.inputs {
+            Inputs::Ids(ids) => exec.write_u32(p, inputs.x, ids)?,
+            Inputs::Values(v) => exec.write(p, inputs.x, 0, v)?,
+        }
+        let lengths = self.lengths(b)?.unwrap_or_else(|| vec![b.steps; b.batch]);
+        let lengths: Vec<u32> = lengths.iter().map(|&l| l as u32).collect();
+        exec.write_u32(p, inputs.lengths, &lengths)?;
+        if let (Some(t), Some(rows)) = (inputs.last_rows, self.last_rows(b)?) {
+            exec.write_u32(p, t, &rows)?;
+        }
+        match (inputs.targets, &b.targets) {
+            (Some(t), Targets::Classes(c)) => exec.write_u32(p, t, c)?,
+            (Some(t), Targets::Values(v)) => exec.write(p, t, 0, v)?,
+            (None, _) => {}
+        }
+        Ok(())
+    }
+
+    /// Forward, loss and (with `grads`) backward of a checked batch on the CPU in `T`, with
+    /// parameters `p` and initial states `h0`, `c0` (zero when `None`), without dropout:
+    /// the recorded pass run by a fresh CPU executor (finite-difference checks run it in
+    /// f64).
     pub fn pass_cpu<T: Real>(
         &self,
         p: &BTreeMap<String, Vec<T>>,
@@ -469,114 +701,78 @@ impl SequenceModel {
         grads: bool,
         train: Option<TrainKey>,
     ) -> Result<CpuPass<T>> {
-        let (batch, steps) = (b.batch, b.steps);
-        let x: Vec<T> = match (&b.inputs, &self.embedding) {
-            (Inputs::Ids(ids), Some(e)) => {
-                e.forward_cpu(&p["embedding.weight"], ids, steps, batch)?
-            }
-            (Inputs::Values(v), _) => v
-                .iter()
-                .map(|&x| T::from(x).unwrap_or_else(T::nan))
-                .collect(),
-            _ => bail!("inputs do not match the model (check_batch first)"),
+        self.check_batch(b)?;
+        let mut exec = CpuExecutor::<T>::new();
+        for (name, t) in self.named_params() {
+            let v = p
+                .get(&name)
+                .with_context(|| format!("parameter {name} missing"))?;
+            exec.set_param_real(&name, &t.shape, v)?;
+        }
+        let pass = match (grads, train) {
+            (_, Some(_)) => Pass::Train { dropout: true },
+            (true, None) => Pass::Train { dropout: false },
+            (false, None) => Pass::Evaluate,
         };
-        let rnn_p = with_prefix(p, "rnn.");
-        let lengths = self.lengths(b)?;
-        // Without gradients (evaluation, prediction) no tape is kept.
-        let (out, tape) = if grads || train.is_some() {
-            let (out, tape) = self.rnn.forward_cpu_with(
-                &rnn_p,
-                &x,
-                batch,
-                steps,
-                lengths.as_deref(),
-                h0,
-                c0,
-                train,
-            )?;
-            (out, Some(tape))
-        } else {
-            let out = self
-                .rnn
-                .infer_cpu(&rnn_p, &x, batch, steps, lengths.as_deref(), h0, c0)?;
-            (out, None)
-        };
-        let rows = self.head_rows(batch, steps);
-        let last = self
-            .last_rows(b)?
-            .map(|ids| (self.last_step_gather(batch, steps), ids));
-        let gathered = match &last {
-            Some((gather, ids)) => {
-                let mut g = vec![T::zero(); ids.len() * gather.dim];
-                cpu::embedding::forward(gather, &out.output, ids, &mut g)?;
-                Some(g)
-            }
-            None => None,
-        };
-        let head_in = gathered.as_deref().unwrap_or(&out.output);
-        let (w, bias) = (&p["fc.weight"], &p["fc.bias"]);
-        let y = self.dense.forward_cpu(w, bias, head_in, &rows)?;
-        let mut dy = vec![T::zero(); y.len()];
-        let loss = match (&b.targets, self.spec.loss) {
-            (Targets::Classes(t), Loss::CrossEntropy { ignore_index }) => {
-                let mut ce = CrossEntropy::new(rows.rows, self.spec.outputs);
-                if let Some(i) = ignore_index {
-                    ce = ce.ignore_index(i);
-                }
-                let mut row_loss = vec![T::zero(); rows.rows];
-                cpu::loss::cross_entropy(&ce, &y, t, &mut row_loss, &mut dy)?
-            }
-            (Targets::Values(t), Loss::MeanSquaredError) => {
-                let t: Vec<T> = t
-                    .iter()
-                    .map(|&x| T::from(x).unwrap_or_else(T::nan))
-                    .collect();
-                cpu::loss::mse(&y, &t, &mut dy)?
-            }
-            _ => bail!("targets do not match the loss (check_batch first)"),
-        };
-        let (mut d_h0, mut d_c0) = (Vec::new(), Vec::new());
-        let grads = if grads {
-            let mut g = BTreeMap::new();
-            let dg = self.dense.backward_cpu(w, head_in, &rows, &dy)?;
-            g.insert("fc.weight".to_string(), dg.weight);
-            g.insert("fc.bias".to_string(), dg.bias);
-            let d_output = match &last {
-                Some((gather, ids)) => {
-                    let mut d = vec![T::zero(); out.output.len()];
-                    cpu::embedding::backward(gather, ids, &dg.input, &mut d)?;
-                    d
-                }
-                None => dg.input,
-            };
-            let tape = tape.context("a forward with gradients keeps a tape")?;
-            let rg = self
-                .rnn
-                .backward_cpu(&rnn_p, &tape, Some(&d_output), None, None)?;
-            for (k, v) in rg.params {
-                g.insert(format!("rnn.{k}"), v);
-            }
-            (d_h0, d_c0) = (rg.h0, rg.c0);
-            if let (Inputs::Ids(ids), Some(e)) = (&b.inputs, &self.embedding) {
-                if e.trainable {
-                    g.insert(
-                        "embedding.weight".to_string(),
-                        e.backward_cpu(ids, &rg.input)?,
+        let mut builder = ProgramBuilder::new();
+        let rec = self.record(&mut builder, "", (b.batch, b.steps), pass, None)?;
+        let prog = exec.load(builder.finish())?;
+        // Host data in T: the inputs go through f32 as the batch holds them.
+        self.write_batch(&mut exec, prog, &rec.inputs, b)?;
+        let n = rec.stack.region_len();
+        for (i, &state) in rec.stack.states.iter().enumerate() {
+            let regions = [(StateRegion::H0, h0), (StateRegion::C0, c0)];
+            for (region, values) in regions {
+                if let Some(v) = values {
+                    ensure!(
+                        v.len() == n * rec.stack.states.len(),
+                        "initial state has {} values, expected {}",
+                        v.len(),
+                        n * rec.stack.states.len()
                     );
+                    exec.write_real(prog, state, rec.stack.region(region), &v[i * n..][..n])?;
                 }
+            }
+        }
+        Executor::run(&mut exec, prog, 0, train.map_or(0, |k| k.step))?;
+        let region = |exec: &CpuExecutor<T>, r: StateRegion| -> Result<Vec<T>> {
+            let mut out = Vec::new();
+            for &state in &rec.stack.states {
+                out.extend_from_slice(&exec.read_real(prog, state)?[rec.stack.region(r)..][..n]);
+            }
+            Ok(out)
+        };
+        let cell = self.rnn.config.cell.has_cell_state();
+        let grads = if matches!(pass, Pass::Train { .. }) {
+            let mut g = BTreeMap::new();
+            for (name, &t) in &rec.grads {
+                g.insert(name.clone(), exec.read_real(prog, t)?);
             }
             Some(g)
         } else {
             None
         };
+        let loss = rec.loss.context("an evaluation pass has a loss")?;
         Ok(CpuPass {
-            loss,
-            output: y,
+            loss: exec.read_real(prog, loss)?[0],
+            output: exec.read_real(prog, rec.output)?,
+            h_n: region(&exec, StateRegion::HN)?,
+            c_n: if cell {
+                region(&exec, StateRegion::CN)?
+            } else {
+                Vec::new()
+            },
+            d_h0: if grads.is_some() {
+                region(&exec, StateRegion::DH0)?
+            } else {
+                Vec::new()
+            },
+            d_c0: if grads.is_some() && cell {
+                region(&exec, StateRegion::DC)?
+            } else {
+                Vec::new()
+            },
             grads,
-            h_n: out.h_n,
-            c_n: out.c_n,
-            d_h0,
-            d_c0,
         })
     }
 
@@ -584,5 +780,75 @@ impl SequenceModel {
     pub fn state_len(&self, batch: usize) -> usize {
         let c = &self.rnn.config;
         c.num_layers * c.directions() * batch * c.hidden_size
+    }
+}
+
+impl super::trainer::Learner for SequenceModel {
+    type Batch = Batch;
+    type Inputs = SeqInputs;
+    type Spec = ModelSpec;
+
+    fn batch_shape(&self, b: &Batch) -> Vec<usize> {
+        vec![b.batch, b.steps]
+    }
+
+    fn check_batch(&self, b: &Batch) -> Result<()> {
+        SequenceModel::check_batch(self, b)
+    }
+
+    fn record(
+        &self,
+        b: &mut ProgramBuilder,
+        shape: &[usize],
+        pass: Pass,
+    ) -> Result<Recorded<SeqInputs>> {
+        let [batch, steps] = shape else {
+            bail!("a sequence model's batch shape is [batch, steps], got {shape:?}");
+        };
+        SequenceModel::record(self, b, "", (*batch, *steps), pass, None)
+    }
+
+    fn write_batch(
+        &self,
+        exec: &mut dyn Executor,
+        p: ProgramId,
+        inputs: &SeqInputs,
+        b: &Batch,
+    ) -> Result<()> {
+        SequenceModel::write_batch(self, exec, p, inputs, b)
+    }
+
+    fn named_params(&self) -> Tensors {
+        SequenceModel::named_params(self)
+    }
+
+    fn set_params(&mut self, params: &Tensors) -> Result<()> {
+        SequenceModel::set_params(self, params)
+    }
+
+    fn update_order(&self) -> Vec<String> {
+        // Embedding, recurrent stack, dense head: the order clipping sums the gradients in.
+        let trainable = self.trainable_names();
+        let mut out = Vec::with_capacity(trainable.len());
+        for prefix in ["embedding.", "rnn.", "fc."] {
+            out.extend(trainable.iter().filter(|n| n.starts_with(prefix)).cloned());
+        }
+        out
+    }
+
+    fn spec(&self) -> ModelSpec {
+        self.spec.clone()
+    }
+
+    fn from_spec(spec: ModelSpec, params: &Tensors) -> Result<Self> {
+        SequenceModel::from_params(spec, params)
+    }
+
+    fn can_carry_state(&self) -> bool {
+        true
+    }
+
+    fn has_cell_state(&self) -> bool {
+        self.rnn.config.cell.has_cell_state()
     }
 }

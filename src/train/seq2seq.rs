@@ -18,22 +18,23 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context, Result};
 
+use serde::{Deserialize, Serialize};
+
 use super::model::{
     tensors_as, with_prefix, Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec,
-    SequenceModel, Targets,
+    Pass, Recorded, SeqInputs, SequenceModel, Targets,
 };
-use super::optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
-use super::trainer::{check_loss, loss_staging, submit_and_read_loss, GpuCrossEntropy};
+use super::trainer::Learner;
+use crate::backend::Backend;
 use crate::cpu::Real;
-use crate::gpu::{Gpu, GpuTensor, Recorder};
-use crate::nn::recurrent::{CpuTape, TrainKey};
-use crate::nn::{
-    Embedding, GpuDense, GpuEmbedding, GpuRecurrent, Recurrent, RecurrentConfig, Tensors,
-};
+use crate::exec::{CpuExecutor, Executor, ProgramId};
+use crate::nn::recurrent::TrainKey;
+use crate::nn::{Embedding, Recurrent, RecurrentConfig, Tensors};
+use crate::ops::program::{ProgramBuilder, StateRegion, TensorId};
 use crate::ops::recurrent::CellKind;
 
 /// The architecture of an encoder-decoder.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Seq2SeqSpec {
     pub source_vocab: usize,
     /// The decoder's input and output vocabulary (the start token included).
@@ -154,16 +155,6 @@ fn check_pairs(sources: &[Vec<u32>], targets: &[Vec<u32>]) -> Result<()> {
 /// XORed into the dropout seed for the encoder's masks.
 const ENCODER_SEED_OFFSET: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// What the CPU encoder hands on: final states (c empty without a cell state), and what
-/// its backward needs.
-struct Encoded<T> {
-    h_n: Vec<T>,
-    c_n: Vec<T>,
-    tape: CpuTape<T>,
-    /// The encoder stack's parameters under their own names.
-    params: BTreeMap<String, Vec<T>>,
-}
-
 /// An encoder-decoder and its parameters.
 #[derive(Clone, Debug)]
 pub struct Seq2Seq {
@@ -239,7 +230,7 @@ impl Seq2Seq {
             "encoder.embedding.weight".into(),
             self.encoder_embedding.weight.clone(),
         );
-        for (k, v) in &self.encoder.params {
+        for (k, v) in self.encoder.params() {
             out.insert(format!("encoder.rnn.{k}"), v.clone());
         }
         for (k, v) in self.decoder.named_params() {
@@ -273,9 +264,8 @@ impl Seq2Seq {
             }
         }
         self.encoder_embedding.weight = named["encoder.embedding.weight"].clone();
-        for (k, v) in self.encoder.params.iter_mut() {
-            *v = named[&format!("encoder.rnn.{k}")].clone();
-        }
+        self.encoder
+            .set_params(with_prefix(&named, "encoder.rnn."))?;
         self.decoder.set_params(&with_prefix(&named, "decoder."))
     }
 
@@ -306,41 +296,101 @@ impl Seq2Seq {
         self.decoder.check_batch(&b.decoder_batch())
     }
 
-    /// Runs the encoder: its final states are the decoder's initial states.
-    fn encode_cpu<T: Real>(
+    /// The dropout seed of the encoder's masks, offset from the decoder's so that layers of
+    /// the same shape on the two sides draw different masks.
+    fn encoder_seed(&self, pass: Pass) -> Option<u64> {
+        match pass {
+            Pass::Train { dropout: true } => {
+                self.decoder.dropout_seed().map(|s| s ^ ENCODER_SEED_OFFSET)
+            }
+            _ => None,
+        }
+    }
+
+    /// Records one pass over batches of `batch` pairs of `source_steps` and `target_steps`
+    /// ids: the encoder, the handoff of its final states, the decoder with its loss, and in
+    /// training the decoder's backward, the state gradients handed back, and the encoder's
+    /// backward.
+    pub fn record(
         &self,
-        p: &BTreeMap<String, Vec<T>>,
-        b: &Seq2SeqBatch,
-        train: Option<TrainKey>,
-    ) -> Result<Encoded<T>> {
-        let x = self.encoder_embedding.forward_cpu(
-            &p["encoder.embedding.weight"],
-            &b.source,
-            b.source_steps,
-            b.batch,
+        b: &mut ProgramBuilder,
+        (batch, source_steps, target_steps): (usize, usize, usize),
+        pass: Pass,
+    ) -> Result<Recorded<Seq2SeqInputs>> {
+        let source = b.ids(
+            "encoder.ids",
+            self.encoder_embedding.op(),
+            batch * source_steps,
+        );
+        let embedded = self
+            .encoder_embedding
+            .record_forward(b, "encoder.embedding.", source)?;
+        let source_lengths = b.lengths("encoder.lengths", batch);
+        let enc = self.encoder.record_forward(
+            b,
+            "encoder.rnn.",
+            embedded,
+            batch,
+            source_steps,
+            Some(source_lengths),
+            self.encoder_seed(pass),
         )?;
-        let params = with_prefix(p, "encoder.rnn.");
-        let lengths = b.source_lengths.as_deref();
-        let (out, tape) = self.encoder.forward_cpu_with(
-            &params,
-            &x,
-            b.batch,
-            b.source_steps,
-            lengths,
-            None,
-            None,
-            train,
+        let mut dec = self.decoder.record(
+            b,
+            "decoder.",
+            (batch, target_steps),
+            pass,
+            Some(&enc.states),
         )?;
-        Ok(Encoded {
-            h_n: out.h_n,
-            c_n: out.c_n,
-            tape,
-            params,
+        if let Pass::Train { .. } = pass {
+            self.decoder
+                .rnn
+                .record_state_grads_to(b, &dec.stack, &enc)?;
+            // The encoder's outputs feed nothing but its final state: no output gradient.
+            let eg = self.encoder.record_backward(b, &enc, None)?;
+            for (name, t) in eg.params {
+                dec.grads.insert(format!("encoder.rnn.{name}"), t);
+            }
+            if let Some(g) =
+                self.encoder_embedding
+                    .record_backward(b, "encoder.embedding.", source, eg.input)
+            {
+                dec.grads.insert("encoder.embedding.weight".into(), g);
+            }
+        }
+        Ok(Recorded {
+            inputs: Seq2SeqInputs {
+                source,
+                source_lengths,
+                decoder: dec.inputs,
+            },
+            output: dec.output,
+            loss: dec.loss,
+            grads: dec.grads,
+            stack: dec.stack,
         })
     }
 
-    /// Forward, loss and (with `grads`) backward of a checked batch on the CPU, without
-    /// dropout.
+    /// Writes a checked batch into a program recorded by [`Self::record`].
+    pub fn write_batch<E: Executor + ?Sized>(
+        &self,
+        exec: &mut E,
+        p: ProgramId,
+        inputs: &Seq2SeqInputs,
+        b: &Seq2SeqBatch,
+    ) -> Result<()> {
+        exec.write_u32(p, inputs.source, &b.source)?;
+        let lengths = match &b.source_lengths {
+            Some(l) => l.iter().map(|&v| v as u32).collect(),
+            None => vec![b.source_steps as u32; b.batch],
+        };
+        exec.write_u32(p, inputs.source_lengths, &lengths)?;
+        self.decoder
+            .write_batch(exec, p, &inputs.decoder, &b.decoder_batch())
+    }
+
+    /// Forward, loss and (with `grads`) backward of a checked batch on the CPU in `T`,
+    /// without dropout: the recorded pass run by a fresh CPU executor.
     pub fn pass_cpu<T: Real>(
         &self,
         p: &BTreeMap<String, Vec<T>>,
@@ -351,7 +401,7 @@ impl Seq2Seq {
     }
 
     /// [`Self::pass_cpu`] as training step `step` (counted from 0) if given: with the
-    /// dropout masks of [`Self::train_keys`], the same the GPU trainer draws.
+    /// dropout masks the trainer draws at that step.
     pub fn pass_cpu_with<T: Real>(
         &self,
         p: &BTreeMap<String, Vec<T>>,
@@ -359,45 +409,42 @@ impl Seq2Seq {
         grads: bool,
         step: Option<u64>,
     ) -> Result<Seq2SeqPass<T>> {
-        let (enc_key, dec_key) = step.map_or((None, None), |s| self.train_keys(s));
-        let enc = self.encode_cpu(p, b, enc_key)?;
-        let lstm = self.encoder.config.cell.has_cell_state();
-        let dec_p = with_prefix(p, "decoder.");
-        let pass = self.decoder.pass_cpu_with(
-            &dec_p,
-            &b.decoder_batch(),
-            Some(&enc.h_n),
-            lstm.then_some(&enc.c_n[..]),
-            grads,
-            dec_key,
+        self.check_batch(b)?;
+        let mut exec = CpuExecutor::<T>::new();
+        for (name, t) in self.named_params() {
+            let v = p
+                .get(&name)
+                .with_context(|| format!("parameter {name} missing"))?;
+            exec.set_param_real(&name, &t.shape, v)?;
+        }
+        let pass = match (grads, step) {
+            (_, Some(_)) => Pass::Train { dropout: true },
+            (true, None) => Pass::Train { dropout: false },
+            (false, None) => Pass::Evaluate,
+        };
+        let mut builder = ProgramBuilder::new();
+        let rec = self.record(
+            &mut builder,
+            (b.batch, b.source_steps, b.target_steps),
+            pass,
         )?;
-        let grads = match pass.grads {
-            Some(dec_grads) => {
-                let mut g: BTreeMap<String, Vec<T>> = dec_grads
-                    .into_iter()
-                    .map(|(k, v)| (format!("decoder.{k}"), v))
-                    .collect();
-                let eg = self.encoder.backward_cpu(
-                    &enc.params,
-                    &enc.tape,
-                    None,
-                    Some(&pass.d_h0),
-                    lstm.then_some(&pass.d_c0[..]),
-                )?;
-                for (k, v) in eg.params {
-                    g.insert(format!("encoder.rnn.{k}"), v);
+        let prog = exec.load(builder.finish())?;
+        self.write_batch(&mut exec, prog, &rec.inputs, b)?;
+        exec.run(prog, 0, step.unwrap_or(0))?;
+        let grads = match pass {
+            Pass::Train { .. } => {
+                let mut g = BTreeMap::new();
+                for (name, &t) in &rec.grads {
+                    g.insert(name.clone(), exec.read_real(prog, t)?);
                 }
-                g.insert(
-                    "encoder.embedding.weight".into(),
-                    self.encoder_embedding.backward_cpu(&b.source, &eg.input)?,
-                );
                 Some(g)
             }
-            None => None,
+            _ => None,
         };
+        let loss = rec.loss.context("an evaluation pass has a loss")?;
         Ok(Seq2SeqPass {
-            loss: pass.loss,
-            output: pass.output,
+            loss: exec.read_real(prog, loss)?[0],
+            output: exec.read_real(prog, rec.output)?,
             grads,
         })
     }
@@ -405,13 +452,55 @@ impl Seq2Seq {
     /// Greedy decoding on the CPU: encodes one source sequence, then feeds the decoder its
     /// own most likely token, starting from `start`, for `length` tokens.
     pub fn translate_cpu(&self, source: &[u32], start: u32, length: usize) -> Result<Vec<u32>> {
+        self.translate(&Backend::Cpu, source, start, length)
+    }
+
+    /// Greedy decoding on `backend`: encodes one source sequence, then feeds the decoder
+    /// its own most likely token, starting from `start`, for `length` tokens (one run per
+    /// token, the decoder's state carried on the device).
+    pub fn translate(
+        &self,
+        backend: &Backend,
+        source: &[u32],
+        start: u32,
+        length: usize,
+    ) -> Result<Vec<u32>> {
         let one = Seq2SeqBatch::teacher_forced(&[source.to_vec()], &[vec![start]], start)?;
         self.check_batch(&one)?;
-        let p = self.params_as::<f32>();
-        let enc = self.encode_cpu(&p, &one, None)?;
-        let (mut h, mut c) = (enc.h_n, enc.c_n);
-        let lstm = self.encoder.config.cell.has_cell_state();
-        let dec_p = with_prefix(&p, "decoder.");
+        let mut exec = backend.executor();
+        for (name, t) in self.named_params() {
+            exec.set_param(&name, &t.shape, &t.data)?;
+        }
+        // The encoder, then its final states read back.
+        let mut b = ProgramBuilder::new();
+        let ids = b.ids("encoder.ids", self.encoder_embedding.op(), source.len());
+        let x = self
+            .encoder_embedding
+            .record_forward(&mut b, "encoder.embedding.", ids)?;
+        let enc =
+            self.encoder
+                .record_forward(&mut b, "encoder.rnn.", x, 1, source.len(), None, None)?;
+        let encoder = exec.load(b.finish())?;
+        exec.write_u32(encoder, ids, source)?;
+        exec.run(encoder, 0, 0)?;
+        // One decoder step at a time, its state carried from run to run.
+        let mut b = ProgramBuilder::new();
+        let dec = self
+            .decoder
+            .record(&mut b, "decoder.", (1, 1), Pass::Predict, None)?;
+        dec.stack.record_carry(&mut b);
+        let decoder = exec.load(b.finish())?;
+        let n = enc.region_len();
+        let mut regions = vec![(StateRegion::HN, StateRegion::H0)];
+        if self.encoder.config.cell.has_cell_state() {
+            regions.push((StateRegion::CN, StateRegion::C0));
+        }
+        for (&from, &to) in enc.states.iter().zip(&dec.stack.states) {
+            for (a, z) in &regions {
+                let v = exec.read(encoder, from, enc.region(*a), n)?;
+                exec.write(decoder, to, dec.stack.region(*z), &v)?;
+            }
+        }
         let mut token = start;
         let mut out = Vec::with_capacity(length);
         for _ in 0..length {
@@ -422,21 +511,21 @@ impl Seq2Seq {
                 targets: Targets::Classes(vec![0]),
                 lengths: None,
             };
-            let pass =
-                self.decoder
-                    .pass_cpu(&dec_p, &step, Some(&h), lstm.then_some(&c[..]), false)?;
-            let best = (0..pass.output.len())
-                .max_by(|&a, &b| pass.output[a].total_cmp(&pass.output[b]))
+            self.decoder
+                .write_batch(exec.as_mut(), decoder, &dec.inputs, &step)?;
+            exec.run(decoder, 0, 0)?;
+            let logits = crate::exec::read_all(exec.as_mut(), decoder, dec.output)?;
+            let best = (0..logits.len())
+                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
                 .context("the decoder has no outputs")?;
             token = best as u32;
             out.push(token);
-            (h, c) = (pass.h_n, pass.c_n);
         }
         Ok(out)
     }
 
     /// The parameter names in the order both trainers clip and update them.
-    fn update_order(&self) -> Vec<String> {
+    pub fn update_order(&self) -> Vec<String> {
         let names: Vec<String> = self.named_params().into_keys().collect();
         let mut order: Vec<String> = names
             .iter()
@@ -448,275 +537,83 @@ impl Seq2Seq {
     }
 }
 
-/// The batch shape a trainer is planned for, and its optimizer.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Seq2SeqTrainConfig {
-    pub batch: usize,
-    pub source_steps: usize,
-    pub target_steps: usize,
-    pub optim: OptimConfig,
+/// The input tensors of an encoder-decoder pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Seq2SeqInputs {
+    /// Source ids.
+    pub source: TensorId,
+    /// Source lengths.
+    pub source_lengths: TensorId,
+    /// The decoder's inputs and targets.
+    pub decoder: SeqInputs,
 }
 
-fn check_shape(cfg: &Seq2SeqTrainConfig, b: &Seq2SeqBatch) -> Result<()> {
-    ensure!(
-        (b.batch, b.source_steps, b.target_steps)
-            == (cfg.batch, cfg.source_steps, cfg.target_steps),
-        "batch of {} sequences, {} source and {} target steps; the trainer was planned for \
-         {}, {} and {}",
-        b.batch,
-        b.source_steps,
-        b.target_steps,
-        cfg.batch,
-        cfg.source_steps,
-        cfg.target_steps
-    );
-    Ok(())
-}
+impl Learner for Seq2Seq {
+    type Batch = Seq2SeqBatch;
+    type Inputs = Seq2SeqInputs;
+    type Spec = Seq2SeqSpec;
 
-/// The GPU trainer of an encoder-decoder: a step (both sides forward, the state handed
-/// over on the device, loss, both sides backward with the state gradient handed back,
-/// clipping, update) is one submit that reads back only the loss.
-pub struct GpuSeq2SeqTrainer {
-    gpu: Gpu,
-    cfg: Seq2SeqTrainConfig,
-    model: Seq2Seq,
-    encoder_embedding: GpuEmbedding,
-    encoder: GpuRecurrent,
-    decoder_embedding: GpuEmbedding,
-    decoder: GpuRecurrent,
-    dense: GpuDense,
-    loss: GpuCrossEntropy,
-    optim: GpuOptimizer,
-    staging: wgpu::Buffer,
-}
+    fn batch_shape(&self, b: &Seq2SeqBatch) -> Vec<usize> {
+        vec![b.batch, b.source_steps, b.target_steps]
+    }
 
-impl GpuSeq2SeqTrainer {
-    pub fn new(gpu: &Gpu, model: Seq2Seq, cfg: Seq2SeqTrainConfig) -> Result<Self> {
-        cfg.optim.validate()?;
-        let (b, ts, tt) = (cfg.batch, cfg.source_steps, cfg.target_steps);
-        ensure!(
-            b > 0 && ts > 0 && tt > 0,
-            "a trainer needs batch, source steps and target steps > 0"
-        );
-        let encoder = GpuRecurrent::new(gpu, &model.encoder, b, ts, true)?;
-        let encoder_embedding = GpuEmbedding::new(
-            gpu,
-            &model.encoder_embedding,
-            b * ts,
-            encoder.input(),
-            encoder.input_grad(),
-        )?;
-        let decoder = GpuRecurrent::new(gpu, &model.decoder.rnn, b, tt, true)?;
-        let decoder_embedding = GpuEmbedding::new(
-            gpu,
-            model
-                .decoder
-                .embedding
-                .as_ref()
-                .context("decoder embedding")?,
-            b * tt,
-            decoder.input(),
-            decoder.input_grad(),
-        )?;
-        let rows = model.decoder.head_rows(b, tt);
-        let dense = GpuDense::new(
-            gpu,
-            &model.decoder.dense,
-            decoder.output(),
-            rows,
-            decoder.output_grad(),
-            true,
-        )?;
-        let loss = GpuCrossEntropy::new(
-            gpu,
-            rows.rows,
-            model.spec.target_vocab,
-            model.spec.ignore_index,
-            dense.output(),
-            dense.output_grad().context("dense gradients")?,
-        )?;
-        let mut named: BTreeMap<String, (&GpuTensor, &GpuTensor)> = BTreeMap::new();
-        let sides = [
-            ("encoder", &encoder_embedding, &encoder),
-            ("decoder", &decoder_embedding, &decoder),
-        ];
-        for (side, emb, rnn) in sides {
-            let g = emb.table_grad().context("embedding gradient")?;
-            named.insert(format!("{side}.embedding.weight"), (emb.table(), g));
-            let grads = rnn.param_grads().context("recurrent gradients")?;
-            for (name, p) in rnn.params() {
-                named.insert(format!("{side}.rnn.{name}"), (p, &grads[name]));
-            }
-        }
-        let dense_grads = dense.param_grads().context("dense gradients")?;
-        for ((name, p), (_, g)) in dense.params().into_iter().zip(dense_grads) {
-            named.insert(format!("decoder.fc.{name}"), (p, g));
-        }
-        let ordered: Vec<(String, &GpuTensor, &GpuTensor)> = model
-            .update_order()
-            .into_iter()
-            .map(|n| {
-                let (p, g) = named[&n];
-                (n, p, g)
-            })
+    fn check_batch(&self, b: &Seq2SeqBatch) -> Result<()> {
+        Seq2Seq::check_batch(self, b)
+    }
+
+    fn record(
+        &self,
+        b: &mut ProgramBuilder,
+        shape: &[usize],
+        pass: Pass,
+    ) -> Result<Recorded<Seq2SeqInputs>> {
+        let [batch, source, target] = shape else {
+            bail!("an encoder-decoder's batch shape is [batch, source steps, target steps], got {shape:?}");
+        };
+        Seq2Seq::record(self, b, (*batch, *source, *target), pass)
+    }
+
+    fn write_batch(
+        &self,
+        exec: &mut dyn Executor,
+        p: ProgramId,
+        inputs: &Seq2SeqInputs,
+        b: &Seq2SeqBatch,
+    ) -> Result<()> {
+        Seq2Seq::write_batch(self, exec, p, inputs, b)
+    }
+
+    fn named_params(&self) -> Tensors {
+        Seq2Seq::named_params(self)
+    }
+
+    fn set_params(&mut self, params: &Tensors) -> Result<()> {
+        let p: BTreeMap<String, Vec<f32>> = params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.data.clone()))
             .collect();
-        let optim = GpuOptimizer::new(gpu, cfg.optim, &ordered)?;
-        let staging = loss_staging(gpu);
-        Ok(Self {
-            gpu: gpu.clone(),
-            cfg,
-            model,
-            encoder_embedding,
-            encoder,
-            decoder_embedding,
-            decoder,
-            dense,
-            loss,
-            optim,
-            staging,
-        })
+        self.set_params_from(&p)
     }
 
-    fn write_batch(&self, b: &Seq2SeqBatch) -> Result<()> {
-        check_shape(&self.cfg, b)?;
-        self.model.check_batch(b)?;
-        self.encoder.set_lengths(b.source_lengths.as_deref())?;
-        self.encoder_embedding.write_ids(&b.source)?;
-        self.decoder_embedding.write_ids(&b.decoder_input)?;
-        self.loss.write_targets(&b.targets)
+    fn update_order(&self) -> Vec<String> {
+        Seq2Seq::update_order(self)
     }
 
-    fn record_forward_loss(&self, rec: &mut Recorder) -> Result<()> {
-        self.encoder_embedding.record_forward(rec);
-        self.encoder.record_forward(rec)?;
-        self.encoder.record_state_to(&self.decoder, rec)?;
-        self.decoder_embedding.record_forward(rec);
-        self.decoder.record_forward(rec)?;
-        self.dense.record_forward(rec);
-        self.loss.plan.record(rec);
-        Ok(())
+    fn spec(&self) -> Seq2SeqSpec {
+        self.spec.clone()
     }
 
-    /// Training mode for the next step's dropout masks, or evaluation (`None`).
-    fn set_training(&self, step: Option<u64>) -> Result<()> {
-        let (enc_key, dec_key) = step.map_or((None, None), |s| self.model.train_keys(s));
-        self.encoder.set_training(enc_key)?;
-        self.decoder.set_training(dec_key)
-    }
-
-    /// One training step; returns the batch's mean loss before the update.
-    pub fn step(&mut self, b: &Seq2SeqBatch) -> Result<f32> {
-        self.write_batch(b)?;
-        self.set_training(Some(self.optim.steps()))?;
-        let mut rec = Recorder::new(&self.gpu);
-        self.record_forward_loss(&mut rec)?;
-        self.dense.record_backward(&mut rec)?;
-        self.decoder.record_backward(&mut rec)?;
-        self.decoder_embedding.record_backward(&mut rec);
-        // The encoder's outputs feed nothing but its final state: their gradient is zero.
-        let d_enc_out = self.encoder.output_grad().context("encoder gradients")?;
-        rec.clear(d_enc_out.buffer());
-        self.encoder
-            .record_state_grads_from(&self.decoder, &mut rec)?;
-        self.encoder.record_backward(&mut rec)?;
-        self.encoder_embedding.record_backward(&mut rec);
-        self.optim.record(&mut rec)?;
-        let loss = submit_and_read_loss(&self.gpu, rec, self.loss.plan.stats(), &self.staging)?;
-        check_loss(loss, self.optim.steps())
-    }
-
-    /// Forward and loss only (teacher forced).
-    pub fn evaluate(&mut self, b: &Seq2SeqBatch) -> Result<f32> {
-        self.write_batch(b)?;
-        self.set_training(None)?;
-        let mut rec = Recorder::new(&self.gpu);
-        self.record_forward_loss(&mut rec)?;
-        submit_and_read_loss(&self.gpu, rec, self.loss.plan.stats(), &self.staging)
-    }
-
-    /// The decoder's dense outputs [target_steps * batch, target_vocab], teacher forced.
-    pub fn predict(&mut self, b: &Seq2SeqBatch) -> Result<Vec<f32>> {
-        self.evaluate(b)?;
-        self.dense.output().to_vec()
-    }
-
-    pub fn steps_done(&self) -> u64 {
-        self.optim.steps()
-    }
-
-    /// The model with its current parameters (readbacks).
-    pub fn model(&self) -> Result<Seq2Seq> {
-        let mut p: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-        let sides = [
-            ("encoder", &self.encoder_embedding, &self.encoder),
-            ("decoder", &self.decoder_embedding, &self.decoder),
-        ];
-        for (side, emb, rnn) in sides {
-            p.insert(format!("{side}.embedding.weight"), emb.table().to_vec()?);
-            for (name, t) in rnn.params() {
-                p.insert(format!("{side}.rnn.{name}"), t.to_vec()?);
-            }
-        }
-        for (name, t) in self.dense.params() {
-            p.insert(format!("decoder.fc.{name}"), t.to_vec()?);
-        }
-        let mut m = self.model.clone();
-        m.set_params_from(&p)?;
+    fn from_spec(spec: Seq2SeqSpec, params: &Tensors) -> Result<Self> {
+        let mut m = Seq2Seq::new(spec, 0)?;
+        Learner::set_params(&mut m, params)?;
         Ok(m)
     }
-}
 
-/// The CPU twin of [`GpuSeq2SeqTrainer`], in f32.
-pub struct CpuSeq2SeqTrainer {
-    cfg: Seq2SeqTrainConfig,
-    model: Seq2Seq,
-    params: BTreeMap<String, Vec<f32>>,
-    order: Vec<String>,
-    optim: CpuOptimizer,
-}
-
-impl CpuSeq2SeqTrainer {
-    pub fn new(model: Seq2Seq, cfg: Seq2SeqTrainConfig) -> Result<Self> {
-        let params = model.params_as::<f32>();
-        let order = model.update_order();
-        let sizes: Vec<(String, usize)> =
-            order.iter().map(|n| (n.clone(), params[n].len())).collect();
-        let optim = CpuOptimizer::new(cfg.optim, &sizes)?;
-        Ok(Self {
-            cfg,
-            model,
-            params,
-            order,
-            optim,
-        })
+    fn can_carry_state(&self) -> bool {
+        false
     }
 
-    /// One training step; returns the batch's mean loss before the update.
-    pub fn step(&mut self, b: &Seq2SeqBatch) -> Result<f32> {
-        check_shape(&self.cfg, b)?;
-        self.model.check_batch(b)?;
-        let step = Some(self.optim.steps());
-        let pass = self.model.pass_cpu_with(&self.params, b, true, step)?;
-        let grads = pass.grads.context("gradients")?;
-        self.optim.step(&self.order, &mut self.params, &grads)?;
-        check_loss(pass.loss, self.optim.steps())
-    }
-
-    /// Forward and loss only (teacher forced).
-    pub fn evaluate(&mut self, b: &Seq2SeqBatch) -> Result<f32> {
-        check_shape(&self.cfg, b)?;
-        self.model.check_batch(b)?;
-        Ok(self.model.pass_cpu(&self.params, b, false)?.loss)
-    }
-
-    pub fn steps_done(&self) -> u64 {
-        self.optim.steps()
-    }
-
-    /// The model with its current parameters.
-    pub fn model(&self) -> Result<Seq2Seq> {
-        let mut m = self.model.clone();
-        m.set_params_from(&self.params)?;
-        Ok(m)
+    fn has_cell_state(&self) -> bool {
+        self.encoder.config.cell.has_cell_state()
     }
 }

@@ -1,73 +1,363 @@
-//! The trainer: one training step (forward, loss, backward, clip, update) of a
-//! [`SequenceModel`] on a batch, on the GPU in one submit that reads back only the loss, or
-//! on the CPU with the twins. Stateful training (and truncated BPTT over a long stream)
-//! carries each step's final states into the next step's initial states without carrying
-//! gradients across; evaluation runs forward and loss only.
+//! The trainer: one for every model ([`Learner`]: the sequence model, the encoder-decoder)
+//! and both executors. A training step (forward, loss, backward, clipping, the optimizer
+//! update) is one recorded program, run as one submit on the GPU that reads back only the
+//! loss; evaluation and prediction are programs of their own, planned once per batch shape.
 //!
-//! A step whose loss is not finite is an error naming the step (the parameters are then
-//! spoiled: keep the last checkpoint). Evaluation and prediction run from zero states and
-//! leave the carried state alone; checkpoints keep it, so a run resumed from a checkpoint
-//! sees the same states as one that never stopped.
+//! Stateful training (truncated BPTT over a long stream) carries each step's final states
+//! into the next step's initial states on the device, without carrying gradients across.
+//! Evaluation and prediction run from zero states and leave the carried state alone;
+//! checkpoints keep it, so a run resumed from a checkpoint sees the same states as one that
+//! never stopped. A step whose loss is not finite is an error naming the step (the
+//! parameters are then spoiled: keep the last checkpoint).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
 
 use anyhow::{bail, ensure, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::checkpoint::Checkpoint;
-use super::model::{Batch, Head, Inputs, Loss, SequenceModel, Targets};
-use super::optimizer::{CpuOptimizer, GpuOptimizer, OptimConfig};
-use crate::gpu::loss::{write_targets, CrossEntropyPlan, MsePlan};
-use crate::gpu::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
-use crate::gpu::{Gpu, GpuTensor, Recorder};
-use crate::nn::{GpuDense, GpuEmbedding, GpuRecurrent, HostTensor, Tensors};
-use crate::ops::loss::CrossEntropy;
+use super::model::{Pass, Recorded, SequenceModel};
+use crate::backend::Backend;
+use crate::exec::{Executor, ProgramId};
+use crate::nn::{HostTensor, Tensors};
+use crate::ops::optim::OptimConfig;
+use crate::ops::program::{Op, ProgramBuilder, StateRegion};
 
-/// How a trainer runs: the batch shape it is planned for, the optimizer, and whether the
-/// recurrent state carries from one step to the next.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// How a trainer trains: the optimizer, and whether the recurrent state carries from one
+/// step to the next.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TrainConfig {
-    pub batch: usize,
-    pub steps: usize,
+    /// Update rule, clipping, learning-rate schedule.
     pub optim: OptimConfig,
+    /// Carry the final states of each step into the next (truncated BPTT over a stream).
     pub stateful: bool,
 }
 
-/// A training loop's view of a trainer, on either backend.
-pub trait Trainer {
+impl TrainConfig {
+    /// Training with `optim`, not stateful.
+    pub fn new(optim: OptimConfig) -> Self {
+        Self {
+            optim,
+            stateful: false,
+        }
+    }
+
+    /// Carries the state from step to step.
+    pub fn stateful(mut self, stateful: bool) -> Self {
+        self.stateful = stateful;
+        self
+    }
+}
+
+/// A model a [`Trainer`] trains: it records its passes into programs and writes its
+/// batches into them.
+pub trait Learner: Clone {
+    /// A batch of training data.
+    type Batch;
+    /// The tensors a batch is written into.
+    type Inputs: Clone + Debug;
+    /// The architecture, kept in checkpoints.
+    type Spec: Clone + Debug + PartialEq + Serialize + DeserializeOwned;
+
+    /// The sizes that decide a program (a batch of another shape needs another program).
+    fn batch_shape(&self, b: &Self::Batch) -> Vec<usize>;
+    /// Checks a batch: sizes, ids, targets, finite values.
+    fn check_batch(&self, b: &Self::Batch) -> Result<()>;
+    /// Records one pass for batches of `shape`.
+    fn record(
+        &self,
+        b: &mut ProgramBuilder,
+        shape: &[usize],
+        pass: Pass,
+    ) -> Result<Recorded<Self::Inputs>>;
+    /// Writes a checked batch into a recorded program.
+    fn write_batch(
+        &self,
+        exec: &mut dyn Executor,
+        p: ProgramId,
+        inputs: &Self::Inputs,
+        b: &Self::Batch,
+    ) -> Result<()>;
+    /// Every parameter under its PyTorch name.
+    fn named_params(&self) -> Tensors;
+    /// Replaces every parameter by the one of the same name.
+    fn set_params(&mut self, params: &Tensors) -> Result<()>;
+    /// The trainable parameters, in the order clipping sums them and updates run.
+    fn update_order(&self) -> Vec<String>;
+    /// The architecture.
+    fn spec(&self) -> Self::Spec;
+    /// A model of `spec` with `params`.
+    fn from_spec(spec: Self::Spec, params: &Tensors) -> Result<Self>;
+    /// Whether its state can carry from step to step (stateful training).
+    fn can_carry_state(&self) -> bool;
+    /// Whether its recurrent cell has a cell state (LSTM).
+    fn has_cell_state(&self) -> bool;
+}
+
+/// The recurrent state carried from one training step to the next: `h` and (LSTM) `c`,
+/// each `[layers * directions, batch, hidden]` (`c` empty for cells without one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CarriedState {
+    /// Hidden states.
+    pub h: Vec<f32>,
+    /// Cell states (LSTM).
+    pub c: Vec<f32>,
+}
+
+impl CarriedState {
+    /// Checkpoint tensor names.
+    const H: &'static str = "state.h";
+    const C: &'static str = "state.c";
+
+    /// From a checkpoint's state tensors; `None` when it has none (not stateful).
+    fn from_checkpoint<S>(ckpt: &Checkpoint<S>) -> Option<Self> {
+        let h = ckpt.state.get(Self::H)?.data.clone();
+        let c = ckpt
+            .state
+            .get(Self::C)
+            .map(|t| t.data.clone())
+            .unwrap_or_default();
+        Some(Self { h, c })
+    }
+}
+
+/// A program planned for one batch shape.
+struct Planned<I> {
+    program: ProgramId,
+    shape: Vec<usize>,
+    rec: Recorded<I>,
+}
+
+/// Trains a model on a backend.
+pub struct Trainer<M: Learner = SequenceModel> {
+    backend: Backend,
+    exec: Box<dyn Executor>,
+    model: M,
+    cfg: TrainConfig,
+    step: u64,
+    train: Option<Planned<M::Inputs>>,
+    eval: HashMap<Vec<usize>, Planned<M::Inputs>>,
+    predict: HashMap<Vec<usize>, Planned<M::Inputs>>,
+    /// A carried state set before the training program exists (resume), applied when it
+    /// is planned.
+    pending_state: Option<CarriedState>,
+}
+
+pub(super) fn check_loss(loss: f32, step: u64) -> Result<f32> {
+    ensure!(
+        loss.is_finite(),
+        "the loss became {loss} at step {step}: training stopped (try a lower learning rate \
+         or gradient clipping); the last checkpoint is kept"
+    );
+    Ok(loss)
+}
+
+impl<M: Learner> Trainer<M> {
+    /// A trainer of `model` on `backend` (its parameters uploaded once).
+    pub fn new(backend: &Backend, model: M, cfg: TrainConfig) -> Result<Self> {
+        cfg.optim.validate()?;
+        ensure!(
+            !cfg.stateful || model.can_carry_state(),
+            "this model does not carry its state between steps: stateful training is not \
+             available for it"
+        );
+        ensure!(
+            !model.update_order().is_empty(),
+            "nothing to optimize: the model has no trainable parameters"
+        );
+        let mut exec = backend.executor();
+        for (name, t) in model.named_params() {
+            exec.set_param(&name, &t.shape, &t.data)?;
+        }
+        Ok(Self {
+            backend: backend.clone(),
+            exec,
+            model,
+            cfg,
+            step: 0,
+            train: None,
+            eval: HashMap::new(),
+            predict: HashMap::new(),
+            pending_state: None,
+        })
+    }
+
+    /// A trainer continuing from a checkpoint: its parameters, optimizer state, step and
+    /// (stateful training) carried state.
+    pub fn resume(backend: &Backend, ckpt: &Checkpoint<M::Spec>, cfg: TrainConfig) -> Result<Self> {
+        let model = M::from_spec(ckpt.spec.clone(), &ckpt.params)?;
+        let mut t = Self::new(backend, model, cfg)?;
+        let mut state = BTreeMap::new();
+        for (name, tensor) in &ckpt.optimizer {
+            let param = name
+                .strip_prefix(OPTIMIZER_PREFIX)
+                .with_context(|| format!("checkpoint tensor {name} is not optimizer state"))?;
+            let n = t
+                .model
+                .named_params()
+                .get(param)
+                .map(|p| p.data.len())
+                .with_context(|| {
+                    format!("optimizer state {name} names no parameter of the model")
+                })?;
+            let want = t.cfg.optim.optimizer.slots() * n;
+            ensure!(
+                tensor.data.len() == want,
+                "optimizer state {name} has {} values, expected {want}",
+                tensor.data.len()
+            );
+            state.insert(param.to_string(), tensor.data.clone());
+        }
+        t.exec.set_optimizer_state(&state)?;
+        t.step = ckpt.step;
+        if let (true, Some(s)) = (cfg.stateful, CarriedState::from_checkpoint(ckpt)) {
+            t.pending_state = Some(s);
+        }
+        Ok(t)
+    }
+
+    /// The backend it runs on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Steps taken.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// Bytes the executor holds (parameters, optimizer state, every planned program).
+    pub fn memory_bytes(&self) -> u64 {
+        self.exec.memory_bytes()
+    }
+
+    fn plan(&mut self, shape: &[usize], pass: Pass) -> Result<Planned<M::Inputs>> {
+        let mut b = ProgramBuilder::new();
+        let rec = self.model.record(&mut b, shape, pass)?;
+        if let Pass::Train { .. } = pass {
+            let named = self.model.named_params();
+            let mut params = Vec::new();
+            for name in self.model.update_order() {
+                let t = named
+                    .get(&name)
+                    .with_context(|| format!("parameter {name}"))?;
+                let p = b.param(&name, &t.shape)?;
+                let g = *rec
+                    .grads
+                    .get(&name)
+                    .with_context(|| format!("the pass records no gradient for {name}"))?;
+                params.push((name, p, g));
+            }
+            b.op(Op::Optimize {
+                config: self.cfg.optim,
+                params,
+            });
+            if self.cfg.stateful {
+                rec.stack.record_carry(&mut b);
+            }
+        }
+        if let Some(loss) = rec.loss {
+            b.read_back(loss);
+        }
+        let program = self.exec.load(b.finish())?;
+        Ok(Planned {
+            program,
+            shape: shape.to_vec(),
+            rec,
+        })
+    }
+
     /// One training step; returns the batch's mean loss before the update.
-    fn step(&mut self, batch: &Batch) -> Result<f32>;
+    pub fn step(&mut self, batch: &M::Batch) -> Result<f32> {
+        self.model.check_batch(batch)?;
+        let shape = self.model.batch_shape(batch);
+        let replan = match &self.train {
+            Some(t) if t.shape == shape => false,
+            Some(t) if self.cfg.stateful => bail!(
+                "stateful training carries the state of batches of shape {:?}; this batch has \
+                 shape {shape:?}",
+                t.shape
+            ),
+            _ => true,
+        };
+        if replan {
+            self.train = Some(self.plan(&shape, Pass::Train { dropout: true })?);
+            if let Some(s) = self.pending_state.take() {
+                self.set_carried_state(&s)?;
+            }
+        }
+        let t = self.train.as_ref().context("the training program")?;
+        let (p, inputs, loss) = (t.program, t.rec.inputs.clone(), t.rec.loss);
+        self.model
+            .write_batch(self.exec.as_mut(), p, &inputs, batch)?;
+        self.exec.run(p, 0, self.step)?;
+        self.step += 1;
+        let loss = self
+            .exec
+            .read(p, loss.context("a training pass has a loss")?, 0, 1)?[0];
+        check_loss(loss, self.step)
+    }
+
+    fn planned(
+        &mut self,
+        batch: &M::Batch,
+        pass: Pass,
+    ) -> Result<(ProgramId, Recorded<M::Inputs>)> {
+        self.model.check_batch(batch)?;
+        let shape = self.model.batch_shape(batch);
+        let cached = match pass {
+            Pass::Predict => self.predict.get(&shape),
+            _ => self.eval.get(&shape),
+        };
+        let planned = match cached {
+            Some(p) => (p.program, p.rec.clone()),
+            None => {
+                let p = self.plan(&shape, pass)?;
+                let out = (p.program, p.rec.clone());
+                match pass {
+                    Pass::Predict => self.predict.insert(shape, p),
+                    _ => self.eval.insert(shape, p),
+                };
+                out
+            }
+        };
+        self.model
+            .write_batch(self.exec.as_mut(), planned.0, &planned.1.inputs, batch)?;
+        self.exec.run(planned.0, 0, self.step)?;
+        Ok(planned)
+    }
+
     /// Forward and loss only, from zero states, without dropout (the carried state is
     /// kept for the next training step).
-    fn evaluate(&mut self, batch: &Batch) -> Result<f32>;
-    /// Forward only from zero states: the dense outputs [rows, outputs] (the targets are
-    /// checked but unused; the carried state is kept).
-    fn predict(&mut self, batch: &Batch) -> Result<Vec<f32>>;
-    /// Starts the carried state afresh at zero.
-    fn reset_state(&mut self) -> Result<()>;
-    /// The state the next training step starts from (stateful training; zeros otherwise).
-    fn carried_state(&self) -> Result<CarriedState>;
-    /// Sets the state the next training step starts from (stateful training).
-    fn set_carried_state(&mut self, state: &CarriedState) -> Result<()>;
-    /// Steps taken.
-    fn steps_done(&self) -> u64;
-    /// The model with its current parameters (a readback on the GPU).
-    fn model(&self) -> Result<SequenceModel>;
-    /// Parameters, optimizer state, step and (stateful training) the carried state.
-    fn checkpoint(&mut self) -> Result<Checkpoint>;
-    fn config(&self) -> &TrainConfig;
+    pub fn evaluate(&mut self, batch: &M::Batch) -> Result<f32> {
+        let (p, rec) = self.planned(batch, Pass::Evaluate)?;
+        Ok(self
+            .exec
+            .read(p, rec.loss.context("an evaluation has a loss")?, 0, 1)?[0])
+    }
 
-    /// Trains `epochs` passes over `batches` (Keras' `fit`; see
-    /// [`SequenceData::batches`](super::SequenceData::batches)), calling `on_epoch` with the
+    /// Forward only from zero states: the outputs `[rows, outputs]` (the targets are
+    /// checked but unused; the carried state is kept).
+    pub fn predict(&mut self, batch: &M::Batch) -> Result<Vec<f32>> {
+        let (p, rec) = self.planned(batch, Pass::Predict)?;
+        crate::exec::read_all(self.exec.as_mut(), p, rec.output)
+    }
+
+    /// Trains `epochs` passes over `batches` (Keras' `fit`), calling `on_epoch` with the
     /// epoch (from 1) and its mean training loss; returns those means.
-    fn fit(
+    pub fn fit(
         &mut self,
-        batches: &[Batch],
+        batches: &[M::Batch],
         epochs: usize,
         mut on_epoch: impl FnMut(usize, f32),
-    ) -> Result<Vec<f32>>
-    where
-        Self: Sized,
-    {
+    ) -> Result<Vec<f32>> {
         ensure!(!batches.is_empty(), "fit: no batches to train on");
         let mut means = Vec::with_capacity(epochs);
         for epoch in 1..=epochs {
@@ -81,638 +371,151 @@ pub trait Trainer {
         }
         Ok(means)
     }
-}
 
-/// The recurrent state carried from one training step to the next: `h` and (LSTM) `c`,
-/// each `[layers * directions, batch, hidden]` (`c` empty for cells without one).
-#[derive(Clone, Debug, PartialEq)]
-pub struct CarriedState {
-    pub h: Vec<f32>,
-    pub c: Vec<f32>,
-}
-
-impl CarriedState {
-    /// Checkpoint tensor names.
-    const H: &'static str = "state.h";
-    const C: &'static str = "state.c";
-
-    fn zeros(model: &SequenceModel, batch: usize) -> Self {
-        let n = model.state_len(batch);
-        let c = if model.rnn.config.cell.has_cell_state() {
-            vec![0.0; n]
-        } else {
-            Vec::new()
-        };
-        Self { h: vec![0.0; n], c }
+    /// The model with its current parameters (a readback on the GPU).
+    pub fn model(&mut self) -> Result<M> {
+        let mut named = self.model.named_params();
+        for (name, t) in named.iter_mut() {
+            t.data = self.exec.param(name)?;
+        }
+        let mut m = self.model.clone();
+        m.set_params(&named)?;
+        Ok(m)
     }
 
-    /// Checks the sizes against a model and batch, and that every value is finite.
-    fn check(&self, model: &SequenceModel, batch: usize) -> Result<()> {
-        let want = Self::zeros(model, batch);
-        let cfg = &model.rnn.config;
-        for (what, have, want) in [("h", &self.h, &want.h), ("c", &self.c, &want.c)] {
+    /// Parameters, optimizer state, step and (stateful training) the carried state.
+    pub fn checkpoint(&mut self) -> Result<Checkpoint<M::Spec>> {
+        let model = self.model()?;
+        let state = match self.cfg.stateful {
+            true => self.carried_state_tensors()?,
+            false => Tensors::new(),
+        };
+        let saved = self.exec.optimizer_state()?;
+        let named = model.named_params();
+        let slots = self.cfg.optim.optimizer.slots();
+        let mut optimizer = Tensors::new();
+        if slots > 0 {
+            for name in model.update_order() {
+                let n = named[&name].data.len() * slots;
+                let data = saved.get(&name).cloned().unwrap_or_else(|| vec![0.0; n]);
+                optimizer.insert(
+                    format!("{OPTIMIZER_PREFIX}{name}"),
+                    HostTensor::new(vec![n], data)?,
+                );
+            }
+        }
+        Ok(Checkpoint {
+            spec: model.spec(),
+            params: named,
+            optimizer,
+            state,
+            step: self.step,
+            meta: BTreeMap::new(),
+        })
+    }
+}
+
+/// Optimizer state tensors in checkpoints are named this + the parameter's name.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+impl<M: Learner> Trainer<M> {
+    /// The state the next training step starts from, `[layers * directions, batch,
+    /// hidden]` each: in stateful training the carried state, otherwise zeros. Before the
+    /// first step it is the state set by [`Self::set_carried_state`] (or a checkpoint), else
+    /// an error (the batch size is not known yet).
+    pub fn carried_state(&mut self) -> Result<CarriedState> {
+        let Some(t) = &self.train else {
+            return self
+                .pending_state
+                .clone()
+                .context("no training step yet: the carried state has no batch size");
+        };
+        let (p, stack) = (t.program, t.rec.stack.clone());
+        let n = stack.region_len();
+        let (mut h, mut c) = (Vec::new(), Vec::new());
+        for &state in &stack.states {
+            h.extend(self.exec.read(p, state, stack.region(StateRegion::H0), n)?);
+            if self.model.has_cell_state() {
+                c.extend(self.exec.read(p, state, stack.region(StateRegion::C0), n)?);
+            }
+        }
+        Ok(CarriedState { h, c })
+    }
+
+    /// Sets the state the next training step starts from (stateful training).
+    pub fn set_carried_state(&mut self, state: &CarriedState) -> Result<()> {
+        let Some(t) = &self.train else {
+            self.pending_state = Some(state.clone());
+            return Ok(());
+        };
+        let (p, stack) = (t.program, t.rec.stack.clone());
+        let n = stack.region_len();
+        let want = n * stack.states.len();
+        let cell = self.model.has_cell_state();
+        for (what, have, want) in [
+            ("h", &state.h, want),
+            ("c", &state.c, if cell { want } else { 0 }),
+        ] {
             ensure!(
-                have.len() == want.len(),
-                "carried state {what} has {} values, expected {} = layers x directions x \
-                 batch x hidden = {} x {} x {batch} x {}",
+                have.len() == want,
+                "carried state {what} has {} values, expected {want} = layers x directions x \
+                 batch x hidden = {} x {} x {}",
                 have.len(),
-                want.len(),
-                cfg.num_layers,
-                cfg.directions(),
-                cfg.hidden_size
+                stack.states.len(),
+                stack.batch,
+                stack.hidden
             );
             if let Some(i) = have.iter().position(|v| !v.is_finite()) {
                 bail!("carried state {what} holds a non-finite value at index {i}");
             }
         }
-        Ok(())
-    }
-
-    /// As checkpoint tensors (`state.h`, `state.c`).
-    fn to_tensors(&self, model: &SequenceModel, batch: usize) -> Tensors {
-        let cfg = &model.rnn.config;
-        let shape = vec![cfg.num_layers * cfg.directions(), batch, cfg.hidden_size];
-        let mut t = Tensors::new();
-        t.insert(
-            Self::H.into(),
-            HostTensor {
-                shape: shape.clone(),
-                data: self.h.clone(),
-            },
-        );
-        if !self.c.is_empty() {
-            t.insert(
-                Self::C.into(),
-                HostTensor {
-                    shape,
-                    data: self.c.clone(),
-                },
-            );
-        }
-        t
-    }
-
-    /// From a checkpoint's state tensors; `None` when it has none (not stateful).
-    fn from_checkpoint(ckpt: &Checkpoint) -> Option<Self> {
-        let h = ckpt.state.get(Self::H)?.data.clone();
-        let c = ckpt
-            .state
-            .get(Self::C)
-            .map(|t| t.data.clone())
-            .unwrap_or_default();
-        Some(Self { h, c })
-    }
-}
-
-/// Restores a checkpoint's carried state into a stateful trainer.
-fn restore_state(t: &mut dyn Trainer, ckpt: &Checkpoint) -> Result<()> {
-    if let (true, Some(s)) = (t.config().stateful, CarriedState::from_checkpoint(ckpt)) {
-        t.set_carried_state(&s)
-            .context("the checkpoint's carried state does not fit this trainer")?;
-    }
-    Ok(())
-}
-
-pub(super) fn check_loss(loss: f32, step: u64) -> Result<f32> {
-    ensure!(
-        loss.is_finite(),
-        "the loss became {loss} at step {step}: training stopped (try a lower learning rate \
-         or gradient clipping); the last checkpoint is kept"
-    );
-    Ok(loss)
-}
-
-fn check_shape(cfg: &TrainConfig, b: &Batch) -> Result<()> {
-    ensure!(
-        b.batch == cfg.batch && b.steps == cfg.steps,
-        "batch of {} sequences x {} steps, the trainer was planned for {} x {}",
-        b.batch,
-        b.steps,
-        cfg.batch,
-        cfg.steps
-    );
-    Ok(())
-}
-
-/// Softmax cross-entropy on the device: the class targets it reads and its plan.
-pub(super) struct GpuCrossEntropy {
-    pub spec: CrossEntropy,
-    pub targets: GpuTensor<u32>,
-    pub plan: CrossEntropyPlan,
-    _row_loss: GpuTensor,
-}
-
-impl GpuCrossEntropy {
-    /// Over `rows` rows of `classes` logits, writing their gradient to `d_logits`.
-    pub fn new(
-        gpu: &Gpu,
-        rows: usize,
-        classes: usize,
-        ignore_index: Option<u32>,
-        logits: &GpuTensor,
-        d_logits: &GpuTensor,
-    ) -> Result<Self> {
-        let mut spec = CrossEntropy::new(rows, classes);
-        if let Some(i) = ignore_index {
-            spec = spec.ignore_index(i);
-        }
-        let targets = GpuTensor::<u32>::zeros(gpu, &[rows])?;
-        let row_loss = GpuTensor::zeros(gpu, &[rows])?;
-        let plan = CrossEntropyPlan::new(gpu, &spec, logits, &targets, &row_loss, d_logits)?;
-        Ok(Self {
-            spec,
-            targets,
-            plan,
-            _row_loss: row_loss,
-        })
-    }
-
-    /// Validates and writes the next targets.
-    pub fn write_targets(&self, t: &[u32]) -> Result<()> {
-        write_targets(&self.spec, &self.targets, t)
-    }
-}
-
-enum GpuLoss {
-    CrossEntropy(GpuCrossEntropy),
-    Mse { targets: GpuTensor, plan: MsePlan },
-}
-
-/// A last-step head's input on the device: each sequence's last valid output row,
-/// gathered (and its gradient scattered back) by the embedding kernels with the recurrent
-/// output as the table (see [`SequenceModel::last_rows`]).
-struct GpuLastStep {
-    rows: EmbeddingIds,
-    gathered: GpuTensor,
-    d_gathered: GpuTensor,
-    gather: EmbeddingForwardPlan,
-    scatter: Option<EmbeddingBackwardPlan>,
-}
-
-impl GpuLastStep {
-    fn new(
-        gpu: &Gpu,
-        model: &SequenceModel,
-        cfg: &TrainConfig,
-        rnn: &GpuRecurrent,
-    ) -> Result<Self> {
-        let spec = model.last_step_gather(cfg.batch, cfg.steps);
-        let rows = EmbeddingIds::new(gpu, &spec, cfg.batch)?;
-        let gathered = GpuTensor::zeros(gpu, &[cfg.batch, spec.dim])?;
-        let d_gathered = GpuTensor::zeros(gpu, &[cfg.batch, spec.dim])?;
-        let gather = EmbeddingForwardPlan::new(gpu, &spec, rnn.output(), &rows, &gathered)?;
-        let scatter = match rnn.output_grad() {
-            Some(d_out) => Some(EmbeddingBackwardPlan::new(
-                gpu,
-                &spec,
-                &rows,
-                &d_gathered,
-                d_out,
-            )?),
-            None => None,
-        };
-        Ok(Self {
-            rows,
-            gathered,
-            d_gathered,
-            gather,
-            scatter,
-        })
-    }
-}
-
-/// A 4-byte buffer a step copies its mean loss into, to be mapped after the submit.
-pub(super) fn loss_staging(gpu: &Gpu) -> wgpu::Buffer {
-    gpu.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("recur.trainer.loss"),
-        size: 4,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
-}
-
-/// Records copying the mean loss (the first value of a loss plan's `stats`) to `staging`,
-/// submits, and reads it: a step's only submit and only readback.
-pub(super) fn submit_and_read_loss(
-    gpu: &Gpu,
-    mut rec: Recorder,
-    stats: &GpuTensor,
-    staging: &wgpu::Buffer,
-) -> Result<f32> {
-    rec.copy(stats.buffer(), 0, staging, 0, 4);
-    rec.submit()?;
-    gpu.count(|c| c.readbacks += 1);
-    let bytes = crate::gpu::readback::map_and_copy(gpu, staging)?;
-    Ok(f32::from_le_bytes(
-        bytes[..4]
-            .try_into()
-            .context("the loss readback is 4 bytes")?,
-    ))
-}
-
-/// The GPU trainer: every tensor and plan built once for (batch, steps).
-pub struct GpuTrainer {
-    gpu: Gpu,
-    cfg: TrainConfig,
-    model: SequenceModel,
-    embedding: Option<GpuEmbedding>,
-    rnn: GpuRecurrent,
-    last_step: Option<GpuLastStep>,
-    dense: GpuDense,
-    loss: GpuLoss,
-    optim: GpuOptimizer,
-    /// Where each submit copies the mean loss, to be mapped after it (no second submit).
-    staging: wgpu::Buffer,
-}
-
-impl GpuTrainer {
-    pub fn new(gpu: &Gpu, model: SequenceModel, cfg: TrainConfig) -> Result<Self> {
-        cfg.optim.validate()?;
-        ensure!(
-            cfg.batch > 0 && cfg.steps > 0,
-            "a trainer needs batch > 0 and steps > 0"
-        );
-        let rnn = GpuRecurrent::new(gpu, &model.rnn, cfg.batch, cfg.steps, true)?;
-        let embedding = match &model.embedding {
-            Some(e) => Some(GpuEmbedding::new(
-                gpu,
-                e,
-                cfg.batch * cfg.steps,
-                rnn.input(),
-                rnn.input_grad(),
-            )?),
-            None => None,
-        };
-        let last_step = match model.spec.head {
-            Head::LastStep => Some(GpuLastStep::new(gpu, &model, &cfg, &rnn)?),
-            Head::EveryStep => None,
-        };
-        let rows = model.head_rows(cfg.batch, cfg.steps);
-        let (head_in, d_head_in) = match &last_step {
-            Some(l) => (&l.gathered, Some(&l.d_gathered)),
-            None => (rnn.output(), rnn.output_grad()),
-        };
-        let dense = GpuDense::new(gpu, &model.dense, head_in, rows, d_head_in, true)?;
-        let d_logits = dense.output_grad().context("dense gradients")?;
-        let loss = match model.spec.loss {
-            Loss::CrossEntropy { ignore_index } => GpuLoss::CrossEntropy(GpuCrossEntropy::new(
-                gpu,
-                rows.rows,
-                model.spec.outputs,
-                ignore_index,
-                dense.output(),
-                d_logits,
-            )?),
-            Loss::MeanSquaredError => {
-                let targets = GpuTensor::zeros(gpu, &[rows.rows * model.spec.outputs])?;
-                let plan = MsePlan::new(gpu, dense.output(), &targets, d_logits)?;
-                GpuLoss::Mse { targets, plan }
-            }
-        };
-        let mut named: Vec<(String, &GpuTensor, &GpuTensor)> = Vec::new();
-        if let Some(e) = &embedding {
-            if let Some(g) = e.table_grad() {
-                named.push(("embedding.weight".into(), e.table(), g));
+        for (i, &s) in stack.states.iter().enumerate() {
+            self.exec
+                .write(p, s, stack.region(StateRegion::H0), &state.h[i * n..][..n])?;
+            if cell {
+                self.exec
+                    .write(p, s, stack.region(StateRegion::C0), &state.c[i * n..][..n])?;
             }
         }
-        let rnn_grads = rnn.param_grads().context("recurrent gradients")?;
-        for (name, p) in rnn.params() {
-            named.push((format!("rnn.{name}"), p, &rnn_grads[name]));
-        }
-        let dense_grads = dense.param_grads().context("dense gradients")?;
-        for ((name, p), (_, g)) in dense.params().into_iter().zip(dense_grads) {
-            named.push((format!("fc.{name}"), p, g));
-        }
-        let optim = GpuOptimizer::new(gpu, cfg.optim, &named)?;
-        let staging = loss_staging(gpu);
-        Ok(Self {
-            gpu: gpu.clone(),
-            cfg,
-            model,
-            embedding,
-            rnn,
-            last_step,
-            dense,
-            loss,
-            optim,
-            staging,
-        })
-    }
-
-    /// A trainer continuing from a checkpoint (same spec; the checkpoint's step and state).
-    pub fn resume(gpu: &Gpu, ckpt: &Checkpoint, cfg: TrainConfig) -> Result<Self> {
-        let model = ckpt.model()?;
-        let mut t = Self::new(gpu, model, cfg)?;
-        t.optim.load_state(&ckpt.optimizer, ckpt.step)?;
-        restore_state(&mut t, ckpt)?;
-        Ok(t)
-    }
-
-    fn write_batch(&self, b: &Batch) -> Result<()> {
-        check_shape(&self.cfg, b)?;
-        self.model.check_batch(b)?;
-        match (&b.inputs, &self.embedding) {
-            (Inputs::Ids(ids), Some(e)) => e.write_ids(ids)?,
-            (Inputs::Values(v), None) => self.rnn.input().write(v)?,
-            _ => bail!("inputs do not match the model"),
-        }
-        match (&b.targets, &self.loss) {
-            (Targets::Classes(t), GpuLoss::CrossEntropy(ce)) => ce.write_targets(t)?,
-            (Targets::Values(t), GpuLoss::Mse { targets, .. }) => targets.write(t)?,
-            _ => bail!("targets do not match the loss"),
-        }
-        if let (Some(l), Some(rows)) = (&self.last_step, self.model.last_rows(b)?) {
-            l.rows.write(&rows)?;
-        }
         Ok(())
     }
 
-    fn record_forward_loss(&self, rec: &mut Recorder) -> Result<()> {
-        if let Some(e) = &self.embedding {
-            e.record_forward(rec);
-        }
-        self.rnn.record_forward(rec)?;
-        if let Some(l) = &self.last_step {
-            l.gather.record(rec);
-        }
-        self.dense.record_forward(rec);
-        match &self.loss {
-            GpuLoss::CrossEntropy(ce) => ce.plan.record(rec),
-            GpuLoss::Mse { plan, .. } => plan.record(rec),
-        }
-        Ok(())
-    }
-
-    fn submit_and_read_loss(&self, rec: Recorder) -> Result<f32> {
-        let stats = match &self.loss {
-            GpuLoss::CrossEntropy(ce) => ce.plan.stats(),
-            GpuLoss::Mse { plan, .. } => plan.stats(),
+    /// Starts the carried state afresh at zero.
+    pub fn reset_state(&mut self) -> Result<()> {
+        self.pending_state = None;
+        let Some(t) = &self.train else {
+            return Ok(());
         };
-        submit_and_read_loss(&self.gpu, rec, stats, &self.staging)
-    }
-
-    /// The device the trainer runs on.
-    pub fn gpu(&self) -> &Gpu {
-        &self.gpu
-    }
-}
-
-impl Trainer for GpuTrainer {
-    fn step(&mut self, b: &Batch) -> Result<f32> {
-        self.write_batch(b)?;
-        let lengths = self.model.lengths(b)?;
-        if self.cfg.stateful {
-            self.rnn.set_lengths(lengths.as_deref())?;
-        } else {
-            self.rnn.set_inputs(lengths.as_deref(), None, None)?;
-        }
-        self.rnn
-            .set_training(self.model.train_key(self.optim.steps()))?;
-        let mut rec = Recorder::new(&self.gpu);
-        self.record_forward_loss(&mut rec)?;
-        self.dense.record_backward(&mut rec)?;
-        if let Some(l) = &self.last_step {
-            l.scatter
-                .as_ref()
-                .context("last-step gradients")?
-                .record(&mut rec);
-        }
-        self.rnn.record_backward(&mut rec)?;
-        if let Some(e) = &self.embedding {
-            e.record_backward(&mut rec);
-        }
-        self.optim.record(&mut rec)?;
-        if self.cfg.stateful {
-            self.rnn.record_carry_state(&mut rec);
-        }
-        let loss = self.submit_and_read_loss(rec)?;
-        check_loss(loss, self.optim.steps())
-    }
-
-    fn evaluate(&mut self, b: &Batch) -> Result<f32> {
-        self.write_batch(b)?;
-        // Evaluation starts from zero states on the same device buffers: keep the carried
-        // state on the host meanwhile (evaluation is rare; a step never reads back).
-        let carried = match self.cfg.stateful {
-            true => Some(self.carried_state()?),
-            false => None,
-        };
-        let lengths = self.model.lengths(b)?;
-        self.rnn.set_inputs(lengths.as_deref(), None, None)?;
-        self.rnn.set_training(None)?;
-        let mut rec = Recorder::new(&self.gpu);
-        self.record_forward_loss(&mut rec)?;
-        let loss = self.submit_and_read_loss(rec);
-        if let Some(s) = carried {
-            self.set_carried_state(&s)?;
-        }
-        loss
-    }
-
-    fn predict(&mut self, b: &Batch) -> Result<Vec<f32>> {
-        self.evaluate(b)?;
-        self.dense.output().to_vec()
-    }
-
-    fn reset_state(&mut self) -> Result<()> {
-        self.rnn.set_inputs(None, None, None)
-    }
-
-    fn carried_state(&self) -> Result<CarriedState> {
-        let (h, c) = self.rnn.initial_state()?;
-        Ok(CarriedState { h, c })
-    }
-
-    fn set_carried_state(&mut self, state: &CarriedState) -> Result<()> {
-        state.check(&self.model, self.cfg.batch)?;
-        let c = (!state.c.is_empty()).then_some(&state.c[..]);
-        self.rnn.set_inputs(None, Some(&state.h), c)
-    }
-
-    fn steps_done(&self) -> u64 {
-        self.optim.steps()
-    }
-
-    fn model(&self) -> Result<SequenceModel> {
-        let mut m = self.model.clone();
-        let mut t = m.named_params();
-        if let Some(e) = &self.embedding {
-            t.get_mut("embedding.weight")
-                .context("embedding weight")?
-                .data = e.table().to_vec()?;
-        }
-        for (name, p) in self.rnn.params() {
-            t.get_mut(&format!("rnn.{name}")).context("rnn param")?.data = p.to_vec()?;
-        }
-        for (name, p) in self.dense.params() {
-            t.get_mut(&format!("fc.{name}")).context("fc param")?.data = p.to_vec()?;
-        }
-        m.set_params(&t)?;
-        Ok(m)
-    }
-
-    fn checkpoint(&mut self) -> Result<Checkpoint> {
-        let state = match self.cfg.stateful {
-            true => self
-                .carried_state()?
-                .to_tensors(&self.model, self.cfg.batch),
-            false => Tensors::new(),
-        };
-        Ok(Checkpoint {
-            spec: self.model.spec.clone(),
-            params: self.model()?.named_params(),
-            optimizer: self.optim.state()?,
-            state,
-            step: self.optim.steps(),
-            meta: BTreeMap::new(),
-        })
-    }
-
-    fn config(&self) -> &TrainConfig {
-        &self.cfg
-    }
-}
-
-/// The CPU trainer, the twin of [`GpuTrainer`] in f32.
-pub struct CpuTrainer {
-    cfg: TrainConfig,
-    model: SequenceModel,
-    params: BTreeMap<String, Vec<f32>>,
-    order: Vec<String>,
-    optim: CpuOptimizer,
-    state: Option<(Vec<f32>, Vec<f32>)>,
-}
-
-impl CpuTrainer {
-    pub fn new(model: SequenceModel, cfg: TrainConfig) -> Result<Self> {
-        cfg.optim.validate()?;
-        ensure!(
-            cfg.batch > 0 && cfg.steps > 0,
-            "a trainer needs batch > 0 and steps > 0"
-        );
-        let params = model.params_as::<f32>();
-        let order = gpu_order(&model);
-        let sizes: Vec<(String, usize)> =
-            order.iter().map(|n| (n.clone(), params[n].len())).collect();
-        let optim = CpuOptimizer::new(cfg.optim, &sizes)?;
-        Ok(Self {
-            cfg,
-            model,
-            params,
-            order,
-            optim,
-            state: None,
-        })
-    }
-
-    pub fn resume(ckpt: &Checkpoint, cfg: TrainConfig) -> Result<Self> {
-        let mut t = Self::new(ckpt.model()?, cfg)?;
-        t.optim.load_state(&ckpt.optimizer, ckpt.step)?;
-        restore_state(&mut t, ckpt)?;
-        Ok(t)
-    }
-}
-
-/// The order the GPU trainer clips and updates in (embedding, recurrent, dense).
-fn gpu_order(model: &SequenceModel) -> Vec<String> {
-    let trainable = model.trainable_names();
-    let mut out: Vec<String> = trainable
-        .iter()
-        .filter(|n| n.starts_with("embedding."))
-        .cloned()
-        .collect();
-    out.extend(trainable.iter().filter(|n| n.starts_with("rnn.")).cloned());
-    out.extend(trainable.iter().filter(|n| n.starts_with("fc.")).cloned());
-    out
-}
-
-impl Trainer for CpuTrainer {
-    fn step(&mut self, b: &Batch) -> Result<f32> {
-        check_shape(&self.cfg, b)?;
-        self.model.check_batch(b)?;
-        let (h0, c0) = match (&self.state, self.cfg.stateful) {
-            (Some((h, c)), true) => (Some(&h[..]), (!c.is_empty()).then_some(&c[..])),
-            _ => (None, None),
-        };
-        let key = self.model.train_key(self.optim.steps());
-        let pass = self
-            .model
-            .pass_cpu_with(&self.params, b, h0, c0, true, key)?;
-        let grads = pass.grads.context("gradients")?;
-        self.optim.step(&self.order, &mut self.params, &grads)?;
-        if self.cfg.stateful {
-            self.state = Some((pass.h_n, pass.c_n));
-        }
-        check_loss(pass.loss, self.optim.steps())
-    }
-
-    fn evaluate(&mut self, b: &Batch) -> Result<f32> {
-        check_shape(&self.cfg, b)?;
-        self.model.check_batch(b)?;
-        Ok(self
-            .model
-            .pass_cpu(&self.params, b, None, None, false)?
-            .loss)
-    }
-
-    fn predict(&mut self, b: &Batch) -> Result<Vec<f32>> {
-        check_shape(&self.cfg, b)?;
-        self.model.check_batch(b)?;
-        Ok(self
-            .model
-            .pass_cpu(&self.params, b, None, None, false)?
-            .output)
-    }
-
-    fn reset_state(&mut self) -> Result<()> {
-        self.state = None;
-        Ok(())
-    }
-
-    fn carried_state(&self) -> Result<CarriedState> {
-        Ok(match &self.state {
-            Some((h, c)) => CarriedState {
-                h: h.clone(),
-                c: c.clone(),
+        let stack = &t.rec.stack;
+        let zeros = CarriedState {
+            h: vec![0.0; stack.region_len() * stack.states.len()],
+            c: if self.model.has_cell_state() {
+                vec![0.0; stack.region_len() * stack.states.len()]
+            } else {
+                Vec::new()
             },
-            None => CarriedState::zeros(&self.model, self.cfg.batch),
-        })
-    }
-
-    fn set_carried_state(&mut self, state: &CarriedState) -> Result<()> {
-        state.check(&self.model, self.cfg.batch)?;
-        self.state = Some((state.h.clone(), state.c.clone()));
-        Ok(())
-    }
-
-    fn steps_done(&self) -> u64 {
-        self.optim.steps()
-    }
-
-    fn model(&self) -> Result<SequenceModel> {
-        let mut m = self.model.clone();
-        m.set_params_from(&self.params)?;
-        Ok(m)
-    }
-
-    fn checkpoint(&mut self) -> Result<Checkpoint> {
-        let state = match self.cfg.stateful {
-            true => self
-                .carried_state()?
-                .to_tensors(&self.model, self.cfg.batch),
-            false => Tensors::new(),
         };
-        Ok(Checkpoint {
-            spec: self.model.spec.clone(),
-            params: self.model()?.named_params(),
-            optimizer: self.optim.state(),
-            state,
-            step: self.optim.steps(),
-            meta: BTreeMap::new(),
-        })
+        self.set_carried_state(&zeros)
     }
 
-    fn config(&self) -> &TrainConfig {
-        &self.cfg
+    fn carried_state_tensors(&mut self) -> Result<Tensors> {
+        if self.train.is_none() && self.pending_state.is_none() {
+            return Ok(Tensors::new());
+        }
+        let s = self.carried_state()?;
+        let shape = match &self.train {
+            Some(t) => vec![
+                t.rec.stack.states.len(),
+                t.rec.stack.batch,
+                t.rec.stack.hidden,
+            ],
+            None => vec![s.h.len()],
+        };
+        let mut out = Tensors::new();
+        out.insert(CarriedState::H.into(), HostTensor::new(shape.clone(), s.h)?);
+        if !s.c.is_empty() {
+            out.insert(CarriedState::C.into(), HostTensor::new(shape, s.c)?);
+        }
+        Ok(out)
     }
 }

@@ -29,6 +29,13 @@ pub fn gpu() -> Option<Gpu> {
     .clone()
 }
 
+/// The backends a test runs on: the CPU, and the GPU where there is an adapter.
+pub fn backends() -> Vec<recur::Backend> {
+    let mut out = vec![recur::Backend::Cpu];
+    out.extend(gpu().map(recur::Backend::Gpu));
+    out
+}
+
 /// Runs the `recur` binary: its exit status (-1 if killed), stdout and stderr.
 pub fn recur(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))

@@ -13,12 +13,22 @@
 
 use anyhow::{ensure, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Schedule {
+    /// The base rate throughout.
+    #[default]
     Constant,
-    Step { step_size: u64, gamma: f64 },
-    Exponential { gamma: f64 },
-    Cosine { t_max: u64, eta_min: f64 },
+    Step {
+        step_size: u64,
+        gamma: f64,
+    },
+    Exponential {
+        gamma: f64,
+    },
+    Cosine {
+        t_max: u64,
+        eta_min: f64,
+    },
 }
 
 impl Schedule {

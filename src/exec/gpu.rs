@@ -1,0 +1,713 @@
+//! The GPU executor: each op of a program is lowered, when the program is loaded, to a plan
+//! of the device layer (`src/gpu`), with every tensor, uniform and bind group made then. A
+//! run records a phase's plans into one recorder, copies the tensors the phase reads back
+//! into staging buffers, and submits once; the only wait is for those readbacks.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::check::{self, U32Check};
+use super::{Executor, ProgramId, RunReport};
+use crate::gpu::dropout::RowMaskPlan;
+use crate::gpu::loss::{CrossEntropyPlan, MsePlan};
+use crate::gpu::merge::MergePlan;
+use crate::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPlan};
+use crate::gpu::{
+    ClipPlan, DropoutMaskPlan, EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds, GemmPlan,
+    Gpu, GpuTensor, OptimPlan, Recorder,
+};
+use crate::ops::optim::OptimConfig;
+use crate::ops::program::{DType, Kind, Op, OpId, Program, RecurrentForward, TensorId};
+use crate::ops::DropoutKey;
+
+/// A tensor's storage on the device.
+enum Slot {
+    Float(GpuTensor),
+    U32(GpuTensor<u32>),
+    Ids(EmbeddingIds),
+    /// Lengths stay on the host: the recurrent plans turn them into their step maps.
+    Lengths {
+        lengths: Vec<usize>,
+        version: u64,
+    },
+    Param(String),
+}
+
+/// An op lowered to its plan(s).
+enum Lowered {
+    Gemm(GemmPlan),
+    Recurrent {
+        plan: RecurrentPlan,
+        lengths: Option<TensorId>,
+        /// The lengths version last written into the plan.
+        applied: Option<u64>,
+    },
+    RecurrentBackward(OpId),
+    Merge(MergePlan),
+    Dropout {
+        plan: DropoutMaskPlan,
+        seed: u64,
+        stream: u32,
+    },
+    RowMask(RowMaskPlan),
+    Gather(EmbeddingForwardPlan),
+    Scatter(EmbeddingBackwardPlan),
+    CrossEntropy {
+        plan: CrossEntropyPlan,
+        loss: wgpu::Buffer,
+        _row_loss: GpuTensor,
+    },
+    Mse {
+        plan: MsePlan,
+        loss: wgpu::Buffer,
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    },
+    Zero(wgpu::Buffer),
+    Optimize(GpuOptimizer),
+}
+
+/// One optimizer step: clipping, then one plan per parameter.
+struct GpuOptimizer {
+    config: OptimConfig,
+    clip: Option<ClipPlan>,
+    plans: Vec<OptimPlan>,
+}
+
+struct Loaded {
+    program: Program,
+    slots: Vec<Slot>,
+    lowered: Vec<Lowered>,
+    u32_checks: BTreeMap<TensorId, U32Check>,
+    /// Per phase: staging buffers of the tensors it reads back.
+    staging: BTreeMap<usize, Vec<(TensorId, wgpu::Buffer)>>,
+    /// What the last run read back.
+    staged: BTreeMap<TensorId, Vec<f32>>,
+    /// Scratch for recurrent ops without biases (their bias gradients land here).
+    _scratch: Vec<GpuTensor>,
+}
+
+/// Runs programs on a GPU.
+pub struct GpuExecutor {
+    gpu: Gpu,
+    params: BTreeMap<String, GpuTensor>,
+    /// Optimizer state by parameter name (shared by the programs that update it).
+    optim: BTreeMap<String, GpuTensor>,
+    programs: Vec<Loaded>,
+    timed: bool,
+    last: RunReport,
+}
+
+impl GpuExecutor {
+    /// An executor on `gpu`.
+    pub fn new(gpu: &Gpu) -> Self {
+        Self {
+            gpu: gpu.clone(),
+            params: BTreeMap::new(),
+            optim: BTreeMap::new(),
+            programs: Vec::new(),
+            timed: false,
+            last: RunReport::default(),
+        }
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    fn loaded(&self, p: ProgramId) -> Result<&Loaded> {
+        self.programs
+            .get(p.0)
+            .with_context(|| format!("program {} was not loaded here", p.0))
+    }
+
+    /// The device tensor behind a float tensor of a loaded program (for benchmarks and
+    /// tests that look at device buffers).
+    pub fn tensor(&self, p: ProgramId, t: TensorId) -> Result<&GpuTensor> {
+        float(&self.params, &self.loaded(p)?.slots, t)
+    }
+
+    fn lower(
+        &mut self,
+        program: &Program,
+        slots: &[Slot],
+        scratch: &mut Vec<GpuTensor>,
+    ) -> Result<Vec<Lowered>> {
+        let gpu = self.gpu.clone();
+        let backwards = program.recurrent_backwards();
+        let mut lowered = Vec::with_capacity(program.ops().len());
+        for (i, op) in program.ops().iter().enumerate() {
+            let f = |t: TensorId| float(&self.params, slots, t);
+            let low = match op {
+                Op::Gemm {
+                    spec,
+                    a,
+                    b,
+                    bias,
+                    c,
+                } => Lowered::Gemm(GemmPlan::new(
+                    &gpu,
+                    spec,
+                    f(*a)?,
+                    f(*b)?,
+                    bias.map(f).transpose()?,
+                    f(*c)?,
+                )?),
+                Op::RecurrentForward(fw) => {
+                    let backward = backwards.get(&OpId(i)).copied();
+                    let plan = self.recurrent_plan(fw, backward, slots, scratch)?;
+                    Lowered::Recurrent {
+                        plan,
+                        lengths: fw.lengths,
+                        applied: None,
+                    }
+                }
+                Op::RecurrentBackward(b) => Lowered::RecurrentBackward(b.forward),
+                Op::Merge { stage, cat, out } => {
+                    Lowered::Merge(MergePlan::forward(&gpu, stage, f(*cat)?, f(*out)?)?)
+                }
+                Op::MergeBackward {
+                    stage,
+                    cat,
+                    d_out,
+                    d_cat,
+                } => Lowered::Merge(MergePlan::backward(
+                    &gpu,
+                    stage,
+                    f(*cat)?,
+                    f(*d_out)?,
+                    f(*d_cat)?,
+                )?),
+                Op::DropoutMask {
+                    spec,
+                    seed,
+                    stream,
+                    mask,
+                } => Lowered::Dropout {
+                    plan: DropoutMaskPlan::new(&gpu, spec, f(*mask)?)?,
+                    seed: *seed,
+                    stream: *stream,
+                },
+                Op::RowMask {
+                    mask,
+                    x,
+                    steps,
+                    batch_first,
+                } => Lowered::RowMask(RowMaskPlan::new(
+                    &gpu,
+                    f(*mask)?,
+                    f(*x)?,
+                    *steps,
+                    *batch_first,
+                )?),
+                Op::Gather {
+                    spec,
+                    table,
+                    ids,
+                    out,
+                } => Lowered::Gather(EmbeddingForwardPlan::new(
+                    &gpu,
+                    spec,
+                    f(*table)?,
+                    ids_of(slots, *ids)?,
+                    f(*out)?,
+                )?),
+                Op::ScatterAdd {
+                    spec,
+                    ids,
+                    d_out,
+                    d_table,
+                } => Lowered::Scatter(EmbeddingBackwardPlan::new(
+                    &gpu,
+                    spec,
+                    ids_of(slots, *ids)?,
+                    f(*d_out)?,
+                    f(*d_table)?,
+                )?),
+                Op::CrossEntropy {
+                    spec,
+                    logits,
+                    targets,
+                    d_logits,
+                    loss,
+                } => {
+                    let row_loss = GpuTensor::zeros(&gpu, &[spec.rows])?;
+                    let targets = match &slots[targets.0] {
+                        Slot::U32(t) => t,
+                        _ => bail!("cross-entropy targets must be a u32 input"),
+                    };
+                    let plan = CrossEntropyPlan::new(
+                        &gpu,
+                        spec,
+                        f(*logits)?,
+                        targets,
+                        &row_loss,
+                        f(*d_logits)?,
+                    )?;
+                    Lowered::CrossEntropy {
+                        plan,
+                        loss: f(*loss)?.buffer().clone(),
+                        _row_loss: row_loss,
+                    }
+                }
+                Op::Mse {
+                    pred,
+                    target,
+                    d_pred,
+                    loss,
+                } => Lowered::Mse {
+                    plan: MsePlan::new(&gpu, f(*pred)?, f(*target)?, f(*d_pred)?)?,
+                    loss: f(*loss)?.buffer().clone(),
+                },
+                Op::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    len,
+                } => Lowered::Copy {
+                    src: f(*src)?.buffer().clone(),
+                    src_offset: *src_offset as u64 * 4,
+                    dst: f(*dst)?.buffer().clone(),
+                    dst_offset: *dst_offset as u64 * 4,
+                    bytes: *len as u64 * 4,
+                },
+                Op::Zero { dst } => Lowered::Zero(f(*dst)?.buffer().clone()),
+                Op::Optimize { config, params } => {
+                    let clip = match config.clip {
+                        Some(max) => {
+                            let grads = params
+                                .iter()
+                                .map(|(_, _, g)| f(*g))
+                                .collect::<Result<Vec<_>>>()?;
+                            Some(ClipPlan::new(&gpu, &grads, max)?)
+                        }
+                        None => None,
+                    };
+                    let slots_per = config.optimizer.slots();
+                    let mut plans = Vec::new();
+                    for (name, p, g) in params {
+                        let param = f(*p)?;
+                        let state = match (slots_per, self.optim.get(name)) {
+                            (0, _) => None,
+                            (_, Some(s)) if s.len() == slots_per * param.len() => Some(s.clone()),
+                            _ => Some(GpuTensor::zeros(&gpu, &[slots_per * param.len()])?),
+                        };
+                        let plan = OptimPlan::new(
+                            &gpu,
+                            &config.optimizer,
+                            param,
+                            f(*g)?,
+                            state.as_ref(),
+                            clip.as_ref(),
+                        )
+                        .with_context(|| format!("planning the update of {name}"))?;
+                        if let Some(s) = state {
+                            self.optim.insert(name.clone(), s);
+                        }
+                        plans.push(plan);
+                    }
+                    Lowered::Optimize(GpuOptimizer {
+                        config: *config,
+                        clip,
+                        plans,
+                    })
+                }
+            };
+            lowered.push(low);
+        }
+        Ok(lowered)
+    }
+
+    fn recurrent_plan(
+        &self,
+        fw: &RecurrentForward,
+        backward: Option<&crate::ops::program::RecurrentBackward>,
+        slots: &[Slot],
+        scratch: &mut Vec<GpuTensor>,
+    ) -> Result<RecurrentPlan> {
+        let f = |t: TensorId| float(&self.params, slots, t);
+        let weights = GpuWeights {
+            w_ih: f(fw.w_ih)?,
+            w_hh: f(fw.w_hh)?,
+            b_ih: fw.b_ih.map(f).transpose()?,
+            b_hh: fw.b_hh.map(f).transpose()?,
+        };
+        let bias_scratch = match backward {
+            Some(b) if b.db_ih.is_none() => {
+                Some(GpuTensor::zeros(&self.gpu, &[fw.shape.gate_width()])?)
+            }
+            _ => None,
+        };
+        let grads = match backward {
+            Some(b) => {
+                let db = |t: Option<TensorId>| -> Result<&GpuTensor> {
+                    match t {
+                        Some(t) => f(t),
+                        None => bias_scratch.as_ref().context("bias gradient scratch"),
+                    }
+                };
+                Some((
+                    GpuGrads {
+                        dx: f(b.dx)?,
+                        accumulate_dx: b.accumulate_dx,
+                        dw_ih: f(b.dw_ih)?,
+                        dw_hh: f(b.dw_hh)?,
+                        db_ih: db(b.db_ih)?,
+                        db_hh: db(b.db_hh)?,
+                    },
+                    b.dy.map(f).transpose()?,
+                ))
+            }
+            None => None,
+        };
+        let plan = RecurrentPlan::new(
+            &self.gpu,
+            fw.shape,
+            f(fw.x)?,
+            f(fw.y)?,
+            weights,
+            grads,
+            f(fw.state)?,
+            fw.recurrent_mask.map(f).transpose()?,
+        )?;
+        scratch.extend(bias_scratch);
+        Ok(plan)
+    }
+}
+
+fn float<'a>(
+    params: &'a BTreeMap<String, GpuTensor>,
+    slots: &'a [Slot],
+    t: TensorId,
+) -> Result<&'a GpuTensor> {
+    match &slots[t.0] {
+        Slot::Float(g) => Ok(g),
+        Slot::Param(name) => params
+            .get(name)
+            .with_context(|| format!("parameter {name} is not on the device")),
+        _ => bail!("tensor {} does not hold float values", t.0),
+    }
+}
+
+fn ids_of(slots: &[Slot], t: TensorId) -> Result<&EmbeddingIds> {
+    match &slots[t.0] {
+        Slot::Ids(ids) => Ok(ids),
+        _ => bail!("tensor {} is not declared as ids", t.0),
+    }
+}
+
+impl Executor for GpuExecutor {
+    fn describe(&self) -> String {
+        let info = self.gpu.info();
+        format!("{} ({:?})", info.name, info.backend)
+    }
+
+    fn load(&mut self, program: Program) -> Result<ProgramId> {
+        check::check(&program)?;
+        let gpu = self.gpu.clone();
+        let mut slots = Vec::with_capacity(program.tensors().len());
+        for t in program.tensors() {
+            let slot = match (&t.kind, t.dtype) {
+                (Kind::Param(name), _) => {
+                    match self.params.get(name) {
+                        Some(have) => ensure!(
+                            have.shape() == t.shape.as_slice(),
+                            "parameter {name} has shape {:?}, the program declares {:?}",
+                            have.shape(),
+                            t.shape
+                        ),
+                        None => {
+                            let z = GpuTensor::zeros(&gpu, &t.shape)
+                                .with_context(|| format!("parameter {name}"))?;
+                            self.params.insert(name.clone(), z);
+                        }
+                    }
+                    Slot::Param(name.clone())
+                }
+                (Kind::Ids(spec), _) => Slot::Ids(EmbeddingIds::new(&gpu, spec, t.len())?),
+                (Kind::Lengths, _) => Slot::Lengths {
+                    lengths: Vec::new(),
+                    version: 0,
+                },
+                (_, DType::U32) => Slot::U32(GpuTensor::zeros(&gpu, &t.shape)?),
+                (Kind::Const(v), DType::Float) => {
+                    Slot::Float(GpuTensor::filled(&gpu, &t.shape, *v)?)
+                }
+                (_, DType::Float) => {
+                    Slot::Float(GpuTensor::zeros(&gpu, &t.shape).with_context(|| t.label.clone())?)
+                }
+            };
+            slots.push(slot);
+        }
+        let mut scratch = Vec::new();
+        let lowered = self.lower(&program, &slots, &mut scratch)?;
+        let mut staging = BTreeMap::new();
+        for phase in 0..program.phases() {
+            let bufs = program
+                .readbacks(phase)
+                .iter()
+                .map(|&t| {
+                    let bytes = (program.tensor(t).len().max(1) * 4) as u64;
+                    let buf = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("recur.exec.readback"),
+                        size: bytes,
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    (t, buf)
+                })
+                .collect();
+            staging.insert(phase, bufs);
+        }
+        self.programs.push(Loaded {
+            u32_checks: check::u32_checks(&program),
+            program,
+            slots,
+            lowered,
+            staging,
+            staged: BTreeMap::new(),
+            _scratch: scratch,
+        });
+        Ok(ProgramId(self.programs.len() - 1))
+    }
+
+    fn program(&self, p: ProgramId) -> &Program {
+        &self.programs[p.0].program
+    }
+
+    fn write(&mut self, p: ProgramId, t: TensorId, offset: usize, data: &[f32]) -> Result<()> {
+        let l = self.loaded(p)?;
+        let tensor = float(&self.params, &l.slots, t)?;
+        ensure!(
+            offset + data.len() <= tensor.len(),
+            "writing {} values at {offset} into {} of {}",
+            data.len(),
+            l.program.tensor(t).label,
+            tensor.len()
+        );
+        tensor.write_range(offset, data)
+    }
+
+    fn write_u32(&mut self, p: ProgramId, t: TensorId, data: &[u32]) -> Result<()> {
+        let l = self.programs.get_mut(p.0).context("program not loaded")?;
+        let decl = l.program.tensor(t);
+        let check = l.u32_checks.get(&t).copied().unwrap_or(U32Check::None);
+        check::check_u32(decl, check, data)?;
+        match &mut l.slots[t.0] {
+            Slot::U32(g) => g.write(data),
+            Slot::Ids(ids) => ids.write(data),
+            Slot::Lengths { lengths, version } => {
+                *lengths = data.iter().map(|&v| v as usize).collect();
+                *version += 1;
+                Ok(())
+            }
+            _ => bail!("tensor {} does not hold u32 values", decl.label),
+        }
+    }
+
+    fn run(&mut self, p: ProgramId, phase: usize, step: u64) -> Result<()> {
+        let gpu = self.gpu.clone();
+        let l = self.programs.get_mut(p.0).context("program not loaded")?;
+        l.staged.clear();
+        let ops: Vec<OpId> = l.program.phase(phase)?.map(|(id, _)| id).collect();
+        // Lengths written since the last run go into the recurrent plans' step maps.
+        for &id in &ops {
+            if let Lowered::Recurrent {
+                plan,
+                lengths: Some(t),
+                applied,
+            } = &mut l.lowered[id.0]
+            {
+                if let Slot::Lengths { lengths, version } = &l.slots[t.0] {
+                    if *applied != Some(*version) {
+                        ensure!(*version > 0, "the lengths were not written before the run");
+                        plan.set_lengths(Some(lengths))?;
+                        *applied = Some(*version);
+                    }
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut rec = if self.timed {
+            Recorder::timed(&gpu)
+        } else {
+            Recorder::new(&gpu)
+        };
+        for &id in &ops {
+            if let Lowered::RecurrentBackward(forward) = &l.lowered[id.0] {
+                match &l.lowered[forward.0] {
+                    Lowered::Recurrent { plan, .. } => plan.record_backward(&mut rec)?,
+                    _ => bail!("a recurrent backward names op {} as its forward", forward.0),
+                }
+                continue;
+            }
+            match &mut l.lowered[id.0] {
+                Lowered::Gemm(plan) => plan.record(&mut rec),
+                Lowered::Recurrent { plan, .. } => plan.record_forward(&mut rec),
+                Lowered::RecurrentBackward(_) => {}
+                Lowered::Merge(plan) => plan.record(&mut rec),
+                Lowered::Dropout { plan, seed, stream } => {
+                    let key = DropoutKey {
+                        seed: *seed,
+                        step,
+                        stream: *stream,
+                    };
+                    plan.record(&mut rec, key)?
+                }
+                Lowered::RowMask(plan) => plan.record(&mut rec),
+                Lowered::Gather(plan) => plan.record(&mut rec),
+                Lowered::Scatter(plan) => plan.record(&mut rec),
+                Lowered::CrossEntropy { plan, loss, .. } => {
+                    plan.record(&mut rec);
+                    rec.copy(plan.stats().buffer(), 0, loss, 0, 4);
+                }
+                Lowered::Mse { plan, loss } => {
+                    plan.record(&mut rec);
+                    rec.copy(plan.stats().buffer(), 0, loss, 0, 4);
+                }
+                Lowered::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    bytes,
+                } => rec.copy(src, *src_offset, dst, *dst_offset, *bytes),
+                Lowered::Zero(buf) => rec.clear(buf),
+                Lowered::Optimize(opt) => {
+                    // `step` updates were taken before this one.
+                    let lr = opt.config.lr_at(step + 1)?;
+                    if let Some(c) = &opt.clip {
+                        c.record(&mut rec);
+                    }
+                    for plan in &mut opt.plans {
+                        plan.set_steps(step)?;
+                        plan.set_lr(lr)?;
+                        plan.record(&mut rec)?;
+                    }
+                }
+            }
+        }
+        let staging = l.staging.get(&phase).map(Vec::as_slice).unwrap_or(&[]);
+        for (t, buf) in staging {
+            let src = float(&self.params, &l.slots, *t)?;
+            rec.copy(src.buffer(), 0, buf, 0, buf.size());
+        }
+        let report = rec.submit()?;
+        self.last = RunReport {
+            dispatches: report.dispatches,
+            submits: 1,
+            device_seconds: report.gpu_seconds,
+            encode_seconds: started.elapsed().as_secs_f64(),
+        };
+        for (t, buf) in staging {
+            gpu.count(|c| c.readbacks += 1);
+            let bytes = crate::gpu::readback::map_and_copy(&gpu, buf)?;
+            let n = l.program.tensor(*t).len();
+            let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[..n * 4]);
+            l.staged.insert(*t, values);
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, p: ProgramId, t: TensorId, offset: usize, len: usize) -> Result<Vec<f32>> {
+        let l = self.loaded(p)?;
+        if let Some(v) = l.staged.get(&t) {
+            ensure!(offset + len <= v.len(), "reading past the end of a tensor");
+            return Ok(v[offset..offset + len].to_vec());
+        }
+        let tensor = float(&self.params, &l.slots, t)?;
+        ensure!(
+            offset + len <= tensor.len(),
+            "reading {len} values at {offset} from {} of {}",
+            l.program.tensor(t).label,
+            tensor.len()
+        );
+        tensor.read_range(offset, len)
+    }
+
+    fn set_param(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+        match self.params.get(name) {
+            Some(t) => {
+                ensure!(
+                    t.shape() == shape,
+                    "parameter {name} has shape {:?}, not {shape:?}",
+                    t.shape()
+                );
+                t.write(data)
+            }
+            None => {
+                let t = GpuTensor::from_slice(&self.gpu, shape, data)?;
+                self.params.insert(name.to_string(), t);
+                Ok(())
+            }
+        }
+    }
+
+    fn param(&mut self, name: &str) -> Result<Vec<f32>> {
+        self.params
+            .get(name)
+            .with_context(|| format!("no parameter {name}"))?
+            .to_vec()
+    }
+
+    fn optimizer_state(&mut self) -> Result<BTreeMap<String, Vec<f32>>> {
+        self.optim
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.to_vec()?)))
+            .collect()
+    }
+
+    fn set_optimizer_state(&mut self, state: &BTreeMap<String, Vec<f32>>) -> Result<()> {
+        for (k, v) in state {
+            match self.optim.get(k) {
+                Some(t) => t.write(v)?,
+                None => {
+                    let t = GpuTensor::from_slice(&self.gpu, &[v.len()], v)?;
+                    self.optim.insert(k.clone(), t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        let params: u64 = self.params.values().map(|t| t.device_bytes()).sum();
+        let optim: u64 = self.optim.values().map(|t| t.device_bytes()).sum();
+        let work: u64 = self
+            .programs
+            .iter()
+            .flat_map(|l| &l.slots)
+            .map(|s| match s {
+                Slot::Float(t) => t.device_bytes(),
+                Slot::U32(t) => t.device_bytes(),
+                _ => 0,
+            })
+            .sum();
+        let plans: u64 = self
+            .programs
+            .iter()
+            .flat_map(|l| &l.lowered)
+            .map(|low| match low {
+                Lowered::Recurrent { plan, .. } => plan.workspace_bytes(),
+                _ => 0,
+            })
+            .sum();
+        params + optim + work + plans
+    }
+
+    fn last_run(&self) -> RunReport {
+        self.last
+    }
+
+    fn set_timing(&mut self, on: bool) {
+        self.timed = on;
+    }
+}
