@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod io;
 pub mod nn;
 pub mod ops;
+pub mod prelude;
 pub mod selftest;
 pub mod train;
 pub mod word2vec;

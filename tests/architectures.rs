@@ -32,7 +32,7 @@ fn spec(
             trainable: true,
         }),
         input_size: input,
-        cell: "lstm".into(),
+        cell: recur::ops::recurrent::CellKind::Lstm,
         hidden_size: 32,
         num_layers: 1,
         bidirectional,

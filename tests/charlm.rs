@@ -230,14 +230,6 @@ fn bad_input_keeps_the_checkpoint() {
         (
             TEXT,
             CharLmOptions {
-                cell: "tree".into(),
-                ..tiny()
-            },
-            "tree",
-        ),
-        (
-            TEXT,
-            CharLmOptions {
                 recurrent_dropout: 1.0,
                 ..tiny()
             },

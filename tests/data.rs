@@ -24,7 +24,7 @@ fn spec(
             trainable: true,
         }),
         input_size: input,
-        cell: "gru".into(),
+        cell: recur::ops::recurrent::CellKind::Gru,
         hidden_size: 4,
         num_layers: 1,
         bidirectional: false,

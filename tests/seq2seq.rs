@@ -27,7 +27,7 @@ fn spec(
         source_vocab,
         target_vocab,
         embed: 4,
-        cell: cell.into(),
+        cell: cell.parse().unwrap(),
         hidden_size: hidden,
         num_layers: layers,
         ignore_index: None,
@@ -392,7 +392,7 @@ fn bad_input_is_an_error() {
         assert!(err.contains("source lengths"), "{lengths:?}: {err}");
     }
     // An unknown cell; a dropout rate outside [0, 1).
-    assert!(Seq2Seq::new(spec("tree", 4, 5, 3, 1), 0).is_err());
+    assert!("tree".parse::<recur::ops::recurrent::CellKind>().is_err());
     let mut s = with_dropout(spec("lstm", 4, 5, 3, 1), 0);
     s.dropout.recurrent = 1.0;
     let err = format!("{:#}", Seq2Seq::new(s, 0).unwrap_err());

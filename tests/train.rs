@@ -24,7 +24,7 @@ fn lm_spec(vocab: usize, cell: &str, hidden: usize, layers: usize) -> ModelSpec 
             trainable: true,
         }),
         input_size: 0,
-        cell: cell.into(),
+        cell: cell.parse().unwrap(),
         hidden_size: hidden,
         num_layers: layers,
         bidirectional: false,
@@ -39,7 +39,7 @@ fn regression_spec(input: usize, hidden: usize, bidirectional: bool) -> ModelSpe
     ModelSpec {
         embedding: None,
         input_size: input,
-        cell: "gru".into(),
+        cell: recur::ops::recurrent::CellKind::Gru,
         hidden_size: hidden,
         num_layers: 1,
         bidirectional,

@@ -31,7 +31,7 @@ pub struct FitArgs {
     backend: BackendArg,
     /// Recurrent cell: lstm, gru, gru-reset-before, rnn-tanh, rnn-relu.
     #[arg(long, default_value = "lstm", conflicts_with = "model")]
-    cell: String,
+    cell: crate::ops::recurrent::CellKind,
     #[arg(long, default_value_t = FitOptions::default().hidden, conflicts_with = "model")]
     hidden: usize,
     /// Stacked recurrent layers.
@@ -66,7 +66,7 @@ pub struct FitArgs {
 impl FitArgs {
     fn options(&self) -> FitOptions {
         FitOptions {
-            cell: self.cell.clone(),
+            cell: self.cell,
             hidden: self.hidden,
             layers: self.layers,
             bidirectional: self.bidirectional,

@@ -23,9 +23,9 @@ pub struct TrainArgs {
     /// auto: a hardware GPU if there is one, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
-    /// Recurrent cell: lstm, gru, rnn-tanh, rnn-relu.
+    /// Recurrent cell: lstm, gru, gru-reset-before, rnn-tanh, rnn-relu.
     #[arg(long, default_value = "lstm")]
-    cell: String,
+    cell: crate::ops::recurrent::CellKind,
     #[arg(long, default_value_t = CharLmOptions::default().hidden)]
     hidden: usize,
     #[arg(long, default_value_t = CharLmOptions::default().embed)]

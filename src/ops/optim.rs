@@ -29,7 +29,7 @@ use anyhow::{bail, ensure, Result};
 use super::schedule::Schedule;
 
 /// One optimizer and its hyperparameters. The constructors give PyTorch's defaults.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Optimizer {
     Sgd {
         lr: f32,
@@ -262,7 +262,7 @@ pub fn clip_scale(norm: f64, max_norm: f64) -> f64 {
 
 /// What an optimizer does each step: the update rule, the clipping threshold and the
 /// learning-rate schedule (applied to the rule's learning rate).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OptimConfig {
     pub optimizer: Optimizer,
     /// Clip the global gradient norm to this value.

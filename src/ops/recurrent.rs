@@ -21,11 +21,16 @@
 
 use anyhow::{bail, ensure, Result};
 
-/// The recurrent cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The recurrent cell. Serialised and parsed by its name ("lstm", "gru",
+/// "gru-reset-before", "rnn-tanh", "rnn-relu"; "rnn" is read as "rnn-tanh").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum CellKind {
+    /// Elman RNN with tanh: `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`.
     RnnTanh,
+    /// Elman RNN with ReLU.
     RnnRelu,
+    /// LSTM, gates `i, f, g, o`.
     Lstm,
     /// Reset gate applied after the recurrent product: `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`.
     Gru,
@@ -87,11 +92,41 @@ impl CellKind {
         }
     }
 
+    /// The cell of a name ([`Self::name`]; "rnn" is "rnn-tanh", as PyTorch's `nn.RNN`).
     pub fn parse(name: &str) -> Result<Self> {
+        if name == "rnn" {
+            return Ok(CellKind::RnnTanh);
+        }
         Self::ALL
             .into_iter()
             .find(|c| c.name() == name)
             .ok_or_else(|| anyhow::anyhow!("unknown cell {name:?}; expected one of lstm, gru, gru-reset-before, rnn-tanh, rnn-relu"))
+    }
+}
+
+impl std::str::FromStr for CellKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl std::fmt::Display for CellKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl TryFrom<String> for CellKind {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> Result<Self> {
+        Self::parse(&s)
+    }
+}
+
+impl From<CellKind> for String {
+    fn from(c: CellKind) -> String {
+        c.name().to_string()
     }
 }
 

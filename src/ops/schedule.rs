@@ -13,7 +13,7 @@
 
 use anyhow::{ensure, Result};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Schedule {
     /// The base rate throughout.
     #[default]

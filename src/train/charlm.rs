@@ -25,6 +25,7 @@ use crate::exec::{CpuExecutor, Executor};
 use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
 use crate::ops::program::ProgramBuilder;
+use crate::ops::recurrent::CellKind;
 use crate::ops::schedule::Schedule;
 
 /// The texts `recur train` uses without `--text` (see `data/shakespeare/SOURCE.md`).
@@ -175,7 +176,7 @@ impl Streams {
 /// The options of a training run (the defaults are `recur train`'s).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CharLmOptions {
-    pub cell: String,
+    pub cell: CellKind,
     pub hidden: usize,
     pub embed: usize,
     pub layers: usize,
@@ -202,7 +203,7 @@ pub struct CharLmOptions {
 impl Default for CharLmOptions {
     fn default() -> Self {
         Self {
-            cell: "lstm".into(),
+            cell: CellKind::Lstm,
             hidden: 128,
             embed: 32,
             layers: 1,

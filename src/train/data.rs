@@ -24,10 +24,36 @@ pub struct SequenceData {
 
 impl SequenceData {
     /// Cuts the data into time-major batches of `batch` sequences for `model`, in order;
-    /// the last `n % batch` sequences are left out (a trainer is planned for one batch
-    /// size). Sizes are checked against the model: features (or ids), and per sequence one
+    /// the last `n % batch` sequences are left out (every batch the same shape, as stateful
+    /// training needs; [`Self::epoch`] keeps them). Sizes are checked against the model: features (or ids), and per sequence one
     /// target row (last-step head) or `steps` (every step) of `outputs` values or one class.
     pub fn batches(&self, model: &SequenceModel, batch: usize) -> Result<Vec<Batch>> {
+        let widths = self.check(model, batch)?;
+        let order: Vec<usize> = (0..self.n).collect();
+        let whole = self.n - self.n % batch;
+        self.batches_of(&order[..whole], batch, widths)
+    }
+
+    /// Every sequence in batches of `batch` in the order `order` (a permutation, e.g. a
+    /// shuffle), the last batch holding what is left: the batches of a Keras epoch.
+    pub fn epoch(
+        &self,
+        model: &SequenceModel,
+        batch: usize,
+        order: &[usize],
+    ) -> Result<Vec<Batch>> {
+        let widths = self.check(model, batch.min(self.n))?;
+        ensure!(
+            order.len() == self.n && order.iter().all(|&i| i < self.n),
+            "an epoch's order must index each of the {} sequences",
+            self.n
+        );
+        self.batches_of(order, batch, widths)
+    }
+
+    /// Checks the sizes against the model and a batch size; returns the widths of an input
+    /// step, the target rows per sequence and a target row.
+    fn check(&self, model: &SequenceModel, batch: usize) -> Result<(usize, usize, usize)> {
         let (n, steps) = (self.n, self.steps);
         ensure!(
             batch > 0 && steps > 0 && n > 0,
@@ -68,9 +94,19 @@ impl SequenceData {
         if let Some(l) = &self.lengths {
             ensure!(l.len() == n, "{} lengths for {n} sequences", l.len());
         }
-        let mut out = Vec::with_capacity(n / batch);
-        for first in (0..=n - batch).step_by(batch) {
-            let seqs = first..first + batch;
+        Ok((features, rows, outputs))
+    }
+
+    fn batches_of(
+        &self,
+        order: &[usize],
+        batch: usize,
+        (features, rows, outputs): (usize, usize, usize),
+    ) -> Result<Vec<Batch>> {
+        let steps = self.steps;
+        let mut out = Vec::with_capacity(order.len().div_ceil(batch));
+        for seqs in order.chunks(batch) {
+            let batch = seqs.len();
             let inputs = match &self.inputs {
                 Inputs::Values(v) => Inputs::Values(time_major(v, &seqs, steps, features)),
                 Inputs::Ids(v) => Inputs::Ids(time_major(v, &seqs, steps, 1)),
@@ -84,7 +120,10 @@ impl SequenceData {
                 steps,
                 inputs,
                 targets,
-                lengths: self.lengths.as_ref().map(|l| l[seqs].to_vec()),
+                lengths: self
+                    .lengths
+                    .as_ref()
+                    .map(|l| seqs.iter().map(|&s| l[s]).collect()),
             });
         }
         Ok(out)
@@ -93,15 +132,10 @@ impl SequenceData {
 
 /// Sequences `seqs` of sequence-major `data` ([n, rows, width]) as a time-major block: row
 /// `t` of the `b`-th of them goes to row `t * seqs.len() + b`.
-fn time_major<T: Copy + Default>(
-    data: &[T],
-    seqs: &std::ops::Range<usize>,
-    rows: usize,
-    width: usize,
-) -> Vec<T> {
+fn time_major<T: Copy + Default>(data: &[T], seqs: &[usize], rows: usize, width: usize) -> Vec<T> {
     let batch = seqs.len();
     let mut v = vec![T::default(); rows * batch * width];
-    for (b, s) in seqs.clone().enumerate() {
+    for (b, &s) in seqs.iter().enumerate() {
         for t in 0..rows {
             let src = &data[(s * rows + t) * width..][..width];
             v[(t * batch + b) * width..][..width].copy_from_slice(src);

@@ -94,7 +94,7 @@ pub fn parse_table(text: &str) -> Result<Table> {
 /// Options of `recur fit`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FitOptions {
-    pub cell: String,
+    pub cell: CellKind,
     pub hidden: usize,
     /// Stacked recurrent layers.
     pub layers: usize,
@@ -116,7 +116,7 @@ pub struct FitOptions {
 impl Default for FitOptions {
     fn default() -> Self {
         Self {
-            cell: "lstm".into(),
+            cell: CellKind::Lstm,
             hidden: 32,
             layers: 1,
             bidirectional: false,
@@ -135,7 +135,6 @@ impl Default for FitOptions {
 impl FitOptions {
     /// Checks every option that does not depend on the data.
     pub fn validate(&self) -> Result<()> {
-        CellKind::parse(&self.cell)?;
         for (flag, value, expected) in [
             ("--hidden", self.hidden, "a hidden size of at least 1"),
             ("--layers", self.layers, "at least 1 layer"),

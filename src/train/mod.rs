@@ -16,6 +16,8 @@ pub mod charlm;
 pub mod fit;
 pub mod plot;
 pub mod seq2seq;
+pub mod sequential;
 pub use seq2seq::{Seq2Seq, Seq2SeqBatch, Seq2SeqInputs, Seq2SeqSpec};
+pub use sequential::{Fit, Model, ModelBuilder};
 pub mod data;
 pub use data::SequenceData;

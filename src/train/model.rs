@@ -47,7 +47,7 @@ pub struct ModelSpec {
     /// Vocabulary size and embedding width; `None` takes `input_size` features per step.
     pub embedding: Option<EmbeddingSpec>,
     pub input_size: usize,
-    pub cell: String,
+    pub cell: CellKind,
     pub hidden_size: usize,
     pub num_layers: usize,
     pub bidirectional: bool,
@@ -262,7 +262,7 @@ impl SequenceModel {
             None => spec.input_size,
         };
         ensure!(spec.outputs > 0, "a model needs at least one output");
-        let mut c = RecurrentConfig::new(CellKind::parse(&spec.cell)?, input, spec.hidden_size);
+        let mut c = RecurrentConfig::new(spec.cell, input, spec.hidden_size);
         c.num_layers = spec.num_layers;
         c.bidirectional = spec.bidirectional;
         c.validate()?;

@@ -41,7 +41,7 @@ pub struct Seq2SeqSpec {
     pub target_vocab: usize,
     /// Embedding width of both sides.
     pub embed: usize,
-    pub cell: String,
+    pub cell: CellKind,
     pub hidden_size: usize,
     pub num_layers: usize,
     /// A target id that counts for nothing (e.g. padding after an end marker).
@@ -177,8 +177,7 @@ impl Seq2Seq {
     /// A fresh model, every layer initialised from `seed`.
     pub fn new(spec: Seq2SeqSpec, seed: u64) -> Result<Self> {
         let encoder_embedding = Embedding::new(spec.source_vocab, spec.embed, seed ^ 0x2545)?;
-        let mut c =
-            RecurrentConfig::new(CellKind::parse(&spec.cell)?, spec.embed, spec.hidden_size);
+        let mut c = RecurrentConfig::new(spec.cell, spec.embed, spec.hidden_size);
         c.num_layers = spec.num_layers;
         let encoder = Recurrent::new(spec.dropout.applied_to(&c)?, seed ^ 0x7f4a)?;
         let decoder = SequenceModel::new(
@@ -190,7 +189,7 @@ impl Seq2Seq {
                     trainable: true,
                 }),
                 input_size: 0,
-                cell: spec.cell.clone(),
+                cell: spec.cell,
                 hidden_size: spec.hidden_size,
                 num_layers: spec.num_layers,
                 bidirectional: false,
