@@ -8,9 +8,37 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::BackendArg;
+use crate::nn::EmbeddingInit;
 use crate::train::charlm::{self, CharLmOptions};
 use crate::train::plot::loss_png;
 use crate::train::Checkpoint;
+
+/// `--embedding-init`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitArg {
+    /// Uniform in ±0.05.
+    Keras,
+    /// Standard normal.
+    Pytorch,
+}
+
+impl From<EmbeddingInit> for InitArg {
+    fn from(i: EmbeddingInit) -> Self {
+        match i {
+            EmbeddingInit::Keras => InitArg::Keras,
+            EmbeddingInit::PyTorch => InitArg::Pytorch,
+        }
+    }
+}
+
+impl From<InitArg> for EmbeddingInit {
+    fn from(i: InitArg) -> Self {
+        match i {
+            InitArg::Keras => EmbeddingInit::Keras,
+            InitArg::Pytorch => EmbeddingInit::PyTorch,
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -58,6 +86,9 @@ pub struct TrainArgs {
     recurrent_dropout: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// How the embedding table is drawn: keras (uniform in ±0.05) or pytorch (N(0, 1)).
+    #[arg(long, value_enum, default_value_t = InitArg::from(CharLmOptions::default().embedding_init))]
+    embedding_init: InitArg,
     /// Evaluate on the held-out text and write the checkpoint every this many steps.
     #[arg(long, default_value_t = CharLmOptions::default().eval_every)]
     eval_every: u64,
@@ -109,9 +140,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
         input_dropout: args.input_dropout,
         dropout: args.dropout,
         recurrent_dropout: args.recurrent_dropout,
+        embedding_init: args.embedding_init.into(),
         valid_fraction: args.valid_fraction,
         eval_every: args.eval_every,
-        ..CharLmOptions::default()
     };
     // Every option is checked before a device is opened or a file written.
     opts.validate()?;

@@ -168,6 +168,7 @@ impl RecurrentPlan {
     /// the final state only). `state` holds the initial and final states and their
     /// gradients (`ops::program::StateRegion`). With `recurrent_mask`, the recurrent products see the state
     /// times a [B, H] mask ([`Self::recurrent_mask`]) the caller fills: recurrent dropout.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         shape: RecurrentShape,

@@ -12,4 +12,4 @@ pub use recurrent::{
 pub mod dense;
 pub mod embedding;
 pub use dense::{Dense, DenseGrads, DenseRows};
-pub use embedding::Embedding;
+pub use embedding::{Embedding, EmbeddingInit};

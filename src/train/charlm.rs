@@ -25,6 +25,7 @@ use crate::exec::{CpuExecutor, Executor};
 use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
 use crate::ops::program::ProgramBuilder;
+use crate::nn::EmbeddingInit;
 use crate::ops::recurrent::CellKind;
 use crate::ops::schedule::Schedule;
 
@@ -188,7 +189,6 @@ pub struct CharLmOptions {
     pub seed: u64,
     pub valid_fraction: f64,
     pub eval_every: u64,
-    pub eval_batches: usize,
     /// Dropout on the embedded characters the first layer reads (Keras `dropout`).
     #[serde(default)]
     pub input_dropout: f32,
@@ -198,6 +198,9 @@ pub struct CharLmOptions {
     /// Dropout on the state the recurrent product reads (Keras `recurrent_dropout`).
     #[serde(default)]
     pub recurrent_dropout: f32,
+    /// How the embedding table is drawn.
+    #[serde(default)]
+    pub embedding_init: EmbeddingInit,
 }
 
 impl Default for CharLmOptions {
@@ -215,10 +218,10 @@ impl Default for CharLmOptions {
             seed: 0,
             valid_fraction: 0.05,
             eval_every: 50,
-            eval_batches: 4,
             input_dropout: 0.0,
             dropout: 0.0,
             recurrent_dropout: 0.0,
+            embedding_init: EmbeddingInit::Keras,
         }
     }
 }
@@ -233,9 +236,10 @@ impl CharLmOptions {
                 output_dim: self.embed,
                 padding: None,
                 trainable: true,
+                init: self.embedding_init,
             }),
             input_size: 0,
-            cell: self.cell.clone(),
+            cell: self.cell,
             hidden_size: self.hidden,
             num_layers: self.layers,
             bidirectional: false,
@@ -272,10 +276,7 @@ impl CharLmOptions {
             "hidden size, embedding size and layers must be > 0"
         );
         ensure!(self.train_steps > 0, "--steps must be > 0");
-        ensure!(
-            self.eval_every > 0 && self.eval_batches > 0,
-            "--eval-every must be > 0"
-        );
+        ensure!(self.eval_every > 0, "--eval-every must be > 0");
         ensure!(
             self.valid_fraction.is_finite() && (0.0..0.5).contains(&self.valid_fraction),
             "validation fraction {} is invalid: expected 0 <= fraction < 0.5",
@@ -422,13 +423,9 @@ fn train_from(
         let mut valid_bpc = None;
         if step % opts.eval_every == 0 || step == opts.train_steps {
             if let Some(v) = &valid_streams {
-                let n = v.chunks().min(opts.eval_batches);
-                let mut sum = 0.0;
-                for i in 0..n {
-                    // Spread the evaluated chunks over the held-out text.
-                    sum += trainer.evaluate(&v.chunk(i * v.chunks() / n))?;
-                }
-                let b = bpc(sum / n as f32);
+                // The whole held-out text, its streams' state carried from chunk to chunk.
+                let chunks: Vec<Batch> = (0..v.chunks()).map(|i| v.chunk(i)).collect();
+                let b = bpc(trainer.evaluate_stream(&chunks)?);
                 history.valid.push((step, b));
                 valid_bpc = Some(b);
             }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::Real;
 use crate::exec::{CpuExecutor, Executor, ProgramId};
 use crate::nn::recurrent::TrainKey;
-use crate::nn::{Dense, DenseRows, Embedding, RecordedStack, Recurrent, RecurrentConfig, Tensors};
+use crate::nn::{Dense, DenseRows, Embedding, EmbeddingInit, RecordedStack, Recurrent, RecurrentConfig, Tensors};
 use crate::ops::loss::CrossEntropy;
 use crate::ops::program::{Op, ProgramBuilder, StateRegion, TensorId};
 use crate::ops::recurrent::CellKind;
@@ -62,10 +62,17 @@ pub struct ModelSpec {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmbeddingSpec {
+    /// Vocabulary size.
     pub input_dim: usize,
+    /// Values per id.
     pub output_dim: usize,
+    /// A padding id (no gradient; trailing it ends a sequence).
     pub padding: Option<u32>,
+    /// Whether training updates the table.
     pub trainable: bool,
+    /// How a fresh table is drawn (Keras's uniform ±0.05 unless said otherwise).
+    #[serde(default)]
+    pub init: EmbeddingInit,
 }
 
 /// A batch of `batch` sequences of `steps` steps, time-major.
@@ -234,7 +241,7 @@ impl SequenceModel {
     pub fn new(spec: ModelSpec, seed: u64) -> Result<Self> {
         let embedding = match &spec.embedding {
             Some(e) => {
-                let mut layer = Embedding::new(e.input_dim, e.output_dim, seed ^ 0x9e37)?;
+                let mut layer = Embedding::with_init(e.input_dim, e.output_dim, e.init, seed ^ 0x9e37)?;
                 if let Some(p) = e.padding {
                     layer = layer.with_padding(p)?;
                 }

@@ -187,6 +187,7 @@ impl Seq2Seq {
                     output_dim: spec.embed,
                     padding: None,
                     trainable: true,
+                    init: Default::default(),
                 }),
                 input_size: 0,
                 cell: spec.cell,

@@ -143,6 +143,8 @@ pub struct Trainer<M: Learner = SequenceModel> {
     /// A carried state set before the training program exists (resume), applied when it
     /// is planned.
     pending_state: Option<CarriedState>,
+    /// The evaluation program of [`Self::evaluate_stream`], which carries its own state.
+    stream_eval: Option<Planned<M::Inputs>>,
 }
 
 pub(super) fn check_loss(loss: f32, step: u64) -> Result<f32> {
@@ -181,6 +183,7 @@ impl<M: Learner> Trainer<M> {
             eval: HashMap::new(),
             predict: HashMap::new(),
             pending_state: None,
+            stream_eval: None,
         })
     }
 
@@ -341,6 +344,45 @@ impl<M: Learner> Trainer<M> {
         Ok(self
             .exec
             .read(p, rec.loss.context("an evaluation has a loss")?, 0, 1)?[0])
+    }
+
+    /// The mean loss over consecutive chunks of streams (a held-out text cut as the
+    /// training streams are), the state carried from each chunk into the next from zero at
+    /// the first, as a language model is scored; the training state is left alone.
+    pub fn evaluate_stream(&mut self, chunks: &[M::Batch]) -> Result<f32> {
+        ensure!(!chunks.is_empty(), "no chunks to evaluate");
+        let mut sum = 0.0f64;
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.model.check_batch(chunk)?;
+            let shape = self.model.batch_shape(chunk);
+            if self.stream_eval.as_ref().is_none_or(|s| s.shape != shape) {
+                let mut b = ProgramBuilder::new();
+                let rec = self.model.record(&mut b, &shape, Pass::Evaluate)?;
+                rec.stack.record_carry(&mut b);
+                b.read_back(rec.loss.context("an evaluation has a loss")?);
+                let program = self.exec.load(b.finish())?;
+                self.stream_eval = Some(Planned {
+                    program,
+                    shape: shape.clone(),
+                    rec,
+                });
+            }
+            let s = self.stream_eval.as_ref().context("the stream program")?;
+            let (p, rec) = (s.program, s.rec.clone());
+            if i == 0 {
+                let n = rec.stack.region_len();
+                for &state in &rec.stack.states {
+                    for r in [StateRegion::H0, StateRegion::C0] {
+                        self.exec.write(p, state, rec.stack.region(r), &vec![0.0; n])?;
+                    }
+                }
+            }
+            self.model.write_batch(self.exec.as_mut(), p, &rec.inputs, chunk)?;
+            self.exec.run(p, 0, self.step)?;
+            let loss = rec.loss.context("an evaluation has a loss")?;
+            sum += self.exec.read(p, loss, 0, 1)?[0] as f64;
+        }
+        Ok((sum / chunks.len() as f64) as f32)
     }
 
     /// Forward only from zero states: the outputs `[rows, outputs]` (the targets are

@@ -10,23 +10,28 @@ use rand::{Rng, SeedableRng};
 use recur::Gpu;
 
 /// The GPU for this test binary, or `None` (the test then returns early) when there is no
-/// adapter. With `RECUR_REQUIRE_GPU=1` a missing adapter fails the test instead.
+/// adapter; each test that goes without says so on stderr, naming itself. With
+/// `RECUR_REQUIRE_GPU=1` a missing adapter fails the test instead.
 pub fn gpu() -> Option<Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| match Gpu::new() {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    let found = GPU.get_or_init(|| match Gpu::new() {
         Ok(gpu) => {
             eprintln!("GPU tests run on {}", gpu.describe());
-            Some(gpu)
+            Ok(gpu)
         }
+        Err(e) => Err(format!("{e:#}")),
+    });
+    match found {
+        Ok(gpu) => Some(gpu.clone()),
         Err(e) => {
             if std::env::var("RECUR_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("RECUR_REQUIRE_GPU=1 but no adapter: {e:#}");
+                panic!("RECUR_REQUIRE_GPU=1 but no adapter: {e}");
             }
-            eprintln!("skipping GPU test, no adapter: {e:#}");
+            let test = std::thread::current().name().unwrap_or("a test").to_string();
+            eprintln!("SKIPPED (no GPU adapter): the GPU part of {test}: {e}");
             None
         }
-    })
-    .clone()
+    }
 }
 
 /// The backends a test runs on: the CPU, and the GPU where there is an adapter.
