@@ -22,10 +22,10 @@ use super::model::{
 use super::trainer::{TrainConfig, Trainer};
 use crate::backend::Backend;
 use crate::exec::{CpuExecutor, Executor};
+use crate::nn::EmbeddingInit;
 use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
 use crate::ops::program::ProgramBuilder;
-use crate::nn::EmbeddingInit;
 use crate::ops::recurrent::CellKind;
 use crate::ops::schedule::Schedule;
 

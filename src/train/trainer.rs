@@ -20,7 +20,8 @@ use serde::Serialize;
 use super::checkpoint::Checkpoint;
 use super::model::{Pass, Recorded, SequenceModel};
 use crate::backend::Backend;
-use crate::exec::{Executor, ProgramId};
+use crate::cpu::Real;
+use crate::exec::{CpuExecutor, Executor, ProgramId};
 use crate::nn::{HostTensor, Tensors};
 use crate::ops::optim::OptimConfig;
 use crate::ops::program::{Op, ProgramBuilder, StateRegion};
@@ -373,11 +374,13 @@ impl<M: Learner> Trainer<M> {
                 let n = rec.stack.region_len();
                 for &state in &rec.stack.states {
                     for r in [StateRegion::H0, StateRegion::C0] {
-                        self.exec.write(p, state, rec.stack.region(r), &vec![0.0; n])?;
+                        self.exec
+                            .write(p, state, rec.stack.region(r), &vec![0.0; n])?;
                     }
                 }
             }
-            self.model.write_batch(self.exec.as_mut(), p, &rec.inputs, chunk)?;
+            self.model
+                .write_batch(self.exec.as_mut(), p, &rec.inputs, chunk)?;
             self.exec.run(p, 0, self.step)?;
             let loss = rec.loss.context("an evaluation has a loss")?;
             sum += self.exec.read(p, loss, 0, 1)?[0] as f64;
@@ -455,6 +458,57 @@ impl<M: Learner> Trainer<M> {
             meta: BTreeMap::new(),
         })
     }
+}
+
+/// One pass of a checked batch on a fresh CPU executor in `T` (f64 for finite-difference
+/// checks), with parameters `p`: a training pass with `grads` or a training step's dropout
+/// (`step`), else an evaluation. `prepare` runs after the batch is written, before the
+/// run (e.g. to set initial states). Returns the executor after the run, the program, the
+/// recording and the gradients by name (training passes).
+#[allow(clippy::type_complexity)]
+pub fn cpu_pass<M: Learner, T: Real>(
+    model: &M,
+    p: &BTreeMap<String, Vec<T>>,
+    batch: &M::Batch,
+    grads: bool,
+    step: Option<u64>,
+    prepare: impl FnOnce(&mut CpuExecutor<T>, ProgramId, &Recorded<M::Inputs>) -> Result<()>,
+) -> Result<(
+    CpuExecutor<T>,
+    ProgramId,
+    Recorded<M::Inputs>,
+    Option<BTreeMap<String, Vec<T>>>,
+)> {
+    model.check_batch(batch)?;
+    let mut exec = CpuExecutor::<T>::new();
+    for (name, t) in model.named_params() {
+        let v = p
+            .get(&name)
+            .with_context(|| format!("parameter {name} missing"))?;
+        exec.set_param_real(&name, &t.shape, v)?;
+    }
+    let pass = match (grads, step) {
+        (_, Some(_)) => Pass::Train { dropout: true },
+        (true, None) => Pass::Train { dropout: false },
+        (false, None) => Pass::Evaluate,
+    };
+    let mut b = ProgramBuilder::new();
+    let rec = model.record(&mut b, &model.batch_shape(batch), pass)?;
+    let prog = exec.load(b.finish())?;
+    model.write_batch(&mut exec, prog, &rec.inputs, batch)?;
+    prepare(&mut exec, prog, &rec)?;
+    exec.run(prog, 0, step.unwrap_or(0))?;
+    let grads = match pass {
+        Pass::Train { .. } => {
+            let mut g = BTreeMap::new();
+            for (name, &t) in &rec.grads {
+                g.insert(name.clone(), exec.read_real(prog, t)?);
+            }
+            Some(g)
+        }
+        _ => None,
+    };
+    Ok((exec, prog, rec, grads))
 }
 
 /// Optimizer state tensors in checkpoints are named this + the parameter's name.

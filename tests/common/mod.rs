@@ -27,7 +27,10 @@ pub fn gpu() -> Option<Gpu> {
             if std::env::var("RECUR_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("RECUR_REQUIRE_GPU=1 but no adapter: {e}");
             }
-            let test = std::thread::current().name().unwrap_or("a test").to_string();
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a test")
+                .to_string();
             eprintln!("SKIPPED (no GPU adapter): the GPU part of {test}: {e}");
             None
         }
