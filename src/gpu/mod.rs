@@ -91,16 +91,6 @@ impl Gpu {
         })
     }
 
-    /// A shared bind group layout (created once per device), for families whose entry points
-    /// share one bind group.
-    pub fn shared_layout(
-        &self,
-        name: &'static str,
-        entries: impl FnOnce() -> Vec<wgpu::BindGroupLayoutEntry>,
-    ) -> wgpu::BindGroupLayout {
-        self.inner.kernels.layout(name, entries)
-    }
-
     /// The compiled pipeline for `key` (compiled on first use, then cached).
     pub fn kernel(&self, key: &KernelKey) -> anyhow::Result<Kernel> {
         self.inner.kernels.get(key)

@@ -11,6 +11,7 @@
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
+use super::shaders::{BindingKind, SharedLayout};
 use super::{GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::Gemm;
@@ -112,55 +113,27 @@ struct Backward {
     gemms: Vec<GemmPlan>,
 }
 
-fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
 /// The one bind group layout every entry point of `recurrent.wgsl` shares (binding numbers
 /// as declared there).
-fn layout_entries() -> Vec<wgpu::BindGroupLayoutEntry> {
-    vec![
-        uniform(0),
-        uniform(1),
-        storage(2, true),   // xw
-        storage(3, false),  // wt
-        storage(4, true),   // step map
-        storage(5, false),  // y
-        storage(6, false),  // saved
-        storage(7, false),  // state
-        storage(8, true),   // dy
-        storage(9, true),   // w_hh
-        storage(10, false), // dxw
-        storage(11, false), // dhw
-        storage(12, true),  // b_hh
-        storage(13, true),  // recurrent dropout mask
-    ]
-}
-
-/// Storage buffers the shared layout binds at once.
-const STORAGE_BINDINGS: u32 = 12;
+pub(crate) const STEP_LAYOUT: SharedLayout = SharedLayout {
+    name: "recurrent",
+    bindings: &[
+        (0, BindingKind::Uniform),          // config
+        (1, BindingKind::Uniform),          // step
+        (2, BindingKind::ReadOnlyStorage),  // xw
+        (3, BindingKind::Storage),          // wt
+        (4, BindingKind::ReadOnlyStorage),  // step map
+        (5, BindingKind::Storage),          // y
+        (6, BindingKind::Storage),          // saved
+        (7, BindingKind::Storage),          // state
+        (8, BindingKind::ReadOnlyStorage),  // dy
+        (9, BindingKind::ReadOnlyStorage),  // w_hh
+        (10, BindingKind::Storage),         // dxw
+        (11, BindingKind::Storage),         // dhw
+        (12, BindingKind::ReadOnlyStorage), // b_hh
+        (13, BindingKind::ReadOnlyStorage), // recurrent dropout mask
+    ],
+};
 
 impl RecurrentPlan {
     /// A plan for `shape` reading `x` ([rows, I]) and writing this direction's columns of `y`.
@@ -204,9 +177,10 @@ impl RecurrentPlan {
             w.b_hh.map(|t| t.len()),
         )?;
         let max_storage = gpu.limits().max_storage_buffers_per_shader_stage;
+        let needed = STEP_LAYOUT.storage_buffers();
         ensure!(
-            max_storage >= STORAGE_BINDINGS,
-            "the recurrent kernels bind {STORAGE_BINDINGS} storage buffers, adapter {:?} allows {max_storage}",
+            max_storage >= needed,
+            "the recurrent kernels bind {needed} storage buffers, adapter {:?} allows {max_storage}",
             gpu.info().name
         );
         let groups_x = h.div_ceil(WG_UNITS);
@@ -279,11 +253,8 @@ impl RecurrentPlan {
             },
         );
 
-        gpu.shared_layout("recurrent", layout_entries);
         let key = |entry: &'static str| {
-            KernelKey::new("recurrent", entry)
-                .with("CELL", cell.code() as f64)
-                .with_layout("recurrent")
+            KernelKey::new("recurrent", entry).with("CELL", cell.code() as f64)
         };
         let forward_step = gpu.kernel(&key("forward_step"))?;
         let forward_gru_n = match cell {
