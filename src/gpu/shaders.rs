@@ -146,7 +146,7 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "recurrent",
         body: include_str!("../../shaders/recurrent.wgsl"),
         entry_points: &[
-            recurrent_step("transpose_weights"),
+            plain("transpose_weights").with_overrides(CELLS),
             recurrent_step("forward_step"),
             recurrent_step("forward_gru_n"),
             recurrent_step("backward_step"),
