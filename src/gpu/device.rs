@@ -20,6 +20,21 @@ const WANTED_FEATURES: [(wgpu::Features, &str); 4] = [
     (wgpu::Features::IMMEDIATES, "IMMEDIATES"),
 ];
 
+/// The adapter cannot run a kernel at all, whatever the sizes: its limits or features fall
+/// short of what the kernel needs. Returned (inside `anyhow::Error`) by plan constructors, so
+/// a caller such as `recur selftest` can report the kernel as skipped, with this reason,
+/// rather than failed; find it with `err.downcast_ref::<Unsupported>()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
 /// Which limits the device asks for: `RECUR_LIMITS=adapter` (the default) or `default`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitsMode {

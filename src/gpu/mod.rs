@@ -18,7 +18,9 @@ pub mod tensor;
 pub mod word2vec;
 pub mod word2vec_train;
 
-pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, LimitsMode, WorkCounters};
+pub use device::{
+    list_adapters, AdapterSummary, Capabilities, Gpu, LimitsMode, Unsupported, WorkCounters,
+};
 pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
 pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 pub use gemm::{gemm, GemmPlan};

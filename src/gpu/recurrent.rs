@@ -12,7 +12,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::shaders::{BindingKind, SharedLayout};
-use super::{GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Unsupported};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::Gemm;
 
@@ -175,11 +175,13 @@ impl RecurrentPlan {
         )?;
         let max_storage = gpu.limits().max_storage_buffers_per_shader_stage;
         let needed = STEP_LAYOUT.storage_buffers();
-        ensure!(
-            max_storage >= needed,
-            "the recurrent kernels bind {needed} storage buffers, adapter {:?} allows {max_storage}",
-            gpu.info().name
-        );
+        if max_storage < needed {
+            return Err(Unsupported(format!(
+                "the recurrent kernels need {needed} storage buffers per stage, adapter {:?} allows {max_storage}",
+                gpu.info().name
+            ))
+            .into());
+        }
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
         for groups in [Self::step_grid(&shape), Self::transpose_grid(&shape)] {
             ensure!(
