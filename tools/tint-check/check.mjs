@@ -53,8 +53,8 @@ if (missing.length > 0) {
 }
 // On the null backend the device keeps WebGPU's default limits, which every kernel must fit
 // (recur's RECUR_LIMITS=default). Compatibility mode's defaults are lower still (128
-// invocations per workgroup, 4 storage buffers per stage), below what recur asks of an
-// adapter, so there the device asks for the adapter's own limits, as recur itself does.
+// invocations per workgroup, where recur's elementwise kernels use 256), so there the device
+// asks for the adapter's own limits, as recur itself does.
 const requiredLimits = {};
 if (backend === 'opengl') {
   for (const name in adapter.limits) {
