@@ -14,24 +14,20 @@ use recur::Gpu;
 /// `RECUR_REQUIRE_GPU=1` a missing adapter fails the test instead.
 pub fn gpu() -> Option<Gpu> {
     static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
-    let found = GPU.get_or_init(|| match Gpu::new() {
-        Ok(gpu) => {
+    let gpu = GPU.get_or_init(|| {
+        let gpu = Gpu::new().map_err(|e| format!("{e:#}"));
+        if let Ok(gpu) = &gpu {
             eprintln!("GPU tests run on {}", gpu.describe());
-            Ok(gpu)
         }
-        Err(e) => Err(format!("{e:#}")),
+        gpu
     });
-    match found {
+    match gpu {
         Ok(gpu) => Some(gpu.clone()),
         Err(e) => {
             if std::env::var("RECUR_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("RECUR_REQUIRE_GPU=1 but no adapter: {e}");
             }
-            let test = std::thread::current()
-                .name()
-                .unwrap_or("a test")
-                .to_string();
-            eprintln!("SKIPPED (no GPU adapter): the GPU part of {test}: {e}");
+            skipped(&format!("no GPU adapter: {e}"));
             None
         }
     }
@@ -42,6 +38,18 @@ pub fn backends() -> Vec<recur::Backend> {
     let mut out = vec![recur::Backend::Cpu];
     out.extend(gpu().map(recur::Backend::Gpu));
     out
+}
+
+/// Says, in the test run's output, that the running test did not run its checks and why.
+/// The test harness captures `eprintln!` of a passing test; this writes past it, so a
+/// skipped test is never silent.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// Runs the `recur` binary: its exit status (-1 if killed), stdout and stderr.
