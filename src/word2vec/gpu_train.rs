@@ -2,14 +2,16 @@
 //! GPU in batches of many centre words.
 //!
 //! The host does what is sequential and cheap, in the order a 1-thread CPU run does it and
-//! from the same random stream: it reads the corpus line by line, subsamples, shrinks the
-//! window, draws the negatives or looks up the Huffman path, and lists one work item per
-//! prediction (a context word predicting the centre in skip-gram, the window's mean
-//! predicting it in CBOW). Every `gpu_batch` centre words it packs the items with their
-//! inverse indexes, uploads them in one buffer write and records four dispatches in one
-//! submit (`src/gpu/word2vec_train.rs`). The learning rate of a batch is the CPU trainer's
-//! linear decay at the words read when the batch starts. The loss sums stay on the GPU and
-//! are read back once every [`LOSS_SLOTS`] batches and at the end of each epoch.
+//! from the same random stream ([`BatchSource`]): it reads the corpus line by line,
+//! subsamples, shrinks the window, draws the negatives or looks up the Huffman path, and
+//! lists one work item per prediction (a context word predicting the centre in skip-gram,
+//! the window's mean predicting it in CBOW). Every `gpu_batch` centre words it packs the items
+//! with their inverse indexes into a batch slot of the plan (one buffer write) and records
+//! the batch's two dispatches (`src/gpu/word2vec_train.rs`); a submit carries
+//! [`GpuTrainOptions::batches_per_submit`] batches, which run in order on the GPU while the
+//! host packs the next ones. The learning rate of a batch is the CPU trainer's linear decay
+//! at the words read when the batch starts. The loss sums stay on the GPU and are read back
+//! once every [`LOSS_SLOTS`] batches and at the end of each epoch.
 //!
 //! # Rows touched more than once in a batch
 //!
@@ -17,11 +19,13 @@
 //! hierarchical softmax the tree's top nodes are on nearly every item's path. The rule:
 //!
 //! 1. Every item's gradients are computed from the weights as they were at the start of the
-//!    batch (synchronous minibatch SGD): no item sees another's update.
+//!    batch (synchronous minibatch SGD): no item sees another's update in the same batch;
+//!    every batch sees all updates of the batches before it, whichever submit they were in.
 //! 2. A row's contributions are summed in a fixed order (the order of the items, then of
 //!    their slots) through the host-built inverse index, by the one invocation that owns
 //!    each element of the row, then added once. No float atomics, so a seed gives the same
-//!    bits on a given adapter on every run.
+//!    bits on a given adapter (and gradient kernel) on every run, however many batches go
+//!    in one submit.
 //! 3. A row reached by more than `gpu_row_cap` contributions in one batch gets its summed
 //!    update scaled by `gpu_row_cap / n`. word2vec.c's sequential updates self-correct:
 //!    after a few steps on a row its sigmoid saturates and later steps shrink. Summed from
@@ -29,7 +33,8 @@
 //!    on every path) overshoot instead. The cap bounds any row's step per batch to that of
 //!    `gpu_row_cap` sequential steps; rows reached fewer times get the exact minibatch sum.
 //!
-//! The measurements behind the defaults (`gpu_batch`, `gpu_row_cap`) are in BENCHMARKS.md.
+//! The measurements behind the defaults (`gpu_batch`, `gpu_row_cap`) and the cost model of
+//! the kernels ([`plan_run`]) are in BENCHMARKS.md.
 
 use std::path::Path;
 use std::time::Instant;
@@ -43,11 +48,38 @@ use super::sampling::{AliasTable, Rng};
 use super::train::{learning_rate, Arch, Config, Output, TrainReport};
 use super::vectors::KeyedVectors;
 use super::vocab::Vocab;
+use crate::gpu::word2vec_train::{batch_costs, DispatchCost, GradientKernel, PlanOptions};
 use crate::gpu::{Gpu, Recorder, TrainPlan};
 use crate::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
 
-/// Batches whose loss sums the GPU holds before the host reads them back.
-pub const LOSS_SLOTS: usize = 64;
+/// Batches whose loss sums the GPU holds before the host reads them back (reading waits for
+/// the GPU to finish, so it is done rarely).
+pub const LOSS_SLOTS: usize = 256;
+
+/// Batches recorded into one submit by default. A submit costs some 20-50 us on a real GPU,
+/// a batch's two dispatches some 10 us of launch: 32 batches make the submit's share small.
+pub const BATCHES_PER_SUBMIT: usize = 32;
+
+/// How the GPU trainer runs (its results depend on the gradient kernel's order of summation,
+/// never on the batches per submit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuTrainOptions {
+    pub gradient_kernel: GradientKernel,
+    /// Batches recorded into one submit (fewer if their slots would take more than the
+    /// plan's memory budget for them).
+    pub batches_per_submit: usize,
+}
+
+impl GpuTrainOptions {
+    /// The gradient kernel made for `gpu`'s kind of adapter, [`BATCHES_PER_SUBMIT`] batches
+    /// per submit.
+    pub fn for_adapter(gpu: &Gpu) -> Self {
+        Self {
+            gradient_kernel: GradientKernel::for_adapter(gpu),
+            batches_per_submit: BATCHES_PER_SUBMIT,
+        }
+    }
+}
 
 /// Scans the vocabulary of `corpus`, then trains on the GPU.
 pub fn train_gpu(corpus: &Path, cfg: &Config, gpu: &Gpu) -> Result<(KeyedVectors, TrainReport)> {
@@ -60,6 +92,19 @@ enum Layer {
     Negative { k: usize, table: AliasTable },
     Hierarchical(Huffman),
     Softmax,
+}
+
+impl Layer {
+    fn new(cfg: &Config, vocab: &Vocab) -> Self {
+        match cfg.output {
+            Output::Negative(k) => Layer::Negative {
+                k,
+                table: AliasTable::unigram(vocab.counts(), 0.75),
+            },
+            Output::Hierarchical => Layer::Hierarchical(Huffman::new(vocab.counts())),
+            Output::Softmax => Layer::Softmax,
+        }
+    }
 }
 
 /// The sizes of a run: the matrices and the largest batch `cfg` can make.
@@ -98,24 +143,187 @@ fn spec(cfg: &Config, vocab: &Vocab, layer: &Layer) -> Result<TrainSpec> {
     Ok(spec)
 }
 
-/// Trains on `corpus` on the GPU with a vocabulary already built. See the module comment
-/// for what runs where and how updates to the same row combine.
+/// A batch [`BatchSource`] has filled: its epoch, the words read when it started (its
+/// learning rate's) and now, and whether it ends its epoch (batches do not span epochs, so
+/// each epoch's loss is its own).
+struct BatchInfo {
+    epoch: usize,
+    words_at_start: u64,
+    words_now: u64,
+    ends_epoch: bool,
+}
+
+/// The host side of a run: reads the corpus epoch after epoch and cuts it into batches of
+/// `gpu_batch` centre words, drawing the random numbers in a 1-thread CPU run's order.
+struct BatchSource<'a> {
+    corpus: &'a Path,
+    vocab: &'a Vocab,
+    cfg: &'a Config,
+    layer: &'a Layer,
+    keep: Vec<f32>,
+    rng: Rng,
+    reader: Option<LineReader>,
+    epoch: usize,
+    sentence: Vec<u32>,
+    /// The next centre word's position in `sentence`.
+    next_centre: usize,
+    context: Vec<u32>,
+    words_done: u64,
+    effective: u64,
+    batch_start_words: u64,
+}
+
+impl<'a> BatchSource<'a> {
+    fn new(corpus: &'a Path, vocab: &'a Vocab, cfg: &'a Config, layer: &'a Layer) -> Self {
+        Self {
+            corpus,
+            vocab,
+            cfg,
+            layer,
+            keep: vocab.keep_probabilities(cfg.sample),
+            rng: Rng::new(cfg.seed, 0),
+            reader: None,
+            epoch: 0,
+            sentence: Vec::new(),
+            next_centre: 0,
+            context: Vec::new(),
+            words_done: 0,
+            effective: 0,
+            batch_start_words: 0,
+        }
+    }
+
+    /// Fills `batch` with the next batch's items; `None` after the last epoch. A batch that
+    /// ends an epoch may be empty.
+    fn next_batch(&mut self, batch: &mut TrainBatch) -> Result<Option<BatchInfo>> {
+        batch.clear();
+        let mut centres = 0;
+        while self.epoch < self.cfg.epochs {
+            while self.next_centre < self.sentence.len() {
+                self.push_centre(batch);
+                self.next_centre += 1;
+                centres += 1;
+                if centres == self.cfg.gpu_batch {
+                    return Ok(Some(self.cut(false)));
+                }
+            }
+            if self.reader.is_none() {
+                self.reader = Some(LineReader::open(self.corpus)?);
+            }
+            let reader = self.reader.as_mut().expect("opened above");
+            match reader.next_line()? {
+                Some(line) => {
+                    self.sentence.clear();
+                    for token in line.split_whitespace() {
+                        if let Some(id) = self.vocab.id(token) {
+                            self.words_done += 1;
+                            let k = self.keep[id as usize];
+                            if k >= 1.0 || k > self.rng.uniform() {
+                                self.sentence.push(id);
+                            }
+                        }
+                    }
+                    self.effective += self.sentence.len() as u64;
+                    self.next_centre = 0;
+                }
+                None => {
+                    self.reader = None;
+                    let info = self.cut(true);
+                    self.epoch += 1;
+                    return Ok(Some(info));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn cut(&mut self, ends_epoch: bool) -> BatchInfo {
+        let info = BatchInfo {
+            epoch: self.epoch,
+            words_at_start: self.batch_start_words,
+            words_now: self.words_done,
+            ends_epoch,
+        };
+        self.batch_start_words = self.words_done;
+        info
+    }
+
+    /// The items of the centre word at `next_centre`, with word2vec.c's random window drawn
+    /// as the CPU trainer draws it.
+    fn push_centre(&mut self, batch: &mut TrainBatch) {
+        let (s, i) = (&self.sentence, self.next_centre);
+        let w = self.cfg.window - self.rng.below(self.cfg.window);
+        let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(s.len()));
+        let centre = s[i];
+        match self.cfg.arch {
+            Arch::SkipGram => {
+                for j in (lo..hi).filter(|&j| j != i) {
+                    push_item(batch, self.layer, &[s[j]], centre, &mut self.rng);
+                }
+            }
+            Arch::Cbow => {
+                self.context.clear();
+                self.context
+                    .extend((lo..hi).filter(|&j| j != i).map(|j| s[j]));
+                if !self.context.is_empty() {
+                    push_item(batch, self.layer, &self.context, centre, &mut self.rng);
+                }
+            }
+        }
+    }
+}
+
+/// When the trainer submits and reads the loss sums back: a submit when the batch slots are
+/// all used or the losses are due, the losses when their slots are full or an epoch ends.
+struct Schedule {
+    slots: usize,
+    used: usize,
+    pending: usize,
+}
+
+impl Schedule {
+    /// After a batch (recorded into a slot if `recorded`): whether to submit now, and
+    /// whether to read the losses after that.
+    fn after_batch(&mut self, recorded: bool, ends_epoch: bool) -> (bool, bool) {
+        if recorded {
+            self.used += 1;
+            self.pending += 1;
+        }
+        let read = self.pending > 0 && (ends_epoch || self.pending == LOSS_SLOTS);
+        let submit = self.used > 0 && (self.used == self.slots || read || ends_epoch);
+        if submit {
+            self.used = 0;
+        }
+        if read {
+            self.pending = 0;
+        }
+        (submit, read)
+    }
+}
+
+/// Trains on `corpus` on the GPU with a vocabulary already built, with the options made for
+/// `gpu`'s kind of adapter. See the module comment for what runs where and how updates to
+/// the same row combine.
 pub fn train_with_vocab_gpu(
     corpus: &Path,
     vocab: &Vocab,
     cfg: &Config,
     gpu: &Gpu,
 ) -> Result<(KeyedVectors, TrainReport)> {
+    train_with_vocab_gpu_using(corpus, vocab, cfg, gpu, &GpuTrainOptions::for_adapter(gpu))
+}
+
+/// As [`train_with_vocab_gpu`], with the gradient kernel and the batches per submit given.
+pub fn train_with_vocab_gpu_using(
+    corpus: &Path,
+    vocab: &Vocab,
+    cfg: &Config,
+    gpu: &Gpu,
+    options: &GpuTrainOptions,
+) -> Result<(KeyedVectors, TrainReport)> {
     cfg.validate()?;
     let (v, d) = (vocab.len(), cfg.size);
-    let layer = match cfg.output {
-        Output::Negative(k) => Layer::Negative {
-            k,
-            table: AliasTable::unigram(vocab.counts(), 0.75),
-        },
-        Output::Hierarchical => Layer::Hierarchical(Huffman::new(vocab.counts())),
-        Output::Softmax => Layer::Softmax,
-    };
+    let layer = Layer::new(cfg, vocab);
     let spec = spec(cfg, vocab, &layer)?;
     // Before any host allocation: a vocabulary or size the adapter cannot bind is an error.
     TrainPlan::check_limits(gpu, &spec)?;
@@ -125,45 +333,48 @@ pub fn train_with_vocab_gpu(
         .map(|_| (init.uniform() - 0.5) / d as f32)
         .collect();
     let syn1 = vec![0.0f32; spec.out_rows * d];
-    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, LOSS_SLOTS)?;
+    let plan_options = PlanOptions {
+        gradient_kernel: options.gradient_kernel,
+        batch_slots: options.batches_per_submit,
+        loss_slots: LOSS_SLOTS,
+    };
+    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, &plan_options)?;
     drop((syn0, syn1));
 
-    let keep = vocab.keep_probabilities(cfg.sample);
     let total = cfg.epochs as u64 * vocab.train_words();
     let bar = progress_bar(cfg, total);
-    let mut rng = Rng::new(cfg.seed, 0);
+    let mut source = BatchSource::new(corpus, vocab, cfg, &layer);
+    let mut schedule = Schedule {
+        slots: plan.options().batch_slots,
+        used: 0,
+        pending: 0,
+    };
     let mut batch = TrainBatch::default();
     let mut packed = PackedBatch::default();
     let mut packer = BatchPacker::default();
+    let mut rec: Option<Recorder> = None;
     // Loss sums submitted but not yet read back: per slot, the epoch and the item count.
     let mut pending: Vec<(usize, u64)> = Vec::new();
     let mut epoch_loss = vec![0.0f64; cfg.epochs];
     let mut epoch_preds = vec![0u64; cfg.epochs];
-    let (mut words_done, mut effective, mut centres) = (0u64, 0u64, 0usize);
-    let mut batch_start_words = 0u64;
-    let mut sentence: Vec<u32> = Vec::new();
-    let mut context: Vec<u32> = Vec::new();
     let start = Instant::now();
-
-    let mut flush = |batch: &mut TrainBatch,
-                     pending: &mut Vec<(usize, u64)>,
-                     epoch: usize,
-                     words_at_start: u64,
-                     words_now: u64,
-                     force_read: bool|
-     -> Result<()> {
-        if !batch.is_empty() {
-            packer.pack(&spec, batch, &mut packed)?;
-            let alpha = learning_rate(cfg, words_at_start, total);
-            plan.write_batch(&packed, alpha, pending.len())?;
-            let mut rec = Recorder::new(gpu);
-            plan.record(&mut rec)?;
-            rec.submit()?;
-            pending.push((epoch, batch.len() as u64));
-            batch.clear();
+    while let Some(info) = source.next_batch(&mut batch)? {
+        let recorded = !batch.is_empty();
+        if recorded {
+            packer.pack(&spec, &batch, &mut packed)?;
+            let alpha = learning_rate(cfg, info.words_at_start, total);
+            plan.write_batch(schedule.used, &packed, alpha, pending.len())?;
+            plan.record(schedule.used, rec.get_or_insert_with(|| Recorder::new(gpu)))?;
+            pending.push((info.epoch, batch.len() as u64));
         }
-        bar.set_position(words_now);
-        if pending.len() == LOSS_SLOTS || (force_read && !pending.is_empty()) {
+        let (submit, read) = schedule.after_batch(recorded, info.ends_epoch);
+        if submit {
+            if let Some(r) = rec.take() {
+                r.submit()?;
+            }
+        }
+        bar.set_position(info.words_now);
+        if read {
             let sums = plan.loss_slots().read_range(0, pending.len())?;
             let (mut loss, mut preds) = (0.0f64, 0u64);
             for (&(e, n), &s) in pending.iter().zip(&sums) {
@@ -175,81 +386,109 @@ pub fn train_with_vocab_gpu(
             pending.clear();
             bar.set_message(format!(
                 "{:.0} words/s  alpha {:.5}  loss {:.4}",
-                words_now as f64 / start.elapsed().as_secs_f64(),
-                learning_rate(cfg, words_now, total),
+                info.words_now as f64 / start.elapsed().as_secs_f64(),
+                learning_rate(cfg, info.words_now, total),
                 loss / preds.max(1) as f64
             ));
         }
-        Ok(())
-    };
-
-    for epoch in 0..cfg.epochs {
-        let mut reader = LineReader::open(corpus)?;
-        while let Some(line) = reader.next_line()? {
-            sentence.clear();
-            for token in line.split_whitespace() {
-                if let Some(id) = vocab.id(token) {
-                    words_done += 1;
-                    let k = keep[id as usize];
-                    if k >= 1.0 || k > rng.uniform() {
-                        sentence.push(id);
-                    }
-                }
-            }
-            effective += sentence.len() as u64;
-            let n = sentence.len();
-            for i in 0..n {
-                // word2vec.c's random window, drawn as the CPU trainer draws it.
-                let w = cfg.window - rng.below(cfg.window);
-                let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
-                let centre = sentence[i];
-                match cfg.arch {
-                    Arch::SkipGram => {
-                        for j in (lo..hi).filter(|&j| j != i) {
-                            push_item(&mut batch, &layer, &[sentence[j]], centre, &mut rng);
-                        }
-                    }
-                    Arch::Cbow => {
-                        context.clear();
-                        context.extend((lo..hi).filter(|&j| j != i).map(|j| sentence[j]));
-                        if !context.is_empty() {
-                            push_item(&mut batch, &layer, &context, centre, &mut rng);
-                        }
-                    }
-                }
-                centres += 1;
-                if centres == cfg.gpu_batch {
-                    flush(
-                        &mut batch,
-                        &mut pending,
-                        epoch,
-                        batch_start_words,
-                        words_done,
-                        false,
-                    )?;
-                    centres = 0;
-                    batch_start_words = words_done;
-                }
-            }
-        }
-        // Batches do not span epochs, so each epoch's loss is its own.
-        flush(
-            &mut batch,
-            &mut pending,
-            epoch,
-            batch_start_words,
-            words_done,
-            true,
-        )?;
-        centres = 0;
-        batch_start_words = words_done;
     }
     let syn0 = plan.syn0().to_vec()?;
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let report = TrainReport::new(vocab, total, effective, seconds, epoch_loss, &epoch_preds);
+    let report = TrainReport::new(
+        vocab,
+        total,
+        source.effective,
+        seconds,
+        epoch_loss,
+        &epoch_preds,
+    );
     let kv = KeyedVectors::new(vocab.words().to_vec(), d, syn0)?;
     Ok((kv, report))
+}
+
+/// The dispatches of one kernel over a whole run, summed.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct KernelTotals {
+    pub dispatches: u64,
+    /// Workgroups, FLOPs and bytes summed over the dispatches.
+    pub cost: DispatchCost,
+}
+
+/// What the GPU trainer would do for a run, from its host side alone (no GPU needed): the
+/// batches, submits and dispatches, each dispatch's cost as the kernels' comments give it,
+/// and how long the host took to build and pack the batches.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlannedRun {
+    /// Corpus words read (in the vocabulary, before subsampling), over all epochs.
+    pub words: u64,
+    /// Words trained on (after subsampling): the centre words.
+    pub effective_words: u64,
+    pub batches: u64,
+    pub submits: u64,
+    /// The gradient kernel, then the apply kernel.
+    pub kernels: [KernelTotals; 2],
+    /// Seconds the host spent reading, sampling and packing (one thread, as the trainer).
+    pub host_seconds: f64,
+}
+
+/// Runs the GPU trainer's host side over `corpus` with `cfg` and `options`, batch for batch
+/// and submit for submit as [`train_with_vocab_gpu_using`] would (with all the batches per
+/// submit asked for: a plan may grant fewer where their slots would take too much memory),
+/// and sums the cost of every dispatch it would record.
+pub fn plan_run(
+    corpus: &Path,
+    vocab: &Vocab,
+    cfg: &Config,
+    options: &GpuTrainOptions,
+) -> Result<PlannedRun> {
+    cfg.validate()?;
+    let layer = Layer::new(cfg, vocab);
+    let spec = spec(cfg, vocab, &layer)?;
+    let mut source = BatchSource::new(corpus, vocab, cfg, &layer);
+    let mut schedule = Schedule {
+        slots: options.batches_per_submit.max(1),
+        used: 0,
+        pending: 0,
+    };
+    let (mut batch, mut packed, mut packer) = (
+        TrainBatch::default(),
+        PackedBatch::default(),
+        BatchPacker::default(),
+    );
+    let mut kernels = [KernelTotals::default(); 2];
+    let (mut batches, mut submits) = (0u64, 0u64);
+    let start = Instant::now();
+    while let Some(info) = source.next_batch(&mut batch)? {
+        let recorded = !batch.is_empty();
+        if recorded {
+            packer.pack(&spec, &batch, &mut packed)?;
+            batches += 1;
+            for (total, c) in
+                kernels
+                    .iter_mut()
+                    .zip(batch_costs(&spec, &packed.layout, options.gradient_kernel))
+            {
+                let t = &mut total.cost;
+                total.dispatches += 1;
+                t.kernel = c.kernel;
+                t.invocations = c.invocations;
+                t.workgroups += c.workgroups;
+                t.flops += c.flops;
+                t.bytes_read += c.bytes_read;
+                t.bytes_written += c.bytes_written;
+            }
+        }
+        submits += schedule.after_batch(recorded, info.ends_epoch).0 as u64;
+    }
+    Ok(PlannedRun {
+        words: cfg.epochs as u64 * vocab.train_words(),
+        effective_words: source.effective,
+        batches,
+        submits,
+        kernels,
+        host_seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Adds one prediction of `centre` from the mean of `inputs`, with its targets: the word and

@@ -18,7 +18,9 @@ pub use eval::{
     evaluate_analogies, evaluate_analogies_gpu, evaluate_pairs, AnalogyResult, PairsResult, Section,
 };
 pub use format::{load, load_binary, load_embedding, load_text, save_binary, save_text};
-pub use gpu_train::{train_gpu, train_with_vocab_gpu};
+pub use gpu_train::{
+    plan_run, train_gpu, train_with_vocab_gpu, train_with_vocab_gpu_using, GpuTrainOptions,
+};
 pub use train::{train, train_with_vocab, Arch, Config, Output, TrainReport};
 pub use vectors::{cosine, KeyedVectors};
 pub use vocab::Vocab;
