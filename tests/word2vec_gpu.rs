@@ -711,35 +711,38 @@ fn gpu_trainer_repeats_bit_for_bit_for_a_seed() {
         gpu_batch: 64,
         ..small_gpu_config(Arch::SkipGram, Output::Negative(3))
     };
+    let mut runs = Vec::new();
     for kernel in KERNELS {
         let (a, ra) = train_using(&corpus, &cfg, &gpu, kernel, 32);
         let (b, rb) = train_using(&corpus, &cfg, &gpu, kernel, 32);
         assert_eq!(a.data(), b.data(), "{kernel:?}");
         assert_eq!(ra.epoch_loss, rb.epoch_loss, "{kernel:?}");
         assert_eq!(ra.words, 2 * 9000);
-        // One batch per submit: the same batches in the same order, so the same bits.
-        let (c, rc) = train_using(&corpus, &cfg, &gpu, kernel, 1);
+        // One batch per submit, built on one host thread: the same batches in the same
+        // order, so the same bits.
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (c, rc) = one_thread.install(|| train_using(&corpus, &cfg, &gpu, kernel, 1));
         assert_eq!(a.data(), c.data(), "{kernel:?}, one batch per submit");
         assert_eq!(
             ra.epoch_loss, rc.epoch_loss,
             "{kernel:?}, one batch per submit"
         );
-        let (e, _) = train_using(
-            &corpus,
-            &Config {
-                seed: 6,
-                ..cfg.clone()
-            },
-            &gpu,
-            kernel,
-            32,
-        );
-        assert_ne!(a.data(), e.data(), "{kernel:?}");
+        runs.push((kernel, a));
     }
-    // The adapter's own choice is one of the two, so it repeats as well.
-    let (a, _) = recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap();
-    let (b, _) = recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap();
-    assert_eq!(a.data(), b.data());
+    let seed6 = Config {
+        seed: 6,
+        ..cfg.clone()
+    };
+    let (e, _) = train_using(&corpus, &seed6, &gpu, KERNELS[0], 32);
+    assert_ne!(runs[0].1.data(), e.data());
+    // The trainer's default: the kernel made for the adapter, the same bits.
+    let (d, _) = recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap();
+    let own = GradientKernel::for_adapter(&gpu);
+    let run = runs.iter().find(|r| r.0 == own).unwrap();
+    assert_eq!(run.1.data(), d.data(), "{own:?}");
 }
 
 #[test]
@@ -770,6 +773,48 @@ fn gpu_trainer_recovers_planted_neighbours_for_every_architecture_and_output_lay
                 "{arch:?} {output:?}: the kernels' losses differ by {e}"
             );
         }
+    }
+}
+
+/// The cost model's plan of a run (its host side alone) has the trainer's batches and
+/// submits: two dispatches a batch, as many submits (besides the loss readbacks).
+#[test]
+fn the_cost_plan_counts_the_trainers_dispatches_and_submits() {
+    if common::gpu().is_none() {
+        return;
+    }
+    // A device of its own: the counters of the shared one move with the other tests.
+    let gpu = recur::Gpu::new().unwrap();
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = common::planted::corpus(&dir);
+    for (output, slots) in [(Output::Negative(3), 32), (Output::Softmax, 5)] {
+        let cfg = Config {
+            epochs: 2,
+            gpu_batch: 100,
+            ..small_gpu_config(Arch::SkipGram, output)
+        };
+        let vocab = recur::word2vec::Vocab::scan(&corpus, cfg.min_count, None).unwrap();
+        let options = GpuTrainOptions {
+            gradient_kernel: GradientKernel::Rows,
+            batches_per_submit: slots,
+        };
+        let planned = recur::word2vec::plan_run(&corpus, &vocab, &cfg, &options).unwrap();
+        let before = gpu.counters();
+        let (_, report) =
+            recur::word2vec::train_with_vocab_gpu_using(&corpus, &vocab, &cfg, &gpu, &options)
+                .unwrap();
+        let after = gpu.counters();
+        assert_eq!(after.dispatches - before.dispatches, 2 * planned.batches);
+        let submits = (after.submits - after.readbacks) - (before.submits - before.readbacks);
+        assert_eq!(submits, planned.submits, "{output:?}");
+        assert!(planned.submits < planned.batches, "{output:?}");
+        assert_eq!(planned.effective_words, report.effective_words);
+        assert_eq!(planned.kernels.map(|k| k.dispatches), [planned.batches; 2]);
+        assert!(planned
+            .kernels
+            .iter()
+            .all(|k| k.cost.flops > 0 && k.cost.bytes_read > 0));
     }
 }
 

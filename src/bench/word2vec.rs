@@ -161,16 +161,21 @@ pub struct ModelledRun {
     /// Corpus words per second the model predicts (submit overhead high, low).
     pub words_per_sec: [f64; 2],
     /// Corpus words per second of the host side alone (reading, sampling, packing), as
-    /// measured here: the trainer cannot go faster than its host.
+    /// measured here on all of rayon's threads and on one: the trainer cannot go faster than
+    /// its host.
     pub host_words_per_sec: f64,
+    pub host_threads: usize,
+    pub host_words_per_sec_one_thread: f64,
 }
 
 impl ModelledRun {
     /// Models `planned` on `gpu`, with `dispatches_per_batch` launches per batch (the kernels'
     /// work is the same however it is split).
+    /// `one_thread` is the same run's host side on one thread.
     pub fn new(
         label: String,
         planned: PlannedRun,
+        one_thread: &PlannedRun,
         gpu: &GpuModel,
         dispatches_per_batch: u64,
     ) -> Self {
@@ -211,6 +216,8 @@ impl ModelledRun {
             label,
             gpu: *gpu,
             host_words_per_sec: words / planned.host_seconds,
+            host_threads: rayon::current_num_threads(),
+            host_words_per_sec_one_thread: words / one_thread.host_seconds,
             planned,
             dispatches_per_batch,
             kernels,
@@ -247,14 +254,17 @@ impl ModelledRun {
         let per_batch = |s: f64| s / p.batches.max(1) as f64 * 1e6;
         t += &format!(
             "per batch: kernels {:.2} us + launches {:.2} us + submits {:.2}-{:.2} us; \
-             {:.2}-{:.2}M words/s modelled; the host alone (measured here, 1 thread) {:.2}M words/s",
+             {:.2}-{:.2}M words/s modelled; the host alone (measured here) {:.2}M words/s on {} \
+             threads, {:.2}M on 1",
             per_batch(self.kernel_sec),
             per_batch(self.launch_sec),
             per_batch(self.submit_sec[0]),
             per_batch(self.submit_sec[1]),
             self.words_per_sec[0] / 1e6,
             self.words_per_sec[1] / 1e6,
-            self.host_words_per_sec / 1e6
+            self.host_words_per_sec / 1e6,
+            self.host_threads,
+            self.host_words_per_sec_one_thread / 1e6
         );
         t
     }
@@ -272,7 +282,17 @@ pub fn model_gpu(
 ) -> Result<ModelledRun> {
     let vocab = Vocab::scan(corpus, cfg.min_count, cfg.max_vocab)?;
     let planned = plan_run(corpus, &vocab, cfg, options)?;
-    Ok(ModelledRun::new(label, planned, gpu, dispatches_per_batch))
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()?
+        .install(|| plan_run(corpus, &vocab, cfg, options))?;
+    Ok(ModelledRun::new(
+        label,
+        planned,
+        &one_thread,
+        gpu,
+        dispatches_per_batch,
+    ))
 }
 
 /// Writes a corpus of `words` tokens drawn from a Zipf distribution over `vocab` words

@@ -1,17 +1,17 @@
 //! The GPU trainer: the CPU trainer's algorithm with the updates computed and applied on the
 //! GPU in batches of many centre words.
 //!
-//! The host does what is sequential and cheap, in the order a 1-thread CPU run does it and
-//! from the same random stream ([`BatchSource`]): it reads the corpus line by line,
-//! subsamples, shrinks the window, draws the negatives or looks up the Huffman path, and
-//! lists one work item per prediction (a context word predicting the centre in skip-gram,
-//! the window's mean predicting it in CBOW). Every `gpu_batch` centre words it packs the items
-//! with their inverse indexes into a batch slot of the plan (one buffer write) and records
-//! the batch's two dispatches (`src/gpu/word2vec_train.rs`); a submit carries
-//! [`GpuTrainOptions::batches_per_submit`] batches, which run in order on the GPU while the
-//! host packs the next ones. The learning rate of a batch is the CPU trainer's linear decay
-//! at the words read when the batch starts. The loss sums stay on the GPU and are read back
-//! once every [`LOSS_SLOTS`] batches and at the end of each epoch.
+//! The host lists the work (`src/word2vec/gpu_batches.rs`): it reads the corpus line by
+//! line, subsamples, cuts the centre words into batches of `gpu_batch`, and then, a group of
+//! batches at a time on all cores, draws each centre's window and each item's negatives (or
+//! looks up the Huffman path) and lists one work item per prediction (a context word
+//! predicting the centre in skip-gram, the window's mean predicting it in CBOW), packed with
+//! its inverse indexes. Each batch goes into a slot of the plan (one buffer write) and its
+//! two dispatches are recorded (`src/gpu/word2vec_train.rs`); a submit carries
+//! [`GpuTrainOptions::batches_per_submit`] batches, which the GPU runs in order while the
+//! host builds the next group. The learning rate of a batch is the CPU trainer's linear
+//! decay at the words read when the batch starts. The loss sums stay on the GPU and are read
+//! back once every [`LOSS_SLOTS`] batches and at the end of each epoch.
 //!
 //! # Rows touched more than once in a batch
 //!
@@ -25,7 +25,7 @@
 //!    their slots) through the host-built inverse index, by the one invocation that owns
 //!    each element of the row, then added once. No float atomics, so a seed gives the same
 //!    bits on a given adapter (and gradient kernel) on every run, however many batches go
-//!    in one submit.
+//!    in one submit or how many threads build the batches.
 //! 3. A row reached by more than `gpu_row_cap` contributions in one batch gets its summed
 //!    update scaled by `gpu_row_cap / n`. word2vec.c's sequential updates self-correct:
 //!    after a few steps on a row its sigmoid saturates and later steps shrink. Summed from
@@ -42,15 +42,13 @@ use std::time::Instant;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::corpus::LineReader;
-use super::huffman::Huffman;
-use super::sampling::{AliasTable, Rng};
-use super::train::{learning_rate, Arch, Config, Output, TrainReport};
+use super::gpu_batches::{HostBatches, Layer};
+use super::sampling::Rng;
+use super::train::{learning_rate, Config, TrainReport};
 use super::vectors::KeyedVectors;
 use super::vocab::Vocab;
 use crate::gpu::word2vec_train::{batch_costs, DispatchCost, GradientKernel, PlanOptions};
 use crate::gpu::{Gpu, Recorder, TrainPlan};
-use crate::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
 
 /// Batches whose loss sums the GPU holds before the host reads them back (reading waits for
 /// the GPU to finish, so it is done rarely).
@@ -86,191 +84,6 @@ pub fn train_gpu(corpus: &Path, cfg: &Config, gpu: &Gpu) -> Result<(KeyedVectors
     cfg.validate()?;
     let vocab = Vocab::scan(corpus, cfg.min_count, cfg.max_vocab)?;
     train_with_vocab_gpu(corpus, &vocab, cfg, gpu)
-}
-
-enum Layer {
-    Negative { k: usize, table: AliasTable },
-    Hierarchical(Huffman),
-    Softmax,
-}
-
-impl Layer {
-    fn new(cfg: &Config, vocab: &Vocab) -> Self {
-        match cfg.output {
-            Output::Negative(k) => Layer::Negative {
-                k,
-                table: AliasTable::unigram(vocab.counts(), 0.75),
-            },
-            Output::Hierarchical => Layer::Hierarchical(Huffman::new(vocab.counts())),
-            Output::Softmax => Layer::Softmax,
-        }
-    }
-}
-
-/// The sizes of a run: the matrices and the largest batch `cfg` can make.
-fn spec(cfg: &Config, vocab: &Vocab, layer: &Layer) -> Result<TrainSpec> {
-    let v = vocab.len();
-    let (out_rows, per_item, output) = match layer {
-        Layer::Negative { k, .. } => (v, k + 1, TrainOutput::Sampled),
-        Layer::Hierarchical(tree) => (
-            tree.inner_nodes(),
-            (0..v).map(|w| tree.code(w).len()).max().unwrap_or(1),
-            TrainOutput::Sampled,
-        ),
-        Layer::Softmax => (v, 1, TrainOutput::Softmax),
-    };
-    let window = cfg.gpu_batch.checked_mul(2 * cfg.window).ok_or_else(|| {
-        anyhow::anyhow!("GPU batch of {} centre words is too large", cfg.gpu_batch)
-    })?;
-    let max_items = match cfg.arch {
-        Arch::SkipGram => window,
-        Arch::Cbow => cfg.gpu_batch,
-    };
-    let max_targets = max_items.checked_mul(per_item).ok_or_else(|| {
-        anyhow::anyhow!("{max_items} items of {per_item} targets are too many for one batch")
-    })?;
-    let spec = TrainSpec {
-        in_rows: v,
-        out_rows,
-        dim: cfg.size,
-        output,
-        max_items,
-        max_inputs: window,
-        max_targets,
-        row_cap: cfg.gpu_row_cap,
-    };
-    spec.validate()?;
-    Ok(spec)
-}
-
-/// A batch [`BatchSource`] has filled: its epoch, the words read when it started (its
-/// learning rate's) and now, and whether it ends its epoch (batches do not span epochs, so
-/// each epoch's loss is its own).
-struct BatchInfo {
-    epoch: usize,
-    words_at_start: u64,
-    words_now: u64,
-    ends_epoch: bool,
-}
-
-/// The host side of a run: reads the corpus epoch after epoch and cuts it into batches of
-/// `gpu_batch` centre words, drawing the random numbers in a 1-thread CPU run's order.
-struct BatchSource<'a> {
-    corpus: &'a Path,
-    vocab: &'a Vocab,
-    cfg: &'a Config,
-    layer: &'a Layer,
-    keep: Vec<f32>,
-    rng: Rng,
-    reader: Option<LineReader>,
-    epoch: usize,
-    sentence: Vec<u32>,
-    /// The next centre word's position in `sentence`.
-    next_centre: usize,
-    context: Vec<u32>,
-    words_done: u64,
-    effective: u64,
-    batch_start_words: u64,
-}
-
-impl<'a> BatchSource<'a> {
-    fn new(corpus: &'a Path, vocab: &'a Vocab, cfg: &'a Config, layer: &'a Layer) -> Self {
-        Self {
-            corpus,
-            vocab,
-            cfg,
-            layer,
-            keep: vocab.keep_probabilities(cfg.sample),
-            rng: Rng::new(cfg.seed, 0),
-            reader: None,
-            epoch: 0,
-            sentence: Vec::new(),
-            next_centre: 0,
-            context: Vec::new(),
-            words_done: 0,
-            effective: 0,
-            batch_start_words: 0,
-        }
-    }
-
-    /// Fills `batch` with the next batch's items; `None` after the last epoch. A batch that
-    /// ends an epoch may be empty.
-    fn next_batch(&mut self, batch: &mut TrainBatch) -> Result<Option<BatchInfo>> {
-        batch.clear();
-        let mut centres = 0;
-        while self.epoch < self.cfg.epochs {
-            while self.next_centre < self.sentence.len() {
-                self.push_centre(batch);
-                self.next_centre += 1;
-                centres += 1;
-                if centres == self.cfg.gpu_batch {
-                    return Ok(Some(self.cut(false)));
-                }
-            }
-            if self.reader.is_none() {
-                self.reader = Some(LineReader::open(self.corpus)?);
-            }
-            let reader = self.reader.as_mut().expect("opened above");
-            match reader.next_line()? {
-                Some(line) => {
-                    self.sentence.clear();
-                    for token in line.split_whitespace() {
-                        if let Some(id) = self.vocab.id(token) {
-                            self.words_done += 1;
-                            let k = self.keep[id as usize];
-                            if k >= 1.0 || k > self.rng.uniform() {
-                                self.sentence.push(id);
-                            }
-                        }
-                    }
-                    self.effective += self.sentence.len() as u64;
-                    self.next_centre = 0;
-                }
-                None => {
-                    self.reader = None;
-                    let info = self.cut(true);
-                    self.epoch += 1;
-                    return Ok(Some(info));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    fn cut(&mut self, ends_epoch: bool) -> BatchInfo {
-        let info = BatchInfo {
-            epoch: self.epoch,
-            words_at_start: self.batch_start_words,
-            words_now: self.words_done,
-            ends_epoch,
-        };
-        self.batch_start_words = self.words_done;
-        info
-    }
-
-    /// The items of the centre word at `next_centre`, with word2vec.c's random window drawn
-    /// as the CPU trainer draws it.
-    fn push_centre(&mut self, batch: &mut TrainBatch) {
-        let (s, i) = (&self.sentence, self.next_centre);
-        let w = self.cfg.window - self.rng.below(self.cfg.window);
-        let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(s.len()));
-        let centre = s[i];
-        match self.cfg.arch {
-            Arch::SkipGram => {
-                for j in (lo..hi).filter(|&j| j != i) {
-                    push_item(batch, self.layer, &[s[j]], centre, &mut self.rng);
-                }
-            }
-            Arch::Cbow => {
-                self.context.clear();
-                self.context
-                    .extend((lo..hi).filter(|&j| j != i).map(|j| s[j]));
-                if !self.context.is_empty() {
-                    push_item(batch, self.layer, &self.context, centre, &mut self.rng);
-                }
-            }
-        }
-    }
 }
 
 /// When the trainer submits and reads the loss sums back: a submit when the batch slots are
@@ -324,7 +137,7 @@ pub fn train_with_vocab_gpu_using(
     cfg.validate()?;
     let (v, d) = (vocab.len(), cfg.size);
     let layer = Layer::new(cfg, vocab);
-    let spec = spec(cfg, vocab, &layer)?;
+    let spec = layer.spec(cfg, vocab)?;
     // Before any host allocation: a vocabulary or size the adapter cannot bind is an error.
     TrainPlan::check_limits(gpu, &spec)?;
     // The CPU trainer's initialisation, from the same stream.
@@ -343,53 +156,58 @@ pub fn train_with_vocab_gpu_using(
 
     let total = cfg.epochs as u64 * vocab.train_words();
     let bar = progress_bar(cfg, total);
-    let mut source = BatchSource::new(corpus, vocab, cfg, &layer);
+    let slots = plan.options().batch_slots;
+    let mut host = HostBatches::new(corpus, vocab, cfg, &layer, spec);
     let mut schedule = Schedule {
-        slots: plan.options().batch_slots,
+        slots,
         used: 0,
         pending: 0,
     };
-    let mut batch = TrainBatch::default();
-    let mut packed = PackedBatch::default();
-    let mut packer = BatchPacker::default();
     let mut rec: Option<Recorder> = None;
     // Loss sums submitted but not yet read back: per slot, the epoch and the item count.
     let mut pending: Vec<(usize, u64)> = Vec::new();
     let mut epoch_loss = vec![0.0f64; cfg.epochs];
     let mut epoch_preds = vec![0u64; cfg.epochs];
     let start = Instant::now();
-    while let Some(info) = source.next_batch(&mut batch)? {
-        let recorded = !batch.is_empty();
-        if recorded {
-            packer.pack(&spec, &batch, &mut packed)?;
-            let alpha = learning_rate(cfg, info.words_at_start, total);
-            plan.write_batch(schedule.used, &packed, alpha, pending.len())?;
-            plan.record(schedule.used, rec.get_or_insert_with(|| Recorder::new(gpu)))?;
-            pending.push((info.epoch, batch.len() as u64));
+    // The GPU runs one group's submit while the host builds the next group.
+    loop {
+        let group = host.next_group(slots)?;
+        if group.is_empty() {
+            break;
         }
-        let (submit, read) = schedule.after_batch(recorded, info.ends_epoch);
-        if submit {
-            if let Some(r) = rec.take() {
-                r.submit()?;
+        for b in group {
+            let info = b.info();
+            let recorded = b.items() > 0;
+            if recorded {
+                let alpha = learning_rate(cfg, info.words_at_start, total);
+                plan.write_batch(schedule.used, &b.packed, alpha, pending.len())?;
+                plan.record(schedule.used, rec.get_or_insert_with(|| Recorder::new(gpu)))?;
+                pending.push((info.epoch, b.items() as u64));
             }
-        }
-        bar.set_position(info.words_now);
-        if read {
-            let sums = plan.loss_slots().read_range(0, pending.len())?;
-            let (mut loss, mut preds) = (0.0f64, 0u64);
-            for (&(e, n), &s) in pending.iter().zip(&sums) {
-                epoch_loss[e] += s as f64;
-                epoch_preds[e] += n;
-                loss += s as f64;
-                preds += n;
+            let (submit, read) = schedule.after_batch(recorded, info.ends_epoch);
+            if submit {
+                if let Some(r) = rec.take() {
+                    r.submit()?;
+                }
             }
-            pending.clear();
-            bar.set_message(format!(
-                "{:.0} words/s  alpha {:.5}  loss {:.4}",
-                info.words_now as f64 / start.elapsed().as_secs_f64(),
-                learning_rate(cfg, info.words_now, total),
-                loss / preds.max(1) as f64
-            ));
+            bar.set_position(info.words_now);
+            if read {
+                let sums = plan.loss_slots().read_range(0, pending.len())?;
+                let (mut loss, mut preds) = (0.0f64, 0u64);
+                for (&(e, n), &s) in pending.iter().zip(&sums) {
+                    epoch_loss[e] += s as f64;
+                    epoch_preds[e] += n;
+                    loss += s as f64;
+                    preds += n;
+                }
+                pending.clear();
+                bar.set_message(format!(
+                    "{:.0} words/s  alpha {:.5}  loss {:.4}",
+                    info.words_now as f64 / start.elapsed().as_secs_f64(),
+                    learning_rate(cfg, info.words_now, total),
+                    loss / preds.max(1) as f64
+                ));
+            }
         }
     }
     let syn0 = plan.syn0().to_vec()?;
@@ -398,7 +216,7 @@ pub fn train_with_vocab_gpu_using(
     let report = TrainReport::new(
         vocab,
         total,
-        source.effective,
+        host.source.effective,
         seconds,
         epoch_loss,
         &epoch_preds,
@@ -428,7 +246,8 @@ pub struct PlannedRun {
     pub submits: u64,
     /// The gradient kernel, then the apply kernel.
     pub kernels: [KernelTotals; 2],
-    /// Seconds the host spent reading, sampling and packing (one thread, as the trainer).
+    /// Seconds the host spent reading, sampling and packing (on rayon's threads, as the
+    /// trainer).
     pub host_seconds: f64,
 }
 
@@ -444,78 +263,52 @@ pub fn plan_run(
 ) -> Result<PlannedRun> {
     cfg.validate()?;
     let layer = Layer::new(cfg, vocab);
-    let spec = spec(cfg, vocab, &layer)?;
-    let mut source = BatchSource::new(corpus, vocab, cfg, &layer);
+    let spec = layer.spec(cfg, vocab)?;
+    let slots = options.batches_per_submit.max(1);
+    let mut host = HostBatches::new(corpus, vocab, cfg, &layer, spec);
     let mut schedule = Schedule {
-        slots: options.batches_per_submit.max(1),
+        slots,
         used: 0,
         pending: 0,
     };
-    let (mut batch, mut packed, mut packer) = (
-        TrainBatch::default(),
-        PackedBatch::default(),
-        BatchPacker::default(),
-    );
     let mut kernels = [KernelTotals::default(); 2];
     let (mut batches, mut submits) = (0u64, 0u64);
     let start = Instant::now();
-    while let Some(info) = source.next_batch(&mut batch)? {
-        let recorded = !batch.is_empty();
-        if recorded {
-            packer.pack(&spec, &batch, &mut packed)?;
-            batches += 1;
-            for (total, c) in
-                kernels
-                    .iter_mut()
-                    .zip(batch_costs(&spec, &packed.layout, options.gradient_kernel))
-            {
-                let t = &mut total.cost;
-                total.dispatches += 1;
-                t.kernel = c.kernel;
-                t.invocations = c.invocations;
-                t.workgroups += c.workgroups;
-                t.flops += c.flops;
-                t.bytes_read += c.bytes_read;
-                t.bytes_written += c.bytes_written;
-            }
+    loop {
+        let group = host.next_group(slots)?;
+        if group.is_empty() {
+            break;
         }
-        submits += schedule.after_batch(recorded, info.ends_epoch).0 as u64;
+        for b in group {
+            let recorded = b.items() > 0;
+            if recorded {
+                batches += 1;
+                for (total, c) in kernels.iter_mut().zip(batch_costs(
+                    &spec,
+                    &b.packed.layout,
+                    options.gradient_kernel,
+                )) {
+                    let t = &mut total.cost;
+                    total.dispatches += 1;
+                    t.kernel = c.kernel;
+                    t.invocations = c.invocations;
+                    t.workgroups += c.workgroups;
+                    t.flops += c.flops;
+                    t.bytes_read += c.bytes_read;
+                    t.bytes_written += c.bytes_written;
+                }
+            }
+            submits += schedule.after_batch(recorded, b.info().ends_epoch).0 as u64;
+        }
     }
     Ok(PlannedRun {
         words: cfg.epochs as u64 * vocab.train_words(),
-        effective_words: source.effective,
+        effective_words: host.source.effective,
         batches,
         submits,
         kernels,
         host_seconds: start.elapsed().as_secs_f64(),
     })
-}
-
-/// Adds one prediction of `centre` from the mean of `inputs`, with its targets: the word and
-/// its negatives (drawn here, as the CPU trainer draws them), the word's Huffman path, or
-/// the word alone for the full softmax.
-fn push_item(batch: &mut TrainBatch, layer: &Layer, inputs: &[u32], centre: u32, rng: &mut Rng) {
-    match layer {
-        Layer::Negative { k, table } => {
-            // As word2vec.c: a draw of the target itself is skipped, not redrawn.
-            let negatives = (0..*k)
-                .map(|_| table.sample(rng) as u32)
-                .filter(|&n| n != centre)
-                .map(|n| (n, false));
-            batch.push(inputs, std::iter::once((centre, true)).chain(negatives));
-        }
-        Layer::Hierarchical(tree) => {
-            let w = centre as usize;
-            // Branch 0 is predicted with sigmoid(f): label 1 - code.
-            let path = tree
-                .points(w)
-                .iter()
-                .zip(tree.code(w))
-                .map(|(&p, &c)| (p, c == 0));
-            batch.push(inputs, path);
-        }
-        Layer::Softmax => batch.push(inputs, [(centre, true)]),
-    }
 }
 
 fn progress_bar(cfg: &Config, total: u64) -> ProgressBar {

@@ -6,6 +6,7 @@
 pub mod corpus;
 pub mod eval;
 pub mod format;
+mod gpu_batches;
 pub mod gpu_train;
 pub mod grad;
 pub mod huffman;
