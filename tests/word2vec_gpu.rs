@@ -870,3 +870,45 @@ fn command_line_trains_on_the_gpu() {
         "recur word2vec --backend gpu",
     );
 }
+
+/// The cost model's time is its kernels' roofline times plus a launch per dispatch and the
+/// submits' overhead, from the plan of the run (no GPU needed).
+#[test]
+fn the_cost_model_adds_launches_and_submits_to_the_roofline() {
+    use recur::bench::word2vec::{model_gpu, H100_SXM};
+    let dir = std::env::temp_dir().join(format!("recur-w2v-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = dir.join("zipf.txt");
+    recur::bench::word2vec::synthetic_corpus(&corpus, 30_000, 500, 3).unwrap();
+    let cfg = Config {
+        arch: Arch::SkipGram,
+        min_count: 1,
+        epochs: 1,
+        ..Config::default()
+    };
+    let options = GpuTrainOptions {
+        gradient_kernel: GradientKernel::Rows,
+        batches_per_submit: 8,
+    };
+    let m = model_gpu(&corpus, &cfg, &options, "test".into(), 2, &H100_SXM).unwrap();
+    let p = &m.planned;
+    assert_eq!(p.words, 30_000);
+    assert_eq!(p.submits, p.batches.div_ceil(8));
+    assert_eq!(m.kernels.len(), 2);
+    let launches = (2 * p.batches) as f64 * 5e-6;
+    assert!((m.launch_sec - launches).abs() < 1e-12);
+    assert!((m.submit_sec[1] - p.submits as f64 * 50e-6).abs() < 1e-12);
+    let roofline: f64 = m
+        .kernels
+        .iter()
+        .map(|k| {
+            let bytes = (k.bytes_read + k.bytes_written) / 3.35e12;
+            (k.flops / 67e12).max(bytes) * k.dispatches as f64
+        })
+        .sum();
+    assert!((m.kernel_sec - roofline).abs() < 1e-9 * roofline.max(1.0));
+    let slow = p.words as f64 / (roofline + launches + m.submit_sec[1]);
+    assert!((m.words_per_sec[0] - slow).abs() < 1e-6 * slow);
+    let table = m.table();
+    assert!(table.contains("| sampled_gradients |") && table.contains("| apply_sparse |"));
+}

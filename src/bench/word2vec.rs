@@ -254,14 +254,16 @@ impl ModelledRun {
         let per_batch = |s: f64| s / p.batches.max(1) as f64 * 1e6;
         t += &format!(
             "per batch: kernels {:.2} us + launches {:.2} us + submits {:.2}-{:.2} us; \
-             {:.2}-{:.2}M words/s modelled; the host alone (measured here) {:.2}M words/s on {} \
-             threads, {:.2}M on 1",
+             {:.2}-{:.2}M words/s modelled; {:.0} KB uploaded per batch ({:.2} GB/s at that \
+             speed); the host alone (measured here) {:.2}M words/s on {} threads, {:.2}M on 1",
             per_batch(self.kernel_sec),
             per_batch(self.launch_sec),
             per_batch(self.submit_sec[0]),
             per_batch(self.submit_sec[1]),
             self.words_per_sec[0] / 1e6,
             self.words_per_sec[1] / 1e6,
+            p.upload_bytes as f64 / p.batches.max(1) as f64 / 1e3,
+            p.upload_bytes as f64 / p.words as f64 * self.words_per_sec[1] / 1e9,
             self.host_words_per_sec / 1e6,
             self.host_threads,
             self.host_words_per_sec_one_thread / 1e6

@@ -274,6 +274,9 @@ fn round_up(n: u64, align: u64) -> u64 {
 }
 
 impl TrainPlan {
+    /// Bytes of the parameters written with each batch.
+    pub const PARAM_BYTES: u64 = std::mem::size_of::<TrainParams>() as u64;
+
     /// Checks that every buffer of a run with `spec` fits the adapter's binding limit,
     /// before anything is allocated; the error names the buffer and the sizes.
     pub fn check_limits(gpu: &Gpu, spec: &TrainSpec) -> Result<()> {
@@ -348,7 +351,7 @@ impl TrainPlan {
         let slot_words = (slot_bytes / 4) as usize;
         let batch = GpuTensor::<u32>::zeros(gpu, &[slots * slot_words])?;
         let param_align = gpu.limits().min_uniform_buffer_offset_alignment.max(16) as u64;
-        let param_size = std::mem::size_of::<TrainParams>() as u64;
+        let param_size = Self::PARAM_BYTES;
         let param_stride = round_up(param_size, param_align);
         let params = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("recur.word2vec_train.params"),

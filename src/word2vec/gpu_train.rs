@@ -244,6 +244,8 @@ pub struct PlannedRun {
     pub effective_words: u64,
     pub batches: u64,
     pub submits: u64,
+    /// Bytes written to the GPU for the batches (packed words and parameters).
+    pub upload_bytes: u64,
     /// The gradient kernel, then the apply kernel.
     pub kernels: [KernelTotals; 2],
     /// Seconds the host spent reading, sampling and packing (on rayon's threads, as the
@@ -272,7 +274,7 @@ pub fn plan_run(
         pending: 0,
     };
     let mut kernels = [KernelTotals::default(); 2];
-    let (mut batches, mut submits) = (0u64, 0u64);
+    let (mut batches, mut submits, mut upload_bytes) = (0u64, 0u64, 0u64);
     let start = Instant::now();
     loop {
         let group = host.next_group(slots)?;
@@ -283,6 +285,7 @@ pub fn plan_run(
             let recorded = b.items() > 0;
             if recorded {
                 batches += 1;
+                upload_bytes += 4 * b.packed.words.len() as u64 + TrainPlan::PARAM_BYTES;
                 for (total, c) in kernels.iter_mut().zip(batch_costs(
                     &spec,
                     &b.packed.layout,
@@ -306,6 +309,7 @@ pub fn plan_run(
         effective_words: host.source.effective,
         batches,
         submits,
+        upload_bytes,
         kernels,
         host_seconds: start.elapsed().as_secs_f64(),
     })
