@@ -10,6 +10,7 @@ use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
+use crate::gpu::word2vec_train::PlanOptions;
 use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan, Unsupported};
 use crate::nn::recurrent::TrainKey;
 use crate::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
@@ -199,12 +200,11 @@ fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Ve
     let alpha = 0.5;
     let syn0 = random(rng, in_rows * dim);
     let syn1 = random(rng, out_rows * dim);
-    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, 1)?;
-    plan.write_batch(&packed, alpha, 0)?;
+    let options = PlanOptions::for_adapter(gpu);
+    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, &options)?;
+    plan.write_batch(0, &packed, alpha, 0)?;
     let mut rec = Recorder::new(gpu);
-    plan.record_gradients(&mut rec)?;
-    plan.record_apply_output(&mut rec)?;
-    plan.record_apply_input(&mut rec)?;
+    plan.record(0, &mut rec)?;
     rec.submit()?;
 
     let grad_len = match output {
@@ -214,16 +214,8 @@ fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Ve
     let (mut hidden, mut hidden_grad) = (vec![f32::NAN; items * dim], vec![f32::NAN; items * dim]);
     let (mut grads, mut item_loss) = (vec![f32::NAN; grad_len], vec![f32::NAN; items]);
     let (mut syn0_cpu, mut syn1_cpu) = (syn0.clone(), syn1.clone());
-    let (gradients, apply_output): (GradientsFn, ApplyOutputFn) = match output {
-        TrainOutput::Sampled => (
-            cpu::word2vec::sampled_gradients,
-            cpu::word2vec::apply_output,
-        ),
-        TrainOutput::Softmax => (
-            cpu::word2vec::softmax_gradients,
-            cpu::word2vec::apply_output_dense,
-        ),
-    };
+    let gradients = cpu::word2vec::gradients_for(output);
+    let apply = cpu::word2vec::apply_for(output);
     gradients(
         &spec,
         &packed,
@@ -235,8 +227,16 @@ fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Ve
         &mut grads,
         &mut item_loss,
     );
-    apply_output(&spec, &packed, &grads, &hidden, &mut syn1_cpu);
-    cpu::word2vec::apply_input(&spec, &packed, &hidden_grad, &mut syn0_cpu);
+    apply(
+        &spec,
+        &packed,
+        &grads,
+        &hidden,
+        &hidden_grad,
+        &item_loss,
+        &mut syn0_cpu,
+        &mut syn1_cpu,
+    );
     let change = |after: &[f32], before: &[f32]| -> Vec<f32> {
         after.iter().zip(before).map(|(a, b)| a - b).collect()
     };
@@ -254,19 +254,6 @@ fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Ve
     }
     Ok(out)
 }
-
-type GradientsFn = fn(
-    &TrainSpec,
-    &PackedBatch,
-    f32,
-    &[f32],
-    &[f32],
-    &mut [f32],
-    &mut [f32],
-    &mut [f32],
-    &mut [f32],
-);
-type ApplyOutputFn = fn(&TrainSpec, &PackedBatch, &[f32], &[f32], &mut [f32]);
 
 fn f64v(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()

@@ -451,7 +451,10 @@ fn bench_rnn(
 struct Word2VecReport<'a> {
     header: &'a Header,
     recur: crate::bench::word2vec::Word2VecCase,
-    recur_gpu: Option<crate::bench::word2vec::Word2VecCase>,
+    /// The GPU trainer's variants side by side (empty without a GPU).
+    recur_gpu: Vec<crate::bench::word2vec::Word2VecCase>,
+    /// The cost model of the GPU trainer before and after on an H100 (no GPU needed).
+    gpu_model: Vec<crate::bench::word2vec::ModelledRun>,
     gensim: Option<serde_json::Value>,
     top_k: crate::bench::word2vec::TopKCase,
 }
@@ -462,8 +465,11 @@ fn bench_word2vec(
     args: &Args,
     header: &Header,
 ) -> Result<()> {
-    use crate::bench::word2vec::{measure, measure_gpu, measure_top_k, synthetic_corpus};
-    use crate::word2vec::Config;
+    use crate::bench::word2vec::{
+        measure, measure_gpu, measure_top_k, model_gpu, synthetic_corpus, H100_SXM,
+    };
+    use crate::gpu::word2vec_train::GradientKernel;
+    use crate::word2vec::{Config, GpuTrainOptions};
     let tmp;
     let corpus = match corpus {
         Some(c) => c.to_path_buf(),
@@ -483,8 +489,57 @@ fn bench_word2vec(
     };
     let reps = if args.quick { 1 } else { 3 };
     let recur = measure(&corpus, &cfg, reps)?;
-    // One run: on a software adapter the GPU trainer takes minutes where the CPU takes seconds.
-    let recur_gpu = gpu.map(|g| measure_gpu(&corpus, &cfg, g, 1)).transpose()?;
+    // The GPU trainer as it was (the per-item gradient kernel, one submit per batch) and as
+    // it is, in this run: one run each, as on a software adapter the GPU trainer takes
+    // minutes where the CPU takes seconds.
+    let variants = [
+        (GradientKernel::PerItem, 1),
+        (
+            GradientKernel::PerItem,
+            crate::word2vec::gpu_train::BATCHES_PER_SUBMIT,
+        ),
+        (
+            GradientKernel::Rows,
+            crate::word2vec::gpu_train::BATCHES_PER_SUBMIT,
+        ),
+    ];
+    let mut recur_gpu = Vec::new();
+    if let Some(g) = gpu {
+        for (gradient_kernel, batches_per_submit) in variants {
+            let options = GpuTrainOptions {
+                gradient_kernel,
+                batches_per_submit,
+            };
+            recur_gpu.push(measure_gpu(&corpus, &cfg, g, &options, 1)?);
+        }
+    }
+    let gpu_model = vec![
+        model_gpu(
+            &corpus,
+            &cfg,
+            &GpuTrainOptions {
+                gradient_kernel: GradientKernel::PerItem,
+                batches_per_submit: 1,
+            },
+            "before: per-item gradient kernel, 4 dispatches and 1 submit per batch".into(),
+            4,
+            &H100_SXM,
+        )?,
+        model_gpu(
+            &corpus,
+            &cfg,
+            &GpuTrainOptions {
+                gradient_kernel: GradientKernel::Rows,
+                batches_per_submit: crate::word2vec::gpu_train::BATCHES_PER_SUBMIT,
+            },
+            format!(
+                "after: row-parallel gradient kernel, 2 dispatches per batch, {} batches per submit",
+                crate::word2vec::gpu_train::BATCHES_PER_SUBMIT
+            ),
+            2,
+            &H100_SXM,
+        )?,
+    ];
     let gensim = if args.no_torch {
         None
     } else {
@@ -517,7 +572,7 @@ fn bench_word2vec(
     };
     println!(
         "word2vec skip-gram, negative 5, size {}, window {}, sample {}, {} epoch(s), vocabulary {}, \
-         {} words an epoch:\n  recur {}: {:.0} words/s, last-epoch loss {:.4}\n  recur {}\n  gensim {}",
+         {} words an epoch:\n  recur {}: {:.0} words/s, last-epoch loss {:.4}\n{}  gensim {}",
         cfg.size,
         cfg.window,
         cfg.sample,
@@ -527,15 +582,27 @@ fn bench_word2vec(
         recur.trainer,
         recur.words_per_sec,
         recur.final_loss,
-        recur_gpu.as_ref().map_or("GPU: not used".to_string(), |g| format!(
-            "{}: {:.0} words/s, last-epoch loss {:.4}",
-            g.trainer, g.words_per_sec, g.final_loss
-        )),
+        if recur_gpu.is_empty() {
+            "  recur GPU: not used\n".to_string()
+        } else {
+            recur_gpu
+                .iter()
+                .map(|g| {
+                    format!(
+                        "  recur {}: {:.0} words/s, last-epoch loss {:.4}\n",
+                        g.trainer, g.words_per_sec, g.final_loss
+                    )
+                })
+                .collect::<String>()
+        },
         gensim
             .as_ref()
             .and_then(|g| g["words_per_sec"].as_f64())
             .map_or("not installed".to_string(), |w| format!("{w:.0} words/s"))
     );
+    for m in &gpu_model {
+        println!("{}", m.table());
+    }
     let rows = if args.quick { 20_000 } else { 100_000 };
     let top_k = measure_top_k(gpu, rows, 100, 10, if args.quick { 3 } else { 10 })?;
     println!(
@@ -559,6 +626,7 @@ fn bench_word2vec(
                 header,
                 recur,
                 recur_gpu,
+                gpu_model,
                 gensim,
                 top_k,
             },
