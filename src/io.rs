@@ -1,9 +1,12 @@
-//! File output that never leaves a half-written file behind.
+//! File input whose size is checked before it is read, and file output that never leaves a
+//! half-written file behind.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+
+use crate::memory::{vec_with_capacity, Budget};
 
 /// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it
 /// over `path`, so a crash leaves either the old file or the new one, never a broken one.
@@ -32,4 +35,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Reads a whole file after checking its length against the host budget, into a buffer
+/// reserved fallibly; `what` names the file's role in errors ("vectors file").
+pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("reading {what} {}", path.display()))?
+        .len();
+    let mut bytes = vec_with_capacity::<u8>(
+        usize::try_from(len).unwrap_or(usize::MAX),
+        format_args!("{what} {} of {len} bytes", path.display()),
+        &Budget::host(),
+    )?;
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    Ok(bytes)
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cpu;
 pub mod gpu;
 pub mod io;
+pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod selftest;

@@ -71,6 +71,21 @@ impl FitArgs {
         }
     }
 
+    /// The options that size the model, as given.
+    fn size_flags(&self) -> String {
+        format!(
+            "--hidden {} --layers {}{} --batch {}",
+            self.hidden,
+            self.layers,
+            if self.bidirectional {
+                " --bidirectional"
+            } else {
+                ""
+            },
+            self.batch
+        )
+    }
+
     fn options(&self) -> FitOptions {
         FitOptions {
             cell: self.cell.clone(),
@@ -116,7 +131,8 @@ fn open_gpu(backend: Backend) -> Result<Option<Gpu>> {
 fn train_and_test(args: &FitArgs, train_path: &Path) -> Result<()> {
     let opts = args.options();
     // Every option and both files are checked before a device is opened or training starts.
-    opts.validate()?;
+    opts.validate()
+        .map_err(|e| super::name_options(e, || args.size_flags()))?;
     if let Some(out) = &args.out {
         check_out_dir(out)?;
     }
@@ -125,10 +141,11 @@ fn train_and_test(args: &FitArgs, train_path: &Path) -> Result<()> {
     let gpu = open_gpu(opts.backend)?;
     let log = |epoch: usize, loss: f32| eprintln!("epoch {epoch}: training loss {loss:.4}");
     let fitted = if train.rows[0].len() == 1 {
-        fit::fit_forecaster(&train, &test, &opts, gpu.as_ref(), log)?
+        fit::fit_forecaster(&train, &test, &opts, gpu.as_ref(), log)
     } else {
-        fit::fit_classifier(&train, &test, &opts, gpu.as_ref(), log)?
-    };
+        fit::fit_classifier(&train, &test, &opts, gpu.as_ref(), log)
+    }
+    .map_err(|e| super::name_options(e, || args.size_flags()))?;
     print_report(&fitted.report);
     if let Some(out) = &args.out {
         fitted.model.save(out)?;

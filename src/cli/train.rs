@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::gpu::Gpu;
-use crate::train::charlm::{self, Backend, CharLmOptions};
+use crate::memory::{bytes_of, Budget};
+use crate::train::charlm::{self, Backend, CharLmOptions, CharVocab};
+use crate::train::footprint::{Footprint, RunShape};
 use crate::train::plot::loss_png;
 use crate::train::Checkpoint;
 
@@ -124,10 +126,31 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     // Every option is checked before a device is opened or a file written.
     opts.validate()?;
+    check_sample_length(args.sample, "--sample")?;
+    let flags = || {
+        format!(
+            "--hidden {} --embed {} --layers {} --batch {} --seq-len {}",
+            opts.hidden, opts.embed, opts.layers, opts.batch, opts.seq_len
+        )
+    };
+    let footprint = Footprint::of(&opts.model_spec(CharVocab::from_text(&text)?.len()))?;
+    let run = RunShape {
+        batch: opts.batch,
+        steps: opts.seq_len,
+    };
+    // The CPU trainer keeps the training state on the host; the GPU one on the device.
+    footprint
+        .check_host(Some(run), opts.backend == Backend::Cpu, &Budget::host())
+        .map_err(|e| super::name_options(e, flags))?;
     let gpu = match opts.backend {
         Backend::Gpu => Some(Gpu::new()?),
         Backend::Cpu => None,
     };
+    if let Some(gpu) = &gpu {
+        footprint
+            .check_device(run, &Budget::device_buffer(gpu))
+            .map_err(|e| super::name_options(e, flags))?;
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let ckpt_path = args.out.join("model.safetensors");
@@ -216,7 +239,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// A sample of `length` characters takes up to four bytes each.
+fn check_sample_length(length: usize, flag: &str) -> Result<()> {
+    Budget::host().check(
+        format_args!("{flag} {length} (a sample of {length} characters)"),
+        bytes_of(length as u64, 4),
+    )?;
+    Ok(())
+}
+
 pub fn generate(args: GenerateArgs) -> Result<()> {
+    check_sample_length(args.length, "--length")?;
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let text = charlm::generate(&ckpt, &args.prime, args.length, args.temperature, args.seed)?;
     println!("{text}");

@@ -6,7 +6,7 @@ pub mod params;
 pub mod recurrent;
 
 pub use gpu_recurrent::GpuRecurrent;
-pub use params::{load_safetensors, save_safetensors, HostTensor, Tensors};
+pub use params::{load_safetensors, parse_safetensors, save_safetensors, HostTensor, Tensors};
 pub use recurrent::{
     Merge, OutputStage, Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput,
 };

@@ -23,11 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use super::charlm::Backend;
 use super::checkpoint::Checkpoint;
+use super::footprint::{Footprint, RunShape};
 use super::model::{Batch, DropoutRates, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
 use super::optimizer::OptimConfig;
 use super::schedule::Schedule;
 use super::trainer::{CpuTrainer, GpuTrainer, TrainConfig, Trainer};
 use crate::gpu::Gpu;
+use crate::memory::Budget;
 use crate::ops::optim::Optimizer;
 use crate::ops::recurrent::CellKind;
 
@@ -39,7 +41,7 @@ pub struct Table {
 
 /// Reads a table of numbers: every row the same length, every field a finite number.
 pub fn read_table(path: &Path) -> Result<Table> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::io::read_file(path, "data file")?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{} is not a UTF-8 text file", path.display()))?;
     parse_table(&text).with_context(|| format!("in {}", path.display()))
@@ -149,7 +151,19 @@ impl FitOptions {
             ensure!(value > 0, "{flag} {value} is invalid: expected {expected}");
         }
         self.dropout_rates().validate()?;
-        self.optim().validate()
+        self.optim().validate()?;
+        // The smallest model these options can make (one output, one step): a hidden size
+        // or a stack beyond memory is refused before any file is read.
+        let smallest = FitTask::Forecaster {
+            window: 1,
+            mean: 0.0,
+            std: 1.0,
+        };
+        let run = RunShape {
+            batch: self.batch,
+            steps: 1,
+        };
+        Footprint::of(&self.model_spec(&smallest))?.check_host(Some(run), true, &Budget::host())
     }
 
     fn dropout_rates(&self) -> DropoutRates {
@@ -459,7 +473,13 @@ impl FitModel {
 
     /// Reads a model written by [`Self::save`], checking it is one.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut checkpoint = Checkpoint::load(path)?;
+        Self::from_bytes(&crate::io::read_file(path, "model file")?, path)
+    }
+
+    /// A model from a file's bytes (`path` names it in messages), checked as [`Self::load`]
+    /// checks it.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let mut checkpoint = Checkpoint::from_bytes(bytes, path)?;
         // Kept as `task` and `batch` here; `save` writes them back.
         let json = checkpoint.meta.remove(META_KEY).with_context(|| {
             format!(
@@ -480,6 +500,14 @@ impl FitModel {
         meta.task
             .check(&checkpoint.spec)
             .with_context(|| format!("{} is not a usable `recur fit` model", path.display()))?;
+        // The batch and steps come from the file too: checked before a trainer is made.
+        let run = RunShape {
+            batch: meta.batch,
+            steps: meta.task.steps(),
+        };
+        Footprint::of(&checkpoint.spec)?
+            .check_host(Some(run), true, &Budget::host())
+            .with_context(|| format!("{}: the model cannot run here", path.display()))?;
         Ok(Self {
             checkpoint,
             task: meta.task,
@@ -534,6 +562,12 @@ fn make_trainer(
         optim,
         stateful: false,
     };
+    let footprint = Footprint::of(&model.spec)?;
+    let run = RunShape { batch, steps };
+    footprint.check_host(Some(run), true, &Budget::host())?;
+    if let (Backend::Gpu, Some(gpu)) = (backend, gpu) {
+        footprint.check_device(run, &Budget::device_buffer(gpu))?;
+    }
     Ok(match (backend, gpu) {
         (Backend::Gpu, Some(gpu)) => Box::new(GpuTrainer::new(gpu, model, cfg)?),
         (Backend::Gpu, None) => bail!("the GPU backend needs a GPU (or use --backend cpu)"),
@@ -629,8 +663,11 @@ fn fit_task(
         opts.batch,
         tr.seqs.len()
     );
-    let model = SequenceModel::new(opts.model_spec(&task), opts.seed)?;
+    let spec = opts.model_spec(&task);
     let (batch, steps) = (opts.batch, task.steps());
+    // Checked before the model's parameters are drawn (make_trainer checks the device).
+    Footprint::of(&spec)?.check_host(Some(RunShape { batch, steps }), true, &Budget::host())?;
+    let model = SequenceModel::new(spec, opts.seed)?;
     let mut t = make_trainer(model, batch, steps, opts.optim(), opts.backend, gpu)?;
     let train_loss = train_epochs(t.as_mut(), &tr, opts, on_epoch)?;
     let model = FitModel {

@@ -5,6 +5,7 @@ pub mod schedule;
 
 pub use schedule::Schedule;
 pub mod checkpoint;
+pub mod footprint;
 pub mod model;
 pub mod optimizer;
 pub mod trainer;
