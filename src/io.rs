@@ -38,20 +38,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Reads a whole file after checking its length against the host budget, into a buffer
-/// reserved fallibly; `what` names the file's role in errors ("vectors file").
+/// reserved fallibly; `what` names the file's role in errors ("vectors file"). A file
+/// without a length (a pipe, a device) is read up to the budget and refused past it.
 pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("reading {what} {}", path.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading {what} {}", path.display()))?
-        .len();
+    let context = || format!("reading {what} {}", path.display());
+    let file = std::fs::File::open(path).with_context(context)?;
+    let meta = file.metadata().with_context(context)?;
+    let budget = Budget::host();
+    let len = if meta.is_file() { meta.len() } else { 0 };
     let mut bytes = vec_with_capacity::<u8>(
         usize::try_from(len).unwrap_or(usize::MAX),
         format_args!("{what} {} of {len} bytes", path.display()),
-        &Budget::host(),
+        &budget,
     )?;
-    file.read_to_end(&mut bytes)
-        .with_context(|| format!("reading {what} {}", path.display()))?;
+    // One byte past the budget tells a stream that never ends from one that fits.
+    file.take(budget.bytes().saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(context)?;
+    budget.check(
+        format_args!("{what} {} (read until it passed the budget)", path.display()),
+        Some(bytes.len() as u64),
+    )?;
     Ok(bytes)
 }
