@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod exec;
 pub mod gpu;
 pub mod io;
+pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod prelude;

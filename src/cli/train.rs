@@ -10,6 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::BackendArg;
 use crate::nn::EmbeddingInit;
 use crate::train::charlm::{self, CharLmOptions};
+use crate::backend::Backend;
+use crate::memory::{bytes_of, Budget};
+use crate::train::charlm::CharVocab;
+use crate::train::footprint::{Footprint, RunShape};
 use crate::train::plot::loss_png;
 use crate::train::Checkpoint;
 
@@ -146,7 +150,28 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     // Every option is checked before a device is opened or a file written.
     opts.validate()?;
+    check_sample_length(args.sample, "--sample")?;
+    let flags = || {
+        format!(
+            "--hidden {} --embed {} --layers {} --batch {} --seq-len {}",
+            opts.hidden, opts.embed, opts.layers, opts.batch, opts.seq_len
+        )
+    };
+    let footprint = Footprint::of(&opts.model_spec(CharVocab::from_text(&text)?.len()))?;
+    let run = RunShape {
+        batch: opts.batch,
+        steps: opts.seq_len,
+    };
     let backend = args.backend.open()?;
+    // The CPU trainer keeps the training state on the host; the GPU one on the device.
+    footprint
+        .check_host(Some(run), matches!(backend, Backend::Cpu), &Budget::host())
+        .map_err(|e| super::name_options(e, flags))?;
+    if let Backend::Gpu(gpu) = &backend {
+        footprint
+            .check_device(run, &Budget::device_buffer(gpu))
+            .map_err(|e| super::name_options(e, flags))?;
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let ckpt_path = args.out.join("model.safetensors");
@@ -232,7 +257,17 @@ pub fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// A sample of `length` characters takes up to four bytes each.
+fn check_sample_length(length: usize, flag: &str) -> Result<()> {
+    Budget::host().check(
+        format_args!("{flag} {length} (a sample of {length} characters)"),
+        bytes_of(length as u64, 4),
+    )?;
+    Ok(())
+}
+
 pub fn generate(args: GenerateArgs) -> Result<()> {
+    check_sample_length(args.length, "--length")?;
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let text = charlm::generate(&ckpt, &args.prime, args.length, args.temperature, args.seed)?;
     println!("{text}");

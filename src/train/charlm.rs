@@ -44,7 +44,7 @@ pub fn default_text() -> String {
 
 /// Reads a user's text file: it must be UTF-8 and not empty.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::io::read_file(path, "text")?;
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{} is not UTF-8 text (invalid byte at offset {})",
