@@ -24,7 +24,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::nn::{parse_safetensors, HostTensor, Recurrent, RecurrentConfig, Tensors};
 use recur::ops::recurrent::CellKind;
-use recur::train::charlm::{self, Backend, CharLmOptions, CharVocab, Streams};
+use recur::train::charlm::{self, CharLmOptions, CharVocab, Streams};
+use recur::Backend;
 use recur::train::fit::{self, FitModel, FitOptions, Table};
 use recur::train::{Checkpoint, EmbeddingSpec, Head, Loss, ModelSpec, SequenceModel};
 use recur::word2vec::{self, KeyedVectors, Vocab};
@@ -606,7 +607,7 @@ fn stack_files(rng: &mut StdRng) -> (Tensors, Tensors) {
             HostTensor::new(vec![n, b, h], values(rng, n * b * h)).unwrap(),
         );
     }
-    (layer.params, inputs)
+    (layer.params().clone(), inputs)
 }
 
 #[test]
@@ -647,7 +648,7 @@ fn safetensors_weights_and_inputs() {
                 batch_first: rng.random(),
             };
             fz.then("forward", &w_in, || {
-                recur::nn::interop::forward_tensors(w, &x, opts, &recur::nn::interop::Backend::Cpu)
+                recur::nn::interop::forward_tensors(w, &x, opts, &Backend::Cpu)
             });
         }
     }
@@ -664,9 +665,10 @@ fn charlm_checkpoint(rng: &mut StdRng) -> Checkpoint {
             output_dim: rng.random_range(1..=3),
             padding: None,
             trainable: true,
+            init: Default::default(),
         }),
         input_size: 0,
-        cell: ["lstm", "gru", "rnn-tanh"][rng.random_range(0..3)].into(),
+        cell: [CellKind::Lstm, CellKind::Gru, CellKind::RnnTanh][rng.random_range(0..3)],
         hidden_size: rng.random_range(1..=4),
         num_layers: rng.random_range(1..=2),
         bidirectional: false,
@@ -707,7 +709,8 @@ fn forge_checkpoint(rng: &mut StdRng, mut c: Checkpoint) -> Vec<u8> {
                 e.input_dim = huge;
             }
         }
-        4 => c.spec.cell = "bogus".into(),
+        // A cell whose parameters differ from the ones the file holds.
+        4 => c.spec.cell = [CellKind::Gru, CellKind::RnnRelu][rng.random_range(0..2)],
         _ => {
             let fits = [
                 r#"{"task":"classifier","classes":[0.0,1.0],"steps":4,"batch":1000000000000000}"#,
@@ -753,10 +756,9 @@ fn checkpoints_and_fit_models() {
         hidden: 3,
         batch: 4,
         epochs: 1,
-        backend: Backend::Cpu,
         ..Default::default()
     };
-    let fitted = fit::fit_classifier(&table, &table, &opts, None, |_, _| {}).unwrap();
+    let fitted = fit::fit_classifier(&table, &table, &opts, &Backend::Cpu, |_, _| {}).unwrap();
     let fit_path = fz.dir.join("fit.safetensors");
     fitted.model.save(&fit_path).unwrap();
     let fit_bytes = std::fs::read(&fit_path).unwrap();
@@ -798,7 +800,7 @@ fn checkpoints_and_fit_models() {
             fz.then("generate", &input, || charlm::generate(&c, "", 4, 0.7, 1));
         }
         if let Some(m) = model {
-            fz.then("fit --model", &input, || m.test(&table, Backend::Cpu, None));
+            fz.then("fit --model", &input, || m.test(&table, &Backend::Cpu));
         }
     }
     fz.finish();
@@ -883,14 +885,13 @@ fn csv_data_for_fit() {
                     batch: rng.random_range(1..=3),
                     epochs: 1,
                     window: rng.random_range(1..=3),
-                    backend: Backend::Cpu,
-                    ..Default::default()
+                            ..Default::default()
                 };
                 fz.then("fit", &input, || {
                     if t.rows[0].len() == 1 {
-                        fit::fit_forecaster(&t, &t, &opts, None, |_, _| {})
+                        fit::fit_forecaster(&t, &t, &opts, &Backend::Cpu, |_, _| {})
                     } else {
-                        fit::fit_classifier(&t, &t, &opts, None, |_, _| {})
+                        fit::fit_classifier(&t, &t, &opts, &Backend::Cpu, |_, _| {})
                     }
                 });
             }
@@ -925,11 +926,10 @@ fn language_model_texts() {
                 seq_len: 3,
                 train_steps: 2,
                 eval_every: 1,
-                backend: Backend::Cpu,
-                ..Default::default()
+                    ..Default::default()
             };
             fz.then("recur train", &input, || {
-                charlm::train(&text, &opts, &out, None, |_| {})
+                charlm::train(&text, &opts, &out, &Backend::Cpu, |_| {})
             });
         }
     }

@@ -215,9 +215,10 @@ fn small_spec() -> ModelSpec {
             output_dim: 3,
             padding: None,
             trainable: true,
+            init: Default::default(),
         }),
         input_size: 0,
-        cell: "lstm".into(),
+        cell: recur::ops::recurrent::CellKind::Lstm,
         hidden_size: 4,
         num_layers: 1,
         bidirectional: false,
@@ -303,10 +304,9 @@ fn a_fit_model_whose_batch_is_beyond_memory_is_refused_on_loading() {
         hidden: 4,
         batch: 4,
         epochs: 1,
-        backend: recur::train::charlm::Backend::Cpu,
         ..Default::default()
     };
-    let fit = fit_classifier(&table(8), &table(8), &opts, None, |_, _| {}).unwrap();
+    let fit = fit_classifier(&table(8), &table(8), &opts, &recur::Backend::Cpu, |_, _| {}).unwrap();
     let path = tmp("fit-model.safetensors");
     let mut ckpt = fit.model.checkpoint.clone();
     ckpt.meta.insert(
@@ -404,7 +404,7 @@ fn forward_refuses_a_run_whose_outputs_outgrow_memory() {
     )
     .unwrap();
     let w = tmp("big-w.safetensors");
-    save_safetensors(&w, &layer.params).unwrap();
+    save_safetensors(&w, layer.params()).unwrap();
     let mut x = Tensors::new();
     x.insert(
         "input".into(),

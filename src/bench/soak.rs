@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::gpu::Gpu;
 use crate::memory::{device_buffer_bytes, human, resident_bytes};
-use crate::train::charlm::{self, Backend, CharLmOptions};
+use crate::backend::Backend;
+use crate::train::charlm::{self, CharLmOptions};
 
 /// One soak run's settings.
 #[derive(Clone, Debug)]
@@ -131,12 +132,8 @@ pub fn soak(
         opts.warmup,
         opts.charlm.train_steps
     );
-    let mut charlm_opts = opts.charlm.clone();
-    charlm_opts.backend = if gpu.is_some() {
-        Backend::Gpu
-    } else {
-        Backend::Cpu
-    };
+    let charlm_opts = opts.charlm.clone();
+    let run_on = gpu.map_or(Backend::Cpu, |g| Backend::Gpu(g.clone()));
     let backend = gpu.map_or_else(|| "CPU".to_string(), |g| format!("GPU ({})", g.describe()));
     let dir = TempDir::new()?;
     let text = charlm::default_text();
@@ -157,7 +154,7 @@ pub fn soak(
         &text,
         &charlm_opts,
         &dir.0.join("model.safetensors"),
-        gpu,
+        &run_on,
         |r| {
             if r.step % opts.every == 0 {
                 take(r.step);

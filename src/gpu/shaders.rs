@@ -197,10 +197,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         entry_points: &[
             plain("sampled_gradients"),
             plain("softmax_gradients"),
-            plain("apply_output"),
-            plain("apply_output_dense"),
-            plain("apply_input"),
-            plain("sum_loss"),
+            plain("sampled_gradients_per_item"),
+            plain("softmax_gradients_per_item"),
+            plain("apply_sparse"),
+            plain("apply_dense"),
         ],
     },
 ];

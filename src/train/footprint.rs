@@ -167,7 +167,7 @@ impl Footprint {
             None => spec.input_size,
         };
         let stack = StackShape {
-            cell: CellKind::parse(&spec.cell)?,
+            cell: spec.cell,
             input_size,
             hidden_size: spec.hidden_size,
             num_layers: spec.num_layers,
