@@ -3,7 +3,7 @@
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::Gemm;
 
 /// Rows and columns of C one workgroup covers: 64 for the tiled kernel, 32 for `main_cpu`.
@@ -11,8 +11,9 @@ const TILE: usize = 64;
 const CPU_TILE: usize = 32;
 
 /// Which GEMM kernel runs: the tiled one for GPUs, or the one for adapters that run shaders
-/// on the CPU (see `main_cpu` in gemm.wgsl for why). `RECUR_GEMM=tiled|cpu` overrides the
-/// choice, so the tests cover both on any adapter.
+/// on the CPU (see `main_cpu` in gemm.wgsl for why). [`Gpu::set_gemm_variant`] or
+/// `RECUR_GEMM=tiled|cpu` overrides the choice, so the tests cover both on any adapter and a
+/// cost table can show what a GPU would run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmVariant {
     Tiled,
@@ -21,12 +22,28 @@ pub enum GemmVariant {
 
 impl GemmVariant {
     pub fn for_adapter(gpu: &Gpu) -> Self {
+        if let Some(v) = gpu.inner.gemm_variant.get() {
+            return *v;
+        }
         match std::env::var("RECUR_GEMM").as_deref() {
             Ok("tiled") => GemmVariant::Tiled,
             Ok("cpu") => GemmVariant::CpuAdapter,
             _ if gpu.info().device_type == wgpu::DeviceType::Cpu => GemmVariant::CpuAdapter,
             _ => GemmVariant::Tiled,
         }
+    }
+}
+
+impl Gpu {
+    /// Makes every GEMM planned on this device from now on use `variant`. Once per device:
+    /// an error if it was set to another variant before.
+    pub fn set_gemm_variant(&self, variant: GemmVariant) -> Result<()> {
+        let set = *self.inner.gemm_variant.get_or_init(|| variant);
+        ensure!(
+            set == variant,
+            "the GEMM variant of this device is already {set:?}, cannot make it {variant:?}"
+        );
+        Ok(())
     }
 }
 
@@ -60,7 +77,9 @@ pub struct GemmPlan {
     kernel: Kernel,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    cost: Cost,
     spec: Gemm,
+    role: &'static str,
 }
 
 impl GemmPlan {
@@ -139,18 +158,58 @@ impl GemmPlan {
             kernel,
             bind_group,
             groups: groups.map(|g| g as u32),
+            cost: cost(spec, variant, bias.is_some()),
             spec: *spec,
+            role: "",
         })
+    }
+
+    /// Names the product's role in its plan (`dx`, `dW_ih`, ...) for cost tables.
+    pub fn named(mut self, role: &'static str) -> Self {
+        self.role = role;
+        self
     }
 
     /// Records the product (one dispatch).
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+        rec.dispatch_as(
+            self.role,
+            &self.kernel,
+            &self.bind_group,
+            self.groups,
+            self.cost,
+        );
     }
 
     pub fn spec(&self) -> &Gemm {
         &self.spec
     }
+}
+
+/// The cost of one product: 2mnk operations per batch item; A's elements are read once per
+/// column tile and B's once per row tile; C is written once (and read when beta != 0) and
+/// the bias read once per element of C.
+fn cost(spec: &Gemm, variant: GemmVariant, bias: bool) -> Cost {
+    // `main`: per invocation per 16-deep K tile, 4 elements of A and 4 of B (32 bytes),
+    // 16 of C written. `main_cpu`: per invocation per k, 4 elements of A and 4 of B (32
+    // bytes, no tiles), 16 of C written.
+    let (tile_m, tile_n) = match variant {
+        GemmVariant::Tiled => (TILE, TILE),
+        GemmVariant::CpuAdapter => (4, 4),
+    };
+    let (m, n, k, b) = (
+        spec.m as f64,
+        spec.n as f64,
+        spec.k as f64,
+        spec.batch as f64,
+    );
+    let row_tiles = spec.m.div_ceil(tile_m) as f64;
+    let col_tiles = spec.n.div_ceil(tile_n) as f64;
+    let read = 4.0 * b * (m * k * col_tiles + n * k * row_tiles);
+    let beta = (spec.beta != 0.0) as u8 as f64;
+    let extra = 4.0 * b * m * n * (beta + bias as u8 as f64);
+    let unique = 4.0 * b * (m * k + n * k + m * n * beta) + 4.0 * n * bias as u8 as f64;
+    Cost::new(spec.flops(), read + extra, 4.0 * b * m * n).with_unique_read(unique)
 }
 
 /// `C = alpha * op(A) * op(B) + beta * C + bias` on the GPU: one dispatch, one submit.

@@ -4,7 +4,7 @@
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::nn::{Merge, OutputStage};
 
 #[repr(C)]
@@ -25,6 +25,7 @@ pub struct MergePlan {
     kernel: Kernel,
     group: wgpu::BindGroup,
     groups: [u32; 3],
+    cost: Cost,
     _params: wgpu::Buffer,
 }
 
@@ -74,10 +75,23 @@ impl MergePlan {
             rows.div_ceil(4) as u32,
             1,
         ];
+        // One invocation per output element (row, k). merge_forward reads 4 bytes (a copy)
+        // or 8 (two directions combined, one operation) and writes 4; merge_backward reads
+        // the upstream gradient (4), and both directions (8) where they were combined, and
+        // writes 4 per direction.
+        let combined = stage.width() != cw;
+        let per = match (entry, combined) {
+            ("merge_forward", false) => Cost::new(0.0, 4.0, 4.0),
+            ("merge_forward", true) => Cost::new(1.0, 8.0, 4.0),
+            (_, false) => Cost::new(0.0, 4.0, 4.0),
+            (_, true) => Cost::new(2.0, 12.0, 8.0),
+        };
+        let items = rows * stage.width();
         Ok(Self {
             kernel,
             group,
             groups,
+            cost: Cost::per_item(items, per.flops, per.bytes_read, per.bytes_written),
             _params: uniform,
         })
     }
@@ -124,6 +138,6 @@ impl MergePlan {
     }
 
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernel, &self.group, self.groups);
+        rec.dispatch(&self.kernel, &self.group, self.groups, self.cost);
     }
 }

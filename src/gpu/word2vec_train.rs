@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid;
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::word2vec_train::{BatchLayout, PackedBatch, TrainOutput, TrainSpec};
 
 /// Invocations per workgroup (WGSL `WG`).
@@ -230,7 +230,12 @@ impl TrainPlan {
     pub fn record_gradients(&self, rec: &mut Recorder) -> Result<()> {
         let items = self.layout.items as usize;
         let groups = grid(&self.gpu, items.div_ceil(WG), "word2vec gradients")?;
-        rec.dispatch(&self.gradients.kernel, &self.gradients.bind_group, groups);
+        rec.dispatch(
+            &self.gradients.kernel,
+            &self.gradients.bind_group,
+            groups,
+            self.costs()[0],
+        );
         Ok(())
     }
 
@@ -245,6 +250,7 @@ impl TrainPlan {
             &self.apply_output.kernel,
             &self.apply_output.bind_group,
             groups,
+            self.costs()[1],
         );
         Ok(())
     }
@@ -257,13 +263,19 @@ impl TrainPlan {
             &self.apply_input.kernel,
             &self.apply_input.bind_group,
             groups,
+            self.costs()[2],
         );
         Ok(())
     }
 
     /// Records the batch's loss sum into its slot.
     pub fn record_sum_loss(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.sum_loss.kernel, &self.sum_loss.bind_group, [1, 1, 1]);
+        rec.dispatch(
+            &self.sum_loss.kernel,
+            &self.sum_loss.bind_group,
+            [1, 1, 1],
+            self.costs()[3],
+        );
     }
 
     /// Records the whole batch: gradients, both updates, the loss sum. Nothing for an empty
@@ -306,5 +318,65 @@ impl TrainPlan {
 
     pub fn loss_slots(&self) -> &GpuTensor {
         &self.loss_slots
+    }
+}
+
+impl TrainPlan {
+    /// The costs of the four dispatches of the batch last written (gradients, output update,
+    /// input update, loss sum), from its layout. d is the vector size; 4 bytes an element.
+    fn costs(&self) -> [Cost; 4] {
+        let l = &self.layout;
+        let d = self.spec.dim as f64;
+        let items = l.items as usize;
+        let inputs = (l.at_targets - l.at_inputs) as usize;
+        let targets = (l.at_out_rows - l.at_targets) as usize / 2;
+        let hidden = |n: usize| {
+            // write_hidden and clear_hidden_grad, per item: the 16-byte item header read,
+            // hidden zeroed, scaled (read and written) and hidden_grad zeroed (4d bytes
+            // each), the loss written; per input: its row id and a syn0 row read and
+            // hidden read and written (4 + 8d bytes in, 4d out, d additions).
+            Cost::per_item(n, d, 16.0 + 4.0 * d, 12.0 * d + 4.0)
+                + Cost::per_item(inputs, d, 4.0 + 8.0 * d, 4.0 * d)
+        };
+        let (gradients, apply_output) = match self.spec.output {
+            // sampled_gradients, per target: its row and label (8 bytes), the score
+            // (hidden and a syn1 row, 8d bytes, 2d operations), the gradient written (4),
+            // hidden_grad += g * row (syn1 row and hidden_grad read, 8d bytes, hidden_grad
+            // written, 4d, 2d operations).
+            // apply_output, per element of a distinct row: its segment bounds and row id
+            // (12 bytes) and syn1 read and written (4 + 4); per (target, dimension): the
+            // entry (8 bytes), a gradient and a hidden element (8), a multiply-add.
+            TrainOutput::Sampled => (
+                hidden(items)
+                    + Cost::per_item(targets, 4.0 * d + 10.0, 8.0 + 16.0 * d, 4.0 + 4.0 * d),
+                Cost::per_item(l.out_unique as usize * self.spec.dim, 1.0, 16.0, 4.0)
+                    + Cost::per_item(targets * self.spec.dim, 2.0, 16.0, 0.0),
+            ),
+            // softmax_gradients, per (item, output row): the score (8d bytes, 2d operations)
+            // written and read back twice (12 bytes), the gradient and hidden_grad update as
+            // above (8d bytes in, 4d + 4 out).
+            // apply_output_dense, per element of syn1: per item a gradient and a hidden
+            // element (8 bytes, a multiply-add); syn1 read and written.
+            TrainOutput::Softmax => {
+                let pairs = items * self.spec.out_rows;
+                (
+                    hidden(items)
+                        + Cost::per_item(pairs, 4.0 * d + 12.0, 12.0 + 16.0 * d, 8.0 + 4.0 * d),
+                    Cost::per_item(
+                        self.spec.out_rows * self.spec.dim,
+                        2.0 * items as f64,
+                        4.0 + 8.0 * items as f64,
+                        4.0,
+                    ),
+                )
+            }
+        };
+        // apply_input, per element of a distinct row: bounds and row id (12 bytes), syn0 read
+        // and written; per (input, dimension): the entry and a hidden_grad element (8 bytes).
+        let apply_input = Cost::per_item(l.in_unique as usize * self.spec.dim, 1.0, 16.0, 4.0)
+            + Cost::per_item(inputs * self.spec.dim, 1.0, 8.0, 0.0);
+        // sum_loss: every item's loss read, one slot written.
+        let sum_loss = Cost::new(items as f64, 4.0 * items as f64, 4.0);
+        [gradients, apply_output, apply_input, sum_loss]
     }
 }
