@@ -4,8 +4,10 @@
 //! A [`RecurrentPlan`] is built once for a shape and a set of tensors: it allocates the
 //! workspace, writes the per-step uniforms, and creates every bind group. Recording a forward
 //! then costs T + 2 dispatches (weight transpose, input-projection GEMM, one per step) and a
-//! backward T + 6 (one per step, one to finish, five GEMMs); GRU with the reset gate before
-//! the recurrent product takes two dispatches per step. Nothing is allocated or compiled per
+//! backward T + 1 (one per step, one to finish) and the gradient products: dx, dW_ih, dW_hh
+//! (one dispatch each, two where split along K) and the bias gradients' column sums (two
+//! dispatches, once for both biases except in GRU); GRU with the reset gate before the
+//! recurrent product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
 
 use anyhow::{ensure, Result};
@@ -13,7 +15,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
-use crate::ops::Gemm;
+use crate::ops::{ColumnSum, Gemm};
 
 /// Mirrors `Config` in `recurrent.wgsl`.
 #[repr(C)]
@@ -359,7 +361,6 @@ impl RecurrentPlan {
                 expect("weight_hh gradient", g.dw_hh, gw * h)?;
                 expect("bias_ih gradient", g.db_ih, gw)?;
                 expect("bias_hh gradient", g.db_hh, gw)?;
-                let ones = GpuTensor::filled(gpu, &[rows], 1.0f32)?;
                 let dhw_ref = if cell == CellKind::Gru { &dhw } else { &dxw };
                 let hprev = &saved; // hprev is the first region of `saved`
                 let mut gemms = vec![
@@ -381,11 +382,18 @@ impl RecurrentPlan {
                         g.dw_ih,
                     )?
                     .named("dW_ih"),
-                    GemmPlan::new(gpu, &Gemm::new(1, gw, rows), &ones, &dxw, None, g.db_ih)?
-                        .named("db_ih"),
-                    GemmPlan::new(gpu, &Gemm::new(1, gw, rows), &ones, dhw_ref, None, g.db_hh)?
-                        .named("db_hh"),
                 ];
+                // Bias gradients are column sums of the gate gradients. Only GRU's recurrent
+                // gate gradients differ from the input ones; elsewhere db_hh = db_ih, summed
+                // once and written to both.
+                let db = ColumnSum::new(rows, gw);
+                if cell == CellKind::Gru {
+                    gemms.push(GemmPlan::column_sum(gpu, &db, &dxw, g.db_ih, None)?.named("db_ih"));
+                    gemms.push(GemmPlan::column_sum(gpu, &db, &dhw, g.db_hh, None)?.named("db_hh"));
+                } else {
+                    let both = GemmPlan::column_sum(gpu, &db, &dxw, g.db_ih, Some(g.db_hh))?;
+                    gemms.push(both.named("db_ih = db_hh"));
+                }
                 if cell == CellKind::GruResetBefore {
                     // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
                     let rz = Gemm::new(2 * h, h, rows)
@@ -407,26 +415,18 @@ impl RecurrentPlan {
                         GemmPlan::new(gpu, &whh, dhw_ref, hprev, None, g.dw_hh)?.named("dW_hh"),
                     );
                 }
-                Some((
-                    Backward {
-                        step: gpu.kernel(&key("backward_step"))?,
-                        gru_n: match cell {
-                            CellKind::GruResetBefore => Some(gpu.kernel(&key("backward_gru_n"))?),
-                            _ => None,
-                        },
-                        finish: gpu.kernel(&key("backward_finish"))?,
-                        gemms,
+                Some(Backward {
+                    step: gpu.kernel(&key("backward_step"))?,
+                    gru_n: match cell {
+                        CellKind::GruResetBefore => Some(gpu.kernel(&key("backward_gru_n"))?),
+                        _ => None,
                     },
-                    ones,
-                ))
+                    finish: gpu.kernel(&key("backward_finish"))?,
+                    gemms,
+                })
             }
         };
-        let (backward, ones) = match backward {
-            Some((b, ones)) => (Some(b), Some(ones)),
-            None => (None, None),
-        };
-        let mut buffers = vec![xw, wt, saved, zero_bias, no_dy, dxw, dhw];
-        buffers.extend(ones);
+        let buffers = vec![xw, wt, saved, zero_bias, no_dy, dxw, dhw];
         let plan = Self {
             gpu: gpu.clone(),
             shape,
