@@ -264,11 +264,15 @@ fn split_k_matches_cpu_on_random_shapes_and_splits() {
 #[test]
 fn split_k_is_chosen_for_weight_gradients_and_is_deterministic() {
     // The rule: the weight gradients of an LSTM at 256 x 32 x 100 (K = 3200, 32 tiles) split
-    // toward 256 workgroups; its input projection (400 tiles) and small K do not.
+    // toward 256 workgroups in chunks of at least 256; its input projection (400 tiles), dx
+    // (100 tiles) and short K do not.
     assert_eq!(split_k_rule(&Gemm::new(1024, 256, 3200).trans_a(true)), 8);
     assert_eq!(split_k_rule(&Gemm::new(3200, 1024, 256).trans_b(true)), 1);
-    assert_eq!(split_k_rule(&Gemm::new(64, 64, 255)), 1);
+    assert_eq!(split_k_rule(&Gemm::new(3200, 256, 1024)), 1);
+    assert_eq!(split_k_rule(&Gemm::new(64, 64, 511)), 1);
+    assert_eq!(split_k_rule(&Gemm::new(64, 64, 512)), 2);
     assert_eq!(split_k_rule(&Gemm::new(64, 64, 1 << 20)), 64);
+    assert_eq!(split_k_rule(&Gemm::new(512, 512, 1 << 20)), 8);
     let Some(gpu) = device_with(GemmVariant::Tiled) else {
         return;
     };

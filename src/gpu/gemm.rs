@@ -22,10 +22,13 @@ const MIN_SUM_ROWS: usize = 64;
 const REDUCE_WG: usize = 256;
 
 /// Workgroups a dispatch should have to fill a large GPU: about two per SM of an H100 (132
-/// SMs), one per CU of an MI300X (304). Products with fewer tiles are split along K, column
-/// sums along their rows, toward this many.
+/// SMs), one per CU of an MI300X (304). Products split along K, and column sums along their
+/// rows, toward this many.
 const TARGET_WORKGROUPS: usize = 256;
-/// The shallowest K chunk of a split: 256 deep (32 steps of 8), each tile of a split reads
+/// Products with more tiles than this fill at least half of a 128-unit GPU unsplit; a split
+/// would gain less there than its second dispatch (a launch, the partials' traffic) costs.
+const MAX_SPLIT_TILES: usize = 64;
+/// The shallowest K chunk of a split: 256 deep (32 steps of 8). Each tile of a split reads
 /// (128 + 64) x 256 x 4 = 192 KiB of A and B and writes a 32 KiB partial that the reduction
 /// reads back, so the partials add at most a third to the product's traffic.
 const MIN_SPLIT_DEPTH: usize = 256;
@@ -139,14 +142,15 @@ impl GemmParams {
     }
 }
 
-/// How many chunks `main` splits K into for `spec`: 1 (no split) unless the product has
-/// fewer tiles than [`TARGET_WORKGROUPS`] and K is long enough to give each chunk at least
-/// [`MIN_SPLIT_DEPTH`]; then as many chunks as bring the workgroups toward the target, at most
-/// [`MAX_SPLITS`]. Weight gradients (M and N a layer's sizes, K = steps x batch) are the
-/// products this picks; input projections and dx (M = steps x batch) have tiles enough.
+/// How many chunks `main` splits K into for `spec`: 1 (no split) unless the product has at
+/// most [`MAX_SPLIT_TILES`] tiles and K holds at least two chunks of [`MIN_SPLIT_DEPTH`];
+/// then as many chunks as bring the workgroups toward [`TARGET_WORKGROUPS`], no shallower
+/// than [`MIN_SPLIT_DEPTH`], at most [`MAX_SPLITS`]. Weight gradients (M and N a layer's
+/// sizes, K = steps x batch) are the products this picks; input projections and dx (M =
+/// steps x batch) have tiles enough.
 pub fn split_k_rule(spec: &Gemm) -> usize {
     let tiles = spec.m.div_ceil(TILE_M) * spec.n.div_ceil(TILE_N) * spec.batch;
-    if tiles >= TARGET_WORKGROUPS {
+    if tiles > MAX_SPLIT_TILES {
         return 1;
     }
     TARGET_WORKGROUPS
