@@ -7,8 +7,10 @@ use serde::Serialize;
 
 use super::recurrent::RecurrentCase;
 use super::roofline::{GpuPeak, LAUNCH_SECONDS};
-use crate::gpu::{cost, DispatchCost, Gpu, KernelCost, Recorder};
-use crate::nn::{GpuRecurrent, Recurrent};
+use crate::exec::{Executor, GpuExecutor};
+use crate::gpu::{cost, DispatchCost, Gpu, KernelCost};
+use crate::nn::Recurrent;
+use crate::ops::program::ProgramBuilder;
 
 /// One row of a cost table: a kernel (or a total) with its counts and modelled time.
 #[derive(Clone, Debug, Serialize)]
@@ -80,13 +82,21 @@ pub fn phase(dispatches: &[DispatchCost], peak: &GpuPeak) -> PhaseTable {
 /// forward and a backward without submitting them, and models them on `peak`.
 pub fn plan_table(gpu: &Gpu, case: &RecurrentCase, peak: &GpuPeak) -> Result<PlanTable> {
     let layer = Recurrent::new(case.config(), 11)?;
-    let stack = GpuRecurrent::new(gpu, &layer, case.batch, case.steps, true)?;
-    let mut rec = Recorder::new(gpu);
-    stack.record_forward(&mut rec)?;
-    let forward = phase(rec.costs(), peak);
-    let mut rec = Recorder::new(gpu);
-    stack.record_backward(&mut rec)?;
-    let backward = phase(rec.costs(), peak);
+    let mut exec = GpuExecutor::new(gpu);
+    for (name, t) in layer.params() {
+        exec.set_param(name, &t.shape, &t.data)?;
+    }
+    // Phase 0 the forward, phase 1 the backward with every gradient.
+    let (b, t, c) = (case.batch, case.steps, &layer.config);
+    let mut p = ProgramBuilder::new();
+    let input = p.input("input", &[b * t, c.input_size]);
+    let rec = layer.record_forward(&mut p, "", input, b, t, None, None)?;
+    p.next_phase();
+    let d_out = p.input("output gradient", &[b * t, c.output_size()]);
+    layer.record_backward(&mut p, &rec, Some(d_out))?;
+    let program = exec.load(p.finish())?;
+    let forward = phase(&exec.phase_costs(program, 0)?, peak);
+    let backward = phase(&exec.phase_costs(program, 1)?, peak);
     Ok(PlanTable {
         case: *case,
         gpu: *peak,

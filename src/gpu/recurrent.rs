@@ -379,12 +379,15 @@ impl RecurrentPlan {
                     let rz = Gemm::new(2 * h, h, rows)
                         .trans_a(true)
                         .leading_dims(gw, h, h);
-                    gemms.push(GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?.named("dW_hh r,z"));
+                    gemms.push(
+                        GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?.named("dW_hh r,z"),
+                    );
                     let n = Gemm::new(h, h, rows)
                         .trans_a(true)
                         .leading_dims(gw, aw, h)
                         .offsets(2 * h, off_act + 3 * h, 2 * h * h);
-                    gemms.push(GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?.named("dW_hh n"));
+                    gemms
+                        .push(GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?.named("dW_hh n"));
                 } else {
                     let whh = Gemm::new(gw, h, rows)
                         .trans_a(true)
@@ -496,7 +499,12 @@ impl RecurrentPlan {
     /// Records the forward pass.
     pub fn record_forward(&self, rec: &mut Recorder) {
         let (kernel, group) = &self.transpose;
-        rec.dispatch(kernel, group, Self::transpose_grid(&self.shape), self.transpose_cost());
+        rec.dispatch(
+            kernel,
+            group,
+            Self::transpose_grid(&self.shape),
+            self.transpose_cost(),
+        );
         self.xw_gemm.record(rec);
         for s in 0..self.shape.steps {
             self.dispatch_steps(rec, &self.forward_step, s);

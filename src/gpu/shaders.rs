@@ -116,6 +116,20 @@ const GEMM_TRANSPOSES: &[Override] = &[
         values: BOOL,
     },
 ];
+const GEMM_TILED: &[Override] = &[
+    Override {
+        name: "TRANS_A",
+        values: BOOL,
+    },
+    Override {
+        name: "TRANS_B",
+        values: BOOL,
+    },
+    Override {
+        name: "SPLIT",
+        values: BOOL,
+    },
+];
 /// `CellKind::code` of every cell.
 const CELLS: &[Override] = &[Override {
     name: "CELL",
@@ -133,8 +147,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "gemm",
         body: include_str!("../../shaders/gemm.wgsl"),
         entry_points: &[
-            plain("main"),
+            plain("main").with_overrides(GEMM_TILED),
             plain("main_cpu").with_overrides(GEMM_TRANSPOSES),
+            plain("reduce_splits"),
+            plain("column_sum"),
         ],
     },
     ShaderFamily {

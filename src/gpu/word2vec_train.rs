@@ -518,9 +518,12 @@ impl TrainPlan {
     /// The costs of the two dispatches of the batch in `slot` ([`batch_costs`]), for the
     /// recorder's cost table.
     fn costs(&self, slot: usize) -> [Cost; 2] {
-        batch_costs(&self.spec, &self.slots[slot].layout, self.options.gradient_kernel).map(
-            |c| Cost::new(c.flops as f64, c.bytes_read as f64, c.bytes_written as f64),
+        batch_costs(
+            &self.spec,
+            &self.slots[slot].layout,
+            self.options.gradient_kernel,
         )
+        .map(|c| Cost::new(c.flops as f64, c.bytes_read as f64, c.bytes_written as f64))
     }
 
     /// Records the gradient kernel of the batch in `slot`.
@@ -588,4 +591,3 @@ impl TrainPlan {
         &self.loss_slots
     }
 }
-
