@@ -4,15 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Result};
 
+use super::BackendArg;
 use crate::gpu::Gpu;
 use crate::memory::{bytes_of, Budget};
 use crate::word2vec::{self, Arch, Config, Output, Vocab};
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum Backend {
-    Cpu,
-    Gpu,
-}
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -62,10 +57,11 @@ pub struct TrainArgs {
     min_alpha: f32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Where to train: on the CPU (multithreaded, lock-free) or on the GPU in batches
-    /// (repeatable for a seed on a given adapter).
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: Backend,
+    /// Where to train: auto (a hardware GPU if there is one, else the CPU), the CPU
+    /// (multithreaded, lock-free) or the GPU in batches (repeatable for a seed on a given
+    /// adapter).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
     /// CPU training threads (default: all cores; 1 is repeatable for a seed).
     #[arg(long)]
     threads: Option<usize>,
@@ -124,13 +120,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     )?;
     let vocab = Vocab::scan(&a.corpus, cfg.min_count, cfg.max_vocab)?;
     check_matrices(vocab.len(), cfg.size)?;
-    let (kv, report) = match a.backend {
-        Backend::Cpu => word2vec::train_with_vocab(&a.corpus, &vocab, &cfg)?,
-        Backend::Gpu => {
-            let gpu = Gpu::new()?;
-            eprintln!("training on {}", gpu.describe());
-            word2vec::train_with_vocab_gpu(&a.corpus, &vocab, &cfg, &gpu)?
-        }
+    let (kv, report) = match a.backend.open()? {
+        crate::Backend::Cpu => word2vec::train_with_vocab(&a.corpus, &vocab, &cfg)?,
+        crate::Backend::Gpu(gpu) => word2vec::train_with_vocab_gpu(&a.corpus, &vocab, &cfg, &gpu)?,
     };
     if a.binary {
         word2vec::save_binary(&kv, &a.out)?;

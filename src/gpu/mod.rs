@@ -19,6 +19,32 @@ pub mod tensor;
 pub mod word2vec;
 pub mod word2vec_train;
 
+/// A Rust struct that mirrors a WGSL uniform struct: its size and field offsets, which a
+/// unit test (`gpu::shaders`) compares with naga's layout of the shader's struct, so the
+/// two cannot drift apart unnoticed.
+#[cfg(test)]
+pub(crate) struct UniformMirror {
+    pub family: &'static str,
+    pub wgsl: &'static str,
+    pub size: usize,
+    pub fields: &'static [(&'static str, usize)],
+}
+
+/// Declares `$name`, the [`UniformMirror`] of `$ty` (fields named as in WGSL; padding fields
+/// starting with `_` are left out).
+macro_rules! uniform_mirror {
+    ($name:ident: $ty:ident in $family:literal as $wgsl:literal { $($field:ident),* $(,)? }) => {
+        #[cfg(test)]
+        pub(crate) const $name: crate::gpu::UniformMirror = crate::gpu::UniformMirror {
+            family: $family,
+            wgsl: $wgsl,
+            size: std::mem::size_of::<$ty>(),
+            fields: &[$((stringify!($field), std::mem::offset_of!($ty, $field))),*],
+        };
+    };
+}
+pub(crate) use uniform_mirror;
+
 pub use cost::{Cost, DispatchCost, KernelCost, KernelName};
 pub use device::{
     list_adapters, AdapterSummary, Capabilities, Gpu, LimitsMode, Unsupported, WorkCounters,
