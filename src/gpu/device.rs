@@ -128,6 +128,8 @@ pub(crate) struct GpuInner {
     pub counters: Mutex<WorkCounters>,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub dummy: wgpu::Buffer,
+    /// The trace being recorded, if any (see `gpu::trace`).
+    pub tracer: Mutex<Option<super::trace::Tracer>>,
 }
 
 /// One adapter as `recur info` reports it.
@@ -263,7 +265,7 @@ impl Gpu {
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("recur.dummy"),
             size: 4,
-            usage: wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         let caps = Capabilities::from_features(features, &info);
@@ -281,6 +283,7 @@ impl Gpu {
                 device_error,
                 counters: Mutex::new(WorkCounters::default()),
                 dummy,
+                tracer: Mutex::new(None),
             }),
         })
     }

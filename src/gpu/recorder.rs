@@ -12,6 +12,7 @@ use anyhow::{anyhow, Result};
 use super::device::Gpu;
 use super::readback::map_and_copy;
 use super::registry::Kernel;
+use super::trace::PendingCommand;
 
 /// Timestamp pairs a timed recorder can hold (one pair per compute pass).
 const MAX_TIMED_PASSES: u32 = 64;
@@ -30,6 +31,8 @@ pub struct Recorder {
     dispatches: u64,
     timestamps: Option<Timestamps>,
     open: OpenFlag,
+    /// The commands recorded, kept while the device is tracing (see `gpu::trace`).
+    traced: Option<Vec<PendingCommand>>,
 }
 
 /// Whether a recorder is still open: neither submitted nor dropped. A plan that writes its
@@ -77,6 +80,7 @@ impl Recorder {
             dispatches: 0,
             timestamps: None,
             open: OpenFlag(Arc::new(AtomicBool::new(true))),
+            traced: gpu.is_tracing().then(Vec::new),
         }
     }
 
@@ -147,6 +151,13 @@ impl Recorder {
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.dispatches += 1;
+        if let Some(t) = &mut self.traced {
+            t.push(PendingCommand::Dispatch {
+                kernel: kernel.key.clone(),
+                group: bind_group.clone(),
+                groups,
+            });
+        }
     }
 
     /// Records a buffer-to-buffer copy (this ends the current compute pass).
@@ -161,12 +172,36 @@ impl Recorder {
         self.end_pass();
         self.encoder
             .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+        if let Some(t) = &mut self.traced {
+            // A copy into a mappable buffer is how a plan reads back; the trace records
+            // it as a readback of the source.
+            if dst.usage().contains(wgpu::BufferUsages::MAP_READ) {
+                t.push(PendingCommand::Readback {
+                    src: src.clone(),
+                    offset: src_offset,
+                    bytes,
+                });
+                return;
+            }
+            t.push(PendingCommand::Copy {
+                src: src.clone(),
+                src_offset,
+                dst: dst.clone(),
+                dst_offset,
+                bytes,
+            });
+        }
     }
 
     /// Records zero-filling a whole buffer (this ends the current compute pass).
     pub fn clear(&mut self, buffer: &wgpu::Buffer) {
         self.end_pass();
         self.encoder.clear_buffer(buffer, 0, None);
+        if let Some(t) = &mut self.traced {
+            t.push(PendingCommand::Clear {
+                buffer: buffer.clone(),
+            });
+        }
     }
 
     /// Dispatches recorded so far.
@@ -184,6 +219,10 @@ impl Recorder {
 
     pub fn submit(mut self) -> Result<SubmitReport> {
         self.end_pass();
+        let traced = match self.traced.take() {
+            Some(commands) => self.gpu.trace_before_submit(&commands)?,
+            None => None,
+        };
         let timestamps = self.timestamps.take();
         if let Some(t) = &timestamps {
             if t.used > 0 {
@@ -205,6 +244,9 @@ impl Recorder {
             c.dispatches += dispatches;
         });
         self.gpu.take_device_error()?;
+        if let Some(t) = traced {
+            self.gpu.trace_after_submit(t)?;
+        }
         let gpu_seconds = match timestamps {
             Some(t) if t.used > 0 => Some(Self::read_timestamps(&self.gpu, &t)?),
             _ => None,
