@@ -56,7 +56,10 @@ pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
         .read_to_end(&mut bytes)
         .with_context(context)?;
     budget.check(
-        format_args!("{what} {} (read until it passed the budget)", path.display()),
+        format_args!(
+            "{what} {} (read until it passed the budget)",
+            path.display()
+        ),
         Some(bytes.len() as u64),
     )?;
     Ok(bytes)

@@ -25,10 +25,10 @@ use rand::{Rng, SeedableRng};
 use recur::nn::{parse_safetensors, HostTensor, Recurrent, RecurrentConfig, Tensors};
 use recur::ops::recurrent::CellKind;
 use recur::train::charlm::{self, CharLmOptions, CharVocab, Streams};
-use recur::Backend;
 use recur::train::fit::{self, FitModel, FitOptions, Table};
 use recur::train::{Checkpoint, EmbeddingSpec, Head, Loss, ModelSpec, SequenceModel};
 use recur::word2vec::{self, KeyedVectors, Vocab};
+use recur::Backend;
 
 // ------------------------------------------------------------------ counting allocator
 
@@ -885,7 +885,7 @@ fn csv_data_for_fit() {
                     batch: rng.random_range(1..=3),
                     epochs: 1,
                     window: rng.random_range(1..=3),
-                            ..Default::default()
+                    ..Default::default()
                 };
                 fz.then("fit", &input, || {
                     if t.rows[0].len() == 1 {
@@ -926,7 +926,7 @@ fn language_model_texts() {
                 seq_len: 3,
                 train_steps: 2,
                 eval_every: 1,
-                    ..Default::default()
+                ..Default::default()
             };
             fz.then("recur train", &input, || {
                 charlm::train(&text, &opts, &out, &Backend::Cpu, |_| {})

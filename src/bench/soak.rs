@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::backend::Backend;
 use crate::gpu::Gpu;
 use crate::memory::{device_buffer_bytes, human, resident_bytes};
-use crate::backend::Backend;
 use crate::train::charlm::{self, CharLmOptions};
 
 /// One soak run's settings.

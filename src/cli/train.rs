@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::BackendArg;
-use crate::nn::EmbeddingInit;
-use crate::train::charlm::{self, CharLmOptions};
 use crate::backend::Backend;
 use crate::memory::{bytes_of, Budget};
+use crate::nn::EmbeddingInit;
 use crate::train::charlm::CharVocab;
+use crate::train::charlm::{self, CharLmOptions};
 use crate::train::footprint::{Footprint, RunShape};
 use crate::train::plot::loss_png;
 use crate::train::Checkpoint;

@@ -56,9 +56,8 @@ impl Checkpoint<ModelSpec> {
     /// is built from it, so a forged spec cannot make anything larger than the file.
     pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Self> {
         let ckpt = Self::from_bytes_checked(bytes, source, check_spec_fits)?;
-        ckpt.model().with_context(|| {
-            format!("checkpoint {} does not fit its model", source.display())
-        })?;
+        ckpt.model()
+            .with_context(|| format!("checkpoint {} does not fit its model", source.display()))?;
         Ok(ckpt)
     }
 }
@@ -136,7 +135,8 @@ impl<S: Serialize + DeserializeOwned> Checkpoint<S> {
         let spec: S = serde_json::from_str(meta.get("model").context("model spec missing")?)
             .context("checkpoint model spec is not valid")?;
         let tensors = crate::nn::parse_safetensors(bytes).with_context(|| format!("in {name}"))?;
-        check(&spec, &tensors).with_context(|| format!("checkpoint {name} does not fit its model"))?;
+        check(&spec, &tensors)
+            .with_context(|| format!("checkpoint {name} does not fit its model"))?;
         let (optimizer, rest): (Tensors, Tensors) = tensors
             .into_iter()
             .partition(|(n, _)| n.starts_with("optimizer."));
