@@ -129,6 +129,8 @@ pub(crate) struct GpuInner {
     pub counters: Mutex<WorkCounters>,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub dummy: wgpu::Buffer,
+    /// The trace being recorded, if any (see `gpu::trace`).
+    pub tracer: Mutex<Option<super::trace::Tracer>>,
     /// The GEMM kernel plans use, where set before the first plan (see `gpu/gemm.rs`).
     pub gemm_variant: std::sync::OnceLock<super::gemm::GemmVariant>,
     /// A device that only records plans for cost tables ([`Gpu::new_for_cost_model`]).
@@ -307,7 +309,7 @@ impl Gpu {
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("recur.dummy"),
             size: 4,
-            usage: wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         let caps = Capabilities::from_features(features, &info);
@@ -325,6 +327,7 @@ impl Gpu {
                 device_error,
                 counters: Mutex::new(WorkCounters::default()),
                 dummy,
+                tracer: Mutex::new(None),
                 gemm_variant: std::sync::OnceLock::new(),
                 cost_model: false,
             }),

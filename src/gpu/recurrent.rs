@@ -268,7 +268,7 @@ impl RecurrentPlan {
             &wgpu::util::BufferInitDescriptor {
                 label: Some("recur.recurrent.steps"),
                 contents: &steps_bytes,
-                usage: wgpu::BufferUsages::UNIFORM,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_SRC,
             },
         );
 
