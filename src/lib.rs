@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod bench;
 pub mod check;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod cpu;
 pub mod exec;

@@ -15,6 +15,7 @@ pub use model::{
 pub use trainer::{CarriedState, Learner, TrainConfig, Trainer};
 pub mod charlm;
 pub mod fit;
+#[cfg(feature = "cli")]
 pub mod plot;
 pub mod seq2seq;
 pub mod sequential;

@@ -39,8 +39,8 @@
 use std::path::Path;
 use std::time::Instant;
 
+use super::progress::Progress;
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::gpu_batches::{HostBatches, Layer};
 use super::sampling::Rng;
@@ -155,7 +155,7 @@ pub fn train_with_vocab_gpu_using(
     drop((syn0, syn1));
 
     let total = cfg.epochs as u64 * vocab.train_words();
-    let bar = progress_bar(cfg, total);
+    let bar = Progress::new(cfg.progress, total);
     let slots = plan.options().batch_slots;
     let mut host = HostBatches::new(corpus, vocab, cfg, &layer, spec);
     let mut schedule = Schedule {
@@ -201,18 +201,20 @@ pub fn train_with_vocab_gpu_using(
                     preds += n;
                 }
                 pending.clear();
-                bar.set_message(format!(
-                    "{:.0} words/s  alpha {:.5}  loss {:.4}",
-                    info.words_now as f64 / start.elapsed().as_secs_f64(),
-                    learning_rate(cfg, info.words_now, total),
-                    loss / preds.max(1) as f64
-                ));
+                bar.set_message(|| {
+                    format!(
+                        "{:.0} words/s  alpha {:.5}  loss {:.4}",
+                        info.words_now as f64 / start.elapsed().as_secs_f64(),
+                        learning_rate(cfg, info.words_now, total),
+                        loss / preds.max(1) as f64
+                    )
+                });
             }
         }
     }
     let syn0 = plan.syn0().to_vec()?;
     let seconds = start.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+    bar.finish();
     let report = TrainReport::new(
         vocab,
         total,
@@ -313,16 +315,4 @@ pub fn plan_run(
         kernels,
         host_seconds: start.elapsed().as_secs_f64(),
     })
-}
-
-fn progress_bar(cfg: &Config, total: u64) -> ProgressBar {
-    if !cfg.progress {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {percent:>3}% {msg} (eta {eta})")
-            .expect("a valid template"),
-    );
-    bar
 }

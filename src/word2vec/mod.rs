@@ -10,6 +10,7 @@ mod gpu_batches;
 pub mod gpu_train;
 pub mod grad;
 pub mod huffman;
+mod progress;
 pub mod sampling;
 pub mod train;
 pub mod vectors;

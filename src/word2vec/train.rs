@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::corpus::{file_len, LineReader};
 use super::grad::{self, axpy, Table};
@@ -287,16 +286,7 @@ pub fn train_with_vocab(
         avx2: false,
     };
     let total = cfg.epochs as u64 * vocab.train_words();
-    let bar = if cfg.progress {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {percent:>3}% {msg} (eta {eta})")
-                .expect("a valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = super::progress::Progress::new(cfg.progress, total);
     let start = Instant::now();
     let results: Vec<Result<ThreadResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..cfg.threads)
@@ -332,12 +322,14 @@ pub fn train_with_vocab(
                 (last_loss, last_preds) = (loss, preds);
             }
             bar.set_position(done);
-            bar.set_message(format!(
-                "{:.0} words/s  alpha {:.5}  loss {:.4}",
-                done as f64 / start.elapsed().as_secs_f64(),
-                learning_rate(cfg, done, total),
-                recent
-            ));
+            bar.set_message(|| {
+                format!(
+                    "{:.0} words/s  alpha {:.5}  loss {:.4}",
+                    done as f64 / start.elapsed().as_secs_f64(),
+                    learning_rate(cfg, done, total),
+                    recent
+                )
+            });
         }
         handles
             .into_iter()
@@ -348,7 +340,7 @@ pub fn train_with_vocab(
             .collect()
     });
     let seconds = start.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+    bar.finish();
     let mut epoch_loss = vec![0.0; cfg.epochs];
     let mut epoch_preds = vec![0u64; cfg.epochs];
     let mut effective = 0;
