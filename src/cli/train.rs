@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::distributed::Job;
 use super::BackendArg;
 use crate::train::charlm::{self, CharLmOptions};
 use crate::train::plot::loss_png;
@@ -70,6 +71,11 @@ pub struct TrainArgs {
     /// Characters to sample from the model at the end (0: none).
     #[arg(long, default_value_t = 400)]
     sample: usize,
+    /// Train data-parallel on the ranks of the MPI job this was started in (`mpirun -np N`,
+    /// `srun`; needs a build with `--features mpi`): --batch is the global batch, its
+    /// streams split among the ranks; rank 0 prints and writes.
+    #[arg(long)]
+    distributed: bool,
 }
 
 #[derive(clap::Args)]
@@ -91,6 +97,12 @@ pub struct GenerateArgs {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    let job = Job::join(args.distributed)?;
+    let result = train_on(args, &job);
+    job.finish(result)
+}
+
+fn train_on(args: TrainArgs, job: &Job) -> Result<()> {
     let text = match &args.text {
         Some(p) => charlm::read_text(p)?,
         None => charlm::default_text(),
@@ -115,20 +127,27 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     // Every option is checked before a device is opened or a file written.
     opts.validate()?;
-    let backend = args.backend.open()?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    let backend = job.backend(args.backend)?;
+    if job.is_root() {
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+    }
     let ckpt_path = args.out.join("model.safetensors");
     let plot_path = args.out.join("loss.png");
     let device = backend.describe();
-    eprintln!(
-        "training a {}-layer {} ({} hidden) on {} characters, on {device}",
-        opts.layers,
-        opts.cell,
-        opts.hidden,
-        text.chars().count()
-    );
-    let bar = ProgressBar::new(opts.train_steps);
+    if job.is_root() {
+        eprintln!(
+            "training a {}-layer {} ({} hidden) on {} characters, on {device}",
+            opts.layers,
+            opts.cell,
+            opts.hidden,
+            text.chars().count()
+        );
+    }
+    let bar = match job.is_root() {
+        true => ProgressBar::new(opts.train_steps),
+        false => ProgressBar::hidden(),
+    };
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} step {pos}/{len} {msg} [{elapsed_precise} elapsed, {eta_precise} left]",
@@ -163,12 +182,20 @@ pub fn train(args: TrainArgs) -> Result<()> {
         ));
         bar.set_position(r.step);
     };
-    let history = match &from {
-        Some(c) => charlm::resume(&text, &opts, &ckpt_path, &backend, c, on_step),
-        None => charlm::train(&text, &opts, &ckpt_path, &backend, on_step),
-    };
+    let history = charlm::train_on(
+        &text,
+        &opts,
+        &ckpt_path,
+        &backend,
+        from.as_ref(),
+        job.ranks(),
+        on_step,
+    );
     bar.finish();
     let history = history?;
+    if !job.is_root() {
+        return Ok(());
+    }
     if let Some(why) = &history.no_validation {
         eprintln!("no validation: {why}");
     }

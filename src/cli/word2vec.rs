@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+
+use super::distributed::Job;
 
 use crate::gpu::Gpu;
 use crate::word2vec::{self, Arch, Config, Output};
@@ -78,9 +80,23 @@ pub struct TrainArgs {
     /// Write word2vec's binary format instead of text.
     #[arg(long)]
     binary: bool,
+    /// Train data-parallel on the ranks of the MPI job this was started in (`mpirun -np N`,
+    /// `srun`; needs a build with `--features mpi`; CPU backend): each rank trains on its
+    /// byte range of the corpus with --threads threads; rank 0 writes the vectors.
+    #[arg(long)]
+    distributed: bool,
+    /// With --distributed: each rank's words between two averages of the ranks' matrices.
+    #[arg(long, default_value_t = Config::default().sync_words)]
+    sync_words: u64,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    let job = Job::join(a.distributed)?;
+    let result = train_on(a, &job);
+    job.finish(result)
+}
+
+fn train_on(a: TrainArgs, job: &Job) -> Result<()> {
     let defaults = Config::default();
     let cfg = Config {
         arch: if a.skipgram {
@@ -108,15 +124,23 @@ pub fn train(a: TrainArgs) -> Result<()> {
         gpu_batch: a.gpu_batch,
         gpu_row_cap: a.gpu_row_cap,
         progress: true,
+        sync_words: a.sync_words,
     };
     let (kv, report) = match a.backend {
-        Backend::Cpu => word2vec::train(&a.corpus, &cfg)?,
+        Backend::Cpu => word2vec::train_on(&a.corpus, &cfg, job.ranks())?,
+        Backend::Gpu if a.distributed => bail!(
+            "--distributed trains word2vec on the CPU (--backend cpu, the default), each rank \
+             with its --threads"
+        ),
         Backend::Gpu => {
             let gpu = Gpu::new()?;
             eprintln!("training on {}", gpu.describe());
             word2vec::train_gpu(&a.corpus, &cfg, &gpu)?
         }
     };
+    if !job.is_root() {
+        return Ok(());
+    }
     if a.binary {
         word2vec::save_binary(&kv, &a.out)?;
     } else {
@@ -137,6 +161,15 @@ pub fn train(a: TrainArgs) -> Result<()> {
         .map(|l| format!("{l:.4}"))
         .collect();
     println!("loss per epoch: {}", losses.join(" "));
+    if job.ranks().count() > 1 {
+        println!(
+            "{} ranks averaged their vectors {} times (every {} words each); the ranks ended \
+             identical",
+            job.ranks().count(),
+            report.averages,
+            cfg.sync_words
+        );
+    }
     println!("wrote {}", a.out.display());
     Ok(())
 }

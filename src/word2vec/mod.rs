@@ -19,6 +19,8 @@ pub use eval::{
 };
 pub use format::{load, load_binary, load_embedding, load_text, save_binary, save_text};
 pub use gpu_train::{train_gpu, train_with_vocab_gpu};
-pub use train::{train, train_with_vocab, Arch, Config, Output, TrainReport};
+pub use train::{
+    train, train_on, train_with_vocab, train_with_vocab_on, Arch, Config, Output, TrainReport,
+};
 pub use vectors::{cosine, KeyedVectors};
 pub use vocab::Vocab;
