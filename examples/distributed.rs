@@ -34,7 +34,9 @@ fn main() -> Result<()> {
         Some("lm") => lm(reducer, &args[1..]),
         Some("diverge") => diverge(reducer),
         Some("fail") => fail(reducer),
-        _ => bail!("usage: distributed model DIR | lm OPTIONS TEXT DIR BACKEND KEEP_AT | diverge | fail"),
+        _ => bail!(
+            "usage: distributed model DIR | lm OPTIONS TEXT DIR BACKEND KEEP_AT | diverge | fail"
+        ),
     };
     if let Err(e) = result {
         // Every mode's errors are agreed by every rank; print them from each.

@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::recur;
-
 #[cfg(not(feature = "mpi"))]
 #[test]
 fn distributed_without_the_feature_says_how_to_build_it() {
+    use common::recur;
     for cmd in [
         vec!["train", "--distributed", "--steps", "1"],
         vec!["fit", "--distributed", "--train", "x", "--test", "y"],
@@ -48,7 +47,12 @@ mod mpi {
     fn mpirun(np: usize, program: &Path, args: &[&str], may_fail: bool) -> (String, String) {
         let started = Instant::now();
         let out = Command::new("mpirun")
-            .args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()])
+            .args([
+                "--allow-run-as-root",
+                "--oversubscribe",
+                "-np",
+                &np.to_string(),
+            ])
             .arg(program)
             .args(args)
             .env("RAYON_NUM_THREADS", "1")
@@ -79,7 +83,12 @@ mod mpi {
     /// `examples/distributed.rs`, built by `cargo test` beside the test binaries.
     fn example_bin() -> PathBuf {
         let exe = std::env::current_exe().unwrap();
-        let p = exe.parent().unwrap().parent().unwrap().join("examples/distributed");
+        let p = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples/distributed");
         assert!(p.exists(), "{} is not built", p.display());
         p
     }
@@ -123,15 +132,30 @@ mod mpi {
     /// A short text (the start of Hamlet) for the language model.
     fn text(dir: &Path) -> PathBuf {
         let hamlet = include_str!("../data/shakespeare/hamlet.txt");
-        let cut = hamlet.char_indices().nth(6000).map_or(hamlet.len(), |(i, _)| i);
+        let cut = hamlet
+            .char_indices()
+            .nth(6000)
+            .map_or(hamlet.len(), |(i, _)| i);
         let p = dir.join("text.txt");
         std::fs::write(&p, &hamlet[..cut]).unwrap();
         p
     }
 
     const LM_ARGS: [&str; 14] = [
-        "--hidden", "16", "--embed", "8", "--seq-len", "8", "--steps", "12", "--eval-every",
-        "4", "--sample", "0", "--seed", "7",
+        "--hidden",
+        "16",
+        "--embed",
+        "8",
+        "--seq-len",
+        "8",
+        "--steps",
+        "12",
+        "--eval-every",
+        "4",
+        "--sample",
+        "0",
+        "--seed",
+        "7",
     ];
 
     /// `recur train` on `np` ranks (0: one process without MPI) with a global batch of
@@ -171,7 +195,10 @@ mod mpi {
         assert_same_losses(&losses(&two), &losses(&one), backend);
         eprintln!("{backend}: 2 ranks against 1 process: weights within {worst:e}");
         let (a, b) = (&two.state["state.h"], &one.state["state.h"]);
-        assert_eq!(a.shape, b.shape, "the checkpoint holds every rank's streams");
+        assert_eq!(
+            a.shape, b.shape,
+            "the checkpoint holds every rank's streams"
+        );
         assert!(rel(&a.data, &b.data) < 1e-5);
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -273,9 +300,16 @@ mod mpi {
     fn ranks_hold_bit_identical_weights_and_match_one_process() {
         let dir = tmp("identical");
         mpirun(3, &example_bin(), &["model", dir.to_str().unwrap()], false);
-        let ranks: Vec<Vec<u8>> = (0..3)
-            .map(|r| std::fs::read(dir.join(format!("rank{r}.safetensors"))).unwrap())
-            .collect();
+        // Each rank's own weights, bit for bit.
+        let bits = |r: usize| -> Vec<(String, Vec<u32>)> {
+            let c = Checkpoint::load(&dir.join(format!("rank{r}.safetensors"))).unwrap();
+            assert_eq!(c.step, 12, "4 batches x 3 epochs");
+            c.params
+                .iter()
+                .map(|(k, t)| (k.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
+                .collect()
+        };
+        let ranks: Vec<_> = (0..3).map(bits).collect();
         assert_eq!(ranks[0], ranks[1], "ranks 0 and 1 differ");
         assert_eq!(ranks[0], ranks[2], "ranks 0 and 2 differ");
         // The same fit in one process.
@@ -302,7 +336,10 @@ mod mpi {
         assert_same_weights(&rank0, &one, "Model::fit on 3 ranks");
         let theirs: Vec<f32> = serde_json::from_str(&rank0.meta["losses"]).unwrap();
         for (a, b) in theirs.iter().zip(&losses) {
-            assert!(((a - b) / b).abs() < 1e-5, "epoch losses {theirs:?} vs {losses:?}");
+            assert!(
+                ((a - b) / b).abs() < 1e-5,
+                "epoch losses {theirs:?} vs {losses:?}"
+            );
         }
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -339,7 +376,12 @@ mod mpi {
     fn fit_on_two_ranks_matches_one_process() {
         let dir = tmp("fit");
         let series: String = (0..300)
-            .map(|i| format!("{:.5}\n", (i as f32 * 0.21).sin() + 0.3 * (i as f32 * 0.05).cos()))
+            .map(|i| {
+                format!(
+                    "{:.5}\n",
+                    (i as f32 * 0.21).sin() + 0.3 * (i as f32 * 0.05).cos()
+                )
+            })
             .collect();
         let (train, test) = (dir.join("train.txt"), dir.join("test.txt"));
         std::fs::write(&train, &series[..series.len() * 3 / 4]).unwrap();
@@ -451,14 +493,21 @@ mod mpi {
             } else {
                 args.push("--distributed");
                 let (stdout, _) = mpirun(np, &recur_bin(), &args, false);
-                assert_eq!(stdout.matches("wrote").count(), 1, "rank 0 alone writes: {stdout}");
+                assert_eq!(
+                    stdout.matches("wrote").count(),
+                    1,
+                    "rank 0 alone writes: {stdout}"
+                );
                 assert!(
-                    stdout.contains("2 ranks averaged their vectors") && stdout.contains("identical"),
+                    stdout.contains("2 ranks averaged their vectors")
+                        && stdout.contains("identical"),
                     "{stdout}"
                 );
             }
             let kv = recur::word2vec::load(&out).unwrap();
-            recur::word2vec::evaluate_pairs(&kv, &pairs).unwrap().spearman
+            recur::word2vec::evaluate_pairs(&kv, &pairs)
+                .unwrap()
+                .spearman
         };
         let (one, two) = (run(0), run(2));
         eprintln!("WordSim-style Spearman: 1 process {one:.3}, 2 ranks {two:.3}");

@@ -85,7 +85,8 @@ impl Job {
             BackendArg::Cpu => on_cpu("--backend cpu".into()),
             BackendArg::Gpu | BackendArg::Auto => match crate::gpu::Gpu::nth(local) {
                 Ok((gpu, i, n))
-                    if arg == BackendArg::Gpu || gpu.info().device_type != wgpu::DeviceType::Cpu =>
+                    if arg == BackendArg::Gpu
+                        || gpu.info().device_type != wgpu::DeviceType::Cpu =>
                 {
                     eprintln!(
                         "rank {rank} (local rank {local}, from {from}): adapter {i} of {n}: {}",

@@ -341,7 +341,15 @@ pub fn train(
     backend: &Backend,
     on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
-    train_on(text, opts, checkpoint, backend, None, &Ranks::local(), on_step)
+    train_on(
+        text,
+        opts,
+        checkpoint,
+        backend,
+        None,
+        &Ranks::local(),
+        on_step,
+    )
 }
 
 /// Continues the run that wrote `from` (same text and options; the backend may differ) up
@@ -354,7 +362,15 @@ pub fn resume(
     from: &Checkpoint,
     on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
-    train_on(text, opts, checkpoint, backend, Some(from), &Ranks::local(), on_step)
+    train_on(
+        text,
+        opts,
+        checkpoint,
+        backend,
+        Some(from),
+        &Ranks::local(),
+        on_step,
+    )
 }
 
 /// [`train`] (or, `from` a checkpoint, [`resume`]) on the ranks of a data-parallel job:

@@ -299,7 +299,11 @@ pub fn fingerprint<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a [f32])
 }
 
 /// Fails naming `step` unless every rank's `local` fingerprint is the same.
-pub(crate) fn verify_identical(r: &dyn GradientReducer, local: Result<u64>, step: u64) -> Result<()> {
+pub(crate) fn verify_identical(
+    r: &dyn GradientReducer,
+    local: Result<u64>,
+    step: u64,
+) -> Result<()> {
     let parts = r.exchange(local.map(|h| h.to_le_bytes().to_vec()))?;
     let hashes: Vec<String> = parts
         .iter()
@@ -498,7 +502,6 @@ mod mpi_reducer {
     use mpi::datatype::PartitionMut;
     use mpi::environment::Universe;
     use mpi::topology::{Communicator, SimpleCommunicator};
-    use mpi::traits::*;
 
     use super::{decode_statuses, encode_status, sum_in_order, GradientReducer};
 
@@ -561,7 +564,8 @@ mod mpi_reducer {
             );
             let n = self.ranks();
             let mut lens = vec![0i32; n];
-            self.world.all_gather_into(&(mine.len() as i32), &mut lens[..]);
+            self.world
+                .all_gather_into(&(mine.len() as i32), &mut lens[..]);
             let total: usize = lens.iter().map(|&l| l as usize).sum();
             ensure!(
                 total <= i32::MAX as usize,
@@ -642,7 +646,10 @@ mod tests {
                 assert!(lo >= 1 && hi - lo <= 1, "{total} over {ranks}: {ranges:?}");
             }
         }
-        assert_eq!(describe_split("streams", 8, 3), "8 streams over 3 ranks: 2 x 3 + 1 x 2");
+        assert_eq!(
+            describe_split("streams", 8, 3),
+            "8 streams over 3 ranks: 2 x 3 + 1 x 2"
+        );
     }
 
     #[test]

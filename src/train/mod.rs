@@ -3,16 +3,16 @@
 
 pub use crate::ops::schedule::{self, Schedule};
 pub mod checkpoint;
-pub mod model;
 pub mod distributed;
+pub mod model;
 pub mod trainer;
 pub use crate::ops::optim::OptimConfig;
 pub use checkpoint::Checkpoint;
+pub use distributed::{GradientReducer, LocalReducer, Ranks};
 pub use model::{
     Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, Pass, Recorded, SeqInputs,
     SequenceModel, Targets,
 };
-pub use distributed::{GradientReducer, LocalReducer, Ranks};
 pub use trainer::{CarriedState, Learner, TrainConfig, Trainer};
 pub mod charlm;
 pub mod fit;

@@ -24,8 +24,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::checkpoint::Checkpoint;
-use super::distributed::Ranks;
 use super::data::SequenceData;
+use super::distributed::Ranks;
 use super::model::{
     DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets,
 };

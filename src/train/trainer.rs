@@ -373,8 +373,7 @@ impl<M: Learner> Trainer<M> {
         self.exec.run(p, 1, self.step)?;
         self.step += 1;
         // The global loss: every rank sees the same one.
-        check_loss(shares.loss, self.step)
-            .map_err(|e| distributed::EveryRank(e.to_string()).into())
+        check_loss(shares.loss, self.step).map_err(|e| distributed::EveryRank(e.to_string()).into())
     }
 
     /// Phase 0 of a data-parallel step on this rank's share: its counted rows, mean loss
@@ -583,7 +582,12 @@ impl<M: Learner> Trainer<M> {
         }
         if self.cfg.stateful && self.train.is_some() {
             let (blocks, width) = {
-                let stack = &self.train.as_ref().context("the training program")?.rec.stack;
+                let stack = &self
+                    .train
+                    .as_ref()
+                    .context("the training program")?
+                    .rec
+                    .stack;
                 (stack.states.len(), stack.hidden)
             };
             let local = self.carried_state();

@@ -348,9 +348,8 @@ impl Averaging<'_> {
     /// Words this rank has read when the next average is due (`None`: only the last one,
     /// after every word, is left).
     fn next_due(&self, total: u64) -> Option<u64> {
-        (self.done + 1 < self.rounds).then(|| {
-            (total as u128 * (self.done + 1) as u128 / self.rounds as u128) as u64
-        })
+        (self.done + 1 < self.rounds)
+            .then(|| (total as u128 * (self.done + 1) as u128 / self.rounds as u128) as u64)
     }
 }
 
@@ -477,7 +476,9 @@ pub fn train_with_vocab_on(
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
             let due = averaging.next_due(total);
-            if sync_error.is_none() && due.is_some_and(|d| job.words_done.load(Ordering::Relaxed) >= d) {
+            if sync_error.is_none()
+                && due.is_some_and(|d| job.words_done.load(Ordering::Relaxed) >= d)
+            {
                 job.pause.store(true, Ordering::Release);
                 let running = || handles.iter().filter(|h| !h.is_finished()).count();
                 while job.parked.load(Ordering::Acquire) < running() {
