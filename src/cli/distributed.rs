@@ -75,10 +75,10 @@ impl Job {
         let rank = self.ranks.rank();
         let (local, from) = local_rank().unwrap_or((0, "no launcher variable: 0"));
         let on_cpu = |why: String| {
-            eprintln!(
+            say(&format!(
                 "rank {rank}: {why}; running on the CPU ({} threads)",
                 crate::cpu::threads()
-            );
+            ));
             Ok(Backend::Cpu)
         };
         match arg {
@@ -88,10 +88,10 @@ impl Job {
                     if arg == BackendArg::Gpu
                         || gpu.info().device_type != wgpu::DeviceType::Cpu =>
                 {
-                    eprintln!(
+                    say(&format!(
                         "rank {rank} (local rank {local}, from {from}): adapter {i} of {n}: {}",
                         gpu.describe()
-                    );
+                    ));
                     Ok(Backend::Gpu(gpu))
                 }
                 Ok((gpu, ..)) => on_cpu(format!(
@@ -115,30 +115,40 @@ impl Job {
         false
     }
 
-    /// Ends the command. An error every rank stops with (`is_agreed`) is returned on rank
-    /// 0 (printed once) after MPI is finalised, and the other ranks exit with status 1; an
-    /// error of this rank alone is printed with its rank and ends the whole job
-    /// (MPI_Abort), so no rank waits for it in a collective.
+    /// Ends the command. An error every rank stops with (`is_agreed`) is printed once, by
+    /// rank 0, before every rank finalises MPI and exits with status 1; an error of this
+    /// rank alone is printed with its rank and ends the whole job (MPI_Abort), so no rank
+    /// waits for it in a collective.
     pub fn finish(self, result: Result<()>) -> Result<()> {
         let Err(e) = result else {
             return Ok(());
         };
-        if self.ranks.count() == 1 {
+        let Some(reducer) = self.ranks.reducer() else {
             return Err(e);
-        }
+        };
         let rank = self.ranks.rank();
         if is_agreed(&e) {
-            drop(self);
             if rank == 0 {
-                return Err(e);
+                say(&format!("Error: {e:#}"));
             }
+            // No rank exits (which makes mpirun end the job) before rank 0 has printed.
+            let _ = reducer.exchange(Ok(Vec::new()));
+            drop(reducer);
+            drop(self);
             std::process::exit(1);
         }
-        eprintln!("rank {rank}: Error: {e:#}");
+        say(&format!("rank {rank}: Error: {e:#}"));
         #[cfg(feature = "mpi")]
         if let Some(mpi) = &self.mpi {
             mpi.abort(1);
         }
         Err(e)
     }
+}
+
+/// Prints a line to stderr in one write, so the lines of ranks sharing a terminal do not
+/// interleave.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }

@@ -163,10 +163,11 @@ fn train_on(a: TrainArgs, job: &Job) -> Result<()> {
     println!("loss per epoch: {}", losses.join(" "));
     if job.ranks().count() > 1 {
         println!(
-            "{} ranks averaged their vectors {} times (every {} words each); the ranks ended \
+            "{} ranks averaged their vectors {} time{} (every {} words each); the ranks ended \
              identical",
             job.ranks().count(),
             report.averages,
+            if report.averages == 1 { "" } else { "s" },
             cfg.sync_words
         );
     }

@@ -252,7 +252,7 @@ impl CharLmOptions {
                 trainable: true,
             }),
             input_size: 0,
-            cell: self.cell.clone(),
+            cell: self.cell,
             hidden_size: self.hidden,
             num_layers: self.layers,
             bidirectional: false,

@@ -354,7 +354,7 @@ pub(crate) fn gather_state(
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect();
         ensure!(
-            nh <= values.len() && nh % blocks.max(1) == 0,
+            nh <= values.len() && nh.is_multiple_of(blocks.max(1)),
             "rank {rank} sent a state of {nh} values, not a multiple of {blocks} blocks"
         );
         cs.push(values[nh..].to_vec());
@@ -388,7 +388,7 @@ pub(crate) fn slice_state(
 ) -> Result<CarriedState> {
     let per_block = blocks * width;
     ensure!(
-        per_block > 0 && global.h.len() % per_block == 0,
+        per_block > 0 && global.h.len().is_multiple_of(per_block),
         "a carried state of {} values is not [{blocks}, batch, {width}]",
         global.h.len()
     );
@@ -508,6 +508,9 @@ mod mpi_reducer {
     /// Values summed per collective: bounds rank 0's receive buffer to `ranks` x this.
     const CHUNK: usize = 1 << 22;
 
+    /// Bytes of an exchange's first collective: a length and the bytes that fit.
+    const RECORD: usize = 64;
+
     /// The ranks of an MPI job (`mpirun -np N`, `srun`): MPI is initialised when it is
     /// made and finalised when it is dropped.
     pub struct MpiReducer {
@@ -563,15 +566,33 @@ mod mpi_reducer {
                 mine.len()
             );
             let n = self.ranks();
-            let mut lens = vec![0i32; n];
-            self.world
-                .all_gather_into(&(mine.len() as i32), &mut lens[..]);
-            let total: usize = lens.iter().map(|&l| l as usize).sum();
+            // One collective when every rank's bytes fit a fixed record (a step's agreement
+            // does), a second for the rest otherwise.
+            let mut record = [0u8; RECORD];
+            record[..4].copy_from_slice(&(mine.len() as u32).to_le_bytes());
+            let inline = mine.len().min(RECORD - 4);
+            record[4..4 + inline].copy_from_slice(&mine[..inline]);
+            let mut records = vec![0u8; n * RECORD];
+            self.world.all_gather_into(&record[..], &mut records[..]);
+            let lens: Vec<usize> = records
+                .chunks_exact(RECORD)
+                .map(|r| u32::from_le_bytes(r[..4].try_into().expect("4 bytes")) as usize)
+                .collect();
+            if lens.iter().all(|&l| l <= RECORD - 4) {
+                let parts = records
+                    .chunks_exact(RECORD)
+                    .zip(&lens)
+                    .map(|(r, &l)| r[4..4 + l].to_vec())
+                    .collect();
+                return decode_statuses(parts);
+            }
+            let total: usize = lens.iter().sum();
             ensure!(
                 total <= i32::MAX as usize,
                 "{total} bytes are too many for one exchange"
             );
-            let displs: Vec<i32> = lens
+            let counts: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
+            let displs: Vec<i32> = counts
                 .iter()
                 .scan(0i32, |at, &l| {
                     let d = *at;
@@ -581,13 +602,13 @@ mod mpi_reducer {
                 .collect();
             let mut all = vec![0u8; total];
             {
-                let mut part = PartitionMut::new(&mut all[..], &lens[..], &displs[..]);
+                let mut part = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
                 self.world.all_gather_varcount_into(&mine[..], &mut part);
             }
             let parts = displs
                 .iter()
                 .zip(&lens)
-                .map(|(&d, &l)| all[d as usize..(d + l) as usize].to_vec())
+                .map(|(&d, &l)| all[d as usize..d as usize + l].to_vec())
                 .collect();
             decode_statuses(parts)
         }

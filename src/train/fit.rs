@@ -171,7 +171,7 @@ impl FitOptions {
         ModelSpec {
             embedding: None,
             input_size: 1,
-            cell: self.cell.clone(),
+            cell: self.cell,
             hidden_size: self.hidden,
             num_layers: self.layers,
             bidirectional: self.bidirectional,
