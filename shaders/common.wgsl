@@ -1,5 +1,16 @@
 // common.wgsl: helpers shared by every kernel family (the host prepends this file).
 
+// The largest finite f32. WGSL makes a const-expression whose value an f32 cannot hold a
+// shader-creation error (Tint enforces it; naga rounds), and 3.4028235e38 is just above it.
+const F32_MAX: f32 = 0x1.fffffep+127f;
+
+// A quiet NaN, made at run time: a const-expression that evaluates to NaN is a
+// shader-creation error too. Kernels write it where an input was invalid, so the damage shows.
+fn quiet_nan() -> f32 {
+    var bits = 0x7fc00000u;
+    return bitcast<f32>(bits);
+}
+
 // Logistic sigmoid, written so that exp never overflows for large |x|.
 fn sigmoid(x: f32) -> f32 {
     if (x >= 0.0) {

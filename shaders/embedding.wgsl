@@ -37,7 +37,7 @@ fn forward(
     }
     let id = ids[i / p.dim];
     // The host validates ids; one written past that check gives NaN, never a stray read.
-    var v = bitcast<f32>(0x7fc00000u);
+    var v = quiet_nan();
     if (id < p.vocab) {
         v = table[id * p.dim + i % p.dim];
     }

@@ -96,7 +96,7 @@ fn ce_rows(
         return;
     }
     // The row maximum, for a softmax that never overflows.
-    var m = -3.4028235e38;
+    var m = -F32_MAX;
     for (var j = lid; j < c; j += ROW_WG) {
         m = max(m, logits[base + j]);
     }
@@ -125,10 +125,10 @@ fn ce_rows(
         let d = (soft - select(0.0, 1.0, j == t)) * inv;
         // An out-of-range target (the host validates targets, so only a buffer written
         // behind its back) poisons the row instead of reading out of bounds.
-        grad[base + j] = select(bitcast<f32>(0x7fc00000u), d, valid);
+        grad[base + j] = select(quiet_nan(), d, valid);
     }
     if (lid == 0u) {
-        var loss = bitcast<f32>(0x7fc00000u);
+        var loss = quiet_nan();
         if (valid) {
             loss = m + log(s) - logits[base + t];
         }

@@ -40,10 +40,22 @@ fn source_row(row: u32) -> u32 {
     return (p.steps - 1u - t) * p.batch + b;
 }
 
+struct Invocation {
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+}
+
+// The (column, output row) an invocation covers. A workgroup covers 64 columns of 4 rows;
+// row groups past the grid's y limit wrap into z.
+fn position(i: Invocation) -> vec2<u32> {
+    return vec2<u32>(i.wg.x * 64u + i.lid.x, (i.wg.z * i.nwg.y + i.wg.y) * 4u + i.lid.y);
+}
+
 @compute @workgroup_size(64, 4, 1)
-fn merge_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let k = gid.x;
-    let row = gid.y;
+fn merge_forward(i: Invocation) {
+    let k = position(i).x;
+    let row = position(i).y;
     let w = width();
     if (k >= w || row >= p.rows) {
         return;
@@ -64,9 +76,9 @@ fn merge_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // Writes the gradient of the concatenated rows; `out` is [rows, dirs * hidden].
 @compute @workgroup_size(64, 4, 1)
-fn merge_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let k = gid.x;
-    let row = gid.y;
+fn merge_backward(i: Invocation) {
+    let k = position(i).x;
+    let row = position(i).y;
     let w = width();
     if (k >= w || row >= p.rows) {
         return;

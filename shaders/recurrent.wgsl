@@ -54,7 +54,7 @@ struct Config {
     has_rmask: u32,      // recurrent dropout: the product sees the state times rmask[b, j]
     hp: u32,             // H rounded up to a multiple of 4: the padded gate blocks of `wt`
     off_wp: u32,         // start of the padded W_hh copy in `wt` (in vec4s)
-    _pad0: u32,
+    off_dhw: u32,        // GRU: start of dhw in `gate_values`
 }
 
 struct Step {
@@ -95,7 +95,11 @@ fn dsigmoid(y: f32) -> f32 {
     return y * (1.0 - y);
 }
 
-@group(0) @binding(2) var<storage, read> xw: array<f32>;          // [rows, G*H]
+// The gate values: the input projections xw [rows, G*H] in forward; backward overwrites them
+// with the gate gradients dxw (forward is done with xw by then), and for GRU appends dhw
+// [rows, G*H] at off_dhw, the gradients on the recurrent side. One buffer for both keeps
+// every step kernel within 8 storage buffers, WebGPU's default limit.
+@group(0) @binding(2) var<storage, read_write> gate_values: array<f32>;
 // Two padded copies of W_hh, written once per forward by transpose_weights:
 // - from 0: W_hh^T with b_hh as row H: [H + 1, G * hp] (gate blocks hp wide), so a step's
 //   recurrent product reads four consecutive units of one gate as one vec4;
@@ -106,11 +110,10 @@ fn dsigmoid(y: f32) -> f32 {
 @group(0) @binding(6) var<storage, read_write> saved: array<f32>; // hprev | cell | act
 @group(0) @binding(7) var<storage, read_write> state: array<f32>; // B*H regions, see Config
 @group(0) @binding(8) var<storage, read> dy: array<f32>;          // [rows, out_stride]
-@group(0) @binding(9) var<storage, read> w_hh: array<f32>;        // [G*H, H]
-@group(0) @binding(10) var<storage, read_write> dxw: array<f32>;  // [rows, G*H]
-@group(0) @binding(11) var<storage, read_write> dhw: array<f32>;  // [rows, G*H] (GRU only)
-@group(0) @binding(12) var<storage, read> b_hh: array<f32>;       // [G*H]
-@group(0) @binding(13) var<storage, read> rmask: array<f32>;      // [B, H] recurrent dropout
+@group(0) @binding(9) var<storage, read> rmask: array<f32>;       // [B, H] recurrent dropout
+// Read by transpose_weights only, which has a bind group of its own.
+@group(0) @binding(10) var<storage, read> w_hh: array<f32>;       // [G*H, H]
+@group(0) @binding(11) var<storage, read> b_hh: array<f32>;       // [G*H]
 
 // ---------------------------------------------------------------------------------------
 // Weights: W_hh^T with b_hh as an extra row, so the recurrent product of a step reads
@@ -265,7 +268,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) {
     var new_h = 0.0;
     switch CELL {
         case 0u, 1u: {
-            let pre = xw[xr + k] + hw.x;
+            let pre = gate_values[xr + k] + hw.x;
             if (CELL == RNN_TANH) {
                 new_h = tanh_stable(pre);
             } else {
@@ -274,10 +277,10 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) {
             saved[act + k] = new_h;
         }
         case 2u: {
-            let ig = sigmoid(xw[xr + k] + hw.x);
-            let fg = sigmoid(xw[xr + h + k] + hw.y);
-            let gg = tanh_stable(xw[xr + 2u * h + k] + hw.z);
-            let og = sigmoid(xw[xr + 3u * h + k] + hw.w);
+            let ig = sigmoid(gate_values[xr + k] + hw.x);
+            let fg = sigmoid(gate_values[xr + h + k] + hw.y);
+            let gg = tanh_stable(gate_values[xr + 2u * h + k] + hw.z);
+            let og = sigmoid(gate_values[xr + 3u * h + k] + hw.w);
             var cp = state[cfg.off_c0 + b * h + k];
             if (s > 0u) {
                 let prev = smap[(s - 1u) * cfg.batch + b];
@@ -295,9 +298,9 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) {
             }
         }
         case 3u: {
-            let r = sigmoid(xw[xr + k] + hw.x);
-            let z = sigmoid(xw[xr + h + k] + hw.y);
-            let n = tanh_stable(xw[xr + 2u * h + k] + r * hw.z);
+            let r = sigmoid(gate_values[xr + k] + hw.x);
+            let z = sigmoid(gate_values[xr + h + k] + hw.y);
+            let n = tanh_stable(gate_values[xr + 2u * h + k] + r * hw.z);
             saved[act + k] = r;
             saved[act + h + k] = z;
             saved[act + 2u * h + k] = n;
@@ -306,8 +309,8 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) {
         }
         default: {
             // GRU reset-before, first half: r, z and r * h.
-            let r = sigmoid(xw[xr + k] + hw.x);
-            let z = sigmoid(xw[xr + h + k] + hw.y);
+            let r = sigmoid(gate_values[xr + k] + hw.x);
+            let z = sigmoid(gate_values[xr + h + k] + hw.y);
             saved[act + k] = r;
             saved[act + h + k] = z;
             saved[act + 3u * h + k] = r * hm;
@@ -347,7 +350,7 @@ fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) {
     }
     let row = row_of(code & STEP_TIME_MASK, b);
     let act = cfg.off_act + row * cfg.act_width;
-    let n = tanh_stable(xw[row * cfg.gate_width + 2u * h + k] + hwn);
+    let n = tanh_stable(gate_values[row * cfg.gate_width + 2u * h + k] + hwn);
     let z = saved[act + h + k];
     let hp = hprev_value(s, b, k);
     saved[act + 2u * h + k] = n;
@@ -385,11 +388,11 @@ fn transposed_product(s: u32, b: u32, k0: u32, first_row: u32, count: u32, use_d
     let src = row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + src_col;
     if (CELL == GRU && !use_dn) {
         for (var r = 0u; r < count; r++) {
-            acc += dhw[src + r] * wt[base + r * row4];
+            acc += gate_values[cfg.off_dhw + src + r] * wt[base + r * row4];
         }
     } else {
         for (var r = 0u; r < count; r++) {
-            acc += dxw[src + r] * wt[base + r * row4];
+            acc += gate_values[src + r] * wt[base + r * row4];
         }
     }
     return acc;
@@ -442,9 +445,9 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
         state[cfg.off_dc + at] = carry_dc;
         let dead = row_of(s, b) * cfg.gate_width;
         for (var gi = 0u; gi < gates(); gi++) {
-            dxw[dead + gi * h + k] = 0.0;
+            gate_values[dead + gi * h + k] = 0.0;
             if (CELL == GRU) {
-                dhw[dead + gi * h + k] = 0.0;
+                gate_values[cfg.off_dhw + dead + gi * h + k] = 0.0;
             }
         }
         return;
@@ -462,10 +465,10 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
     switch CELL {
         case 0u: {
             let v = saved[act + k];
-            dxw[g + k] = dht * (1.0 - v * v);
+            gate_values[g + k] = dht * (1.0 - v * v);
         }
         case 1u: {
-            dxw[g + k] = select(0.0, dht, saved[act + k] > 0.0);
+            gate_values[g + k] = select(0.0, dht, saved[act + k] > 0.0);
         }
         case 2u: {
             let ig = saved[act + k];
@@ -480,10 +483,10 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
             }
             let tc = tanh_stable(c);
             let dct = carry_dc + dht * og * (1.0 - tc * tc);
-            dxw[g + k] = dct * gg * dsigmoid(ig);
-            dxw[g + h + k] = dct * cp * dsigmoid(fg);
-            dxw[g + 2u * h + k] = dct * ig * (1.0 - gg * gg);
-            dxw[g + 3u * h + k] = dht * tc * dsigmoid(og);
+            gate_values[g + k] = dct * gg * dsigmoid(ig);
+            gate_values[g + h + k] = dct * cp * dsigmoid(fg);
+            gate_values[g + 2u * h + k] = dct * ig * (1.0 - gg * gg);
+            gate_values[g + 3u * h + k] = dht * tc * dsigmoid(og);
             state[cfg.off_dc + at] = dct * fg;
         }
         case 3u: {
@@ -495,12 +498,12 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
             let dnp = dht * (1.0 - z) * (1.0 - n * n);
             let drp = dnp * hn * dsigmoid(r);
             let dzp = dht * (hp - n) * dsigmoid(z);
-            dxw[g + k] = drp;
-            dxw[g + h + k] = dzp;
-            dxw[g + 2u * h + k] = dnp;
-            dhw[g + k] = drp;
-            dhw[g + h + k] = dzp;
-            dhw[g + 2u * h + k] = dnp * r;
+            gate_values[g + k] = drp;
+            gate_values[g + h + k] = dzp;
+            gate_values[g + 2u * h + k] = dnp;
+            gate_values[cfg.off_dhw + g + k] = drp;
+            gate_values[cfg.off_dhw + g + h + k] = dzp;
+            gate_values[cfg.off_dhw + g + 2u * h + k] = dnp * r;
             new_dh = dht * z;
         }
         default: {
@@ -508,8 +511,8 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
             let z = saved[act + h + k];
             let n = saved[act + 2u * h + k];
             let hp = hprev_value(s, b, k);
-            dxw[g + h + k] = dht * (hp - n) * dsigmoid(z);
-            dxw[g + 2u * h + k] = dht * (1.0 - z) * (1.0 - n * n);
+            gate_values[g + h + k] = dht * (hp - n) * dsigmoid(z);
+            gate_values[g + 2u * h + k] = dht * (1.0 - z) * (1.0 - n * n);
             new_dh = dht * z;
         }
     }
@@ -545,7 +548,7 @@ fn backward_gru_n_unit(s: u32, b: u32, k: u32, drh: f32) {
     let row = row_of(code & STEP_TIME_MASK, b);
     let r = saved[cfg.off_act + row * cfg.act_width + k];
     let hm = saved[row * h + k];   // the masked state r multiplied
-    dxw[row * cfg.gate_width + k] = drh * hm * dsigmoid(r);
+    gate_values[row * cfg.gate_width + k] = drh * hm * dsigmoid(r);
     let at = b * h + k;
     state[cfg.off_dh + at] = state[cfg.off_dh + at] + drh * r * rmask_at(b, k);
 }

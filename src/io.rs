@@ -1,9 +1,12 @@
-//! File output that never leaves a half-written file behind.
+//! File input whose size is checked before it is read, and file output that never leaves a
+//! half-written file behind.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+
+use crate::memory::{vec_with_capacity, Budget};
 
 /// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it
 /// over `path`, so a crash leaves either the old file or the new one, never a broken one.
@@ -32,4 +35,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Reads a whole file after checking its length against the host budget, into a buffer
+/// reserved fallibly; `what` names the file's role in errors ("vectors file"). A file
+/// without a length (a pipe, a device) is read up to the budget and refused past it.
+pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let context = || format!("reading {what} {}", path.display());
+    let file = std::fs::File::open(path).with_context(context)?;
+    let meta = file.metadata().with_context(context)?;
+    let budget = Budget::host();
+    let len = if meta.is_file() { meta.len() } else { 0 };
+    let mut bytes = vec_with_capacity::<u8>(
+        usize::try_from(len).unwrap_or(usize::MAX),
+        format_args!("{what} {} of {len} bytes", path.display()),
+        &budget,
+    )?;
+    // One byte past the budget tells a stream that never ends from one that fits.
+    file.take(budget.bytes().saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(context)?;
+    budget.check(
+        format_args!(
+            "{what} {} (read until it passed the budget)",
+            path.display()
+        ),
+        Some(bytes.len() as u64),
+    )?;
+    Ok(bytes)
 }

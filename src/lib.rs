@@ -1,9 +1,11 @@
 //! recur: recurrent neural networks (RNN, LSTM, GRU) on any GPU through wgpu compute
 //! shaders, with a CPU reference path that every kernel is checked against.
 //!
-//! Layout (see DESIGN.md): `shaders/` holds the WGSL kernels, [`gpu`] the device layer and
-//! the host side of each kernel, [`cpu`] the reference twins, [`ops`] the descriptions both
-//! share.
+//! Layout (see ARCHITECTURE.md in the repository): `shaders/` holds the WGSL kernels,
+//! [`gpu`] the device layer and the host side of each kernel, [`cpu`] the reference twins,
+//! [`ops`] the descriptions both share and the vocabulary of a recorded program, [`exec`]
+//! the two executors that run a program, [`nn`] the layers and [`train`] the models and the
+//! trainer, each written once as recordings.
 
 pub mod backend;
 pub mod bench;
@@ -13,6 +15,7 @@ pub mod cpu;
 pub mod exec;
 pub mod gpu;
 pub mod io;
+pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod prelude;

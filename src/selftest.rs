@@ -10,7 +10,8 @@ use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
-use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
+use crate::gpu::word2vec_train::PlanOptions;
+use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan, Unsupported};
 use crate::nn::recurrent::TrainKey;
 use crate::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
 use crate::ops::recurrent::CellKind;
@@ -21,56 +22,145 @@ use crate::{cpu, Gemm};
 /// The largest relative error a kernel may show against the CPU path (f32 work).
 pub const TOLERANCE: f64 = 1e-5;
 
+/// What one check found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The kernel ran: its relative error against the CPU twin (a pass under [`TOLERANCE`]).
+    Compared(f64),
+    /// The adapter cannot run this kernel (a [`crate::gpu::Unsupported`] error): why.
+    Skipped(String),
+    /// Building or running the kernel failed: the error.
+    Error(String),
+}
+
+/// One check: what was run, and what it found.
+#[derive(Clone, Debug, PartialEq)]
 pub struct CheckResult {
     pub name: String,
-    pub rel_error: f64,
+    pub outcome: Outcome,
+}
+
+impl CheckResult {
+    fn compared(name: String, rel_error: f64) -> Self {
+        Self {
+            name,
+            outcome: Outcome::Compared(rel_error),
+        }
+    }
+
+    /// Whether the check counts as a failure: an error, or an error beyond [`TOLERANCE`]
+    /// (NaN included).
+    pub fn failed(&self) -> bool {
+        match &self.outcome {
+            Outcome::Compared(e) => e.is_nan() || *e >= TOLERANCE,
+            Outcome::Skipped(_) => false,
+            Outcome::Error(_) => true,
+        }
+    }
 }
 
 fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
+/// One check to run: a label (what a skip or an error is reported under) and the check,
+/// which returns one or more results.
+type Case<'a> = (
+    String,
+    Box<dyn FnOnce(&mut StdRng) -> Result<Vec<CheckResult>> + 'a>,
+);
+
 /// Runs every check; outputs are poisoned with NaN first, so an unwritten element fails.
-pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<CheckResult>> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut results = Vec::new();
+/// A check the adapter cannot run is reported as skipped, one that errs as failed, and
+/// neither stops the others.
+pub fn run_all(gpu: &Gpu, seed: u64) -> Vec<CheckResult> {
+    let mut cases: Vec<Case> = Vec::new();
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        let (m, n, k) = (
-            rng.random_range(1..200),
-            rng.random_range(1..200),
-            rng.random_range(1..200),
-        );
-        let spec = Gemm::new(m, n, k)
-            .trans_a(ta)
-            .trans_b(tb)
-            .alpha(rng.random_range(0.5..2.0));
-        let a = random(&mut rng, m * k);
-        let b = random(&mut rng, k * n);
-        let bias = random(&mut rng, n);
-        let mut want = vec![0.0f64; m * n];
-        let f64v = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-        cpu::gemm(&spec, &f64v(&a), &f64v(&b), Some(&f64v(&bias)), &mut want)?;
-        let ga = GpuTensor::from_slice(gpu, &[a.len()], &a)?;
-        let gb = GpuTensor::from_slice(gpu, &[b.len()], &b)?;
-        let gbias = GpuTensor::from_slice(gpu, &[n], &bias)?;
-        let gc = GpuTensor::filled(gpu, &[m, n], f32::NAN)?;
-        gpu_gemm(gpu, &spec, &ga, &gb, Some(&gbias), &gc)?;
-        results.push(CheckResult {
-            name: format!("gemm {m}x{n}x{k} trans_a={ta} trans_b={tb} +bias"),
-            rel_error: rel_error(&gc.to_vec()?, &want),
-        });
+        cases.push((
+            format!("gemm trans_a={ta} trans_b={tb}"),
+            Box::new(move |rng| gemm(gpu, rng, ta, tb)),
+        ));
     }
     for cell in CellKind::ALL {
-        results.extend(recurrent_stack(gpu, &mut rng, cell)?);
+        cases.push((
+            format!("recurrent {}", cell.name()),
+            Box::new(move |rng| recurrent_stack(gpu, rng, cell)),
+        ));
     }
-    results.push(adam_steps(gpu, &mut rng)?);
-    results.push(cross_entropy(gpu, &mut rng)?);
-    results.extend(embedding(gpu, &mut rng)?);
-    results.push(word2vec_top_k(gpu, &mut rng)?);
+    cases.push((
+        "optim adam + clip".into(),
+        Box::new(|rng| Ok(vec![adam_steps(gpu, rng)?])),
+    ));
+    cases.push((
+        "loss cross-entropy".into(),
+        Box::new(|rng| Ok(vec![cross_entropy(gpu, rng)?])),
+    ));
+    cases.push(("embedding".into(), Box::new(|rng| embedding(gpu, rng))));
+    cases.push((
+        "word2vec top-k cosine".into(),
+        Box::new(|rng| Ok(vec![word2vec_top_k(gpu, rng)?])),
+    ));
     for output in [TrainOutput::Sampled, TrainOutput::Softmax] {
-        results.extend(word2vec_train(gpu, &mut rng, output)?);
+        cases.push((
+            format!("word2vec {output:?} training"),
+            Box::new(move |rng| word2vec_train(gpu, rng, output)),
+        ));
     }
-    Ok(results)
+    run_cases(seed, cases, || gpu.take_device_error())
+}
+
+/// Runs each case with a generator of its own (seeded from `seed` and its position, so one
+/// case's draws do not depend on another's), then `settle`, which reports a device error the
+/// case left behind.
+fn run_cases(seed: u64, cases: Vec<Case>, settle: impl Fn() -> Result<()>) -> Vec<CheckResult> {
+    let mut results = Vec::new();
+    for (i, (label, case)) in cases.into_iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
+        let outcome = case(&mut rng).and_then(|r| settle().map(|()| r));
+        match outcome {
+            Ok(r) => results.extend(r),
+            Err(e) => {
+                // Whatever the case left on the device must not land on the next one.
+                let _ = settle();
+                let outcome = match e.downcast_ref::<Unsupported>() {
+                    Some(why) => Outcome::Skipped(why.to_string()),
+                    None => Outcome::Error(format!("{e:#}")),
+                };
+                results.push(CheckResult {
+                    name: label,
+                    outcome,
+                });
+            }
+        }
+    }
+    results
+}
+
+/// `C = alpha op(A) op(B) + bias` against the CPU path in f64.
+fn gemm(gpu: &Gpu, rng: &mut StdRng, ta: bool, tb: bool) -> Result<Vec<CheckResult>> {
+    let (m, n, k) = (
+        rng.random_range(1..200),
+        rng.random_range(1..200),
+        rng.random_range(1..200),
+    );
+    let spec = Gemm::new(m, n, k)
+        .trans_a(ta)
+        .trans_b(tb)
+        .alpha(rng.random_range(0.5..2.0));
+    let a = random(rng, m * k);
+    let b = random(rng, k * n);
+    let bias = random(rng, n);
+    let mut want = vec![0.0f64; m * n];
+    cpu::gemm(&spec, &f64v(&a), &f64v(&b), Some(&f64v(&bias)), &mut want)?;
+    let ga = GpuTensor::from_slice(gpu, &[a.len()], &a)?;
+    let gb = GpuTensor::from_slice(gpu, &[b.len()], &b)?;
+    let gbias = GpuTensor::from_slice(gpu, &[n], &bias)?;
+    let gc = GpuTensor::filled(gpu, &[m, n], f32::NAN)?;
+    gpu_gemm(gpu, &spec, &ga, &gb, Some(&gbias), &gc)?;
+    Ok(vec![CheckResult::compared(
+        format!("gemm {m}x{n}x{k} trans_a={ta} trans_b={tb} +bias"),
+        rel_error(&gc.to_vec()?, &want),
+    )])
 }
 
 /// One batch of word2vec training (gradients, both updates, the loss sum) on small
@@ -110,12 +200,11 @@ fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Ve
     let alpha = 0.5;
     let syn0 = random(rng, in_rows * dim);
     let syn1 = random(rng, out_rows * dim);
-    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, 1)?;
-    plan.write_batch(&packed, alpha, 0)?;
+    let options = PlanOptions::for_adapter(gpu);
+    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, &options)?;
+    plan.write_batch(0, &packed, alpha, 0)?;
     let mut rec = Recorder::new(gpu);
-    plan.record_gradients(&mut rec)?;
-    plan.record_apply_output(&mut rec)?;
-    plan.record_apply_input(&mut rec)?;
+    plan.record(0, &mut rec)?;
     rec.submit()?;
 
     let grad_len = match output {
@@ -125,16 +214,8 @@ fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Ve
     let (mut hidden, mut hidden_grad) = (vec![f32::NAN; items * dim], vec![f32::NAN; items * dim]);
     let (mut grads, mut item_loss) = (vec![f32::NAN; grad_len], vec![f32::NAN; items]);
     let (mut syn0_cpu, mut syn1_cpu) = (syn0.clone(), syn1.clone());
-    let (gradients, apply_output): (GradientsFn, ApplyOutputFn) = match output {
-        TrainOutput::Sampled => (
-            cpu::word2vec::sampled_gradients,
-            cpu::word2vec::apply_output,
-        ),
-        TrainOutput::Softmax => (
-            cpu::word2vec::softmax_gradients,
-            cpu::word2vec::apply_output_dense,
-        ),
-    };
+    let gradients = cpu::word2vec::gradients_for(output);
+    let apply = cpu::word2vec::apply_for(output);
     gradients(
         &spec,
         &packed,
@@ -146,8 +227,16 @@ fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Ve
         &mut grads,
         &mut item_loss,
     );
-    apply_output(&spec, &packed, &grads, &hidden, &mut syn1_cpu);
-    cpu::word2vec::apply_input(&spec, &packed, &hidden_grad, &mut syn0_cpu);
+    apply(
+        &spec,
+        &packed,
+        &grads,
+        &hidden,
+        &hidden_grad,
+        &item_loss,
+        &mut syn0_cpu,
+        &mut syn1_cpu,
+    );
     let change = |after: &[f32], before: &[f32]| -> Vec<f32> {
         after.iter().zip(before).map(|(a, b)| a - b).collect()
     };
@@ -156,28 +245,15 @@ fn word2vec_train(gpu: &Gpu, rng: &mut StdRng, output: TrainOutput) -> Result<Ve
         ("input", plan.syn0().to_vec()?, syn0_cpu, &syn0),
         ("output", plan.syn1().to_vec()?, syn1_cpu, &syn1),
     ] {
-        out.push(CheckResult {
-            name: format!(
+        out.push(CheckResult::compared(
+            format!(
                 "word2vec {output:?} batch of {items}: {what} update ({in_rows}/{out_rows} rows of {dim})"
             ),
-            rel_error: rel_error(&change(&gpu_after, before), &change(&cpu_after, before)),
-        });
+            rel_error(&change(&gpu_after, before), &change(&cpu_after, before)),
+        ));
     }
     Ok(out)
 }
-
-type GradientsFn = fn(
-    &TrainSpec,
-    &PackedBatch,
-    f32,
-    &[f32],
-    &[f32],
-    &mut [f32],
-    &mut [f32],
-    &mut [f32],
-    &mut [f32],
-);
-type ApplyOutputFn = fn(&TrainSpec, &PackedBatch, &[f32], &[f32], &mut [f32]);
 
 fn f64v(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
@@ -241,14 +317,14 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
         cfg.hidden_size
     );
     Ok(vec![
-        CheckResult {
-            name: format!("recurrent forward {shape}"),
-            rel_error: rel_error(&got.output, &want.output).max(rel_error(&got.h_n, &want.h_n)),
-        },
-        CheckResult {
-            name: format!("recurrent backward {shape}"),
-            rel_error: rel_error(&grads_got, &grads_want),
-        },
+        CheckResult::compared(
+            format!("recurrent forward {shape}"),
+            rel_error(&got.output, &want.output).max(rel_error(&got.h_n, &want.h_n)),
+        ),
+        CheckResult::compared(
+            format!("recurrent backward {shape}"),
+            rel_error(&grads_got, &grads_want),
+        ),
     ])
 }
 
@@ -273,10 +349,10 @@ fn adam_steps(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
         plan.record(&mut rec)?;
         rec.submit()?;
     }
-    Ok(CheckResult {
-        name: format!("optim adam x3 + clip, {n} parameters"),
-        rel_error: rel_error(&gp.to_vec()?, &param),
-    })
+    Ok(CheckResult::compared(
+        format!("optim adam x3 + clip, {n} parameters"),
+        rel_error(&gp.to_vec()?, &param),
+    ))
 }
 
 /// Softmax cross-entropy with an ignored index: the row losses and the logit gradients.
@@ -302,10 +378,10 @@ fn cross_entropy(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
     let mut got = grl.to_vec()?;
     got.extend(gd.to_vec()?);
     loss.extend(grad);
-    Ok(CheckResult {
-        name: format!("loss cross-entropy {rows}x{classes}"),
-        rel_error: rel_error(&got, &loss),
-    })
+    Ok(CheckResult::compared(
+        format!("loss cross-entropy {rows}x{classes}"),
+        rel_error(&got, &loss),
+    ))
 }
 
 /// Embedding gather and its deterministic scatter-add, with repeated ids.
@@ -335,14 +411,14 @@ fn embedding(gpu: &Gpu, rng: &mut StdRng) -> Result<Vec<CheckResult>> {
     bwd.record(&mut rec);
     rec.submit()?;
     Ok(vec![
-        CheckResult {
-            name: format!("embedding gather {vocab}x{dim}, {n} ids"),
-            rel_error: rel_error(&gout.to_vec()?, &out),
-        },
-        CheckResult {
-            name: format!("embedding scatter-add {vocab}x{dim}, {n} ids"),
-            rel_error: rel_error(&gdtable.to_vec()?, &dtable),
-        },
+        CheckResult::compared(
+            format!("embedding gather {vocab}x{dim}, {n} ids"),
+            rel_error(&gout.to_vec()?, &out),
+        ),
+        CheckResult::compared(
+            format!("embedding scatter-add {vocab}x{dim}, {n} ids"),
+            rel_error(&gdtable.to_vec()?, &dtable),
+        ),
     ])
 }
 
@@ -365,8 +441,84 @@ fn word2vec_top_k(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
         .map(|&(r, _)| crate::word2vec::grad::dot(&unit[r * dim..(r + 1) * dim], &query))
         .collect();
     let err = rel_error(&got, &want).max(rel_error(&index.unit().to_vec()?, &unit));
-    Ok(CheckResult {
-        name: format!("word2vec top-{k} cosine over {rows} rows of {dim}"),
-        rel_error: err,
-    })
+    Ok(CheckResult::compared(
+        format!("word2vec top-{k} cosine over {rows} rows of {dim}"),
+        err,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn found(name: &str, rel_error: f64) -> Result<Vec<CheckResult>> {
+        Ok(vec![CheckResult::compared(name.into(), rel_error)])
+    }
+
+    /// A case the adapter cannot run is a skip with its reason, one that errs is a failure,
+    /// and neither stops the cases after it; a device error a case leaves behind fails it.
+    #[test]
+    fn every_case_runs_and_reports_pass_fail_or_skip() {
+        let device_error = Cell::new(false);
+        let cases: Vec<Case> = vec![
+            ("fine".into(), Box::new(|_| found("fine 3x3", 1e-7))),
+            (
+                "needs more".into(),
+                Box::new(|_| {
+                    Err(Unsupported("needs 12 storage buffers, adapter allows 10".into()).into())
+                }),
+            ),
+            (
+                "broken".into(),
+                Box::new(|_| anyhow::bail!("pipeline failed")),
+            ),
+            ("inexact".into(), Box::new(|_| found("inexact", 1e-3))),
+            ("nan".into(), Box::new(|_| found("nan", f64::NAN))),
+            (
+                "leaves a device error".into(),
+                Box::new(|_| {
+                    device_error.set(true);
+                    found("looked fine", 0.0)
+                }),
+            ),
+            ("last".into(), Box::new(|_| found("last", 0.0))),
+        ];
+        let settle = || match device_error.replace(false) {
+            true => anyhow::bail!("GPU device error: lost"),
+            false => Ok(()),
+        };
+        let results = run_cases(7, cases, settle);
+        let verdicts: Vec<(&str, bool)> = results
+            .iter()
+            .map(|r| (r.name.as_str(), r.failed()))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("fine 3x3", false),
+                ("needs more", false),
+                ("broken", true),
+                ("inexact", true),
+                ("nan", true),
+                ("leaves a device error", true),
+                ("last", false),
+            ]
+        );
+        let outcomes: Vec<&Outcome> = results.iter().map(|r| &r.outcome).collect();
+        assert_eq!(outcomes[0], &Outcome::Compared(1e-7));
+        assert_eq!(
+            outcomes[1],
+            &Outcome::Skipped("needs 12 storage buffers, adapter allows 10".into())
+        );
+        assert_eq!(outcomes[2], &Outcome::Error("pipeline failed".into()));
+        assert_eq!(outcomes[3], &Outcome::Compared(1e-3));
+        assert_eq!(
+            outcomes[5],
+            &Outcome::Error("GPU device error: lost".into())
+        );
+        assert_eq!(outcomes[6], &Outcome::Compared(0.0));
+        assert!(matches!(results[4].outcome, Outcome::Compared(e) if e.is_nan()));
+    }
 }

@@ -30,6 +30,7 @@ fn spec(
             output_dim: 8,
             padding: None,
             trainable: true,
+            init: Default::default(),
         }),
         input_size: input,
         cell: recur::ops::recurrent::CellKind::Lstm,

@@ -26,7 +26,6 @@ fn tiny() -> CharLmOptions {
         train_steps: 12,
         lr: 0.02,
         eval_every: 5,
-        eval_batches: 2,
         valid_fraction: 0.2,
         ..CharLmOptions::default()
     }

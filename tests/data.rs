@@ -22,6 +22,7 @@ fn spec(
             output_dim: 3,
             padding: None,
             trainable: true,
+            init: Default::default(),
         }),
         input_size: input,
         cell: recur::ops::recurrent::CellKind::Gru,

@@ -1,4 +1,5 @@
-//! Adapter choice: a missing adapter is an error that says how to get one, never a panic.
+//! Adapter choice: a missing adapter or a bad setting is an error that says how to get one
+//! right, never a panic.
 //! (Its own test binary: it changes environment variables the adapter choice reads.)
 
 #[test]
@@ -21,4 +22,13 @@ fn no_matching_adapter_is_an_error_with_help() {
         );
         std::env::remove_var("WGPU_BACKEND");
     }
+
+    // An unknown limits mode is named, with the modes there are.
+    std::env::set_var("RECUR_LIMITS", "generous");
+    let err = recur::Gpu::new().unwrap_err().to_string();
+    assert!(
+        err.contains("\"generous\"") && err.contains("adapter or default"),
+        "{err}"
+    );
+    std::env::remove_var("RECUR_LIMITS");
 }

@@ -258,7 +258,6 @@ mod mpi {
             seq_len: 6,
             train_steps: 12,
             eval_every: 3,
-            eval_batches: 2,
             valid_fraction: 0.1,
             ..CharLmOptions::default()
         };

@@ -22,6 +22,7 @@ fn lm_spec(vocab: usize, cell: &str, hidden: usize, layers: usize) -> ModelSpec 
             output_dim: 5,
             padding: None,
             trainable: true,
+            init: Default::default(),
         }),
         input_size: 0,
         cell: cell.parse().unwrap(),

@@ -655,8 +655,21 @@ fn broken_vector_files_are_clear_errors() {
     let p = write(&dir, "short.bin", &b);
     let e = err_text(w2v::load_binary(&p));
     assert!(e.contains("ends early in the vector of \"b\""), "{e}");
+    // Too short for the values the header declares: refused before reading the records.
     let p = write(&dir, "short2.bin", &b[..b.len() - 6]);
-    assert!(err_text(w2v::load_binary(&p)).contains("ends early: the header says 2 words, found 1"));
+    let e = err_text(w2v::load_binary(&p));
+    assert!(
+        e.contains("2 words of 2 values, whose values alone take at least 16 bytes in the binary format; the file holds 11 bytes"),
+        "{e}"
+    );
+    // Bytes enough for the values, but no record: the reader says where it ran out.
+    let p = write(
+        &dir,
+        "no-space.bin",
+        b"2 1
+abcdefgh",
+    );
+    assert!(err_text(w2v::load_binary(&p)).contains("ends early: the header says 2 words, found 0"));
     let mut more = b.clone();
     more.extend_from_slice(&4.0f32.to_le_bytes());
     more.extend_from_slice(b"\nc ");

@@ -247,20 +247,28 @@ fn analogy_evaluation_on_the_gpu_matches_the_cpu() {
 // ---------------------------------------------------------------- training kernels
 
 use recur::cpu::word2vec as twin;
+use recur::gpu::word2vec_train::{GradientKernel, PlanOptions};
 use recur::gpu::{Recorder, TrainPlan};
 use recur::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
-use recur::word2vec::{Arch, Config, Output};
+use recur::word2vec::{Arch, Config, GpuTrainOptions, Output};
+
+const KERNELS: [GradientKernel; 2] = [GradientKernel::Rows, GradientKernel::PerItem];
 
 /// A random batch over small matrices, so rows repeat within it: items of 1 to 6 input rows
-/// and (sampled) 0 to 11 targets with random labels, or (softmax) one word.
-fn random_batch(rng: &mut impl Rng, spec: &TrainSpec, items: usize) -> TrainBatch {
+/// and (sampled) 0 to `max_targets` targets with random labels, or (softmax) one word.
+fn random_batch(
+    rng: &mut impl Rng,
+    spec: &TrainSpec,
+    items: usize,
+    max_targets: usize,
+) -> TrainBatch {
     let mut batch = TrainBatch::default();
     for _ in 0..items {
         let inputs: Vec<u32> = (0..rng.random_range(1..=6))
             .map(|_| rng.random_range(0..spec.in_rows as u32))
             .collect();
         let targets: Vec<(u32, bool)> = match spec.output {
-            TrainOutput::Sampled => (0..rng.random_range(0..12))
+            TrainOutput::Sampled => (0..rng.random_range(0..=max_targets))
                 .map(|_| {
                     (
                         rng.random_range(0..spec.out_rows as u32),
@@ -275,6 +283,26 @@ fn random_batch(rng: &mut impl Rng, spec: &TrainSpec, items: usize) -> TrainBatc
     batch
 }
 
+/// Random sizes for a kernel check: vector sizes around the 32 lanes a row is spread over
+/// (one element per lane, several, a partial last round), output layers around the chunk of
+/// 8 rows scored per reduction, items around the 8 per workgroup.
+fn random_spec(rng: &mut impl Rng, output: TrainOutput, row_cap: u32) -> (TrainSpec, usize) {
+    let (in_rows, out_rows) = (rng.random_range(1..30), rng.random_range(1..42));
+    let dim = [1, 7, 8, 31, 32, 33, 64, 65, rng.random_range(2..300)][rng.random_range(0..9)];
+    let items = rng.random_range(1..60);
+    let spec = TrainSpec {
+        in_rows,
+        out_rows,
+        dim,
+        output,
+        max_items: items + 3,
+        max_inputs: 6 * (items + 3),
+        max_targets: 20 * (items + 3) + 1,
+        row_cap,
+    };
+    (spec, items)
+}
+
 fn rel(gpu: &[f32], cpu: &[f32]) -> f64 {
     rel_error(&common::to_f64(gpu), &common::to_f64(cpu))
 }
@@ -285,30 +313,25 @@ fn delta(after: &[f32], before: &[f32]) -> Vec<f32> {
 }
 
 /// Runs one random batch through the GPU kernels one at a time and through their CPU twins:
-/// the gradient kernel from the same weights, each apply kernel from the GPU's own
-/// gradients (so each kernel is checked on its own), and the loss sum.
+/// the gradient kernel from the same weights, then the apply kernel from the GPU's own
+/// gradients (so each kernel is checked on its own). The batch goes into a random one of
+/// three batch slots, so the slots' offsets are checked too.
 fn check_train_kernels(
     gpu: &recur::Gpu,
     rng: &mut rand::rngs::StdRng,
     output: TrainOutput,
     row_cap: u32,
+    kernel: GradientKernel,
 ) {
-    let (in_rows, out_rows) = (rng.random_range(1..30), rng.random_range(1..30));
-    let dim = [1, 7, 8, 64, 65, rng.random_range(2..100)][rng.random_range(0..6)];
-    let items = rng.random_range(1..60);
-    let spec = TrainSpec {
-        in_rows,
-        out_rows,
-        dim,
-        output,
-        max_items: items + 3,
-        max_inputs: 6 * (items + 3),
-        max_targets: 11 * (items + 3) + 1,
-        row_cap,
-    };
-    let what =
-        format!("{output:?} rows {in_rows}/{out_rows} dim {dim} items {items} cap {row_cap}");
-    let batch = random_batch(rng, &spec, items);
+    let (spec, items) = random_spec(rng, output, row_cap);
+    let dim = spec.dim;
+    let (in_rows, out_rows) = (spec.in_rows, spec.out_rows);
+    let slot = rng.random_range(0..3);
+    let what = format!(
+        "{kernel:?} {output:?} rows {in_rows}/{out_rows} dim {dim} items {items} cap {row_cap} \
+         slot {slot}"
+    );
+    let batch = random_batch(rng, &spec, items, 20);
     let mut packed = PackedBatch::default();
     BatchPacker::default()
         .pack(&spec, &batch, &mut packed)
@@ -318,8 +341,14 @@ fn check_train_kernels(
     let alpha = 0.5;
     let syn0 = common::random_vec(rng, in_rows * dim);
     let syn1 = common::random_vec(rng, out_rows * dim);
-    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, 4).unwrap();
-    plan.write_batch(&packed, alpha, 2).unwrap();
+    let options = PlanOptions {
+        gradient_kernel: kernel,
+        batch_slots: 3,
+        loss_slots: 4,
+    };
+    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, &options).unwrap();
+    assert_eq!(plan.options().batch_slots, 3);
+    plan.write_batch(slot, &packed, alpha, 2).unwrap();
 
     let grad_len = match output {
         TrainOutput::Sampled => batch.target_slots(),
@@ -327,11 +356,7 @@ fn check_train_kernels(
     };
     let (mut hidden, mut hidden_grad) = (vec![f32::NAN; items * dim], vec![f32::NAN; items * dim]);
     let (mut grads, mut item_loss) = (vec![f32::NAN; grad_len], vec![f32::NAN; items]);
-    let gradients = match output {
-        TrainOutput::Sampled => twin::sampled_gradients,
-        TrainOutput::Softmax => twin::softmax_gradients,
-    };
-    gradients(
+    twin::gradients_for(output)(
         &spec,
         &packed,
         alpha,
@@ -343,7 +368,7 @@ fn check_train_kernels(
         &mut item_loss,
     );
     let mut rec = Recorder::new(gpu);
-    plan.record_gradients(&mut rec).unwrap();
+    plan.record_gradients(slot, &mut rec).unwrap();
     rec.submit().unwrap();
     // The plan's written-only buffers start as NaN, so an unwritten element fails here.
     let g_hidden = plan.hidden().read_range(0, items * dim).unwrap();
@@ -361,22 +386,20 @@ fn check_train_kernels(
         assert!(e < 1e-5 || (g == c), "{what}: {name} rel error {e}");
     }
 
-    // The apply kernels, from the GPU's gradients.
+    // The apply kernel, from the GPU's gradients.
     let (mut syn0_cpu, mut syn1_cpu) = (syn0.clone(), syn1.clone());
-    match output {
-        TrainOutput::Sampled => {
-            twin::apply_output(&spec, &packed, &g_grads, &g_hidden, &mut syn1_cpu)
-        }
-        TrainOutput::Softmax => {
-            twin::apply_output_dense(&spec, &packed, &g_grads, &g_hidden, &mut syn1_cpu)
-        }
-    }
-    twin::apply_input(&spec, &packed, &g_hidden_grad, &mut syn0_cpu);
-    let loss_cpu = twin::sum_loss(&packed, &g_loss);
+    let loss_cpu = twin::apply_for(output)(
+        &spec,
+        &packed,
+        &g_grads,
+        &g_hidden,
+        &g_hidden_grad,
+        &g_loss,
+        &mut syn0_cpu,
+        &mut syn1_cpu,
+    );
     let mut rec = Recorder::new(gpu);
-    plan.record_apply_output(&mut rec).unwrap();
-    plan.record_apply_input(&mut rec).unwrap();
-    plan.record_sum_loss(&mut rec);
+    plan.record_apply(slot, &mut rec).unwrap();
     rec.submit().unwrap();
     let syn0_gpu = plan.syn0().to_vec().unwrap();
     let syn1_gpu = plan.syn1().to_vec().unwrap();
@@ -414,8 +437,10 @@ fn check_train_kernels(
 fn sampled_train_kernels_match_their_cpu_twins() {
     let Some(gpu) = common::gpu() else { return };
     let mut rng = common::rng("w2v_train_sampled");
-    for row_cap in [0, 0, 0, 3, 1] {
-        check_train_kernels(&gpu, &mut rng, TrainOutput::Sampled, row_cap);
+    for kernel in KERNELS {
+        for row_cap in [0, 0, 0, 0, 3, 1] {
+            check_train_kernels(&gpu, &mut rng, TrainOutput::Sampled, row_cap, kernel);
+        }
     }
 }
 
@@ -423,8 +448,111 @@ fn sampled_train_kernels_match_their_cpu_twins() {
 fn softmax_train_kernels_match_their_cpu_twins() {
     let Some(gpu) = common::gpu() else { return };
     let mut rng = common::rng("w2v_train_softmax");
-    for row_cap in [0, 0, 0, 5] {
-        check_train_kernels(&gpu, &mut rng, TrainOutput::Softmax, row_cap);
+    for kernel in KERNELS {
+        for row_cap in [0, 0, 0, 0, 5] {
+            check_train_kernels(&gpu, &mut rng, TrainOutput::Softmax, row_cap, kernel);
+        }
+    }
+}
+
+/// Several random batches recorded into one submit, each in its own slot, against the same
+/// batches submitted one at a time (the same bits: a batch sees every earlier batch's update
+/// however they were submitted) and against the CPU twins run batch after batch.
+#[test]
+fn batches_in_one_submit_run_in_order_as_one_submit_each() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("w2v_train_one_submit");
+    for (kernel, output) in [
+        (GradientKernel::Rows, TrainOutput::Sampled),
+        (GradientKernel::PerItem, TrainOutput::Sampled),
+        (GradientKernel::Rows, TrainOutput::Softmax),
+        (GradientKernel::PerItem, TrainOutput::Softmax),
+    ] {
+        let row_cap = rng.random_range(0..4);
+        let (spec, items) = random_spec(&mut rng, output, row_cap);
+        let n = rng.random_range(2..6);
+        let what = format!("{kernel:?} {output:?} dim {} {n} batches", spec.dim);
+        let mut packer = BatchPacker::default();
+        let batches: Vec<PackedBatch> = (0..n)
+            .map(|_| {
+                let items = rng.random_range(1..=items);
+                let mut packed = PackedBatch::default();
+                let batch = random_batch(&mut rng, &spec, items, 12);
+                packer.pack(&spec, &batch, &mut packed).unwrap();
+                packed
+            })
+            .collect();
+        // A learning rate low enough that n steps stay near the twins' rounding.
+        let alphas: Vec<f32> = (0..n).map(|_| rng.random_range(0.01..0.1)).collect();
+        let syn0 = common::random_vec(&mut rng, spec.in_rows * spec.dim);
+        let syn1 = common::random_vec(&mut rng, spec.out_rows * spec.dim);
+        let plan = |slots| {
+            let options = PlanOptions {
+                gradient_kernel: kernel,
+                batch_slots: slots,
+                loss_slots: n,
+            };
+            TrainPlan::new(&gpu, &spec, &syn0, &syn1, &options).unwrap()
+        };
+        let mut together = plan(n);
+        let mut rec = Recorder::new(&gpu);
+        for (k, b) in batches.iter().enumerate() {
+            together.write_batch(k, b, alphas[k], k).unwrap();
+            together.record(k, &mut rec).unwrap();
+        }
+        // A slot recorded into work not yet submitted cannot take another batch.
+        let e = together.write_batch(0, &batches[0], 0.1, 0).unwrap_err();
+        assert!(format!("{e:#}").contains("not yet submitted"), "{e:#}");
+        rec.submit().unwrap();
+        let mut apart = plan(1);
+        for (k, b) in batches.iter().enumerate() {
+            apart.write_batch(0, b, alphas[k], k).unwrap();
+            let mut rec = Recorder::new(&gpu);
+            apart.record(0, &mut rec).unwrap();
+            rec.submit().unwrap();
+        }
+        for (name, a, b) in [
+            ("input", together.syn0(), apart.syn0()),
+            ("output", together.syn1(), apart.syn1()),
+            ("losses", together.loss_slots(), apart.loss_slots()),
+        ] {
+            let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+            let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{what}: {name} differ");
+        }
+        let (mut syn0_cpu, mut syn1_cpu) = (syn0.clone(), syn1.clone());
+        let mut losses = Vec::new();
+        for (k, b) in batches.iter().enumerate() {
+            let (ni, d) = (b.items(), spec.dim);
+            let grad_len = match output {
+                TrainOutput::Sampled => b.layout.target_slots(),
+                TrainOutput::Softmax => ni * spec.out_rows,
+            };
+            let (mut h, mut hg) = (vec![f32::NAN; ni * d], vec![f32::NAN; ni * d]);
+            let (mut g, mut l) = (vec![f32::NAN; grad_len], vec![f32::NAN; ni]);
+            twin::gradients_for(output)(
+                &spec, b, alphas[k], &syn0_cpu, &syn1_cpu, &mut h, &mut hg, &mut g, &mut l,
+            );
+            losses.push(twin::apply_for(output)(
+                &spec,
+                b,
+                &g,
+                &h,
+                &hg,
+                &l,
+                &mut syn0_cpu,
+                &mut syn1_cpu,
+            ));
+        }
+        for (name, gpu_after, cpu_after, before) in [
+            ("input", together.syn0().to_vec().unwrap(), syn0_cpu, &syn0),
+            ("output", together.syn1().to_vec().unwrap(), syn1_cpu, &syn1),
+        ] {
+            let e = rel(&delta(&gpu_after, before), &delta(&cpu_after, before));
+            assert!(e < 1e-4, "{what}: {name} change rel error {e}");
+        }
+        let e = rel(&together.loss_slots().to_vec().unwrap(), &losses);
+        assert!(e < 1e-5, "{what}: losses rel error {e}");
     }
 }
 
@@ -441,7 +569,7 @@ fn the_packed_batch_indexes_every_slot_once_in_item_order() {
         max_targets: 440,
         row_cap: 0,
     };
-    let batch = random_batch(&mut rng, &spec, 40);
+    let batch = random_batch(&mut rng, &spec, 40, 11);
     let mut packed = PackedBatch::default();
     BatchPacker::default()
         .pack(&spec, &batch, &mut packed)
@@ -555,6 +683,22 @@ fn small_gpu_config(arch: Arch, output: Output) -> Config {
     }
 }
 
+/// Trains with the gradient kernel and batches per submit given.
+fn train_using(
+    corpus: &std::path::Path,
+    cfg: &Config,
+    gpu: &recur::Gpu,
+    gradient_kernel: GradientKernel,
+    batches_per_submit: usize,
+) -> (recur::word2vec::KeyedVectors, recur::word2vec::TrainReport) {
+    let vocab = recur::word2vec::Vocab::scan(corpus, cfg.min_count, cfg.max_vocab).unwrap();
+    let options = GpuTrainOptions {
+        gradient_kernel,
+        batches_per_submit,
+    };
+    recur::word2vec::train_with_vocab_gpu_using(corpus, &vocab, cfg, gpu, &options).unwrap()
+}
+
 #[test]
 fn gpu_trainer_repeats_bit_for_bit_for_a_seed() {
     let Some(gpu) = common::gpu() else { return };
@@ -564,15 +708,41 @@ fn gpu_trainer_repeats_bit_for_bit_for_a_seed() {
     let cfg = Config {
         sample: 1e-2,
         epochs: 2,
+        gpu_batch: 64,
         ..small_gpu_config(Arch::SkipGram, Output::Negative(3))
     };
-    let (a, ra) = recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap();
-    let (b, rb) = recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap();
-    assert_eq!(a.data(), b.data());
-    assert_eq!(ra.epoch_loss, rb.epoch_loss);
-    assert_eq!(ra.words, 2 * 9000);
-    let (c, _) = recur::word2vec::train_gpu(&corpus, &Config { seed: 6, ..cfg }, &gpu).unwrap();
-    assert_ne!(a.data(), c.data());
+    let mut runs = Vec::new();
+    for kernel in KERNELS {
+        let (a, ra) = train_using(&corpus, &cfg, &gpu, kernel, 32);
+        let (b, rb) = train_using(&corpus, &cfg, &gpu, kernel, 32);
+        assert_eq!(a.data(), b.data(), "{kernel:?}");
+        assert_eq!(ra.epoch_loss, rb.epoch_loss, "{kernel:?}");
+        assert_eq!(ra.words, 2 * 9000);
+        // One batch per submit, built on one host thread: the same batches in the same
+        // order, so the same bits.
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (c, rc) = one_thread.install(|| train_using(&corpus, &cfg, &gpu, kernel, 1));
+        assert_eq!(a.data(), c.data(), "{kernel:?}, one batch per submit");
+        assert_eq!(
+            ra.epoch_loss, rc.epoch_loss,
+            "{kernel:?}, one batch per submit"
+        );
+        runs.push((kernel, a));
+    }
+    let seed6 = Config {
+        seed: 6,
+        ..cfg.clone()
+    };
+    let (e, _) = train_using(&corpus, &seed6, &gpu, KERNELS[0], 32);
+    assert_ne!(runs[0].1.data(), e.data());
+    // The trainer's default: the kernel made for the adapter, the same bits.
+    let (d, _) = recur::word2vec::train_gpu(&corpus, &cfg, &gpu).unwrap();
+    let own = GradientKernel::for_adapter(&gpu);
+    let run = runs.iter().find(|r| r.0 == own).unwrap();
+    assert_eq!(run.1.data(), d.data(), "{own:?}");
 }
 
 #[test]
@@ -583,15 +753,68 @@ fn gpu_trainer_recovers_planted_neighbours_for_every_architecture_and_output_lay
     let corpus = common::planted::corpus(&dir);
     for arch in [Arch::SkipGram, Arch::Cbow] {
         for output in [Output::Negative(5), Output::Hierarchical, Output::Softmax] {
-            let what = format!("GPU {arch:?} {output:?}");
-            let (kv, report) =
-                recur::word2vec::train_gpu(&corpus, &small_gpu_config(arch, output), &gpu).unwrap();
-            let first = report.epoch_loss[0];
-            let last = *report.epoch_loss.last().unwrap();
-            eprintln!("{what}: loss per epoch {:?}", report.epoch_loss);
-            assert!(last < first, "{what}: loss {first} -> {last}");
-            common::planted::assert_recovered(&kv, &what);
+            let cfg = small_gpu_config(arch, output);
+            let mut losses = Vec::new();
+            for kernel in KERNELS {
+                let what = format!("GPU {kernel:?} {arch:?} {output:?}");
+                let (kv, report) = train_using(&corpus, &cfg, &gpu, kernel, 32);
+                let first = report.epoch_loss[0];
+                let last = *report.epoch_loss.last().unwrap();
+                eprintln!("{what}: loss per epoch {:?}", report.epoch_loss);
+                assert!(last < first, "{what}: loss {first} -> {last}");
+                common::planted::assert_recovered(&kv, &what);
+                losses.push(report.epoch_loss);
+            }
+            // The two gradient kernels differ only in the order of their sums: over a whole
+            // run their losses stay together.
+            let e = rel_error(&losses[0], &losses[1]);
+            assert!(
+                e < 1e-4,
+                "{arch:?} {output:?}: the kernels' losses differ by {e}"
+            );
         }
+    }
+}
+
+/// The cost model's plan of a run (its host side alone) has the trainer's batches and
+/// submits: two dispatches a batch, as many submits (besides the loss readbacks).
+#[test]
+fn the_cost_plan_counts_the_trainers_dispatches_and_submits() {
+    if common::gpu().is_none() {
+        return;
+    }
+    // A device of its own: the counters of the shared one move with the other tests.
+    let gpu = recur::Gpu::new().unwrap();
+    let dir = std::env::temp_dir().join(format!("recur-w2v-gpu-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = common::planted::corpus(&dir);
+    for (output, slots) in [(Output::Negative(3), 32), (Output::Softmax, 5)] {
+        let cfg = Config {
+            epochs: 2,
+            gpu_batch: 100,
+            ..small_gpu_config(Arch::SkipGram, output)
+        };
+        let vocab = recur::word2vec::Vocab::scan(&corpus, cfg.min_count, None).unwrap();
+        let options = GpuTrainOptions {
+            gradient_kernel: GradientKernel::Rows,
+            batches_per_submit: slots,
+        };
+        let planned = recur::word2vec::plan_run(&corpus, &vocab, &cfg, &options).unwrap();
+        let before = gpu.counters();
+        let (_, report) =
+            recur::word2vec::train_with_vocab_gpu_using(&corpus, &vocab, &cfg, &gpu, &options)
+                .unwrap();
+        let after = gpu.counters();
+        assert_eq!(after.dispatches - before.dispatches, 2 * planned.batches);
+        let submits = (after.submits - after.readbacks) - (before.submits - before.readbacks);
+        assert_eq!(submits, planned.submits, "{output:?}");
+        assert!(planned.submits < planned.batches, "{output:?}");
+        assert_eq!(planned.effective_words, report.effective_words);
+        assert_eq!(planned.kernels.map(|k| k.dispatches), [planned.batches; 2]);
+        assert!(planned
+            .kernels
+            .iter()
+            .all(|k| k.cost.flops > 0 && k.cost.bytes_read > 0));
     }
 }
 
@@ -602,19 +825,16 @@ fn gpu_trainer_trains_a_one_word_vocabulary() {
     std::fs::create_dir_all(&dir).unwrap();
     let one = dir.join("one.txt");
     std::fs::write(&one, "a a a a\na a\n").unwrap();
-    for arch in [Arch::SkipGram, Arch::Cbow] {
-        for output in [Output::Negative(2), Output::Hierarchical, Output::Softmax] {
-            let cfg = small_gpu_config(arch, output);
-            let (kv, report) = recur::word2vec::train_gpu(&one, &cfg, &gpu).unwrap();
-            assert_eq!(kv.len(), 1);
-            assert!(
-                kv.data().iter().all(|x| x.is_finite()),
-                "{arch:?} {output:?}"
-            );
-            assert!(
-                report.epoch_loss.iter().all(|l| l.is_finite()),
-                "{arch:?} {output:?}"
-            );
+    for kernel in KERNELS {
+        for arch in [Arch::SkipGram, Arch::Cbow] {
+            for output in [Output::Negative(2), Output::Hierarchical, Output::Softmax] {
+                let what = format!("{kernel:?} {arch:?} {output:?}");
+                let cfg = small_gpu_config(arch, output);
+                let (kv, report) = train_using(&one, &cfg, &gpu, kernel, 32);
+                assert_eq!(kv.len(), 1);
+                assert!(kv.data().iter().all(|x| x.is_finite()), "{what}");
+                assert!(report.epoch_loss.iter().all(|l| l.is_finite()), "{what}");
+            }
         }
     }
 }
@@ -649,4 +869,46 @@ fn command_line_trains_on_the_gpu() {
         &recur::word2vec::load(&out).unwrap(),
         "recur word2vec --backend gpu",
     );
+}
+
+/// The cost model's time is its kernels' roofline times plus a launch per dispatch and the
+/// submits' overhead, from the plan of the run (no GPU needed).
+#[test]
+fn the_cost_model_adds_launches_and_submits_to_the_roofline() {
+    use recur::bench::word2vec::{model_gpu, H100_SXM};
+    let dir = std::env::temp_dir().join(format!("recur-w2v-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = dir.join("zipf.txt");
+    recur::bench::word2vec::synthetic_corpus(&corpus, 30_000, 500, 3).unwrap();
+    let cfg = Config {
+        arch: Arch::SkipGram,
+        min_count: 1,
+        epochs: 1,
+        ..Config::default()
+    };
+    let options = GpuTrainOptions {
+        gradient_kernel: GradientKernel::Rows,
+        batches_per_submit: 8,
+    };
+    let m = model_gpu(&corpus, &cfg, &options, "test".into(), 2, &H100_SXM).unwrap();
+    let p = &m.planned;
+    assert_eq!(p.words, 30_000);
+    assert_eq!(p.submits, p.batches.div_ceil(8));
+    assert_eq!(m.kernels.len(), 2);
+    let launches = (2 * p.batches) as f64 * 5e-6;
+    assert!((m.launch_sec - launches).abs() < 1e-12);
+    assert!((m.submit_sec[1] - p.submits as f64 * 50e-6).abs() < 1e-12);
+    let roofline: f64 = m
+        .kernels
+        .iter()
+        .map(|k| {
+            let bytes = (k.bytes_read + k.bytes_written) / 3.35e12;
+            (k.flops / 67e12).max(bytes) * k.dispatches as f64
+        })
+        .sum();
+    assert!((m.kernel_sec - roofline).abs() < 1e-9 * roofline.max(1.0));
+    let slow = p.words as f64 / (roofline + launches + m.submit_sec[1]);
+    assert!((m.words_per_sec[0] - slow).abs() < 1e-6 * slow);
+    let table = m.table();
+    assert!(table.contains("| sampled_gradients |") && table.contains("| apply_sparse |"));
 }

@@ -3,6 +3,7 @@
 pub mod charlm;
 pub mod gemm;
 pub mod recurrent;
+pub mod soak;
 pub mod word2vec;
 
 use std::time::Instant;

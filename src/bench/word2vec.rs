@@ -9,7 +9,11 @@ use serde::Serialize;
 
 use super::Stats;
 use crate::gpu::Gpu;
-use crate::word2vec::{train_with_vocab, train_with_vocab_gpu, Config, TrainReport, Vocab};
+use crate::word2vec::gpu_train::{KernelTotals, PlannedRun};
+use crate::word2vec::{
+    plan_run, train_with_vocab, train_with_vocab_gpu_using, Config, GpuTrainOptions, TrainReport,
+    Vocab,
+};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Word2VecCase {
@@ -37,11 +41,23 @@ pub fn measure(corpus: &Path, cfg: &Config, reps: usize) -> Result<Word2VecCase>
     })
 }
 
-/// As [`measure`], with the GPU trainer.
-pub fn measure_gpu(corpus: &Path, cfg: &Config, gpu: &Gpu, reps: usize) -> Result<Word2VecCase> {
-    let trainer = format!("GPU {}, batch {}", gpu.describe(), cfg.gpu_batch);
+/// As [`measure`], with the GPU trainer run with `options`.
+pub fn measure_gpu(
+    corpus: &Path,
+    cfg: &Config,
+    gpu: &Gpu,
+    options: &GpuTrainOptions,
+    reps: usize,
+) -> Result<Word2VecCase> {
+    let trainer = format!(
+        "GPU {}, batch {}, {:?} gradient kernel, {} batch(es) per submit",
+        gpu.describe(),
+        cfg.gpu_batch,
+        options.gradient_kernel,
+        options.batches_per_submit
+    );
     measure_with(corpus, cfg, reps, trainer, |vocab, cfg| {
-        train_with_vocab_gpu(corpus, vocab, cfg, gpu).map(|r| r.1)
+        train_with_vocab_gpu_using(corpus, vocab, cfg, gpu, options).map(|r| r.1)
     })
 }
 
@@ -77,6 +93,208 @@ fn measure_with(
         effective_words_per_sec: effective as f64 / seconds.median,
         final_loss,
     })
+}
+
+/// A GPU's peak figures and the overheads the cost model adds: stated assumptions, not
+/// measurements.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GpuModel {
+    pub name: &'static str,
+    /// Memory bandwidth, bytes per second.
+    pub bytes_per_sec: f64,
+    /// FP32 throughput, FLOPs per second.
+    pub flops_per_sec: f64,
+    pub sms: u32,
+    /// Invocations an SM holds at once.
+    pub threads_per_sm: u32,
+    /// Launch overhead of one dispatch, seconds.
+    pub launch_sec: f64,
+    /// Overhead of one submit, seconds: the low and the high end of the range assumed.
+    pub submit_sec: [f64; 2],
+}
+
+/// NVIDIA H100 SXM: 3.35 TB/s HBM3, 67 TFLOP/s FP32 (non-tensor), 132 SMs of 2,048 resident
+/// threads; about 5 us of launch per dispatch and 20-50 us per submit through wgpu
+/// (assumed).
+pub const H100_SXM: GpuModel = GpuModel {
+    name: "H100 SXM",
+    bytes_per_sec: 3.35e12,
+    flops_per_sec: 67e12,
+    sms: 132,
+    threads_per_sm: 2048,
+    launch_sec: 5e-6,
+    submit_sec: [20e-6, 50e-6],
+};
+
+/// One kernel's line of the cost table: per dispatch on average, and its modelled time.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelLine {
+    pub kernel: &'static str,
+    pub dispatches: u64,
+    pub workgroups: f64,
+    pub invocations: u32,
+    /// Invocations of a mean dispatch over what the GPU holds at once: below 1 the memory
+    /// system is not kept busy and the roofline time is optimistic.
+    pub fill: f64,
+    pub flops: f64,
+    pub bytes_read: f64,
+    pub bytes_written: f64,
+    /// max(FLOPs / peak, bytes / bandwidth) of a mean dispatch, seconds.
+    pub roofline_sec: f64,
+}
+
+/// The cost model of a GPU training run: its kernels' lines and the modelled time and
+/// speed on `gpu`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelledRun {
+    pub label: String,
+    pub gpu: GpuModel,
+    pub planned: PlannedRun,
+    /// Dispatches per batch (2 now; 4 before the apply kernels and the loss sum were fused).
+    pub dispatches_per_batch: u64,
+    pub kernels: Vec<KernelLine>,
+    /// Seconds on the GPU: kernels at their roofline time, then launches, then submits (at
+    /// the low and the high end of the submit overhead).
+    pub kernel_sec: f64,
+    pub launch_sec: f64,
+    pub submit_sec: [f64; 2],
+    /// Corpus words per second the model predicts (submit overhead high, low).
+    pub words_per_sec: [f64; 2],
+    /// Corpus words per second of the host side alone (reading, sampling, packing), as
+    /// measured here on all of rayon's threads and on one: the trainer cannot go faster than
+    /// its host.
+    pub host_words_per_sec: f64,
+    pub host_threads: usize,
+    pub host_words_per_sec_one_thread: f64,
+}
+
+impl ModelledRun {
+    /// Models `planned` on `gpu`, with `dispatches_per_batch` launches per batch (the kernels'
+    /// work is the same however it is split).
+    /// `one_thread` is the same run's host side on one thread.
+    pub fn new(
+        label: String,
+        planned: PlannedRun,
+        one_thread: &PlannedRun,
+        gpu: &GpuModel,
+        dispatches_per_batch: u64,
+    ) -> Self {
+        let line = |k: &KernelTotals| {
+            let n = k.dispatches.max(1) as f64;
+            let c = &k.cost;
+            let (flops, read, written) = (
+                c.flops as f64 / n,
+                c.bytes_read as f64 / n,
+                c.bytes_written as f64 / n,
+            );
+            KernelLine {
+                kernel: c.kernel,
+                dispatches: k.dispatches,
+                workgroups: c.workgroups as f64 / n,
+                invocations: c.invocations,
+                fill: c.workgroups as f64 / n * c.invocations as f64
+                    / (gpu.sms as f64 * gpu.threads_per_sm as f64),
+                flops,
+                bytes_read: read,
+                bytes_written: written,
+                roofline_sec: (flops / gpu.flops_per_sec).max((read + written) / gpu.bytes_per_sec),
+            }
+        };
+        let kernels: Vec<KernelLine> = planned.kernels.iter().map(line).collect();
+        let kernel_sec: f64 = kernels
+            .iter()
+            .map(|k| k.roofline_sec * k.dispatches as f64)
+            .sum();
+        let launch_sec = (planned.batches * dispatches_per_batch) as f64 * gpu.launch_sec;
+        let submit_sec = gpu.submit_sec.map(|s| planned.submits as f64 * s);
+        let words = planned.words as f64;
+        let words_per_sec = [
+            words / (kernel_sec + launch_sec + submit_sec[1]),
+            words / (kernel_sec + launch_sec + submit_sec[0]),
+        ];
+        Self {
+            label,
+            gpu: *gpu,
+            host_words_per_sec: words / planned.host_seconds,
+            host_threads: rayon::current_num_threads(),
+            host_words_per_sec_one_thread: words / one_thread.host_seconds,
+            planned,
+            dispatches_per_batch,
+            kernels,
+            kernel_sec,
+            launch_sec,
+            submit_sec,
+            words_per_sec,
+        }
+    }
+
+    /// The model as a Markdown table, then its totals.
+    pub fn table(&self) -> String {
+        let p = &self.planned;
+        let mut t = format!(
+            "{} on {} (modelled): {} batches, {} submits, {} dispatches per batch\n\
+             | kernel | dispatches | workgroups x invocations | fill | MFLOP | MB read | MB written | roofline us |\n\
+             |---|---|---|---|---|---|---|---|\n",
+            self.label, self.gpu.name, p.batches, p.submits, self.dispatches_per_batch
+        );
+        for k in &self.kernels {
+            t += &format!(
+                "| {} | {} | {:.0} x {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                k.kernel,
+                k.dispatches,
+                k.workgroups,
+                k.invocations,
+                k.fill,
+                k.flops / 1e6,
+                k.bytes_read / 1e6,
+                k.bytes_written / 1e6,
+                k.roofline_sec * 1e6
+            );
+        }
+        let per_batch = |s: f64| s / p.batches.max(1) as f64 * 1e6;
+        t += &format!(
+            "per batch: kernels {:.2} us + launches {:.2} us + submits {:.2}-{:.2} us; \
+             {:.2}-{:.2}M words/s modelled; {:.0} KB uploaded per batch ({:.2} GB/s at that \
+             speed); the host alone (measured here) {:.2}M words/s on {} threads, {:.2}M on 1",
+            per_batch(self.kernel_sec),
+            per_batch(self.launch_sec),
+            per_batch(self.submit_sec[0]),
+            per_batch(self.submit_sec[1]),
+            self.words_per_sec[0] / 1e6,
+            self.words_per_sec[1] / 1e6,
+            p.upload_bytes as f64 / p.batches.max(1) as f64 / 1e3,
+            p.upload_bytes as f64 / p.words as f64 * self.words_per_sec[1] / 1e9,
+            self.host_words_per_sec / 1e6,
+            self.host_threads,
+            self.host_words_per_sec_one_thread / 1e6
+        );
+        t
+    }
+}
+
+/// The cost model of the GPU trainer on `corpus` with `cfg` and `options` (its host side
+/// run once, no GPU needed).
+pub fn model_gpu(
+    corpus: &Path,
+    cfg: &Config,
+    options: &GpuTrainOptions,
+    label: String,
+    dispatches_per_batch: u64,
+    gpu: &GpuModel,
+) -> Result<ModelledRun> {
+    let vocab = Vocab::scan(corpus, cfg.min_count, cfg.max_vocab)?;
+    let planned = plan_run(corpus, &vocab, cfg, options)?;
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()?
+        .install(|| plan_run(corpus, &vocab, cfg, options))?;
+    Ok(ModelledRun::new(
+        label,
+        planned,
+        &one_thread,
+        gpu,
+        dispatches_per_batch,
+    ))
 }
 
 /// Writes a corpus of `words` tokens drawn from a Zipf distribution over `vocab` words

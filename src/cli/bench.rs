@@ -3,14 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::bench::{cpu_name, gemm, recurrent, Stats};
+use crate::bench::{cpu_name, gemm, recurrent, soak, Stats};
 use crate::cpu;
 use crate::gpu::Gpu;
+use crate::memory::{bytes_of, product, sum, Budget};
 use crate::ops::recurrent::CellKind;
+use crate::train::footprint::{check_stack_run, Footprint, RunShape, StackShape};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -68,6 +70,27 @@ enum What {
         /// file).
         #[arg(long)]
         corpus: Option<PathBuf>,
+    },
+    /// Memory over long runs of `recur train` (its model, evaluations and checkpoints):
+    /// resident memory and the device memory wgpu holds for buffers, sampled every
+    /// --every steps, must not grow by more than --tolerance percent after the warm-up.
+    /// 10,000 steps on the CPU and 2,000 on the GPU (--quick: 1,000 and 200).
+    Soak {
+        /// CPU training steps (0: no CPU run).
+        #[arg(long)]
+        cpu_steps: Option<u64>,
+        /// GPU training steps (0: no GPU run).
+        #[arg(long)]
+        gpu_steps: Option<u64>,
+        /// Steps between samples (default 100; --quick: 20).
+        #[arg(long)]
+        every: Option<u64>,
+        /// The warm-up, as a fraction of each run's steps (rounded up to a sample).
+        #[arg(long, default_value_t = 0.2)]
+        warmup: f64,
+        /// Largest growth allowed after the warm-up, in percent.
+        #[arg(long, default_value_t = 1.0)]
+        tolerance: f64,
     },
     /// Training steps and characters per second of `recur train`'s language model, GPU
     /// against CPU (defaults: `recur train`'s model and batch).
@@ -217,12 +240,140 @@ pub fn run(args: Args) -> Result<()> {
             batch,
             seq_len,
         }) => bench_charlm(gpu.as_ref(), hidden, batch, seq_len, &args, &head),
+        Some(What::Soak {
+            cpu_steps,
+            gpu_steps,
+            every,
+            warmup,
+            tolerance,
+        }) => {
+            let (cpu_default, gpu_default, every_default) = if args.quick {
+                (1_000, 200, 20)
+            } else {
+                (10_000, 2_000, 100)
+            };
+            let plan = SoakPlan {
+                cpu_steps: cpu_steps.unwrap_or(cpu_default),
+                gpu_steps: gpu_steps.unwrap_or(gpu_default),
+                every: every.unwrap_or(every_default),
+                warmup,
+                tolerance,
+            };
+            bench_soak(gpu.as_ref(), &plan, &args, &head)
+        }
     }
+}
+
+struct SoakPlan {
+    cpu_steps: u64,
+    gpu_steps: u64,
+    every: u64,
+    warmup: f64,
+    tolerance: f64,
+}
+
+fn bench_soak(gpu: Option<&Gpu>, plan: &SoakPlan, args: &Args, head: &Header) -> Result<()> {
+    ensure!(
+        plan.warmup.is_finite() && (0.0..1.0).contains(&plan.warmup),
+        "--warmup {}: expected a fraction in [0, 1)",
+        plan.warmup
+    );
+    ensure!(
+        plan.tolerance.is_finite() && plan.tolerance >= 0.0,
+        "--tolerance {}: expected a percentage >= 0",
+        plan.tolerance
+    );
+    ensure!(plan.every > 0, "--every 0: expected at least 1 step");
+    let mut runs = Vec::new();
+    // The CPU run, then the GPU run where there is a GPU (not --cpu-only).
+    let backends = [(None, plan.cpu_steps, false), (gpu, plan.gpu_steps, true)];
+    for (device, steps, on_gpu) in backends {
+        if steps == 0 || (on_gpu && device.is_none()) {
+            continue;
+        }
+        let warmup = ((steps as f64 * plan.warmup) as u64).div_ceil(plan.every) * plan.every;
+        let opts = soak::SoakOptions {
+            charlm: crate::train::charlm::CharLmOptions {
+                train_steps: steps,
+                ..Default::default()
+            },
+            every: plan.every,
+            warmup,
+            tolerance: plan.tolerance / 100.0,
+        };
+        let name = device.map_or("CPU".to_string(), |g| g.describe());
+        println!(
+            "soak on {name}: {steps} steps of `recur train`'s model, memory every {} steps, \
+             judged after step {warmup}",
+            plan.every
+        );
+        println!(
+            "{:>7} {:>12} {:>12} {:>9}",
+            "step", "resident", "device", "seconds"
+        );
+        let mb = |b: Option<u64>| {
+            b.map_or("-".to_string(), |b| {
+                format!("{:.2} MiB", b as f64 / 1048576.0)
+            })
+        };
+        let run = soak::soak(device, &opts, |s| {
+            println!(
+                "{:>7} {:>12} {:>12} {:>9.1}",
+                s.step,
+                mb(s.resident),
+                mb(s.device),
+                s.seconds
+            );
+        })?;
+        for (what, g) in [("resident", run.resident), ("device", run.device)] {
+            match g {
+                Some(g) => println!(
+                    "{what}: {} at step {}, then {} to {} (largest at step {}), last {}: {:+.3}%",
+                    mb(Some(g.baseline)),
+                    g.baseline_step,
+                    mb(Some(g.min_after)),
+                    mb(Some(g.max_after)),
+                    g.max_step,
+                    mb(Some(g.last)),
+                    100.0 * g.growth
+                ),
+                None => println!("{what}: not measured here"),
+            }
+        }
+        println!("{} steps in {:.1} s", run.steps, run.seconds);
+        runs.push(run);
+    }
+    if let Some(path) = &args.json {
+        let path = json_path(path, "soak");
+        write_json(&path, &serde_json::json!({ "header": head, "runs": runs }))?;
+        println!("wrote {}", path.display());
+    }
+    for run in &runs {
+        run.check()?;
+    }
+    println!("memory flat within {}% after the warm-up", plan.tolerance);
+    Ok(())
 }
 
 fn gemm_shapes(shapes: &[String], quick: bool) -> Result<Vec<(usize, usize, usize)>> {
     if !shapes.is_empty() {
-        return shapes.iter().map(|s| parse_shape(s)).collect();
+        return shapes
+            .iter()
+            .map(|s| {
+                let (m, n, k) = parse_shape(s)?;
+                // A, B and the two results (CPU and GPU) of the comparison.
+                let values = sum([
+                    product(&[m, k]),
+                    product(&[k, n]),
+                    product(&[m, n]).and_then(|c| c.checked_mul(2)),
+                ]);
+                Budget::host().check(
+                    format_args!("--shapes {s} (A, B and two results)"),
+                    values.and_then(|v| bytes_of(v, 4)),
+                )?;
+                Ok((m, n, k))
+            })
+            .collect();
     }
     Ok(if quick {
         vec![(256, 256, 256), (32, 1024, 256)]
@@ -253,6 +404,17 @@ fn rnn_cases(
         for s in shapes {
             let (h, b, t) = parse_shape(s)?;
             for &cell in &cells {
+                let stack = StackShape {
+                    cell,
+                    input_size: h,
+                    hidden_size: h,
+                    num_layers: layers.max(1),
+                    directions: if bidirectional { 2 } else { 1 },
+                };
+                let rows = (t as u64).saturating_mul(b as u64);
+                check_stack_run(&stack, rows, true, &Budget::host()).map_err(|e| {
+                    super::name_options(e, || format!("--shapes {s} --layers {layers}"))
+                })?;
                 cases.push(
                     recurrent::RecurrentCase::new(cell, h, b, t).with_layers(layers, bidirectional),
                 );
@@ -451,7 +613,10 @@ fn bench_rnn(
 struct Word2VecReport<'a> {
     header: &'a Header,
     recur: crate::bench::word2vec::Word2VecCase,
-    recur_gpu: Option<crate::bench::word2vec::Word2VecCase>,
+    /// The GPU trainer's variants side by side (empty without a GPU).
+    recur_gpu: Vec<crate::bench::word2vec::Word2VecCase>,
+    /// The cost model of the GPU trainer before and after on an H100 (no GPU needed).
+    gpu_model: Vec<crate::bench::word2vec::ModelledRun>,
     gensim: Option<serde_json::Value>,
     top_k: crate::bench::word2vec::TopKCase,
 }
@@ -462,8 +627,11 @@ fn bench_word2vec(
     args: &Args,
     header: &Header,
 ) -> Result<()> {
-    use crate::bench::word2vec::{measure, measure_gpu, measure_top_k, synthetic_corpus};
-    use crate::word2vec::Config;
+    use crate::bench::word2vec::{
+        measure, measure_gpu, measure_top_k, model_gpu, synthetic_corpus, H100_SXM,
+    };
+    use crate::gpu::word2vec_train::GradientKernel;
+    use crate::word2vec::{Config, GpuTrainOptions};
     let tmp;
     let corpus = match corpus {
         Some(c) => c.to_path_buf(),
@@ -483,8 +651,57 @@ fn bench_word2vec(
     };
     let reps = if args.quick { 1 } else { 3 };
     let recur = measure(&corpus, &cfg, reps)?;
-    // One run: on a software adapter the GPU trainer takes minutes where the CPU takes seconds.
-    let recur_gpu = gpu.map(|g| measure_gpu(&corpus, &cfg, g, 1)).transpose()?;
+    // The GPU trainer as it was (the per-item gradient kernel, one submit per batch) and as
+    // it is, in this run: one run each, as on a software adapter the GPU trainer takes
+    // minutes where the CPU takes seconds.
+    let variants = [
+        (GradientKernel::PerItem, 1),
+        (
+            GradientKernel::PerItem,
+            crate::word2vec::gpu_train::BATCHES_PER_SUBMIT,
+        ),
+        (
+            GradientKernel::Rows,
+            crate::word2vec::gpu_train::BATCHES_PER_SUBMIT,
+        ),
+    ];
+    let mut recur_gpu = Vec::new();
+    if let Some(g) = gpu {
+        for (gradient_kernel, batches_per_submit) in variants {
+            let options = GpuTrainOptions {
+                gradient_kernel,
+                batches_per_submit,
+            };
+            recur_gpu.push(measure_gpu(&corpus, &cfg, g, &options, 1)?);
+        }
+    }
+    let gpu_model = vec![
+        model_gpu(
+            &corpus,
+            &cfg,
+            &GpuTrainOptions {
+                gradient_kernel: GradientKernel::PerItem,
+                batches_per_submit: 1,
+            },
+            "before: per-item gradient kernel, 4 dispatches and 1 submit per batch".into(),
+            4,
+            &H100_SXM,
+        )?,
+        model_gpu(
+            &corpus,
+            &cfg,
+            &GpuTrainOptions {
+                gradient_kernel: GradientKernel::Rows,
+                batches_per_submit: crate::word2vec::gpu_train::BATCHES_PER_SUBMIT,
+            },
+            format!(
+                "after: row-parallel gradient kernel, 2 dispatches per batch, {} batches per submit",
+                crate::word2vec::gpu_train::BATCHES_PER_SUBMIT
+            ),
+            2,
+            &H100_SXM,
+        )?,
+    ];
     let gensim = if args.no_torch {
         None
     } else {
@@ -517,7 +734,7 @@ fn bench_word2vec(
     };
     println!(
         "word2vec skip-gram, negative 5, size {}, window {}, sample {}, {} epoch(s), vocabulary {}, \
-         {} words an epoch:\n  recur {}: {:.0} words/s, last-epoch loss {:.4}\n  recur {}\n  gensim {}",
+         {} words an epoch:\n  recur {}: {:.0} words/s, last-epoch loss {:.4}\n{}  gensim {}",
         cfg.size,
         cfg.window,
         cfg.sample,
@@ -527,15 +744,27 @@ fn bench_word2vec(
         recur.trainer,
         recur.words_per_sec,
         recur.final_loss,
-        recur_gpu.as_ref().map_or("GPU: not used".to_string(), |g| format!(
-            "{}: {:.0} words/s, last-epoch loss {:.4}",
-            g.trainer, g.words_per_sec, g.final_loss
-        )),
+        if recur_gpu.is_empty() {
+            "  recur GPU: not used\n".to_string()
+        } else {
+            recur_gpu
+                .iter()
+                .map(|g| {
+                    format!(
+                        "  recur {}: {:.0} words/s, last-epoch loss {:.4}\n",
+                        g.trainer, g.words_per_sec, g.final_loss
+                    )
+                })
+                .collect::<String>()
+        },
         gensim
             .as_ref()
             .and_then(|g| g["words_per_sec"].as_f64())
             .map_or("not installed".to_string(), |w| format!("{w:.0} words/s"))
     );
+    for m in &gpu_model {
+        println!("{}", m.table());
+    }
     let rows = if args.quick { 20_000 } else { 100_000 };
     let top_k = measure_top_k(gpu, rows, 100, 10, if args.quick { 3 } else { 10 })?;
     println!(
@@ -559,6 +788,7 @@ fn bench_word2vec(
                 header,
                 recur,
                 recur_gpu,
+                gpu_model,
                 gensim,
                 top_k,
             },
@@ -583,6 +813,23 @@ fn bench_charlm(
         ..Default::default()
     };
     let (warmup, reps) = if args.quick { (1, 5) } else { (2, 15) };
+    // Both trainers at once, on the shipped text's characters.
+    let text = crate::train::charlm::default_text();
+    let vocab = crate::train::charlm::CharVocab::from_text(&text)?.len();
+    let footprint = Footprint::of(&opts.model_spec(vocab))?;
+    let run = RunShape {
+        batch,
+        steps: seq_len,
+    };
+    let flags = || format!("--hidden {hidden} --batch {batch} --seq-len {seq_len}");
+    footprint
+        .check_host(Some(run), true, &Budget::host())
+        .map_err(|e| super::name_options(e, flags))?;
+    if let Some(gpu) = gpu {
+        footprint
+            .check_device(run, &Budget::device_buffer(gpu))
+            .map_err(|e| super::name_options(e, flags))?;
+    }
     let results = crate::bench::charlm::bench(gpu, &opts, warmup, reps)?;
     println!(
         "character LSTM language model: hidden {hidden}, batch {batch} x {seq_len} characters, \

@@ -2,6 +2,7 @@
 //! Slurm's `srun recur ...`), choosing each rank's adapter, and ending the job on an error.
 //! The work is in `train::distributed`.
 
+#[cfg(feature = "mpi")]
 use std::rc::Rc;
 
 use anyhow::Result;

@@ -70,6 +70,21 @@ pub struct FitArgs {
 }
 
 impl FitArgs {
+    /// The options that size the model, as given.
+    fn size_flags(&self) -> String {
+        format!(
+            "--hidden {} --layers {}{} --batch {}",
+            self.hidden,
+            self.layers,
+            if self.bidirectional {
+                " --bidirectional"
+            } else {
+                ""
+            },
+            self.batch
+        )
+    }
+
     fn options(&self) -> FitOptions {
         FitOptions {
             cell: self.cell,
@@ -111,7 +126,8 @@ pub fn run(args: FitArgs) -> Result<()> {
 fn train_and_test(args: &FitArgs, train_path: &Path, job: &Job) -> Result<()> {
     let opts = args.options();
     // Every option and both files are checked before a device is opened or training starts.
-    opts.validate()?;
+    opts.validate()
+        .map_err(|e| super::name_options(e, || args.size_flags()))?;
     if let Some(out) = &args.out {
         check_out_dir(out)?;
     }
@@ -121,10 +137,11 @@ fn train_and_test(args: &FitArgs, train_path: &Path, job: &Job) -> Result<()> {
     let log = |epoch: usize, loss: f32| eprintln!("epoch {epoch}: training loss {loss:.4}");
     let ranks = job.ranks();
     let fitted = if train.rows[0].len() == 1 {
-        fit::fit_forecaster_on(&train, &test, &opts, &backend, ranks, log)?
+        fit::fit_forecaster_on(&train, &test, &opts, &backend, ranks, log)
     } else {
-        fit::fit_classifier_on(&train, &test, &opts, &backend, ranks, log)?
-    };
+        fit::fit_classifier_on(&train, &test, &opts, &backend, ranks, log)
+    }
+    .map_err(|e| super::name_options(e, || args.size_flags()))?;
     if !job.is_root() {
         return Ok(());
     }

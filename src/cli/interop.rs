@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::BackendArg;
+use crate::memory::Budget;
 use crate::nn::interop::{forward_tensors, vjp_tensors, FileOptions};
-use crate::nn::{load_safetensors, save_safetensors};
+use crate::nn::{load_safetensors, save_safetensors, RecurrentConfig, Tensors};
 use crate::ops::recurrent::CellKind;
+use crate::train::footprint::{check_stack_run, StackShape};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,9 +51,35 @@ fn options(a: &Args) -> FileOptions {
     }
 }
 
+/// The stack the weights describe, run over the input's steps x batch rows, must fit in
+/// memory (the files themselves are checked as they are read).
+fn check_run(a: &Args, weights: &Tensors, inputs: &Tensors, tape: bool) -> Result<()> {
+    let (Ok(config), Some(x)) = (
+        RecurrentConfig::from_params(weights, a.cell),
+        inputs.get("input"),
+    ) else {
+        // Missing or malformed tensors: the library reports them.
+        return Ok(());
+    };
+    let rows = match x.shape[..] {
+        [t, b, _] => (t as u64).saturating_mul(b as u64),
+        _ => return Ok(()),
+    };
+    check_stack_run(&StackShape::of(&config), rows, tape, &Budget::host()).map_err(|e| {
+        super::name_options(e, || {
+            format!(
+                "--weights {} with --input {}",
+                a.weights.display(),
+                a.input.display()
+            )
+        })
+    })
+}
+
 pub fn forward(a: Args) -> Result<()> {
     let weights = load_safetensors(&a.weights)?;
     let inputs = load_safetensors(&a.input)?;
+    check_run(&a, &weights, &inputs, false)?;
     let out = forward_tensors(weights, &inputs, options(&a), &a.backend.open()?)?;
     save_safetensors(&a.out, &out)?;
     for (name, t) in &out {
@@ -66,6 +94,7 @@ pub fn vjp(v: VjpArgs) -> Result<()> {
     let weights = load_safetensors(&a.weights)?;
     let inputs = load_safetensors(&a.input)?;
     let grads = load_safetensors(&v.grad_output)?;
+    check_run(a, &weights, &inputs, true)?;
     let out = vjp_tensors(weights, &inputs, &grads, options(a), &a.backend.open()?)?;
     save_safetensors(&a.out, &out)?;
     for (name, t) in &out {

@@ -53,6 +53,18 @@ enum Command {
     Fit(fit::FitArgs),
 }
 
+/// A size the library refused (a [`crate::memory::LimitError`] in the chain), with the
+/// options it came from named: the library names fields (`hidden_size 100000`), the
+/// command line its flags (`--hidden 100000`).
+fn name_options(e: anyhow::Error, options: impl FnOnce() -> String) -> anyhow::Error {
+    if crate::memory::is_limit(&e) {
+        let options = options();
+        e.context(format!("{options}: too large for this machine"))
+    } else {
+        e
+    }
+}
+
 pub fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();

@@ -9,9 +9,41 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::distributed::Job;
 use super::BackendArg;
+use crate::backend::Backend;
+use crate::memory::{bytes_of, Budget};
+use crate::nn::EmbeddingInit;
+use crate::train::charlm::CharVocab;
 use crate::train::charlm::{self, CharLmOptions};
+use crate::train::footprint::{Footprint, RunShape};
 use crate::train::plot::loss_png;
 use crate::train::Checkpoint;
+
+/// `--embedding-init`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitArg {
+    /// Uniform in ±0.05.
+    Keras,
+    /// Standard normal.
+    Pytorch,
+}
+
+impl From<EmbeddingInit> for InitArg {
+    fn from(i: EmbeddingInit) -> Self {
+        match i {
+            EmbeddingInit::Keras => InitArg::Keras,
+            EmbeddingInit::PyTorch => InitArg::Pytorch,
+        }
+    }
+}
+
+impl From<InitArg> for EmbeddingInit {
+    fn from(i: InitArg) -> Self {
+        match i {
+            InitArg::Keras => EmbeddingInit::Keras,
+            InitArg::Pytorch => EmbeddingInit::PyTorch,
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -59,6 +91,9 @@ pub struct TrainArgs {
     recurrent_dropout: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// How the embedding table is drawn: keras (uniform in ±0.05) or pytorch (N(0, 1)).
+    #[arg(long, value_enum, default_value_t = InitArg::from(CharLmOptions::default().embedding_init))]
+    embedding_init: InitArg,
     /// Evaluate on the held-out text and write the checkpoint every this many steps.
     #[arg(long, default_value_t = CharLmOptions::default().eval_every)]
     eval_every: u64,
@@ -121,13 +156,35 @@ fn train_on(args: TrainArgs, job: &Job) -> Result<()> {
         input_dropout: args.input_dropout,
         dropout: args.dropout,
         recurrent_dropout: args.recurrent_dropout,
+        embedding_init: args.embedding_init.into(),
         valid_fraction: args.valid_fraction,
         eval_every: args.eval_every,
-        ..CharLmOptions::default()
     };
     // Every option is checked before a device is opened or a file written.
     opts.validate()?;
+    check_sample_length(args.sample, "--sample")?;
+    let flags = || {
+        format!(
+            "--hidden {} --embed {} --layers {} --batch {} --seq-len {}",
+            opts.hidden, opts.embed, opts.layers, opts.batch, opts.seq_len
+        )
+    };
+    let footprint = Footprint::of(&opts.model_spec(CharVocab::from_text(&text)?.len()))?;
+    // Each rank of a job runs its share of the global batch's streams (at most this many).
+    let run = RunShape {
+        batch: opts.batch.div_ceil(job.ranks().count()),
+        steps: opts.seq_len,
+    };
     let backend = job.backend(args.backend)?;
+    // The CPU trainer keeps the training state on the host; the GPU one on the device.
+    footprint
+        .check_host(Some(run), matches!(backend, Backend::Cpu), &Budget::host())
+        .map_err(|e| super::name_options(e, flags))?;
+    if let Backend::Gpu(gpu) = &backend {
+        footprint
+            .check_device(run, &Budget::device_buffer(gpu))
+            .map_err(|e| super::name_options(e, flags))?;
+    }
     if job.is_root() {
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
@@ -228,7 +285,17 @@ fn train_on(args: TrainArgs, job: &Job) -> Result<()> {
     Ok(())
 }
 
+/// A sample of `length` characters takes up to four bytes each.
+fn check_sample_length(length: usize, flag: &str) -> Result<()> {
+    Budget::host().check(
+        format_args!("{flag} {length} (a sample of {length} characters)"),
+        bytes_of(length as u64, 4),
+    )?;
+    Ok(())
+}
+
 pub fn generate(args: GenerateArgs) -> Result<()> {
+    check_sample_length(args.length, "--length")?;
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let text = charlm::generate(&ckpt, &args.prime, args.length, args.temperature, args.seed)?;
     println!("{text}");

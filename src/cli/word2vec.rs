@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 
 use super::distributed::Job;
 
 use crate::gpu::Gpu;
-use crate::word2vec::{self, Arch, Config, Output};
+use crate::memory::{bytes_of, Budget};
+use crate::word2vec::{self, Arch, Config, Output, Vocab};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Backend {
@@ -126,8 +127,22 @@ fn train_on(a: TrainArgs, job: &Job) -> Result<()> {
         progress: true,
         sync_words: a.sync_words,
     };
+    cfg.validate()?;
+    ensure!(
+        cfg.threads <= MAX_THREADS,
+        "--threads {}: expected at most {MAX_THREADS}",
+        cfg.threads
+    );
+    // Every run keeps a loss per epoch for each thread.
+    let per_epoch = bytes_of((cfg.threads as u64 + 1).saturating_mul(16), cfg.epochs);
+    Budget::host().check(
+        format_args!("--epochs {} (a loss per epoch and thread)", cfg.epochs),
+        per_epoch,
+    )?;
+    let vocab = Vocab::scan(&a.corpus, cfg.min_count, cfg.max_vocab)?;
+    check_matrices(vocab.len(), cfg.size)?;
     let (kv, report) = match a.backend {
-        Backend::Cpu => word2vec::train_on(&a.corpus, &cfg, job.ranks())?,
+        Backend::Cpu => word2vec::train_with_vocab_on(&a.corpus, &vocab, &cfg, job.ranks())?,
         Backend::Gpu if a.distributed => bail!(
             "--distributed trains word2vec on the CPU (--backend cpu, the default), each rank \
              with its --threads"
@@ -135,7 +150,7 @@ fn train_on(a: TrainArgs, job: &Job) -> Result<()> {
         Backend::Gpu => {
             let gpu = Gpu::new()?;
             eprintln!("training on {}", gpu.describe());
-            word2vec::train_gpu(&a.corpus, &cfg, &gpu)?
+            word2vec::train_with_vocab_gpu(&a.corpus, &vocab, &cfg, &gpu)?
         }
     };
     if !job.is_root() {
@@ -172,6 +187,19 @@ fn train_on(a: TrainArgs, job: &Job) -> Result<()> {
         );
     }
     println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// More training threads than this is a mistake (the corpus is cut into one range each).
+const MAX_THREADS: usize = 1024;
+
+/// The input and output matrices (`vocabulary x size` each) must fit in memory.
+fn check_matrices(vocab: usize, size: usize) -> Result<()> {
+    let values = (vocab as u64).checked_mul(size as u64);
+    Budget::host().check(
+        format_args!("--size {size} with {vocab} words (two matrices of {vocab} x {size} values)"),
+        values.and_then(|v| bytes_of(v, 8)),
+    )?;
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! CPU twins of the word2vec kernels: `shaders/word2vec.wgsl` (unit rows and the top-k
 //! cosine scan) and `shaders/word2vec_train.wgsl` (one batch of training updates, functions
-//! named as the kernels' entry points; the batch layout is `src/ops/word2vec_train.rs`).
+//! named as the kernels' entry points; a gradient kernel's `_per_item` variant has the same
+//! twin; the batch layout is `src/ops/word2vec_train.rs`).
 
-use crate::ops::word2vec_train::{PackedBatch, TrainSpec};
+use crate::ops::word2vec_train::{PackedBatch, TrainOutput, TrainSpec};
 use crate::word2vec::grad::dot;
 
 /// Every `dim`-long row of `data` scaled to unit length; zero rows stay zero.
@@ -89,6 +90,41 @@ fn write_hidden(spec: &TrainSpec, batch: &PackedBatch, b: usize, syn0: &[f32], h
     h.iter_mut().for_each(|x| *x *= inv);
 }
 
+/// A gradient kernel's twin: (spec, batch, alpha, syn0, syn1, hidden, hidden_grad, grads,
+/// item_loss).
+pub type GradientsFn = fn(
+    &TrainSpec,
+    &PackedBatch,
+    f32,
+    &[f32],
+    &[f32],
+    &mut [f32],
+    &mut [f32],
+    &mut [f32],
+    &mut [f32],
+);
+
+/// An apply kernel's twin: (spec, batch, grads, hidden, hidden_grad, item_loss, syn0, syn1),
+/// returning the batch's loss sum.
+pub type ApplyFn =
+    fn(&TrainSpec, &PackedBatch, &[f32], &[f32], &[f32], &[f32], &mut [f32], &mut [f32]) -> f32;
+
+/// The twin of the gradient kernel for `output`.
+pub fn gradients_for(output: TrainOutput) -> GradientsFn {
+    match output {
+        TrainOutput::Sampled => sampled_gradients,
+        TrainOutput::Softmax => softmax_gradients,
+    }
+}
+
+/// The twin of the apply kernel for `output`.
+pub fn apply_for(output: TrainOutput) -> ApplyFn {
+    match output {
+        TrainOutput::Sampled => apply_sparse,
+        TrainOutput::Softmax => apply_dense,
+    }
+}
+
 /// Negative sampling and hierarchical softmax: for every item, its hidden vector, each
 /// target slot's `alpha * (label - sigmoid(f))`, the hidden layer's update and the loss,
 /// all from the weights as given.
@@ -170,9 +206,44 @@ pub fn softmax_gradients(
     }
 }
 
+/// Negative sampling and hierarchical softmax: both matrices' updates from a gradient
+/// kernel's results (see the private functions below), and the batch's loss sum.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_sparse(
+    spec: &TrainSpec,
+    batch: &PackedBatch,
+    grads: &[f32],
+    hidden: &[f32],
+    hidden_grad: &[f32],
+    item_loss: &[f32],
+    syn0: &mut [f32],
+    syn1: &mut [f32],
+) -> f32 {
+    apply_output(spec, batch, grads, hidden, syn1);
+    apply_input(spec, batch, hidden_grad, syn0);
+    sum_loss(batch, item_loss)
+}
+
+/// The full softmax: as [`apply_sparse`], every output row updated.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_dense(
+    spec: &TrainSpec,
+    batch: &PackedBatch,
+    grads: &[f32],
+    hidden: &[f32],
+    hidden_grad: &[f32],
+    item_loss: &[f32],
+    syn0: &mut [f32],
+    syn1: &mut [f32],
+) -> f32 {
+    apply_output_dense(spec, batch, grads, hidden, syn1);
+    apply_input(spec, batch, hidden_grad, syn0);
+    sum_loss(batch, item_loss)
+}
+
 /// `syn1[row] += sum of grads[slot] * hidden[item]` over each distinct output row's index
 /// entries, in index order.
-pub fn apply_output(
+fn apply_output(
     spec: &TrainSpec,
     batch: &PackedBatch,
     grads: &[f32],
@@ -198,7 +269,7 @@ pub fn apply_output(
 
 /// The full softmax's output update: `syn1[r] += sum over items b of
 /// grads[b * out_rows + r] * hidden[b]`, in item order.
-pub fn apply_output_dense(
+fn apply_output_dense(
     spec: &TrainSpec,
     batch: &PackedBatch,
     grads: &[f32],
@@ -219,7 +290,7 @@ pub fn apply_output_dense(
 }
 
 /// `syn0[row] += sum of hidden_grad[item]` over each distinct input row's index entries.
-pub fn apply_input(spec: &TrainSpec, batch: &PackedBatch, hidden_grad: &[f32], syn0: &mut [f32]) {
+fn apply_input(spec: &TrainSpec, batch: &PackedBatch, hidden_grad: &[f32], syn0: &mut [f32]) {
     let d = spec.dim;
     let mut sum = vec![0.0f32; d];
     for seg in batch.in_segments() {
@@ -238,6 +309,6 @@ pub fn apply_input(spec: &TrainSpec, batch: &PackedBatch, hidden_grad: &[f32], s
 }
 
 /// The batch's loss: the sum of `item_loss` over its items.
-pub fn sum_loss(batch: &PackedBatch, item_loss: &[f32]) -> f32 {
+fn sum_loss(batch: &PackedBatch, item_loss: &[f32]) -> f32 {
     item_loss[..batch.items()].iter().sum()
 }

@@ -38,7 +38,7 @@ enum Slot {
 enum Lowered {
     Gemm(GemmPlan),
     Recurrent {
-        plan: RecurrentPlan,
+        plan: Box<RecurrentPlan>,
         lengths: Option<TensorId>,
         /// The lengths version last written into the plan.
         applied: Option<u64>,
@@ -164,7 +164,7 @@ impl GpuExecutor {
                     let backward = backwards.get(&OpId(i)).copied();
                     let plan = self.recurrent_plan(fw, backward, slots, scratch)?;
                     Lowered::Recurrent {
-                        plan,
+                        plan: Box::new(plan),
                         lengths: fw.lengths,
                         applied: None,
                     }

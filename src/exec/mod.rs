@@ -107,26 +107,39 @@ pub trait HostData<T>: Executor {
     fn param_values(&mut self, name: &str) -> Result<Vec<T>>;
 }
 
-impl HostData<f32> for GpuExecutor {
-    fn write_values(
-        &mut self,
-        p: ProgramId,
-        t: TensorId,
-        offset: usize,
-        data: &[f32],
-    ) -> Result<()> {
-        self.write(p, t, offset, data)
-    }
-    fn read_values(&mut self, p: ProgramId, t: TensorId) -> Result<Vec<f32>> {
-        read_all(self, p, t)
-    }
-    fn set_param_values(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
-        self.set_param(name, shape, data)
-    }
-    fn param_values(&mut self, name: &str) -> Result<Vec<f32>> {
-        self.param(name)
-    }
+/// `HostData<f32>` through the f32 interface every executor has.
+macro_rules! host_data_f32 {
+    ($ty:ty) => {
+        impl HostData<f32> for $ty {
+            fn write_values(
+                &mut self,
+                p: ProgramId,
+                t: TensorId,
+                offset: usize,
+                data: &[f32],
+            ) -> Result<()> {
+                self.write(p, t, offset, data)
+            }
+            fn read_values(&mut self, p: ProgramId, t: TensorId) -> Result<Vec<f32>> {
+                read_all(self, p, t)
+            }
+            fn set_param_values(
+                &mut self,
+                name: &str,
+                shape: &[usize],
+                data: &[f32],
+            ) -> Result<()> {
+                self.set_param(name, shape, data)
+            }
+            fn param_values(&mut self, name: &str) -> Result<Vec<f32>> {
+                self.param(name)
+            }
+        }
+    };
 }
+
+host_data_f32!(GpuExecutor);
+host_data_f32!(dyn Executor + '_);
 
 impl<T: crate::cpu::Real> HostData<T> for CpuExecutor<T> {
     fn write_values(&mut self, p: ProgramId, t: TensorId, offset: usize, data: &[T]) -> Result<()> {
@@ -140,26 +153,5 @@ impl<T: crate::cpu::Real> HostData<T> for CpuExecutor<T> {
     }
     fn param_values(&mut self, name: &str) -> Result<Vec<T>> {
         self.param_real(name)
-    }
-}
-
-impl HostData<f32> for dyn Executor + '_ {
-    fn write_values(
-        &mut self,
-        p: ProgramId,
-        t: TensorId,
-        offset: usize,
-        data: &[f32],
-    ) -> Result<()> {
-        self.write(p, t, offset, data)
-    }
-    fn read_values(&mut self, p: ProgramId, t: TensorId) -> Result<Vec<f32>> {
-        read_all(self, p, t)
-    }
-    fn set_param_values(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
-        self.set_param(name, shape, data)
-    }
-    fn param_values(&mut self, name: &str) -> Result<Vec<f32>> {
-        self.param(name)
     }
 }

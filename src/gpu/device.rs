@@ -20,6 +20,46 @@ const WANTED_FEATURES: [(wgpu::Features, &str); 4] = [
     (wgpu::Features::IMMEDIATES, "IMMEDIATES"),
 ];
 
+/// The adapter cannot run a kernel at all, whatever the sizes: its limits or features fall
+/// short of what the kernel needs. Returned (inside `anyhow::Error`) by plan constructors, so
+/// a caller such as `recur selftest` can report the kernel as skipped, with this reason,
+/// rather than failed; find it with `err.downcast_ref::<Unsupported>()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// Which limits the device asks for: `RECUR_LIMITS=adapter` (the default) or `default`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitsMode {
+    /// Everything the adapter offers: compute kernels want the storage-buffer count,
+    /// workgroup memory and binding sizes the hardware has.
+    Adapter,
+    /// Only WebGPU's defaults (`wgpu::Limits::default()`: 8 storage buffers per stage,
+    /// 16 KiB of workgroup memory, 256 invocations per workgroup, 128 MiB per storage
+    /// binding), as a browser grants them: every kernel must run within them.
+    Default,
+}
+
+impl LimitsMode {
+    /// The mode `RECUR_LIMITS` names (`adapter` when unset).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("RECUR_LIMITS") {
+            Err(std::env::VarError::NotPresent) => Ok(Self::Adapter),
+            Ok(v) if v == "adapter" => Ok(Self::Adapter),
+            Ok(v) if v == "default" => Ok(Self::Default),
+            Ok(v) => bail!("RECUR_LIMITS={v:?} is not a limits mode; expected adapter or default"),
+            Err(e) => bail!("RECUR_LIMITS is not valid text: {e}"),
+        }
+    }
+}
+
 /// What the device was created with, so kernels can choose a path at run time.
 #[derive(Clone, Debug)]
 pub struct Capabilities {
@@ -80,6 +120,7 @@ pub(crate) struct GpuInner {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    pub limits_mode: LimitsMode,
     pub caps: Capabilities,
     pub kernels: KernelRegistry,
     /// The first device error not yet reported to a caller (wgpu reports them asynchronously).
@@ -145,9 +186,10 @@ impl Gpu {
     ///
     /// `WGPU_BACKEND` restricts the backends (vulkan, metal, dx12, gl) and `WGPU_ADAPTER_NAME`
     /// picks an adapter by a case-insensitive substring of its name. Otherwise a discrete GPU
-    /// is preferred, then an integrated one, then a software adapter.
+    /// is preferred, then an integrated one, then a software adapter. `RECUR_LIMITS=default`
+    /// asks for WebGPU's default limits instead of the adapter's ([`LimitsMode`]).
     pub fn new() -> Result<Self> {
-        Self::from_adapter(Self::candidates()?.swap_remove(0))
+        Self::from_adapter(Self::candidates()?.swap_remove(0), LimitsMode::from_env()?)
     }
 
     /// Adapter `index` modulo the number of adapters of the best kind there is (the
@@ -163,7 +205,8 @@ impl Gpu {
         let best = rank(&all[0]);
         all.retain(|a| rank(a) == best);
         let (count, pick) = (all.len(), index % all.len());
-        Ok((Self::from_adapter(all.swap_remove(pick))?, pick, count))
+        let device = Self::from_adapter(all.swap_remove(pick), LimitsMode::from_env()?)?;
+        Ok((device, pick, count))
     }
 
     /// The adapters with compute shaders that pass `WGPU_ADAPTER_NAME`, best first.
@@ -205,7 +248,7 @@ impl Gpu {
         Ok(candidates)
     }
 
-    fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+    fn from_adapter(adapter: wgpu::Adapter, limits_mode: LimitsMode) -> Result<Self> {
         let info = adapter.get_info();
         let available = adapter.features();
         let mut features = wgpu::Features::empty();
@@ -214,9 +257,10 @@ impl Gpu {
                 features |= f;
             }
         }
-        // The adapter's own limits, not wgpu's small defaults: compute kernels want the
-        // storage-buffer count, workgroup memory and binding sizes the hardware has.
-        let limits = adapter.limits();
+        let limits = match limits_mode {
+            LimitsMode::Adapter => adapter.limits(),
+            LimitsMode::Default => wgpu::Limits::default(),
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("recur"),
             required_features: features,
@@ -253,6 +297,7 @@ impl Gpu {
                 queue,
                 info,
                 limits,
+                limits_mode,
                 caps,
                 kernels,
                 device_error,
@@ -286,10 +331,20 @@ impl Gpu {
         &self.inner.adapter
     }
 
-    /// A one-line description: name, backend, device type.
+    /// Which limits the device was created with.
+    pub fn limits_mode(&self) -> LimitsMode {
+        self.inner.limits_mode
+    }
+
+    /// A one-line description: name, backend, device type, and the limits when they are
+    /// WebGPU's defaults rather than the adapter's.
     pub fn describe(&self) -> String {
         let i = &self.inner.info;
-        format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+        let limits = match self.inner.limits_mode {
+            LimitsMode::Adapter => "",
+            LimitsMode::Default => ", WebGPU default limits",
+        };
+        format!("{} ({:?}, {:?}{limits})", i.name, i.backend, i.device_type)
     }
 
     /// Host-side work done so far on this device.

@@ -22,6 +22,19 @@ pub(crate) fn grid(gpu: &Gpu, groups: usize, what: &str) -> Result<[u32; 3]> {
     Ok([x as u32, y as u32, 1])
 }
 
+/// A grid of `x` workgroups across and at least `rows` down. Rows past the per-dimension limit
+/// wrap into z; kernels compute their row group as `wg.z * num_workgroups.y + wg.y` and
+/// return past the end.
+pub(crate) fn grid_rows(gpu: &Gpu, x: usize, rows: usize, what: &str) -> Result<[u32; 3]> {
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    ensure!(
+        x <= max,
+        "{what} needs {x} workgroups across, more than the adapter's {max}"
+    );
+    let [y, z, _] = grid(gpu, rows, what)?;
+    Ok([x.max(1) as u32, y, z])
+}
+
 /// Errors unless every buffer in `buffers` is distinct: a storage buffer may not be written
 /// through one binding of a dispatch and read through another.
 pub(crate) fn ensure_distinct(what: &str, buffers: &[(&str, &wgpu::Buffer)]) -> Result<()> {

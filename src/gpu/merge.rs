@@ -4,6 +4,7 @@
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
+use super::launch::grid_rows;
 use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::nn::{Merge, OutputStage};
 
@@ -69,11 +70,8 @@ impl MergePlan {
         }
         entries.push((3, out.buffer()));
         let group = gpu.bind_at(&kernel, &entries);
-        let groups = [
-            stage.width().div_ceil(64) as u32,
-            rows.div_ceil(4) as u32,
-            1,
-        ];
+        // 64 columns by 4 rows per workgroup.
+        let groups = grid_rows(gpu, stage.width().div_ceil(64), rows.div_ceil(4), "merge")?;
         Ok(Self {
             kernel,
             group,

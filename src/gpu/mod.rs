@@ -18,7 +18,9 @@ pub mod tensor;
 pub mod word2vec;
 pub mod word2vec_train;
 
-pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, WorkCounters};
+pub use device::{
+    list_adapters, AdapterSummary, Capabilities, Gpu, LimitsMode, Unsupported, WorkCounters,
+};
 pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
 pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 pub use gemm::{gemm, GemmPlan};
@@ -89,16 +91,6 @@ impl Gpu {
             layout: &kernel.layout,
             entries: &entries,
         })
-    }
-
-    /// A shared bind group layout (created once per device), for families whose entry points
-    /// share one bind group.
-    pub fn shared_layout(
-        &self,
-        name: &'static str,
-        entries: impl FnOnce() -> Vec<wgpu::BindGroupLayoutEntry>,
-    ) -> wgpu::BindGroupLayout {
-        self.inner.kernels.layout(name, entries)
     }
 
     /// The compiled pipeline for `key` (compiled on first use, then cached).

@@ -11,7 +11,8 @@
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
-use super::{GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::shaders::{BindingKind, SharedLayout};
+use super::{GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Unsupported};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::Gemm;
 
@@ -42,7 +43,7 @@ struct Config {
     has_rmask: u32,
     hp: u32,
     off_wp: u32,
-    _pad: u32,
+    off_dhw: u32,
 }
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -112,55 +113,24 @@ struct Backward {
     gemms: Vec<GemmPlan>,
 }
 
-fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-/// The one bind group layout every entry point of `recurrent.wgsl` shares (binding numbers
-/// as declared there).
-fn layout_entries() -> Vec<wgpu::BindGroupLayoutEntry> {
-    vec![
-        uniform(0),
-        uniform(1),
-        storage(2, true),   // xw
-        storage(3, false),  // wt
-        storage(4, true),   // step map
-        storage(5, false),  // y
-        storage(6, false),  // saved
-        storage(7, false),  // state
-        storage(8, true),   // dy
-        storage(9, true),   // w_hh
-        storage(10, false), // dxw
-        storage(11, false), // dhw
-        storage(12, true),  // b_hh
-        storage(13, true),  // recurrent dropout mask
-    ]
-}
-
-/// Storage buffers the shared layout binds at once.
-const STORAGE_BINDINGS: u32 = 12;
+/// The bind group layout the step kernels of `recurrent.wgsl` share (binding numbers as
+/// declared there), so one bind group per step serves them all: 8 storage buffers, WebGPU's
+/// default limit. `transpose_weights` reads W_hh and b_hh besides and has its own.
+pub(crate) const STEP_LAYOUT: SharedLayout = SharedLayout {
+    name: "recurrent",
+    bindings: &[
+        (0, BindingKind::Uniform),         // config
+        (1, BindingKind::Uniform),         // step
+        (2, BindingKind::Storage),         // gate values: xw, then dxw and dhw
+        (3, BindingKind::Storage),         // wt
+        (4, BindingKind::ReadOnlyStorage), // step map
+        (5, BindingKind::Storage),         // y
+        (6, BindingKind::Storage),         // saved
+        (7, BindingKind::Storage),         // state
+        (8, BindingKind::ReadOnlyStorage), // dy
+        (9, BindingKind::ReadOnlyStorage), // recurrent dropout mask
+    ],
+};
 
 impl RecurrentPlan {
     /// A plan for `shape` reading `x` ([rows, I]) and writing this direction's columns of `y`.
@@ -168,6 +138,7 @@ impl RecurrentPlan {
     /// the final state only). `state` holds the initial and final states and their
     /// gradients (`ops::program::StateRegion`). With `recurrent_mask`, the recurrent products see the state
     /// times a [B, H] mask ([`Self::recurrent_mask`]) the caller fills: recurrent dropout.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         shape: RecurrentShape,
@@ -206,20 +177,27 @@ impl RecurrentPlan {
             w.b_hh.map(|t| t.len()),
         )?;
         let max_storage = gpu.limits().max_storage_buffers_per_shader_stage;
-        ensure!(
-            max_storage >= STORAGE_BINDINGS,
-            "the recurrent kernels bind {STORAGE_BINDINGS} storage buffers, adapter {:?} allows {max_storage}",
-            gpu.info().name
-        );
-        let groups_x = h.div_ceil(WG_UNITS);
-        let groups_y = bsz.div_ceil(WG_BATCH);
+        let needed = STEP_LAYOUT.storage_buffers();
+        if max_storage < needed {
+            return Err(Unsupported(format!(
+                "the recurrent kernels need {needed} storage buffers per stage, adapter {:?} allows {max_storage}",
+                gpu.info().name
+            ))
+            .into());
+        }
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        ensure!(
-            groups_x <= max_groups && groups_y <= max_groups,
-            "hidden size {h} and batch {bsz} need {groups_x} x {groups_y} workgroups; adapter allows {max_groups} per dimension"
-        );
+        for groups in [Self::step_grid(&shape), Self::transpose_grid(&shape)] {
+            ensure!(
+                groups.iter().all(|&g| g as usize <= max_groups),
+                "hidden size {h} and batch {bsz} need {groups:?} workgroups; adapter allows {max_groups} per dimension"
+            );
+        }
 
-        let xw = GpuTensor::zeros(gpu, &[rows, gw])?;
+        // The input projections xw [rows, G*H], overwritten by backward with the gate
+        // gradients dxw; GRU's gradients on the recurrent side, dhw, follow them.
+        let gru_grads = grads.is_some() && cell == CellKind::Gru;
+        let gates = GpuTensor::zeros(gpu, &[if gru_grads { 2 * rows } else { rows }, gw])?;
+        let off_dhw = if gru_grads { rows * gw } else { 0 };
         // W_hh^T with the bias row, then W_hh, both with gate blocks padded to hp (a multiple
         // of 4) so the kernels read them as vec4.
         let hp = h.div_ceil(4) * 4;
@@ -270,7 +248,7 @@ impl RecurrentPlan {
             has_rmask: recurrent_mask.is_some() as u32,
             hp: hp as u32,
             off_wp: (wt_len / 4) as u32,
-            _pad: 0,
+            off_dhw: off_dhw as u32,
         };
         let cfg_buffer = gpu.uniform(&cfg);
         // One 16-byte step index per uniform-offset slot.
@@ -288,11 +266,8 @@ impl RecurrentPlan {
             },
         );
 
-        gpu.shared_layout("recurrent", layout_entries);
         let key = |entry: &'static str| {
-            KernelKey::new("recurrent", entry)
-                .with("CELL", cell.code() as f64)
-                .with_layout("recurrent")
+            KernelKey::new("recurrent", entry).with("CELL", cell.code() as f64)
         };
         let forward_step = gpu.kernel(&key("forward_step"))?;
         let forward_gru_n = match cell {
@@ -300,18 +275,6 @@ impl RecurrentPlan {
             _ => None,
         };
         let transpose_kernel = gpu.kernel(&key("transpose_weights"))?;
-
-        let (dxw, dhw) = match grads {
-            Some(_) => (
-                GpuTensor::zeros(gpu, &[rows, gw])?,
-                if cell == CellKind::Gru {
-                    GpuTensor::zeros(gpu, &[rows, gw])?
-                } else {
-                    GpuTensor::zeros(gpu, &[1])?
-                },
-            ),
-            None => (GpuTensor::zeros(gpu, &[1])?, GpuTensor::zeros(gpu, &[1])?),
-        };
         let dy_buffer = grads.as_ref().and_then(|(_, dy)| *dy);
         if let Some(dy) = dy_buffer {
             expect("output gradient", dy, rows * shape.out_stride)?;
@@ -332,23 +295,28 @@ impl RecurrentPlan {
                             size: std::num::NonZeroU64::new(16),
                         }),
                     ),
-                    (2, whole(&xw)),
+                    (2, whole(&gates)),
                     (3, whole(&wt)),
                     (4, smap.buffer().as_entire_binding()),
                     (5, whole(y)),
                     (6, whole(&saved)),
                     (7, whole(&state)),
                     (8, whole(dy_buffer.unwrap_or(&no_dy))),
-                    (9, whole(w.w_hh)),
-                    (10, whole(&dxw)),
-                    (11, whole(&dhw)),
-                    (12, whole(w.b_hh.unwrap_or(&zero_bias))),
-                    (13, whole(&rmask)),
+                    (9, whole(&rmask)),
                 ],
             )
         };
         let step_groups: Vec<wgpu::BindGroup> = (0..shape.steps).map(bind).collect();
-        let transpose = (transpose_kernel, step_groups[0].clone());
+        let transpose_group = gpu.bind_resources(
+            &transpose_kernel,
+            &[
+                (0, cfg_buffer.as_entire_binding()),
+                (3, whole(&wt)),
+                (10, whole(w.w_hh)),
+                (11, whole(w.b_hh.unwrap_or(&zero_bias))),
+            ],
+        );
+        let transpose = (transpose_kernel, transpose_group);
 
         let xw_gemm = GemmPlan::new(
             gpu,
@@ -356,7 +324,7 @@ impl RecurrentPlan {
             x,
             w.w_ih,
             w.b_ih,
-            &xw,
+            &gates,
         )?;
 
         let backward = match grads {
@@ -368,13 +336,15 @@ impl RecurrentPlan {
                 expect("bias_ih gradient", g.db_ih, gw)?;
                 expect("bias_hh gradient", g.db_hh, gw)?;
                 let ones = GpuTensor::filled(gpu, &[rows], 1.0f32)?;
-                let dhw_ref = if cell == CellKind::Gru { &dhw } else { &dxw };
+                // dxw is `gates` from 0; dhw starts at off_dhw, which is 0 (dhw is dxw) but
+                // for GRU.
+                let dxw = &gates;
                 let hprev = &saved; // hprev is the first region of `saved`
                 let mut gemms = vec![
                     GemmPlan::new(
                         gpu,
                         &Gemm::new(rows, i, gw).beta(if g.accumulate_dx { 1.0 } else { 0.0 }),
-                        &dxw,
+                        dxw,
                         w.w_ih,
                         None,
                         g.dx,
@@ -382,28 +352,38 @@ impl RecurrentPlan {
                     GemmPlan::new(
                         gpu,
                         &Gemm::new(gw, i, rows).trans_a(true),
-                        &dxw,
+                        dxw,
                         x,
                         None,
                         g.dw_ih,
                     )?,
-                    GemmPlan::new(gpu, &Gemm::new(1, gw, rows), &ones, &dxw, None, g.db_ih)?,
-                    GemmPlan::new(gpu, &Gemm::new(1, gw, rows), &ones, dhw_ref, None, g.db_hh)?,
+                    GemmPlan::new(gpu, &Gemm::new(1, gw, rows), &ones, dxw, None, g.db_ih)?,
+                    GemmPlan::new(
+                        gpu,
+                        &Gemm::new(1, gw, rows).offsets(0, off_dhw, 0),
+                        &ones,
+                        dxw,
+                        None,
+                        g.db_hh,
+                    )?,
                 ];
                 if cell == CellKind::GruResetBefore {
                     // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
                     let rz = Gemm::new(2 * h, h, rows)
                         .trans_a(true)
                         .leading_dims(gw, h, h);
-                    gemms.push(GemmPlan::new(gpu, &rz, dhw_ref, hprev, None, g.dw_hh)?);
+                    gemms.push(GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?);
                     let n = Gemm::new(h, h, rows)
                         .trans_a(true)
                         .leading_dims(gw, aw, h)
                         .offsets(2 * h, off_act + 3 * h, 2 * h * h);
-                    gemms.push(GemmPlan::new(gpu, &n, dhw_ref, &saved, None, g.dw_hh)?);
+                    gemms.push(GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?);
                 } else {
-                    let whh = Gemm::new(gw, h, rows).trans_a(true).leading_dims(gw, h, h);
-                    gemms.push(GemmPlan::new(gpu, &whh, dhw_ref, hprev, None, g.dw_hh)?);
+                    let whh = Gemm::new(gw, h, rows)
+                        .trans_a(true)
+                        .leading_dims(gw, h, h)
+                        .offsets(off_dhw, 0, 0);
+                    gemms.push(GemmPlan::new(gpu, &whh, dxw, hprev, None, g.dw_hh)?);
                 }
                 Some((
                     Backward {
@@ -423,7 +403,7 @@ impl RecurrentPlan {
             Some((b, ones)) => (Some(b), Some(ones)),
             None => (None, None),
         };
-        let mut buffers = vec![xw, wt, saved, zero_bias, no_dy, dxw, dhw];
+        let mut buffers = vec![gates, wt, saved, zero_bias, no_dy];
         buffers.extend(ones);
         let plan = Self {
             gpu: gpu.clone(),
@@ -487,25 +467,32 @@ impl RecurrentPlan {
         self.write_region(Region::Dcn, "c_n gradient", dc_n)
     }
 
-    fn dispatch_steps(&self, rec: &mut Recorder, kernel: &Kernel, s: usize) {
-        let groups = [
-            self.shape.hidden.div_ceil(WG_UNITS) as u32,
-            self.shape.batch.div_ceil(WG_BATCH) as u32,
+    /// The grid of a step kernel: blocks of units across, batch entries down.
+    fn step_grid(shape: &RecurrentShape) -> [u32; 3] {
+        [
+            shape.hidden.div_ceil(WG_UNITS) as u32,
+            shape.batch.div_ceil(WG_BATCH) as u32,
             1,
-        ];
-        rec.dispatch(kernel, &self.step_groups[s], groups);
+        ]
+    }
+
+    /// The grid of transpose_weights: rows of W_hh by 64, columns (and the bias) by 4.
+    fn transpose_grid(shape: &RecurrentShape) -> [u32; 3] {
+        [
+            shape.gate_width().div_ceil(64) as u32,
+            (shape.hidden + 1).div_ceil(4) as u32,
+            1,
+        ]
+    }
+
+    fn dispatch_steps(&self, rec: &mut Recorder, kernel: &Kernel, s: usize) {
+        rec.dispatch(kernel, &self.step_groups[s], Self::step_grid(&self.shape));
     }
 
     /// Records the forward pass.
     pub fn record_forward(&self, rec: &mut Recorder) {
         let (kernel, group) = &self.transpose;
-        // transpose_weights covers rows of W_hh by 64 and columns by 4.
-        let groups = [
-            self.shape.gate_width().div_ceil(64) as u32,
-            (self.shape.hidden + 1).div_ceil(4) as u32,
-            1,
-        ];
-        rec.dispatch(kernel, group, groups);
+        rec.dispatch(kernel, group, Self::transpose_grid(&self.shape));
         self.xw_gemm.record(rec);
         for s in 0..self.shape.steps {
             self.dispatch_steps(rec, &self.forward_step, s);

@@ -1,12 +1,15 @@
-//! The kernel registry: every compute pipeline is compiled once and cached.
+//! The kernel registry: every compute pipeline is compiled once and cached. Only pipelines
+//! listed in [`shaders::FAMILIES`] are built (the entry point, its override values and its
+//! bind group layout come from that table), so the Tint check, which compiles every one of
+//! them, covers all the host can build.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 
-use super::shaders;
+use super::shaders::{self, BindingKind, EntryPoint, SharedLayout};
 
 /// Names one pipeline: a shader family, an entry point, and the values of its `override`
 /// constants (as f64 bits, so the key is hashable).
@@ -15,9 +18,6 @@ pub struct KernelKey {
     pub family: &'static str,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, u64)>,
-    /// A shared bind group layout registered with [`KernelRegistry::layout`], so one bind
-    /// group serves several entry points; `None` derives the layout from the shader.
-    pub layout: Option<&'static str>,
 }
 
 impl KernelKey {
@@ -26,13 +26,7 @@ impl KernelKey {
             family,
             entry,
             constants: Vec::new(),
-            layout: None,
         }
-    }
-
-    pub fn with_layout(mut self, layout: &'static str) -> Self {
-        self.layout = Some(layout);
-        self
     }
 
     pub fn with(mut self, name: &'static str, value: f64) -> Self {
@@ -49,12 +43,12 @@ pub struct Kernel {
     pub key: KernelKey,
 }
 
-type SharedLayout = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+type SharedLayoutObjects = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 
 pub struct KernelRegistry {
     device: wgpu::Device,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    layouts: Mutex<HashMap<&'static str, SharedLayout>>,
+    layouts: Mutex<HashMap<&'static str, SharedLayoutObjects>>,
     pipelines: Mutex<HashMap<KernelKey, Kernel>>,
     compiled: AtomicUsize,
 }
@@ -90,30 +84,48 @@ impl KernelRegistry {
         Ok(map.entry(key.clone()).or_insert(kernel).clone())
     }
 
-    /// The bind group layout registered as `name`, created from `entries` on first use.
-    pub fn layout(
-        &self,
-        name: &'static str,
-        entries: impl FnOnce() -> Vec<wgpu::BindGroupLayoutEntry>,
-    ) -> wgpu::BindGroupLayout {
+    /// The bind group layout and pipeline layout of `shared`, created on first use.
+    fn shared_layout(&self, shared: &SharedLayout) -> SharedLayoutObjects {
         let mut layouts = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
-        let (bgl, _) = layouts.entry(name).or_insert_with(|| {
+        let objects = layouts.entry(shared.name).or_insert_with(|| {
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = shared
+                .bindings
+                .iter()
+                .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match kind {
+                            BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                            BindingKind::ReadOnlyStorage => {
+                                wgpu::BufferBindingType::Storage { read_only: true }
+                            }
+                            BindingKind::Storage => {
+                                wgpu::BufferBindingType::Storage { read_only: false }
+                            }
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
             let bgl = self
                 .device
                 .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some(name),
-                    entries: &entries(),
+                    label: Some(shared.name),
+                    entries: &entries,
                 });
             let pl = self
                 .device
                 .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(name),
+                    label: Some(shared.name),
                     bind_group_layouts: &[Some(&bgl)],
                     immediate_size: 0,
                 });
             (bgl, pl)
         });
-        bgl.clone()
+        objects.clone()
     }
 
     fn module(&self, family: &'static str) -> Result<wgpu::ShaderModule> {
@@ -140,6 +152,7 @@ impl KernelRegistry {
     }
 
     fn compile(&self, key: &KernelKey) -> Result<Kernel> {
+        let entry = listed_entry_point(key)?;
         let module = self.module(key.family)?;
         let constants: Vec<(&str, f64)> = key
             .constants
@@ -147,19 +160,7 @@ impl KernelRegistry {
             .map(|(n, bits)| (*n, f64::from_bits(*bits)))
             .collect();
         let label = format!("{}::{}", key.family, key.entry);
-        let shared = match key.layout {
-            Some(name) => Some(
-                self.layouts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| {
-                        anyhow!("bind group layout {name:?} was not registered before {label}")
-                    })?,
-            ),
-            None => None,
-        };
+        let shared = entry.layout.map(|l| self.shared_layout(l));
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self
             .device
@@ -192,4 +193,45 @@ impl KernelRegistry {
             key: key.clone(),
         })
     }
+}
+
+/// The table entry of `key`'s entry point, once its override values are checked against it:
+/// every override the table lists set, to a value the table lists, and nothing else.
+fn listed_entry_point(key: &KernelKey) -> Result<&'static EntryPoint> {
+    let label = format!("{}::{}", key.family, key.entry);
+    let entry = shaders::family(key.family)
+        .and_then(|f| f.entry_point(key.entry))
+        .ok_or_else(|| anyhow!("pipeline {label} is not listed in gpu::shaders::FAMILIES"))?;
+    let set: Vec<(&str, f64)> = key
+        .constants
+        .iter()
+        .map(|(n, bits)| (*n, f64::from_bits(*bits)))
+        .collect();
+    for (name, value) in &set {
+        let listed = entry
+            .overrides
+            .iter()
+            .find(|o| o.name == *name)
+            .is_some_and(|o| o.values.contains(value));
+        if !listed {
+            bail!("pipeline {label} with {name} = {value} is not listed in gpu::shaders::FAMILIES");
+        }
+    }
+    for o in entry.overrides {
+        let times = set.iter().filter(|(n, _)| *n == o.name).count();
+        if times != 1 {
+            bail!(
+                "pipeline {label} sets override {} {times} times, expected once",
+                o.name
+            );
+        }
+    }
+    if set.len() != entry.overrides.len() {
+        bail!(
+            "pipeline {label} sets {} overrides, gpu::shaders::FAMILIES lists {}",
+            set.len(),
+            entry.overrides.len()
+        );
+    }
+    Ok(entry)
 }

@@ -1,16 +1,130 @@
-//! The WGSL kernels, embedded in the binary at build time.
+//! The WGSL kernels, embedded in the binary at build time, and the table of every pipeline
+//! the host may build from them.
 //!
 //! Each family lives in `shaders/<name>.wgsl`; `shaders/common.wgsl` (activations, shared
 //! helpers) is prepended to every one of them, after any `enable` directives the family has.
+//! Each family lists its compute entry points with every value the host may give their
+//! `override` constants: the kernel registry refuses a pipeline outside that table, and the
+//! Tint check (`tools/tint-check`) compiles every pipeline in it, so the two cannot drift.
 
 /// Shared helpers prepended to every kernel family.
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
-/// One kernel family: a name (the file's stem) and its WGSL text.
+/// One kernel family: a name (the file's stem), its WGSL text and its entry points.
 #[derive(Clone, Copy, Debug)]
 pub struct ShaderFamily {
     pub name: &'static str,
     pub body: &'static str,
+    pub entry_points: &'static [EntryPoint],
+}
+
+/// A compute entry point: the `override` constants the host sets on it (each with every
+/// value it may take; the host sets all of them on every pipeline), and the bind group
+/// layout its pipeline uses.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryPoint {
+    pub name: &'static str,
+    pub overrides: &'static [Override],
+    /// A layout shared with other entry points of the family, so one bind group serves them
+    /// all; `None`: the layout is derived from what the entry point uses.
+    pub layout: Option<&'static SharedLayout>,
+}
+
+/// An `override` constant and the values the host gives it.
+#[derive(Clone, Copy, Debug)]
+pub struct Override {
+    pub name: &'static str,
+    pub values: &'static [f64],
+}
+
+/// An explicit bind group layout (group 0) that several entry points share.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedLayout {
+    pub name: &'static str,
+    pub bindings: &'static [(u32, BindingKind)],
+}
+
+/// What a binding of a [`SharedLayout`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingKind {
+    Uniform,
+    ReadOnlyStorage,
+    Storage,
+}
+
+impl SharedLayout {
+    /// Storage buffers the layout binds (what `max_storage_buffers_per_shader_stage` limits).
+    pub fn storage_buffers(&self) -> u32 {
+        self.bindings
+            .iter()
+            .filter(|(_, k)| *k != BindingKind::Uniform)
+            .count() as u32
+    }
+}
+
+impl EntryPoint {
+    const fn plain(name: &'static str) -> Self {
+        Self {
+            name,
+            overrides: &[],
+            layout: None,
+        }
+    }
+
+    const fn with_overrides(mut self, overrides: &'static [Override]) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
+    const fn with_layout(mut self, layout: &'static SharedLayout) -> Self {
+        self.layout = Some(layout);
+        self
+    }
+
+    /// Every assignment of the override values this table allows, each as (name, value)
+    /// pairs in the order the overrides are listed.
+    pub fn override_combinations(&self) -> Vec<Vec<(&'static str, f64)>> {
+        let mut combos = vec![Vec::new()];
+        for o in self.overrides {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    o.values.iter().map(move |&v| {
+                        let mut next = c.clone();
+                        next.push((o.name, v));
+                        next
+                    })
+                })
+                .collect();
+        }
+        combos
+    }
+}
+
+const fn plain(name: &'static str) -> EntryPoint {
+    EntryPoint::plain(name)
+}
+
+const BOOL: &[f64] = &[0.0, 1.0];
+const GEMM_TRANSPOSES: &[Override] = &[
+    Override {
+        name: "TRANS_A",
+        values: BOOL,
+    },
+    Override {
+        name: "TRANS_B",
+        values: BOOL,
+    },
+];
+/// `CellKind::code` of every cell.
+const CELLS: &[Override] = &[Override {
+    name: "CELL",
+    values: &[0.0, 1.0, 2.0, 3.0, 4.0],
+}];
+const fn recurrent_step(name: &'static str) -> EntryPoint {
+    plain(name)
+        .with_overrides(CELLS)
+        .with_layout(&super::recurrent::STEP_LAYOUT)
 }
 
 /// Every kernel family recur ships.
@@ -18,44 +132,89 @@ pub const FAMILIES: &[ShaderFamily] = &[
     ShaderFamily {
         name: "gemm",
         body: include_str!("../../shaders/gemm.wgsl"),
+        entry_points: &[
+            plain("main"),
+            plain("main_cpu").with_overrides(GEMM_TRANSPOSES),
+        ],
     },
     ShaderFamily {
         name: "merge",
         body: include_str!("../../shaders/merge.wgsl"),
+        entry_points: &[plain("merge_forward"), plain("merge_backward")],
     },
     ShaderFamily {
         name: "recurrent",
         body: include_str!("../../shaders/recurrent.wgsl"),
+        entry_points: &[
+            plain("transpose_weights").with_overrides(CELLS),
+            recurrent_step("forward_step"),
+            recurrent_step("forward_gru_n"),
+            recurrent_step("backward_step"),
+            recurrent_step("backward_gru_n"),
+            recurrent_step("backward_finish"),
+        ],
     },
     ShaderFamily {
         name: "optim",
         body: include_str!("../../shaders/optim.wgsl"),
+        entry_points: &[
+            plain("sgd"),
+            plain("rmsprop"),
+            plain("adam"),
+            plain("clip_partial"),
+            plain("clip_final"),
+        ],
     },
     ShaderFamily {
         name: "loss",
         body: include_str!("../../shaders/loss.wgsl"),
+        entry_points: &[
+            plain("ce_count"),
+            plain("ce_rows"),
+            plain("ce_reduce"),
+            plain("mse_partial"),
+            plain("mse_reduce"),
+        ],
     },
     ShaderFamily {
         name: "embedding",
         body: include_str!("../../shaders/embedding.wgsl"),
+        entry_points: &[plain("forward"), plain("backward")],
     },
     ShaderFamily {
         name: "dropout",
         body: include_str!("../../shaders/dropout.wgsl"),
+        entry_points: &[plain("make_mask"), plain("apply"), plain("apply_rows")],
     },
     ShaderFamily {
         name: "word2vec",
         body: include_str!("../../shaders/word2vec.wgsl"),
+        entry_points: &[plain("normalize"), plain("scores"), plain("select_top")],
     },
     ShaderFamily {
         name: "word2vec_train",
         body: include_str!("../../shaders/word2vec_train.wgsl"),
+        entry_points: &[
+            plain("sampled_gradients"),
+            plain("softmax_gradients"),
+            plain("apply_output"),
+            plain("apply_output_dense"),
+            plain("apply_input"),
+            plain("sum_loss"),
+        ],
     },
 ];
 
 /// Looks a family up by name.
 pub fn family(name: &str) -> Option<&'static ShaderFamily> {
     FAMILIES.iter().find(|f| f.name == name)
+}
+
+impl ShaderFamily {
+    /// Looks an entry point up by name.
+    pub fn entry_point(&self, name: &str) -> Option<&'static EntryPoint> {
+        self.entry_points.iter().find(|e| e.name == name)
+    }
 }
 
 /// The full source the GPU compiles: the family's `enable` directives, then `common.wgsl`,

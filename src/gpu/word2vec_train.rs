@@ -1,17 +1,65 @@
 //! Host side of `shaders/word2vec_train.wgsl`: the weight matrices and the batch buffers of
-//! a word2vec run on the GPU, and the four dispatches of one batch (gradients, output
-//! update, input update, loss sum). CPU twins: `src/cpu/word2vec.rs`; the batch layout:
-//! `src/ops/word2vec_train.rs`.
+//! a word2vec run on the GPU, and the two dispatches of each batch (gradients, then the
+//! updates and the loss sum). A plan holds several batch slots, so that many batches are
+//! recorded into one submit, each reading its own packed words and parameters. CPU twins:
+//! `src/cpu/word2vec.rs`; the batch layout: `src/ops/word2vec_train.rs`.
 
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid;
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
 use crate::ops::word2vec_train::{BatchLayout, PackedBatch, TrainOutput, TrainSpec};
 
-/// Invocations per workgroup (WGSL `WG`).
-const WG: usize = 64;
+/// Invocations per workgroup of the row-parallel gradient kernels and the apply kernels
+/// (WGSL `WG`).
+const WG: usize = 256;
+/// Items per workgroup of the row-parallel gradient kernels (WGSL `ITEMS`), each spread over
+/// 32 invocations.
+const ITEMS: usize = 8;
+/// Invocations (items) per workgroup of the per-item gradient kernels (WGSL `WG_ITEM`).
+const WG_ITEM: usize = 64;
+/// Most bytes the batch slots of one plan take together; beyond it a plan gets fewer slots.
+const SLOT_BUDGET_BYTES: u64 = 64 << 20;
+
+/// Which gradient kernel a plan runs. Both compute the same values (in a different order of
+/// summation, so their bits differ slightly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradientKernel {
+    /// A row's dimensions spread over 32 invocations: coalesced loads, dot products reduced
+    /// in workgroup memory. For GPUs.
+    Rows,
+    /// One invocation per item walking whole rows, no barriers. For adapters that run
+    /// shaders on the CPU (lavapipe, llvmpipe, SwiftShader), where it is the faster one.
+    PerItem,
+}
+
+impl GradientKernel {
+    /// The kernel for `gpu`'s kind of adapter.
+    pub fn for_adapter(gpu: &Gpu) -> Self {
+        if gpu.info().device_type == wgpu::DeviceType::Cpu {
+            GradientKernel::PerItem
+        } else {
+            GradientKernel::Rows
+        }
+    }
+
+    fn entry_point(self, output: TrainOutput) -> &'static str {
+        match (self, output) {
+            (GradientKernel::Rows, TrainOutput::Sampled) => "sampled_gradients",
+            (GradientKernel::Rows, TrainOutput::Softmax) => "softmax_gradients",
+            (GradientKernel::PerItem, TrainOutput::Sampled) => "sampled_gradients_per_item",
+            (GradientKernel::PerItem, TrainOutput::Softmax) => "softmax_gradients_per_item",
+        }
+    }
+
+    fn workgroups(self, items: usize) -> usize {
+        match self {
+            GradientKernel::Rows => items.div_ceil(ITEMS),
+            GradientKernel::PerItem => items.div_ceil(WG_ITEM),
+        }
+    }
+}
 
 /// Mirrors `TrainParams` in `shaders/word2vec_train.wgsl`.
 #[repr(C)]
@@ -33,10 +81,14 @@ struct TrainParams {
     alpha: f32,
     loss_slot: u32,
     row_cap: u32,
+    out_groups: u32,
+    in_groups: u32,
+    _pad: [u32; 2],
 }
 
 impl TrainParams {
     fn new(spec: &TrainSpec, l: &BatchLayout, alpha: f32, loss_slot: u32) -> Self {
+        let [out_groups, in_groups] = apply_sections(spec, l);
         Self {
             items: l.items,
             dim: spec.dim as u32,
@@ -54,24 +106,156 @@ impl TrainParams {
             alpha,
             loss_slot,
             row_cap: spec.row_cap,
+            out_groups: out_groups as u32,
+            in_groups: in_groups as u32,
+            _pad: [0; 2],
         }
     }
 }
 
-struct Step {
-    kernel: Kernel,
-    bind_group: wgpu::BindGroup,
+/// Workgroups of the apply kernel's output-row and input-row sections (the loss sum takes
+/// one more).
+fn apply_sections(spec: &TrainSpec, l: &BatchLayout) -> [usize; 2] {
+    let out_rows = match spec.output {
+        TrainOutput::Sampled => l.out_unique as usize,
+        TrainOutput::Softmax => spec.out_rows,
+    };
+    [
+        (out_rows * spec.dim).div_ceil(WG),
+        (l.in_unique as usize * spec.dim).div_ceil(WG),
+    ]
 }
 
-/// A word2vec run's state on the GPU: the input (`syn0`) and output (`syn1`) matrices, room
-/// for the largest batch, and `loss_slots` per-batch loss sums the host reads back now and
-/// then. [`write_batch`](Self::write_batch) uploads a batch (one buffer write and the
-/// parameters); [`record`](Self::record) records its four dispatches.
+/// The work of one dispatch, for the cost table of `recur bench word2vec`: FLOPs, and bytes
+/// of global memory read and written, each address counted once per workgroup (what a
+/// workgroup reads twice is assumed to hit its cache).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DispatchCost {
+    pub kernel: &'static str,
+    pub workgroups: u64,
+    pub invocations: u32,
+    pub flops: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// The two dispatches of a batch laid out as `layout`, with the gradient kernel `kernel`:
+/// the formulas beside the kernels in `shaders/word2vec_train.wgsl`.
+pub fn batch_costs(
+    spec: &TrainSpec,
+    layout: &BatchLayout,
+    kernel: GradientKernel,
+) -> [DispatchCost; 2] {
+    let d = spec.dim as u64;
+    let v = spec.out_rows as u64;
+    let (ni, nin, nt) = (
+        layout.items as u64,
+        layout.input_slots() as u64,
+        layout.target_slots() as u64,
+    );
+    let (uo, ui) = (layout.out_unique as u64, layout.in_unique as u64);
+    let groups = kernel.workgroups(ni as usize) as u64;
+    // Item headers, input ids and input rows.
+    let inputs_read = 16 * ni + 4 * nin + 4 * d * nin;
+    let hidden_flops = d * (nin + ni);
+    let gradients = match spec.output {
+        TrainOutput::Sampled => DispatchCost {
+            flops: hidden_flops + 4 * d * nt,
+            bytes_read: inputs_read + 8 * nt + 4 * d * nt,
+            bytes_written: 4 * (2 * d * ni + nt + ni),
+            ..Default::default()
+        },
+        TrainOutput::Softmax => DispatchCost {
+            flops: hidden_flops + 4 * d * ni * v,
+            bytes_read: inputs_read + 8 * ni + 4 * d * v * groups + 4 * ni * v,
+            bytes_written: 4 * (2 * d * ni + ni * v + ni),
+            ..Default::default()
+        },
+    };
+    let gradients = DispatchCost {
+        kernel: kernel.entry_point(spec.output),
+        workgroups: groups,
+        invocations: match kernel {
+            GradientKernel::Rows => WG as u32,
+            GradientKernel::PerItem => WG_ITEM as u32,
+        },
+        ..gradients
+    };
+    let [out_groups, in_groups] = apply_sections(spec, layout);
+    let (out_groups, in_groups) = (out_groups as u64, in_groups as u64);
+    // The input section (index entries, hidden-layer updates, bounds, row ids, the rows)
+    // and the loss sum are the same for both outputs.
+    let input_read = 4 * nin + 4 * d * nin + 12 * ui + 4 * d * ui + 4 * ni;
+    let input_flops = d * nin + 2 * d * ui + ni;
+    let apply = match spec.output {
+        TrainOutput::Sampled => DispatchCost {
+            kernel: "apply_sparse",
+            flops: 2 * d * nt + 2 * d * uo + input_flops,
+            bytes_read: 12 * nt + 4 * d * nt + 12 * uo + 4 * d * uo + input_read,
+            bytes_written: 4 * d * (uo + ui) + 4,
+            ..Default::default()
+        },
+        TrainOutput::Softmax => DispatchCost {
+            kernel: "apply_dense",
+            flops: 2 * d * v * ni + 2 * d * v + input_flops,
+            bytes_read: 4 * d * ni * out_groups + 4 * ni * v + 4 * d * v + input_read,
+            bytes_written: 4 * d * (v + ui) + 4,
+            ..Default::default()
+        },
+    };
+    let apply = DispatchCost {
+        workgroups: out_groups + in_groups + 1,
+        invocations: WG as u32,
+        ..apply
+    };
+    [gradients, apply]
+}
+
+/// How a plan is built beyond its sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    pub gradient_kernel: GradientKernel,
+    /// Batches that can be written and recorded before a submit (each has its own slot of
+    /// packed words and parameters). Fewer if they would take more than 64 MiB.
+    pub batch_slots: usize,
+    /// Per-batch loss sums the GPU holds until the host reads them.
+    pub loss_slots: usize,
+}
+
+impl PlanOptions {
+    /// The adapter's gradient kernel, one batch slot and one loss slot.
+    pub fn for_adapter(gpu: &Gpu) -> Self {
+        Self {
+            gradient_kernel: GradientKernel::for_adapter(gpu),
+            batch_slots: 1,
+            loss_slots: 1,
+        }
+    }
+}
+
+/// One batch slot: its bind groups (the slot's words and parameters bound at its offset),
+/// the layout of the batch last written there, and the recording that last used it.
+struct Slot {
+    gradients: wgpu::BindGroup,
+    apply: wgpu::BindGroup,
+    layout: BatchLayout,
+    recorded: Option<Recording>,
+}
+
+/// A word2vec run's state on the GPU: the input (`syn0`) and output (`syn1`) matrices, the
+/// batch slots, the scratch buffers of the batch being computed, and `loss_slots` per-batch
+/// loss sums the host reads back now and then. [`write_batch`](Self::write_batch) uploads a
+/// batch into a slot (one buffer write and its parameters); [`record`](Self::record) records
+/// its two dispatches. Batches recorded one after another into one recorder run in that
+/// order, each seeing the updates of the ones before.
 pub struct TrainPlan {
     gpu: Gpu,
     spec: TrainSpec,
+    options: PlanOptions,
     params: wgpu::Buffer,
+    param_stride: u64,
     batch: GpuTensor<u32>,
+    slot_words: usize,
     syn0: GpuTensor,
     syn1: GpuTensor,
     hidden: GpuTensor,
@@ -79,14 +263,20 @@ pub struct TrainPlan {
     grads: GpuTensor,
     item_loss: GpuTensor,
     loss_slots: GpuTensor,
-    gradients: Step,
-    apply_output: Step,
-    apply_input: Step,
-    sum_loss: Step,
-    layout: BatchLayout,
+    gradients: Kernel,
+    apply: Kernel,
+    slots: Vec<Slot>,
+}
+
+/// `n` rounded up to a multiple of `align`.
+fn round_up(n: u64, align: u64) -> u64 {
+    n.div_ceil(align) * align
 }
 
 impl TrainPlan {
+    /// Bytes of the parameters written with each batch.
+    pub const PARAM_BYTES: u64 = std::mem::size_of::<TrainParams>() as u64;
+
     /// Checks that every buffer of a run with `spec` fits the adapter's binding limit,
     /// before anything is allocated; the error names the buffer and the sizes.
     pub fn check_limits(gpu: &Gpu, spec: &TrainSpec) -> Result<()> {
@@ -118,16 +308,36 @@ impl TrainPlan {
         Ok(())
     }
 
+    /// The bytes between batch slots in the packed-words buffer (a slot's binding starts at
+    /// a multiple of the adapter's storage offset alignment).
+    fn slot_bytes(gpu: &Gpu, spec: &TrainSpec) -> u64 {
+        let align = gpu.limits().min_storage_buffer_offset_alignment.max(4) as u64;
+        round_up(spec.batch_words() as u64 * 4, align)
+    }
+
+    /// How many of `wanted` batch slots a plan for `spec` gets: at least one, and no more
+    /// than fit in 64 MiB and in one binding.
+    pub fn batch_slots_for(gpu: &Gpu, spec: &TrainSpec, wanted: usize) -> usize {
+        let budget = SLOT_BUDGET_BYTES.min(gpu.max_binding_bytes());
+        let fit = (budget / Self::slot_bytes(gpu, spec)).max(1);
+        wanted.clamp(1, fit.min(usize::MAX as u64) as usize)
+    }
+
     /// Uploads the starting matrices (`syn0`: `in_rows x dim`, `syn1`: `out_rows x dim`).
     pub fn new(
         gpu: &Gpu,
         spec: &TrainSpec,
         syn0: &[f32],
         syn1: &[f32],
-        loss_slots: usize,
+        options: &PlanOptions,
     ) -> Result<Self> {
         Self::check_limits(gpu, spec)?;
-        ensure!(loss_slots > 0, "0 loss slots: expected at least 1");
+        ensure!(options.loss_slots > 0, "0 loss slots: expected at least 1");
+        let slots = Self::batch_slots_for(gpu, spec, options.batch_slots);
+        let options = PlanOptions {
+            batch_slots: slots,
+            ..*options
+        };
         let d = spec.dim;
         let syn0 = GpuTensor::from_slice(gpu, &[spec.in_rows, d], syn0)?;
         let syn1 = GpuTensor::from_slice(gpu, &[spec.out_rows, d], syn1)?;
@@ -136,46 +346,89 @@ impl TrainPlan {
         let hidden_grad = GpuTensor::filled(gpu, &[spec.max_items, d], f32::NAN)?;
         let grads = GpuTensor::filled(gpu, &[spec.grad_len()?], f32::NAN)?;
         let item_loss = GpuTensor::filled(gpu, &[spec.max_items], f32::NAN)?;
-        let loss_slots = GpuTensor::filled(gpu, &[loss_slots], f32::NAN)?;
-        let batch = GpuTensor::<u32>::zeros(gpu, &[spec.batch_words()])?;
-        let layout = BatchLayout::default();
-        let params = gpu.uniform(&TrainParams::new(spec, &layout, 0.0, 0));
-        let step = |entry: &'static str, bindings: &[(u32, &wgpu::Buffer)]| -> Result<Step> {
-            let kernel = gpu.kernel(&KernelKey::new("word2vec_train", entry))?;
-            let bind_group = gpu.bind_at(&kernel, bindings);
-            Ok(Step { kernel, bind_group })
-        };
-        let all = [
-            (0, &params),
-            (1, batch.buffer()),
-            (2, syn0.buffer()),
-            (3, syn1.buffer()),
-            (4, hidden.buffer()),
-            (5, hidden_grad.buffer()),
-            (6, grads.buffer()),
-            (7, item_loss.buffer()),
-            (8, loss_slots.buffer()),
-        ];
-        let pick = |bindings: &[u32]| -> Vec<(u32, &wgpu::Buffer)> {
-            bindings.iter().map(|&b| all[b as usize]).collect()
-        };
-        let (gradients, apply_output) = match spec.output {
-            TrainOutput::Sampled => (
-                step("sampled_gradients", &pick(&[0, 1, 2, 3, 4, 5, 6, 7]))?,
-                step("apply_output", &pick(&[0, 1, 3, 4, 6]))?,
-            ),
-            TrainOutput::Softmax => (
-                step("softmax_gradients", &pick(&[0, 1, 2, 3, 4, 5, 6, 7]))?,
-                step("apply_output_dense", &pick(&[0, 3, 4, 6]))?,
-            ),
-        };
-        let apply_input = step("apply_input", &pick(&[0, 1, 2, 5]))?;
-        let sum_loss = step("sum_loss", &pick(&[0, 7, 8]))?;
+        let loss_slots = GpuTensor::filled(gpu, &[options.loss_slots], f32::NAN)?;
+        let slot_bytes = Self::slot_bytes(gpu, spec);
+        let slot_words = (slot_bytes / 4) as usize;
+        let batch = GpuTensor::<u32>::zeros(gpu, &[slots * slot_words])?;
+        let param_align = gpu.limits().min_uniform_buffer_offset_alignment.max(16) as u64;
+        let param_size = Self::PARAM_BYTES;
+        let param_stride = round_up(param_size, param_align);
+        let params = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("recur.word2vec_train.params"),
+            size: param_stride * slots as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let gradients = gpu.kernel(&KernelKey::new(
+            "word2vec_train",
+            options.gradient_kernel.entry_point(spec.output),
+        ))?;
+        let apply = gpu.kernel(&KernelKey::new(
+            "word2vec_train",
+            match spec.output {
+                TrainOutput::Sampled => "apply_sparse",
+                TrainOutput::Softmax => "apply_dense",
+            },
+        ))?;
+        fn whole(t: &GpuTensor) -> wgpu::BindingResource<'_> {
+            t.buffer().as_entire_binding()
+        }
+        let slots = (0..slots as u64)
+            .map(|s| {
+                let params_at = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &params,
+                    offset: s * param_stride,
+                    size: wgpu::BufferSize::new(param_size),
+                });
+                let batch_at = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: batch.buffer(),
+                    offset: s * slot_bytes,
+                    size: wgpu::BufferSize::new(slot_bytes),
+                });
+                // Binding numbers as in the shader.
+                let gradients_bg = gpu.bind_resources(
+                    &gradients,
+                    &[
+                        (0, params_at.clone()),
+                        (1, batch_at.clone()),
+                        (2, whole(&syn0)),
+                        (3, whole(&syn1)),
+                        (6, whole(&hidden)),
+                        (7, whole(&hidden_grad)),
+                        (8, whole(&grads)),
+                        (9, whole(&item_loss)),
+                    ],
+                );
+                let apply_bg = gpu.bind_resources(
+                    &apply,
+                    &[
+                        (0, params_at),
+                        (1, batch_at),
+                        (4, whole(&syn0)),
+                        (5, whole(&syn1)),
+                        (10, whole(&hidden)),
+                        (11, whole(&hidden_grad)),
+                        (12, whole(&grads)),
+                        (13, whole(&item_loss)),
+                        (14, whole(&loss_slots)),
+                    ],
+                );
+                Slot {
+                    gradients: gradients_bg,
+                    apply: apply_bg,
+                    layout: BatchLayout::default(),
+                    recorded: None,
+                }
+            })
+            .collect();
         Ok(Self {
             gpu: gpu.clone(),
             spec: *spec,
+            options,
             params,
+            param_stride,
             batch,
+            slot_words,
             syn0,
             syn1,
             hidden,
@@ -184,10 +437,8 @@ impl TrainPlan {
             item_loss,
             loss_slots,
             gradients,
-            apply_output,
-            apply_input,
-            sum_loss,
-            layout,
+            apply,
+            slots,
         })
     }
 
@@ -195,10 +446,34 @@ impl TrainPlan {
         &self.spec
     }
 
-    /// Uploads a packed batch (built for this plan's spec), its learning rate, and the loss
-    /// slot its sum goes to. Ordered after the work already submitted and before the next
-    /// submit, so one set of buffers serves every batch.
-    pub fn write_batch(&mut self, batch: &PackedBatch, alpha: f32, loss_slot: usize) -> Result<()> {
+    /// The options the plan was built with, `batch_slots` as granted.
+    pub fn options(&self) -> &PlanOptions {
+        &self.options
+    }
+
+    /// Uploads a packed batch (built for this plan's spec) into batch slot `slot`, with its
+    /// learning rate and the loss slot its sum goes to. Ordered after the work already
+    /// submitted and before the next submit. A slot recorded into work not yet submitted
+    /// cannot be written again (that work would read the new batch).
+    pub fn write_batch(
+        &mut self,
+        slot: usize,
+        batch: &PackedBatch,
+        alpha: f32,
+        loss_slot: usize,
+    ) -> Result<()> {
+        ensure!(
+            slot < self.slots.len(),
+            "batch slot {slot}: the plan has {}",
+            self.slots.len()
+        );
+        ensure!(
+            !self.slots[slot]
+                .recorded
+                .as_ref()
+                .is_some_and(|r| r.is_open()),
+            "batch slot {slot} is recorded in work not yet submitted"
+        );
         ensure!(
             loss_slot < self.loss_slots.len(),
             "loss slot {loss_slot}: the plan has {}",
@@ -206,77 +481,72 @@ impl TrainPlan {
         );
         ensure!(
             batch.layout.items as usize <= self.spec.max_items
-                && batch.words.len() <= self.batch.len(),
+                && batch.words.len() <= self.slot_words,
             "a batch of {} items in {} words: the plan holds {} items in {} words",
             batch.layout.items,
             batch.words.len(),
             self.spec.max_items,
-            self.batch.len()
+            self.slot_words
         );
         ensure!(
             alpha.is_finite(),
             "learning rate {alpha}: expected a finite number"
         );
-        self.batch.write_range(0, &batch.words)?;
+        self.batch
+            .write_range(slot * self.slot_words, &batch.words)?;
         let params = TrainParams::new(&self.spec, &batch.layout, alpha, loss_slot as u32);
-        self.gpu
-            .queue()
-            .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
-        self.layout = batch.layout;
-        Ok(())
-    }
-
-    /// Records the gradient kernel of the batch last written.
-    pub fn record_gradients(&self, rec: &mut Recorder) -> Result<()> {
-        let items = self.layout.items as usize;
-        let groups = grid(&self.gpu, items.div_ceil(WG), "word2vec gradients")?;
-        rec.dispatch(&self.gradients.kernel, &self.gradients.bind_group, groups);
-        Ok(())
-    }
-
-    /// Records the output-matrix update (after [`record_gradients`](Self::record_gradients)).
-    pub fn record_apply_output(&self, rec: &mut Recorder) -> Result<()> {
-        let elements = match self.spec.output {
-            TrainOutput::Sampled => self.layout.out_unique as usize * self.spec.dim,
-            TrainOutput::Softmax => self.spec.out_rows * self.spec.dim,
-        };
-        let groups = grid(&self.gpu, elements.div_ceil(WG), "word2vec output update")?;
-        rec.dispatch(
-            &self.apply_output.kernel,
-            &self.apply_output.bind_group,
-            groups,
+        self.gpu.queue().write_buffer(
+            &self.params,
+            slot as u64 * self.param_stride,
+            bytemuck::bytes_of(&params),
         );
+        self.slots[slot].layout = batch.layout;
         Ok(())
     }
 
-    /// Records the input-matrix update (after [`record_gradients`](Self::record_gradients)).
-    pub fn record_apply_input(&self, rec: &mut Recorder) -> Result<()> {
-        let elements = self.layout.in_unique as usize * self.spec.dim;
-        let groups = grid(&self.gpu, elements.div_ceil(WG), "word2vec input update")?;
-        rec.dispatch(
-            &self.apply_input.kernel,
-            &self.apply_input.bind_group,
-            groups,
+    /// Slot `slot`, marked as used by `rec`'s work.
+    fn mark_recorded(&mut self, slot: usize, rec: &Recorder) -> Result<&Slot> {
+        ensure!(
+            slot < self.slots.len(),
+            "batch slot {slot}: the plan has {}",
+            self.slots.len()
         );
+        self.slots[slot].recorded = Some(rec.recording());
+        Ok(&self.slots[slot])
+    }
+
+    /// Records the gradient kernel of the batch in `slot`.
+    pub fn record_gradients(&mut self, slot: usize, rec: &mut Recorder) -> Result<()> {
+        let items = self.mark_recorded(slot, rec)?.layout.items as usize;
+        let groups = self.options.gradient_kernel.workgroups(items);
+        let groups = grid(&self.gpu, groups, "word2vec gradients")?;
+        rec.dispatch(&self.gradients, &self.slots[slot].gradients, groups);
         Ok(())
     }
 
-    /// Records the batch's loss sum into its slot.
-    pub fn record_sum_loss(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.sum_loss.kernel, &self.sum_loss.bind_group, [1, 1, 1]);
+    /// Records the updates of both matrices and the loss sum of the batch in `slot` (after
+    /// [`record_gradients`](Self::record_gradients)).
+    pub fn record_apply(&mut self, slot: usize, rec: &mut Recorder) -> Result<()> {
+        let layout = self.mark_recorded(slot, rec)?.layout;
+        let [out_groups, in_groups] = apply_sections(&self.spec, &layout);
+        let groups = grid(&self.gpu, out_groups + in_groups + 1, "word2vec updates")?;
+        rec.dispatch(&self.apply, &self.slots[slot].apply, groups);
+        Ok(())
     }
 
-    /// Records the whole batch: gradients, both updates, the loss sum. Nothing for an empty
-    /// batch.
-    pub fn record(&self, rec: &mut Recorder) -> Result<()> {
-        if self.layout.items == 0 {
+    /// Records the whole batch in `slot`: gradients, then updates and loss. Nothing for an
+    /// empty batch.
+    pub fn record(&mut self, slot: usize, rec: &mut Recorder) -> Result<()> {
+        ensure!(
+            slot < self.slots.len(),
+            "batch slot {slot}: the plan has {}",
+            self.slots.len()
+        );
+        if self.slots[slot].layout.items == 0 {
             return Ok(());
         }
-        self.record_gradients(rec)?;
-        self.record_apply_output(rec)?;
-        self.record_apply_input(rec)?;
-        self.record_sum_loss(rec);
-        Ok(())
+        self.record_gradients(slot, rec)?;
+        self.record_apply(slot, rec)
     }
 
     /// The input vectors (the word vectors).

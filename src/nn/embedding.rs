@@ -21,6 +21,16 @@ use crate::gpu::Gpu;
 use crate::ops::embedding::Embedding as EmbeddingOp;
 use crate::ops::program::{Op, ProgramBuilder, TensorId};
 
+/// How a fresh table is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum EmbeddingInit {
+    /// Keras's `Embedding`: uniform in ±0.05.
+    #[default]
+    Keras,
+    /// PyTorch's `nn.Embedding`: standard normal, N(0, 1).
+    PyTorch,
+}
+
 /// An embedding table and its options.
 #[derive(Clone, Debug)]
 pub struct Embedding {
@@ -37,15 +47,30 @@ pub struct Embedding {
 impl Embedding {
     /// Keras's default initialisation: uniform in ±0.05.
     pub fn new(input_dim: usize, output_dim: usize, seed: u64) -> Result<Self> {
+        Self::with_init(input_dim, output_dim, EmbeddingInit::Keras, seed)
+    }
+
+    /// A table drawn as `init` says.
+    pub fn with_init(
+        input_dim: usize,
+        output_dim: usize,
+        init: EmbeddingInit,
+        seed: u64,
+    ) -> Result<Self> {
         EmbeddingOp::new(input_dim, output_dim).validate(
             input_dim.saturating_mul(output_dim),
             1,
             output_dim,
         )?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let data = (0..input_dim * output_dim)
-            .map(|_| rng.random_range(-0.05f32..0.05))
-            .collect();
+        let n = input_dim * output_dim;
+        let data = match init {
+            EmbeddingInit::Keras => (0..n).map(|_| rng.random_range(-0.05f32..0.05)).collect(),
+            EmbeddingInit::PyTorch => {
+                let normal = rand_distr::StandardNormal;
+                (0..n).map(|_| rng.sample::<f32, _>(normal)).collect()
+            }
+        };
         Ok(Self {
             input_dim,
             output_dim,

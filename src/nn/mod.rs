@@ -4,7 +4,7 @@ pub mod interop;
 pub mod params;
 pub mod recurrent;
 
-pub use params::{load_safetensors, save_safetensors, HostTensor, Tensors};
+pub use params::{load_safetensors, parse_safetensors, save_safetensors, HostTensor, Tensors};
 pub use recurrent::{
     Merge, OutputStage, RecordedStack, Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput,
     StackGrads, StackOptions, StackRun,
@@ -12,4 +12,4 @@ pub use recurrent::{
 pub mod dense;
 pub mod embedding;
 pub use dense::{Dense, DenseGrads, DenseRows};
-pub use embedding::Embedding;
+pub use embedding::{Embedding, EmbeddingInit};

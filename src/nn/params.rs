@@ -7,6 +7,8 @@ use anyhow::{bail, ensure, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+use crate::memory::{vec_with_capacity, Budget};
+
 /// A host tensor: a shape and its f32 elements, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
@@ -16,10 +18,11 @@ pub struct HostTensor {
 
 impl HostTensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
-        let n: usize = shape.iter().product();
+        let n = crate::memory::product(&shape);
         ensure!(
-            n == data.len(),
-            "a tensor of shape {shape:?} needs {n} elements, {} were given",
+            n == Some(data.len() as u64),
+            "a tensor of shape {shape:?} needs {} elements, {} were given",
+            n.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
             data.len()
         );
         Ok(Self { shape, data })
@@ -59,7 +62,9 @@ fn to_f32(name: &str, view: &TensorView) -> Result<Vec<f32>> {
         bytes.len()
     );
     let chunks = bytes.chunks_exact(width);
-    let out: Vec<f32> = match view.dtype() {
+    // At most four bytes of f32 for each stored byte: bounded by the file.
+    let mut out: Vec<f32> = vec_with_capacity(n, format_args!("tensor {name:?}"), &Budget::host())?;
+    out.extend::<Vec<f32>>(match view.dtype() {
         Dtype::F32 => chunks
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect(),
@@ -93,18 +98,35 @@ fn to_f32(name: &str, view: &TensorView) -> Result<Vec<f32>> {
         Dtype::I8 => chunks.map(|c| c[0] as i8 as f32).collect(),
         Dtype::U8 | Dtype::BOOL => chunks.map(|c| c[0] as f32).collect(),
         _ => unreachable!("dtype was checked above"),
-    };
+    });
     Ok(out)
 }
 
 /// Reads every tensor of a safetensors file.
 pub fn load_safetensors(path: &Path) -> Result<Tensors> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    let bytes = crate::io::read_file(path, "safetensors file")?;
+    parse_safetensors(&bytes).with_context(|| format!("in {}", path.display()))
+}
+
+/// Every tensor of a safetensors file's bytes. The header's offsets and shapes are checked
+/// against the bytes (by the safetensors crate: offsets in order and inside the data, each
+/// shape's product without overflow and equal to its bytes); beyond that, no dimension may
+/// exceed the file's length, so that an empty tensor cannot declare sizes that a later
+/// step would allocate for.
+pub fn parse_safetensors(bytes: &[u8]) -> Result<Tensors> {
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow::anyhow!("not a valid safetensors file: {e}"))?;
     let mut out = Tensors::new();
     for (name, view) in file.tensors() {
-        let data = to_f32(&name, &view).with_context(|| format!("in {}", path.display()))?;
+        if let Some(&d) = view.shape().iter().find(|&&d| d > bytes.len()) {
+            bail!(
+                "tensor {name:?} has shape {:?}: dimension {d} is larger than the whole file \
+                 ({} bytes)",
+                view.shape(),
+                bytes.len()
+            );
+        }
+        let data = to_f32(&name, &view)?;
         out.insert(name, HostTensor::new(view.shape().to_vec(), data)?);
     }
     Ok(out)

@@ -130,6 +130,18 @@ pub struct BatchLayout {
     pub at_in_entries: u32,
 }
 
+impl BatchLayout {
+    /// Input slots (summed over the items).
+    pub fn input_slots(&self) -> usize {
+        (self.at_targets - self.at_inputs) as usize
+    }
+
+    /// Target slots (summed over the items; one per item with the full softmax).
+    pub fn target_slots(&self) -> usize {
+        (self.at_out_rows - self.at_targets) as usize / 2
+    }
+}
+
 /// Items as the host builds them, before packing.
 #[derive(Clone, Debug, Default)]
 pub struct TrainBatch {

@@ -23,6 +23,7 @@ use super::model::{
 use super::trainer::{TrainConfig, Trainer};
 use crate::backend::Backend;
 use crate::exec::{CpuExecutor, Executor};
+use crate::nn::EmbeddingInit;
 use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
 use crate::ops::program::ProgramBuilder;
@@ -44,7 +45,7 @@ pub fn default_text() -> String {
 
 /// Reads a user's text file: it must be UTF-8 and not empty.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::io::read_file(path, "text")?;
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{} is not UTF-8 text (invalid byte at offset {})",
@@ -205,7 +206,6 @@ pub struct CharLmOptions {
     pub seed: u64,
     pub valid_fraction: f64,
     pub eval_every: u64,
-    pub eval_batches: usize,
     /// Dropout on the embedded characters the first layer reads (Keras `dropout`).
     #[serde(default)]
     pub input_dropout: f32,
@@ -215,27 +215,33 @@ pub struct CharLmOptions {
     /// Dropout on the state the recurrent product reads (Keras `recurrent_dropout`).
     #[serde(default)]
     pub recurrent_dropout: f32,
+    /// How the embedding table is drawn.
+    #[serde(default)]
+    pub embedding_init: EmbeddingInit,
 }
 
 impl Default for CharLmOptions {
+    /// `recur train`'s recipe, chosen by measurement on a 2-core machine without a GPU
+    /// (BENCHMARKS.md, "The language model's default recipe"): a 192-unit LSTM, 2000 Adam
+    /// steps, PyTorch's N(0, 1) embedding.
     fn default() -> Self {
         Self {
             cell: CellKind::Lstm,
-            hidden: 128,
+            hidden: 192,
             embed: 32,
             layers: 1,
             batch: 32,
             seq_len: 32,
-            train_steps: 800,
+            train_steps: 2000,
             lr: 0.02,
             clip: 5.0,
             seed: 0,
             valid_fraction: 0.05,
-            eval_every: 50,
-            eval_batches: 4,
+            eval_every: 100,
             input_dropout: 0.0,
             dropout: 0.0,
             recurrent_dropout: 0.0,
+            embedding_init: EmbeddingInit::PyTorch,
         }
     }
 }
@@ -250,6 +256,7 @@ impl CharLmOptions {
                 output_dim: self.embed,
                 padding: None,
                 trainable: true,
+                init: self.embedding_init,
             }),
             input_size: 0,
             cell: self.cell,
@@ -289,10 +296,7 @@ impl CharLmOptions {
             "hidden size, embedding size and layers must be > 0"
         );
         ensure!(self.train_steps > 0, "--steps must be > 0");
-        ensure!(
-            self.eval_every > 0 && self.eval_batches > 0,
-            "--eval-every must be > 0"
-        );
+        ensure!(self.eval_every > 0, "--eval-every must be > 0");
         ensure!(
             self.valid_fraction.is_finite() && (0.0..0.5).contains(&self.valid_fraction),
             "validation fraction {} is invalid: expected 0 <= fraction < 0.5",
@@ -470,13 +474,9 @@ pub fn train_on(
                 continue;
             }
             if let Some(v) = &valid_streams {
-                let n = v.chunks().min(opts.eval_batches);
-                let mut sum = 0.0;
-                for i in 0..n {
-                    // Spread the evaluated chunks over the held-out text.
-                    sum += trainer.evaluate(&v.chunk(i * v.chunks() / n))?;
-                }
-                let b = bpc(sum / n as f32);
+                // The whole held-out text, its streams' state carried from chunk to chunk.
+                let chunks: Vec<Batch> = (0..v.chunks()).map(|i| v.chunk(i)).collect();
+                let b = bpc(trainer.evaluate_stream(&chunks)?);
                 history.valid.push((step, b));
                 valid_bpc = Some(b);
             }

@@ -14,7 +14,9 @@ use safetensors::SafeTensors;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::footprint::Footprint;
 use super::model::{ModelSpec, SequenceModel};
+use crate::memory::Budget;
 use crate::nn::{HostTensor, Tensors};
 
 const FORMAT: &str = "recur-checkpoint-1";
@@ -45,9 +47,17 @@ impl Checkpoint<ModelSpec> {
 
     /// Reads a checkpoint, checking that it is one and that its parameters fit its spec.
     pub fn load(path: &Path) -> Result<Self> {
-        let ckpt = Self::load_any(path)?;
+        let bytes = crate::io::read_file(path, "checkpoint")?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// A checkpoint from a file's bytes (`source` names the file in messages). The model
+    /// spec in its metadata is checked against the tensors the file holds before a model
+    /// is built from it, so a forged spec cannot make anything larger than the file.
+    pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Self> {
+        let ckpt = Self::from_bytes_checked(bytes, source, check_spec_fits)?;
         ckpt.model()
-            .with_context(|| format!("checkpoint {} does not fit its model", path.display()))?;
+            .with_context(|| format!("checkpoint {} does not fit its model", source.display()))?;
         Ok(ckpt)
     }
 }
@@ -95,17 +105,27 @@ impl<S: Serialize + DeserializeOwned> Checkpoint<S> {
     /// Reads a checkpoint of any model with a spec of type `S` (the caller checks that the
     /// parameters fit it).
     pub fn load_any(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let bytes = crate::io::read_file(path, "checkpoint")?;
+        Self::from_bytes_checked(&bytes, path, |_, _| Ok(()))
+    }
+
+    /// A checkpoint from a file's bytes (`source` names the file in messages); `check` sees
+    /// the spec and the tensors before anything is built from them.
+    fn from_bytes_checked(
+        bytes: &[u8],
+        source: &Path,
+        check: impl FnOnce(&S, &Tensors) -> Result<()>,
+    ) -> Result<Self> {
+        let name = source.display();
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| anyhow::anyhow!("{name} is not a safetensors file: {e}"))?;
         let meta = header
             .metadata()
             .clone()
-            .with_context(|| format!("{} has no recur checkpoint metadata", path.display()))?;
+            .with_context(|| format!("{name} has no recur checkpoint metadata"))?;
         ensure!(
             meta.get("format").map(String::as_str) == Some(FORMAT),
-            "{} is not a recur checkpoint (format {:?}, expected {FORMAT})",
-            path.display(),
+            "{name} is not a recur checkpoint (format {:?}, expected {FORMAT})",
             meta.get("format")
         );
         let step = meta
@@ -114,7 +134,9 @@ impl<S: Serialize + DeserializeOwned> Checkpoint<S> {
             .context("checkpoint step missing or not a number")?;
         let spec: S = serde_json::from_str(meta.get("model").context("model spec missing")?)
             .context("checkpoint model spec is not valid")?;
-        let tensors = crate::nn::load_safetensors(path)?;
+        let tensors = crate::nn::parse_safetensors(bytes).with_context(|| format!("in {name}"))?;
+        check(&spec, &tensors)
+            .with_context(|| format!("checkpoint {name} does not fit its model"))?;
         let (optimizer, rest): (Tensors, Tensors) = tensors
             .into_iter()
             .partition(|(n, _)| n.starts_with("optimizer."));
@@ -133,4 +155,27 @@ impl<S: Serialize + DeserializeOwned> Checkpoint<S> {
             meta: extra,
         })
     }
+}
+
+/// The spec's parameters must be among the file's tensors, so they cannot hold more values
+/// than the file does; and they must fit in memory.
+fn check_spec_fits(spec: &ModelSpec, tensors: &Tensors) -> Result<()> {
+    let fp = Footprint::of(spec)?;
+    let held: u64 = tensors.values().map(|t| t.data.len() as u64).sum();
+    let params = fp.params();
+    ensure!(
+        params.is_some_and(|p| p <= held),
+        "its model spec (cell {}, hidden_size {}, num_layers {}, outputs {}{}) has {} \
+         parameter values, but the file holds {held} values in all",
+        spec.cell,
+        spec.hidden_size,
+        spec.num_layers,
+        spec.outputs,
+        spec.embedding.map_or(String::new(), |e| format!(
+            ", embedding input_dim {} x output_dim {}",
+            e.input_dim, e.output_dim
+        )),
+        params.map_or_else(|| "more than 2^64".to_string(), |p| p.to_string())
+    );
+    fp.check_host(None, false, &Budget::host())
 }

@@ -136,12 +136,12 @@ impl SequenceData {
         for seqs in order.chunks(batch) {
             let batch = seqs.len();
             let inputs = match &self.inputs {
-                Inputs::Values(v) => Inputs::Values(time_major(v, &seqs, steps, features)),
-                Inputs::Ids(v) => Inputs::Ids(time_major(v, &seqs, steps, 1)),
+                Inputs::Values(v) => Inputs::Values(time_major(v, seqs, steps, features)),
+                Inputs::Ids(v) => Inputs::Ids(time_major(v, seqs, steps, 1)),
             };
             let targets = match &self.targets {
-                Targets::Values(v) => Targets::Values(time_major(v, &seqs, rows, outputs)),
-                Targets::Classes(v) => Targets::Classes(time_major(v, &seqs, rows, 1)),
+                Targets::Values(v) => Targets::Values(time_major(v, seqs, rows, outputs)),
+                Targets::Classes(v) => Targets::Classes(time_major(v, seqs, rows, 1)),
             };
             out.push(Batch {
                 batch,

@@ -23,9 +23,11 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
 use super::distributed::{check_shards, Ranks};
+use super::footprint::{Footprint, RunShape};
 use super::model::{Batch, DropoutRates, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
 use super::trainer::{TrainConfig, Trainer};
 use crate::backend::Backend;
+use crate::memory::Budget;
 use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
 use crate::ops::recurrent::CellKind;
@@ -39,7 +41,7 @@ pub struct Table {
 
 /// Reads a table of numbers: every row the same length, every field a finite number.
 pub fn read_table(path: &Path) -> Result<Table> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::io::read_file(path, "data file")?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{} is not a UTF-8 text file", path.display()))?;
     parse_table(&text).with_context(|| format!("in {}", path.display()))
@@ -146,7 +148,19 @@ impl FitOptions {
             ensure!(value > 0, "{flag} {value} is invalid: expected {expected}");
         }
         self.dropout_rates().validate()?;
-        self.optim().validate()
+        self.optim().validate()?;
+        // The smallest model these options can make (one output, one step): a hidden size
+        // or a stack beyond memory is refused before any file is read.
+        let smallest = FitTask::Forecaster {
+            window: 1,
+            mean: 0.0,
+            std: 1.0,
+        };
+        let run = RunShape {
+            batch: self.batch,
+            steps: 1,
+        };
+        Footprint::of(&self.model_spec(&smallest))?.check_host(Some(run), true, &Budget::host())
     }
 
     fn dropout_rates(&self) -> DropoutRates {
@@ -456,7 +470,13 @@ impl FitModel {
 
     /// Reads a model written by [`Self::save`], checking it is one.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut checkpoint = Checkpoint::load(path)?;
+        Self::from_bytes(&crate::io::read_file(path, "model file")?, path)
+    }
+
+    /// A model from a file's bytes (`path` names it in messages), checked as [`Self::load`]
+    /// checks it.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let mut checkpoint = Checkpoint::from_bytes(bytes, path)?;
         // Kept as `task` and `batch` here; `save` writes them back.
         let json = checkpoint.meta.remove(META_KEY).with_context(|| {
             format!(
@@ -477,6 +497,14 @@ impl FitModel {
         meta.task
             .check(&checkpoint.spec)
             .with_context(|| format!("{} is not a usable `recur fit` model", path.display()))?;
+        // The batch and steps come from the file too: checked before a trainer is made.
+        let run = RunShape {
+            batch: meta.batch,
+            steps: meta.task.steps(),
+        };
+        Footprint::of(&checkpoint.spec)?
+            .check_host(Some(run), true, &Budget::host())
+            .with_context(|| format!("{}: the model cannot run here", path.display()))?;
         Ok(Self {
             checkpoint,
             task: meta.task,
@@ -609,8 +637,20 @@ fn fit_task(
         opts.batch,
         tr.seqs.len()
     );
-    let model = SequenceModel::new(opts.model_spec(&task), opts.seed)?;
     check_shards("sequences per batch (--batch)", opts.batch, ranks.count())?;
+    let spec = opts.model_spec(&task);
+    // Each rank runs its share of every batch (at most this many sequences).
+    let run = RunShape {
+        batch: opts.batch.div_ceil(ranks.count()),
+        steps: task.steps(),
+    };
+    // Checked before the model's parameters are drawn.
+    let footprint = Footprint::of(&spec)?;
+    footprint.check_host(Some(run), matches!(backend, Backend::Cpu), &Budget::host())?;
+    if let Backend::Gpu(gpu) = backend {
+        footprint.check_device(run, &Budget::device_buffer(gpu))?;
+    }
+    let model = SequenceModel::new(spec, opts.seed)?;
     let mut t = Trainer::new(backend, model, TrainConfig::new(opts.optim()))?;
     ranks.attach(&mut t)?;
     let train_loss = train_epochs(&mut t, &tr, opts, ranks, on_epoch)?;

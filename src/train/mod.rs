@@ -4,6 +4,7 @@
 pub use crate::ops::schedule::{self, Schedule};
 pub mod checkpoint;
 pub mod distributed;
+pub mod footprint;
 pub mod model;
 pub mod trainer;
 pub use crate::ops::optim::OptimConfig;

@@ -13,10 +13,13 @@ use std::collections::BTreeMap;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::trainer::cpu_pass;
 use crate::cpu::Real;
 use crate::exec::{CpuExecutor, Executor, ProgramId};
 use crate::nn::recurrent::TrainKey;
-use crate::nn::{Dense, DenseRows, Embedding, RecordedStack, Recurrent, RecurrentConfig, Tensors};
+use crate::nn::{
+    Dense, DenseRows, Embedding, EmbeddingInit, RecordedStack, Recurrent, RecurrentConfig, Tensors,
+};
 use crate::ops::loss::CrossEntropy;
 use crate::ops::program::{Op, ProgramBuilder, StateRegion, TensorId};
 use crate::ops::recurrent::CellKind;
@@ -62,10 +65,17 @@ pub struct ModelSpec {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmbeddingSpec {
+    /// Vocabulary size.
     pub input_dim: usize,
+    /// Values per id.
     pub output_dim: usize,
+    /// A padding id (no gradient; trailing it ends a sequence).
     pub padding: Option<u32>,
+    /// Whether training updates the table.
     pub trainable: bool,
+    /// How a fresh table is drawn (Keras's uniform ±0.05 unless said otherwise).
+    #[serde(default)]
+    pub init: EmbeddingInit,
 }
 
 /// A batch of `batch` sequences of `steps` steps, time-major.
@@ -234,7 +244,8 @@ impl SequenceModel {
     pub fn new(spec: ModelSpec, seed: u64) -> Result<Self> {
         let embedding = match &spec.embedding {
             Some(e) => {
-                let mut layer = Embedding::new(e.input_dim, e.output_dim, seed ^ 0x9e37)?;
+                let mut layer =
+                    Embedding::with_init(e.input_dim, e.output_dim, e.init, seed ^ 0x9e37)?;
                 if let Some(p) = e.padding {
                     layer = layer.with_padding(p)?;
                 }
@@ -701,40 +712,36 @@ impl SequenceModel {
         grads: bool,
         train: Option<TrainKey>,
     ) -> Result<CpuPass<T>> {
-        self.check_batch(b)?;
-        let mut exec = CpuExecutor::<T>::new();
-        for (name, t) in self.named_params() {
-            let v = p
-                .get(&name)
-                .with_context(|| format!("parameter {name} missing"))?;
-            exec.set_param_real(&name, &t.shape, v)?;
-        }
-        let pass = match (grads, train) {
-            (_, Some(_)) => Pass::Train { dropout: true },
-            (true, None) => Pass::Train { dropout: false },
-            (false, None) => Pass::Evaluate,
-        };
-        let mut builder = ProgramBuilder::new();
-        let rec = self.record(&mut builder, "", (b.batch, b.steps), pass, None)?;
-        let prog = exec.load(builder.finish())?;
-        // Host data in T: the inputs go through f32 as the batch holds them.
-        self.write_batch(&mut exec, prog, &rec.inputs, b)?;
-        let n = rec.stack.region_len();
-        for (i, &state) in rec.stack.states.iter().enumerate() {
-            let regions = [(StateRegion::H0, h0), (StateRegion::C0, c0)];
-            for (region, values) in regions {
-                if let Some(v) = values {
-                    ensure!(
-                        v.len() == n * rec.stack.states.len(),
-                        "initial state has {} values, expected {}",
-                        v.len(),
-                        n * rec.stack.states.len()
-                    );
-                    exec.write_real(prog, state, rec.stack.region(region), &v[i * n..][..n])?;
+        let (exec, prog, rec, grads) = cpu_pass(
+            self,
+            p,
+            b,
+            grads,
+            train.map(|k| k.step),
+            |exec, prog, rec| {
+                let n = rec.stack.region_len();
+                for (i, &state) in rec.stack.states.iter().enumerate() {
+                    for (region, values) in [(StateRegion::H0, h0), (StateRegion::C0, c0)] {
+                        if let Some(v) = values {
+                            ensure!(
+                                v.len() == n * rec.stack.states.len(),
+                                "initial state has {} values, expected {}",
+                                v.len(),
+                                n * rec.stack.states.len()
+                            );
+                            exec.write_real(
+                                prog,
+                                state,
+                                rec.stack.region(region),
+                                &v[i * n..][..n],
+                            )?;
+                        }
+                    }
                 }
-            }
-        }
-        Executor::run(&mut exec, prog, 0, train.map_or(0, |k| k.step))?;
+                Ok(())
+            },
+        )?;
+        let n = rec.stack.region_len();
         let region = |exec: &CpuExecutor<T>, r: StateRegion| -> Result<Vec<T>> {
             let mut out = Vec::new();
             for &state in &rec.stack.states {
@@ -743,15 +750,6 @@ impl SequenceModel {
             Ok(out)
         };
         let cell = self.rnn.config.cell.has_cell_state();
-        let grads = if matches!(pass, Pass::Train { .. }) {
-            let mut g = BTreeMap::new();
-            for (name, &t) in &rec.grads {
-                g.insert(name.clone(), exec.read_real(prog, t)?);
-            }
-            Some(g)
-        } else {
-            None
-        };
         let loss = rec.loss.context("an evaluation pass has a loss")?;
         Ok(CpuPass {
             loss: exec.read_real(prog, loss)?[0],

@@ -24,10 +24,10 @@ use super::model::{
     tensors_as, with_prefix, Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec,
     Pass, Recorded, SeqInputs, SequenceModel, Targets,
 };
-use super::trainer::Learner;
+use super::trainer::{cpu_pass, Learner};
 use crate::backend::Backend;
 use crate::cpu::Real;
-use crate::exec::{CpuExecutor, Executor, ProgramId};
+use crate::exec::{Executor, ProgramId};
 use crate::nn::recurrent::TrainKey;
 use crate::nn::{Embedding, Recurrent, RecurrentConfig, Tensors};
 use crate::ops::program::{ProgramBuilder, StateRegion, TensorId};
@@ -187,6 +187,7 @@ impl Seq2Seq {
                     output_dim: spec.embed,
                     padding: None,
                     trainable: true,
+                    init: Default::default(),
                 }),
                 input_size: 0,
                 cell: spec.cell,
@@ -408,38 +409,7 @@ impl Seq2Seq {
         grads: bool,
         step: Option<u64>,
     ) -> Result<Seq2SeqPass<T>> {
-        self.check_batch(b)?;
-        let mut exec = CpuExecutor::<T>::new();
-        for (name, t) in self.named_params() {
-            let v = p
-                .get(&name)
-                .with_context(|| format!("parameter {name} missing"))?;
-            exec.set_param_real(&name, &t.shape, v)?;
-        }
-        let pass = match (grads, step) {
-            (_, Some(_)) => Pass::Train { dropout: true },
-            (true, None) => Pass::Train { dropout: false },
-            (false, None) => Pass::Evaluate,
-        };
-        let mut builder = ProgramBuilder::new();
-        let rec = self.record(
-            &mut builder,
-            (b.batch, b.source_steps, b.target_steps),
-            pass,
-        )?;
-        let prog = exec.load(builder.finish())?;
-        self.write_batch(&mut exec, prog, &rec.inputs, b)?;
-        exec.run(prog, 0, step.unwrap_or(0))?;
-        let grads = match pass {
-            Pass::Train { .. } => {
-                let mut g = BTreeMap::new();
-                for (name, &t) in &rec.grads {
-                    g.insert(name.clone(), exec.read_real(prog, t)?);
-                }
-                Some(g)
-            }
-            _ => None,
-        };
+        let (exec, prog, rec, grads) = cpu_pass(self, p, b, grads, step, |_, _, _| Ok(()))?;
         let loss = rec.loss.context("an evaluation pass has a loss")?;
         Ok(Seq2SeqPass {
             loss: exec.read_real(prog, loss)?[0],

@@ -394,6 +394,7 @@ impl ModelBuilder {
             output_dim: dim,
             padding: None,
             trainable: true,
+            init: Default::default(),
         });
         self
     }

@@ -22,7 +22,8 @@ use super::checkpoint::Checkpoint;
 use super::distributed::{self, GradientReducer};
 use super::model::{Pass, Recorded, SequenceModel};
 use crate::backend::Backend;
-use crate::exec::{Executor, ProgramId};
+use crate::cpu::Real;
+use crate::exec::{CpuExecutor, Executor, ProgramId};
 use crate::nn::{HostTensor, Tensors};
 use crate::ops::optim::OptimConfig;
 use crate::ops::program::{Op, ProgramBuilder, StateRegion};
@@ -151,6 +152,8 @@ pub struct Trainer<M: Learner = SequenceModel> {
     pending_state: Option<CarriedState>,
     /// The other ranks of a data-parallel job (see `distributed`).
     reducer: Option<Rc<dyn GradientReducer>>,
+    /// The evaluation program of [`Self::evaluate_stream`], which carries its own state.
+    stream_eval: Option<Planned<M::Inputs>>,
 }
 
 pub(super) fn check_loss(loss: f32, step: u64) -> Result<f32> {
@@ -190,6 +193,7 @@ impl<M: Learner> Trainer<M> {
             predict: HashMap::new(),
             pending_state: None,
             reducer: None,
+            stream_eval: None,
         })
     }
 
@@ -518,6 +522,47 @@ impl<M: Learner> Trainer<M> {
             .read(p, rec.loss.context("an evaluation has a loss")?, 0, 1)?[0])
     }
 
+    /// The mean loss over consecutive chunks of streams (a held-out text cut as the
+    /// training streams are), the state carried from each chunk into the next from zero at
+    /// the first, as a language model is scored; the training state is left alone.
+    pub fn evaluate_stream(&mut self, chunks: &[M::Batch]) -> Result<f32> {
+        ensure!(!chunks.is_empty(), "no chunks to evaluate");
+        let mut sum = 0.0f64;
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.model.check_batch(chunk)?;
+            let shape = self.model.batch_shape(chunk);
+            if self.stream_eval.as_ref().is_none_or(|s| s.shape != shape) {
+                let mut b = ProgramBuilder::new();
+                let rec = self.model.record(&mut b, &shape, Pass::Evaluate)?;
+                rec.stack.record_carry(&mut b);
+                b.read_back(rec.loss.context("an evaluation has a loss")?);
+                let program = self.exec.load(b.finish())?;
+                self.stream_eval = Some(Planned {
+                    program,
+                    shape: shape.clone(),
+                    rec,
+                });
+            }
+            let s = self.stream_eval.as_ref().context("the stream program")?;
+            let (p, rec) = (s.program, s.rec.clone());
+            if i == 0 {
+                let n = rec.stack.region_len();
+                for &state in &rec.stack.states {
+                    for r in [StateRegion::H0, StateRegion::C0] {
+                        self.exec
+                            .write(p, state, rec.stack.region(r), &vec![0.0; n])?;
+                    }
+                }
+            }
+            self.model
+                .write_batch(self.exec.as_mut(), p, &rec.inputs, chunk)?;
+            self.exec.run(p, 0, self.step)?;
+            let loss = rec.loss.context("an evaluation has a loss")?;
+            sum += self.exec.read(p, loss, 0, 1)?[0] as f64;
+        }
+        Ok((sum / chunks.len() as f64) as f32)
+    }
+
     /// Forward only from zero states: the outputs `[rows, outputs]` (the targets are
     /// checked but unused; the carried state is kept).
     pub fn predict(&mut self, batch: &M::Batch) -> Result<Vec<f32>> {
@@ -637,6 +682,57 @@ impl<M: Learner> Trainer<M> {
             meta: BTreeMap::new(),
         })
     }
+}
+
+/// One pass of a checked batch on a fresh CPU executor in `T` (f64 for finite-difference
+/// checks), with parameters `p`: a training pass with `grads` or a training step's dropout
+/// (`step`), else an evaluation. `prepare` runs after the batch is written, before the
+/// run (e.g. to set initial states). Returns the executor after the run, the program, the
+/// recording and the gradients by name (training passes).
+#[allow(clippy::type_complexity)]
+pub fn cpu_pass<M: Learner, T: Real>(
+    model: &M,
+    p: &BTreeMap<String, Vec<T>>,
+    batch: &M::Batch,
+    grads: bool,
+    step: Option<u64>,
+    prepare: impl FnOnce(&mut CpuExecutor<T>, ProgramId, &Recorded<M::Inputs>) -> Result<()>,
+) -> Result<(
+    CpuExecutor<T>,
+    ProgramId,
+    Recorded<M::Inputs>,
+    Option<BTreeMap<String, Vec<T>>>,
+)> {
+    model.check_batch(batch)?;
+    let mut exec = CpuExecutor::<T>::new();
+    for (name, t) in model.named_params() {
+        let v = p
+            .get(&name)
+            .with_context(|| format!("parameter {name} missing"))?;
+        exec.set_param_real(&name, &t.shape, v)?;
+    }
+    let pass = match (grads, step) {
+        (_, Some(_)) => Pass::Train { dropout: true },
+        (true, None) => Pass::Train { dropout: false },
+        (false, None) => Pass::Evaluate,
+    };
+    let mut b = ProgramBuilder::new();
+    let rec = model.record(&mut b, &model.batch_shape(batch), pass)?;
+    let prog = exec.load(b.finish())?;
+    model.write_batch(&mut exec, prog, &rec.inputs, batch)?;
+    prepare(&mut exec, prog, &rec)?;
+    exec.run(prog, 0, step.unwrap_or(0))?;
+    let grads = match pass {
+        Pass::Train { .. } => {
+            let mut g = BTreeMap::new();
+            for (name, &t) in &rec.grads {
+                g.insert(name.clone(), exec.read_real(prog, t)?);
+            }
+            Some(g)
+        }
+        _ => None,
+    };
+    Ok((exec, prog, rec, grads))
 }
 
 /// Optimizer state tensors in checkpoints are named this + the parameter's name.

@@ -2,10 +2,12 @@
 //! Only one line is held in memory at a time, so a corpus larger than memory trains.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use crate::memory::Budget;
 
 /// Lines of a file, or of the lines that start inside a byte range of it (how the trainer's
 /// threads share one file, as word2vec.c splits it).
@@ -54,12 +56,25 @@ impl LineReader {
             return Ok(None);
         }
         self.buf.clear();
-        let n = self
-            .reader
+        // A line is held whole: one longer than the memory budget (a file without line
+        // breaks, a device that never ends) is refused rather than read until memory runs out.
+        let limit = Budget::host().bytes() / 2;
+        let n = (&mut self.reader)
+            .take(limit.saturating_add(1))
             .read_until(b'\n', &mut self.buf)
             .with_context(|| format!("reading corpus {}", self.path.display()))?;
         if n == 0 {
             return Ok(None);
+        }
+        if n as u64 > limit {
+            Budget::stated(limit, "half the memory budget").check(
+                format_args!(
+                    "corpus {}: the line at byte offset {}",
+                    self.path.display(),
+                    self.pos
+                ),
+                Some(n as u64),
+            )?;
         }
         let start = self.pos;
         self.pos += n as u64;

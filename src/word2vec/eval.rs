@@ -16,7 +16,7 @@ fn lookup(kv: &KeyedVectors, word: &str) -> Option<usize> {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::io::read_file(path, "evaluation file")?;
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{}: invalid UTF-8 at byte offset {}",

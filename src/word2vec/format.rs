@@ -1,7 +1,8 @@
 //! word2vec.c's vector files. Text: a header `V D\n`, then per word `word v1 v2 ... vD \n`
 //! with values as `%lf` (six decimals, a space after each). Binary: the same header, then
 //! per word `word ` followed by D little-endian f32 and `\n`. The readers also take gensim's
-//! files (no trailing space in text, no newline after a binary record).
+//! files (no trailing space in text, no newline after a binary record). A header's counts
+//! are checked against the bytes the file holds before anything is reserved for them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::vectors::KeyedVectors;
+use crate::memory::{vec_with_capacity, Budget};
 use crate::nn::Embedding;
 
 /// Writes `kv` in word2vec.c's text format (atomically).
@@ -50,7 +52,7 @@ pub fn to_binary(kv: &KeyedVectors) -> Vec<u8> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading vectors {}", path.display()))
+    crate::io::read_file(path, "vectors file")
 }
 
 /// An `Embedding` layer initialised from a word2vec text or binary file (`trainable` or
@@ -64,12 +66,21 @@ pub fn load_embedding(path: &Path, trainable: bool) -> Result<(Embedding, HashMa
 /// Reads a text or binary file, telling which from its first record.
 pub fn load(path: &Path) -> Result<KeyedVectors> {
     let bytes = read(path)?;
-    let res = if looks_like_text(&bytes) {
-        parse_text(&bytes)
+    parse(&bytes).with_context(|| format!("vectors file {}", path.display()))
+}
+
+/// A text or binary file's bytes, telling which from the first record.
+pub fn parse(bytes: &[u8]) -> Result<KeyedVectors> {
+    // A header the file cannot hold in either format is reported as such, not as a
+    // misread binary file.
+    if let Ok((v, d, start)) = header(bytes) {
+        check_header_fits(v, d, bytes.len() - start, "either", TEXT_VALUE_BYTES)?;
+    }
+    if looks_like_text(bytes) {
+        parse_text(bytes)
     } else {
-        parse_binary(&bytes)
-    };
-    res.with_context(|| format!("vectors file {}", path.display()))
+        parse_binary(bytes)
+    }
 }
 
 pub fn load_text(path: &Path) -> Result<KeyedVectors> {
@@ -97,6 +108,35 @@ fn header(bytes: &[u8]) -> Result<(usize, usize, usize)> {
     }
 }
 
+/// Checks that the `v x d` values a header declares fit in the `held` bytes after it, at
+/// `width` bytes each at least (a separator and a digit in text, four bytes in binary), so
+/// that nothing is reserved for values the file cannot hold.
+fn check_header_fits(v: usize, d: usize, held: usize, format: &str, width: u64) -> Result<()> {
+    let needed = (v as u64)
+        .checked_mul(d as u64)
+        .and_then(|n| n.checked_mul(width));
+    if needed.is_some_and(|n| n <= held as u64) {
+        return Ok(());
+    }
+    let needed = needed.map_or_else(
+        || "more than 2^64 bytes".to_string(),
+        |n| format!("at least {n} bytes"),
+    );
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    bail!(
+        "the header declares {v} word{} of {d} value{}, whose values alone take {needed} in \
+         {format} format; the file holds {held} bytes after its header",
+        plural(v),
+        plural(d)
+    )
+}
+
+/// Fewest bytes a value takes in a text file: a separator and a digit.
+const TEXT_VALUE_BYTES: u64 = 2;
+
+/// Bytes of a value in a binary file.
+const BINARY_VALUE_BYTES: u64 = 4;
+
 /// A text file's first record is a line of a word and exactly SIZE numbers.
 fn looks_like_text(bytes: &[u8]) -> bool {
     let Ok((_, d, start)) = header(bytes) else {
@@ -108,17 +148,19 @@ fn looks_like_text(bytes: &[u8]) -> bool {
         return false;
     };
     let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-    fields.len() == d + 1 && fields[1..].iter().all(|f| f.parse::<f32>().is_ok())
+    fields.len() == d.saturating_add(1) && fields[1..].iter().all(|f| f.parse::<f32>().is_ok())
 }
 
 pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
     let (v, d, start) = header(bytes)?;
+    check_header_fits(v, d, bytes.len() - start, "the text", TEXT_VALUE_BYTES)?;
     let text = match std::str::from_utf8(&bytes[start..]) {
         Ok(t) => t,
         Err(e) => bail!("invalid UTF-8 at byte offset {}", start + e.valid_up_to()),
     };
-    let mut words = Vec::with_capacity(v);
-    let mut data = Vec::with_capacity(v * d);
+    // At most one value per two bytes of the file (checked above); the words grow as read.
+    let mut words = Vec::new();
+    let mut data = vec_with_capacity(v * d, "the vectors file's values", &Budget::host())?;
     for (n, line) in text.lines().enumerate() {
         let line_no = n + 2;
         let mut fields = line.split_ascii_whitespace();
@@ -156,8 +198,10 @@ pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
 
 pub fn parse_binary(bytes: &[u8]) -> Result<KeyedVectors> {
     let (v, d, mut pos) = header(bytes)?;
-    let mut words = Vec::with_capacity(v);
-    let mut data = Vec::with_capacity(v * d);
+    check_header_fits(v, d, bytes.len() - pos, "the binary", BINARY_VALUE_BYTES)?;
+    // The values are in the file as they are (checked above); the words grow as read.
+    let mut words = Vec::new();
+    let mut data = vec_with_capacity(v * d, "the vectors file's values", &Budget::host())?;
     for i in 0..v {
         while pos < bytes.len() && (bytes[pos] == b'\n' || bytes[pos] == b'\r') {
             pos += 1;

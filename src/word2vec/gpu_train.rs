@@ -1,15 +1,17 @@
 //! The GPU trainer: the CPU trainer's algorithm with the updates computed and applied on the
 //! GPU in batches of many centre words.
 //!
-//! The host does what is sequential and cheap, in the order a 1-thread CPU run does it and
-//! from the same random stream: it reads the corpus line by line, subsamples, shrinks the
-//! window, draws the negatives or looks up the Huffman path, and lists one work item per
-//! prediction (a context word predicting the centre in skip-gram, the window's mean
-//! predicting it in CBOW). Every `gpu_batch` centre words it packs the items with their
-//! inverse indexes, uploads them in one buffer write and records four dispatches in one
-//! submit (`src/gpu/word2vec_train.rs`). The learning rate of a batch is the CPU trainer's
-//! linear decay at the words read when the batch starts. The loss sums stay on the GPU and
-//! are read back once every [`LOSS_SLOTS`] batches and at the end of each epoch.
+//! The host lists the work (`src/word2vec/gpu_batches.rs`): it reads the corpus line by
+//! line, subsamples, cuts the centre words into batches of `gpu_batch`, and then, a group of
+//! batches at a time on all cores, draws each centre's window and each item's negatives (or
+//! looks up the Huffman path) and lists one work item per prediction (a context word
+//! predicting the centre in skip-gram, the window's mean predicting it in CBOW), packed with
+//! its inverse indexes. Each batch goes into a slot of the plan (one buffer write) and its
+//! two dispatches are recorded (`src/gpu/word2vec_train.rs`); a submit carries
+//! [`GpuTrainOptions::batches_per_submit`] batches, which the GPU runs in order while the
+//! host builds the next group. The learning rate of a batch is the CPU trainer's linear
+//! decay at the words read when the batch starts. The loss sums stay on the GPU and are read
+//! back once every [`LOSS_SLOTS`] batches and at the end of each epoch.
 //!
 //! # Rows touched more than once in a batch
 //!
@@ -17,11 +19,13 @@
 //! hierarchical softmax the tree's top nodes are on nearly every item's path. The rule:
 //!
 //! 1. Every item's gradients are computed from the weights as they were at the start of the
-//!    batch (synchronous minibatch SGD): no item sees another's update.
+//!    batch (synchronous minibatch SGD): no item sees another's update in the same batch;
+//!    every batch sees all updates of the batches before it, whichever submit they were in.
 //! 2. A row's contributions are summed in a fixed order (the order of the items, then of
 //!    their slots) through the host-built inverse index, by the one invocation that owns
 //!    each element of the row, then added once. No float atomics, so a seed gives the same
-//!    bits on a given adapter on every run.
+//!    bits on a given adapter (and gradient kernel) on every run, however many batches go
+//!    in one submit or how many threads build the batches.
 //! 3. A row reached by more than `gpu_row_cap` contributions in one batch gets its summed
 //!    update scaled by `gpu_row_cap / n`. word2vec.c's sequential updates self-correct:
 //!    after a few steps on a row its sigmoid saturates and later steps shrink. Summed from
@@ -29,7 +33,8 @@
 //!    on every path) overshoot instead. The cap bounds any row's step per batch to that of
 //!    `gpu_row_cap` sequential steps; rows reached fewer times get the exact minibatch sum.
 //!
-//! The measurements behind the defaults (`gpu_batch`, `gpu_row_cap`) are in BENCHMARKS.md.
+//! The measurements behind the defaults (`gpu_batch`, `gpu_row_cap`) and the cost model of
+//! the kernels ([`plan_run`]) are in BENCHMARKS.md.
 
 use std::path::Path;
 use std::time::Instant;
@@ -37,17 +42,42 @@ use std::time::Instant;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::corpus::LineReader;
-use super::huffman::Huffman;
-use super::sampling::{AliasTable, Rng};
-use super::train::{learning_rate, Arch, Config, Output, TrainReport};
+use super::gpu_batches::{HostBatches, Layer};
+use super::sampling::Rng;
+use super::train::{learning_rate, Config, TrainReport};
 use super::vectors::KeyedVectors;
 use super::vocab::Vocab;
+use crate::gpu::word2vec_train::{batch_costs, DispatchCost, GradientKernel, PlanOptions};
 use crate::gpu::{Gpu, Recorder, TrainPlan};
-use crate::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
 
-/// Batches whose loss sums the GPU holds before the host reads them back.
-pub const LOSS_SLOTS: usize = 64;
+/// Batches whose loss sums the GPU holds before the host reads them back (reading waits for
+/// the GPU to finish, so it is done rarely).
+pub const LOSS_SLOTS: usize = 256;
+
+/// Batches recorded into one submit by default. A submit costs some 20-50 us on a real GPU,
+/// a batch's two dispatches some 10 us of launch: 32 batches make the submit's share small.
+pub const BATCHES_PER_SUBMIT: usize = 32;
+
+/// How the GPU trainer runs (its results depend on the gradient kernel's order of summation,
+/// never on the batches per submit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuTrainOptions {
+    pub gradient_kernel: GradientKernel,
+    /// Batches recorded into one submit (fewer if their slots would take more than the
+    /// plan's memory budget for them).
+    pub batches_per_submit: usize,
+}
+
+impl GpuTrainOptions {
+    /// The gradient kernel made for `gpu`'s kind of adapter, [`BATCHES_PER_SUBMIT`] batches
+    /// per submit.
+    pub fn for_adapter(gpu: &Gpu) -> Self {
+        Self {
+            gradient_kernel: GradientKernel::for_adapter(gpu),
+            batches_per_submit: BATCHES_PER_SUBMIT,
+        }
+    }
+}
 
 /// Scans the vocabulary of `corpus`, then trains on the GPU.
 pub fn train_gpu(corpus: &Path, cfg: &Config, gpu: &Gpu) -> Result<(KeyedVectors, TrainReport)> {
@@ -56,67 +86,58 @@ pub fn train_gpu(corpus: &Path, cfg: &Config, gpu: &Gpu) -> Result<(KeyedVectors
     train_with_vocab_gpu(corpus, &vocab, cfg, gpu)
 }
 
-enum Layer {
-    Negative { k: usize, table: AliasTable },
-    Hierarchical(Huffman),
-    Softmax,
+/// When the trainer submits and reads the loss sums back: a submit when the batch slots are
+/// all used or the losses are due, the losses when their slots are full or an epoch ends.
+struct Schedule {
+    slots: usize,
+    used: usize,
+    pending: usize,
 }
 
-/// The sizes of a run: the matrices and the largest batch `cfg` can make.
-fn spec(cfg: &Config, vocab: &Vocab, layer: &Layer) -> Result<TrainSpec> {
-    let v = vocab.len();
-    let (out_rows, per_item, output) = match layer {
-        Layer::Negative { k, .. } => (v, k + 1, TrainOutput::Sampled),
-        Layer::Hierarchical(tree) => (
-            tree.inner_nodes(),
-            (0..v).map(|w| tree.code(w).len()).max().unwrap_or(1),
-            TrainOutput::Sampled,
-        ),
-        Layer::Softmax => (v, 1, TrainOutput::Softmax),
-    };
-    let window = cfg.gpu_batch.checked_mul(2 * cfg.window).ok_or_else(|| {
-        anyhow::anyhow!("GPU batch of {} centre words is too large", cfg.gpu_batch)
-    })?;
-    let max_items = match cfg.arch {
-        Arch::SkipGram => window,
-        Arch::Cbow => cfg.gpu_batch,
-    };
-    let max_targets = max_items.checked_mul(per_item).ok_or_else(|| {
-        anyhow::anyhow!("{max_items} items of {per_item} targets are too many for one batch")
-    })?;
-    let spec = TrainSpec {
-        in_rows: v,
-        out_rows,
-        dim: cfg.size,
-        output,
-        max_items,
-        max_inputs: window,
-        max_targets,
-        row_cap: cfg.gpu_row_cap,
-    };
-    spec.validate()?;
-    Ok(spec)
+impl Schedule {
+    /// After a batch (recorded into a slot if `recorded`): whether to submit now, and
+    /// whether to read the losses after that.
+    fn after_batch(&mut self, recorded: bool, ends_epoch: bool) -> (bool, bool) {
+        if recorded {
+            self.used += 1;
+            self.pending += 1;
+        }
+        let read = self.pending > 0 && (ends_epoch || self.pending == LOSS_SLOTS);
+        let submit = self.used > 0 && (self.used == self.slots || read || ends_epoch);
+        if submit {
+            self.used = 0;
+        }
+        if read {
+            self.pending = 0;
+        }
+        (submit, read)
+    }
 }
 
-/// Trains on `corpus` on the GPU with a vocabulary already built. See the module comment
-/// for what runs where and how updates to the same row combine.
+/// Trains on `corpus` on the GPU with a vocabulary already built, with the options made for
+/// `gpu`'s kind of adapter. See the module comment for what runs where and how updates to
+/// the same row combine.
 pub fn train_with_vocab_gpu(
     corpus: &Path,
     vocab: &Vocab,
     cfg: &Config,
     gpu: &Gpu,
 ) -> Result<(KeyedVectors, TrainReport)> {
+    train_with_vocab_gpu_using(corpus, vocab, cfg, gpu, &GpuTrainOptions::for_adapter(gpu))
+}
+
+/// As [`train_with_vocab_gpu`], with the gradient kernel and the batches per submit given.
+pub fn train_with_vocab_gpu_using(
+    corpus: &Path,
+    vocab: &Vocab,
+    cfg: &Config,
+    gpu: &Gpu,
+    options: &GpuTrainOptions,
+) -> Result<(KeyedVectors, TrainReport)> {
     cfg.validate()?;
     let (v, d) = (vocab.len(), cfg.size);
-    let layer = match cfg.output {
-        Output::Negative(k) => Layer::Negative {
-            k,
-            table: AliasTable::unigram(vocab.counts(), 0.75),
-        },
-        Output::Hierarchical => Layer::Hierarchical(Huffman::new(vocab.counts())),
-        Output::Softmax => Layer::Softmax,
-    };
-    let spec = spec(cfg, vocab, &layer)?;
+    let layer = Layer::new(cfg, vocab);
+    let spec = layer.spec(cfg, vocab)?;
     // Before any host allocation: a vocabulary or size the adapter cannot bind is an error.
     TrainPlan::check_limits(gpu, &spec)?;
     // The CPU trainer's initialisation, from the same stream.
@@ -125,158 +146,173 @@ pub fn train_with_vocab_gpu(
         .map(|_| (init.uniform() - 0.5) / d as f32)
         .collect();
     let syn1 = vec![0.0f32; spec.out_rows * d];
-    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, LOSS_SLOTS)?;
+    let plan_options = PlanOptions {
+        gradient_kernel: options.gradient_kernel,
+        batch_slots: options.batches_per_submit,
+        loss_slots: LOSS_SLOTS,
+    };
+    let mut plan = TrainPlan::new(gpu, &spec, &syn0, &syn1, &plan_options)?;
     drop((syn0, syn1));
 
-    let keep = vocab.keep_probabilities(cfg.sample);
     let total = cfg.epochs as u64 * vocab.train_words();
     let bar = progress_bar(cfg, total);
-    let mut rng = Rng::new(cfg.seed, 0);
-    let mut batch = TrainBatch::default();
-    let mut packed = PackedBatch::default();
-    let mut packer = BatchPacker::default();
+    let slots = plan.options().batch_slots;
+    let mut host = HostBatches::new(corpus, vocab, cfg, &layer, spec);
+    let mut schedule = Schedule {
+        slots,
+        used: 0,
+        pending: 0,
+    };
+    let mut rec: Option<Recorder> = None;
     // Loss sums submitted but not yet read back: per slot, the epoch and the item count.
     let mut pending: Vec<(usize, u64)> = Vec::new();
     let mut epoch_loss = vec![0.0f64; cfg.epochs];
     let mut epoch_preds = vec![0u64; cfg.epochs];
-    let (mut words_done, mut effective, mut centres) = (0u64, 0u64, 0usize);
-    let mut batch_start_words = 0u64;
-    let mut sentence: Vec<u32> = Vec::new();
-    let mut context: Vec<u32> = Vec::new();
     let start = Instant::now();
-
-    let mut flush = |batch: &mut TrainBatch,
-                     pending: &mut Vec<(usize, u64)>,
-                     epoch: usize,
-                     words_at_start: u64,
-                     words_now: u64,
-                     force_read: bool|
-     -> Result<()> {
-        if !batch.is_empty() {
-            packer.pack(&spec, batch, &mut packed)?;
-            let alpha = learning_rate(cfg, words_at_start, total);
-            plan.write_batch(&packed, alpha, pending.len())?;
-            let mut rec = Recorder::new(gpu);
-            plan.record(&mut rec)?;
-            rec.submit()?;
-            pending.push((epoch, batch.len() as u64));
-            batch.clear();
+    // The GPU runs one group's submit while the host builds the next group.
+    loop {
+        let group = host.next_group(slots)?;
+        if group.is_empty() {
+            break;
         }
-        bar.set_position(words_now);
-        if pending.len() == LOSS_SLOTS || (force_read && !pending.is_empty()) {
-            let sums = plan.loss_slots().read_range(0, pending.len())?;
-            let (mut loss, mut preds) = (0.0f64, 0u64);
-            for (&(e, n), &s) in pending.iter().zip(&sums) {
-                epoch_loss[e] += s as f64;
-                epoch_preds[e] += n;
-                loss += s as f64;
-                preds += n;
+        for b in group {
+            let info = b.info();
+            let recorded = b.items() > 0;
+            if recorded {
+                let alpha = learning_rate(cfg, info.words_at_start, total);
+                plan.write_batch(schedule.used, &b.packed, alpha, pending.len())?;
+                plan.record(schedule.used, rec.get_or_insert_with(|| Recorder::new(gpu)))?;
+                pending.push((info.epoch, b.items() as u64));
             }
-            pending.clear();
-            bar.set_message(format!(
-                "{:.0} words/s  alpha {:.5}  loss {:.4}",
-                words_now as f64 / start.elapsed().as_secs_f64(),
-                learning_rate(cfg, words_now, total),
-                loss / preds.max(1) as f64
-            ));
-        }
-        Ok(())
-    };
-
-    for epoch in 0..cfg.epochs {
-        let mut reader = LineReader::open(corpus)?;
-        while let Some(line) = reader.next_line()? {
-            sentence.clear();
-            for token in line.split_whitespace() {
-                if let Some(id) = vocab.id(token) {
-                    words_done += 1;
-                    let k = keep[id as usize];
-                    if k >= 1.0 || k > rng.uniform() {
-                        sentence.push(id);
-                    }
+            let (submit, read) = schedule.after_batch(recorded, info.ends_epoch);
+            if submit {
+                if let Some(r) = rec.take() {
+                    r.submit()?;
                 }
             }
-            effective += sentence.len() as u64;
-            let n = sentence.len();
-            for i in 0..n {
-                // word2vec.c's random window, drawn as the CPU trainer draws it.
-                let w = cfg.window - rng.below(cfg.window);
-                let (lo, hi) = (i.saturating_sub(w), (i + w + 1).min(n));
-                let centre = sentence[i];
-                match cfg.arch {
-                    Arch::SkipGram => {
-                        for j in (lo..hi).filter(|&j| j != i) {
-                            push_item(&mut batch, &layer, &[sentence[j]], centre, &mut rng);
-                        }
-                    }
-                    Arch::Cbow => {
-                        context.clear();
-                        context.extend((lo..hi).filter(|&j| j != i).map(|j| sentence[j]));
-                        if !context.is_empty() {
-                            push_item(&mut batch, &layer, &context, centre, &mut rng);
-                        }
-                    }
+            bar.set_position(info.words_now);
+            if read {
+                let sums = plan.loss_slots().read_range(0, pending.len())?;
+                let (mut loss, mut preds) = (0.0f64, 0u64);
+                for (&(e, n), &s) in pending.iter().zip(&sums) {
+                    epoch_loss[e] += s as f64;
+                    epoch_preds[e] += n;
+                    loss += s as f64;
+                    preds += n;
                 }
-                centres += 1;
-                if centres == cfg.gpu_batch {
-                    flush(
-                        &mut batch,
-                        &mut pending,
-                        epoch,
-                        batch_start_words,
-                        words_done,
-                        false,
-                    )?;
-                    centres = 0;
-                    batch_start_words = words_done;
-                }
+                pending.clear();
+                bar.set_message(format!(
+                    "{:.0} words/s  alpha {:.5}  loss {:.4}",
+                    info.words_now as f64 / start.elapsed().as_secs_f64(),
+                    learning_rate(cfg, info.words_now, total),
+                    loss / preds.max(1) as f64
+                ));
             }
         }
-        // Batches do not span epochs, so each epoch's loss is its own.
-        flush(
-            &mut batch,
-            &mut pending,
-            epoch,
-            batch_start_words,
-            words_done,
-            true,
-        )?;
-        centres = 0;
-        batch_start_words = words_done;
     }
     let syn0 = plan.syn0().to_vec()?;
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let report = TrainReport::new(vocab, total, effective, seconds, epoch_loss, &epoch_preds);
+    let report = TrainReport::new(
+        vocab,
+        total,
+        host.source.effective,
+        seconds,
+        epoch_loss,
+        &epoch_preds,
+    );
     let kv = KeyedVectors::new(vocab.words().to_vec(), d, syn0)?;
     Ok((kv, report))
 }
 
-/// Adds one prediction of `centre` from the mean of `inputs`, with its targets: the word and
-/// its negatives (drawn here, as the CPU trainer draws them), the word's Huffman path, or
-/// the word alone for the full softmax.
-fn push_item(batch: &mut TrainBatch, layer: &Layer, inputs: &[u32], centre: u32, rng: &mut Rng) {
-    match layer {
-        Layer::Negative { k, table } => {
-            // As word2vec.c: a draw of the target itself is skipped, not redrawn.
-            let negatives = (0..*k)
-                .map(|_| table.sample(rng) as u32)
-                .filter(|&n| n != centre)
-                .map(|n| (n, false));
-            batch.push(inputs, std::iter::once((centre, true)).chain(negatives));
+/// The dispatches of one kernel over a whole run, summed.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct KernelTotals {
+    pub dispatches: u64,
+    /// Workgroups, FLOPs and bytes summed over the dispatches.
+    pub cost: DispatchCost,
+}
+
+/// What the GPU trainer would do for a run, from its host side alone (no GPU needed): the
+/// batches, submits and dispatches, each dispatch's cost as the kernels' comments give it,
+/// and how long the host took to build and pack the batches.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlannedRun {
+    /// Corpus words read (in the vocabulary, before subsampling), over all epochs.
+    pub words: u64,
+    /// Words trained on (after subsampling): the centre words.
+    pub effective_words: u64,
+    pub batches: u64,
+    pub submits: u64,
+    /// Bytes written to the GPU for the batches (packed words and parameters).
+    pub upload_bytes: u64,
+    /// The gradient kernel, then the apply kernel.
+    pub kernels: [KernelTotals; 2],
+    /// Seconds the host spent reading, sampling and packing (on rayon's threads, as the
+    /// trainer).
+    pub host_seconds: f64,
+}
+
+/// Runs the GPU trainer's host side over `corpus` with `cfg` and `options`, batch for batch
+/// and submit for submit as [`train_with_vocab_gpu_using`] would (with all the batches per
+/// submit asked for: a plan may grant fewer where their slots would take too much memory),
+/// and sums the cost of every dispatch it would record.
+pub fn plan_run(
+    corpus: &Path,
+    vocab: &Vocab,
+    cfg: &Config,
+    options: &GpuTrainOptions,
+) -> Result<PlannedRun> {
+    cfg.validate()?;
+    let layer = Layer::new(cfg, vocab);
+    let spec = layer.spec(cfg, vocab)?;
+    let slots = options.batches_per_submit.max(1);
+    let mut host = HostBatches::new(corpus, vocab, cfg, &layer, spec);
+    let mut schedule = Schedule {
+        slots,
+        used: 0,
+        pending: 0,
+    };
+    let mut kernels = [KernelTotals::default(); 2];
+    let (mut batches, mut submits, mut upload_bytes) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    loop {
+        let group = host.next_group(slots)?;
+        if group.is_empty() {
+            break;
         }
-        Layer::Hierarchical(tree) => {
-            let w = centre as usize;
-            // Branch 0 is predicted with sigmoid(f): label 1 - code.
-            let path = tree
-                .points(w)
-                .iter()
-                .zip(tree.code(w))
-                .map(|(&p, &c)| (p, c == 0));
-            batch.push(inputs, path);
+        for b in group {
+            let recorded = b.items() > 0;
+            if recorded {
+                batches += 1;
+                upload_bytes += 4 * b.packed.words.len() as u64 + TrainPlan::PARAM_BYTES;
+                for (total, c) in kernels.iter_mut().zip(batch_costs(
+                    &spec,
+                    &b.packed.layout,
+                    options.gradient_kernel,
+                )) {
+                    let t = &mut total.cost;
+                    total.dispatches += 1;
+                    t.kernel = c.kernel;
+                    t.invocations = c.invocations;
+                    t.workgroups += c.workgroups;
+                    t.flops += c.flops;
+                    t.bytes_read += c.bytes_read;
+                    t.bytes_written += c.bytes_written;
+                }
+            }
+            submits += schedule.after_batch(recorded, b.info().ends_epoch).0 as u64;
         }
-        Layer::Softmax => batch.push(inputs, [(centre, true)]),
     }
+    Ok(PlannedRun {
+        words: cfg.epochs as u64 * vocab.train_words(),
+        effective_words: host.source.effective,
+        batches,
+        submits,
+        upload_bytes,
+        kernels,
+        host_seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 fn progress_bar(cfg: &Config, total: u64) -> ProgressBar {

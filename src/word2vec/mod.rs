@@ -6,6 +6,7 @@
 pub mod corpus;
 pub mod eval;
 pub mod format;
+mod gpu_batches;
 pub mod gpu_train;
 pub mod grad;
 pub mod huffman;
@@ -18,7 +19,9 @@ pub use eval::{
     evaluate_analogies, evaluate_analogies_gpu, evaluate_pairs, AnalogyResult, PairsResult, Section,
 };
 pub use format::{load, load_binary, load_embedding, load_text, save_binary, save_text};
-pub use gpu_train::{train_gpu, train_with_vocab_gpu};
+pub use gpu_train::{
+    plan_run, train_gpu, train_with_vocab_gpu, train_with_vocab_gpu_using, GpuTrainOptions,
+};
 pub use train::{
     train, train_on, train_with_vocab, train_with_vocab_on, Arch, Config, Output, TrainReport,
 };

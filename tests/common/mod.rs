@@ -10,23 +10,27 @@ use rand::{Rng, SeedableRng};
 use recur::Gpu;
 
 /// The GPU for this test binary, or `None` (the test then returns early) when there is no
-/// adapter. With `RECUR_REQUIRE_GPU=1` a missing adapter fails the test instead.
+/// adapter; each test that goes without says so on stderr, naming itself. With
+/// `RECUR_REQUIRE_GPU=1` a missing adapter fails the test instead.
 pub fn gpu() -> Option<Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| match Gpu::new() {
-        Ok(gpu) => {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    let gpu = GPU.get_or_init(|| {
+        let gpu = Gpu::new().map_err(|e| format!("{e:#}"));
+        if let Ok(gpu) = &gpu {
             eprintln!("GPU tests run on {}", gpu.describe());
-            Some(gpu)
         }
+        gpu
+    });
+    match gpu {
+        Ok(gpu) => Some(gpu.clone()),
         Err(e) => {
             if std::env::var("RECUR_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("RECUR_REQUIRE_GPU=1 but no adapter: {e:#}");
+                panic!("RECUR_REQUIRE_GPU=1 but no adapter: {e}");
             }
-            eprintln!("skipping GPU test, no adapter: {e:#}");
+            skipped(&format!("no GPU adapter: {e}"));
             None
         }
-    })
-    .clone()
+    }
 }
 
 /// The backends a test runs on: the CPU, and the GPU where there is an adapter.
@@ -34,6 +38,18 @@ pub fn backends() -> Vec<recur::Backend> {
     let mut out = vec![recur::Backend::Cpu];
     out.extend(gpu().map(recur::Backend::Gpu));
     out
+}
+
+/// Says, in the test run's output, that the running test did not run its checks and why.
+/// The test harness captures `eprintln!` of a passing test; this writes past it, so a
+/// skipped test is never silent.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// Runs the `recur` binary: its exit status (-1 if killed), stdout and stderr.
