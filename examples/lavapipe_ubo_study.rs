@@ -130,6 +130,7 @@ fn probe(
         pipeline,
         layout,
         key: KernelKey::new("probe", "main"),
+        invocations: None,
     };
     let panel = k * nv; // vec4s per panel
     let panels_per_window = WINDOW_VEC4 / panel;
@@ -297,6 +298,7 @@ fn probe_unrolled(
         pipeline,
         layout,
         key: KernelKey::new("probe", "unrolled"),
+        invocations: None,
     };
     let pc = 4 * nv;
     let panel_bytes = (k * nv * 16 * panels) as u64;
@@ -510,14 +512,14 @@ fn main() -> Result<()> {
                 gc.write(&vec![f32::NAN; m * n])?;
                 let mut rec = Recorder::new(&gpu);
                 for (bg, g) in &pr.groups {
-                    rec.dispatch(&pr.kernel, bg, *g);
+                    rec.dispatch(&pr.kernel, bg, *g, recur::gpu::Cost::ZERO);
                 }
                 rec.submit()?;
                 let got = gc.to_vec()?;
                 let err = recur::check::rel_error(&got, &want);
                 let (w, d) = time(&gpu, reps, |r| {
                     for (bg, g) in &pr.groups {
-                        r.dispatch(&pr.kernel, bg, *g);
+                        r.dispatch(&pr.kernel, bg, *g, recur::gpu::Cost::ZERO);
                     }
                 })?;
                 println!(
@@ -553,13 +555,13 @@ fn main() -> Result<()> {
                 gc.write(&vec![f32::NAN; m * n])?;
                 let mut rec = Recorder::new(&gpu);
                 for (bg, g) in &pr.groups {
-                    rec.dispatch(&pr.kernel, bg, *g);
+                    rec.dispatch(&pr.kernel, bg, *g, recur::gpu::Cost::ZERO);
                 }
                 rec.submit()?;
                 let err = recur::check::rel_error(&gc.to_vec()?, &want);
                 let (w, d) = time(&gpu, reps, |r| {
                     for (bg, g) in &pr.groups {
-                        r.dispatch(&pr.kernel, bg, *g);
+                        r.dispatch(&pr.kernel, bg, *g, recur::gpu::Cost::ZERO);
                     }
                 })?;
                 println!(
@@ -587,14 +589,14 @@ fn main() -> Result<()> {
                 gc.write(&vec![f32::NAN; m * n])?;
                 let mut rec = Recorder::new(&gpu);
                 for (bg, g) in &pr.groups {
-                    rec.dispatch(&pr.kernel, bg, *g);
+                    rec.dispatch(&pr.kernel, bg, *g, recur::gpu::Cost::ZERO);
                 }
                 rec.submit()?;
                 let got = gc.to_vec()?;
                 let err = recur::check::rel_error(&got, &want);
                 let (w, d) = time(&gpu, reps, |r| {
                     for (bg, g) in &pr.groups {
-                        r.dispatch(&pr.kernel, bg, *g);
+                        r.dispatch(&pr.kernel, bg, *g, recur::gpu::Cost::ZERO);
                     }
                 })?;
                 let aname =

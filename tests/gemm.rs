@@ -1,5 +1,6 @@
-//! The GEMM: the CPU path against a plain triple loop, the GPU kernel against the CPU path,
-//! and bad input.
+//! The GEMM: the CPU path against a plain triple loop, each GPU kernel (the adapter's own,
+//! the tiled one, split-K, column sums) against the CPU path, and bad input. CI runs this
+//! file with RECUR_GEMM=tiled as well, so the plain tests cover both variants there.
 
 mod common;
 
@@ -7,8 +8,10 @@ use common::{random_vec, rng, to_f64};
 use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
-use recur::gpu::{gemm as gpu_gemm, GemmPlan, Recorder};
-use recur::{cpu, Gemm, GpuTensor};
+use recur::gpu::gemm::split_k_rule;
+use recur::gpu::{gemm as gpu_gemm, GemmPlan, GemmVariant, Recorder};
+use recur::ops::ColumnSum;
+use recur::{cpu, Gemm, Gpu, GpuTensor};
 
 /// The definition, one element at a time, in f64: the reference for the CPU path.
 fn naive(spec: &Gemm, a: &[f64], b: &[f64], bias: Option<&[f64]>, c: &mut [f64]) {
@@ -137,8 +140,23 @@ fn cpu_gemm_with_zero_beta_overwrites_nan() {
     assert!(c.iter().all(|&x| x == 10.0), "{c:?}");
 }
 
+/// How a test builds the GPU plan for a product: as `GemmPlan::new` chooses, or the tiled
+/// kernel split into this many chunks of K (at most k).
+#[derive(Clone, Copy)]
+enum Build {
+    Chosen,
+    Splits(usize),
+}
+
 fn check_gpu_against_cpu(rng: &mut StdRng, cases: usize, max_dim: usize) {
     let Some(gpu) = common::gpu() else { return };
+    check_plans(&gpu, rng, cases, max_dim, Build::Chosen);
+}
+
+/// `cases` random products (see `random_spec`) through `build`, against the CPU path in
+/// f64. C is poisoned with NaN where beta == 0; elements of C's buffer outside the product
+/// must come back untouched.
+fn check_plans(gpu: &Gpu, rng: &mut StdRng, cases: usize, max_dim: usize, build: Build) {
     for _ in 0..cases {
         let (spec, la, lb, lc) = random_spec(rng, max_dim);
         let a = random_vec(rng, la);
@@ -161,13 +179,22 @@ fn check_gpu_against_cpu(rng: &mut StdRng, cases: usize, max_dim: usize) {
         )
         .unwrap();
 
-        let ga = GpuTensor::from_slice(&gpu, &[la], &a).unwrap();
-        let gb = GpuTensor::from_slice(&gpu, &[lb], &b).unwrap();
+        let ga = GpuTensor::from_slice(gpu, &[la], &a).unwrap();
+        let gb = GpuTensor::from_slice(gpu, &[lb], &b).unwrap();
         let gbias = bias
             .as_ref()
-            .map(|v| GpuTensor::from_slice(&gpu, &[spec.n], v).unwrap());
-        let gc = GpuTensor::from_slice(&gpu, &[lc], &c0).unwrap();
-        gpu_gemm(&gpu, &spec, &ga, &gb, gbias.as_ref(), &gc).unwrap();
+            .map(|v| GpuTensor::from_slice(gpu, &[spec.n], v).unwrap());
+        let gc = GpuTensor::from_slice(gpu, &[lc], &c0).unwrap();
+        let plan = match build {
+            Build::Chosen => GemmPlan::new(gpu, &spec, &ga, &gb, gbias.as_ref(), &gc),
+            Build::Splits(s) => {
+                GemmPlan::with_splits(gpu, &spec, &ga, &gb, gbias.as_ref(), &gc, s.min(spec.k))
+            }
+        }
+        .unwrap();
+        let mut rec = Recorder::new(gpu);
+        plan.record(&mut rec);
+        rec.submit().unwrap();
         let got = gc.to_vec().unwrap();
 
         // Compare the elements of the product; padding elements must be what they were.
@@ -195,6 +222,244 @@ fn check_gpu_against_cpu(rng: &mut StdRng, cases: usize, max_dim: usize) {
         let e = rel_error(&got_in, &want_in);
         assert!(e < 1e-5, "{spec:?}: GPU against CPU rel error {e}");
     }
+}
+
+/// A device of its own whose plans use `variant` whatever the adapter and RECUR_GEMM.
+fn device_with(variant: GemmVariant) -> Option<Gpu> {
+    common::gpu()?;
+    let gpu = Gpu::new().unwrap();
+    gpu.set_gemm_variant(variant).unwrap();
+    Some(gpu)
+}
+
+#[test]
+fn tiled_kernel_matches_cpu_on_random_shapes_whatever_the_adapter() {
+    let Some(gpu) = device_with(GemmVariant::Tiled) else {
+        return;
+    };
+    let mut rng = rng("tiled_kernel_matches_cpu_on_random_shapes_whatever_the_adapter");
+    // Up to 300: interior tiles (128 x 64) and edge tiles in both directions.
+    check_plans(&gpu, &mut rng, 30, 300, Build::Splits(1));
+}
+
+#[test]
+fn cpu_adapter_kernel_matches_cpu_on_random_shapes_whatever_the_adapter() {
+    let Some(gpu) = device_with(GemmVariant::CpuAdapter) else {
+        return;
+    };
+    let mut rng = rng("cpu_adapter_kernel_matches_cpu_on_random_shapes_whatever_the_adapter");
+    check_plans(&gpu, &mut rng, 20, 150, Build::Chosen);
+}
+
+#[test]
+fn split_k_matches_cpu_on_random_shapes_and_splits() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("split_k_matches_cpu_on_random_shapes_and_splits");
+    for _ in 0..25 {
+        let splits = rng.random_range(2..=9);
+        check_plans(&gpu, &mut rng, 1, 200, Build::Splits(splits));
+    }
+}
+
+#[test]
+fn split_k_is_chosen_for_weight_gradients_and_is_deterministic() {
+    // The rule: the weight gradients of an LSTM at 256 x 32 x 100 (K = 3200, 32 tiles) split
+    // toward 256 workgroups in chunks of at least 256; its input projection (400 tiles), dx
+    // (100 tiles) and short K do not.
+    assert_eq!(split_k_rule(&Gemm::new(1024, 256, 3200).trans_a(true)), 8);
+    assert_eq!(split_k_rule(&Gemm::new(3200, 1024, 256).trans_b(true)), 1);
+    assert_eq!(split_k_rule(&Gemm::new(3200, 256, 1024)), 1);
+    assert_eq!(split_k_rule(&Gemm::new(64, 64, 511)), 1);
+    assert_eq!(split_k_rule(&Gemm::new(64, 64, 512)), 2);
+    assert_eq!(split_k_rule(&Gemm::new(64, 64, 1 << 20)), 64);
+    assert_eq!(split_k_rule(&Gemm::new(512, 512, 1 << 20)), 8);
+    let Some(gpu) = device_with(GemmVariant::Tiled) else {
+        return;
+    };
+    let mut rng = rng("split_k_is_chosen_for_weight_gradients_and_is_deterministic");
+    let (m, n, k) = (70, 37, 2100);
+    let spec = Gemm::new(m, n, k).trans_a(true).beta(0.5);
+    let a = random_vec(&mut rng, k * m);
+    let b = random_vec(&mut rng, k * n);
+    let c0 = random_vec(&mut rng, m * n);
+    let ga = GpuTensor::from_slice(&gpu, &[k * m], &a).unwrap();
+    let gb = GpuTensor::from_slice(&gpu, &[k * n], &b).unwrap();
+    let gc = GpuTensor::from_slice(&gpu, &[m * n], &c0).unwrap();
+    let plan = GemmPlan::new(&gpu, &spec, &ga, &gb, None, &gc).unwrap();
+    assert_eq!(plan.dispatches(), 2, "split into products and their sum");
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        gc.write(&c0).unwrap();
+        let mut rec = Recorder::new(&gpu);
+        plan.record(&mut rec);
+        rec.submit().unwrap();
+        runs.push(gc.to_vec().unwrap());
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&runs[0]), bits(&runs[1]), "same plan, same bits");
+    let mut want = to_f64(&c0);
+    cpu::gemm(&spec, &to_f64(&a), &to_f64(&b), None, &mut want).unwrap();
+    let e = rel_error(&runs[0], &want);
+    assert!(e < 1e-5, "rel error {e}");
+}
+
+#[test]
+fn a_grid_past_65535_workgroups_is_folded() {
+    let Some(gpu) = device_with(GemmVariant::Tiled) else {
+        return;
+    };
+    // 65,600 workgroups take about a minute on a CPU adapter: there, only the run with
+    // RECUR_GEMM=tiled (CI's second run of this file) does it.
+    let software = gpu.info().device_type == wgpu::DeviceType::Cpu;
+    if software && std::env::var("RECUR_GEMM").as_deref() != Ok("tiled") {
+        eprintln!("skipping on a CPU adapter without RECUR_GEMM=tiled");
+        return;
+    }
+    // 65,600 one-tile products: 65,600 workgroups, more than one grid dimension holds.
+    let batch = 65_600;
+    let spec = Gemm::new(1, 1, 2).batch(batch);
+    let a: Vec<f32> = (0..2 * batch).map(|i| (i % 7) as f32).collect();
+    let b: Vec<f32> = (0..2 * batch).map(|i| (i % 5) as f32).collect();
+    let ga = GpuTensor::from_slice(&gpu, &[2 * batch], &a).unwrap();
+    let gb = GpuTensor::from_slice(&gpu, &[2 * batch], &b).unwrap();
+    let gc = GpuTensor::filled(&gpu, &[batch], f32::NAN).unwrap();
+    gpu_gemm(&gpu, &spec, &ga, &gb, None, &gc).unwrap();
+    let want: Vec<f32> = (0..batch)
+        .map(|i| a[2 * i] * b[2 * i] + a[2 * i + 1] * b[2 * i + 1])
+        .collect();
+    assert_eq!(gc.to_vec().unwrap(), want);
+}
+
+/// The definition of column sums, in f64.
+fn naive_column_sum(spec: &ColumnSum, a: &[f64], out: &mut [f64]) {
+    for j in 0..spec.cols {
+        let s: f64 = (0..spec.rows)
+            .map(|r| a[spec.offset + r * spec.ld() + j])
+            .sum();
+        let old = if spec.beta != 0.0 {
+            spec.beta as f64 * out[j]
+        } else {
+            0.0
+        };
+        out[j] = spec.alpha as f64 * s + old;
+    }
+}
+
+#[test]
+fn column_sums_match_the_definition_on_cpu_and_gpu() {
+    let gpu = common::gpu();
+    let mut rng = rng("column_sums_match_the_definition_on_cpu_and_gpu");
+    for case in 0..40 {
+        let rows = [1, 2, 3, 63, 64, 65, 255, 3200][rng.random_range(0..8)].min(if case % 2 == 0 {
+            3200
+        } else {
+            300
+        });
+        let cols = [1, 5, 63, 64, 65, 130, 1024][rng.random_range(0..7)];
+        let mut spec = ColumnSum::new(rows, cols)
+            .alpha(rng.random_range(-2.0..2.0))
+            .beta(if rng.random_bool(0.5) {
+                0.0
+            } else {
+                rng.random_range(-1.5..1.5)
+            });
+        if rng.random_bool(0.5) {
+            spec = spec
+                .leading_dim(cols + rng.random_range(0..5))
+                .offset(rng.random_range(0..5));
+        }
+        let len = spec.offset + (rows - 1) * spec.ld() + cols + rng.random_range(0..3);
+        let a = random_vec(&mut rng, len);
+        let out0: Vec<f32> = if spec.beta == 0.0 {
+            vec![f32::NAN; cols]
+        } else {
+            random_vec(&mut rng, cols)
+        };
+        let mut want = to_f64(&out0);
+        naive_column_sum(&spec, &to_f64(&a), &mut want);
+        let mut cpu64 = to_f64(&out0);
+        cpu::column_sum(&spec, &to_f64(&a), &mut cpu64).unwrap();
+        let e = rel_error(&cpu64, &want);
+        assert!(e < 1e-12, "{spec:?}: CPU f64 rel error {e}");
+        let mut cpu32 = out0.clone();
+        cpu::column_sum(&spec, &a, &mut cpu32).unwrap();
+        let e = rel_error(&cpu32, &want);
+        assert!(e < 1e-5, "{spec:?}: CPU f32 rel error {e}");
+
+        let Some(gpu) = &gpu else { continue };
+        let ga = GpuTensor::from_slice(gpu, &[len], &a).unwrap();
+        let gout = GpuTensor::from_slice(gpu, &[cols], &out0).unwrap();
+        // A second output (the shared bias gradient) half the time; it is only written.
+        let second = rng
+            .random_bool(0.5)
+            .then(|| GpuTensor::filled(gpu, &[cols], f32::NAN).unwrap());
+        let plan = if rng.random_bool(0.5) {
+            GemmPlan::column_sum(gpu, &spec, &ga, &gout, second.as_ref())
+        } else {
+            let chunks = rng.random_range(1..=rows.min(40));
+            GemmPlan::column_sum_in(gpu, &spec, &ga, &gout, second.as_ref(), chunks)
+        }
+        .unwrap();
+        assert_eq!(plan.dispatches(), 2);
+        let mut rec = Recorder::new(gpu);
+        plan.record(&mut rec);
+        rec.submit().unwrap();
+        let got = gout.to_vec().unwrap();
+        let e = rel_error(&got, &want);
+        assert!(e < 1e-5, "{spec:?}: GPU rel error {e}");
+        if let Some(s) = &second {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&s.to_vec().unwrap()),
+                bits(&got),
+                "{spec:?}: second output"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_column_sums_are_errors_naming_the_sizes() {
+    let a = vec![0.0f32; 10];
+    let mut out = vec![0.0f32; 4];
+    let err = cpu::column_sum(&ColumnSum::new(3, 4), &a, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("need 12") && err.contains("has 10"), "{err}");
+    let err = cpu::column_sum(&ColumnSum::new(2, 5), &a, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("output of 5"), "{err}");
+    let err = cpu::column_sum(&ColumnSum::new(0, 4), &a, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rows = 0"), "{err}");
+    let err = cpu::column_sum(&ColumnSum::new(2, 4).leading_dim(3), &a, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ld = 3"), "{err}");
+    let Some(gpu) = common::gpu() else { return };
+    let ga = GpuTensor::from_slice(&gpu, &[10], &a).unwrap();
+    let err = GemmPlan::column_sum(&gpu, &ColumnSum::new(2, 4), &ga, &ga, None)
+        .err()
+        .expect("an output aliasing the input is refused")
+        .to_string();
+    assert!(err.contains("same tensor"), "{err}");
+    let gout = GpuTensor::<f32>::zeros(&gpu, &[4]).unwrap();
+    let err = GemmPlan::column_sum_in(&gpu, &ColumnSum::new(2, 4), &ga, &gout, None, 3)
+        .err()
+        .expect("more chunks than rows are refused")
+        .to_string();
+    assert!(err.contains("1 to 2 chunks"), "{err}");
+    // One tensor given as both outputs (a layer without biases shares one scratch
+    // gradient) gets the sums once.
+    let a: Vec<f32> = (0..8).map(|i| i as f32).collect();
+    let ga = GpuTensor::from_slice(&gpu, &[8], &a).unwrap();
+    let plan = GemmPlan::column_sum(&gpu, &ColumnSum::new(2, 4), &ga, &gout, Some(&gout)).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    plan.record(&mut rec);
+    rec.submit().unwrap();
+    assert_eq!(gout.to_vec().unwrap(), vec![4.0, 6.0, 8.0, 10.0]);
 }
 
 #[test]

@@ -45,6 +45,18 @@ fn random_shape(rng: &mut StdRng, cell: CellKind, big: bool) -> RecurrentShape {
 fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
     let Some(gpu) = common::gpu() else { return };
     let shape = random_shape(rng, cell, big);
+    check_on(&gpu, rng, shape);
+}
+
+/// Runs `shape` forward and backward on `gpu` against the CPU twin in f64; returns the
+/// backward's recorded dispatches.
+fn check_on(
+    gpu: &recur::Gpu,
+    rng: &mut StdRng,
+    shape: RecurrentShape,
+) -> Vec<recur::gpu::DispatchCost> {
+    let gpu = gpu.clone();
+    let cell = shape.cell;
     let (h, bsz, gw, rows) = (shape.hidden, shape.batch, shape.gate_width(), shape.rows());
     let lengths: Option<Vec<usize>> = rng.random_bool(0.6).then(|| {
         (0..bsz)
@@ -164,7 +176,9 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
         .unwrap();
     let mut rec = Recorder::new(&gpu);
     plan.record_forward(&mut rec);
+    let forward_dispatches = rec.costs().len();
     plan.record_backward(&mut rec).unwrap();
+    let backward = rec.costs()[forward_dispatches..].to_vec();
     rec.submit().unwrap();
 
     let ctx = format!(
@@ -203,6 +217,7 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
     compare("dw_hh", &gdwhh.to_vec().unwrap(), &g64.dw_hh);
     compare("db_ih", &gdbih.to_vec().unwrap(), &g64.db_ih);
     compare("db_hh", &gdbhh.to_vec().unwrap(), &g64.db_hh);
+    backward
 }
 
 #[test]
@@ -221,5 +236,33 @@ fn gpu_recurrent_matches_cpu_across_workgroups() {
     let mut rng = rng("gpu_recurrent_matches_cpu_across_workgroups");
     for cell in CellKind::ALL {
         check(&mut rng, cell, true);
+    }
+}
+
+#[test]
+fn gpu_recurrent_matches_cpu_with_weight_gradients_split_along_k() {
+    // Long sequences (steps x batch >= 512 rows) with small layers: the tiled GEMM splits
+    // the weight-gradient products along K (the rows), whatever the adapter.
+    if common::gpu().is_none() {
+        return;
+    }
+    let gpu = recur::Gpu::new().unwrap();
+    gpu.set_gemm_variant(recur::gpu::GemmVariant::Tiled)
+        .unwrap();
+    let mut rng = rng("gpu_recurrent_matches_cpu_with_weight_gradients_split_along_k");
+    for cell in CellKind::ALL {
+        let (b, t) = (rng.random_range(5..9), rng.random_range(110..140));
+        let shape =
+            RecurrentShape::new(cell, rng.random_range(3..30), rng.random_range(3..30), b, t)
+                .reverse(rng.random_bool(0.5))
+                .batch_first(rng.random_bool(0.5));
+        let backward = check_on(&gpu, &mut rng, shape);
+        assert!(
+            backward
+                .iter()
+                .any(|d| d.kernel.entry == "reduce_splits" && d.kernel.role.starts_with("dW")),
+            "{shape:?}: no product was split"
+        );
+        assert!(backward.iter().any(|d| d.kernel.entry == "column_sum"));
     }
 }

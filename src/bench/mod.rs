@@ -2,7 +2,9 @@
 
 pub mod charlm;
 pub mod gemm;
+pub mod plan;
 pub mod recurrent;
+pub mod roofline;
 pub mod soak;
 pub mod word2vec;
 

@@ -68,7 +68,8 @@ impl RecurrentCase {
         }
     }
 
-    fn config(&self) -> RecurrentConfig {
+    /// The layer configuration of this case (input = hidden unless set otherwise).
+    pub fn config(&self) -> RecurrentConfig {
         let mut c = RecurrentConfig::new(self.cell, self.input, self.hidden);
         c.num_layers = self.layers;
         c.bidirectional = self.bidirectional;

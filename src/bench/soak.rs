@@ -132,6 +132,7 @@ pub fn soak(
         opts.warmup,
         opts.charlm.train_steps
     );
+    let charlm_opts = opts.charlm.clone();
     let run_on = gpu.map_or(Backend::Cpu, |g| Backend::Gpu(g.clone()));
     let backend = gpu.map_or_else(|| "CPU".to_string(), |g| format!("GPU ({})", g.describe()));
     let dir = TempDir::new()?;
@@ -151,7 +152,7 @@ pub fn soak(
     take(0);
     charlm::train(
         &text,
-        &opts.charlm,
+        &charlm_opts,
         &dir.0.join("model.safetensors"),
         &run_on,
         |r| {

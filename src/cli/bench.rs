@@ -61,6 +61,14 @@ enum What {
         /// Also run shapes above 10 GFLOP per forward on a software adapter (minutes each).
         #[arg(long)]
         all: bool,
+        /// Print the cost table instead of timing: per kernel of a forward and a backward,
+        /// dispatches, workgroups, FLOPs, bytes, and the roofline time on --gpu, counted
+        /// from the recorded plans (with the GEMM kernel GPUs run). Nothing is submitted.
+        #[arg(long)]
+        plan: bool,
+        /// GPUs for --plan, comma-separated (h100, h200, a100, rtx4090, mi300x, m2).
+        #[arg(long, value_delimiter = ',', default_value = "h100")]
+        gpu: Vec<String>,
     },
     /// word2vec: training speed (skip-gram, negative sampling, size 100, window 5) and the
     /// last epoch's loss of recur's CPU and GPU trainers, and gensim's speed where installed,
@@ -228,8 +236,15 @@ pub fn run(args: Args) -> Result<()> {
             layers,
             bidirectional,
             all,
+            plan,
+            gpu: models,
         }) => {
             let cases = rnn_cases(&cells, &shapes, layers, bidirectional, args.quick)?;
+            if plan {
+                ensure!(!args.cpu_only, "--plan builds the plans on a GPU adapter");
+                drop(gpu);
+                return plan_rnn(&Gpu::new_for_cost_model()?, &cases, &models, &args, &head);
+            }
             bench_rnn(gpu.as_ref(), &cases, all, software, &args, &head)
         }
         Some(What::Word2vec { corpus }) => {
@@ -604,6 +619,68 @@ fn bench_rnn(
                 torch: torch_all,
             },
         )?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct PlanReport<'a> {
+    header: &'a Header,
+    tables: Vec<crate::bench::plan::PlanTable>,
+}
+
+/// `recur bench rnn --plan`: the cost table of each case on each named GPU.
+fn plan_rnn(
+    gpu: &Gpu,
+    cases: &[recurrent::RecurrentCase],
+    models: &[String],
+    args: &Args,
+    header: &Header,
+) -> Result<()> {
+    use crate::bench::{plan, roofline};
+    let peaks = models
+        .iter()
+        .map(|m| roofline::find(m))
+        .collect::<Result<Vec<_>>>()?;
+    let mut tables = Vec::new();
+    for case in cases {
+        for peak in &peaks {
+            let table = plan::plan_table(gpu, case, peak)?;
+            println!("\n{}", table.markdown());
+            tables.push(table);
+        }
+    }
+    if let Err(e) = gpu.take_device_error() {
+        println!(
+            "\n(the adapter here, {}, reported bindings beyond its limits: the plans were \
+             recorded, not run; {e})",
+            gpu.describe()
+        );
+    }
+    println!(
+        "Counted from the recorded plans; modelled time per dispatch = {:.0} us launch + \
+         max(FLOPs / peak FLOP/s, distinct bytes / DRAM bandwidth, all bytes / ({} x DRAM \
+         bandwidth)) / u, u = the share of the GPU's units and lanes the dispatch's workgroups \
+         can fill; bytes are global loads and stores before caches, distinct bytes count each \
+         element read once (see src/bench/roofline.rs). Peaks:",
+        roofline::LAUNCH_SECONDS * 1e6,
+        roofline::CACHE_FACTOR
+    );
+    for p in &peaks {
+        println!(
+            "  {}: {:.2} TB/s, {:.1} TFLOP/s FP32, {} units x {} lanes ({})",
+            p.name,
+            p.bandwidth / 1e12,
+            p.flops / 1e12,
+            p.units,
+            p.lanes,
+            p.source
+        );
+    }
+    if let Some(path) = &args.json {
+        let path = json_path(path, "rnn-plan");
+        write_json(&path, &PlanReport { header, tables })?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -1,10 +1,11 @@
-//! CPU twin of `shaders/gemm.wgsl`: a batched, strided matrix product on the `gemm` crate,
-//! on all cores through rayon.
+//! CPU twins of `shaders/gemm.wgsl`: a batched, strided matrix product on the `gemm` crate,
+//! on all cores through rayon (the twin of `main`, split or not, and of `main_cpu` alike: a
+//! split changes only the order of the additions), and column sums.
 
 use anyhow::Result;
 
 use super::Real;
-use crate::ops::Gemm;
+use crate::ops::{ColumnSum, Gemm};
 
 /// Multiply-adds (m * n * k) below which a product runs on the calling thread.
 pub(crate) const PARALLEL_WORK: f64 = 96.0 * 96.0 * 96.0;
@@ -91,6 +92,31 @@ fn gemm_with<T: Real>(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `out = alpha * (column sums of the matrix) + beta * out` as described by `spec` (rows
+/// added in order).
+pub fn column_sum<T: Real>(spec: &ColumnSum, a: &[T], out: &mut [T]) -> Result<()> {
+    spec.validate(a.len(), out.len())?;
+    let (cols, ld) = (spec.cols, spec.ld());
+    let mut sums = vec![T::zero(); cols];
+    for r in 0..spec.rows {
+        let row = &a[spec.offset + r * ld..][..cols];
+        for (s, &x) in sums.iter_mut().zip(row) {
+            *s = *s + x;
+        }
+    }
+    let alpha = T::from(spec.alpha).unwrap_or_else(T::zero);
+    let beta = T::from(spec.beta).unwrap_or_else(T::zero);
+    for (o, s) in out.iter_mut().zip(sums) {
+        // With beta == 0 the old value is not read (it may be NaN).
+        *o = if spec.beta != 0.0 {
+            alpha * s + beta * *o
+        } else {
+            alpha * s
+        };
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ pub mod recurrent;
 pub mod step_parts;
 pub mod word2vec;
 
-pub use gemm::gemm;
+pub use gemm::{column_sum, gemm};
 
 /// The float types the CPU path computes in (f32, and f64 for gradient checks).
 pub trait Real:

@@ -14,8 +14,8 @@ use crate::gpu::loss::{CrossEntropyPlan, MsePlan};
 use crate::gpu::merge::MergePlan;
 use crate::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPlan};
 use crate::gpu::{
-    ClipPlan, DropoutMaskPlan, EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds, GemmPlan,
-    Gpu, GpuTensor, OptimPlan, Recorder,
+    ClipPlan, DispatchCost, DropoutMaskPlan, EmbeddingBackwardPlan, EmbeddingForwardPlan,
+    EmbeddingIds, GemmPlan, Gpu, GpuTensor, OptimPlan, Recorder,
 };
 use crate::ops::optim::OptimConfig;
 use crate::ops::program::{DType, Kind, Op, OpId, Program, RecurrentForward, TensorId};
@@ -126,6 +126,100 @@ impl GpuExecutor {
         self.programs
             .get(p.0)
             .with_context(|| format!("program {} was not loaded here", p.0))
+    }
+
+    /// The dispatches a run of `phase` records, with their costs, recorded but never
+    /// submitted (the cost table of `recur bench rnn --plan`).
+    pub fn phase_costs(&mut self, p: ProgramId, phase: usize) -> Result<Vec<DispatchCost>> {
+        let mut rec = Recorder::new(&self.gpu.clone());
+        self.record_phase(p, phase, 0, &mut rec)?;
+        Ok(rec.costs().to_vec())
+    }
+
+    /// Records the ops of `phase` into `rec` (the staging copies of its readbacks are the
+    /// caller's), after the lengths written since the last run reach the recurrent plans.
+    fn record_phase(
+        &mut self,
+        p: ProgramId,
+        phase: usize,
+        step: u64,
+        rec: &mut Recorder,
+    ) -> Result<()> {
+        let l = self.programs.get_mut(p.0).context("program not loaded")?;
+        l.staged.clear();
+        let ops: Vec<OpId> = l.program.phase(phase)?.map(|(id, _)| id).collect();
+        // Lengths written since the last run go into the recurrent plans' step maps.
+        for &id in &ops {
+            if let Lowered::Recurrent {
+                plan,
+                lengths: Some(t),
+                applied,
+            } = &mut l.lowered[id.0]
+            {
+                if let Slot::Lengths { lengths, version } = &l.slots[t.0] {
+                    if *applied != Some(*version) {
+                        ensure!(*version > 0, "the lengths were not written before the run");
+                        plan.set_lengths(Some(lengths))?;
+                        *applied = Some(*version);
+                    }
+                }
+            }
+        }
+        for &id in &ops {
+            if let Lowered::RecurrentBackward(forward) = &l.lowered[id.0] {
+                match &l.lowered[forward.0] {
+                    Lowered::Recurrent { plan, .. } => plan.record_backward(rec)?,
+                    _ => bail!("a recurrent backward names op {} as its forward", forward.0),
+                }
+                continue;
+            }
+            match &mut l.lowered[id.0] {
+                Lowered::Gemm(plan) => plan.record(rec),
+                Lowered::Recurrent { plan, .. } => plan.record_forward(rec),
+                Lowered::RecurrentBackward(_) => {}
+                Lowered::Merge(plan) => plan.record(rec),
+                Lowered::Dropout { plan, seed, stream } => {
+                    let key = DropoutKey {
+                        seed: *seed,
+                        step,
+                        stream: *stream,
+                    };
+                    plan.record(rec, key)?
+                }
+                Lowered::RowMask(plan) => plan.record(rec),
+                Lowered::Gather(plan) => plan.record(rec),
+                Lowered::Scatter(plan) => plan.record(rec),
+                Lowered::CrossEntropy { plan, loss, .. } => {
+                    plan.record(rec);
+                    rec.copy(plan.stats().buffer(), 0, loss, 0, 4);
+                }
+                Lowered::Mse { plan, loss } => {
+                    plan.record(rec);
+                    rec.copy(plan.stats().buffer(), 0, loss, 0, 4);
+                }
+                Lowered::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    bytes,
+                } => rec.copy(src, *src_offset, dst, *dst_offset, *bytes),
+                Lowered::Zero(buf) => rec.clear(buf),
+                Lowered::Optimize(opt) => {
+                    // `step` updates were taken before this one.
+                    let lr = opt.config.lr_at(step + 1)?;
+                    if let Some(c) = &opt.clip {
+                        c.record(rec);
+                    }
+                    for plan in &mut opt.plans {
+                        plan.set_steps(step)?;
+                        plan.set_lr(lr)?;
+                        plan.record(rec)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The device tensor behind a float tensor of a loaded program (for benchmarks and
@@ -515,86 +609,14 @@ impl Executor for GpuExecutor {
 
     fn run(&mut self, p: ProgramId, phase: usize, step: u64) -> Result<()> {
         let gpu = self.gpu.clone();
-        let l = self.programs.get_mut(p.0).context("program not loaded")?;
-        l.staged.clear();
-        let ops: Vec<OpId> = l.program.phase(phase)?.map(|(id, _)| id).collect();
-        // Lengths written since the last run go into the recurrent plans' step maps.
-        for &id in &ops {
-            if let Lowered::Recurrent {
-                plan,
-                lengths: Some(t),
-                applied,
-            } = &mut l.lowered[id.0]
-            {
-                if let Slot::Lengths { lengths, version } = &l.slots[t.0] {
-                    if *applied != Some(*version) {
-                        ensure!(*version > 0, "the lengths were not written before the run");
-                        plan.set_lengths(Some(lengths))?;
-                        *applied = Some(*version);
-                    }
-                }
-            }
-        }
         let started = std::time::Instant::now();
         let mut rec = if self.timed {
             Recorder::timed(&gpu)
         } else {
             Recorder::new(&gpu)
         };
-        for &id in &ops {
-            if let Lowered::RecurrentBackward(forward) = &l.lowered[id.0] {
-                match &l.lowered[forward.0] {
-                    Lowered::Recurrent { plan, .. } => plan.record_backward(&mut rec)?,
-                    _ => bail!("a recurrent backward names op {} as its forward", forward.0),
-                }
-                continue;
-            }
-            match &mut l.lowered[id.0] {
-                Lowered::Gemm(plan) => plan.record(&mut rec),
-                Lowered::Recurrent { plan, .. } => plan.record_forward(&mut rec),
-                Lowered::RecurrentBackward(_) => {}
-                Lowered::Merge(plan) => plan.record(&mut rec),
-                Lowered::Dropout { plan, seed, stream } => {
-                    let key = DropoutKey {
-                        seed: *seed,
-                        step,
-                        stream: *stream,
-                    };
-                    plan.record(&mut rec, key)?
-                }
-                Lowered::RowMask(plan) => plan.record(&mut rec),
-                Lowered::Gather(plan) => plan.record(&mut rec),
-                Lowered::Scatter(plan) => plan.record(&mut rec),
-                Lowered::CrossEntropy { plan, loss, .. } => {
-                    plan.record(&mut rec);
-                    rec.copy(plan.stats().buffer(), 0, loss, 0, 4);
-                }
-                Lowered::Mse { plan, loss } => {
-                    plan.record(&mut rec);
-                    rec.copy(plan.stats().buffer(), 0, loss, 0, 4);
-                }
-                Lowered::Copy {
-                    src,
-                    src_offset,
-                    dst,
-                    dst_offset,
-                    bytes,
-                } => rec.copy(src, *src_offset, dst, *dst_offset, *bytes),
-                Lowered::Zero(buf) => rec.clear(buf),
-                Lowered::Optimize(opt) => {
-                    // `step` updates were taken before this one.
-                    let lr = opt.config.lr_at(step + 1)?;
-                    if let Some(c) = &opt.clip {
-                        c.record(&mut rec);
-                    }
-                    for plan in &mut opt.plans {
-                        plan.set_steps(step)?;
-                        plan.set_lr(lr)?;
-                        plan.record(&mut rec)?;
-                    }
-                }
-            }
-        }
+        self.record_phase(p, phase, step, &mut rec)?;
+        let l = self.programs.get_mut(p.0).context("program not loaded")?;
         let staging = l.staging.get(&phase).map(Vec::as_slice).unwrap_or(&[]);
         for (t, buf) in staging {
             let src = float(&self.params, &l.slots, *t)?;

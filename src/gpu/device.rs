@@ -128,6 +128,10 @@ pub(crate) struct GpuInner {
     pub counters: Mutex<WorkCounters>,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub dummy: wgpu::Buffer,
+    /// The GEMM kernel plans use, where set before the first plan (see `gpu/gemm.rs`).
+    pub gemm_variant: std::sync::OnceLock<super::gemm::GemmVariant>,
+    /// A device that only records plans for cost tables ([`Gpu::new_for_cost_model`]).
+    pub cost_model: bool,
 }
 
 /// One adapter as `recur info` reports it.
@@ -303,8 +307,33 @@ impl Gpu {
                 device_error,
                 counters: Mutex::new(WorkCounters::default()),
                 dummy,
+                gemm_variant: std::sync::OnceLock::new(),
+                cost_model: false,
             }),
         })
+    }
+
+    /// A device on which plans are built and recorded for cost tables (`recur bench rnn
+    /// --plan`), never run: plans use the GEMM kernel GPUs run (the tiled one), tensors may
+    /// be as large as a buffer may be (not only as large as the adapter binds, since the GPU
+    /// being modelled binds more; such bindings are device errors here, which
+    /// [`Self::take_device_error`] clears), and a submit is an error.
+    pub fn new_for_cost_model() -> Result<Self> {
+        let gpu = Self::new()?;
+        let inner = Arc::into_inner(gpu.inner).expect("a new device is not shared");
+        let gpu = Self {
+            inner: Arc::new(GpuInner {
+                cost_model: true,
+                ..inner
+            }),
+        };
+        gpu.set_gemm_variant(super::gemm::GemmVariant::Tiled)?;
+        Ok(gpu)
+    }
+
+    /// Whether this device only records plans for cost tables.
+    pub fn is_cost_model(&self) -> bool {
+        self.inner.cost_model
     }
 
     pub fn info(&self) -> &wgpu::AdapterInfo {
@@ -386,9 +415,13 @@ impl Gpu {
         self.take_device_error()
     }
 
-    /// Largest storage buffer one kernel may bind, in bytes.
+    /// Largest storage buffer one kernel may bind, in bytes (on a cost-model device, the
+    /// largest buffer).
     pub fn max_binding_bytes(&self) -> u64 {
         let l = &self.inner.limits;
+        if self.inner.cost_model {
+            return l.max_buffer_size;
+        }
         l.max_storage_buffer_binding_size.min(l.max_buffer_size)
     }
 }

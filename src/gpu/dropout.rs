@@ -9,7 +9,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid, WG};
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
 use crate::ops::dropout::{validate_apply, Dropout, DropoutKey};
 
 /// Mirrors `DropoutParams` in `shaders/dropout.wgsl`.
@@ -35,6 +35,7 @@ pub struct DropoutMaskPlan {
     bind_group: wgpu::BindGroup,
     uniform: wgpu::Buffer,
     groups: [u32; 3],
+    cost: Cost,
     spec: Dropout,
     /// The recorder it was last recorded into.
     recorded_in: Option<Recording>,
@@ -52,6 +53,8 @@ impl DropoutMaskPlan {
             bind_group,
             uniform,
             groups: grid(gpu, spec.len().div_ceil(WG), "dropout mask")?,
+            // make_mask, per element: one Philox draw (integer work), a 4-byte mask store.
+            cost: Cost::per_item(spec.len(), 0.0, 0.0, 4.0),
             spec: *spec,
             recorded_in: None,
         })
@@ -79,7 +82,7 @@ impl DropoutMaskPlan {
         self.gpu
             .queue()
             .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&p));
-        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
         self.recorded_in = Some(rec.recording());
         Ok(())
     }
@@ -90,6 +93,7 @@ pub struct DropoutApplyPlan {
     kernel: Kernel,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    cost: Cost,
 }
 
 impl DropoutApplyPlan {
@@ -122,11 +126,13 @@ impl DropoutApplyPlan {
             kernel,
             bind_group,
             groups: grid(gpu, x.len().div_ceil(WG), "dropout")?,
+            // apply, per element: x and mask read (8 bytes), y written (4), one multiply.
+            cost: Cost::per_item(x.len(), 1.0, 8.0, 4.0),
         })
     }
 
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
     }
 }
 
@@ -148,6 +154,7 @@ pub struct RowMaskPlan {
     kernel: Kernel,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    cost: Cost,
     _uniform: wgpu::Buffer,
 }
 
@@ -183,11 +190,13 @@ impl RowMaskPlan {
             kernel,
             bind_group,
             groups: grid(gpu, data.len().div_ceil(WG), "sequence dropout")?,
+            // apply_rows, per element: data and mask read (8 bytes), data written (4).
+            cost: Cost::per_item(data.len(), 1.0, 8.0, 4.0),
             _uniform: uniform,
         })
     }
 
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid, WG};
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::embedding::Embedding;
 
 /// Mirrors `EmbeddingParams` in `shaders/embedding.wgsl`.
@@ -100,6 +100,7 @@ pub struct EmbeddingForwardPlan {
     kernel: Kernel,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    cost: Cost,
 }
 
 impl EmbeddingForwardPlan {
@@ -135,11 +136,14 @@ impl EmbeddingForwardPlan {
             kernel,
             bind_group,
             groups: grid(gpu, out.len().div_ceil(WG), "embedding forward")?,
+            // forward, per output element: its id and a table element read (8 bytes), one
+            // element written (4).
+            cost: Cost::per_item(out.len(), 0.0, 8.0, 4.0),
         })
     }
 
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
     }
 }
 
@@ -148,6 +152,7 @@ pub struct EmbeddingBackwardPlan {
     kernel: Kernel,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    cost: Cost,
 }
 
 impl EmbeddingBackwardPlan {
@@ -187,10 +192,15 @@ impl EmbeddingBackwardPlan {
             kernel,
             bind_group,
             groups: grid(gpu, dtable.len().div_ceil(WG), "embedding backward")?,
+            // backward, per table-gradient element: the id's two offsets (8 bytes), then for
+            // each of the n positions in all a position and a gradient element (8 bytes per
+            // position and dimension), one element written (4).
+            cost: Cost::per_item(dtable.len(), 0.0, 8.0, 4.0)
+                + Cost::per_item(ids.len() * spec.dim, 1.0, 8.0, 0.0),
         })
     }
 
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
     }
 }

@@ -1,18 +1,43 @@
-//! Host side of `shaders/gemm.wgsl`. CPU twin: `src/cpu/gemm.rs`.
+//! Host side of `shaders/gemm.wgsl`: matrix products (tiled for GPUs, split-K where a
+//! product has few tiles and a long K, or the variant for CPU adapters) and column sums.
+//! CPU twins: `src/cpu/gemm.rs`.
 
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
-use crate::ops::Gemm;
+use super::launch::grid;
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use crate::ops::{ColumnSum, Gemm};
 
-/// Rows and columns of C one workgroup covers: 64 for the tiled kernel, 32 for `main_cpu`.
-const TILE: usize = 64;
+/// Rows, columns and depth of the tile one workgroup of `main` computes per K step.
+const TILE_M: usize = 128;
+const TILE_N: usize = 64;
+const TILE_K: usize = 8;
+/// Rows and columns of C a workgroup of `main_cpu` covers.
 const CPU_TILE: usize = 32;
+/// Columns one workgroup of `column_sum` covers, and the rows it takes at least per chunk.
+const SUM_COLUMNS: usize = 64;
+const MIN_SUM_ROWS: usize = 64;
+/// Invocations per workgroup of `reduce_splits`.
+const REDUCE_WG: usize = 256;
+
+/// Workgroups a dispatch should have to fill a large GPU: about two per SM of an H100 (132
+/// SMs), one per CU of an MI300X (304). Products split along K, and column sums along their
+/// rows, toward this many.
+const TARGET_WORKGROUPS: usize = 256;
+/// Products with more tiles than this fill at least half of a 128-unit GPU unsplit; a split
+/// would gain less there than its second dispatch (a launch, the partials' traffic) costs.
+const MAX_SPLIT_TILES: usize = 64;
+/// The shallowest K chunk of a split: 256 deep (32 steps of 8). Each tile of a split reads
+/// (128 + 64) x 256 x 4 = 192 KiB of A and B and writes a 32 KiB partial that the reduction
+/// reads back, so the partials add at most a third to the product's traffic.
+const MIN_SPLIT_DEPTH: usize = 256;
+const MAX_SPLITS: usize = 64;
 
 /// Which GEMM kernel runs: the tiled one for GPUs, or the one for adapters that run shaders
-/// on the CPU (see `main_cpu` in gemm.wgsl for why). `RECUR_GEMM=tiled|cpu` overrides the
-/// choice, so the tests cover both on any adapter.
+/// on the CPU (see `main_cpu` in gemm.wgsl for why). [`Gpu::set_gemm_variant`] or
+/// `RECUR_GEMM=tiled|cpu` overrides the choice, so the tests cover both on any adapter and a
+/// cost table can show what a GPU would run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmVariant {
     Tiled,
@@ -21,12 +46,28 @@ pub enum GemmVariant {
 
 impl GemmVariant {
     pub fn for_adapter(gpu: &Gpu) -> Self {
+        if let Some(v) = gpu.inner.gemm_variant.get() {
+            return *v;
+        }
         match std::env::var("RECUR_GEMM").as_deref() {
             Ok("tiled") => GemmVariant::Tiled,
             Ok("cpu") => GemmVariant::CpuAdapter,
             _ if gpu.info().device_type == wgpu::DeviceType::Cpu => GemmVariant::CpuAdapter,
             _ => GemmVariant::Tiled,
         }
+    }
+}
+
+impl Gpu {
+    /// Makes every GEMM planned on this device from now on use `variant`. Once per device:
+    /// an error if it was set to another variant before.
+    pub fn set_gemm_variant(&self, variant: GemmVariant) -> Result<()> {
+        let set = *self.inner.gemm_variant.get_or_init(|| variant);
+        ensure!(
+            set == variant,
+            "the GEMM variant of this device is already {set:?}, cannot make it {variant:?}"
+        );
+        Ok(())
     }
 }
 
@@ -45,63 +86,32 @@ struct GemmParams {
     offset_a: u32,
     offset_b: u32,
     offset_c: u32,
-    _pad0: u32,
+    tiles_n: u32,
     stride_a: u32,
     stride_b: u32,
     stride_c: u32,
-    _pad1: u32,
+    tiles_m: u32,
     alpha: f32,
     beta: f32,
-    _pad2: [u32; 2],
+    splits: u32,
+    k_chunk: u32,
 }
 
-/// A matrix product bound to its tensors: built once, recorded as often as needed.
-pub struct GemmPlan {
-    kernel: Kernel,
-    bind_group: wgpu::BindGroup,
-    groups: [u32; 3],
-    spec: Gemm,
-}
+const FLAG_TRANS_A: u32 = 1;
+const FLAG_TRANS_B: u32 = 2;
+const FLAG_BIAS: u32 = 4;
+const FLAG_READ_C: u32 = 8;
+const FLAG_SECOND: u32 = 16;
 
-impl GemmPlan {
-    pub fn new(
-        gpu: &Gpu,
-        spec: &Gemm,
-        a: &GpuTensor,
-        b: &GpuTensor,
-        bias: Option<&GpuTensor>,
-        c: &GpuTensor,
-    ) -> Result<Self> {
-        spec.validate(a.len(), b.len(), c.len(), bias.map(|t| t.len()))?;
-        // A storage buffer may not be written and read through two bindings of one dispatch.
-        for (name, t) in [("A", Some(a)), ("B", Some(b)), ("bias", bias)] {
-            if let Some(t) = t {
-                ensure!(
-                    t.buffer() != c.buffer(),
-                    "gemm output C must not be the same tensor as {name}"
-                );
-            }
-        }
-        let variant = GemmVariant::for_adapter(gpu);
-        let tile = match variant {
-            GemmVariant::Tiled => TILE,
-            GemmVariant::CpuAdapter => CPU_TILE,
-        };
-        let groups = [spec.n.div_ceil(tile), spec.m.div_ceil(tile), spec.batch];
-        let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        ensure!(
-            groups.iter().all(|&g| g <= max),
-            "gemm of m = {}, n = {}, batch = {} needs {groups:?} workgroups; adapter allows {max} per dimension",
-            spec.m,
-            spec.n,
-            spec.batch
-        );
-        let flags = spec.trans_a as u32
-            | (spec.trans_b as u32) << 1
-            | (bias.is_some() as u32) << 2
-            | ((spec.beta != 0.0) as u32) << 3;
+impl GemmParams {
+    /// The product's sizes, layout and scaling, one chunk of all of K, one tile each way.
+    fn of(spec: &Gemm, bias: bool) -> Self {
+        let flags = if spec.trans_a { FLAG_TRANS_A } else { 0 }
+            | if spec.trans_b { FLAG_TRANS_B } else { 0 }
+            | if bias { FLAG_BIAS } else { 0 }
+            | if spec.beta != 0.0 { FLAG_READ_C } else { 0 };
         // `validate` bounded every index below u32::MAX, so these casts are exact.
-        let params = GemmParams {
+        Self {
             m: spec.m as u32,
             n: spec.n as u32,
             k: spec.k as u32,
@@ -113,47 +123,437 @@ impl GemmPlan {
             offset_a: spec.offset_a as u32,
             offset_b: spec.offset_b as u32,
             offset_c: spec.offset_c as u32,
-            _pad0: 0,
+            tiles_n: 1,
             stride_a: spec.stride_a() as u32,
             stride_b: spec.stride_b() as u32,
             stride_c: spec.stride_c() as u32,
-            _pad1: 0,
+            tiles_m: 1,
             alpha: spec.alpha,
             beta: spec.beta,
-            _pad2: [0; 2],
-        };
-        let key = match variant {
-            GemmVariant::Tiled => KernelKey::new("gemm", "main"),
-            GemmVariant::CpuAdapter => KernelKey::new("gemm", "main_cpu")
-                .with("TRANS_A", spec.trans_a as u32 as f64)
-                .with("TRANS_B", spec.trans_b as u32 as f64),
-        };
-        let kernel = gpu.kernel(&key)?;
-        let uniform = gpu.uniform(&params);
-        let bias_buffer = bias.map_or(gpu.dummy_buffer(), |t| t.buffer());
-        let bind_group = gpu.bind(
-            &kernel,
-            &[&uniform, a.buffer(), b.buffer(), bias_buffer, c.buffer()],
-        );
-        Ok(Self {
-            kernel,
-            bind_group,
-            groups: groups.map(|g| g as u32),
-            spec: *spec,
-        })
+            splits: 1,
+            k_chunk: spec.k as u32,
+        }
     }
 
-    /// Records the product (one dispatch).
-    pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
-    }
-
-    pub fn spec(&self) -> &Gemm {
-        &self.spec
+    fn chunks(mut self, splits: usize, k_chunk: usize) -> Self {
+        self.splits = splits as u32;
+        self.k_chunk = k_chunk as u32;
+        self
     }
 }
 
-/// `C = alpha * op(A) * op(B) + beta * C + bias` on the GPU: one dispatch, one submit.
+/// How many chunks `main` splits K into for `spec`: 1 (no split) unless the product has at
+/// most [`MAX_SPLIT_TILES`] tiles and K holds at least two chunks of [`MIN_SPLIT_DEPTH`];
+/// then as many chunks as bring the workgroups toward [`TARGET_WORKGROUPS`], no shallower
+/// than [`MIN_SPLIT_DEPTH`], at most [`MAX_SPLITS`]. Weight gradients (M and N a layer's
+/// sizes, K = steps x batch) are the products this picks; input projections and dx (M =
+/// steps x batch) have tiles enough.
+pub fn split_k_rule(spec: &Gemm) -> usize {
+    let tiles = spec.m.div_ceil(TILE_M) * spec.n.div_ceil(TILE_N) * spec.batch;
+    if tiles > MAX_SPLIT_TILES {
+        return 1;
+    }
+    TARGET_WORKGROUPS
+        .div_ceil(tiles)
+        .min(spec.k / MIN_SPLIT_DEPTH)
+        .clamp(1, MAX_SPLITS)
+}
+
+/// `splits` chunks of K as the kernels take them: the depth of each (a multiple of the K
+/// step) and how many that makes (no chunk empty).
+fn k_chunks(k: usize, splits: usize, step: usize) -> (usize, usize) {
+    let depth = k.div_ceil(splits).div_ceil(step) * step;
+    (k.div_ceil(depth), depth)
+}
+
+/// One dispatch of a plan.
+struct Stage {
+    kernel: Kernel,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+    cost: Cost,
+}
+
+/// A matrix product (or a column sum, [`Self::column_sum`]) bound to its tensors: built once,
+/// recorded as often as needed. One dispatch, or two for a split product (the split
+/// products, then their fixed-order sum).
+pub struct GemmPlan {
+    stages: Vec<Stage>,
+    spec: Gemm,
+    role: &'static str,
+    // Kept alive for the bind groups: the partial products, stand-ins for absent outputs.
+    _buffers: Vec<GpuTensor>,
+}
+
+/// The tensors of one product.
+#[derive(Clone, Copy)]
+struct Operands<'a> {
+    a: &'a GpuTensor,
+    b: &'a GpuTensor,
+    bias: Option<&'a GpuTensor>,
+    c: &'a GpuTensor,
+}
+
+impl<'a> Operands<'a> {
+    /// Checks the tensors against `spec`.
+    fn checked(
+        spec: &Gemm,
+        a: &'a GpuTensor,
+        b: &'a GpuTensor,
+        bias: Option<&'a GpuTensor>,
+        c: &'a GpuTensor,
+    ) -> Result<Self> {
+        spec.validate(a.len(), b.len(), c.len(), bias.map(|t| t.len()))?;
+        // A storage buffer may not be written and read through two bindings of one dispatch.
+        for (name, t) in [("A", Some(a)), ("B", Some(b)), ("bias", bias)] {
+            if let Some(t) = t {
+                ensure!(
+                    t.buffer() != c.buffer(),
+                    "gemm output C must not be the same tensor as {name}"
+                );
+            }
+        }
+        Ok(Self { a, b, bias, c })
+    }
+
+    fn bias_buffer(&self, gpu: &'a Gpu) -> &'a wgpu::Buffer {
+        self.bias.map_or(gpu.dummy_buffer(), |t| t.buffer())
+    }
+}
+
+impl GemmPlan {
+    /// `C = alpha * op(A) * op(B) + beta * C + bias` with the kernel the adapter gets
+    /// ([`GemmVariant`]), split along K where [`split_k_rule`] says so (tiled kernel only).
+    pub fn new(
+        gpu: &Gpu,
+        spec: &Gemm,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        c: &GpuTensor,
+    ) -> Result<Self> {
+        let ops = Operands::checked(spec, a, b, bias, c)?;
+        match GemmVariant::for_adapter(gpu) {
+            GemmVariant::CpuAdapter => Self::cpu_adapter(gpu, spec, ops),
+            GemmVariant::Tiled => {
+                let splits = split_k_rule(spec);
+                // A split whose partials would not fit one binding runs unsplit.
+                let partial_bytes = (splits * spec.batch * spec.m * spec.n * 4) as u64;
+                let fits = partial_bytes <= gpu.max_binding_bytes();
+                Self::tiled(gpu, spec, ops, if fits { splits } else { 1 })
+            }
+        }
+    }
+
+    /// The product with the tiled kernel split into `splits` chunks of K, whatever the
+    /// adapter and the rule (1: not split).
+    pub fn with_splits(
+        gpu: &Gpu,
+        spec: &Gemm,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        c: &GpuTensor,
+        splits: usize,
+    ) -> Result<Self> {
+        let ops = Operands::checked(spec, a, b, bias, c)?;
+        ensure!(
+            (1..=spec.k).contains(&splits),
+            "a product of k = {} splits into 1 to {} chunks, not {splits}",
+            spec.k,
+            spec.k
+        );
+        Self::tiled(gpu, spec, ops, splits)
+    }
+
+    fn plan(spec: &Gemm, stages: Vec<Stage>, buffers: Vec<GpuTensor>) -> Self {
+        Self {
+            stages,
+            spec: *spec,
+            role: "",
+            _buffers: buffers,
+        }
+    }
+
+    /// `main_cpu`: per invocation, per k, 4 elements of A and 4 of B (32 bytes; no tiles,
+    /// so A is read once per 4 columns of C and B once per 4 rows), 16 multiply-adds; 16
+    /// elements of C written (and read with beta != 0), a bias element each.
+    fn cpu_adapter(gpu: &Gpu, spec: &Gemm, ops: Operands) -> Result<Self> {
+        let groups = [
+            spec.n.div_ceil(CPU_TILE),
+            spec.m.div_ceil(CPU_TILE),
+            spec.batch,
+        ];
+        let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        ensure!(
+            groups.iter().all(|&g| g <= max),
+            "gemm of m = {}, n = {}, batch = {} needs {groups:?} workgroups; adapter allows {max} per dimension",
+            spec.m,
+            spec.n,
+            spec.batch
+        );
+        let key = KernelKey::new("gemm", "main_cpu")
+            .with("TRANS_A", spec.trans_a as u32 as f64)
+            .with("TRANS_B", spec.trans_b as u32 as f64);
+        let kernel = gpu.kernel(&key)?;
+        let uniform = gpu.uniform(&GemmParams::of(spec, ops.bias.is_some()));
+        let bind_group = gpu.bind(
+            &kernel,
+            &[
+                &uniform,
+                ops.a.buffer(),
+                ops.b.buffer(),
+                ops.bias_buffer(gpu),
+                ops.c.buffer(),
+            ],
+        );
+        let cost = operand_reads(spec, 4, 4) + output_cost(spec, ops.bias.is_some());
+        let stage = Stage {
+            kernel,
+            bind_group,
+            groups: groups.map(|g| g as u32),
+            cost,
+        };
+        Ok(Self::plan(spec, vec![stage], Vec::new()))
+    }
+
+    /// `main` over `splits` chunks of K: per invocation, per 8-deep K step, 8 elements of A
+    /// and 4 of B (48 bytes), 64 multiply-adds; at the end 64 elements of C written (and
+    /// read with beta != 0), a bias element each. A is read once per column tile (64
+    /// wide), B once per row tile (128). Split (SPLIT): the 64 raw sums go to the split's
+    /// partial instead, and `reduce_splits` follows.
+    fn tiled(gpu: &Gpu, spec: &Gemm, ops: Operands, splits: usize) -> Result<Self> {
+        let (splits, depth) = k_chunks(spec.k, splits, TILE_K);
+        let (tiles_m, tiles_n) = (spec.m.div_ceil(TILE_M), spec.n.div_ceil(TILE_N));
+        let workgroups = tiles_m
+            .checked_mul(tiles_n * splits)
+            .and_then(|t| t.checked_mul(spec.batch))
+            .filter(|&t| t <= u32::MAX as usize)
+            .ok_or_else(|| anyhow::anyhow!("gemm of {spec:?} has too many tiles to address"))?;
+        let mut params = GemmParams::of(spec, ops.bias.is_some()).chunks(splits, depth);
+        params.tiles_m = tiles_m as u32;
+        params.tiles_n = tiles_n as u32;
+        let split = splits > 1;
+        let elements = spec.batch * spec.m * spec.n;
+        // Unsplit, the partial binding gets a stand-in the kernel never touches.
+        let partial = GpuTensor::zeros(gpu, &[if split { splits * elements } else { 1 }])?;
+        let key = KernelKey::new("gemm", "main")
+            .with("TRANS_A", spec.trans_a as u32 as f64)
+            .with("TRANS_B", spec.trans_b as u32 as f64)
+            .with("SPLIT", split as u32 as f64);
+        let kernel = gpu.kernel(&key)?;
+        let uniform = gpu.uniform(&params);
+        let bind_group = gpu.bind_at(
+            &kernel,
+            &[
+                (0, &uniform),
+                (1, ops.a.buffer()),
+                (2, ops.b.buffer()),
+                (3, ops.bias_buffer(gpu)),
+                (4, ops.c.buffer()),
+                (5, partial.buffer()),
+            ],
+        );
+        let cost = operand_reads(spec, TILE_M, TILE_N)
+            + if split {
+                Cost::per_item(splits * elements, 0.0, 0.0, 4.0)
+            } else {
+                output_cost(spec, ops.bias.is_some())
+            };
+        let products = Stage {
+            kernel,
+            bind_group,
+            groups: grid(gpu, workgroups, "gemm")?,
+            cost,
+        };
+        if !split {
+            return Ok(Self::plan(spec, vec![products], vec![partial]));
+        }
+        let (reduce, stand_in) =
+            reduce_stage(gpu, &params, &partial, ops.bias, ops.c, None, elements)?;
+        Ok(Self::plan(
+            spec,
+            vec![products, reduce],
+            vec![partial, stand_in],
+        ))
+    }
+
+    /// Column sums (`spec`) of `a` into `out`, and into `second` too where given (a bias
+    /// gradient shared by two biases): `column_sum` over chunks of rows (toward
+    /// [`TARGET_WORKGROUPS`] workgroups, each chunk at least 64 rows), then `reduce_splits`.
+    pub fn column_sum(
+        gpu: &Gpu,
+        spec: &ColumnSum,
+        a: &GpuTensor,
+        out: &GpuTensor,
+        second: Option<&GpuTensor>,
+    ) -> Result<Self> {
+        let col_groups = spec.cols.div_ceil(SUM_COLUMNS);
+        let chunks = TARGET_WORKGROUPS
+            .div_ceil(col_groups)
+            .min(spec.rows.div_ceil(MIN_SUM_ROWS));
+        Self::column_sum_in(gpu, spec, a, out, second, chunks)
+    }
+
+    /// [`Self::column_sum`] over `chunks` chunks of rows, whatever the rule says.
+    pub fn column_sum_in(
+        gpu: &Gpu,
+        spec: &ColumnSum,
+        a: &GpuTensor,
+        out: &GpuTensor,
+        second: Option<&GpuTensor>,
+        chunks: usize,
+    ) -> Result<Self> {
+        spec.validate(a.len(), out.len())?;
+        if let Some(s) = second {
+            ensure!(
+                s.len() >= spec.cols,
+                "column sum second output needs {} elements, it has {}",
+                spec.cols,
+                s.len()
+            );
+        }
+        ensure!(
+            (1..=spec.rows).contains(&chunks),
+            "column sums of {} rows split into 1 to {} chunks, not {chunks}",
+            spec.rows,
+            spec.rows
+        );
+        ensure!(
+            out.buffer() != a.buffer() && second.is_none_or(|s| s.buffer() != a.buffer()),
+            "column sum output must not be the same tensor as its input"
+        );
+        // One tensor given as both outputs gets the sums once.
+        let second = second.filter(|s| s.buffer() != out.buffer());
+        let gemm = spec.as_gemm();
+        let (chunks, depth) = k_chunks(spec.rows, chunks, 1);
+        let mut params = GemmParams::of(&gemm, false).chunks(chunks, depth);
+        if second.is_some() {
+            params.flags |= FLAG_SECOND;
+        }
+        let col_groups = spec.cols.div_ceil(SUM_COLUMNS);
+        let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        ensure!(
+            col_groups <= max,
+            "column sums of {} columns need {col_groups} workgroups; adapter allows {max} per dimension",
+            spec.cols
+        );
+        let partial = GpuTensor::zeros(gpu, &[chunks * spec.cols])?;
+        let kernel = gpu.kernel(&KernelKey::new("gemm", "column_sum"))?;
+        let uniform = gpu.uniform(&params);
+        let bind_group = gpu.bind_at(
+            &kernel,
+            &[(0, &uniform), (2, a.buffer()), (5, partial.buffer())],
+        );
+        // column_sum: per invocation (a column and one of 4 row lanes), its rows of the chunk
+        // read (4 bytes and an addition each); per column and chunk one partial written.
+        let sums = Stage {
+            kernel,
+            bind_group,
+            groups: [col_groups as u32, chunks as u32, 1],
+            cost: Cost::per_item(spec.rows * spec.cols, 1.0, 4.0, 0.0)
+                + Cost::per_item(chunks * spec.cols, 0.0, 0.0, 4.0),
+        };
+        let (reduce, stand_in) =
+            reduce_stage(gpu, &params, &partial, None, out, second, spec.cols)?;
+        Ok(Self::plan(
+            &gemm,
+            vec![sums, reduce],
+            vec![partial, stand_in],
+        ))
+    }
+
+    /// Names the product's role in its plan (`dx`, `dW_ih`, ...) for cost tables.
+    pub fn named(mut self, role: &'static str) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Records the product: one dispatch, or two (split, column sums).
+    pub fn record(&self, rec: &mut Recorder) {
+        for s in &self.stages {
+            rec.dispatch_as(self.role, &s.kernel, &s.bind_group, s.groups, s.cost);
+        }
+    }
+
+    /// The product (for a column sum, the equivalent product of ones and the matrix).
+    pub fn spec(&self) -> &Gemm {
+        &self.spec
+    }
+
+    /// Dispatches one recording takes.
+    pub fn dispatches(&self) -> usize {
+        self.stages.len()
+    }
+}
+
+/// `reduce_splits` for `params` (already chunked): `elements` invocations, writing `c` and
+/// `second` (or a stand-in it returns, kept by the plan).
+fn reduce_stage(
+    gpu: &Gpu,
+    params: &GemmParams,
+    partial: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    c: &GpuTensor,
+    second: Option<&GpuTensor>,
+    elements: usize,
+) -> Result<(Stage, GpuTensor)> {
+    let stand_in = GpuTensor::zeros(gpu, &[1])?;
+    let kernel = gpu.kernel(&KernelKey::new("gemm", "reduce_splits"))?;
+    let uniform = gpu.uniform(params);
+    let bind_group = gpu.bind_at(
+        &kernel,
+        &[
+            (0, &uniform),
+            (3, bias.map_or(gpu.dummy_buffer(), |t| t.buffer())),
+            (4, c.buffer()),
+            (5, partial.buffer()),
+            (6, second.unwrap_or(&stand_in).buffer()),
+        ],
+    );
+    let splits = params.splits as f64;
+    let outputs = if second.is_some() { 2.0 } else { 1.0 };
+    let extra = (params.flags & FLAG_READ_C != 0) as u8 as f64 + bias.is_some() as u8 as f64;
+    let cost = Cost::per_item(
+        elements,
+        splits + 2.0,
+        4.0 * (splits + extra),
+        4.0 * outputs,
+    );
+    let stage = Stage {
+        kernel,
+        bind_group,
+        groups: grid(gpu, elements.div_ceil(REDUCE_WG), "gemm reduction")?,
+        cost,
+    };
+    Ok((stage, stand_in))
+}
+
+/// FLOPs and operand reads of a product computed in tiles of `tile_m x tile_n` of C: A's
+/// elements are read once per column tile, B's once per row tile; each element of A and B
+/// is distinct data once.
+fn operand_reads(spec: &Gemm, tile_m: usize, tile_n: usize) -> Cost {
+    let (m, n, k, b) = (
+        spec.m as f64,
+        spec.n as f64,
+        spec.k as f64,
+        spec.batch as f64,
+    );
+    let read =
+        4.0 * b * k * (m * spec.n.div_ceil(tile_n) as f64 + n * spec.m.div_ceil(tile_m) as f64);
+    Cost::new(spec.flops(), read, 0.0).with_unique_read(4.0 * b * k * (m + n))
+}
+
+/// C written, read where beta != 0, and the bias read per element.
+fn output_cost(spec: &Gemm, bias: bool) -> Cost {
+    let elements = spec.batch * spec.m * spec.n;
+    let c_read = if spec.beta != 0.0 { 4.0 } else { 0.0 };
+    let bias_read = if bias { 4.0 } else { 0.0 };
+    let unique = c_read * elements as f64 + bias_read * spec.n as f64;
+    Cost::per_item(elements, 0.0, c_read + bias_read, 4.0).with_unique_read(unique)
+}
+
+/// `C = alpha * op(A) * op(B) + beta * C + bias` on the GPU: one submit.
 pub fn gemm(
     gpu: &Gpu,
     spec: &Gemm,

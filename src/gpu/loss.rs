@@ -6,7 +6,7 @@ use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid};
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::loss::{validate_mse, CrossEntropy};
 
 /// Elements one `mse_partial` workgroup handles (`MSE_CHUNK` in the shader).
@@ -41,6 +41,7 @@ pub struct CrossEntropyPlan {
     kernels: [Kernel; 3],
     groups: [wgpu::BindGroup; 3],
     row_grid: [u32; 3],
+    costs: [Cost; 3],
     stats: GpuTensor,
 }
 
@@ -91,19 +92,37 @@ impl CrossEntropyPlan {
             ),
             gpu.bind_at(&kernels[2], &[(0, u), (4, row_loss.buffer()), (5, s)]),
         ];
+        let (rows, classes) = (spec.rows, spec.classes);
+        let costs = [
+            // ce_count: each row's target read (4 bytes), the count written (4).
+            Cost::new(rows as f64, 4.0 * rows as f64, 4.0),
+            // ce_rows, per row: its target (4 bytes) and three passes over its logits (12
+            // bytes per class: maximum, sum of exponentials, gradient), its gradient (4 per
+            // class) and loss (4) written; about 8 operations per class.
+            Cost::per_item(rows, 8.0 * classes as f64, 4.0 + 12.0 * classes as f64, 4.0)
+                + Cost::per_item(rows * classes, 0.0, 0.0, 4.0),
+            // ce_reduce: each row's loss read (4 bytes), the mean written (4).
+            Cost::new(rows as f64, 4.0 * rows as f64 + 4.0, 4.0),
+        ];
         Ok(Self {
             kernels,
             groups,
             row_grid: grid(gpu, spec.rows, "cross-entropy")?,
+            costs,
             stats,
         })
     }
 
     /// Records the loss and gradient computation (three dispatches).
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernels[0], &self.groups[0], [1, 1, 1]);
-        rec.dispatch(&self.kernels[1], &self.groups[1], self.row_grid);
-        rec.dispatch(&self.kernels[2], &self.groups[2], [1, 1, 1]);
+        rec.dispatch(&self.kernels[0], &self.groups[0], [1, 1, 1], self.costs[0]);
+        rec.dispatch(
+            &self.kernels[1],
+            &self.groups[1],
+            self.row_grid,
+            self.costs[1],
+        );
+        rec.dispatch(&self.kernels[2], &self.groups[2], [1, 1, 1], self.costs[2]);
     }
 
     /// `[mean loss, rows counted]` on the GPU.
@@ -122,6 +141,7 @@ pub struct MsePlan {
     kernels: [Kernel; 2],
     groups: [wgpu::BindGroup; 2],
     partial_grid: [u32; 3],
+    costs: [Cost; 2],
     stats: GpuTensor,
     _partials: GpuTensor,
 }
@@ -167,10 +187,18 @@ impl MsePlan {
                 &[(0, &uniform), (5, stats.buffer()), (7, partials.buffer())],
             ),
         ];
+        let costs = [
+            // mse_partial, per element: prediction and target read (8 bytes), gradient
+            // written (4), 4 operations; one partial sum written per workgroup.
+            Cost::per_item(n, 4.0, 8.0, 4.0) + Cost::per_item(partial_count, 0.0, 0.0, 4.0),
+            // mse_reduce: the partials read in order, the loss written.
+            Cost::new(partial_count as f64, 4.0 * partial_count as f64, 4.0),
+        ];
         Ok(Self {
             kernels,
             groups,
             partial_grid: grid(gpu, partial_count, "mean squared error")?,
+            costs,
             stats,
             _partials: partials,
         })
@@ -178,8 +206,13 @@ impl MsePlan {
 
     /// Records the loss and gradient computation (two dispatches).
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernels[0], &self.groups[0], self.partial_grid);
-        rec.dispatch(&self.kernels[1], &self.groups[1], [1, 1, 1]);
+        rec.dispatch(
+            &self.kernels[0],
+            &self.groups[0],
+            self.partial_grid,
+            self.costs[0],
+        );
+        rec.dispatch(&self.kernels[1], &self.groups[1], [1, 1, 1], self.costs[1]);
     }
 
     /// `[mean loss]` on the GPU.

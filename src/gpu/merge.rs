@@ -5,7 +5,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid_rows;
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::nn::{Merge, OutputStage};
 
 #[repr(C)]
@@ -26,6 +26,7 @@ pub struct MergePlan {
     kernel: Kernel,
     group: wgpu::BindGroup,
     groups: [u32; 3],
+    cost: Cost,
     _params: wgpu::Buffer,
 }
 
@@ -72,10 +73,23 @@ impl MergePlan {
         let group = gpu.bind_at(&kernel, &entries);
         // 64 columns by 4 rows per workgroup.
         let groups = grid_rows(gpu, stage.width().div_ceil(64), rows.div_ceil(4), "merge")?;
+        // One invocation per output element (row, k). merge_forward reads 4 bytes (a copy)
+        // or 8 (two directions combined, one operation) and writes 4; merge_backward reads
+        // the upstream gradient (4), and both directions (8) where they were combined, and
+        // writes 4 per direction.
+        let combined = stage.width() != cw;
+        let per = match (entry, combined) {
+            ("merge_forward", false) => Cost::new(0.0, 4.0, 4.0),
+            ("merge_forward", true) => Cost::new(1.0, 8.0, 4.0),
+            (_, false) => Cost::new(0.0, 4.0, 4.0),
+            (_, true) => Cost::new(2.0, 12.0, 8.0),
+        };
+        let items = rows * stage.width();
         Ok(Self {
             kernel,
             group,
             groups,
+            cost: Cost::per_item(items, per.flops, per.bytes_read, per.bytes_written),
             _params: uniform,
         })
     }
@@ -122,6 +136,6 @@ impl MergePlan {
     }
 
     pub fn record(&self, rec: &mut Recorder) {
-        rec.dispatch(&self.kernel, &self.group, self.groups);
+        rec.dispatch(&self.kernel, &self.group, self.groups, self.cost);
     }
 }

@@ -1,6 +1,7 @@
 //! The device layer: adapter and device, GPU tensors, the kernel registry, the recorder,
 //! readback, and the host side of each kernel family (named as its `shaders/` file).
 
+pub mod cost;
 pub mod device;
 pub mod dropout;
 pub mod embedding;
@@ -18,12 +19,13 @@ pub mod tensor;
 pub mod word2vec;
 pub mod word2vec_train;
 
+pub use cost::{Cost, DispatchCost, KernelCost, KernelName};
 pub use device::{
     list_adapters, AdapterSummary, Capabilities, Gpu, LimitsMode, Unsupported, WorkCounters,
 };
 pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
 pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
-pub use gemm::{gemm, GemmPlan};
+pub use gemm::{gemm, GemmPlan, GemmVariant};
 pub use loss::{CrossEntropyPlan, MsePlan};
 pub use optim::{ClipPlan, OptimPlan};
 pub use recorder::{Recorder, Recording, SubmitReport};

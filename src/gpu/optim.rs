@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid, WG};
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
 use crate::ops::optim::{validate_clip, Optimizer};
 
 /// Elements one `clip_partial` workgroup sums (`CLIP_CHUNK` in the shader).
@@ -135,7 +135,7 @@ pub struct ClipPlan {
     gpu: Gpu,
     partial: Kernel,
     final_: Kernel,
-    partial_groups: Vec<(wgpu::BindGroup, [u32; 3])>,
+    partial_groups: Vec<(wgpu::BindGroup, [u32; 3], Cost)>,
     final_group: wgpu::BindGroup,
     final_uniform: wgpu::Buffer,
     partial_count: usize,
@@ -171,7 +171,10 @@ impl ClipPlan {
                 &partial,
                 &[(2, g.buffer()), (5, &uniform), (6, partials.buffer())],
             );
-            partial_groups.push((bg, grid(gpu, count, "gradient clipping")?));
+            // clip_partial, per gradient element: one read (4 bytes), a multiply-add; one
+            // partial sum written per workgroup.
+            let cost = Cost::per_item(len, 2.0, 4.0, 0.0) + Cost::per_item(count, 0.0, 0.0, 4.0);
+            partial_groups.push((bg, grid(gpu, count, "gradient clipping")?, cost));
             offset += count;
         }
         let final_uniform = gpu.uniform(&Self::final_params(partial_count, max_norm));
@@ -218,13 +221,24 @@ impl ClipPlan {
 
     /// Records the norm computation: one dispatch per gradient, then one for the total.
     pub fn record(&self, rec: &mut Recorder) {
-        for (bg, groups) in &self.partial_groups {
-            rec.dispatch(&self.partial, bg, *groups);
+        for (bg, groups, cost) in &self.partial_groups {
+            rec.dispatch(&self.partial, bg, *groups, *cost);
         }
-        rec.dispatch(&self.final_, &self.final_group, [1, 1, 1]);
+        rec.dispatch(
+            &self.final_,
+            &self.final_group,
+            [1, 1, 1],
+            self.final_cost(),
+        );
     }
 
     /// `[norm, scale]` on the GPU, as the last recorded computation left them.
+    /// clip_final: every partial sum read in order, the norm and the factor written.
+    fn final_cost(&self) -> Cost {
+        let n = self.partial_count as f64;
+        Cost::new(n + 2.0, 4.0 * n, 8.0)
+    }
+
     pub fn result(&self) -> &GpuTensor {
         &self.result
     }
@@ -242,6 +256,7 @@ pub struct OptimPlan {
     bind_group: wgpu::BindGroup,
     uniform: wgpu::Buffer,
     groups: [u32; 3],
+    cost: Cost,
     optimizer: Optimizer,
     n: usize,
     clip: bool,
@@ -303,6 +318,18 @@ impl OptimPlan {
             bind_group,
             uniform,
             groups: grid(gpu, n.div_ceil(WG), optimizer.name())?,
+            // Per parameter: the parameter, its gradient and its state slots read and the
+            // parameter and slots written, 4 bytes each (the clip factor is one cached
+            // element); SGD about 4 operations, RMSprop about 10, Adam about 12.
+            cost: {
+                let slots = optimizer.slots() as f64;
+                let flops = match optimizer {
+                    Optimizer::Sgd { .. } => 4.0,
+                    Optimizer::RmsProp { .. } => 10.0,
+                    Optimizer::Adam { .. } => 12.0,
+                };
+                Cost::per_item(n, flops, 4.0 * (2.0 + slots), 4.0 * (1.0 + slots))
+            },
             optimizer: *optimizer,
             n,
             clip: clip.is_some(),
@@ -327,7 +354,7 @@ impl OptimPlan {
         self.gpu
             .queue()
             .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&p));
-        rec.dispatch(&self.kernel, &self.bind_group, self.groups);
+        rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
         self.step = step;
         self.recorded_in = Some(rec.recording());
         Ok(())

@@ -1,21 +1,26 @@
 //! The recorder: many dispatches in one command encoder and one compute pass, one submit.
 //!
 //! Work is recorded, then submitted once; nothing is read back unless the caller asks for
-//! host data. A timed recorder also brackets each compute pass with GPU timestamps (where
-//! the adapter has TIMESTAMP_QUERY), so a benchmark can tell GPU time from host time.
+//! host data. Every dispatch comes with its [`Cost`], counted by the plan that records it, so
+//! a recording can be summed into a cost table ([`Recorder::costs`]). A timed recorder also
+//! brackets each compute pass with GPU timestamps (where the adapter has TIMESTAMP_QUERY), so
+//! a benchmark can tell GPU time from host time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 
+use super::cost::{Cost, DispatchCost, KernelName};
 use super::device::Gpu;
 use super::readback::map_and_copy;
 use super::registry::Kernel;
 
-/// Timestamp pairs a timed recorder can hold (one pair per compute pass).
-const MAX_TIMED_PASSES: u32 = 64;
+/// Timestamp pairs (one per compute pass) in one query set. A recording with more passes
+/// gets another query set of the same size, as many as it needs, so every pass is timed.
+const PASSES_PER_QUERY_SET: u32 = 64;
 
+/// One query set with its resolve and readback buffers.
 struct Timestamps {
     queries: wgpu::QuerySet,
     resolve: wgpu::Buffer,
@@ -23,12 +28,41 @@ struct Timestamps {
     used: u32,
 }
 
+impl Timestamps {
+    fn new(device: &wgpu::Device) -> Self {
+        let count = 2 * PASSES_PER_QUERY_SET;
+        let bytes = count as u64 * 8;
+        Self {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("recur.timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("recur.timestamps.resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            staging: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("recur.timestamps.staging"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            used: 0,
+        }
+    }
+}
+
 pub struct Recorder {
     gpu: Gpu,
     encoder: wgpu::CommandEncoder,
     pass: Option<wgpu::ComputePass<'static>>,
     dispatches: u64,
-    timestamps: Option<Timestamps>,
+    costs: Vec<DispatchCost>,
+    /// `None` when untimed; otherwise the query sets so far, the last one being filled.
+    timestamps: Option<Vec<Timestamps>>,
     open: OpenFlag,
 }
 
@@ -59,8 +93,11 @@ impl Drop for OpenFlag {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SubmitReport {
     pub dispatches: u64,
-    /// Seconds the GPU spent inside the recorded compute passes, where timestamps were on.
+    /// Seconds the GPU spent inside the recorded compute passes (every pass), where
+    /// timestamps were on.
     pub gpu_seconds: Option<f64>,
+    /// Compute passes timed (copies and clears between dispatches end a pass).
+    pub timed_passes: u32,
 }
 
 impl Recorder {
@@ -75,6 +112,7 @@ impl Recorder {
             encoder,
             pass: None,
             dispatches: 0,
+            costs: Vec::new(),
             timestamps: None,
             open: OpenFlag(Arc::new(AtomicBool::new(true))),
         }
@@ -84,29 +122,7 @@ impl Recorder {
     pub fn timed(gpu: &Gpu) -> Self {
         let mut rec = Self::new(gpu);
         if gpu.capabilities().timestamp_query {
-            let count = 2 * MAX_TIMED_PASSES;
-            let bytes = count as u64 * 8;
-            let device = gpu.device();
-            rec.timestamps = Some(Timestamps {
-                queries: device.create_query_set(&wgpu::QuerySetDescriptor {
-                    label: Some("recur.timestamps"),
-                    ty: wgpu::QueryType::Timestamp,
-                    count,
-                }),
-                resolve: device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("recur.timestamps.resolve"),
-                    size: bytes,
-                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                }),
-                staging: device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("recur.timestamps.staging"),
-                    size: bytes,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                }),
-                used: 0,
-            });
+            rec.timestamps = Some(Vec::new());
         }
         rec
     }
@@ -114,7 +130,11 @@ impl Recorder {
     fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
         if self.pass.is_none() {
             let timestamp_writes = match &mut self.timestamps {
-                Some(t) if t.used < MAX_TIMED_PASSES => {
+                Some(sets) => {
+                    if sets.last().is_none_or(|t| t.used == PASSES_PER_QUERY_SET) {
+                        sets.push(Timestamps::new(self.gpu.device()));
+                    }
+                    let t = sets.last_mut().expect("a query set was just ensured");
                     let i = t.used;
                     t.used += 1;
                     Some(wgpu::ComputePassTimestampWrites {
@@ -123,7 +143,7 @@ impl Recorder {
                         end_of_pass_write_index: Some(2 * i + 1),
                     })
                 }
-                _ => None,
+                None => None,
             };
             let pass = self
                 .encoder
@@ -140,13 +160,43 @@ impl Recorder {
         self.pass = None;
     }
 
-    /// Records one dispatch of `kernel` with `bind_group` over `groups` workgroups.
-    pub fn dispatch(&mut self, kernel: &Kernel, bind_group: &wgpu::BindGroup, groups: [u32; 3]) {
+    /// Records one dispatch of `kernel` with `bind_group` over `groups` workgroups, which
+    /// costs `cost` (see [`Cost`]).
+    pub fn dispatch(
+        &mut self,
+        kernel: &Kernel,
+        bind_group: &wgpu::BindGroup,
+        groups: [u32; 3],
+        cost: Cost,
+    ) {
+        self.dispatch_as("", kernel, bind_group, groups, cost);
+    }
+
+    /// [`Self::dispatch`] with the role this dispatch plays in the plan (`dx`, `dW_ih`, ...),
+    /// for kernels that serve several: cost tables list each role apart.
+    pub fn dispatch_as(
+        &mut self,
+        role: &'static str,
+        kernel: &Kernel,
+        bind_group: &wgpu::BindGroup,
+        groups: [u32; 3],
+        cost: Cost,
+    ) {
         let pass = self.pass();
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.dispatches += 1;
+        self.costs.push(DispatchCost {
+            kernel: KernelName {
+                family: kernel.key.family,
+                entry: kernel.key.entry,
+                role,
+            },
+            workgroups: groups.iter().map(|&g| g as u64).product(),
+            invocations: kernel.invocations,
+            cost,
+        });
     }
 
     /// Records a buffer-to-buffer copy (this ends the current compute pass).
@@ -174,29 +224,32 @@ impl Recorder {
         self.dispatches
     }
 
-    /// Submits everything recorded, in one submit. Does not wait for the GPU unless the
-    /// recorder is timed, in which case it waits and reads back the timestamps.
+    /// Every dispatch recorded so far with its workgroups and cost, in recording order
+    /// ([`super::cost::by_kernel`] sums them per kernel).
+    pub fn costs(&self) -> &[DispatchCost] {
+        &self.costs
+    }
+
     /// This recorder's open state, for plans that must not be recorded twice into work not
     /// yet submitted.
     pub fn recording(&self) -> Recording {
         Recording(self.open.0.clone())
     }
 
+    /// Submits everything recorded, in one submit. Does not wait for the GPU unless the
+    /// recorder is timed, in which case it waits and reads back the timestamps.
     pub fn submit(mut self) -> Result<SubmitReport> {
+        anyhow::ensure!(
+            !self.gpu.is_cost_model(),
+            "this device records plans for cost tables only; it does not run them"
+        );
         self.end_pass();
-        let timestamps = self.timestamps.take();
-        if let Some(t) = &timestamps {
-            if t.used > 0 {
-                self.encoder
-                    .resolve_query_set(&t.queries, 0..2 * t.used, &t.resolve, 0);
-                self.encoder.copy_buffer_to_buffer(
-                    &t.resolve,
-                    0,
-                    &t.staging,
-                    0,
-                    2 * t.used as u64 * 8,
-                );
-            }
+        let timestamps = self.timestamps.take().unwrap_or_default();
+        for t in &timestamps {
+            self.encoder
+                .resolve_query_set(&t.queries, 0..2 * t.used, &t.resolve, 0);
+            self.encoder
+                .copy_buffer_to_buffer(&t.resolve, 0, &t.staging, 0, 2 * t.used as u64 * 8);
         }
         self.gpu.queue().submit([self.encoder.finish()]);
         let dispatches = self.dispatches;
@@ -205,13 +258,14 @@ impl Recorder {
             c.dispatches += dispatches;
         });
         self.gpu.take_device_error()?;
-        let gpu_seconds = match timestamps {
-            Some(t) if t.used > 0 => Some(Self::read_timestamps(&self.gpu, &t)?),
-            _ => None,
-        };
+        let mut gpu_seconds = None;
+        for t in &timestamps {
+            *gpu_seconds.get_or_insert(0.0) += Self::read_timestamps(&self.gpu, t)?;
+        }
         Ok(SubmitReport {
             dispatches,
             gpu_seconds,
+            timed_passes: timestamps.iter().map(|t| t.used).sum(),
         })
     }
 

@@ -4,17 +4,19 @@
 //! A [`RecurrentPlan`] is built once for a shape and a set of tensors: it allocates the
 //! workspace, writes the per-step uniforms, and creates every bind group. Recording a forward
 //! then costs T + 2 dispatches (weight transpose, input-projection GEMM, one per step) and a
-//! backward T + 6 (one per step, one to finish, five GEMMs); GRU with the reset gate before
-//! the recurrent product takes two dispatches per step. Nothing is allocated or compiled per
+//! backward T + 1 (one per step, one to finish) and the gradient products: dx, dW_ih, dW_hh
+//! (one dispatch each, two where split along K) and the bias gradients' column sums (two
+//! dispatches, once for both biases except in GRU); GRU with the reset gate before the
+//! recurrent product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
 
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::shaders::{BindingKind, SharedLayout};
-use super::{GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Unsupported};
+use super::{Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Unsupported};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
-use crate::ops::Gemm;
+use crate::ops::{ColumnSum, Gemm};
 
 /// Mirrors `Config` in `recurrent.wgsl`.
 #[repr(C)]
@@ -325,7 +327,8 @@ impl RecurrentPlan {
             w.w_ih,
             w.b_ih,
             &gates,
-        )?;
+        )?
+        .named("x W_ih^T + b_ih");
 
         let backward = match grads {
             None => None,
@@ -335,7 +338,6 @@ impl RecurrentPlan {
                 expect("weight_hh gradient", g.dw_hh, gw * h)?;
                 expect("bias_ih gradient", g.db_ih, gw)?;
                 expect("bias_hh gradient", g.db_hh, gw)?;
-                let ones = GpuTensor::filled(gpu, &[rows], 1.0f32)?;
                 // dxw is `gates` from 0; dhw starts at off_dhw, which is 0 (dhw is dxw) but
                 // for GRU.
                 let dxw = &gates;
@@ -348,7 +350,8 @@ impl RecurrentPlan {
                         w.w_ih,
                         None,
                         g.dx,
-                    )?,
+                    )?
+                    .named("dx"),
                     GemmPlan::new(
                         gpu,
                         &Gemm::new(gw, i, rows).trans_a(true),
@@ -356,55 +359,54 @@ impl RecurrentPlan {
                         x,
                         None,
                         g.dw_ih,
-                    )?,
-                    GemmPlan::new(gpu, &Gemm::new(1, gw, rows), &ones, dxw, None, g.db_ih)?,
-                    GemmPlan::new(
-                        gpu,
-                        &Gemm::new(1, gw, rows).offsets(0, off_dhw, 0),
-                        &ones,
-                        dxw,
-                        None,
-                        g.db_hh,
-                    )?,
+                    )?
+                    .named("dW_ih"),
                 ];
+                // Bias gradients are column sums of the gate gradients. Only GRU's recurrent
+                // gate gradients differ from the input ones; elsewhere db_hh = db_ih, summed
+                // once and written to both.
+                let db = ColumnSum::new(rows, gw);
+                if cell == CellKind::Gru {
+                    let dhw = db.offset(off_dhw);
+                    gemms.push(GemmPlan::column_sum(gpu, &db, dxw, g.db_ih, None)?.named("db_ih"));
+                    gemms.push(GemmPlan::column_sum(gpu, &dhw, dxw, g.db_hh, None)?.named("db_hh"));
+                } else {
+                    let both = GemmPlan::column_sum(gpu, &db, dxw, g.db_ih, Some(g.db_hh))?;
+                    gemms.push(both.named("db_ih = db_hh"));
+                }
                 if cell == CellKind::GruResetBefore {
                     // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
                     let rz = Gemm::new(2 * h, h, rows)
                         .trans_a(true)
                         .leading_dims(gw, h, h);
-                    gemms.push(GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?);
+                    gemms.push(
+                        GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?.named("dW_hh r,z"),
+                    );
                     let n = Gemm::new(h, h, rows)
                         .trans_a(true)
                         .leading_dims(gw, aw, h)
                         .offsets(2 * h, off_act + 3 * h, 2 * h * h);
-                    gemms.push(GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?);
+                    gemms
+                        .push(GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?.named("dW_hh n"));
                 } else {
                     let whh = Gemm::new(gw, h, rows)
                         .trans_a(true)
                         .leading_dims(gw, h, h)
                         .offsets(off_dhw, 0, 0);
-                    gemms.push(GemmPlan::new(gpu, &whh, dxw, hprev, None, g.dw_hh)?);
+                    gemms.push(GemmPlan::new(gpu, &whh, dxw, hprev, None, g.dw_hh)?.named("dW_hh"));
                 }
-                Some((
-                    Backward {
-                        step: gpu.kernel(&key("backward_step"))?,
-                        gru_n: match cell {
-                            CellKind::GruResetBefore => Some(gpu.kernel(&key("backward_gru_n"))?),
-                            _ => None,
-                        },
-                        finish: gpu.kernel(&key("backward_finish"))?,
-                        gemms,
+                Some(Backward {
+                    step: gpu.kernel(&key("backward_step"))?,
+                    gru_n: match cell {
+                        CellKind::GruResetBefore => Some(gpu.kernel(&key("backward_gru_n"))?),
+                        _ => None,
                     },
-                    ones,
-                ))
+                    finish: gpu.kernel(&key("backward_finish"))?,
+                    gemms,
+                })
             }
         };
-        let (backward, ones) = match backward {
-            Some((b, ones)) => (Some(b), Some(ones)),
-            None => (None, None),
-        };
-        let mut buffers = vec![gates, wt, saved, zero_bias, no_dy];
-        buffers.extend(ones);
+        let buffers = vec![gates, wt, saved, zero_bias, no_dy];
         let plan = Self {
             gpu: gpu.clone(),
             shape,
@@ -486,13 +488,23 @@ impl RecurrentPlan {
     }
 
     fn dispatch_steps(&self, rec: &mut Recorder, kernel: &Kernel, s: usize) {
-        rec.dispatch(kernel, &self.step_groups[s], Self::step_grid(&self.shape));
+        rec.dispatch(
+            kernel,
+            &self.step_groups[s],
+            Self::step_grid(&self.shape),
+            self.step_cost(kernel, s),
+        );
     }
 
     /// Records the forward pass.
     pub fn record_forward(&self, rec: &mut Recorder) {
         let (kernel, group) = &self.transpose;
-        rec.dispatch(kernel, group, Self::transpose_grid(&self.shape));
+        rec.dispatch(
+            kernel,
+            group,
+            Self::transpose_grid(&self.shape),
+            self.transpose_cost(),
+        );
         self.xw_gemm.record(rec);
         for s in 0..self.shape.steps {
             self.dispatch_steps(rec, &self.forward_step, s);
@@ -635,5 +647,104 @@ impl RecurrentPlan {
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+}
+
+/// Costs of the recurrent kernels, from the shape and what `shaders/recurrent.wgsl` reads and
+/// writes (4 bytes an element; all sequences full length).
+impl RecurrentPlan {
+    /// transpose_weights, per element of W_hh: one read, two writes (W_hh^T and the padded
+    /// W_hh); per element of b_hh: one read, one write.
+    fn transpose_cost(&self) -> Cost {
+        let (gw, h) = (self.shape.gate_width() as f64, self.shape.hidden as f64);
+        Cost::new(0.0, 4.0 * gw * (h + 1.0), 4.0 * gw * (2.0 * h + 1.0))
+    }
+
+    /// One dispatch of step kernel `kernel` at step `s`. Each invocation owns 4 units of one
+    /// batch entry (B * ceil(H / 4) invocations do work). Its product reads, per row of the
+    /// product, the source element (4 bytes, the same address across the workgroup) and one
+    /// vec4 of weights per gate (16 bytes), 8 operations per vec4; the recurrent dropout
+    /// mask adds 4 bytes a row where there is one. Then each unit reads and writes:
+    ///
+    /// | kernel | cell | read | written |
+    /// |---|---|---|---|
+    /// | forward_step | LSTM | step map 4, h_prev 8, 4 gates of xw 16, c_prev 8 | h_prev 4, c 4, 4 gates 16, y 4 |
+    /// | | GRU | step map 4, h_prev 8, xw 12 | h_prev 4, 4 activations 16, y 4 |
+    /// | | RNN | step map 4, h_prev 8, xw 4 | h_prev 4, activation 4, y 4 |
+    /// | | GRU reset-before | step map 4, h_prev 8, xw 8 | h_prev 4, r, z, r * h 12 |
+    /// | forward_gru_n | | step map 4, xw 4, z 4, h_prev 8 | n 4, y 4 |
+    /// | backward_step | LSTM | dh, dc 8, step map 4, dy 4, gates 16, c 4, c_prev 8 | 4 gate gradients 16, dc 4, dh 4 |
+    /// | | GRU | dh, dc 8, step map 4, dy 4, activations 16, h_prev 8 | 3 + 3 gate gradients 24, dh 4 |
+    /// | | RNN | dh, dc 8, step map 4, dy 4, activation 4 | gate gradient 4, dh 4 |
+    /// | | GRU reset-before | dh, dc 8, step map 4, dy 4, z, n 8, h_prev 8 | 2 gate gradients 8, dh 4 |
+    /// | backward_gru_n | | step map 4, r 4, h_prev 4, dh 4 | r's gradient 4, dh 4 |
+    /// | backward_finish | | dh 4 | dh0 4 |
+    ///
+    /// (dy is counted as read whether or not the plan has one; a mask adds 4 bytes read.)
+    fn step_cost(&self, kernel: &Kernel, s: usize) -> Cost {
+        let sh = &self.shape;
+        let (h, b) = (sh.hidden, sh.batch);
+        let invocations = b * h.div_ceil(4);
+        let units = b * h;
+        let mask = if self.has_rmask { 4.0 } else { 0.0 };
+        let gates = sh.cell.gates();
+        let direct_rows = match sh.cell {
+            CellKind::GruResetBefore => 2 * h,
+            _ => sh.gate_width(),
+        };
+        // A product over `rows` rows reading `gate_vec4s` weight vec4s per row (each
+        // invocation), after `fixed` bytes read once per invocation. Distinct: each weight
+        // vec4 and each source element once (the workgroups of the B batch entries share
+        // the weights, each entry has its own source row).
+        let hp = h.div_ceil(4) * 4;
+        let product = |rows: usize, gate_vec4s: usize, fixed: f64| {
+            let issued = Cost::per_item(
+                invocations * rows,
+                8.0 * gate_vec4s as f64,
+                4.0 + mask + 16.0 * gate_vec4s as f64,
+                0.0,
+            ) + Cost::per_item(invocations, 0.0, fixed, 0.0);
+            let unique = 4.0 * (rows * gate_vec4s * hp) as f64
+                + (b * rows) as f64 * (4.0 + mask)
+                + fixed * h.div_ceil(4) as f64;
+            issued.with_unique_read(unique)
+        };
+        let unit = |flops: f64, read: f64, written: f64| {
+            Cost::per_item(units, flops, read + mask, written)
+        };
+        match kernel.key.entry {
+            "forward_step" => {
+                let count = match sh.cell {
+                    CellKind::GruResetBefore => 2,
+                    _ => gates,
+                };
+                let per_unit = match sh.cell {
+                    CellKind::Lstm => unit(20.0, 36.0, 28.0),
+                    CellKind::Gru => unit(15.0, 24.0, 24.0),
+                    CellKind::GruResetBefore => unit(10.0, 20.0, 16.0),
+                    _ => unit(3.0, 16.0, 12.0),
+                };
+                product(h, count, 16.0 * count as f64) + per_unit
+            }
+            "forward_gru_n" => product(h, 1, 20.0) + unit(6.0, 20.0, 8.0),
+            "backward_step" => {
+                // The last step has no next step's gradients to carry back.
+                let carried = if s + 1 < sh.steps {
+                    product(direct_rows, 1, 4.0)
+                } else {
+                    Cost::ZERO
+                };
+                let per_unit = match sh.cell {
+                    CellKind::Lstm => unit(25.0, 44.0, 24.0),
+                    CellKind::Gru => unit(20.0, 40.0, 28.0),
+                    CellKind::GruResetBefore => unit(12.0, 32.0, 12.0),
+                    _ => unit(4.0, 20.0, 8.0),
+                };
+                carried + per_unit
+            }
+            "backward_gru_n" => product(h, 1, 4.0) + unit(5.0, 16.0, 8.0),
+            "backward_finish" => product(direct_rows, 1, 4.0) + unit(2.0, 4.0, 4.0),
+            _ => Cost::ZERO,
+        }
     }
 }

@@ -41,6 +41,9 @@ pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub key: KernelKey,
+    /// Invocations per workgroup as the entry point's `@workgroup_size` declares them, for
+    /// cost tables; `None` where a size is neither a literal nor a module constant.
+    pub invocations: Option<u32>,
 }
 
 type SharedLayoutObjects = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
@@ -187,10 +190,13 @@ impl KernelRegistry {
             Some((bgl, _)) => bgl,
             None => pipeline.get_bind_group_layout(0),
         };
+        let invocations = shaders::family(key.family)
+            .and_then(|f| shaders::workgroup_invocations(&shaders::full_source(f), key.entry));
         Ok(Kernel {
             pipeline,
             layout,
             key: key.clone(),
+            invocations,
         })
     }
 }

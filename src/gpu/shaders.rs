@@ -116,6 +116,20 @@ const GEMM_TRANSPOSES: &[Override] = &[
         values: BOOL,
     },
 ];
+const GEMM_TILED: &[Override] = &[
+    Override {
+        name: "TRANS_A",
+        values: BOOL,
+    },
+    Override {
+        name: "TRANS_B",
+        values: BOOL,
+    },
+    Override {
+        name: "SPLIT",
+        values: BOOL,
+    },
+];
 /// `CellKind::code` of every cell.
 const CELLS: &[Override] = &[Override {
     name: "CELL",
@@ -133,8 +147,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         name: "gemm",
         body: include_str!("../../shaders/gemm.wgsl"),
         entry_points: &[
-            plain("main"),
+            plain("main").with_overrides(GEMM_TILED),
             plain("main_cpu").with_overrides(GEMM_TRANSPOSES),
+            plain("reduce_splits"),
+            plain("column_sum"),
         ],
     },
     ShaderFamily {
@@ -197,10 +213,10 @@ pub const FAMILIES: &[ShaderFamily] = &[
         entry_points: &[
             plain("sampled_gradients"),
             plain("softmax_gradients"),
-            plain("apply_output"),
-            plain("apply_output_dense"),
-            plain("apply_input"),
-            plain("sum_loss"),
+            plain("sampled_gradients_per_item"),
+            plain("softmax_gradients_per_item"),
+            plain("apply_sparse"),
+            plain("apply_dense"),
         ],
     },
 ];
@@ -232,4 +248,98 @@ pub fn full_source(family: &ShaderFamily) -> String {
         }
     }
     format!("{directives}{COMMON}\n{rest}")
+}
+
+/// Invocations per workgroup of entry point `entry` in `source`: the product of its
+/// `@workgroup_size`, where each size is an integer literal or a module-scope `const`.
+/// `None` if the entry point is not found or a size is anything else (an `override`).
+pub fn workgroup_invocations(source: &str, entry: &str) -> Option<u32> {
+    let fn_at = find_fn(source, entry)?;
+    let before = &source[..fn_at];
+    let attr = before.rfind("@workgroup_size(")?;
+    // The attribute must belong to this function: no other function in between.
+    if before[attr..].contains("fn ") {
+        return None;
+    }
+    let args = &before[attr + "@workgroup_size(".len()..];
+    let args = &args[..args.find(')')?];
+    args.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .try_fold(1u32, |acc, a| acc.checked_mul(size_value(source, a)?))
+}
+
+/// Byte offset of `fn <name>(` (or `fn <name> (`) in `source`.
+fn find_fn(source: &str, name: &str) -> Option<usize> {
+    let pat = format!("fn {name}");
+    let mut from = 0;
+    while let Some(i) = source[from..].find(&pat) {
+        let at = from + i;
+        let rest = source[at + pat.len()..].trim_start();
+        let word_start = source[..at].ends_with(char::is_whitespace) || at == 0;
+        if rest.starts_with('(') && word_start {
+            return Some(at);
+        }
+        from = at + pat.len();
+    }
+    None
+}
+
+/// An integer literal (`64`, `64u`) or the value of `const NAME[: u32] = <literal>;`.
+fn size_value(source: &str, token: &str) -> Option<u32> {
+    let literal = |t: &str| t.trim().trim_end_matches(['u', 'i']).parse::<u32>().ok();
+    if let Some(v) = literal(token) {
+        return Some(v);
+    }
+    source.lines().find_map(|line| {
+        let rest = line.trim_start().strip_prefix("const ")?;
+        let (name, value) = rest.split_once('=')?;
+        let name = name.split(':').next()?.trim();
+        (name == token).then(|| literal(value.trim().trim_end_matches(';')))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workgroup_sizes_are_read_from_literals_and_constants() {
+        let src = "const WG: u32 = 256u;\n\
+                   @compute @workgroup_size(16, 16, 1)\nfn main(@builtin(x) a: u32) {}\n\
+                   @compute @workgroup_size(WG)\nfn main_cpu() {}\n\
+                   override N: u32 = 4u;\n@compute @workgroup_size(N, 2)\nfn other () {}\n";
+        assert_eq!(workgroup_invocations(src, "main"), Some(256));
+        assert_eq!(workgroup_invocations(src, "main_cpu"), Some(256));
+        assert_eq!(workgroup_invocations(src, "other"), None);
+        assert_eq!(workgroup_invocations(src, "missing"), None);
+    }
+
+    #[test]
+    fn every_shipped_entry_point_has_a_readable_workgroup_size() {
+        for fam in FAMILIES {
+            let src = full_source(fam);
+            let mut lines = src.lines().peekable();
+            while let Some(line) = lines.next() {
+                if line.trim_start().starts_with("@compute") {
+                    let decl = if line.contains("fn ") {
+                        line
+                    } else {
+                        lines.next().unwrap_or("")
+                    };
+                    let name = decl
+                        .split("fn ")
+                        .nth(1)
+                        .and_then(|r| r.split('(').next())
+                        .map(str::trim)
+                        .unwrap_or("");
+                    assert!(
+                        workgroup_invocations(&src, name).is_some(),
+                        "{}::{name}: workgroup size not readable",
+                        fam.name
+                    );
+                }
+            }
+        }
+    }
 }

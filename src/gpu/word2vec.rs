@@ -4,7 +4,7 @@
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::CosineTopK;
 
 const ROWS_PER_GROUP: usize = 64;
@@ -38,6 +38,7 @@ fn grid(gpu: &Gpu, n: usize) -> Result<[u32; 3]> {
 struct Pass {
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    cost: Cost,
 }
 
 /// Unit word vectors on the GPU and everything a top-k query needs, built once: buffers,
@@ -91,7 +92,10 @@ impl CosineIndex {
             ],
         );
         let mut rec = Recorder::new(gpu);
-        rec.dispatch(&normalize, &bg, row_groups);
+        // normalize, per row: its dim elements read twice (8 bytes each), written once (4),
+        // a multiply-add and a division per element.
+        let cost = Cost::per_item(rows * dim, 3.0, 8.0, 4.0);
+        rec.dispatch(&normalize, &bg, row_groups, cost);
         rec.submit()?;
 
         let query = GpuTensor::zeros(gpu, &[dim])?;
@@ -111,6 +115,9 @@ impl CosineIndex {
                 ],
             ),
             groups: row_groups,
+            // scores, per row: its dim elements and the query's read (8 bytes per element),
+            // a multiply-add each; the score written. Excluded rows are a handful.
+            cost: Cost::per_item(rows * dim, 2.0, 8.0, 0.0) + Cost::per_item(rows, 0.0, 0.0, 4.0),
         };
 
         // Selection passes: each keeps k of every CHUNK candidates, until one chunk is left.
@@ -135,7 +142,14 @@ impl CosineIndex {
                 &select_kernel,
                 &[&uniform, in_score, in_row, out.0.buffer(), out.1.buffer()],
             );
-            select_passes.push(Pass { bind_group, groups });
+            // select_top, per candidate: its score and row read (8 bytes); k rounds of a
+            // workgroup-memory tournament; k scores and rows written per chunk.
+            let cost = Cost::per_item(n, 0.0, 8.0, 0.0) + Cost::per_item(chunks * k, 0.0, 0.0, 8.0);
+            select_passes.push(Pass {
+                bind_group,
+                groups,
+                cost,
+            });
             buffers.push(out);
             if chunks == 1 {
                 break;
@@ -177,9 +191,10 @@ impl CosineIndex {
             &self.scores_kernel,
             &self.scores_pass.bind_group,
             self.scores_pass.groups,
+            self.scores_pass.cost,
         );
         for p in &self.select_passes {
-            rec.dispatch(&self.select_kernel, &p.bind_group, p.groups);
+            rec.dispatch(&self.select_kernel, &p.bind_group, p.groups, p.cost);
         }
     }
 

@@ -8,7 +8,7 @@ use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid;
-use super::{Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
+use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
 use crate::ops::word2vec_train::{BatchLayout, PackedBatch, TrainOutput, TrainSpec};
 
 /// Invocations per workgroup of the row-parallel gradient kernels and the apply kernels
@@ -515,12 +515,24 @@ impl TrainPlan {
         Ok(&self.slots[slot])
     }
 
+    /// The costs of the two dispatches of the batch in `slot` ([`batch_costs`]), for the
+    /// recorder's cost table.
+    fn costs(&self, slot: usize) -> [Cost; 2] {
+        batch_costs(
+            &self.spec,
+            &self.slots[slot].layout,
+            self.options.gradient_kernel,
+        )
+        .map(|c| Cost::new(c.flops as f64, c.bytes_read as f64, c.bytes_written as f64))
+    }
+
     /// Records the gradient kernel of the batch in `slot`.
     pub fn record_gradients(&mut self, slot: usize, rec: &mut Recorder) -> Result<()> {
         let items = self.mark_recorded(slot, rec)?.layout.items as usize;
         let groups = self.options.gradient_kernel.workgroups(items);
         let groups = grid(&self.gpu, groups, "word2vec gradients")?;
-        rec.dispatch(&self.gradients, &self.slots[slot].gradients, groups);
+        let [cost, _] = self.costs(slot);
+        rec.dispatch(&self.gradients, &self.slots[slot].gradients, groups, cost);
         Ok(())
     }
 
@@ -530,7 +542,8 @@ impl TrainPlan {
         let layout = self.mark_recorded(slot, rec)?.layout;
         let [out_groups, in_groups] = apply_sections(&self.spec, &layout);
         let groups = grid(&self.gpu, out_groups + in_groups + 1, "word2vec updates")?;
-        rec.dispatch(&self.apply, &self.slots[slot].apply, groups);
+        let [_, cost] = self.costs(slot);
+        rec.dispatch(&self.apply, &self.slots[slot].apply, groups, cost);
         Ok(())
     }
 

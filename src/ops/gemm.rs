@@ -256,3 +256,101 @@ impl Gemm {
         Ok(())
     }
 }
+
+/// Column sums of a `rows x cols` matrix stored row-major with leading dimension `ld` from
+/// `offset`: `out[j] = alpha * sum_i A[offset + i * ld + j] + beta * out[j]` for `j < cols`.
+/// A layer's bias gradient is the column sum of its pre-activation gradients over all rows
+/// (steps times batch entries). With `beta == 0` the old contents of `out` are never read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColumnSum {
+    pub rows: usize,
+    pub cols: usize,
+    /// Elements between consecutive stored rows; `None` means packed (`cols`).
+    pub ld: Option<usize>,
+    pub offset: usize,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl ColumnSum {
+    /// The plain sums of a packed `rows x cols` matrix.
+    pub fn new(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            ld: None,
+            offset: 0,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    pub fn leading_dim(mut self, ld: usize) -> Self {
+        self.ld = Some(ld);
+        self
+    }
+
+    pub fn offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    pub fn beta(mut self, beta: f32) -> Self {
+        self.beta = beta;
+        self
+    }
+
+    pub fn ld(&self) -> usize {
+        self.ld.unwrap_or(self.cols)
+    }
+
+    /// The same sums as a product: a row of ones `[1, rows]` times the matrix (B). The GPU
+    /// kernels read the matrix through B's layout.
+    pub fn as_gemm(&self) -> Gemm {
+        Gemm::new(1, self.cols, self.rows)
+            .leading_dims(self.rows, self.ld(), self.cols)
+            .offsets(0, self.offset, 0)
+            .alpha(self.alpha)
+            .beta(self.beta)
+    }
+
+    /// Checks the sums against the lengths (in elements) of the matrix and the output.
+    pub fn validate(&self, len_a: usize, len_out: usize) -> Result<()> {
+        let (rows, cols) = (self.rows, self.cols);
+        if rows == 0 || cols == 0 {
+            bail!("column sums need non-zero sizes, got rows = {rows}, cols = {cols}");
+        }
+        ensure!(
+            self.alpha.is_finite() && self.beta.is_finite(),
+            "column sum alpha and beta must be finite, got alpha = {}, beta = {}",
+            self.alpha,
+            self.beta
+        );
+        let ld = self.ld();
+        ensure!(
+            ld >= cols,
+            "column sum ld = {ld} is smaller than the {cols} columns stored per row"
+        );
+        let need = (rows - 1)
+            .checked_mul(ld)
+            .and_then(|e| e.checked_add(self.offset))
+            .and_then(|e| e.checked_add(cols))
+            .filter(|&e| e <= MAX_INDEX)
+            .ok_or_else(|| anyhow::anyhow!("column sum matrix is too large to address"))?;
+        ensure!(
+            len_a >= need,
+            "column sums of {rows} x {cols} (ld {ld}, offset {}) need {need} elements, the matrix has {len_a}",
+            self.offset
+        );
+        ensure!(
+            len_out >= cols,
+            "column sums need an output of {cols} elements, it has {len_out}"
+        );
+        Ok(())
+    }
+}

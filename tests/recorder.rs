@@ -1,0 +1,130 @@
+//! The recorder: every compute pass of a timed recording is timed (no cap), and every
+//! dispatch carries the cost its plan counted, which the cost table sums.
+
+mod common;
+
+use recur::bench::plan::plan_table;
+use recur::bench::recurrent::RecurrentCase;
+use recur::bench::roofline;
+use recur::gpu::{GemmPlan, Recorder};
+use recur::ops::recurrent::CellKind;
+use recur::{Gemm, GpuTensor};
+
+#[test]
+fn a_timed_recording_times_every_pass_past_64() {
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.capabilities().timestamp_query {
+        eprintln!("skipping: the adapter has no timestamp queries");
+        return;
+    }
+    let spec = Gemm::new(8, 8, 8);
+    let a = GpuTensor::filled(&gpu, &[64], 1.0f32).unwrap();
+    let b = GpuTensor::filled(&gpu, &[64], 1.0f32).unwrap();
+    let c = GpuTensor::<f32>::zeros(&gpu, &[64]).unwrap();
+    let scratch = GpuTensor::<f32>::zeros(&gpu, &[64]).unwrap();
+    let plan = GemmPlan::new(&gpu, &spec, &a, &b, None, &c).unwrap();
+    // A copy ends the compute pass, so each dispatch gets a pass of its own: 150 passes,
+    // more than two query sets' worth.
+    let passes = 150;
+    let mut rec = Recorder::timed(&gpu);
+    for _ in 0..passes {
+        plan.record(&mut rec);
+        rec.copy(c.buffer(), 0, scratch.buffer(), 0, 256);
+    }
+    let report = rec.submit().unwrap();
+    assert_eq!(report.dispatches, passes);
+    assert_eq!(report.timed_passes as u64, passes);
+    let seconds = report.gpu_seconds.expect("timestamps were on");
+    assert!(seconds > 0.0 && seconds.is_finite(), "{seconds}");
+    assert_eq!(scratch.to_vec().unwrap(), vec![8.0f32; 64]);
+}
+
+#[test]
+fn each_dispatch_carries_its_workgroups_invocations_and_cost() {
+    let Some(gpu) = common::gpu() else { return };
+    let (m, n, k) = (70, 33, 9);
+    let spec = Gemm::new(m, n, k);
+    let a = GpuTensor::zeros(&gpu, &[m * k]).unwrap();
+    let b = GpuTensor::zeros(&gpu, &[k * n]).unwrap();
+    let c = GpuTensor::zeros(&gpu, &[m * n]).unwrap();
+    let plan = GemmPlan::new(&gpu, &spec, &a, &b, None, &c)
+        .unwrap()
+        .named("test");
+    let mut rec = Recorder::new(&gpu);
+    plan.record(&mut rec);
+    plan.record(&mut rec);
+    let costs = rec.costs();
+    assert_eq!(costs.len(), 2);
+    let d = costs[0];
+    assert_eq!(d.kernel.family, "gemm");
+    assert_eq!(d.kernel.role, "test");
+    assert!(d.workgroups >= 1);
+    assert!(d.invocations.is_some_and(|i| (1..=256).contains(&i)));
+    assert_eq!(d.cost.flops, spec.flops());
+    // Every element of A, B and C is touched at least once.
+    let least = 4.0 * (m * k + k * n) as f64;
+    assert!(d.cost.unique_read >= least && d.cost.bytes_read >= d.cost.unique_read);
+    assert_eq!(d.cost.bytes_written, 4.0 * (m * n) as f64);
+}
+
+#[test]
+fn the_cost_table_sums_what_the_plans_record() {
+    let Some(gpu) = common::gpu() else { return };
+    let case = RecurrentCase::new(CellKind::Lstm, 20, 3, 5);
+    let h100 = roofline::find("h100").unwrap();
+    let table = plan_table(&gpu, &case, h100).unwrap();
+    for phase in [&table.forward, &table.backward] {
+        let dispatches: u64 = phase.rows.iter().map(|r| r.counts.dispatches).sum();
+        assert_eq!(dispatches, phase.total.counts.dispatches);
+        let flops: f64 = phase.rows.iter().map(|r| r.counts.cost.flops).sum();
+        assert!((flops - phase.total.counts.cost.flops).abs() <= 1e-9 * flops);
+        let seconds: f64 = phase.rows.iter().map(|r| r.seconds).sum();
+        assert!((seconds - phase.total.seconds).abs() <= 1e-9 * seconds);
+        // Every dispatch costs at least the launch.
+        let launches = phase.total.counts.dispatches as f64 * roofline::LAUNCH_SECONDS;
+        assert!(phase.total.seconds >= launches);
+    }
+    // The forward records one step kernel per step; the GEMMs do the products' work.
+    let steps = table
+        .forward
+        .rows
+        .iter()
+        .find(|r| r.counts.kernel == "recurrent::forward_step")
+        .expect("a forward step row");
+    assert_eq!(steps.counts.dispatches, 5);
+    assert_eq!(steps.counts.invocations, Some(64));
+    let (i, h, rows) = (20.0, 20.0, 15.0);
+    let projection = 2.0 * rows * 4.0 * h * i;
+    let gemm_flops: f64 = table
+        .forward
+        .rows
+        .iter()
+        .filter(|r| r.counts.kernel.starts_with("gemm::"))
+        .map(|r| r.counts.cost.flops)
+        .sum();
+    assert_eq!(gemm_flops, projection);
+}
+
+#[test]
+fn a_cost_model_device_plans_the_gpu_kernels_and_never_runs_them() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let gpu = recur::Gpu::new_for_cost_model().unwrap();
+    assert!(gpu.is_cost_model());
+    let err = gpu
+        .set_gemm_variant(recur::gpu::GemmVariant::CpuAdapter)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already Tiled"), "{err}");
+    let spec = Gemm::new(5, 6, 7);
+    let a = GpuTensor::<f32>::zeros(&gpu, &[35]).unwrap();
+    let b = GpuTensor::<f32>::zeros(&gpu, &[42]).unwrap();
+    let c = GpuTensor::<f32>::zeros(&gpu, &[30]).unwrap();
+    let plan = GemmPlan::new(&gpu, &spec, &a, &b, None, &c).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    plan.record(&mut rec);
+    assert_eq!(rec.costs()[0].kernel.entry, "main");
+    let err = rec.submit().unwrap_err().to_string();
+    assert!(err.contains("cost tables"), "{err}");
+}
