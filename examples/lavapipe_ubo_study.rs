@@ -403,12 +403,12 @@ fn main() -> Result<()> {
         l.min_uniform_buffer_offset_alignment,
         l.max_dynamic_uniform_buffers_per_pipeline_layout
     );
-    let f = gpu.adapter().features();
+    let f = gpu.device().features();
     println!(
         "BUFFER_BINDING_ARRAY {}, STORAGE_RESOURCE_BINDING_ARRAY {}, max_binding_array_elements_per_shader_stage {}",
         f.contains(wgpu::Features::BUFFER_BINDING_ARRAY),
         f.contains(wgpu::Features::STORAGE_RESOURCE_BINDING_ARRAY),
-        gpu.adapter().limits().max_binding_array_elements_per_shader_stage
+        gpu.device().limits().max_binding_array_elements_per_shader_stage
     );
     if std::env::var("ONLY_INFO").is_ok() {
         return Ok(());

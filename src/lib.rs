@@ -26,3 +26,8 @@ pub mod word2vec;
 pub use backend::Backend;
 pub use gpu::{Gpu, GpuTensor};
 pub use ops::Gemm;
+
+/// README's library snippets, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -41,6 +41,15 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
+    /// The parts (what the device returned, the CPU twin's values) compared as one vector;
+    /// declared to the device's trace, if one runs.
+    fn checked(gpu: &Gpu, name: String, parts: &[(&[f32], &[f64])]) -> Self {
+        gpu.trace_check(&name, parts);
+        let got: Vec<f32> = parts.iter().flat_map(|p| p.0.iter().copied()).collect();
+        let want: Vec<f64> = parts.iter().flat_map(|p| p.1.iter().copied()).collect();
+        Self::compared(name, rel_error(&got, &want))
+    }
+
     fn compared(name: String, rel_error: f64) -> Self {
         Self {
             name,
@@ -74,6 +83,50 @@ type Case<'a> = (
 /// A check the adapter cannot run is reported as skipped, one that errs as failed, and
 /// neither stops the others.
 pub fn run_all(gpu: &Gpu, seed: u64) -> Vec<CheckResult> {
+    run_cases(seed, cases(gpu), || gpu.take_device_error())
+}
+
+/// One case run under a device trace (see [`crate::gpu::trace`]).
+#[derive(Debug)]
+pub struct TracedCase {
+    /// The case's label (what [`run_traced`]'s `select` saw).
+    pub label: String,
+    /// What the case found on this device.
+    pub results: Vec<CheckResult>,
+    /// The work it did, its readbacks and its checks against the CPU twins, or why it
+    /// could not be traced.
+    pub trace: Result<crate::gpu::Trace>,
+}
+
+/// Runs the cases whose label `select` accepts, each under a trace of its own, with the
+/// generators [`run_all`] gives them (so a seed names the same inputs in both). The checks
+/// of the GEMM, recurrent, optimizer, loss and embedding cases are declared to the trace, so
+/// a replay elsewhere (the browser harness, `tests/browser.rs`) can compare its readbacks
+/// with the CPU twins; the word2vec cases compare derived values and declare none.
+pub fn run_traced(gpu: &Gpu, seed: u64, select: impl Fn(&str) -> bool) -> Vec<TracedCase> {
+    let mut out = Vec::new();
+    for (i, (label, case)) in cases(gpu).into_iter().enumerate() {
+        if !select(&label) {
+            continue;
+        }
+        gpu.start_trace();
+        let results = run_cases(
+            seed.wrapping_add(i as u64),
+            vec![(label.clone(), case)],
+            || gpu.take_device_error(),
+        );
+        let trace = gpu.finish_trace();
+        out.push(TracedCase {
+            label,
+            results,
+            trace,
+        });
+    }
+    out
+}
+
+/// Every check, labelled; the order fixes each one's generator.
+fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
     let mut cases: Vec<Case> = Vec::new();
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         cases.push((
@@ -87,10 +140,12 @@ pub fn run_all(gpu: &Gpu, seed: u64) -> Vec<CheckResult> {
             Box::new(move |rng| recurrent_stack(gpu, rng, cell)),
         ));
     }
-    cases.push((
-        "optim adam + clip".into(),
-        Box::new(|rng| Ok(vec![adam_steps(gpu, rng)?])),
-    ));
+    for opt in optimizers() {
+        cases.push((
+            format!("optim {} + clip", opt.name()),
+            Box::new(move |rng| Ok(vec![optim_steps(gpu, rng, &opt)?])),
+        ));
+    }
     cases.push((
         "loss cross-entropy".into(),
         Box::new(|rng| Ok(vec![cross_entropy(gpu, rng)?])),
@@ -106,7 +161,7 @@ pub fn run_all(gpu: &Gpu, seed: u64) -> Vec<CheckResult> {
             Box::new(move |rng| word2vec_train(gpu, rng, output)),
         ));
     }
-    run_cases(seed, cases, || gpu.take_device_error())
+    cases
 }
 
 /// Runs each case with a generator of its own (seeded from `seed` and its position, so one
@@ -157,9 +212,10 @@ fn gemm(gpu: &Gpu, rng: &mut StdRng, ta: bool, tb: bool) -> Result<Vec<CheckResu
     let gbias = GpuTensor::from_slice(gpu, &[n], &bias)?;
     let gc = GpuTensor::filled(gpu, &[m, n], f32::NAN)?;
     gpu_gemm(gpu, &spec, &ga, &gb, Some(&gbias), &gc)?;
-    Ok(vec![CheckResult::compared(
+    Ok(vec![CheckResult::checked(
+        gpu,
         format!("gemm {m}x{n}x{k} trans_a={ta} trans_b={tb} +bias"),
-        rel_error(&gc.to_vec()?, &want),
+        &[(&gc.to_vec()?, &want)],
     )])
 }
 
@@ -304,11 +360,9 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
     }
     let got = run.forward(&mut exec, &x, Some(&lengths), None, None, key.step)?;
     let got_g = run.backward(&mut exec, Some(&d_out), None, None, key.step)?;
-    let mut grads_got = got_g.input.clone();
-    let mut grads_want = want_g.input.clone();
+    let mut grads = vec![(got_g.input.as_slice(), want_g.input.as_slice())];
     for (name, g) in &want_g.params {
-        grads_got.extend(&got_g.params[name]);
-        grads_want.extend(g);
+        grads.push((&got_g.params[name], g));
     }
     let shape = format!(
         "{} I={} H={} B={batch} T={steps}",
@@ -317,41 +371,68 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
         cfg.hidden_size
     );
     Ok(vec![
-        CheckResult::compared(
-            format!("recurrent forward {shape}"),
-            rel_error(&got.output, &want.output).max(rel_error(&got.h_n, &want.h_n)),
+        CheckResult::checked(
+            gpu,
+            format!("recurrent forward {shape}: output"),
+            &[(&got.output, &want.output)],
         ),
-        CheckResult::compared(
-            format!("recurrent backward {shape}"),
-            rel_error(&grads_got, &grads_want),
+        CheckResult::checked(
+            gpu,
+            format!("recurrent forward {shape}: h_n"),
+            &[(&got.h_n, &want.h_n)],
         ),
+        CheckResult::checked(gpu, format!("recurrent backward {shape}"), &grads),
     ])
 }
 
-/// Three Adam steps with gradient clipping, parameters compared after the last.
-fn adam_steps(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
+/// Every optimizer kernel's variants: SGD with Nesterov momentum and weight decay, centered
+/// RMSprop with momentum, Adam, AdamW.
+fn optimizers() -> [Optimizer; 4] {
+    [
+        Optimizer::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            dampening: 0.0,
+            weight_decay: 0.01,
+            nesterov: true,
+        },
+        Optimizer::RmsProp {
+            lr: 0.01,
+            alpha: 0.9,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            momentum: 0.5,
+            centered: true,
+        },
+        Optimizer::adam(0.01),
+        Optimizer::adamw(0.01),
+    ]
+}
+
+/// Three steps of `opt` with gradient clipping, parameters compared after the last.
+fn optim_steps(gpu: &Gpu, rng: &mut StdRng, opt: &Optimizer) -> Result<CheckResult> {
     let n = rng.random_range(1..5000);
-    let opt = Optimizer::adam(0.01);
     let mut param = random(rng, n);
     let grads: Vec<Vec<f32>> = (0..3).map(|_| random(rng, n)).collect();
     let gp = GpuTensor::from_slice(gpu, &[n], &param)?;
     let gg = GpuTensor::zeros(gpu, &[n])?;
     let gs = GpuTensor::zeros(gpu, &[opt.slots() * n])?;
     let clip = ClipPlan::new(gpu, &[&gg], 1.0)?;
-    let mut plan = OptimPlan::new(gpu, &opt, &gp, &gg, Some(&gs), Some(&clip))?;
+    let mut plan = OptimPlan::new(gpu, opt, &gp, &gg, Some(&gs), Some(&clip))?;
     let mut state = vec![0.0f32; opt.slots() * n];
     for (step, g) in grads.iter().enumerate() {
         let (_, scale) = cpu::optim::clip(&[g], 1.0)?;
-        cpu::optim::step(&opt, step as u64 + 1, &mut param, g, &mut state, scale)?;
+        cpu::optim::step(opt, step as u64 + 1, &mut param, g, &mut state, scale)?;
         gg.write(g)?;
         let mut rec = Recorder::new(gpu);
         clip.record(&mut rec);
         plan.record(&mut rec)?;
         rec.submit()?;
     }
-    Ok(CheckResult::compared(
-        format!("optim adam x3 + clip, {n} parameters"),
-        rel_error(&gp.to_vec()?, &param),
+    Ok(CheckResult::checked(
+        gpu,
+        format!("optim {} x3 + clip, {n} parameters", opt.name()),
+        &[(&gp.to_vec()?, &f64v(&param))],
     ))
 }
 
@@ -375,12 +456,10 @@ fn cross_entropy(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
     let mut rec = Recorder::new(gpu);
     plan.record(&mut rec);
     rec.submit()?;
-    let mut got = grl.to_vec()?;
-    got.extend(gd.to_vec()?);
-    loss.extend(grad);
-    Ok(CheckResult::compared(
+    Ok(CheckResult::checked(
+        gpu,
         format!("loss cross-entropy {rows}x{classes}"),
-        rel_error(&got, &loss),
+        &[(&grl.to_vec()?, &loss), (&gd.to_vec()?, &grad)],
     ))
 }
 
@@ -411,13 +490,15 @@ fn embedding(gpu: &Gpu, rng: &mut StdRng) -> Result<Vec<CheckResult>> {
     bwd.record(&mut rec);
     rec.submit()?;
     Ok(vec![
-        CheckResult::compared(
+        CheckResult::checked(
+            gpu,
             format!("embedding gather {vocab}x{dim}, {n} ids"),
-            rel_error(&gout.to_vec()?, &out),
+            &[(&gout.to_vec()?, &out)],
         ),
-        CheckResult::compared(
+        CheckResult::checked(
+            gpu,
             format!("embedding scatter-add {vocab}x{dim}, {n} ids"),
-            rel_error(&gdtable.to_vec()?, &dtable),
+            &[(&gdtable.to_vec()?, &dtable)],
         ),
     ])
 }

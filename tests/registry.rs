@@ -26,7 +26,7 @@ fn a_pipeline_outside_the_table_is_refused() {
             "sets override TRANS_B 0 times",
         ),
         (
-            KernelKey::new("gemm", "main").with("TRANS_A", 1.0),
+            KernelKey::new("gemm", "column_sum").with("TRANS_A", 1.0),
             "TRANS_A = 1 is not listed",
         ),
     ] {

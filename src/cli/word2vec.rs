@@ -6,15 +6,10 @@ use anyhow::{bail, ensure, Result};
 
 use super::distributed::Job;
 
+use super::BackendArg;
 use crate::gpu::Gpu;
 use crate::memory::{bytes_of, Budget};
 use crate::word2vec::{self, Arch, Config, Output, Vocab};
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum Backend {
-    Cpu,
-    Gpu,
-}
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -64,10 +59,11 @@ pub struct TrainArgs {
     min_alpha: f32,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Where to train: on the CPU (multithreaded, lock-free) or on the GPU in batches
-    /// (repeatable for a seed on a given adapter).
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: Backend,
+    /// Where to train: auto (a hardware GPU if there is one, else the CPU), the CPU
+    /// (multithreaded, lock-free) or the GPU in batches (repeatable for a seed on a given
+    /// adapter).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
     /// CPU training threads (default: all cores; 1 is repeatable for a seed).
     #[arg(long)]
     threads: Option<usize>,
@@ -141,17 +137,18 @@ fn train_on(a: TrainArgs, job: &Job) -> Result<()> {
     )?;
     let vocab = Vocab::scan(&a.corpus, cfg.min_count, cfg.max_vocab)?;
     check_matrices(vocab.len(), cfg.size)?;
-    let (kv, report) = match a.backend {
-        Backend::Cpu => word2vec::train_with_vocab_on(&a.corpus, &vocab, &cfg, job.ranks())?,
-        Backend::Gpu if a.distributed => bail!(
-            "--distributed trains word2vec on the CPU (--backend cpu, the default), each rank \
-             with its --threads"
+    // Data-parallel word2vec is the CPU trainer's (each rank with its --threads).
+    let backend = match (a.backend, a.distributed) {
+        (BackendArg::Gpu, true) => bail!(
+            "--distributed --backend gpu: data-parallel word2vec trains on the CPU (--backend \
+             cpu or auto), each rank with its --threads"
         ),
-        Backend::Gpu => {
-            let gpu = Gpu::new()?;
-            eprintln!("training on {}", gpu.describe());
-            word2vec::train_with_vocab_gpu(&a.corpus, &vocab, &cfg, &gpu)?
-        }
+        (_, true) => crate::Backend::Cpu,
+        (arg, false) => arg.open()?,
+    };
+    let (kv, report) = match backend {
+        crate::Backend::Cpu => word2vec::train_with_vocab_on(&a.corpus, &vocab, &cfg, job.ranks())?,
+        crate::Backend::Gpu(gpu) => word2vec::train_with_vocab_gpu(&a.corpus, &vocab, &cfg, &gpu)?,
     };
     if !job.is_root() {
         return Ok(());

@@ -115,7 +115,8 @@ pub struct Gpu {
 }
 
 pub(crate) struct GpuInner {
-    pub adapter: wgpu::Adapter,
+    /// `None` for a device the application made ([`Gpu::from_wgpu`]).
+    pub adapter: Option<wgpu::Adapter>,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -128,6 +129,8 @@ pub(crate) struct GpuInner {
     pub counters: Mutex<WorkCounters>,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub dummy: wgpu::Buffer,
+    /// The trace being recorded, if any (see `gpu::trace`).
+    pub tracer: Mutex<Option<super::trace::Tracer>>,
     /// The GEMM kernel plans use, where set before the first plan (see `gpu/gemm.rs`).
     pub gemm_variant: std::sync::OnceLock<super::gemm::GemmVariant>,
     /// A device that only records plans for cost tables ([`Gpu::new_for_cost_model`]).
@@ -274,7 +277,46 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .with_context(|| format!("creating a device on adapter {:?}", info.name))?;
+        Ok(Self::assemble(
+            Some(adapter),
+            device,
+            queue,
+            info,
+            limits,
+            limits_mode,
+        ))
+    }
 
+    /// Wraps a device an application already has, so recur's kernels share it with the
+    /// application's own work (a renderer, another compute library). recur uses the device's
+    /// own features and limits, and installs its handler for uncaptured device errors (so a
+    /// failed kernel is reported by the recur call that caused it; an application that needs
+    /// its own handler sets it again afterwards).
+    ///
+    /// ```no_run
+    /// # fn main() -> anyhow::Result<()> {
+    /// let instance = wgpu::Instance::default();
+    /// let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
+    /// let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))?;
+    /// let gpu = recur::Gpu::from_wgpu(device, queue, adapter.get_info());
+    /// println!("{}", gpu.describe());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        let limits = device.limits();
+        Self::assemble(None, device, queue, info, limits, LimitsMode::Adapter)
+    }
+
+    fn assemble(
+        adapter: Option<wgpu::Adapter>,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+        limits_mode: LimitsMode,
+    ) -> Self {
+        let features = device.features();
         let device_error = Arc::new(Mutex::new(None::<String>));
         let sink = device_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -289,12 +331,12 @@ impl Gpu {
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("recur.dummy"),
             size: 4,
-            usage: wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         let caps = Capabilities::from_features(features, &info);
         let kernels = KernelRegistry::new(device.clone());
-        Ok(Self {
+        Self {
             inner: Arc::new(GpuInner {
                 adapter,
                 device,
@@ -307,10 +349,11 @@ impl Gpu {
                 device_error,
                 counters: Mutex::new(WorkCounters::default()),
                 dummy,
+                tracer: Mutex::new(None),
                 gemm_variant: std::sync::OnceLock::new(),
                 cost_model: false,
             }),
-        })
+        }
     }
 
     /// A device on which plans are built and recorded for cost tables (`recur bench rnn
@@ -356,8 +399,9 @@ impl Gpu {
         &self.inner.queue
     }
 
-    pub fn adapter(&self) -> &wgpu::Adapter {
-        &self.inner.adapter
+    /// The adapter recur opened the device on; `None` for [`Gpu::from_wgpu`].
+    pub fn adapter(&self) -> Option<&wgpu::Adapter> {
+        self.inner.adapter.as_ref()
     }
 
     /// Which limits the device was created with.

@@ -28,6 +28,10 @@ struct DropoutParams {
     _pad: [u32; 3],
 }
 
+super::uniform_mirror!(DROPOUT_MIRROR: DropoutParams in "dropout" as "DropoutParams" {
+    n, threshold, seed_lo, seed_hi, step_lo, step_hi, stream, scale, mask_len,
+});
+
 /// Makes a `[rows, cols]` mask for a given key: one dispatch.
 pub struct DropoutMaskPlan {
     gpu: Gpu,
@@ -147,6 +151,10 @@ struct RowMaskParams {
     batch_first: u32,
     _pad: [u32; 3],
 }
+
+super::uniform_mirror!(ROW_MASK_MIRROR: RowMaskParams in "dropout" as "RowMaskParams" {
+    rows, features, batch, steps, batch_first,
+});
 
 /// One mask per sequence, in place: every row (t, b) of a [rows, features] sequence tensor
 /// times `mask[b]` ([batch, features]). CPU twin: `cpu::dropout::apply_rows`.

@@ -21,6 +21,10 @@ struct EmbeddingParams {
     _pad: [u32; 3],
 }
 
+super::uniform_mirror!(UNIFORM_MIRROR: EmbeddingParams in "embedding" as "EmbeddingParams" {
+    n, vocab, dim, padding, has_padding,
+});
+
 /// A batch of `n` ids on the GPU with their inverse index, written together from host data
 /// (which is where they are validated).
 pub struct EmbeddingIds {

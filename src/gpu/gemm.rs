@@ -97,6 +97,10 @@ struct GemmParams {
     k_chunk: u32,
 }
 
+super::uniform_mirror!(UNIFORM_MIRROR: GemmParams in "gemm" as "GemmParams" {
+    m, n, k, flags, lda, ldb, ldc, batch, offset_a, offset_b, offset_c, tiles_n, stride_a, stride_b, stride_c, tiles_m, alpha, beta, splits, k_chunk,
+});
+
 const FLAG_TRANS_A: u32 = 1;
 const FLAG_TRANS_B: u32 = 2;
 const FLAG_BIAS: u32 = 4;

@@ -24,6 +24,10 @@ struct LossParams {
     _pad: [u32; 3],
 }
 
+super::uniform_mirror!(UNIFORM_MIRROR: LossParams in "loss" as "LossParams" {
+    rows, classes, ignore, has_ignore, partials,
+});
+
 /// Validates `targets` for `spec` (each a class or the ignore index) and uploads them.
 pub fn upload_targets(gpu: &Gpu, spec: &CrossEntropy, targets: &[u32]) -> Result<GpuTensor<u32>> {
     spec.validate_targets(targets)?;

@@ -21,6 +21,10 @@ struct MergeParams {
     batch_first: u32,
 }
 
+super::uniform_mirror!(UNIFORM_MIRROR: MergeParams in "merge" as "MergeParams" {
+    rows, hidden, dirs, mode, flip, steps, batch, batch_first,
+});
+
 /// One direction of the output stage bound to its tensors.
 pub struct MergePlan {
     kernel: Kernel,

@@ -16,8 +16,35 @@ pub mod recurrent;
 pub mod registry;
 pub mod shaders;
 pub mod tensor;
+pub mod trace;
 pub mod word2vec;
 pub mod word2vec_train;
+
+/// A Rust struct that mirrors a WGSL uniform struct: its size and field offsets, which a
+/// unit test (`gpu::shaders`) compares with naga's layout of the shader's struct, so the
+/// two cannot drift apart unnoticed.
+#[cfg(test)]
+pub(crate) struct UniformMirror {
+    pub family: &'static str,
+    pub wgsl: &'static str,
+    pub size: usize,
+    pub fields: &'static [(&'static str, usize)],
+}
+
+/// Declares `$name`, the [`UniformMirror`] of `$ty` (fields named as in WGSL; padding fields
+/// starting with `_` are left out).
+macro_rules! uniform_mirror {
+    ($name:ident: $ty:ident in $family:literal as $wgsl:literal { $($field:ident),* $(,)? }) => {
+        #[cfg(test)]
+        pub(crate) const $name: crate::gpu::UniformMirror = crate::gpu::UniformMirror {
+            family: $family,
+            wgsl: $wgsl,
+            size: std::mem::size_of::<$ty>(),
+            fields: &[$((stringify!($field), std::mem::offset_of!($ty, $field))),*],
+        };
+    };
+}
+pub(crate) use uniform_mirror;
 
 pub use cost::{Cost, DispatchCost, KernelCost, KernelName};
 pub use device::{
@@ -31,6 +58,7 @@ pub use optim::{ClipPlan, OptimPlan};
 pub use recorder::{Recorder, Recording, SubmitReport};
 pub use registry::{Kernel, KernelKey};
 pub use tensor::GpuTensor;
+pub use trace::Trace;
 pub use word2vec::CosineIndex;
 pub use word2vec_train::TrainPlan;
 
@@ -43,25 +71,21 @@ impl Gpu {
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("recur.params"),
                 contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                // COPY_SRC: a trace (gpu::trace) reads every buffer it replays.
+                usage: wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
             })
     }
 
     /// A bind group for `kernel` with `buffers[i]` at binding `i`.
     pub fn bind(&self, kernel: &Kernel, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
+        let entries: Vec<(u32, wgpu::BindingResource)> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
+            .map(|(i, b)| (i as u32, b.as_entire_binding()))
             .collect();
-        self.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&format!("{}::{}", kernel.key.family, kernel.key.entry)),
-            layout: &kernel.layout,
-            entries: &entries,
-        })
+        self.bind_resources(kernel, &entries)
     }
 
     /// A bind group for `kernel` with each whole buffer at the binding given (an entry
@@ -81,18 +105,20 @@ impl Gpu {
         kernel: &Kernel,
         entries: &[(u32, wgpu::BindingResource)],
     ) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = entries
+        let wgpu_entries: Vec<wgpu::BindGroupEntry> = entries
             .iter()
             .map(|(binding, resource)| wgpu::BindGroupEntry {
                 binding: *binding,
                 resource: resource.clone(),
             })
             .collect();
-        self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        let group = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&format!("{}::{}", kernel.key.family, kernel.key.entry)),
             layout: &kernel.layout,
-            entries: &entries,
-        })
+            entries: &wgpu_entries,
+        });
+        self.trace_bind_group(&group, entries);
+        group
     }
 
     /// The compiled pipeline for `key` (compiled on first use, then cached).

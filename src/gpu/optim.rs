@@ -37,6 +37,10 @@ struct OptimParams {
     _pad1: [u32; 2],
 }
 
+super::uniform_mirror!(OPTIM_MIRROR: OptimParams in "optim" as "OptimParams" {
+    n, step, flags, lr, weight_decay, momentum, dampening, alpha, eps, beta1, beta2, bias1, bias2,
+});
+
 /// Mirrors `ClipParams` in `shaders/optim.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -47,6 +51,10 @@ struct ClipParams {
     max_norm: f32,
     _pad1: [u32; 3],
 }
+
+super::uniform_mirror!(CLIP_MIRROR: ClipParams in "optim" as "ClipParams" {
+    n, offset, max_norm,
+});
 
 const FLAG_NESTEROV: u32 = 1;
 const FLAG_CENTERED: u32 = 2;

@@ -30,7 +30,9 @@ pub(crate) fn read_buffer(
         c.submits += 1;
         c.readbacks += 1;
     });
-    map_and_copy(gpu, &staging)
+    let data = map_and_copy(gpu, &staging)?;
+    gpu.trace_readback(buffer, offset, &data);
+    Ok(data)
 }
 
 /// Maps a MAP_READ buffer whose copy was already submitted, and returns its bytes.

@@ -15,6 +15,7 @@ use super::cost::{Cost, DispatchCost, KernelName};
 use super::device::Gpu;
 use super::readback::map_and_copy;
 use super::registry::Kernel;
+use super::trace::PendingCommand;
 
 /// Timestamp pairs (one per compute pass) in one query set. A recording with more passes
 /// gets another query set of the same size, as many as it needs, so every pass is timed.
@@ -64,6 +65,8 @@ pub struct Recorder {
     /// `None` when untimed; otherwise the query sets so far, the last one being filled.
     timestamps: Option<Vec<Timestamps>>,
     open: OpenFlag,
+    /// The commands recorded, kept while the device is tracing (see `gpu::trace`).
+    traced: Option<Vec<PendingCommand>>,
 }
 
 /// Whether a recorder is still open: neither submitted nor dropped. A plan that writes its
@@ -115,6 +118,7 @@ impl Recorder {
             costs: Vec::new(),
             timestamps: None,
             open: OpenFlag(Arc::new(AtomicBool::new(true))),
+            traced: gpu.is_tracing().then(Vec::new),
         }
     }
 
@@ -187,6 +191,13 @@ impl Recorder {
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.dispatches += 1;
+        if let Some(t) = &mut self.traced {
+            t.push(PendingCommand::Dispatch {
+                kernel: kernel.key.clone(),
+                group: bind_group.clone(),
+                groups,
+            });
+        }
         self.costs.push(DispatchCost {
             kernel: KernelName {
                 family: kernel.key.family,
@@ -211,12 +222,36 @@ impl Recorder {
         self.end_pass();
         self.encoder
             .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+        if let Some(t) = &mut self.traced {
+            // A copy into a mappable buffer is how a plan reads back; the trace records
+            // it as a readback of the source.
+            if dst.usage().contains(wgpu::BufferUsages::MAP_READ) {
+                t.push(PendingCommand::Readback {
+                    src: src.clone(),
+                    offset: src_offset,
+                    bytes,
+                });
+                return;
+            }
+            t.push(PendingCommand::Copy {
+                src: src.clone(),
+                src_offset,
+                dst: dst.clone(),
+                dst_offset,
+                bytes,
+            });
+        }
     }
 
     /// Records zero-filling a whole buffer (this ends the current compute pass).
     pub fn clear(&mut self, buffer: &wgpu::Buffer) {
         self.end_pass();
         self.encoder.clear_buffer(buffer, 0, None);
+        if let Some(t) = &mut self.traced {
+            t.push(PendingCommand::Clear {
+                buffer: buffer.clone(),
+            });
+        }
     }
 
     /// Dispatches recorded so far.
@@ -244,6 +279,10 @@ impl Recorder {
             "this device records plans for cost tables only; it does not run them"
         );
         self.end_pass();
+        let traced = match self.traced.take() {
+            Some(commands) => self.gpu.trace_before_submit(&commands)?,
+            None => None,
+        };
         let timestamps = self.timestamps.take().unwrap_or_default();
         for t in &timestamps {
             self.encoder
@@ -258,6 +297,9 @@ impl Recorder {
             c.dispatches += dispatches;
         });
         self.gpu.take_device_error()?;
+        if let Some(t) = traced {
+            self.gpu.trace_after_submit(t)?;
+        }
         let mut gpu_seconds = None;
         for t in &timestamps {
             *gpu_seconds.get_or_insert(0.0) += Self::read_timestamps(&self.gpu, t)?;

@@ -48,6 +48,10 @@ struct Config {
     off_dhw: u32,
 }
 
+super::uniform_mirror!(UNIFORM_MIRROR: Config in "recurrent" as "Config" {
+    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, has_rmask, hp, off_wp, off_dhw,
+});
+
 /// Regions of the `state` buffer, each B * H, in this order.
 #[derive(Clone, Copy)]
 enum Region {
@@ -264,7 +268,7 @@ impl RecurrentPlan {
             &wgpu::util::BufferInitDescriptor {
                 label: Some("recur.recurrent.steps"),
                 contents: &steps_bytes,
-                usage: wgpu::BufferUsages::UNIFORM,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_SRC,
             },
         );
 

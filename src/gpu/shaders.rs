@@ -342,4 +342,54 @@ mod tests {
             }
         }
     }
+
+    /// Every Rust mirror of a WGSL uniform struct has the struct's layout as naga lays it
+    /// out: each named member at the same offset, and the size rounded up to 16 bytes (a
+    /// uniform buffer binding's granularity).
+    #[test]
+    fn uniform_mirrors_match_the_wgsl_layouts() {
+        let mirrors = [
+            crate::gpu::optim::OPTIM_MIRROR,
+            crate::gpu::optim::CLIP_MIRROR,
+            crate::gpu::word2vec_train::UNIFORM_MIRROR,
+            crate::gpu::embedding::UNIFORM_MIRROR,
+            crate::gpu::gemm::UNIFORM_MIRROR,
+            crate::gpu::merge::UNIFORM_MIRROR,
+            crate::gpu::word2vec::UNIFORM_MIRROR,
+            crate::gpu::dropout::DROPOUT_MIRROR,
+            crate::gpu::dropout::ROW_MASK_MIRROR,
+            crate::gpu::recurrent::UNIFORM_MIRROR,
+            crate::gpu::loss::UNIFORM_MIRROR,
+        ];
+        for m in mirrors {
+            let fam = family(m.family).expect("family");
+            let module = naga::front::wgsl::parse_str(&full_source(fam))
+                .unwrap_or_else(|e| panic!("{}: {e}", m.family));
+            let (members, span) = module
+                .types
+                .iter()
+                .find_map(|(_, t)| match &t.inner {
+                    naga::TypeInner::Struct { members, span }
+                        if t.name.as_deref() == Some(m.wgsl) =>
+                    {
+                        Some((members.clone(), *span as usize))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{}: no struct {}", m.family, m.wgsl));
+            assert_eq!(
+                m.size,
+                span.next_multiple_of(16),
+                "{}: size of {}",
+                m.family,
+                m.wgsl
+            );
+            let wgsl: Vec<(&str, usize)> = members
+                .iter()
+                .filter_map(|x| Some((x.name.as_deref()?, x.offset as usize)))
+                .filter(|(n, _)| !n.starts_with('_'))
+                .collect();
+            assert_eq!(m.fields, &wgsl[..], "{}: members of {}", m.family, m.wgsl);
+        }
+    }
 }

@@ -23,6 +23,10 @@ struct Params {
     _pad: [u32; 2],
 }
 
+super::uniform_mirror!(UNIFORM_MIRROR: Params in "word2vec" as "Params" {
+    rows, dim, k, flags, n_exclude, groups_x,
+});
+
 /// `n` workgroups laid out within the adapter's per-dimension limit: (x, y).
 fn grid(gpu: &Gpu, n: usize) -> Result<[u32; 3]> {
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;

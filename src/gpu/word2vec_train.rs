@@ -86,6 +86,10 @@ struct TrainParams {
     _pad: [u32; 2],
 }
 
+super::uniform_mirror!(UNIFORM_MIRROR: TrainParams in "word2vec_train" as "TrainParams" {
+    items, dim, out_rows, out_unique, in_unique, at_inputs, at_targets, at_out_rows, at_out_seg, at_out_entries, at_in_rows, at_in_seg, at_in_entries, alpha, loss_slot, row_cap, out_groups, in_groups,
+});
+
 impl TrainParams {
     fn new(spec: &TrainSpec, l: &BatchLayout, alpha: f32, loss_slot: u32) -> Self {
         let [out_groups, in_groups] = apply_sections(spec, l);
