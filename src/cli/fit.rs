@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Result};
 
+use super::distributed::Job;
 use super::BackendArg;
 
 use crate::train::fit::{self, FitModel, FitOptions, FitReport};
@@ -61,6 +62,11 @@ pub struct FitArgs {
     recurrent_dropout: f32,
     #[arg(long, default_value_t = 0, conflicts_with = "model")]
     seed: u64,
+    /// Train data-parallel on the ranks of the MPI job this was started in (`mpirun -np N`,
+    /// `srun`; needs a build with `--features mpi`): each rank reads both files and trains
+    /// on its share of every batch of --batch; rank 0 prints and saves.
+    #[arg(long, conflicts_with = "model")]
+    distributed: bool,
 }
 
 impl FitArgs {
@@ -99,7 +105,11 @@ impl FitArgs {
 
 pub fn run(args: FitArgs) -> Result<()> {
     match (&args.train, &args.model) {
-        (Some(train), None) => train_and_test(&args, train),
+        (Some(train), None) => {
+            let job = Job::join(args.distributed)?;
+            let result = train_and_test(&args, train, &job);
+            job.finish(result)
+        }
         (None, Some(model)) => test_saved(&args, model),
         (Some(train), Some(model)) => bail!(
             "--train {} and --model {} were both given: expected --train to fit a new model, \
@@ -113,7 +123,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
 }
 
-fn train_and_test(args: &FitArgs, train_path: &Path) -> Result<()> {
+fn train_and_test(args: &FitArgs, train_path: &Path, job: &Job) -> Result<()> {
     let opts = args.options();
     // Every option and both files are checked before a device is opened or training starts.
     opts.validate()
@@ -123,14 +133,18 @@ fn train_and_test(args: &FitArgs, train_path: &Path) -> Result<()> {
     }
     let train = fit::read_table(train_path)?;
     let test = fit::read_table(&args.test)?;
-    let backend = args.backend.open()?;
+    let backend = job.backend(args.backend)?;
     let log = |epoch: usize, loss: f32| eprintln!("epoch {epoch}: training loss {loss:.4}");
+    let ranks = job.ranks();
     let fitted = if train.rows[0].len() == 1 {
-        fit::fit_forecaster(&train, &test, &opts, &backend, log)
+        fit::fit_forecaster_on(&train, &test, &opts, &backend, ranks, log)
     } else {
-        fit::fit_classifier(&train, &test, &opts, &backend, log)
+        fit::fit_classifier_on(&train, &test, &opts, &backend, ranks, log)
     }
     .map_err(|e| super::name_options(e, || args.size_flags()))?;
+    if !job.is_root() {
+        return Ok(());
+    }
     print_report(&fitted.report);
     if let Some(out) = &args.out {
         fitted.model.save(out)?;

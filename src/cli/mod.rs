@@ -1,6 +1,7 @@
 //! The command line: argument parsing and printing only; the work is in the library.
 
 mod bench;
+mod distributed;
 mod fit;
 mod info;
 mod interop;

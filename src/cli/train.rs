@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::distributed::Job;
 use super::BackendArg;
 use crate::backend::Backend;
 use crate::memory::{bytes_of, Budget};
@@ -105,6 +106,11 @@ pub struct TrainArgs {
     /// Characters to sample from the model at the end (0: none).
     #[arg(long, default_value_t = 400)]
     sample: usize,
+    /// Train data-parallel on the ranks of the MPI job this was started in (`mpirun -np N`,
+    /// `srun`; needs a build with `--features mpi`): --batch is the global batch, its
+    /// streams split among the ranks; rank 0 prints and writes.
+    #[arg(long)]
+    distributed: bool,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +132,12 @@ pub struct GenerateArgs {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    let job = Job::join(args.distributed)?;
+    let result = train_on(args, &job);
+    job.finish(result)
+}
+
+fn train_on(args: TrainArgs, job: &Job) -> Result<()> {
     let text = match &args.text {
         Some(p) => charlm::read_text(p)?,
         None => charlm::default_text(),
@@ -158,11 +170,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
         )
     };
     let footprint = Footprint::of(&opts.model_spec(CharVocab::from_text(&text)?.len()))?;
+    // Each rank of a job runs its share of the global batch's streams (at most this many).
     let run = RunShape {
-        batch: opts.batch,
+        batch: opts.batch.div_ceil(job.ranks().count()),
         steps: opts.seq_len,
     };
-    let backend = args.backend.open()?;
+    let backend = job.backend(args.backend)?;
     // The CPU trainer keeps the training state on the host; the GPU one on the device.
     footprint
         .check_host(Some(run), matches!(backend, Backend::Cpu), &Budget::host())
@@ -172,19 +185,26 @@ pub fn train(args: TrainArgs) -> Result<()> {
             .check_device(run, &Budget::device_buffer(gpu))
             .map_err(|e| super::name_options(e, flags))?;
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    if job.is_root() {
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+    }
     let ckpt_path = args.out.join("model.safetensors");
     let plot_path = args.out.join("loss.png");
     let device = backend.describe();
-    eprintln!(
-        "training a {}-layer {} ({} hidden) on {} characters, on {device}",
-        opts.layers,
-        opts.cell,
-        opts.hidden,
-        text.chars().count()
-    );
-    let bar = ProgressBar::new(opts.train_steps);
+    if job.is_root() {
+        eprintln!(
+            "training a {}-layer {} ({} hidden) on {} characters, on {device}",
+            opts.layers,
+            opts.cell,
+            opts.hidden,
+            text.chars().count()
+        );
+    }
+    let bar = match job.is_root() {
+        true => ProgressBar::new(opts.train_steps),
+        false => ProgressBar::hidden(),
+    };
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} step {pos}/{len} {msg} [{elapsed_precise} elapsed, {eta_precise} left]",
@@ -219,12 +239,20 @@ pub fn train(args: TrainArgs) -> Result<()> {
         ));
         bar.set_position(r.step);
     };
-    let history = match &from {
-        Some(c) => charlm::resume(&text, &opts, &ckpt_path, &backend, c, on_step),
-        None => charlm::train(&text, &opts, &ckpt_path, &backend, on_step),
-    };
+    let history = charlm::train_on(
+        &text,
+        &opts,
+        &ckpt_path,
+        &backend,
+        from.as_ref(),
+        job.ranks(),
+        on_step,
+    );
     bar.finish();
     let history = history?;
+    if !job.is_root() {
+        return Ok(());
+    }
     if let Some(why) = &history.no_validation {
         eprintln!("no validation: {why}");
     }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
+
+use super::distributed::Job;
 
 use super::BackendArg;
 use crate::gpu::Gpu;
@@ -75,9 +77,23 @@ pub struct TrainArgs {
     /// Write word2vec's binary format instead of text.
     #[arg(long)]
     binary: bool,
+    /// Train data-parallel on the ranks of the MPI job this was started in (`mpirun -np N`,
+    /// `srun`; needs a build with `--features mpi`; CPU backend): each rank trains on its
+    /// byte range of the corpus with --threads threads; rank 0 writes the vectors.
+    #[arg(long)]
+    distributed: bool,
+    /// With --distributed: each rank's words between two averages of the ranks' matrices.
+    #[arg(long, default_value_t = Config::default().sync_words)]
+    sync_words: u64,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    let job = Job::join(a.distributed)?;
+    let result = train_on(a, &job);
+    job.finish(result)
+}
+
+fn train_on(a: TrainArgs, job: &Job) -> Result<()> {
     let defaults = Config::default();
     let cfg = Config {
         arch: if a.skipgram {
@@ -105,6 +121,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         gpu_batch: a.gpu_batch,
         gpu_row_cap: a.gpu_row_cap,
         progress: true,
+        sync_words: a.sync_words,
     };
     cfg.validate()?;
     ensure!(
@@ -120,10 +137,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
     )?;
     let vocab = Vocab::scan(&a.corpus, cfg.min_count, cfg.max_vocab)?;
     check_matrices(vocab.len(), cfg.size)?;
-    let (kv, report) = match a.backend.open()? {
-        crate::Backend::Cpu => word2vec::train_with_vocab(&a.corpus, &vocab, &cfg)?,
+    // Data-parallel word2vec is the CPU trainer's (each rank with its --threads).
+    let backend = match (a.backend, a.distributed) {
+        (BackendArg::Gpu, true) => bail!(
+            "--distributed --backend gpu: data-parallel word2vec trains on the CPU (--backend \
+             cpu or auto), each rank with its --threads"
+        ),
+        (_, true) => crate::Backend::Cpu,
+        (arg, false) => arg.open()?,
+    };
+    let (kv, report) = match backend {
+        crate::Backend::Cpu => word2vec::train_with_vocab_on(&a.corpus, &vocab, &cfg, job.ranks())?,
         crate::Backend::Gpu(gpu) => word2vec::train_with_vocab_gpu(&a.corpus, &vocab, &cfg, &gpu)?,
     };
+    if !job.is_root() {
+        return Ok(());
+    }
     if a.binary {
         word2vec::save_binary(&kv, &a.out)?;
     } else {
@@ -144,6 +173,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         .map(|l| format!("{l:.4}"))
         .collect();
     println!("loss per epoch: {}", losses.join(" "));
+    if job.ranks().count() > 1 {
+        println!(
+            "{} ranks averaged their vectors {} time{} (every {} words each); the ranks ended \
+             identical",
+            job.ranks().count(),
+            report.averages,
+            if report.averages == 1 { "" } else { "s" },
+            cfg.sync_words
+        );
+    }
     println!("wrote {}", a.out.display());
     Ok(())
 }

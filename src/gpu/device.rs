@@ -196,7 +196,28 @@ impl Gpu {
     /// is preferred, then an integrated one, then a software adapter. `RECUR_LIMITS=default`
     /// asks for WebGPU's default limits instead of the adapter's ([`LimitsMode`]).
     pub fn new() -> Result<Self> {
-        let limits_mode = LimitsMode::from_env()?;
+        Self::from_adapter(Self::candidates()?.swap_remove(0), LimitsMode::from_env()?)
+    }
+
+    /// Adapter `index` modulo the number of adapters of the best kind there is (the
+    /// discrete GPUs, if any, on their best API; same rules and variables as [`Self::new`]),
+    /// for one process per GPU of a machine. Returns the device, the index taken and the
+    /// count of such adapters.
+    pub fn nth(index: usize) -> Result<(Self, usize, usize)> {
+        let mut all = Self::candidates()?;
+        let rank = |a: &wgpu::Adapter| {
+            let i = a.get_info();
+            (device_type_rank(i.device_type), backend_rank(i.backend))
+        };
+        let best = rank(&all[0]);
+        all.retain(|a| rank(a) == best);
+        let (count, pick) = (all.len(), index % all.len());
+        let device = Self::from_adapter(all.swap_remove(pick), LimitsMode::from_env()?)?;
+        Ok((device, pick, count))
+    }
+
+    /// The adapters with compute shaders that pass `WGPU_ADAPTER_NAME`, best first.
+    fn candidates() -> Result<Vec<wgpu::Adapter>> {
         let instance = instance();
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let name_filter = std::env::var("WGPU_ADAPTER_NAME")
@@ -226,11 +247,12 @@ impl Gpu {
             }
             bail!("{NO_ADAPTER_HELP}");
         }
+        // Stable: adapters of one kind keep the order the instance lists them in.
         candidates.sort_by_key(|a| {
             let i = a.get_info();
             (device_type_rank(i.device_type), backend_rank(i.backend))
         });
-        Self::from_adapter(candidates.swap_remove(0), limits_mode)
+        Ok(candidates)
     }
 
     fn from_adapter(adapter: wgpu::Adapter, limits_mode: LimitsMode) -> Result<Self> {

@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
+use super::distributed::{check_shards, Ranks};
 use super::model::{
     Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, Pass, SequenceModel, Targets,
 };
@@ -113,13 +114,16 @@ impl CharVocab {
     }
 }
 
-/// A text cut into `batch` streams, read `steps` characters at a time.
+/// A text cut into `batch` streams, read `steps` characters at a time (or some of those
+/// streams: a rank's share, [`Self::only`]).
 pub struct Streams {
     ids: Vec<u32>,
     batch: usize,
     steps: usize,
     per_stream: usize,
     chunks: usize,
+    /// The streams a chunk holds.
+    streams: std::ops::Range<usize>,
 }
 
 impl Streams {
@@ -144,7 +148,20 @@ impl Streams {
             steps,
             per_stream,
             chunks,
+            streams: 0..batch,
         })
+    }
+
+    /// Keeps only `streams` (of the `batch`): chunks then hold those columns of the whole
+    /// batch's chunks, in order.
+    pub fn only(mut self, streams: std::ops::Range<usize>) -> Result<Self> {
+        ensure!(
+            !streams.is_empty() && streams.end <= self.batch,
+            "streams {streams:?} are not a part of the {} streams",
+            self.batch
+        );
+        self.streams = streams;
+        Ok(self)
     }
 
     /// Chunks per pass over the text.
@@ -154,11 +171,11 @@ impl Streams {
 
     /// Chunk `k` (below [`Self::chunks`]) as a time-major batch.
     pub fn chunk(&self, k: usize) -> Batch {
-        let (b, t) = (self.batch, self.steps);
+        let (b, t) = (self.streams.len(), self.steps);
         let mut inputs = vec![0u32; b * t];
         let mut targets = vec![0u32; b * t];
         for s in 0..b {
-            let start = s * self.per_stream + k * t;
+            let start = (self.streams.start + s) * self.per_stream + k * t;
             for i in 0..t {
                 inputs[i * b + s] = self.ids[start + i];
                 targets[i * b + s] = self.ids[start + i + 1];
@@ -328,7 +345,15 @@ pub fn train(
     backend: &Backend,
     on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
-    train_from(text, opts, checkpoint, backend, None, on_step)
+    train_on(
+        text,
+        opts,
+        checkpoint,
+        backend,
+        None,
+        &Ranks::local(),
+        on_step,
+    )
 }
 
 /// Continues the run that wrote `from` (same text and options; the backend may differ) up
@@ -341,23 +366,39 @@ pub fn resume(
     from: &Checkpoint,
     on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
-    train_from(text, opts, checkpoint, backend, Some(from), on_step)
+    train_on(
+        text,
+        opts,
+        checkpoint,
+        backend,
+        Some(from),
+        &Ranks::local(),
+        on_step,
+    )
 }
 
-fn train_from(
+/// [`train`] (or, `from` a checkpoint, [`resume`]) on the ranks of a data-parallel job:
+/// `opts.batch` is the global batch, its streams split among the ranks
+/// ([`Ranks::share`]), so N ranks train on what one process with the same options
+/// trains on. Rank 0 alone evaluates, writes the checkpoint and gets `on_step` calls; a
+/// checkpoint resumes on any number of ranks (at most `opts.batch`).
+pub fn train_on(
     text: &str,
     opts: &CharLmOptions,
     checkpoint: &Path,
     backend: &Backend,
     from: Option<&Checkpoint>,
+    ranks: &Ranks,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
     opts.validate()?;
+    check_shards("streams (--batch)", opts.batch, ranks.count())?;
     let vocab = CharVocab::from_text(text)?;
     let ids = vocab.encode(text)?;
     let n_valid = (ids.len() as f64 * opts.valid_fraction) as usize;
     let (train_ids, valid_ids) = ids.split_at(ids.len() - n_valid);
-    let train_streams = Streams::new(train_ids.to_vec(), opts.batch, opts.seq_len, "training")?;
+    let train_streams = Streams::new(train_ids.to_vec(), opts.batch, opts.seq_len, "training")?
+        .only(ranks.share(opts.batch))?;
     let mut history = History::default();
     let valid_streams = if n_valid > 0 {
         match Streams::new(valid_ids.to_vec(), opts.batch, opts.seq_len, "validation") {
@@ -412,6 +453,7 @@ fn train_from(
         None => Trainer::new(backend, model, cfg)?,
         Some(c) => Trainer::resume(backend, c, cfg)?,
     };
+    ranks.attach(&mut trainer)?;
     let chars_per_step = (opts.batch * opts.seq_len) as u64;
     let start = Instant::now();
     let (seconds0, chars0) = (history.seconds, history.chars);
@@ -425,6 +467,12 @@ fn train_from(
         history.chars += chars_per_step;
         let mut valid_bpc = None;
         if step % opts.eval_every == 0 || step == opts.train_steps {
+            // Every rank checks the replicas and gathers the carried state; rank 0 alone
+            // evaluates (the whole held-out batch) and writes.
+            let mut ckpt = trainer.checkpoint()?;
+            if !ranks.is_root() {
+                continue;
+            }
             if let Some(v) = &valid_streams {
                 // The whole held-out text, its streams' state carried from chunk to chunk.
                 let chunks: Vec<Batch> = (0..v.chunks()).map(|i| v.chunk(i)).collect();
@@ -432,7 +480,6 @@ fn train_from(
                 history.valid.push((step, b));
                 valid_bpc = Some(b);
             }
-            let mut ckpt = trainer.checkpoint()?;
             ckpt.meta.insert("vocab".into(), vocab.as_string());
             history.seconds = seconds0 + start.elapsed().as_secs_f64();
             ckpt.meta
@@ -440,6 +487,9 @@ fn train_from(
             ckpt.meta
                 .insert("options".into(), serde_json::to_string(opts)?);
             ckpt.save(checkpoint)?;
+        }
+        if !ranks.is_root() {
+            continue;
         }
         let elapsed = start.elapsed().as_secs_f64();
         history.seconds = seconds0 + elapsed;

@@ -6,6 +6,7 @@
 
 use anyhow::{ensure, Result};
 
+use super::distributed::Ranks;
 use super::model::{Batch, Head, Inputs, SequenceModel, Targets};
 
 /// `n` sequences of `steps` steps, sequence-major.
@@ -49,6 +50,33 @@ impl SequenceData {
             self.n
         );
         self.batches_of(order, batch, widths)
+    }
+
+    /// The batches of [`Self::epoch`], each cut to this rank's share of its sequences
+    /// ([`Ranks::share`]) for data-parallel training; `None` where a short last batch
+    /// leaves this rank nothing.
+    pub fn epoch_share(
+        &self,
+        model: &SequenceModel,
+        batch: usize,
+        order: &[usize],
+        ranks: &Ranks,
+    ) -> Result<Vec<Option<Batch>>> {
+        let widths = self.check(model, batch.min(self.n))?;
+        ensure!(
+            order.len() == self.n && order.iter().all(|&i| i < self.n),
+            "an epoch's order must index each of the {} sequences",
+            self.n
+        );
+        let mut out = Vec::new();
+        for chunk in order.chunks(batch) {
+            let mine = &chunk[ranks.share(chunk.len())];
+            out.push(match mine.is_empty() {
+                true => None,
+                false => self.batches_of(mine, mine.len(), widths)?.pop(),
+            });
+        }
+        Ok(out)
     }
 
     /// Checks the sizes against the model and a batch size; returns the widths of an input

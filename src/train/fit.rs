@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
+use super::distributed::{check_shards, Ranks};
 use super::footprint::{Footprint, RunShape};
 use super::model::{Batch, DropoutRates, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
 use super::trainer::{TrainConfig, Trainer};
@@ -572,8 +573,11 @@ fn train_epochs(
     t: &mut Trainer,
     ex: &Examples,
     opts: &FitOptions,
+    ranks: &Ranks,
     mut on_epoch: impl FnMut(usize, f32),
 ) -> Result<f32> {
+    // Every rank draws the same order; each trains on its share of every batch.
+    let share = ranks.share(opts.batch);
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
     let n = ex.seqs.len();
     let per_epoch = n.div_ceil(opts.batch);
@@ -584,13 +588,16 @@ fn train_epochs(
         // A last partial batch is filled from the start of the order.
         let mut sum = 0.0;
         for k in 0..per_epoch {
-            let idx: Vec<usize> = (0..opts.batch)
+            let idx: Vec<usize> = share
+                .clone()
                 .map(|j| order[(k * opts.batch + j) % n])
                 .collect();
             sum += t.step(&batch_of(ex, &idx))?;
         }
         last = sum / per_epoch as f32;
-        on_epoch(epoch, last);
+        if ranks.is_root() {
+            on_epoch(epoch, last);
+        }
     }
     Ok(last)
 }
@@ -614,10 +621,10 @@ fn predict_all(t: &mut Trainer, ex: &Examples, batch: usize) -> Result<Vec<Vec<f
 /// checked before training).
 fn fit_task(
     task: FitTask,
-    train: &Table,
-    test: &Table,
+    (train, test): (&Table, &Table),
     opts: &FitOptions,
     backend: &Backend,
+    ranks: &Ranks,
     on_epoch: impl FnMut(usize, f32),
 ) -> Result<Fit> {
     let (tr, te) = (
@@ -630,9 +637,11 @@ fn fit_task(
         opts.batch,
         tr.seqs.len()
     );
+    check_shards("sequences per batch (--batch)", opts.batch, ranks.count())?;
     let spec = opts.model_spec(&task);
+    // Each rank runs its share of every batch (at most this many sequences).
     let run = RunShape {
-        batch: opts.batch,
+        batch: opts.batch.div_ceil(ranks.count()),
         steps: task.steps(),
     };
     // Checked before the model's parameters are drawn.
@@ -643,7 +652,8 @@ fn fit_task(
     }
     let model = SequenceModel::new(spec, opts.seed)?;
     let mut t = Trainer::new(backend, model, TrainConfig::new(opts.optim()))?;
-    let train_loss = train_epochs(&mut t, &tr, opts, on_epoch)?;
+    ranks.attach(&mut t)?;
+    let train_loss = train_epochs(&mut t, &tr, opts, ranks, on_epoch)?;
     let model = FitModel {
         checkpoint: t.checkpoint()?,
         task,
@@ -666,6 +676,20 @@ pub fn fit_classifier(
     backend: &Backend,
     on_epoch: impl FnMut(usize, f32),
 ) -> Result<Fit> {
+    fit_classifier_on(train, test, opts, backend, &Ranks::local(), on_epoch)
+}
+
+/// [`fit_classifier`] on the ranks of a data-parallel job: every rank reads the same data
+/// and trains on its share of each batch of `opts.batch` (the global batch), so N ranks
+/// train what one process does; `on_epoch` is called on rank 0 only.
+pub fn fit_classifier_on(
+    train: &Table,
+    test: &Table,
+    opts: &FitOptions,
+    backend: &Backend,
+    ranks: &Ranks,
+    on_epoch: impl FnMut(usize, f32),
+) -> Result<Fit> {
     opts.validate()?;
     let mut classes: Vec<f32> = train.rows.iter().map(|r| r[0]).collect();
     classes.sort_by(f32::total_cmp);
@@ -678,10 +702,10 @@ pub fn fit_classifier(
     let steps = train.rows[0].len().saturating_sub(1);
     fit_task(
         FitTask::Classifier { classes, steps },
-        train,
-        test,
+        (train, test),
         opts,
         backend,
+        ranks,
         on_epoch,
     )
 }
@@ -695,6 +719,18 @@ pub fn fit_forecaster(
     backend: &Backend,
     on_epoch: impl FnMut(usize, f32),
 ) -> Result<Fit> {
+    fit_forecaster_on(train, test, opts, backend, &Ranks::local(), on_epoch)
+}
+
+/// [`fit_forecaster`] on the ranks of a data-parallel job (as [`fit_classifier_on`]).
+pub fn fit_forecaster_on(
+    train: &Table,
+    test: &Table,
+    opts: &FitOptions,
+    backend: &Backend,
+    ranks: &Ranks,
+    on_epoch: impl FnMut(usize, f32),
+) -> Result<Fit> {
     opts.validate()?;
     let s = single_column(train, "training")?;
     let n = s.len() as f64;
@@ -705,5 +741,5 @@ pub fn fit_forecaster(
         mean,
         std: var.sqrt().max(1e-12),
     };
-    fit_task(task, train, test, opts, backend, on_epoch)
+    fit_task(task, (train, test), opts, backend, ranks, on_epoch)
 }

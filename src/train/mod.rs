@@ -3,11 +3,13 @@
 
 pub use crate::ops::schedule::{self, Schedule};
 pub mod checkpoint;
+pub mod distributed;
 pub mod footprint;
 pub mod model;
 pub mod trainer;
 pub use crate::ops::optim::OptimConfig;
 pub use checkpoint::Checkpoint;
+pub use distributed::{GradientReducer, LocalReducer, Ranks};
 pub use model::{
     Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, Pass, Recorded, SeqInputs,
     SequenceModel, Targets,

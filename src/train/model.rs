@@ -794,6 +794,16 @@ impl super::trainer::Learner for SequenceModel {
         SequenceModel::check_batch(self, b)
     }
 
+    fn loss_count(&self, b: &Batch) -> Result<usize> {
+        match (&b.targets, self.spec.loss) {
+            (Targets::Classes(t), Loss::CrossEntropy { ignore_index }) => {
+                Ok(t.iter().filter(|&&c| Some(c) != ignore_index).count())
+            }
+            (Targets::Values(t), Loss::MeanSquaredError) => Ok(t.len()),
+            _ => bail!("the batch's targets do not fit the model's loss"),
+        }
+    }
+
     fn record(
         &self,
         b: &mut ProgramBuilder,

@@ -530,6 +530,11 @@ impl Learner for Seq2Seq {
         Seq2Seq::check_batch(self, b)
     }
 
+    fn loss_count(&self, b: &Seq2SeqBatch) -> Result<usize> {
+        let ignore = self.spec.ignore_index;
+        Ok(b.targets.iter().filter(|&&c| Some(c) != ignore).count())
+    }
+
     fn record(
         &self,
         b: &mut ProgramBuilder,

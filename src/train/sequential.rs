@@ -25,6 +25,7 @@ use rand::SeedableRng;
 
 use super::checkpoint::Checkpoint;
 use super::data::SequenceData;
+use super::distributed::Ranks;
 use super::model::{
     DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets,
 };
@@ -180,11 +181,20 @@ impl Model {
             if fit.shuffle {
                 order.shuffle(&mut rng);
             }
-            let batches = data.epoch(&model, fit.batch.min(data.n), &order)?;
+            let batch = fit.batch.min(data.n);
             let (mut sum, mut n) = (0.0f64, 0usize);
-            for b in &batches {
-                sum += self.trainer.step(b)? as f64 * b.batch as f64;
-                n += b.batch;
+            if let Some(r) = self.trainer.reducer() {
+                // Data-parallel: this rank's share of each batch; the loss is the batch's.
+                let shares = data.epoch_share(&model, batch, &order, &Ranks::new(r))?;
+                for (share, seqs) in shares.iter().zip(order.chunks(batch)) {
+                    sum += self.trainer.step_share(share.as_ref())? as f64 * seqs.len() as f64;
+                    n += seqs.len();
+                }
+            } else {
+                for b in &data.epoch(&model, batch, &order)? {
+                    sum += self.trainer.step(b)? as f64 * b.batch as f64;
+                    n += b.batch;
+                }
             }
             means.push((sum / n as f64) as f32);
         }

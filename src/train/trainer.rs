@@ -12,12 +12,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::rc::Rc;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::checkpoint::Checkpoint;
+use super::distributed::{self, GradientReducer};
 use super::model::{Pass, Recorded, SequenceModel};
 use crate::backend::Backend;
 use crate::cpu::Real;
@@ -66,6 +68,10 @@ pub trait Learner: Clone {
     fn batch_shape(&self, b: &Self::Batch) -> Vec<usize>;
     /// Checks a batch: sizes, ids, targets, finite values.
     fn check_batch(&self, b: &Self::Batch) -> Result<()>;
+    /// What a checked batch's mean loss divides by: the cross-entropy rows whose target is
+    /// not the ignore index, every value for mean squared error (data-parallel training
+    /// weighs each rank's gradient by it).
+    fn loss_count(&self, b: &Self::Batch) -> Result<usize>;
     /// Records one pass for batches of `shape`.
     fn record(
         &self,
@@ -144,6 +150,8 @@ pub struct Trainer<M: Learner = SequenceModel> {
     /// A carried state set before the training program exists (resume), applied when it
     /// is planned.
     pending_state: Option<CarriedState>,
+    /// The other ranks of a data-parallel job (see `distributed`).
+    reducer: Option<Rc<dyn GradientReducer>>,
     /// The evaluation program of [`Self::evaluate_stream`], which carries its own state.
     stream_eval: Option<Planned<M::Inputs>>,
 }
@@ -184,8 +192,38 @@ impl<M: Learner> Trainer<M> {
             eval: HashMap::new(),
             predict: HashMap::new(),
             pending_state: None,
+            reducer: None,
             stream_eval: None,
         })
+    }
+
+    /// Trains data-parallel with the ranks of `reducer`: from now on each rank's
+    /// [`Self::step`] takes its own share of the global batch, and the ranks' gradients
+    /// are summed before every update (see `train::distributed`). Checks that every rank
+    /// starts from the same weights. Set it before the first step.
+    pub fn set_reducer(&mut self, reducer: Rc<dyn GradientReducer>) -> Result<()> {
+        ensure!(
+            self.train.is_none(),
+            "set the gradient reducer before the first training step"
+        );
+        self.reducer = Some(reducer);
+        self.verify_replicas()
+    }
+
+    /// The reducer of a data-parallel job of more than one rank.
+    pub fn reducer(&self) -> Option<Rc<dyn GradientReducer>> {
+        self.reducer.clone().filter(|r| r.ranks() > 1)
+    }
+
+    /// Fails, naming the step, unless every rank holds the same weights and optimizer
+    /// state bit for bit (a no-op in one process). Every rank must call it.
+    pub fn verify_replicas(&mut self) -> Result<()> {
+        let Some(r) = self.reducer() else {
+            return Ok(());
+        };
+        let local = self.local_checkpoint(false);
+        let local = local.map(|c| distributed::checkpoint_fingerprint(&c.params, &c.optimizer));
+        distributed::verify_identical(r.as_ref(), local, self.step)
     }
 
     /// A trainer continuing from a checkpoint: its parameters, optimizer state, step and
@@ -259,6 +297,17 @@ impl<M: Learner> Trainer<M> {
                     .with_context(|| format!("the pass records no gradient for {name}"))?;
                 params.push((name, p, g));
             }
+            if self.reducer().is_some() {
+                // Data-parallel: the gradients go to the host between backward and the
+                // update (phase 0 reads them and the loss back; phase 1 updates).
+                if let Some(loss) = rec.loss {
+                    b.read_back(loss);
+                }
+                for (_, _, g) in &params {
+                    b.read_back(*g);
+                }
+                b.next_phase();
+            }
             b.op(Op::Optimize {
                 config: self.cfg.optim,
                 params,
@@ -267,7 +316,8 @@ impl<M: Learner> Trainer<M> {
                 rec.stack.record_carry(&mut b);
             }
         }
-        if let Some(loss) = rec.loss {
+        let split = matches!(pass, Pass::Train { .. }) && self.reducer().is_some();
+        if let (Some(loss), false) = (rec.loss, split) {
             b.read_back(loss);
         }
         let program = self.exec.load(b.finish())?;
@@ -278,8 +328,121 @@ impl<M: Learner> Trainer<M> {
         })
     }
 
-    /// One training step; returns the batch's mean loss before the update.
+    /// One training step; returns the batch's mean loss before the update. In a
+    /// data-parallel job ([`Self::set_reducer`]) `batch` is this rank's share of the global
+    /// batch, and the loss is the global batch's.
     pub fn step(&mut self, batch: &M::Batch) -> Result<f32> {
+        if let Some(r) = self.reducer() {
+            return self.step_reduced(r.as_ref(), Some(batch));
+        }
+        let (p, inputs, loss) = self.train_program(batch)?;
+        self.model
+            .write_batch(self.exec.as_mut(), p, &inputs, batch)?;
+        self.exec.run(p, 0, self.step)?;
+        self.step += 1;
+        let loss = self
+            .exec
+            .read(p, loss.context("a training pass has a loss")?, 0, 1)?[0];
+        check_loss(loss, self.step)
+    }
+
+    /// A data-parallel step where this rank's share may be empty (`None`: a last batch with
+    /// fewer sequences than ranks); the rank still takes part in the reduction and update.
+    /// In one process, `None` is an error.
+    pub fn step_share(&mut self, batch: Option<&M::Batch>) -> Result<f32> {
+        match (self.reducer(), batch) {
+            (Some(r), b) => self.step_reduced(r.as_ref(), b),
+            (None, Some(b)) => self.step(b),
+            (None, None) => bail!("a training step needs a batch"),
+        }
+    }
+
+    /// A step of a data-parallel job: see `train::distributed`.
+    fn step_reduced(&mut self, r: &dyn GradientReducer, batch: Option<&M::Batch>) -> Result<f32> {
+        let local = self.forward_backward(r, batch);
+        let (status, mut grads) = match local {
+            Ok((count, loss, grads)) => (Ok((count, loss)), grads),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let shares = distributed::agree_step(r, status, self.step + 1)?;
+        grads.iter_mut().for_each(|g| *g *= shares.weight);
+        r.sum(&mut grads)?;
+        let p = self.train.as_ref().context("the training program")?.program;
+        let mut at = 0;
+        for g in self.grad_tensors()? {
+            let n = self.exec.program(p).tensor(g).len();
+            self.exec.write(p, g, 0, &grads[at..at + n])?;
+            at += n;
+        }
+        self.exec.run(p, 1, self.step)?;
+        self.step += 1;
+        // The global loss: every rank sees the same one.
+        check_loss(shares.loss, self.step).map_err(|e| distributed::EveryRank(e.to_string()).into())
+    }
+
+    /// Phase 0 of a data-parallel step on this rank's share: its counted rows, mean loss
+    /// and gradients (one flat buffer in update order; zeros for an empty share).
+    fn forward_backward(
+        &mut self,
+        r: &dyn GradientReducer,
+        batch: Option<&M::Batch>,
+    ) -> Result<(usize, f32, Vec<f32>)> {
+        let (count, loss) = match batch {
+            Some(batch) => {
+                let (p, inputs, loss) = self.train_program(batch)?;
+                self.model
+                    .write_batch(self.exec.as_mut(), p, &inputs, batch)?;
+                // Each rank draws its own dropout masks (the step's key spread over ranks).
+                let key = self.step * r.ranks() as u64 + r.rank() as u64;
+                self.exec.run(p, 0, key)?;
+                let loss = self
+                    .exec
+                    .read(p, loss.context("a training pass has a loss")?, 0, 1)?[0];
+                (self.model.loss_count(batch)?, loss)
+            }
+            None => {
+                ensure!(
+                    self.train.is_some(),
+                    "rank {} has no share of the first batch: every rank needs at least one \
+                     sequence to plan its training program",
+                    r.rank()
+                );
+                (0, 0.0)
+            }
+        };
+        let p = self.train.as_ref().context("the training program")?.program;
+        let mut grads = Vec::new();
+        for g in self.grad_tensors()? {
+            match batch {
+                Some(_) => grads.extend(crate::exec::read_all(self.exec.as_mut(), p, g)?),
+                None => grads.resize(grads.len() + self.exec.program(p).tensor(g).len(), 0.0),
+            }
+        }
+        Ok((count, loss, grads))
+    }
+
+    /// The gradient tensors of the training program, in update order.
+    fn grad_tensors(&self) -> Result<Vec<crate::ops::program::TensorId>> {
+        let t = self.train.as_ref().context("the training program")?;
+        self.model
+            .update_order()
+            .iter()
+            .map(|name| {
+                t.rec
+                    .grads
+                    .get(name)
+                    .copied()
+                    .with_context(|| format!("the pass records no gradient for {name}"))
+            })
+            .collect()
+    }
+
+    /// The training program for `batch` (checked), planned when its shape is new.
+    #[allow(clippy::type_complexity)]
+    fn train_program(
+        &mut self,
+        batch: &M::Batch,
+    ) -> Result<(ProgramId, M::Inputs, Option<crate::ops::program::TensorId>)> {
         self.model.check_batch(batch)?;
         let shape = self.model.batch_shape(batch);
         let replan = match &self.train {
@@ -294,19 +457,31 @@ impl<M: Learner> Trainer<M> {
         if replan {
             self.train = Some(self.plan(&shape, Pass::Train { dropout: true })?);
             if let Some(s) = self.pending_state.take() {
+                let s = self.local_share_of(s)?;
                 self.set_carried_state(&s)?;
             }
         }
         let t = self.train.as_ref().context("the training program")?;
-        let (p, inputs, loss) = (t.program, t.rec.inputs.clone(), t.rec.loss);
-        self.model
-            .write_batch(self.exec.as_mut(), p, &inputs, batch)?;
-        self.exec.run(p, 0, self.step)?;
-        self.step += 1;
-        let loss = self
-            .exec
-            .read(p, loss.context("a training pass has a loss")?, 0, 1)?[0];
-        check_loss(loss, self.step)
+        Ok((t.program, t.rec.inputs.clone(), t.rec.loss))
+    }
+
+    /// A checkpoint's carried state as this rank's share (the state of its streams), in a
+    /// data-parallel job whose checkpoint holds every rank's streams.
+    fn local_share_of(&self, s: CarriedState) -> Result<CarriedState> {
+        let (Some(r), Some(t)) = (self.reducer(), &self.train) else {
+            return Ok(s);
+        };
+        let stack = &t.rec.stack;
+        if s.h.len() == stack.region_len() * stack.states.len() {
+            // Already this rank's (set by hand before the first step).
+            return Ok(s);
+        }
+        distributed::slice_state(
+            &s,
+            (stack.states.len(), stack.hidden),
+            (r.rank(), r.ranks()),
+            stack.batch,
+        )
     }
 
     fn planned(
@@ -404,6 +579,9 @@ impl<M: Learner> Trainer<M> {
         mut on_epoch: impl FnMut(usize, f32),
     ) -> Result<Vec<f32>> {
         ensure!(!batches.is_empty(), "fit: no batches to train on");
+        if let Some(r) = self.reducer() {
+            distributed::check_same_count(r.as_ref(), "batches", batches.len())?;
+        }
         let mut means = Vec::with_capacity(epochs);
         for epoch in 1..=epochs {
             let mut sum = 0.0f64;
@@ -428,10 +606,56 @@ impl<M: Learner> Trainer<M> {
         Ok(m)
     }
 
-    /// Parameters, optimizer state, step and (stateful training) the carried state.
+    /// Parameters, optimizer state, step and (stateful training) the carried state. In a
+    /// data-parallel job every rank must call it: it checks that the ranks' weights are
+    /// identical (an error naming the step if not) and holds the carried state of every
+    /// rank's streams, so a run resumes with another number of ranks.
     pub fn checkpoint(&mut self) -> Result<Checkpoint<M::Spec>> {
+        let Some(r) = self.reducer() else {
+            return self.local_checkpoint(true);
+        };
+        let local = self.local_checkpoint(false);
+        let fp = local
+            .as_ref()
+            .map(|c| distributed::checkpoint_fingerprint(&c.params, &c.optimizer))
+            .map_err(|e| anyhow::anyhow!("{e:#}"));
+        distributed::verify_identical(r.as_ref(), fp, self.step)?;
+        let mut ckpt = local?;
+        if self.cfg.stateful && self.train.is_none() {
+            // Resumed and not stepped yet: the checkpoint's state, every rank's streams.
+            ckpt.state = self.carried_state_tensors()?;
+        }
+        if self.cfg.stateful && self.train.is_some() {
+            let (blocks, width) = {
+                let stack = &self
+                    .train
+                    .as_ref()
+                    .context("the training program")?
+                    .rec
+                    .stack;
+                (stack.states.len(), stack.hidden)
+            };
+            let local = self.carried_state();
+            let global = distributed::gather_state(r.as_ref(), local, blocks)?;
+            let batch = global.h.len() / (blocks * width).max(1);
+            let shape = vec![blocks, batch, width];
+            ckpt.state = Tensors::new();
+            ckpt.state.insert(
+                CarriedState::H.into(),
+                HostTensor::new(shape.clone(), global.h)?,
+            );
+            if !global.c.is_empty() {
+                ckpt.state
+                    .insert(CarriedState::C.into(), HostTensor::new(shape, global.c)?);
+            }
+        }
+        Ok(ckpt)
+    }
+
+    /// This rank's checkpoint; with `state`, the carried state too (stateful training).
+    fn local_checkpoint(&mut self, state: bool) -> Result<Checkpoint<M::Spec>> {
         let model = self.model()?;
-        let state = match self.cfg.stateful {
+        let state = match self.cfg.stateful && state {
             true => self.carried_state_tensors()?,
             false => Tensors::new(),
         };

@@ -23,6 +23,8 @@ pub use format::{load, load_binary, load_embedding, load_text, save_binary, save
 pub use gpu_train::{
     plan_run, train_gpu, train_with_vocab_gpu, train_with_vocab_gpu_using, GpuTrainOptions,
 };
-pub use train::{train, train_with_vocab, Arch, Config, Output, TrainReport};
+pub use train::{
+    train, train_on, train_with_vocab, train_with_vocab_on, Arch, Config, Output, TrainReport,
+};
 pub use vectors::{cosine, KeyedVectors};
 pub use vocab::Vocab;

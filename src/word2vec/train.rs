@@ -7,9 +7,18 @@
 //! (Hogwild, Recht et al. 2011): two threads may touch the same row at the same time and one
 //! update may be partly lost, which SGD tolerates. So a run with several threads is not
 //! repeatable bit for bit; a 1-thread run is, for a given seed.
+//!
+//! Across processes ([`train_with_vocab_on`], the ranks of an MPI job), the corpus is split
+//! into byte ranges, one per rank (its threads split it further), and the ranks average
+//! their input and output matrices every `sync_words` words each (periodic model
+//! averaging, as Spark MLlib's word2vec does): every rank stops its threads at the same
+//! fractions of its own words, the matrices are summed in rank order and scaled (the
+//! same bits on every rank), and the threads go on. The last average comes after the last
+//! word, so the ranks end identical.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -20,6 +29,7 @@ use super::huffman::Huffman;
 use super::sampling::{AliasTable, Rng};
 use super::vectors::KeyedVectors;
 use super::vocab::Vocab;
+use crate::train::distributed::{self, Ranks};
 
 /// How the hidden layer is formed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +81,8 @@ pub struct Config {
     pub gpu_row_cap: u32,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Data-parallel runs: each rank's words between two averages of the ranks' matrices.
+    pub sync_words: u64,
 }
 
 impl Default for Config {
@@ -91,6 +103,7 @@ impl Default for Config {
             gpu_batch: 256,
             gpu_row_cap: 64,
             progress: false,
+            sync_words: 1_000_000,
         }
     }
 }
@@ -132,6 +145,9 @@ impl Config {
         if self.max_vocab == Some(0) {
             bail!("max vocabulary size 0: expected at least 1");
         }
+        if self.sync_words == 0 {
+            bail!("--sync-words 0: expected at least 1 word between averages");
+        }
         Ok(())
     }
 }
@@ -152,6 +168,8 @@ pub struct TrainReport {
     pub effective_words_per_sec: f64,
     /// Mean loss per prediction in each epoch.
     pub epoch_loss: Vec<f64>,
+    /// Averages of the ranks' matrices (data-parallel runs; 0 in one process).
+    pub averages: u64,
 }
 
 impl TrainReport {
@@ -177,15 +195,22 @@ impl TrainReport {
             words_per_sec: words as f64 / seconds,
             effective_words_per_sec: effective_words as f64 / seconds,
             epoch_loss,
+            averages: 0,
         }
     }
 }
 
 /// Scans the vocabulary of `corpus`, then trains on it.
 pub fn train(corpus: &Path, cfg: &Config) -> Result<(KeyedVectors, TrainReport)> {
+    train_on(corpus, cfg, &Ranks::local())
+}
+
+/// [`train`] on the ranks of a data-parallel job (see [`train_with_vocab_on`]); every
+/// rank scans the whole corpus for the same vocabulary.
+pub fn train_on(corpus: &Path, cfg: &Config, ranks: &Ranks) -> Result<(KeyedVectors, TrainReport)> {
     cfg.validate()?;
     let vocab = Vocab::scan(corpus, cfg.min_count, cfg.max_vocab)?;
-    train_with_vocab(corpus, &vocab, cfg)
+    train_with_vocab_on(corpus, &vocab, cfg, ranks)
 }
 
 enum Layer {
@@ -226,11 +251,40 @@ struct Job<'a> {
     table: Table,
     syn0: Shared,
     out: Shared,
-    file_len: u64,
+    /// This rank's bytes of the corpus (all of it in one process).
+    range: (u64, u64),
+    /// Words this rank reads over all epochs (the learning rate falls over them).
+    total: u64,
+    /// Offsets the threads' random streams on this rank.
+    stream0: u64,
     words_done: AtomicU64,
     stop: AtomicBool,
+    /// Set while the ranks average: threads wait at [`Job::hold`].
+    pause: AtomicBool,
+    parked: AtomicUsize,
+    /// Averages done; a parked thread waits for it to move.
+    gate: Mutex<u64>,
+    resume: Condvar,
+    /// The first error of a thread, for the other ranks.
+    failed: Mutex<Option<String>>,
     slots: Vec<Slot>,
     avx2: bool,
+}
+
+impl Job<'_> {
+    /// Waits while the ranks average the matrices.
+    fn hold(&self) {
+        if !self.pause.load(Ordering::Acquire) {
+            return;
+        }
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = *gate;
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        while self.pause.load(Ordering::Acquire) && *gate == seen {
+            gate = self.resume.wait(gate).unwrap_or_else(|p| p.into_inner());
+        }
+        self.parked.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Default)]
@@ -247,7 +301,103 @@ pub fn train_with_vocab(
     vocab: &Vocab,
     cfg: &Config,
 ) -> Result<(KeyedVectors, TrainReport)> {
+    train_with_vocab_on(corpus, vocab, cfg, &Ranks::local())
+}
+
+/// The words of `vocab` in the lines that start in `range` of `corpus`.
+fn words_in(corpus: &Path, vocab: &Vocab, (start, end): (u64, u64)) -> Result<u64> {
+    let mut reader = LineReader::open_range(corpus, start, end)?;
+    let mut n = 0;
+    while let Some(line) = reader.next_line()? {
+        n += line
+            .split_whitespace()
+            .filter(|t| vocab.id(t).is_some())
+            .count() as u64;
+    }
+    Ok(n)
+}
+
+/// How a data-parallel run averages: after each of `rounds` equal parts of every rank's
+/// words.
+struct Averaging<'a> {
+    ranks: &'a Ranks,
+    rounds: u64,
+    done: u64,
+}
+
+impl Averaging<'_> {
+    /// Averages the matrices over the ranks, or stops every rank with a failed rank's error.
+    fn average(&mut self, job: &Job, failed: Option<String>) -> Result<()> {
+        let Some(r) = self.ranks.reducer() else {
+            return Ok(());
+        };
+        let status = match failed {
+            Some(e) => Err(anyhow::anyhow!(e)),
+            None => Ok(Vec::new()),
+        };
+        r.exchange(status)?;
+        // SAFETY: every thread of this rank is parked or finished (see `Job::hold`).
+        let (syn0, out) = unsafe { (job.syn0.slice(), job.out.slice()) };
+        distributed::average(r.as_ref(), syn0)?;
+        distributed::average(r.as_ref(), out)?;
+        self.done += 1;
+        Ok(())
+    }
+
+    /// Words this rank has read when the next average is due (`None`: only the last one,
+    /// after every word, is left).
+    fn next_due(&self, total: u64) -> Option<u64> {
+        (self.done + 1 < self.rounds)
+            .then(|| (total as u128 * (self.done + 1) as u128 / self.rounds as u128) as u64)
+    }
+}
+
+/// [`train_with_vocab`] on the ranks of a data-parallel job: rank `r` of `N` trains on the
+/// lines that start in bytes `[len r / N, len (r + 1) / N)` with `cfg.threads` threads, and
+/// the ranks average their matrices every `cfg.sync_words` words each (see the module
+/// comment); every rank returns the same vectors, and a report of the whole job (words
+/// and losses summed over the ranks; this rank's time).
+pub fn train_with_vocab_on(
+    corpus: &Path,
+    vocab: &Vocab,
+    cfg: &Config,
+    ranks: &Ranks,
+) -> Result<(KeyedVectors, TrainReport)> {
     cfg.validate()?;
+    let file_len = file_len(corpus)?;
+    let share = distributed::shard_range(file_len as usize, ranks.count(), ranks.rank());
+    let range = (share.start as u64, share.end as u64);
+    let (total, rounds) = match ranks.reducer() {
+        None => (cfg.epochs as u64 * vocab.train_words(), 1),
+        Some(r) => {
+            let local = words_in(corpus, vocab, range).map(|n| n.to_le_bytes().to_vec());
+            let words: Vec<u64> = r
+                .exchange(local)?
+                .iter()
+                .map(|p| p.as_slice().try_into().map(u64::from_le_bytes))
+                .collect::<std::result::Result<_, _>>()?;
+            if let Some(empty) = words.iter().position(|&n| n == 0) {
+                let bytes = distributed::shard_range(file_len as usize, ranks.count(), empty);
+                return Err(distributed::EveryRank(format!(
+                    "rank {empty} of {} has no word of the vocabulary in its part of the corpus \
+                     (bytes {bytes:?} of {file_len}; words by rank: {words:?}): use fewer \
+                     ranks or a larger corpus",
+                    ranks.count()
+                ))
+                .into());
+            }
+            let most = words.iter().max().copied().unwrap_or(0) * cfg.epochs as u64;
+            (
+                cfg.epochs as u64 * words[ranks.rank()],
+                most.div_ceil(cfg.sync_words).max(1),
+            )
+        }
+    };
+    let mut averaging = Averaging {
+        ranks,
+        rounds,
+        done: 0,
+    };
     let (v, d) = (vocab.len(), cfg.size);
     let mut init = Rng::new(cfg.seed, u64::MAX);
     // word2vec.c's initialisation: input vectors uniform in [-0.5/d, 0.5/d], outputs zero.
@@ -276,36 +426,64 @@ pub fn train_with_vocab(
         table: Table::default(),
         syn0: Shared(syn0.as_mut_ptr(), syn0.len()),
         out: Shared(out.as_mut_ptr(), out.len()),
-        file_len: file_len(corpus)?,
+        range,
+        total,
+        stream0: (ranks.rank() * cfg.threads) as u64,
         words_done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        pause: AtomicBool::new(false),
+        parked: AtomicUsize::new(0),
+        gate: Mutex::new(0),
+        resume: Condvar::new(),
+        failed: Mutex::new(None),
         slots: (0..cfg.threads).map(|_| Slot::default()).collect(),
         #[cfg(target_arch = "x86_64")]
         avx2: std::is_x86_feature_detected!("avx2"),
         #[cfg(not(target_arch = "x86_64"))]
         avx2: false,
     };
-    let total = cfg.epochs as u64 * vocab.train_words();
-    let bar = super::progress::Progress::new(cfg.progress, total);
+    let bar = super::progress::Progress::new(cfg.progress && ranks.is_root(), total);
     let start = Instant::now();
-    let results: Vec<Result<ThreadResult>> = std::thread::scope(|scope| {
+    let results = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..cfg.threads)
             .map(|t| {
                 let job = &job;
                 scope.spawn(move || {
                     let r = worker(job, t);
-                    if r.is_err() {
+                    if let Err(e) = &r {
                         job.stop.store(true, Ordering::Relaxed);
+                        let mut failed = job.failed.lock().unwrap_or_else(|p| p.into_inner());
+                        failed.get_or_insert_with(|| format!("{e:#}"));
                     }
                     r
                 })
             })
             .collect();
+        let mut sync_error = None;
         let (mut last_loss, mut last_preds, mut last_shown) = (0.0, 0, Instant::now());
         // The mean loss per prediction since the last refresh that saw new predictions.
         let mut recent = f64::NAN;
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(5));
+            let due = averaging.next_due(total);
+            if sync_error.is_none()
+                && due.is_some_and(|d| job.words_done.load(Ordering::Relaxed) >= d)
+            {
+                job.pause.store(true, Ordering::Release);
+                let running = || handles.iter().filter(|h| !h.is_finished()).count();
+                while job.parked.load(Ordering::Acquire) < running() {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                let failed = job.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Err(e) = averaging.average(&job, failed) {
+                    job.stop.store(true, Ordering::Relaxed);
+                    sync_error = Some(e);
+                }
+                let mut gate = job.gate.lock().unwrap_or_else(|p| p.into_inner());
+                *gate += 1;
+                job.pause.store(false, Ordering::Release);
+                job.resume.notify_all();
+            }
             if !cfg.progress || last_shown.elapsed() < Duration::from_millis(200) {
                 continue;
             }
@@ -331,14 +509,38 @@ pub fn train_with_vocab(
                 )
             });
         }
-        handles
+        let results: Vec<Result<ThreadResult>> = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| bail!("a training thread panicked"))
             })
-            .collect()
+            .collect();
+        (results, sync_error)
     });
+    let (results, sync_error) = results;
+    if let Some(e) = sync_error {
+        return Err(e);
+    }
+    // The averages still due (at least the last, after every word): every rank takes the
+    // same number.
+    let failed = job.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    while averaging.done < averaging.rounds && ranks.reducer().is_some() {
+        averaging.average(&job, failed.clone())?;
+    }
+    if let Some(r) = ranks.reducer() {
+        // SAFETY: the threads have ended.
+        let (syn0, out) = unsafe { (job.syn0.slice(), job.out.slice()) };
+        let names = ["syn0".to_string(), "out".to_string()];
+        let mine = distributed::fingerprint([(&names[0], &*syn0), (&names[1], &*out)]);
+        let all = r.exchange(Ok(mine.to_le_bytes().to_vec()))?;
+        if all.iter().any(|p| p.as_slice() != mine.to_le_bytes()) {
+            return Err(distributed::EveryRank(format!(
+                "the ranks' vectors differ after their last average (fingerprints: {all:?})"
+            ))
+            .into());
+        }
+    }
     let seconds = start.elapsed().as_secs_f64();
     bar.finish();
     let mut epoch_loss = vec![0.0; cfg.epochs];
@@ -353,7 +555,30 @@ pub fn train_with_vocab(
         effective += r.effective_words;
     }
     drop(job);
-    let report = TrainReport::new(vocab, total, effective, seconds, epoch_loss, &epoch_preds);
+    let (words, effective) = match ranks.reducer() {
+        None => (total, effective),
+        Some(r) => {
+            // The job's totals, summed in rank order.
+            let mut mine = vec![total as f64, effective as f64];
+            mine.extend(&epoch_loss);
+            mine.extend(epoch_preds.iter().map(|&p| p as f64));
+            let bytes = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut sums = vec![0.0f64; mine.len()];
+            for p in r.exchange(Ok(bytes))? {
+                for (s, c) in sums.iter_mut().zip(p.chunks_exact(8)) {
+                    *s += f64::from_le_bytes(c.try_into()?);
+                }
+            }
+            let e = cfg.epochs;
+            epoch_loss.copy_from_slice(&sums[2..2 + e]);
+            for (p, s) in epoch_preds.iter_mut().zip(&sums[2 + e..]) {
+                *p = *s as u64;
+            }
+            (sums[0] as u64, sums[1] as u64)
+        }
+    };
+    let mut report = TrainReport::new(vocab, words, effective, seconds, epoch_loss, &epoch_preds);
+    report.averages = averaging.done;
     let kv = KeyedVectors::new(vocab.words().to_vec(), d, syn0)?;
     Ok((kv, report))
 }
@@ -370,12 +595,13 @@ const REPORT_EVERY: u64 = 10_000;
 fn worker(job: &Job, t: usize) -> Result<ThreadResult> {
     let cfg = job.cfg;
     let (d, epochs, threads) = (cfg.size, cfg.epochs, cfg.threads as u128);
-    let total = epochs as u64 * job.vocab.train_words();
-    let start = (job.file_len as u128 * t as u128 / threads) as u64;
-    let end = (job.file_len as u128 * (t as u128 + 1) / threads) as u64;
+    let total = job.total;
+    let (lo, len) = (job.range.0 as u128, (job.range.1 - job.range.0) as u128);
+    let start = (lo + len * t as u128 / threads) as u64;
+    let end = (lo + len * (t as u128 + 1) / threads) as u64;
     // SAFETY: lock-free shared updates, see the module comment.
     let (syn0, out) = unsafe { (job.syn0.slice(), job.out.slice()) };
-    let mut rng = Rng::new(cfg.seed, t as u64);
+    let mut rng = Rng::new(cfg.seed, job.stream0 + t as u64);
     let mut scratch = Scratch {
         neu1: vec![0.0; d],
         neu1e: vec![0.0; d],
@@ -400,6 +626,7 @@ fn worker(job: &Job, t: usize) -> Result<ThreadResult> {
             if job.stop.load(Ordering::Relaxed) {
                 return Ok(result);
             }
+            job.hold();
             let Some(line) = reader.next_line()? else {
                 break;
             };
