@@ -130,6 +130,8 @@ pub(crate) struct GpuInner {
     pub dummy: wgpu::Buffer,
     /// The GEMM kernel plans use, where set before the first plan (see `gpu/gemm.rs`).
     pub gemm_variant: std::sync::OnceLock<super::gemm::GemmVariant>,
+    /// The recurrent path plans take, where set before the first plan (see `gpu/recurrent.rs`).
+    pub recurrent_path: std::sync::OnceLock<super::recurrent::RecurrentPath>,
     /// A device that only records plans for cost tables ([`Gpu::new_for_cost_model`]).
     pub cost_model: bool,
 }
@@ -286,6 +288,7 @@ impl Gpu {
                 counters: Mutex::new(WorkCounters::default()),
                 dummy,
                 gemm_variant: std::sync::OnceLock::new(),
+                recurrent_path: std::sync::OnceLock::new(),
                 cost_model: false,
             }),
         })
