@@ -3,12 +3,14 @@
 // src/ops/recurrent.rs.
 //
 // The cell is a pipeline constant (CELL), so each cell compiles to its own pipeline with the
-// other cells' code folded away. A dispatch handles one step: each invocation owns one
-// (hidden unit k, batch entry b) pair, computes that unit's gate pre-activations from the
-// previous state (a slice of the recurrent product, staged through workgroup memory), then
+// other cells' code folded away. A dispatch handles one step: each invocation owns four
+// consecutive hidden units of one batch entry, computes their gate pre-activations from the
+// previous state (its slice of the recurrent product, reading W_hh^T as vec4 straight from
+// global memory and the previous state as one address shared by the whole workgroup), then
 // the gate nonlinearities and the state update, and writes the output row in place. The step
 // index arrives through a small per-step uniform, so the host records every step up front and
-// submits once.
+// submits once. forward_sequence (below) runs all steps of a layer-direction in one dispatch
+// with the same per-unit code, where the state fits workgroup memory.
 
 override CELL: u32 = 2u;
 const RNN_TANH: u32 = 0u;
@@ -16,6 +18,9 @@ const RNN_RELU: u32 = 1u;
 const LSTM: u32 = 2u;
 const GRU: u32 = 3u;
 const GRU_RESET_BEFORE: u32 = 4u;
+// 1: the recurrent products see the state times a recurrent dropout mask (binding 9);
+// 0: no mask, and no load of one.
+override RECURRENT_DROPOUT: u32 = 0u;
 
 const STEP_INACTIVE: u32 = 0x80000000u;
 const STEP_LAST: u32 = 0x40000000u;
@@ -51,7 +56,6 @@ struct Config {
     off_dh: u32,         // dh carried to the previous step
     off_dc: u32,         // dc carried to the previous step; dc0 at the end
     off_dh0: u32,
-    has_rmask: u32,      // recurrent dropout: the product sees the state times rmask[b, j]
     hp: u32,             // H rounded up to a multiple of 4: the padded gate blocks of `wt`
     off_wp: u32,         // start of the padded W_hh copy in `wt` (in vec4s)
     off_dhw: u32,        // GRU: start of dhw in `gate_values`
@@ -85,7 +89,7 @@ fn row_of(t: u32, b: u32) -> u32 {
 
 // The recurrent dropout mask (0 or 1/keep) of unit j of batch entry b; 1 without one.
 fn rmask_at(b: u32, j: u32) -> f32 {
-    if (cfg.has_rmask == 0u) {
+    if (RECURRENT_DROPOUT == 0u) {
         return 1.0;
     }
     return rmask[b * cfg.hidden + j];
@@ -234,14 +238,16 @@ fn forward_step(
     let acc = recurrent_product(step.s, b, k0, 0u, count, false);
     for (var e = 0u; e < 4u; e++) {
         if (k0 + e < cfg.hidden) {
-            forward_unit(step.s, b, k0 + e, unit_gates(acc, e));
+            _ = forward_unit(step.s, b, k0 + e, unit_gates(acc, e));
         }
     }
 }
 
 // The gate work and state update of unit k of batch entry b at step s, given the unit's
-// recurrent pre-activations hw (one per gate).
-fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) {
+// recurrent pre-activations hw (one per gate). Returns what the next recurrent product reads
+// of this unit: the new state times the recurrent dropout mask, or for GRU reset-before's
+// first half r * (masked state), the source of the n gate's product (0 past the length).
+fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
     let h = cfg.hidden;
     let code = smap[s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
@@ -253,7 +259,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) {
         if (CELL == GRU_RESET_BEFORE) {
             saved[cfg.off_act + dead * cfg.act_width + 3u * h + k] = 0.0;
         }
-        return;
+        return 0.0;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
     let gw = cfg.gate_width;
@@ -314,13 +320,14 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) {
             saved[act + k] = r;
             saved[act + h + k] = z;
             saved[act + 3u * h + k] = r * hm;
-            return;
+            return r * hm;
         }
     }
     y[row * cfg.out_stride + cfg.out_offset + k] = new_h;
     if ((code & STEP_LAST) != 0u) {
         state[cfg.off_hn + b * h + k] = new_h;
     }
+    return new_h * rmask_at(b, k);
 }
 
 // GRU reset-before, second half of a step: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn).
@@ -337,16 +344,16 @@ fn forward_gru_n(
     let acc = recurrent_product(step.s, b, k0, 2u, 1u, true);
     for (var e = 0u; e < 4u; e++) {
         if (k0 + e < cfg.hidden) {
-            forward_gru_n_unit(step.s, b, k0 + e, acc[0][e]);
+            _ = forward_gru_n_unit(step.s, b, k0 + e, acc[0][e]);
         }
     }
 }
 
-fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) {
+fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) -> f32 {
     let h = cfg.hidden;
     let code = smap[s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
-        return;
+        return 0.0;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
     let act = cfg.off_act + row * cfg.act_width;
@@ -358,6 +365,133 @@ fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) {
     y[row * cfg.out_stride + cfg.out_offset + k] = new_h;
     if ((code & STEP_LAST) != 0u) {
         state[cfg.off_hn + b * h + k] = new_h;
+    }
+    return new_h * rmask_at(b, k);
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward, all steps in one dispatch (forward_sequence): the same per-unit cell code
+// (forward_unit, forward_gru_n_unit), so the same saved activations and the step path's
+// backward runs unchanged after it. The host chooses between this and the per-step
+// dispatches (RecurrentPath in src/gpu/recurrent.rs).
+//
+// Each workgroup owns TILE consecutive batch entries and runs every step for them. Batch
+// entries are independent, so no workgroup ever waits on another (WGSL has no grid barrier
+// and no forward-progress guarantee between workgroups). The state of the tile lives in
+// workgroup memory, twice (the previous step's and the one being written); a
+// workgroupBarrier() separates the steps. Each invocation owns quads of four hidden units
+// (quad q for q = lid, lid + 64, ...) of all TILE entries; its product reads four units of
+// one gate of W_hh^T as one vec4 from `wt` and applies it to all TILE entries, so within a
+// step each element of W_hh is loaded once per workgroup and serves every entry of the tile.
+// The per-unit state the cell code reads back from global memory (the previous output, the
+// previous cell state) was written by this same invocation at the step before, because a
+// unit of a batch entry belongs to one invocation for the whole sequence.
+
+// Batch entries per workgroup (1, 2, 4 or 8): the host picks the largest the state fits.
+override TILE: u32 = 1u;
+const SEQ_QUADS: u32 = 64u;
+// The tile's state, two copies of TILE * H: 4096 floats, WebGPU's default 16 KiB.
+const TILE_STATE: u32 = 4096u;
+const MAX_TILE: u32 = 8u;
+var<workgroup> tile_state: array<f32, TILE_STATE>;
+
+// The recurrent pre-activations of units k0 .. k0 + 4 of gates first_gate .. first_gate +
+// count for all TILE entries, at acc[g * TILE + bb]: bias + sum_j source[bb][j] *
+// W_hh[gate * H + k, j], source being tile_state from `src` (TILE rows of H).
+fn tile_product(src: u32, k0: u32, first_gate: u32, count: u32) -> array<vec4<f32>, 32> {
+    let h = cfg.hidden;
+    let row4 = gates() * cfg.hp / 4u;   // vec4s per row of wt
+    let gate4 = cfg.hp / 4u;            // vec4s per gate block
+    let first = first_gate * gate4 + k0 / 4u;
+    var acc: array<vec4<f32>, 32>;
+    let bias = h * row4 + first;
+    for (var g = 0u; g < count; g++) {
+        let w = wt[bias + g * gate4];
+        for (var bb = 0u; bb < TILE; bb++) {
+            acc[g * TILE + bb] = w;
+        }
+    }
+    var hv: array<f32, MAX_TILE>;
+    for (var j = 0u; j < h; j++) {
+        for (var bb = 0u; bb < TILE; bb++) {
+            hv[bb] = tile_state[src + bb * h + j];
+        }
+        let base = j * row4 + first;
+        for (var g = 0u; g < count; g++) {
+            let w = wt[base + g * gate4];
+            for (var bb = 0u; bb < TILE; bb++) {
+                acc[g * TILE + bb] += hv[bb] * w;
+            }
+        }
+    }
+    return acc;
+}
+
+// Unit e of the four, batch entry bb of the tile: its pre-activations of the four gates.
+fn tile_unit_gates(acc: array<vec4<f32>, 32>, bb: u32, e: u32) -> vec4<f32> {
+    return vec4<f32>(acc[bb][e], acc[TILE + bb][e], acc[2u * TILE + bb][e], acc[3u * TILE + bb][e]);
+}
+
+// Bytes per invocation and step (4 bytes an element; TILE entries, G gates, q quads owned):
+// reads q * (H + 1) * G vec4 of W (16 bytes each) and, per unit and entry, what the step
+// kernel's forward_unit reads (recurrent.rs: step_cost's table); writes what it writes. The
+// tile's state moves through workgroup memory only.
+@compute @workgroup_size(64, 1, 1)
+fn forward_sequence(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let h = cfg.hidden;
+    let b0 = wg.x * TILE;
+    let tile_h = TILE * h;
+    // The initial state as the first product sees it: h0 times the recurrent mask.
+    for (var i = lid.x; i < tile_h; i += SEQ_QUADS) {
+        let b = b0 + i / h;
+        var v = 0.0;
+        if (b < cfg.batch) {
+            v = state[b * h + i % h] * rmask_at(b, i % h);
+        }
+        tile_state[i] = v;
+    }
+    workgroupBarrier();
+    var count = gates();
+    if (CELL == GRU_RESET_BEFORE) {
+        count = 2u;   // n waits for r * h of every unit: the second half below
+    }
+    var cur = 0u;
+    for (var s = 0u; s < cfg.steps; s++) {
+        let next = tile_h - cur;
+        for (var k0 = lid.x * 4u; k0 < h; k0 += 4u * SEQ_QUADS) {
+            let acc = tile_product(cur, k0, 0u, count);
+            for (var bb = 0u; bb < TILE; bb++) {
+                let b = b0 + bb;
+                for (var e = 0u; e < 4u; e++) {
+                    if (b < cfg.batch && k0 + e < h) {
+                        tile_state[next + bb * h + k0 + e] =
+                            forward_unit(s, b, k0 + e, tile_unit_gates(acc, bb, e));
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+        if (CELL == GRU_RESET_BEFORE) {
+            // `next` holds r * h; the new state goes back into `cur`, which no one reads now.
+            for (var k0 = lid.x * 4u; k0 < h; k0 += 4u * SEQ_QUADS) {
+                let acc = tile_product(next, k0, 2u, 1u);
+                for (var bb = 0u; bb < TILE; bb++) {
+                    let b = b0 + bb;
+                    for (var e = 0u; e < 4u; e++) {
+                        if (b < cfg.batch && k0 + e < h) {
+                            tile_state[cur + bb * h + k0 + e] =
+                                forward_gru_n_unit(s, b, k0 + e, acc[bb][e]);
+                        }
+                    }
+                }
+            }
+            workgroupBarrier();
+        } else {
+            cur = next;
+        }
     }
 }
 

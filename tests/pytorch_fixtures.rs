@@ -109,3 +109,16 @@ fn gpu_matches_pytorch_golden_values() {
     let Some(gpu) = common::gpu() else { return };
     check_backend(&Backend::Gpu(gpu));
 }
+
+#[test]
+fn gpu_matches_pytorch_golden_values_on_each_recurrent_path() {
+    use recur::gpu::recurrent::RecurrentPath;
+    if common::gpu().is_none() {
+        return;
+    }
+    for path in [RecurrentPath::Step, RecurrentPath::Sequence] {
+        let gpu = recur::Gpu::new().unwrap();
+        gpu.set_recurrent_path(path).unwrap();
+        check_backend(&Backend::Gpu(gpu));
+    }
+}

@@ -6,6 +6,7 @@ mod common;
 use recur::bench::plan::plan_table;
 use recur::bench::recurrent::RecurrentCase;
 use recur::bench::roofline;
+use recur::gpu::recurrent::RecurrentPath;
 use recur::gpu::{GemmPlan, Recorder};
 use recur::ops::recurrent::CellKind;
 use recur::{Gemm, GpuTensor};
@@ -69,7 +70,11 @@ fn each_dispatch_carries_its_workgroups_invocations_and_cost() {
 
 #[test]
 fn the_cost_table_sums_what_the_plans_record() {
-    let Some(gpu) = common::gpu() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let gpu = recur::Gpu::new().unwrap();
+    gpu.set_recurrent_path(RecurrentPath::Step).unwrap();
     let case = RecurrentCase::new(CellKind::Lstm, 20, 3, 5);
     let h100 = roofline::find("h100").unwrap();
     let table = plan_table(&gpu, &case, h100).unwrap();
@@ -103,6 +108,35 @@ fn the_cost_table_sums_what_the_plans_record() {
         .map(|r| r.counts.cost.flops)
         .sum();
     assert_eq!(gemm_flops, projection);
+}
+
+#[test]
+fn the_sequence_kernel_is_one_dispatch_with_every_step_in_its_cost() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let gpu = recur::Gpu::new().unwrap();
+    gpu.set_recurrent_path(RecurrentPath::Sequence).unwrap();
+    let (h, b, t) = (20usize, 3usize, 5usize);
+    let case = RecurrentCase::new(CellKind::Lstm, h, b, t);
+    let table = plan_table(&gpu, &case, roofline::find("h100").unwrap()).unwrap();
+    // Transpose, projection, sequence kernel.
+    assert_eq!(table.forward.total.counts.dispatches, 3);
+    let seq = table
+        .forward
+        .rows
+        .iter()
+        .find(|r| r.counts.kernel == "recurrent::forward_sequence")
+        .expect("a sequence row");
+    assert_eq!(seq.counts.dispatches, 1);
+    assert_eq!(seq.counts.invocations, Some(64));
+    // One workgroup (a tile of 4 >= 3 entries) reads W_hh^T with its bias row once a step.
+    assert_eq!(seq.counts.workgroups_max, 1);
+    let w_bytes = 4.0 * ((h + 1) * 4 * h) as f64;
+    assert!(seq.counts.cost.bytes_read >= t as f64 * w_bytes);
+    assert!(seq.counts.cost.unique_read >= w_bytes);
+    // The recurrent product of every step and entry: 2 G H H operations.
+    assert!(seq.counts.cost.flops >= (2 * t * b * 4 * h * h) as f64);
 }
 
 #[test]

@@ -9,8 +9,8 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
 use recur::cpu::recurrent::{backward, forward, Weights};
-use recur::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPlan};
-use recur::gpu::Recorder;
+use recur::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPath, RecurrentPlan};
+use recur::gpu::{DispatchCost, Recorder};
 use recur::ops::program::STATE_REGIONS;
 use recur::ops::recurrent::{CellKind, RecurrentShape};
 use recur::GpuTensor;
@@ -49,12 +49,12 @@ fn check(rng: &mut StdRng, cell: CellKind, big: bool) {
 }
 
 /// Runs `shape` forward and backward on `gpu` against the CPU twin in f64; returns the
-/// backward's recorded dispatches.
+/// forward's and the backward's recorded dispatches.
 fn check_on(
     gpu: &recur::Gpu,
     rng: &mut StdRng,
     shape: RecurrentShape,
-) -> Vec<recur::gpu::DispatchCost> {
+) -> (Vec<DispatchCost>, Vec<DispatchCost>) {
     let gpu = gpu.clone();
     let cell = shape.cell;
     let (h, bsz, gw, rows) = (shape.hidden, shape.batch, shape.gate_width(), shape.rows());
@@ -177,6 +177,7 @@ fn check_on(
     let mut rec = Recorder::new(&gpu);
     plan.record_forward(&mut rec);
     let forward_dispatches = rec.costs().len();
+    let forward_costs = rec.costs().to_vec();
     plan.record_backward(&mut rec).unwrap();
     let backward = rec.costs()[forward_dispatches..].to_vec();
     rec.submit().unwrap();
@@ -217,7 +218,7 @@ fn check_on(
     compare("dw_hh", &gdwhh.to_vec().unwrap(), &g64.dw_hh);
     compare("db_ih", &gdbih.to_vec().unwrap(), &g64.db_ih);
     compare("db_hh", &gdbhh.to_vec().unwrap(), &g64.db_hh);
-    backward
+    (forward_costs, backward)
 }
 
 #[test]
@@ -256,7 +257,7 @@ fn gpu_recurrent_matches_cpu_with_weight_gradients_split_along_k() {
             RecurrentShape::new(cell, rng.random_range(3..30), rng.random_range(3..30), b, t)
                 .reverse(rng.random_bool(0.5))
                 .batch_first(rng.random_bool(0.5));
-        let backward = check_on(&gpu, &mut rng, shape);
+        let (_, backward) = check_on(&gpu, &mut rng, shape);
         assert!(
             backward
                 .iter()
@@ -265,4 +266,145 @@ fn gpu_recurrent_matches_cpu_with_weight_gradients_split_along_k() {
         );
         assert!(backward.iter().any(|d| d.kernel.entry == "column_sum"));
     }
+}
+
+/// A device whose recurrent plans take `path` wherever it applies.
+fn gpu_on(path: RecurrentPath) -> Option<recur::Gpu> {
+    common::gpu()?;
+    let gpu = recur::Gpu::new().unwrap();
+    gpu.set_recurrent_path(path).unwrap();
+    Some(gpu)
+}
+
+/// Shapes for the path tests: random small and large ones, B = 1, T = 1, H not a multiple
+/// of 4 and bidirectional-style output columns among them (random_shape draws those).
+fn path_shapes(rng: &mut StdRng, cell: CellKind) -> Vec<RecurrentShape> {
+    let mut shapes = vec![
+        random_shape(rng, cell, false),
+        random_shape(rng, cell, true),
+    ];
+    let h = 4 * rng.random_range(1..20) + rng.random_range(1..4);
+    shapes.push(RecurrentShape::new(
+        cell,
+        rng.random_range(1..9),
+        h,
+        1,
+        rng.random_range(2..7),
+    ));
+    shapes.push(
+        RecurrentShape::new(cell, rng.random_range(1..9), h, rng.random_range(2..12), 1)
+            .reverse(true),
+    );
+    // More batch entries than the largest tile: several workgroups, a ragged last one.
+    shapes.push(
+        RecurrentShape::new(cell, rng.random_range(1..9), rng.random_range(1..40), 19, 4)
+            .batch_first(true)
+            .output_columns(2 * 40, 40),
+    );
+    shapes
+}
+
+fn check_path(test: &str, path: RecurrentPath) {
+    let Some(gpu) = gpu_on(path) else { return };
+    let mut rng = rng(test);
+    for cell in CellKind::ALL {
+        for shape in path_shapes(&mut rng, cell) {
+            let (forward, _) = check_on(&gpu, &mut rng, shape);
+            let sequence = forward
+                .iter()
+                .filter(|d| d.kernel.entry == "forward_sequence");
+            match path {
+                RecurrentPath::Sequence => {
+                    // Transpose, projection GEMM (one dispatch, or two when split), sequence.
+                    assert_eq!(sequence.count(), 1, "{shape:?}");
+                    assert!(
+                        forward.len() <= 4,
+                        "{shape:?}: {} dispatches",
+                        forward.len()
+                    );
+                    assert!(forward.iter().all(|d| d.kernel.entry != "forward_step"));
+                }
+                RecurrentPath::Step => {
+                    assert_eq!(sequence.count(), 0, "{shape:?}");
+                    let steps = forward.iter().filter(|d| d.kernel.entry == "forward_step");
+                    assert_eq!(steps.count(), shape.steps, "{shape:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_recurrent_sequence_kernel_matches_cpu() {
+    check_path(
+        "gpu_recurrent_sequence_kernel_matches_cpu",
+        RecurrentPath::Sequence,
+    );
+}
+
+#[test]
+fn gpu_recurrent_step_kernels_match_cpu() {
+    check_path("gpu_recurrent_step_kernels_match_cpu", RecurrentPath::Step);
+}
+
+#[test]
+fn the_sequence_kernel_applies_while_the_state_fits_workgroup_memory() {
+    let Some(gpu) = gpu_on(RecurrentPath::Sequence) else {
+        return;
+    };
+    let tile = |h: usize, b: usize| {
+        RecurrentPath::sequence_tile(&gpu, &RecurrentShape::new(CellKind::Lstm, 3, h, b, 2))
+    };
+    // 2 x tile x H floats within 4096, the tile at most the batch rounded up to a power of 2.
+    assert_eq!(tile(256, 32), Some(8));
+    assert_eq!(tile(257, 32), Some(4));
+    assert_eq!(tile(256, 3), Some(4));
+    assert_eq!(tile(256, 1), Some(1));
+    assert_eq!(tile(1024, 64), Some(2));
+    assert_eq!(tile(2048, 5), Some(1));
+    assert_eq!(tile(2049, 5), None);
+    // Each side of the boundary, run: the largest H that fits takes the sequence kernel, one
+    // more unit the step kernels, even when the sequence path is asked for.
+    let mut rng = rng("the_sequence_kernel_applies_while_the_state_fits_workgroup_memory");
+    for (h, entry) in [(2048, "forward_sequence"), (2049, "forward_step")] {
+        let shape = RecurrentShape::new(CellKind::RnnTanh, 3, h, 2, 2).reverse(true);
+        assert_eq!(
+            RecurrentPath::choose(&gpu, &shape),
+            if h == 2048 {
+                RecurrentPath::Sequence
+            } else {
+                RecurrentPath::Step
+            }
+        );
+        let (forward, _) = check_on(&gpu, &mut rng, shape);
+        assert!(forward.iter().any(|d| d.kernel.entry == entry), "H = {h}");
+    }
+}
+
+#[test]
+fn the_rule_takes_the_sequence_kernel_up_to_a_mebibyte_of_w_hh() {
+    let Some(gpu) = common::gpu() else { return };
+    let rule = |cell: CellKind, h: usize| {
+        RecurrentPath::by_rule(&gpu, &RecurrentShape::new(cell, 3, h, 32, 100))
+    };
+    // G x H x H x 4 bytes <= 1 MiB, on each side of the boundary for each gate count.
+    for (cell, largest) in [
+        (CellKind::Lstm, 256),
+        (CellKind::Gru, 295),
+        (CellKind::GruResetBefore, 295),
+        (CellKind::RnnTanh, 512),
+    ] {
+        assert_eq!(
+            rule(cell, largest),
+            RecurrentPath::Sequence,
+            "{cell:?} H = {largest}"
+        );
+        assert_eq!(
+            rule(cell, largest + 1),
+            RecurrentPath::Step,
+            "{cell:?} H = {}",
+            largest + 1
+        );
+    }
+    assert_eq!(rule(CellKind::Lstm, 1), RecurrentPath::Sequence);
 }

@@ -7,6 +7,7 @@ use common::{random_vec, rng, to_f64};
 use rand::Rng;
 use recur::check::rel_error;
 use recur::exec::{Executor, GpuExecutor};
+use recur::gpu::recurrent::RecurrentPath;
 use recur::nn::recurrent::TrainKey;
 use recur::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
 use recur::ops::program::ProgramBuilder;
@@ -121,8 +122,15 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
     if common::gpu().is_none() {
         return;
     }
-    // A device of its own: the counters are per device.
-    let gpu = recur::Gpu::new().unwrap();
+    for path in [RecurrentPath::Step, RecurrentPath::Sequence] {
+        // A device of its own: the counters are per device.
+        let gpu = recur::Gpu::new().unwrap();
+        gpu.set_recurrent_path(path).unwrap();
+        check_dispatch_counts(&gpu, path);
+    }
+}
+
+fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
     for (cell, per_step) in [
         (CellKind::Lstm, 1),
         (CellKind::Gru, 1),
@@ -131,7 +139,7 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
     ] {
         let (batch, steps) = (3, 7);
         let layer = Recurrent::new(RecurrentConfig::new(cell, 5, 6), 1).unwrap();
-        let mut exec = GpuExecutor::new(&gpu);
+        let mut exec = GpuExecutor::new(gpu);
         let run = layer
             .plan(&mut exec, batch, steps, StackOptions::with_grads())
             .unwrap();
@@ -145,13 +153,18 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
         let after = gpu.counters();
         assert_eq!(mid.submits - before.submits, 1);
         assert_eq!(after.submits - mid.submits, 1);
-        // Forward: transpose + input GEMM + per-step; backward: per-step + finish + dx, dW_ih,
-        // dW_hh (two for GRU reset-before) + the bias column sums (two dispatches; GRU's two
-        // biases differ, so four). At these sizes no product is split along K.
+        // Forward: transpose + input GEMM + per-step, or + the sequence kernel; backward:
+        // per-step + finish + dx, dW_ih, dW_hh (two for GRU reset-before) + the bias column
+        // sums (two dispatches; GRU's two biases differ, so four). At these sizes no product
+        // is split along K.
+        let recurrence = match path {
+            RecurrentPath::Step => per_step * steps as u64,
+            RecurrentPath::Sequence => 1,
+        };
         assert_eq!(
             mid.dispatches - before.dispatches,
-            2 + per_step * steps as u64,
-            "{cell:?} forward"
+            2 + recurrence,
+            "{cell:?} forward on the {path:?} path"
         );
         assert_eq!(
             after.dispatches - mid.dispatches,

@@ -133,6 +133,8 @@ pub(crate) struct GpuInner {
     pub tracer: Mutex<Option<super::trace::Tracer>>,
     /// The GEMM kernel plans use, where set before the first plan (see `gpu/gemm.rs`).
     pub gemm_variant: std::sync::OnceLock<super::gemm::GemmVariant>,
+    /// The recurrent path plans take, where set before the first plan (see `gpu/recurrent.rs`).
+    pub recurrent_path: std::sync::OnceLock<super::recurrent::RecurrentPath>,
     /// A device that only records plans for cost tables ([`Gpu::new_for_cost_model`]).
     pub cost_model: bool,
 }
@@ -351,6 +353,7 @@ impl Gpu {
                 dummy,
                 tracer: Mutex::new(None),
                 gemm_variant: std::sync::OnceLock::new(),
+                recurrent_path: std::sync::OnceLock::new(),
                 cost_model: false,
             }),
         }

@@ -3,8 +3,9 @@
 //!
 //! A [`RecurrentPlan`] is built once for a shape and a set of tensors: it allocates the
 //! workspace, writes the per-step uniforms, and creates every bind group. Recording a forward
-//! then costs T + 2 dispatches (weight transpose, input-projection GEMM, one per step) and a
-//! backward T + 1 (one per step, one to finish) and the gradient products: dx, dW_ih, dW_hh
+//! then costs 3 dispatches on the sequence path (weight transpose, input-projection GEMM, the
+//! whole-sequence kernel; see [`RecurrentPath`] for when it applies), else T + 2 (one per
+//! step instead of the sequence kernel), and a backward T + 1 (one per step, one to finish) and the gradient products: dx, dW_ih, dW_hh
 //! (one dispatch each, two where split along K) and the bias gradients' column sums (two
 //! dispatches, once for both biases except in GRU); GRU with the reset gate before the
 //! recurrent product takes two dispatches per step. Nothing is allocated or compiled per
@@ -42,7 +43,6 @@ struct Config {
     off_dh: u32,
     off_dc: u32,
     off_dh0: u32,
-    has_rmask: u32,
     hp: u32,
     off_wp: u32,
     off_dhw: u32,
@@ -70,6 +70,100 @@ const REGIONS: usize = 9;
 /// Workgroup of the step kernels: 256 units (64 invocations of 4) of one batch entry.
 const WG_UNITS: usize = 256;
 const WG_BATCH: usize = 1;
+
+/// Floats of the sequence kernel's workgroup state, two copies of TILE x H
+/// (`TILE_STATE` in `shaders/recurrent.wgsl`): 16 KiB, WebGPU's default limit.
+const SEQUENCE_STATE_FLOATS: usize = 4096;
+/// The batch tiles the sequence kernel is compiled for (its `TILE` override), largest first.
+pub const SEQUENCE_TILES: [usize; 4] = [8, 4, 2, 1];
+
+/// The most W_hh (bytes, G x H x H x 4) the rule lets one workgroup stream each step.
+pub const SEQUENCE_MAX_WEIGHT_BYTES: usize = 1 << 20;
+
+/// How a plan records the forward's recurrence.
+///
+/// The rule ([`RecurrentPath::by_rule`]) takes the sequence kernel where
+/// - it applies: the adapter gives a workgroup at least the kernel's 16 KiB of workgroup
+///   memory (every WebGPU adapter does) and the state of one batch entry, twice (the previous
+///   step's and the new one), fits in it: 2 x H x 4 bytes <= 16 KiB, so H <= 2048; and
+/// - W_hh is at most [`SEQUENCE_MAX_WEIGHT_BYTES`] (1 MiB: LSTM H <= 256, GRU H <= 295,
+///   RNN H <= 512). Every workgroup of the sequence kernel reads all of W_hh each step on
+///   one compute unit, while the step kernels spread each step over the machine at the price
+///   of a launch per step; beyond about 1 MiB the stream through one unit costs more than the
+///   launch (the cost table in BENCHMARKS.md, issue 12: LSTM at H = 256, B = 32 is modelled
+///   about even, 4.7 against 5.0 ms; at H = 1024, B = 64 the sequence kernel loses, 67 against
+///   19 ms; at H = 128, B = 1, T = 1000 it wins, 11 against 27 ms).
+///
+/// Elsewhere the step kernels. The sequence kernel's batch tile is the largest of 8, 4, 2, 1
+/// entries whose state fits (2 x tile x H <= 4096 floats) and that does not exceed the batch
+/// rounded up to a power of two. `RECUR_RECURRENT=step|sequence` or
+/// [`Gpu::set_recurrent_path`] overrides the rule: `sequence` then takes the sequence kernel
+/// wherever it applies, whatever the size of W_hh, so the tests cover both paths on any
+/// adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecurrentPath {
+    /// One dispatch per step (two for GRU with the reset gate before the product).
+    Step,
+    /// One dispatch for every step of a layer-direction (`forward_sequence`).
+    Sequence,
+}
+
+impl RecurrentPath {
+    /// The path a plan for `shape` on `gpu` takes: an override if one is set, else the rule.
+    pub fn choose(gpu: &Gpu, shape: &RecurrentShape) -> Self {
+        let wanted = match gpu.inner.recurrent_path.get() {
+            Some(p) => Some(*p),
+            None => match std::env::var("RECUR_RECURRENT").as_deref() {
+                Ok("step") => Some(RecurrentPath::Step),
+                Ok("sequence") => Some(RecurrentPath::Sequence),
+                _ => None,
+            },
+        };
+        match wanted {
+            None => Self::by_rule(gpu, shape),
+            Some(RecurrentPath::Sequence) if Self::sequence_tile(gpu, shape).is_some() => {
+                RecurrentPath::Sequence
+            }
+            Some(_) => RecurrentPath::Step,
+        }
+    }
+
+    /// The path the rule picks for `shape` on `gpu`, overrides aside (see [`RecurrentPath`]).
+    pub fn by_rule(gpu: &Gpu, shape: &RecurrentShape) -> Self {
+        let weight_bytes = 4 * shape.gate_width() * shape.hidden;
+        match Self::sequence_tile(gpu, shape) {
+            Some(_) if weight_bytes <= SEQUENCE_MAX_WEIGHT_BYTES => RecurrentPath::Sequence,
+            _ => RecurrentPath::Step,
+        }
+    }
+
+    /// The sequence kernel's batch tile for `shape` on `gpu`, or `None` where the state of
+    /// one batch entry does not fit its workgroup memory (see [`RecurrentPath`]).
+    pub fn sequence_tile(gpu: &Gpu, shape: &RecurrentShape) -> Option<usize> {
+        let limit = gpu.limits().max_compute_workgroup_storage_size as usize;
+        if limit < SEQUENCE_STATE_FLOATS * 4 {
+            return None;
+        }
+        let batch = shape.batch.next_power_of_two();
+        SEQUENCE_TILES
+            .into_iter()
+            .find(|&t| t <= batch && 2 * t * shape.hidden <= SEQUENCE_STATE_FLOATS)
+    }
+}
+
+impl Gpu {
+    /// Makes every recurrent plan built on this device from now on take `path` (where it
+    /// applies; see [`RecurrentPath`]). Once per device: an error if it was set to another
+    /// path before.
+    pub fn set_recurrent_path(&self, path: RecurrentPath) -> Result<()> {
+        let set = *self.inner.recurrent_path.get_or_init(|| path);
+        ensure!(
+            set == path,
+            "the recurrent path of this device is already {set:?}, cannot make it {path:?}"
+        );
+        Ok(())
+    }
+}
 
 /// The parameters of one layer-direction on the device (PyTorch shapes).
 #[derive(Clone, Copy)]
@@ -104,6 +198,8 @@ pub struct RecurrentPlan {
     transpose: (Kernel, wgpu::BindGroup),
     forward_step: Kernel,
     forward_gru_n: Option<Kernel>,
+    /// The sequence kernel and its batch tile, where the plan takes that path.
+    forward_sequence: Option<(Kernel, usize)>,
     backward: Option<Backward>,
     /// One bind group per step (they differ only in the step uniform's range).
     step_groups: Vec<wgpu::BindGroup>,
@@ -251,7 +347,6 @@ impl RecurrentPlan {
             off_dh: region(Region::Dh),
             off_dc: region(Region::Dc),
             off_dh0: region(Region::Dh0),
-            has_rmask: recurrent_mask.is_some() as u32,
             hp: hp as u32,
             off_wp: (wt_len / 4) as u32,
             off_dhw: off_dhw as u32,
@@ -272,15 +367,32 @@ impl RecurrentPlan {
             },
         );
 
+        let has_rmask = recurrent_mask.is_some() as u32 as f64;
         let key = |entry: &'static str| {
-            KernelKey::new("recurrent", entry).with("CELL", cell.code() as f64)
+            KernelKey::new("recurrent", entry)
+                .with("CELL", cell.code() as f64)
+                .with("RECURRENT_DROPOUT", has_rmask)
         };
         let forward_step = gpu.kernel(&key("forward_step"))?;
+        let forward_sequence = match RecurrentPath::choose(gpu, &shape) {
+            RecurrentPath::Step => None,
+            RecurrentPath::Sequence => {
+                let tile = RecurrentPath::sequence_tile(gpu, &shape)
+                    .expect("the sequence path is chosen only where a tile fits");
+                let key = KernelKey::new("recurrent", "forward_sequence")
+                    .with("CELL", cell.code() as f64)
+                    .with("RECURRENT_DROPOUT", has_rmask)
+                    .with("TILE", tile as f64);
+                Some((gpu.kernel(&key)?, tile))
+            }
+        };
         let forward_gru_n = match cell {
             CellKind::GruResetBefore => Some(gpu.kernel(&key("forward_gru_n"))?),
             _ => None,
         };
-        let transpose_kernel = gpu.kernel(&key("transpose_weights"))?;
+        let transpose_kernel = gpu.kernel(
+            &KernelKey::new("recurrent", "transpose_weights").with("CELL", cell.code() as f64),
+        )?;
         let dy_buffer = grads.as_ref().and_then(|(_, dy)| *dy);
         if let Some(dy) = dy_buffer {
             expect("output gradient", dy, rows * shape.out_stride)?;
@@ -423,6 +535,7 @@ impl RecurrentPlan {
             transpose,
             forward_step,
             forward_gru_n,
+            forward_sequence,
             backward,
             step_groups,
             workspace: buffers,
@@ -434,6 +547,14 @@ impl RecurrentPlan {
 
     pub fn shape(&self) -> &RecurrentShape {
         &self.shape
+    }
+
+    /// The path this plan's forward takes.
+    pub fn path(&self) -> RecurrentPath {
+        match self.forward_sequence {
+            Some(_) => RecurrentPath::Sequence,
+            None => RecurrentPath::Step,
+        }
     }
 
     /// Sets the per-sequence lengths (all T when `None`) for the next recorded work.
@@ -510,6 +631,16 @@ impl RecurrentPlan {
             self.transpose_cost(),
         );
         self.xw_gemm.record(rec);
+        if let Some((kernel, tile)) = &self.forward_sequence {
+            let grid = [self.shape.batch.div_ceil(*tile) as u32, 1, 1];
+            rec.dispatch(
+                kernel,
+                &self.step_groups[0],
+                grid,
+                self.sequence_cost(*tile),
+            );
+            return;
+        }
         for s in 0..self.shape.steps {
             self.dispatch_steps(rec, &self.forward_step, s);
             if let Some(n) = &self.forward_gru_n {
@@ -713,24 +844,16 @@ impl RecurrentPlan {
                 + fixed * h.div_ceil(4) as f64;
             issued.with_unique_read(unique)
         };
-        let unit = |flops: f64, read: f64, written: f64| {
-            Cost::per_item(units, flops, read + mask, written)
-        };
+        let unit = |entry: &str| self.unit_cost(entry, units);
         match kernel.key.entry {
             "forward_step" => {
                 let count = match sh.cell {
                     CellKind::GruResetBefore => 2,
                     _ => gates,
                 };
-                let per_unit = match sh.cell {
-                    CellKind::Lstm => unit(20.0, 36.0, 28.0),
-                    CellKind::Gru => unit(15.0, 24.0, 24.0),
-                    CellKind::GruResetBefore => unit(10.0, 20.0, 16.0),
-                    _ => unit(3.0, 16.0, 12.0),
-                };
-                product(h, count, 16.0 * count as f64) + per_unit
+                product(h, count, 16.0 * count as f64) + unit("forward_step")
             }
-            "forward_gru_n" => product(h, 1, 20.0) + unit(6.0, 20.0, 8.0),
+            "forward_gru_n" => product(h, 1, 20.0) + unit("forward_gru_n"),
             "backward_step" => {
                 // The last step has no next step's gradients to carry back.
                 let carried = if s + 1 < sh.steps {
@@ -738,17 +861,64 @@ impl RecurrentPlan {
                 } else {
                     Cost::ZERO
                 };
-                let per_unit = match sh.cell {
-                    CellKind::Lstm => unit(25.0, 44.0, 24.0),
-                    CellKind::Gru => unit(20.0, 40.0, 28.0),
-                    CellKind::GruResetBefore => unit(12.0, 32.0, 12.0),
-                    _ => unit(4.0, 20.0, 8.0),
-                };
-                carried + per_unit
+                carried + unit("backward_step")
             }
-            "backward_gru_n" => product(h, 1, 4.0) + unit(5.0, 16.0, 8.0),
-            "backward_finish" => product(direct_rows, 1, 4.0) + unit(2.0, 4.0, 4.0),
+            "backward_gru_n" => product(h, 1, 4.0) + unit("backward_gru_n"),
+            "backward_finish" => product(direct_rows, 1, 4.0) + unit("backward_finish"),
             _ => Cost::ZERO,
         }
+    }
+
+    /// The per-unit work of `entry` (the table above) for `units` units: the cell code
+    /// after the product.
+    fn unit_cost(&self, entry: &str, units: usize) -> Cost {
+        let mask = if self.has_rmask { 4.0 } else { 0.0 };
+        let cell = self.shape.cell;
+        let (flops, read, written) = match (entry, cell) {
+            ("forward_step", CellKind::Lstm) => (20.0, 36.0, 28.0),
+            ("forward_step", CellKind::Gru) => (15.0, 24.0, 24.0),
+            ("forward_step", CellKind::GruResetBefore) => (10.0, 20.0, 16.0),
+            ("forward_step", _) => (3.0, 16.0, 12.0),
+            ("forward_gru_n", _) => (6.0, 20.0, 8.0),
+            ("backward_step", CellKind::Lstm) => (25.0, 44.0, 24.0),
+            ("backward_step", CellKind::Gru) => (20.0, 40.0, 28.0),
+            ("backward_step", CellKind::GruResetBefore) => (12.0, 32.0, 12.0),
+            ("backward_step", _) => (4.0, 20.0, 8.0),
+            ("backward_gru_n", _) => (5.0, 16.0, 8.0),
+            ("backward_finish", _) => (2.0, 4.0, 4.0),
+            _ => (0.0, 0.0, 0.0),
+        };
+        Cost::per_item(units, flops, read + mask, written)
+    }
+
+    /// forward_sequence with a batch tile of `tile` entries: ceil(B / tile) workgroups of 64
+    /// invocations, each running all T steps of its tile. Bytes per invocation and step: for
+    /// each quad of units it owns, (H + 1) x G vec4s of `wt` (16 bytes each; the bias row
+    /// included; GRU reset-before: 2 gates, then the n gate), each applied to all `tile`
+    /// entries (8 operations per vec4 and entry); then per unit and entry what forward_step's
+    /// cell code reads and writes (and forward_gru_n's), as in the table above. The tile's
+    /// state moves through workgroup memory and is not counted; h0 (and the mask) are read
+    /// once. So each element of W_hh is read ceil(B / tile) times a step across the dispatch
+    /// (once per workgroup), every read serving `tile` batch entries; the step kernels read it
+    /// B times a step, each read serving one.
+    fn sequence_cost(&self, tile: usize) -> Cost {
+        let sh = &self.shape;
+        let (h, b, t) = (sh.hidden, sh.batch, sh.steps);
+        let hp = h.div_ceil(4) * 4;
+        let mask = if self.has_rmask { 4.0 } else { 0.0 };
+        let gate_blocks = sh.cell.gates();
+        let w_bytes = 4.0 * ((h + 1) * gate_blocks * hp) as f64;
+        let groups = b.div_ceil(tile);
+        let weights = Cost::new(
+            2.0 * (groups * tile * t * gate_blocks * h * hp) as f64,
+            (groups * t) as f64 * w_bytes,
+            0.0,
+        )
+        .with_unique_read(w_bytes);
+        let mut cells = self.unit_cost("forward_step", b * h * t);
+        if sh.cell == CellKind::GruResetBefore {
+            cells += self.unit_cost("forward_gru_n", b * h * t);
+        }
+        weights + cells + Cost::per_item(b * h, 0.0, 4.0 + mask, 0.0)
     }
 }

@@ -135,9 +135,30 @@ const CELLS: &[Override] = &[Override {
     name: "CELL",
     values: &[0.0, 1.0, 2.0, 3.0, 4.0],
 }];
+/// The cell and whether a recurrent dropout mask is read (`RECURRENT_DROPOUT`).
+const CELLS_AND_MASK: &[Override] = &[
+    Override {
+        name: "CELL",
+        values: &[0.0, 1.0, 2.0, 3.0, 4.0],
+    },
+    Override {
+        name: "RECURRENT_DROPOUT",
+        values: BOOL,
+    },
+];
+/// The sequence kernel's overrides: those of the step kernels and the batch tile
+/// (`gpu::recurrent::SEQUENCE_TILES`).
+const SEQUENCE_OVERRIDES: &[Override] = &[
+    CELLS_AND_MASK[0],
+    CELLS_AND_MASK[1],
+    Override {
+        name: "TILE",
+        values: &[1.0, 2.0, 4.0, 8.0],
+    },
+];
 const fn recurrent_step(name: &'static str) -> EntryPoint {
     plain(name)
-        .with_overrides(CELLS)
+        .with_overrides(CELLS_AND_MASK)
         .with_layout(&super::recurrent::STEP_LAYOUT)
 }
 
@@ -168,6 +189,9 @@ pub const FAMILIES: &[ShaderFamily] = &[
             recurrent_step("backward_step"),
             recurrent_step("backward_gru_n"),
             recurrent_step("backward_finish"),
+            plain("forward_sequence")
+                .with_overrides(SEQUENCE_OVERRIDES)
+                .with_layout(&super::recurrent::STEP_LAYOUT),
         ],
     },
     ShaderFamily {
