@@ -46,10 +46,12 @@ struct Config {
     hp: u32,
     off_wp: u32,
     off_dhw: u32,
+    // A uniform struct's size is a multiple of 16 bytes.
+    _pad: u32,
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: Config in "recurrent" as "Config" {
-    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, has_rmask, hp, off_wp, off_dhw,
+    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw,
 });
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -350,6 +352,7 @@ impl RecurrentPlan {
             hp: hp as u32,
             off_wp: (wt_len / 4) as u32,
             off_dhw: off_dhw as u32,
+            _pad: 0,
         };
         let cfg_buffer = gpu.uniform(&cfg);
         // One 16-byte step index per uniform-offset slot.
