@@ -862,7 +862,7 @@ fn command_line_trains_on_the_gpu() {
     let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{text}");
     assert!(
-        text.contains("training on ") && text.contains("words/s"),
+        text.contains("running on GPU") && text.contains("words/s"),
         "{text}"
     );
     common::planted::assert_recovered(

@@ -112,7 +112,11 @@ impl BackendArg {
             BackendArg::Gpu => crate::Backend::gpu()?,
             BackendArg::Cpu => crate::Backend::Cpu,
         };
-        eprintln!("running on {} (--backend {self:?})", backend.describe());
+        let flag = match self {
+            BackendArg::Gpu => "gpu",
+            _ => "cpu",
+        };
+        eprintln!("running on {} (--backend {flag})", backend.describe());
         Ok(backend)
     }
 }
