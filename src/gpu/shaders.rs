@@ -106,25 +106,18 @@ const fn plain(name: &'static str) -> EntryPoint {
 }
 
 const BOOL: &[f64] = &[0.0, 1.0];
-const GEMM_TRANSPOSES: &[Override] = &[
-    Override {
-        name: "TRANS_A",
-        values: BOOL,
-    },
-    Override {
-        name: "TRANS_B",
-        values: BOOL,
-    },
-];
+const TRANS_A: Override = Override {
+    name: "TRANS_A",
+    values: BOOL,
+};
+const TRANS_B: Override = Override {
+    name: "TRANS_B",
+    values: BOOL,
+};
+const GEMM_TRANSPOSES: &[Override] = &[TRANS_A, TRANS_B];
 const GEMM_TILED: &[Override] = &[
-    Override {
-        name: "TRANS_A",
-        values: BOOL,
-    },
-    Override {
-        name: "TRANS_B",
-        values: BOOL,
-    },
+    TRANS_A,
+    TRANS_B,
     Override {
         name: "SPLIT",
         values: BOOL,
