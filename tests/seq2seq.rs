@@ -233,7 +233,7 @@ fn gpu_and_cpu_agree_on(
                 }
             })
             .collect();
-        let cfg = config(Optimizer::adam(0.01));
+        let cfg = config(common::comparable(Optimizer::adam(0.01)));
         let mut g = Trainer::new(&Backend::Gpu(gpu.clone()), model.clone(), cfg).unwrap();
         let mut c = Trainer::new(&Backend::Cpu, model, cfg).unwrap();
         let lg: Vec<f32> = batches.iter().map(|b| g.step(b).unwrap()).collect();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{random_vec, rng};
+use common::{comparable, random_vec, rng};
 use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
@@ -193,7 +193,7 @@ fn gpu_and_cpu_training_agree() {
     let batches: Vec<Batch> = (0..4)
         .map(|_| lm_batch(&mut rng, vocab, batch, steps))
         .collect();
-    let cfg = config(Optimizer::adam(0.01), true);
+    let cfg = config(comparable(Optimizer::adam(0.01)), true);
     let (lg, lc, mg, mc) = run_both(&gpu, &lm, cfg, &batches);
     let e = rel_error(&lg, &lc);
     assert!(e < 1e-5, "language model losses differ: {lg:?} vs {lc:?}");
@@ -208,7 +208,7 @@ fn gpu_and_cpu_training_agree() {
     let batches: Vec<Batch> = (0..4)
         .map(|_| regression_batch(&mut rng, input, batch, steps))
         .collect();
-    let cfg = config(Optimizer::rmsprop(0.005), false);
+    let cfg = config(comparable(Optimizer::rmsprop(0.005)), false);
     let (lg, lc, mg, mc) = run_both(&gpu, &reg, cfg, &batches);
     let e = rel_error(&lg, &lc);
     assert!(e < 1e-5, "regressor losses differ: {lg:?} vs {lc:?}");
@@ -279,7 +279,7 @@ fn gpu_and_cpu_training_agree_on_a_last_step_head_with_lengths() {
                 ..regression_batch(&mut rng, input, batch, steps)
             })
             .collect();
-        let cfg = config(Optimizer::adam(0.01), false);
+        let cfg = config(comparable(Optimizer::adam(0.01)), false);
         let (lg, lc, mg, mc) = run_both(&gpu, &model, cfg, &batches);
         let e = rel_error(&lg, &lc);
         assert!(e < 1e-5, "losses differ: {lg:?} vs {lc:?}");
@@ -531,7 +531,7 @@ fn mask_zero_masks_the_recurrent_layer() {
         lengths: Some(lengths.to_vec()),
         ..masked.clone()
     };
-    let cfg = config(Optimizer::adam(0.01), false);
+    let cfg = config(comparable(Optimizer::adam(0.01)), false);
     let mut g = Trainer::new(&Backend::Gpu(gpu.clone()), model.clone(), cfg).unwrap();
     let mut c = Trainer::new(&Backend::Cpu, model.clone(), cfg).unwrap();
     for _ in 0..3 {
@@ -572,7 +572,7 @@ fn gpu_and_cpu_training_agree_with_dropout() {
     let batches: Vec<Batch> = (0..4)
         .map(|_| lm_batch(&mut rng, vocab, batch, steps))
         .collect();
-    let cfg = config(Optimizer::adam(0.01), true);
+    let cfg = config(comparable(Optimizer::adam(0.01)), true);
     // The same masks on both sides: the same losses and parameters.
     let (lg, lc, mg, mc) = run_both(&gpu, &dropped, cfg, &batches);
     let e = rel_error(&lg, &lc);
