@@ -12,6 +12,7 @@ use crate::cpu;
 use crate::gpu::Gpu;
 use crate::memory::{bytes_of, product, sum, Budget};
 use crate::ops::recurrent::CellKind;
+use crate::train::charlm::CharLmOptions;
 use crate::train::footprint::{check_stack_run, Footprint, RunShape, StackShape};
 
 #[derive(clap::Args)]
@@ -99,6 +100,13 @@ enum What {
         /// Largest growth allowed after the warm-up, in percent.
         #[arg(long, default_value_t = 1.0)]
         tolerance: f64,
+        /// Hidden units of the model (default: `recur train`'s; --quick: 64).
+        #[arg(long)]
+        hidden: Option<usize>,
+        /// Evaluations of the held-out text (each followed by a checkpoint) in each run;
+        /// the warm-up lasts at least until the first, whose programs are built then.
+        #[arg(long, default_value_t = 10)]
+        evaluations: u64,
     },
     /// Training steps and characters per second of `recur train`'s language model, GPU
     /// against CPU (defaults: `recur train`'s model and batch).
@@ -261,11 +269,13 @@ pub fn run(args: Args) -> Result<()> {
             every,
             warmup,
             tolerance,
+            hidden,
+            evaluations,
         }) => {
-            let (cpu_default, gpu_default, every_default) = if args.quick {
-                (1_000, 200, 20)
+            let (cpu_default, gpu_default, every_default, hidden_default) = if args.quick {
+                (1_000, 200, 10, 64)
             } else {
-                (10_000, 2_000, 100)
+                (10_000, 2_000, 100, CharLmOptions::default().hidden)
             };
             let plan = SoakPlan {
                 cpu_steps: cpu_steps.unwrap_or(cpu_default),
@@ -273,6 +283,8 @@ pub fn run(args: Args) -> Result<()> {
                 every: every.unwrap_or(every_default),
                 warmup,
                 tolerance,
+                hidden: hidden.unwrap_or(hidden_default),
+                evaluations,
             };
             bench_soak(gpu.as_ref(), &plan, &args, &head)
         }
@@ -285,6 +297,8 @@ struct SoakPlan {
     every: u64,
     warmup: f64,
     tolerance: f64,
+    hidden: usize,
+    evaluations: u64,
 }
 
 fn bench_soak(gpu: Option<&Gpu>, plan: &SoakPlan, args: &Args, head: &Header) -> Result<()> {
@@ -299,6 +313,11 @@ fn bench_soak(gpu: Option<&Gpu>, plan: &SoakPlan, args: &Args, head: &Header) ->
         plan.tolerance
     );
     ensure!(plan.every > 0, "--every 0: expected at least 1 step");
+    ensure!(
+        plan.evaluations > 0,
+        "--evaluations 0: expected at least 1 (the run's evaluations and checkpoints are \
+         part of what the soak watches)"
+    );
     let mut runs = Vec::new();
     // The CPU run, then the GPU run where there is a GPU (not --cpu-only).
     let backends = [(None, plan.cpu_steps, false), (gpu, plan.gpu_steps, true)];
@@ -306,10 +325,23 @@ fn bench_soak(gpu: Option<&Gpu>, plan: &SoakPlan, args: &Args, head: &Header) ->
         if steps == 0 || (on_gpu && device.is_none()) {
             continue;
         }
+        // Evaluations at multiples of the sample interval, so that a sample follows each;
+        // the warm-up lasts until the first has built its programs (a one-time cost).
+        let eval_every = steps.div_ceil(plan.evaluations).div_ceil(plan.every) * plan.every;
         let warmup = ((steps as f64 * plan.warmup) as u64).div_ceil(plan.every) * plan.every;
+        let warmup = warmup.max(eval_every);
+        ensure!(
+            warmup < steps,
+            "a soak of {steps} steps sampled every {} steps with {} evaluations has no steps \
+             after its warm-up (step {warmup}): expected more steps",
+            plan.every,
+            plan.evaluations
+        );
         let opts = soak::SoakOptions {
-            charlm: crate::train::charlm::CharLmOptions {
+            charlm: CharLmOptions {
                 train_steps: steps,
+                hidden: plan.hidden,
+                eval_every,
                 ..Default::default()
             },
             every: plan.every,
@@ -318,9 +350,10 @@ fn bench_soak(gpu: Option<&Gpu>, plan: &SoakPlan, args: &Args, head: &Header) ->
         };
         let name = device.map_or("CPU".to_string(), |g| g.describe());
         println!(
-            "soak on {name}: {steps} steps of `recur train`'s model, memory every {} steps, \
+            "soak on {name}: {steps} steps of `recur train`'s model with {} units, an \
+             evaluation and checkpoint every {eval_every} steps, memory every {} steps, \
              judged after step {warmup}",
-            plan.every
+            plan.hidden, plan.every
         );
         println!(
             "{:>7} {:>12} {:>12} {:>9}",
