@@ -704,12 +704,16 @@ fn backward_finish(
     // s = -1 as the wrapped value.
     let rec = transposed_product(0xffffffffu, b, k0, 0u, direct_rows(), false);
     for (var e = 0u; e < 4u; e++) {
-        let k = k0 + e;
-        if (k < h) {
-            let at = b * h + k;
-            state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec[e] * rmask_at(b, k);
+        if (k0 + e < h) {
+            finish_unit(b, k0 + e, rec[e]);
         }
     }
+}
+
+// dh0 of unit k of batch entry b, given what flows into h0 through W_hh from step 0 (rec).
+fn finish_unit(b: u32, k: u32, rec: f32) {
+    let at = b * cfg.hidden + k;
+    state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec * rmask_at(b, k);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -968,6 +972,21 @@ fn backward_step_tiled(
     let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
     if (kb.x != NO_SOURCE) {
         backward_unit(step.s, kb.y, kb.x, acc.x);
+    }
+}
+
+// As backward_step_tiled, after step 0: the gradient of h0 (backward_finish). Step -1 is
+// passed as its wrapped value, so the product reads step 0's gate gradients.
+@compute @workgroup_size(128, 1, 1)
+fn backward_finish_tiled(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let depth = direct_rows() / cfg.hidden * cfg.hp;
+    let acc = tiled_product(SRC_NEXT_GRADS, 0xffffffffu, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 0u, depth, lid.x);
+    let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
+    if (kb.x != NO_SOURCE) {
+        finish_unit(kb.y, kb.x, acc.x);
     }
 }
 

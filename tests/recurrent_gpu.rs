@@ -303,15 +303,21 @@ fn check_path(test: &str, path: RecurrentPath, kernel: StepKernel) {
         return;
     };
     let mut rng = rng(test);
-    let (forward_step, backward_step) = match kernel {
-        StepKernel::Entry => ("forward_step", "backward_step"),
-        StepKernel::Tiled => ("forward_step_tiled", "backward_step_tiled"),
+    let (forward_step, backward_step, finish) = match kernel {
+        StepKernel::Entry => ("forward_step", "backward_step", "backward_finish"),
+        StepKernel::Tiled => (
+            "forward_step_tiled",
+            "backward_step_tiled",
+            "backward_finish_tiled",
+        ),
     };
     for cell in CellKind::ALL {
         for shape in path_shapes(&mut rng, cell) {
             let (forward, backward) = check_on(&gpu, &mut rng, shape);
             let backward_steps = backward.iter().filter(|d| d.kernel.entry == backward_step);
             assert_eq!(backward_steps.count(), shape.steps, "{shape:?}");
+            let finishes = backward.iter().filter(|d| d.kernel.entry == finish);
+            assert_eq!(finishes.count(), 1, "{shape:?}");
             let sequence = forward
                 .iter()
                 .filter(|d| d.kernel.entry == "forward_sequence");

@@ -113,6 +113,7 @@ impl StepKernel {
             (StepKernel::Tiled, "forward_gru_n") => "forward_gru_n_tiled",
             (StepKernel::Tiled, "backward_step") => "backward_step_tiled",
             (StepKernel::Tiled, "backward_gru_n") => "backward_gru_n_tiled",
+            (StepKernel::Tiled, "backward_finish") => "backward_finish_tiled",
             (StepKernel::Tiled, other) => other,
         }
     }
@@ -394,7 +395,7 @@ impl RecurrentPlan {
         );
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
         let grids = [
-            Self::step_grid(&shape, "backward_finish"),
+            Self::step_grid(&shape, step_kernel.entry("backward_finish")),
             Self::step_grid(&shape, step_kernel.entry("forward_step")),
             Self::step_grid(&shape, step_kernel.entry("backward_step")),
             Self::transpose_grid(&shape),
@@ -630,7 +631,7 @@ impl RecurrentPlan {
                         CellKind::GruResetBefore => Some(gpu.kernel(&step_key("backward_gru_n"))?),
                         _ => None,
                     },
-                    finish: gpu.kernel(&key("backward_finish"))?,
+                    finish: gpu.kernel(&step_key("backward_finish"))?,
                     gemms,
                 })
             }
@@ -730,7 +731,9 @@ impl RecurrentPlan {
     fn step_block(entry: &str) -> (usize, usize) {
         match entry {
             "forward_step_tiled" | "forward_gru_n_tiled" => TILED_FORWARD,
-            "backward_step_tiled" | "backward_gru_n_tiled" => TILED_BACKWARD,
+            "backward_step_tiled" | "backward_gru_n_tiled" | "backward_finish_tiled" => {
+                TILED_BACKWARD
+            }
             _ => (WG_UNITS, WG_BATCH),
         }
     }
@@ -997,36 +1000,31 @@ impl RecurrentPlan {
             }
             "backward_gru_n" => product(h, 1, 4.0) + unit("backward_gru_n"),
             "backward_finish" => product(direct_rows, 1, 4.0) + unit("backward_finish"),
-            "forward_step_tiled" => {
-                let count = match sh.cell {
-                    CellKind::GruResetBefore => 2,
-                    _ => gates,
+            tiled => {
+                // Outputs per unit, K (padded) and K's valid elements, source bytes.
+                let direct = (1, direct_rows / h * hp, direct_rows, 4.0);
+                let (product, cell) = match tiled {
+                    "forward_step_tiled" => {
+                        let count = match sh.cell {
+                            CellKind::GruResetBefore => 2,
+                            _ => gates,
+                        };
+                        (Some((count, hp, h, 4.0 + mask)), "forward_step")
+                    }
+                    "forward_gru_n_tiled" => (Some((1, hp, h, 4.0)), "forward_gru_n"),
+                    // The last step has no next step's gradients to carry back.
+                    "backward_step_tiled" => {
+                        ((s + 1 < sh.steps).then_some(direct), "backward_step")
+                    }
+                    "backward_finish_tiled" => (Some(direct), "backward_finish"),
+                    "backward_gru_n_tiled" => (Some((1, hp, h, 4.0)), "backward_gru_n"),
+                    _ => return Cost::ZERO,
                 };
-                self.tiled_product_cost(kernel.key.entry, count, hp, h, 4.0 + mask)
-                    + unit("forward_step")
+                let product = product.map_or(Cost::ZERO, |(outs, depth, valid, bytes)| {
+                    self.tiled_product_cost(tiled, outs, depth, valid, bytes)
+                });
+                product + unit(cell)
             }
-            "forward_gru_n_tiled" => {
-                self.tiled_product_cost(kernel.key.entry, 1, hp, h, 4.0) + unit("forward_gru_n")
-            }
-            "backward_step_tiled" => {
-                let carried = if s + 1 < sh.steps {
-                    let direct_gates = direct_rows / h;
-                    self.tiled_product_cost(
-                        kernel.key.entry,
-                        1,
-                        direct_gates * hp,
-                        direct_rows,
-                        4.0,
-                    )
-                } else {
-                    Cost::ZERO
-                };
-                carried + unit("backward_step")
-            }
-            "backward_gru_n_tiled" => {
-                self.tiled_product_cost(kernel.key.entry, 1, hp, h, 4.0) + unit("backward_gru_n")
-            }
-            _ => Cost::ZERO,
         }
     }
 
