@@ -10,7 +10,8 @@
 // the gate nonlinearities and the state update, and writes the output row in place. The step
 // index arrives through a small per-step uniform, so the host records every step up front and
 // submits once. forward_sequence (below) runs all steps of a layer-direction in one dispatch
-// with the same per-unit code, where the state fits workgroup memory.
+// with the same per-unit code, where the state fits workgroup memory. The *_tiled kernels at
+// the end are the step kernels for GPUs: the same per-unit code after a batch-tiled product.
 
 override CELL: u32 = 2u;
 const RNN_TANH: u32 = 0u;
@@ -703,10 +704,301 @@ fn backward_finish(
     // s = -1 as the wrapped value.
     let rec = transposed_product(0xffffffffu, b, k0, 0u, direct_rows(), false);
     for (var e = 0u; e < 4u; e++) {
-        let k = k0 + e;
-        if (k < h) {
-            let at = b * h + k;
-            state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec[e] * rmask_at(b, k);
+        if (k0 + e < h) {
+            finish_unit(b, k0 + e, rec[e]);
         }
+    }
+}
+
+// dh0 of unit k of batch entry b, given what flows into h0 through W_hh from step 0 (rec).
+fn finish_unit(b: u32, k: u32, rec: f32) {
+    let at = b * cfg.hidden + k;
+    state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec * rmask_at(b, k);
+}
+
+// ---------------------------------------------------------------------------------------
+// Batch-tiled step kernels, for GPUs (`StepKernel::Tiled` in src/gpu/recurrent.rs; adapters
+// that run shaders on the CPU keep the kernels above). The same steps, the same per-unit cell
+// code (forward_unit, forward_gru_n_unit, backward_unit, backward_gru_n_unit) and so the same
+// results; only the recurrent product is shaped differently.
+//
+// The product of a step is a small GEMM: [B x K] sources times K x (outputs of each unit),
+// K = H in forward (W_hh^T's rows), G * hp in backward (W_hh's rows, in padded gate blocks).
+// A workgroup owns `units` consecutive hidden units (every gate of each, so the cell update
+// stays inside one invocation) for a tile of `tile` batch entries, and walks K in chunks of
+// TK: its 128 invocations stage the tile's sources (tile x TK) and the weights of its units
+// (outputs x TK x units) in workgroup memory, then each invocation (one unit, one entry, one
+// half of the chunk) sums its half; the halves meet in workgroup memory at the end. So in a
+// step each weight is loaded from global memory once per batch tile (ceil(B / tile) times)
+// and each source element once per block of units (ceil(H / units) times), instead of B
+// times and once per 4 units as above.
+//
+// Shapes: forward units 4, tile 16 (its weight rows are G per unit, so it favours a wide
+// tile); backward units 8, tile 8 (one output per unit over G * hp rows). Both give 128
+// invocations and, at H = 256, B = 32, 128 workgroups.
+
+const TK: u32 = 64u;                 // K chunk staged per pass
+const TK_HALF: u32 = 32u;
+const TILED_INVOCATIONS: u32 = 128u;
+// Source rows are padded to TK + 1 floats, so the entries of a warp read different banks.
+const TS_STRIDE: u32 = 65u;
+const FT_UNITS: u32 = 4u;
+const FT_TILE: u32 = 16u;
+const BT_UNITS: u32 = 8u;
+const BT_TILE: u32 = 8u;
+const NO_SOURCE: u32 = 0xffffffffu;
+// What a tiled product multiplies W_hh with.
+const SRC_PREV: u32 = 0u;        // the previous state (h0 at step 0) times the recurrent mask
+const SRC_RH: u32 = 1u;          // r * h of this step (GRU reset-before's n gate)
+const SRC_NEXT_GRADS: u32 = 2u;  // the next step's gate gradients (dhw for GRU)
+const SRC_DN: u32 = 3u;          // this step's dn_pre (GRU reset-before's backward_gru_n)
+
+var<workgroup> ts_src: array<f32, 1040>;        // [tile][TS_STRIDE]
+var<workgroup> ts_w: array<f32, 1024>;          // [output][TK][units], units fastest
+var<workgroup> ts_red: array<vec4<f32>, 64>;    // second halves' sums, per (unit, entry)
+var<workgroup> ts_base: array<u32, 16>;         // per entry: where its source row starts
+
+// Where batch entry b's source row starts in its buffer, or NO_SOURCE (a zero row).
+fn tiled_source_base(kind: u32, s: u32, b: u32) -> u32 {
+    if (b >= cfg.batch) {
+        return NO_SOURCE;
+    }
+    var at = s;
+    switch kind {
+        case 0u: {
+            if (s == 0u) {
+                return b * cfg.hidden;
+            }
+            at = s - 1u;
+        }
+        case 2u: {
+            at = s + 1u;
+        }
+        default: {}
+    }
+    if (at >= cfg.steps) {
+        return NO_SOURCE;   // the last step has no next one
+    }
+    let code = smap[at * cfg.batch + b];
+    if ((code & STEP_INACTIVE) != 0u) {
+        return NO_SOURCE;
+    }
+    let row = row_of(code & STEP_TIME_MASK, b);
+    switch kind {
+        case 0u: {
+            return row * cfg.out_stride + cfg.out_offset;
+        }
+        case 1u: {
+            return cfg.off_act + row * cfg.act_width + 3u * cfg.hidden;
+        }
+        case 2u: {
+            if (CELL == GRU) {
+                return cfg.off_dhw + row * cfg.gate_width;
+            }
+            return row * cfg.gate_width;
+        }
+        default: {
+            return row * cfg.gate_width;
+        }
+    }
+}
+
+// Element c of K of batch entry b's source row (starting at base). Forward: state unit c.
+// Backward: padded column c of gate first_gate + c / hp, zero in the padding.
+fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -> f32 {
+    let h = cfg.hidden;
+    switch kind {
+        case 0u: {
+            if (c >= h) {
+                return 0.0;
+            }
+            if (s == 0u) {
+                return state[base + c] * rmask_at(b, c);
+            }
+            return y[base + c] * rmask_at(b, c);
+        }
+        case 1u: {
+            if (c >= h) {
+                return 0.0;
+            }
+            return saved[base + c];
+        }
+        default: {
+            let u = c % cfg.hp;
+            if (u >= h) {
+                return 0.0;
+            }
+            return gate_values[base + (first_gate + c / cfg.hp) * h + u];
+        }
+    }
+}
+
+// vec4 c4 of K in the weight row of output o of unit k. Forward: the padded W_hh copy, row
+// (first_gate + o) * H + k. Backward: W_hh^T's row k, from gate block first_gate on.
+fn tiled_weights(kind: u32, o: u32, k: u32, c4: u32, first_gate: u32) -> vec4<f32> {
+    let gate4 = cfg.hp / 4u;
+    if (kind < 2u) {
+        return wt[cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4];
+    }
+    return wt[k * gates() * gate4 + first_gate * gate4 + c4];
+}
+
+// This invocation's share of the product for outputs 0 .. outs of unit k0 + (lid / tile) %
+// units and entry b0 + lid % tile, over K = 0 .. depth (a multiple of 4): complete for the
+// first half of the invocations (lid < units * tile), which run the cell code after. Every
+// invocation of the workgroup calls it with the same arguments but lid (it has barriers).
+fn tiled_product(kind: u32, s: u32, b0: u32, k0: u32, units: u32, tile: u32, outs: u32, first_gate: u32, depth: u32, lid: u32) -> vec4<f32> {
+    if (lid < tile) {
+        ts_base[lid] = tiled_source_base(kind, s, b0 + lid);
+    }
+    let bb = lid % tile;
+    let u = (lid / tile) % units;
+    let half = lid / (tile * units);
+    var acc = vec4<f32>(0.0);
+    for (var c0 = 0u; c0 < depth; c0 += TK) {
+        // The previous chunk's reads (and ts_base's writes) are done.
+        workgroupBarrier();
+        for (var i = lid; i < tile * TK; i += TILED_INVOCATIONS) {
+            let e = i / TK;
+            let jj = i % TK;
+            let base = ts_base[e];
+            var v = 0.0;
+            if (base != NO_SOURCE && c0 + jj < depth) {
+                v = tiled_source(kind, s, b0 + e, base, c0 + jj, first_gate);
+            }
+            ts_src[e * TS_STRIDE + jj] = v;
+        }
+        for (var i = lid; i < outs * units * (TK / 4u); i += TILED_INVOCATIONS) {
+            let o = i / (units * (TK / 4u));
+            let wu = (i / (TK / 4u)) % units;
+            let c4 = i % (TK / 4u);
+            var w = vec4<f32>(0.0);
+            if (k0 + wu < cfg.hidden && c0 + 4u * c4 < depth) {
+                w = tiled_weights(kind, o, k0 + wu, c0 / 4u + c4, first_gate);
+            }
+            for (var e = 0u; e < 4u; e++) {
+                ts_w[(o * TK + 4u * c4 + e) * units + wu] = w[e];
+            }
+        }
+        workgroupBarrier();
+        for (var jj = half * TK_HALF; jj < (half + 1u) * TK_HALF; jj++) {
+            let v = ts_src[bb * TS_STRIDE + jj];
+            for (var o = 0u; o < outs; o++) {
+                acc[o] += ts_w[(o * TK + jj) * units + u] * v;
+            }
+        }
+    }
+    if (half == 1u) {
+        ts_red[lid - tile * units] = acc;
+    }
+    workgroupBarrier();
+    if (half == 0u) {
+        acc += ts_red[lid];
+    }
+    return acc;
+}
+
+// b_hh of gates first_gate .. first_gate + count of unit k (W_hh^T's row H).
+fn tiled_bias(k: u32, first_gate: u32, count: u32) -> vec4<f32> {
+    let gate4 = cfg.hp / 4u;
+    var bias = vec4<f32>(0.0);
+    for (var g = 0u; g < count; g++) {
+        bias[g] = wt[cfg.hidden * gates() * gate4 + (first_gate + g) * gate4 + k / 4u][k % 4u];
+    }
+    return bias;
+}
+
+// The unit (x) and batch entry (y) whose cell code invocation lid of workgroup wg runs after
+// tiled_product; x is NO_SOURCE where it runs none (the second halves, and the units and
+// entries past the ends).
+fn tiled_owner(wg: vec3<u32>, lid: u32, units: u32, tile: u32) -> vec2<u32> {
+    let k = wg.x * units + (lid / tile) % units;
+    let b = wg.y * tile + lid % tile;
+    if (lid >= units * tile || k >= cfg.hidden || b >= cfg.batch) {
+        return vec2<u32>(NO_SOURCE, 0u);
+    }
+    return vec2<u32>(k, b);
+}
+
+// Bytes per invocation and step (4 bytes an element): per chunk of TK, the staging loads
+// tile * TK / 128 source elements (the mask with each in forward, where there is one) and
+// outs * units * TK / 4 / 128 weight vec4s; the cell code after it (half of the invocations)
+// reads and writes what the kernels above do per unit (recurrent.rs: step_cost's table).
+// Each element of W_hh is loaded ceil(B / 16) times a step, each state element
+// ceil(H / 4) times.
+@compute @workgroup_size(128, 1, 1)
+fn forward_step_tiled(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    var count = gates();
+    if (CELL == GRU_RESET_BEFORE) {
+        count = 2u;   // n waits for r * h of every unit: forward_gru_n_tiled
+    }
+    let acc = tiled_product(SRC_PREV, step.s, wg.y * FT_TILE, wg.x * FT_UNITS, FT_UNITS, FT_TILE, count, 0u, cfg.hp, lid.x);
+    let kb = tiled_owner(wg, lid.x, FT_UNITS, FT_TILE);
+    if (kb.x != NO_SOURCE) {
+        _ = forward_unit(step.s, kb.y, kb.x, acc + tiled_bias(kb.x, 0u, count));
+    }
+}
+
+// As forward_step_tiled, the n gate from r * h: one output per unit.
+@compute @workgroup_size(128, 1, 1)
+fn forward_gru_n_tiled(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let acc = tiled_product(SRC_RH, step.s, wg.y * FT_TILE, wg.x * FT_UNITS, FT_UNITS, FT_TILE, 1u, 2u, cfg.hp, lid.x);
+    let kb = tiled_owner(wg, lid.x, FT_UNITS, FT_TILE);
+    if (kb.x != NO_SOURCE) {
+        _ = forward_gru_n_unit(step.s, kb.y, kb.x, acc.x + tiled_bias(kb.x, 2u, 1u).x);
+    }
+}
+
+// Bytes per invocation and step: as forward_step_tiled with tile 8, units 8, one output per
+// unit, K = direct_rows() / H * hp (no product at the last step, which has no next one).
+// Each element of W_hh is loaded ceil(B / 8) times a step, each gate gradient ceil(H / 8)
+// times.
+@compute @workgroup_size(128, 1, 1)
+fn backward_step_tiled(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    var depth = direct_rows() / cfg.hidden * cfg.hp;
+    if (step.s + 1u >= cfg.steps) {
+        depth = 0u;
+    }
+    let acc = tiled_product(SRC_NEXT_GRADS, step.s, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 0u, depth, lid.x);
+    let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
+    if (kb.x != NO_SOURCE) {
+        backward_unit(step.s, kb.y, kb.x, acc.x);
+    }
+}
+
+// As backward_step_tiled, after step 0: the gradient of h0 (backward_finish). Step -1 is
+// passed as its wrapped value, so the product reads step 0's gate gradients.
+@compute @workgroup_size(128, 1, 1)
+fn backward_finish_tiled(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let depth = direct_rows() / cfg.hidden * cfg.hp;
+    let acc = tiled_product(SRC_NEXT_GRADS, 0xffffffffu, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 0u, depth, lid.x);
+    let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
+    if (kb.x != NO_SOURCE) {
+        finish_unit(kb.y, kb.x, acc.x);
+    }
+}
+
+// As backward_step_tiled, d(r * h) = dn_pre W_hn over the H rows of the n gate.
+@compute @workgroup_size(128, 1, 1)
+fn backward_gru_n_tiled(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let acc = tiled_product(SRC_DN, step.s, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 2u, cfg.hp, lid.x);
+    let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
+    if (kb.x != NO_SOURCE) {
+        backward_gru_n_unit(step.s, kb.y, kb.x, acc.x);
     }
 }

@@ -10,6 +10,7 @@ use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
+use crate::gpu::recurrent::{RecurrentKernels, RecurrentPath, StepKernel};
 use crate::gpu::word2vec_train::PlanOptions;
 use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan, Unsupported};
 use crate::nn::recurrent::TrainKey;
@@ -137,7 +138,18 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
     for cell in CellKind::ALL {
         cases.push((
             format!("recurrent {}", cell.name()),
-            Box::new(move |rng| recurrent_stack(gpu, rng, cell)),
+            Box::new(move |rng| recurrent_stack(gpu, rng, cell, RecurrentKernels::default())),
+        ));
+    }
+    // The batch-tiled step kernels on every adapter, not only where the device picks them.
+    let tiled = RecurrentKernels {
+        path: Some(RecurrentPath::Step),
+        step: Some(StepKernel::Tiled),
+    };
+    for cell in CellKind::ALL {
+        cases.push((
+            format!("recurrent {}, tiled step kernels", cell.name()),
+            Box::new(move |rng| recurrent_stack(gpu, rng, cell, tiled)),
         ));
     }
     for opt in optimizers() {
@@ -317,7 +329,12 @@ fn f64v(v: &[f32]) -> Vec<f64> {
 
 /// A random bidirectional two-layer stack with lengths and every kind of dropout, forward
 /// and backward (the recurrent, merge, dropout and GEMM kernels together).
-fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<CheckResult>> {
+fn recurrent_stack(
+    gpu: &Gpu,
+    rng: &mut StdRng,
+    cell: CellKind,
+    kernels: RecurrentKernels,
+) -> Result<Vec<CheckResult>> {
     let mut cfg = RecurrentConfig::new(cell, rng.random_range(2..40), rng.random_range(2..70));
     cfg.num_layers = 2;
     cfg.bidirectional = true;
@@ -347,6 +364,7 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
     )?;
     let want_g = layer.backward_cpu(&mut tape, Some(&f64v(&d_out)), None, None)?;
     let mut exec = GpuExecutor::new(gpu);
+    exec.set_recurrent_kernels(kernels);
     let opts = StackOptions {
         grads: true,
         lengths: true,
@@ -364,8 +382,12 @@ fn recurrent_stack(gpu: &Gpu, rng: &mut StdRng, cell: CellKind) -> Result<Vec<Ch
     for (name, g) in &want_g.params {
         grads.push((&got_g.params[name], g));
     }
+    let tiled = match kernels.step {
+        Some(StepKernel::Tiled) => ", tiled steps",
+        _ => "",
+    };
     let shape = format!(
-        "{} I={} H={} B={batch} T={steps}",
+        "{} I={} H={} B={batch} T={steps}{tiled}",
         cell.name(),
         cfg.input_size,
         cfg.hidden_size

@@ -6,7 +6,7 @@ mod common;
 use recur::bench::plan::plan_table;
 use recur::bench::recurrent::RecurrentCase;
 use recur::bench::roofline;
-use recur::gpu::recurrent::RecurrentPath;
+use recur::gpu::recurrent::{RecurrentPath, StepKernel};
 use recur::gpu::{GemmPlan, Recorder};
 use recur::ops::recurrent::CellKind;
 use recur::{Gemm, GpuTensor};
@@ -70,11 +70,9 @@ fn each_dispatch_carries_its_workgroups_invocations_and_cost() {
 
 #[test]
 fn the_cost_table_sums_what_the_plans_record() {
-    if common::gpu().is_none() {
+    let Some(gpu) = common::gpu_with(Some(RecurrentPath::Step), Some(StepKernel::Entry)) else {
         return;
-    }
-    let gpu = recur::Gpu::new().unwrap();
-    gpu.set_recurrent_path(RecurrentPath::Step).unwrap();
+    };
     let case = RecurrentCase::new(CellKind::Lstm, 20, 3, 5);
     let h100 = roofline::find("h100").unwrap();
     let table = plan_table(&gpu, &case, h100).unwrap();
@@ -151,6 +149,11 @@ fn a_cost_model_device_plans_the_gpu_kernels_and_never_runs_them() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("already Tiled"), "{err}");
+    let err = gpu
+        .set_step_kernel(StepKernel::Entry)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already Tiled"), "{err}");
     let spec = Gemm::new(5, 6, 7);
     let a = GpuTensor::<f32>::zeros(&gpu, &[35]).unwrap();
     let b = GpuTensor::<f32>::zeros(&gpu, &[42]).unwrap();
@@ -161,4 +164,43 @@ fn a_cost_model_device_plans_the_gpu_kernels_and_never_runs_them() {
     assert_eq!(rec.costs()[0].kernel.entry, "main");
     let err = rec.submit().unwrap_err().to_string();
     assert!(err.contains("cost tables"), "{err}");
+}
+
+#[test]
+fn the_tiled_step_kernels_load_each_weight_once_per_batch_tile() {
+    let Some(gpu) = common::gpu_with(Some(RecurrentPath::Step), Some(StepKernel::Tiled)) else {
+        return;
+    };
+    // 33 entries: three forward tiles of 16, five backward tiles of 8.
+    let (h, b, t) = (20usize, 33usize, 5usize);
+    let case = RecurrentCase::new(CellKind::Lstm, h, b, t);
+    let table = plan_table(&gpu, &case, roofline::find("h100").unwrap()).unwrap();
+    let row = |phase: &recur::bench::plan::PhaseTable, name: &str| {
+        phase
+            .rows
+            .iter()
+            .find(|r| r.counts.kernel == name)
+            .unwrap_or_else(|| panic!("no {name} row"))
+            .counts
+            .clone()
+    };
+    let hp = h.div_ceil(4) * 4;
+    let forward = row(&table.forward, "recurrent::forward_step_tiled");
+    assert_eq!(forward.dispatches, t as u64);
+    assert_eq!(forward.invocations, Some(128));
+    // ceil(H / 4) x ceil(B / 16) workgroups.
+    assert_eq!(forward.workgroups_max, 5 * 3);
+    // W_hh (padded rows) loaded three times a step, once distinct; the product over the
+    // padded tile: 48 entries, K in one chunk of 64.
+    let w = 4.0 * (4 * h * hp) as f64;
+    let per_step = forward.cost.bytes_read / t as f64;
+    assert!(per_step >= 3.0 * w && per_step < 3.0 * w + 5.0 * 33.0 * 4.0 * hp as f64 + 1e5);
+    assert!(forward.cost.unique_read >= t as f64 * w);
+    assert!(forward.cost.flops >= (t * 2 * 48 * 4 * h * 64) as f64);
+    let backward = row(&table.backward, "recurrent::backward_step_tiled");
+    assert_eq!(backward.dispatches, t as u64);
+    assert_eq!(backward.workgroups_max, 3 * 5);
+    // The last step has no product: the weights are loaded five times in each of the others.
+    assert!(backward.cost.bytes_read >= (t - 1) as f64 * 5.0 * w);
+    assert!(backward.cost.bytes_read < t as f64 * 5.0 * w + 1e6);
 }

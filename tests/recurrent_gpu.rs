@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
 use recur::cpu::recurrent::{backward, forward, Weights};
-use recur::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPath, RecurrentPlan};
+use recur::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPath, RecurrentPlan, StepKernel};
 use recur::gpu::{DispatchCost, Recorder};
 use recur::ops::program::STATE_REGIONS;
 use recur::ops::recurrent::{CellKind, RecurrentShape};
@@ -161,6 +161,7 @@ fn check_on(
     let gmask = rmask.as_ref().map(|m| t(&[shape.batch, h], m));
     let plan = RecurrentPlan::new(
         &gpu,
+        Default::default(),
         shape,
         &gx,
         &gy,
@@ -268,14 +269,6 @@ fn gpu_recurrent_matches_cpu_with_weight_gradients_split_along_k() {
     }
 }
 
-/// A device whose recurrent plans take `path` wherever it applies.
-fn gpu_on(path: RecurrentPath) -> Option<recur::Gpu> {
-    common::gpu()?;
-    let gpu = recur::Gpu::new().unwrap();
-    gpu.set_recurrent_path(path).unwrap();
-    Some(gpu)
-}
-
 /// Shapes for the path tests: random small and large ones, B = 1, T = 1, H not a multiple
 /// of 4 and bidirectional-style output columns among them (random_shape draws those).
 fn path_shapes(rng: &mut StdRng, cell: CellKind) -> Vec<RecurrentShape> {
@@ -295,7 +288,8 @@ fn path_shapes(rng: &mut StdRng, cell: CellKind) -> Vec<RecurrentShape> {
         RecurrentShape::new(cell, rng.random_range(1..9), h, rng.random_range(2..12), 1)
             .reverse(true),
     );
-    // More batch entries than the largest tile: several workgroups, a ragged last one.
+    // More batch entries than the largest tile (8 for the sequence kernel, 16 for the tiled
+    // step kernels): several workgroups, a ragged last one.
     shapes.push(
         RecurrentShape::new(cell, rng.random_range(1..9), rng.random_range(1..40), 19, 4)
             .batch_first(true)
@@ -304,12 +298,26 @@ fn path_shapes(rng: &mut StdRng, cell: CellKind) -> Vec<RecurrentShape> {
     shapes
 }
 
-fn check_path(test: &str, path: RecurrentPath) {
-    let Some(gpu) = gpu_on(path) else { return };
+fn check_path(test: &str, path: RecurrentPath, kernel: StepKernel) {
+    let Some(gpu) = common::gpu_with(Some(path), Some(kernel)) else {
+        return;
+    };
     let mut rng = rng(test);
+    let (forward_step, backward_step, finish) = match kernel {
+        StepKernel::Entry => ("forward_step", "backward_step", "backward_finish"),
+        StepKernel::Tiled => (
+            "forward_step_tiled",
+            "backward_step_tiled",
+            "backward_finish_tiled",
+        ),
+    };
     for cell in CellKind::ALL {
         for shape in path_shapes(&mut rng, cell) {
-            let (forward, _) = check_on(&gpu, &mut rng, shape);
+            let (forward, backward) = check_on(&gpu, &mut rng, shape);
+            let backward_steps = backward.iter().filter(|d| d.kernel.entry == backward_step);
+            assert_eq!(backward_steps.count(), shape.steps, "{shape:?}");
+            let finishes = backward.iter().filter(|d| d.kernel.entry == finish);
+            assert_eq!(finishes.count(), 1, "{shape:?}");
             let sequence = forward
                 .iter()
                 .filter(|d| d.kernel.entry == "forward_sequence");
@@ -322,11 +330,11 @@ fn check_path(test: &str, path: RecurrentPath) {
                         "{shape:?}: {} dispatches",
                         forward.len()
                     );
-                    assert!(forward.iter().all(|d| d.kernel.entry != "forward_step"));
+                    assert!(forward.iter().all(|d| d.kernel.entry != forward_step));
                 }
                 RecurrentPath::Step => {
                     assert_eq!(sequence.count(), 0, "{shape:?}");
-                    let steps = forward.iter().filter(|d| d.kernel.entry == "forward_step");
+                    let steps = forward.iter().filter(|d| d.kernel.entry == forward_step);
                     assert_eq!(steps.count(), shape.steps, "{shape:?}");
                 }
             }
@@ -339,17 +347,40 @@ fn gpu_recurrent_sequence_kernel_matches_cpu() {
     check_path(
         "gpu_recurrent_sequence_kernel_matches_cpu",
         RecurrentPath::Sequence,
+        StepKernel::Entry,
     );
 }
 
 #[test]
 fn gpu_recurrent_step_kernels_match_cpu() {
-    check_path("gpu_recurrent_step_kernels_match_cpu", RecurrentPath::Step);
+    check_path(
+        "gpu_recurrent_step_kernels_match_cpu",
+        RecurrentPath::Step,
+        StepKernel::Entry,
+    );
+}
+
+#[test]
+fn gpu_recurrent_tiled_step_kernels_match_cpu() {
+    check_path(
+        "gpu_recurrent_tiled_step_kernels_match_cpu",
+        RecurrentPath::Step,
+        StepKernel::Tiled,
+    );
+}
+
+#[test]
+fn gpu_recurrent_sequence_kernel_with_tiled_backward_matches_cpu() {
+    check_path(
+        "gpu_recurrent_sequence_kernel_with_tiled_backward_matches_cpu",
+        RecurrentPath::Sequence,
+        StepKernel::Tiled,
+    );
 }
 
 #[test]
 fn the_sequence_kernel_applies_while_the_state_fits_workgroup_memory() {
-    let Some(gpu) = gpu_on(RecurrentPath::Sequence) else {
+    let Some(gpu) = common::gpu_with(Some(RecurrentPath::Sequence), Some(StepKernel::Entry)) else {
         return;
     };
     let tile = |h: usize, b: usize| {
@@ -381,30 +412,51 @@ fn the_sequence_kernel_applies_while_the_state_fits_workgroup_memory() {
     }
 }
 
-#[test]
-fn the_rule_takes_the_sequence_kernel_up_to_a_mebibyte_of_w_hh() {
-    let Some(gpu) = common::gpu() else { return };
+/// Checks that with `kernel`'s step kernels the rule takes the sequence kernel up to the
+/// largest H of each cell in `largest` and the step kernels one unit above (B = 32, T = 100).
+fn check_rule_boundary(kernel: StepKernel, largest: [(CellKind, usize); 4]) {
+    let Some(gpu) = common::gpu_with(None, Some(kernel)) else {
+        return;
+    };
     let rule = |cell: CellKind, h: usize| {
         RecurrentPath::by_rule(&gpu, &RecurrentShape::new(cell, 3, h, 32, 100))
     };
-    // G x H x H x 4 bytes <= 1 MiB, on each side of the boundary for each gate count.
-    for (cell, largest) in [
-        (CellKind::Lstm, 256),
-        (CellKind::Gru, 295),
-        (CellKind::GruResetBefore, 295),
-        (CellKind::RnnTanh, 512),
-    ] {
+    for (cell, h) in largest {
+        assert_eq!(rule(cell, h), RecurrentPath::Sequence, "{cell:?} H = {h}");
+        let above = h + 1;
         assert_eq!(
-            rule(cell, largest),
-            RecurrentPath::Sequence,
-            "{cell:?} H = {largest}"
-        );
-        assert_eq!(
-            rule(cell, largest + 1),
+            rule(cell, above),
             RecurrentPath::Step,
-            "{cell:?} H = {}",
-            largest + 1
+            "{cell:?} H = {above}"
         );
     }
     assert_eq!(rule(CellKind::Lstm, 1), RecurrentPath::Sequence);
+}
+
+#[test]
+fn with_entry_step_kernels_the_rule_takes_the_sequence_kernel_up_to_a_mebibyte_of_w_hh() {
+    // G x H x H x 4 bytes <= 1 MiB.
+    check_rule_boundary(
+        StepKernel::Entry,
+        [
+            (CellKind::Lstm, 256),
+            (CellKind::Gru, 295),
+            (CellKind::GruResetBefore, 295),
+            (CellKind::RnnTanh, 512),
+        ],
+    );
+}
+
+#[test]
+fn with_tiled_step_kernels_the_rule_takes_the_sequence_kernel_up_to_96_kib_of_w_hh() {
+    // G x H x H x 4 bytes <= 96 KiB.
+    check_rule_boundary(
+        StepKernel::Tiled,
+        [
+            (CellKind::Lstm, 78),
+            (CellKind::Gru, 90),
+            (CellKind::GruResetBefore, 90),
+            (CellKind::RnnTanh, 156),
+        ],
+    );
 }

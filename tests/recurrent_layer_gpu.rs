@@ -7,7 +7,7 @@ use common::{random_vec, rng, to_f64};
 use rand::Rng;
 use recur::check::rel_error;
 use recur::exec::{Executor, GpuExecutor};
-use recur::gpu::recurrent::RecurrentPath;
+use recur::gpu::recurrent::{RecurrentPath, StepKernel};
 use recur::nn::recurrent::TrainKey;
 use recur::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
 use recur::ops::program::ProgramBuilder;
@@ -16,7 +16,20 @@ use recur::ops::recurrent::CellKind;
 #[test]
 fn gpu_stack_matches_cpu_stack() {
     let Some(gpu) = common::gpu() else { return };
-    let mut rng = rng("gpu_stack_matches_cpu_stack");
+    check_stacks(&gpu, "gpu_stack_matches_cpu_stack");
+}
+
+#[test]
+fn gpu_stack_with_tiled_step_kernels_matches_cpu_stack() {
+    let Some(gpu) = common::gpu_with(Some(RecurrentPath::Step), Some(StepKernel::Tiled)) else {
+        return;
+    };
+    check_stacks(&gpu, "gpu_stack_with_tiled_step_kernels_matches_cpu_stack");
+}
+
+/// Random stacks on `gpu` against the CPU twin in f64.
+fn check_stacks(gpu: &recur::Gpu, test: &str) {
+    let mut rng = rng(test);
     for cell in CellKind::ALL {
         for _ in 0..3 {
             let mut cfg =
@@ -70,7 +83,7 @@ fn gpu_stack_matches_cpu_stack() {
                 )
                 .unwrap();
 
-            let mut exec = GpuExecutor::new(&gpu);
+            let mut exec = GpuExecutor::new(gpu);
             let opts = StackOptions {
                 grads: true,
                 lengths: lengths.is_some(),
@@ -123,10 +136,11 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
         return;
     }
     for path in [RecurrentPath::Step, RecurrentPath::Sequence] {
-        // A device of its own: the counters are per device.
-        let gpu = recur::Gpu::new().unwrap();
-        gpu.set_recurrent_path(path).unwrap();
-        check_dispatch_counts(&gpu, path);
+        for kernel in [StepKernel::Entry, StepKernel::Tiled] {
+            // A device of its own: the counters are per device.
+            let gpu = common::gpu_with(Some(path), Some(kernel)).unwrap();
+            check_dispatch_counts(&gpu, path);
+        }
     }
 }
 

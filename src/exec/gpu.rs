@@ -12,7 +12,7 @@ use super::{Executor, ProgramId, RunReport};
 use crate::gpu::dropout::RowMaskPlan;
 use crate::gpu::loss::{CrossEntropyPlan, MsePlan};
 use crate::gpu::merge::MergePlan;
-use crate::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentPlan};
+use crate::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentKernels, RecurrentPlan};
 use crate::gpu::{
     ClipPlan, DispatchCost, DropoutMaskPlan, EmbeddingBackwardPlan, EmbeddingForwardPlan,
     EmbeddingIds, GemmPlan, Gpu, GpuTensor, OptimPlan, Recorder,
@@ -102,6 +102,7 @@ pub struct GpuExecutor {
     programs: Vec<Loaded>,
     timed: bool,
     last: RunReport,
+    recurrent_kernels: RecurrentKernels,
 }
 
 impl GpuExecutor {
@@ -114,7 +115,14 @@ impl GpuExecutor {
             programs: Vec::new(),
             timed: false,
             last: RunReport::default(),
+            recurrent_kernels: RecurrentKernels::default(),
         }
+    }
+
+    /// Makes the recurrent plans of programs loaded from now on record `kernels` rather than
+    /// the kernels the device chooses (where they apply).
+    pub fn set_recurrent_kernels(&mut self, kernels: RecurrentKernels) {
+        self.recurrent_kernels = kernels;
     }
 
     /// The device.
@@ -464,6 +472,7 @@ impl GpuExecutor {
         };
         let plan = RecurrentPlan::new(
             &self.gpu,
+            self.recurrent_kernels,
             fw.shape,
             f(fw.x)?,
             f(fw.y)?,

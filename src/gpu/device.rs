@@ -135,6 +135,9 @@ pub(crate) struct GpuInner {
     pub gemm_variant: std::sync::OnceLock<super::gemm::GemmVariant>,
     /// The recurrent path plans take, where set before the first plan (see `gpu/recurrent.rs`).
     pub recurrent_path: std::sync::OnceLock<super::recurrent::RecurrentPath>,
+    /// The recurrent step kernels plans use, where set before the first plan (see
+    /// `gpu/recurrent.rs`).
+    pub step_kernel: std::sync::OnceLock<super::recurrent::StepKernel>,
     /// A device that only records plans for cost tables ([`Gpu::new_for_cost_model`]).
     pub cost_model: bool,
 }
@@ -354,13 +357,15 @@ impl Gpu {
                 tracer: Mutex::new(None),
                 gemm_variant: std::sync::OnceLock::new(),
                 recurrent_path: std::sync::OnceLock::new(),
+                step_kernel: std::sync::OnceLock::new(),
                 cost_model: false,
             }),
         }
     }
 
     /// A device on which plans are built and recorded for cost tables (`recur bench rnn
-    /// --plan`), never run: plans use the GEMM kernel GPUs run (the tiled one), tensors may
+    /// --plan`), never run: plans use the GEMM and recurrent step kernels GPUs run (the tiled
+    /// ones), tensors may
     /// be as large as a buffer may be (not only as large as the adapter binds, since the GPU
     /// being modelled binds more; such bindings are device errors here, which
     /// [`Self::take_device_error`] clears), and a submit is an error.
@@ -374,7 +379,33 @@ impl Gpu {
             }),
         };
         gpu.set_gemm_variant(super::gemm::GemmVariant::Tiled)?;
+        gpu.set_step_kernel(super::recurrent::StepKernel::Tiled)?;
         Ok(gpu)
+    }
+
+    /// A kernel variant: `set` (the device's setting) if made, else the one the environment
+    /// variable `var` names among `named`, else `on_cpu` on adapters of type CPU (lavapipe,
+    /// llvmpipe, SwiftShader) and `elsewhere` on the others.
+    pub(crate) fn variant<T: Copy>(
+        &self,
+        set: Option<&T>,
+        var: &str,
+        named: &[(&str, T)],
+        on_cpu: T,
+        elsewhere: T,
+    ) -> T {
+        if let Some(v) = set {
+            return *v;
+        }
+        let wanted = std::env::var(var).ok();
+        match named
+            .iter()
+            .find(|(name, _)| wanted.as_deref() == Some(*name))
+        {
+            Some((_, v)) => *v,
+            None if self.info().device_type == wgpu::DeviceType::Cpu => on_cpu,
+            None => elsewhere,
+        }
     }
 
     /// Whether this device only records plans for cost tables.

@@ -46,15 +46,16 @@ pub enum GemmVariant {
 
 impl GemmVariant {
     pub fn for_adapter(gpu: &Gpu) -> Self {
-        if let Some(v) = gpu.inner.gemm_variant.get() {
-            return *v;
-        }
-        match std::env::var("RECUR_GEMM").as_deref() {
-            Ok("tiled") => GemmVariant::Tiled,
-            Ok("cpu") => GemmVariant::CpuAdapter,
-            _ if gpu.info().device_type == wgpu::DeviceType::Cpu => GemmVariant::CpuAdapter,
-            _ => GemmVariant::Tiled,
-        }
+        gpu.variant(
+            gpu.inner.gemm_variant.get(),
+            "RECUR_GEMM",
+            &[
+                ("tiled", GemmVariant::Tiled),
+                ("cpu", GemmVariant::CpuAdapter),
+            ],
+            GemmVariant::CpuAdapter,
+            GemmVariant::Tiled,
+        )
     }
 }
 

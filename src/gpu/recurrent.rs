@@ -73,14 +73,63 @@ const REGIONS: usize = 9;
 const WG_UNITS: usize = 256;
 const WG_BATCH: usize = 1;
 
+/// Workgroups of the tiled step kernels (`FT_*`, `BT_*` in `shaders/recurrent.wgsl`): units
+/// by batch entries, 128 invocations each (two per unit and entry, one per half of each K
+/// chunk of `TILED_K` elements; `TK` there).
+const TILED_FORWARD: (usize, usize) = (4, 16);
+const TILED_BACKWARD: (usize, usize) = (8, 8);
+const TILED_K: usize = 64;
+
+/// Which step kernels a plan records: one workgroup per 256 units of one batch entry
+/// (`forward_step`, ...: state reads that are one address for the whole workgroup, what
+/// adapters that run shaders on the CPU want), or the batch-tiled ones for GPUs
+/// (`forward_step_tiled`, ...: each workgroup a small GEMM over a block of units and a tile
+/// of batch entries, so a weight is loaded once per tile rather than once per entry). Adapters
+/// of type CPU (lavapipe, llvmpipe, SwiftShader) take `Entry`, every other `Tiled`;
+/// `RECUR_STEP_KERNEL=entry|tiled` or [`Gpu::set_step_kernel`] overrides that, so the tests
+/// run both on any adapter and a cost table shows what a GPU would run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKernel {
+    Entry,
+    Tiled,
+}
+
+impl StepKernel {
+    pub fn for_adapter(gpu: &Gpu) -> Self {
+        gpu.variant(
+            gpu.inner.step_kernel.get(),
+            "RECUR_STEP_KERNEL",
+            &[("entry", StepKernel::Entry), ("tiled", StepKernel::Tiled)],
+            StepKernel::Entry,
+            StepKernel::Tiled,
+        )
+    }
+
+    /// The entry point of step kernel `entry` (as named for `Entry`) in this variant.
+    fn entry(self, entry: &'static str) -> &'static str {
+        match (self, entry) {
+            (StepKernel::Entry, _) => entry,
+            (StepKernel::Tiled, "forward_step") => "forward_step_tiled",
+            (StepKernel::Tiled, "forward_gru_n") => "forward_gru_n_tiled",
+            (StepKernel::Tiled, "backward_step") => "backward_step_tiled",
+            (StepKernel::Tiled, "backward_gru_n") => "backward_gru_n_tiled",
+            (StepKernel::Tiled, "backward_finish") => "backward_finish_tiled",
+            (StepKernel::Tiled, other) => other,
+        }
+    }
+}
+
 /// Floats of the sequence kernel's workgroup state, two copies of TILE x H
 /// (`TILE_STATE` in `shaders/recurrent.wgsl`): 16 KiB, WebGPU's default limit.
 const SEQUENCE_STATE_FLOATS: usize = 4096;
 /// The batch tiles the sequence kernel is compiled for (its `TILE` override), largest first.
 pub const SEQUENCE_TILES: [usize; 4] = [8, 4, 2, 1];
 
-/// The most W_hh (bytes, G x H x H x 4) the rule lets one workgroup stream each step.
+/// The most W_hh (bytes, G x H x H x 4) the rule lets one workgroup stream each step, where
+/// the step kernels are [`StepKernel::Entry`].
 pub const SEQUENCE_MAX_WEIGHT_BYTES: usize = 1 << 20;
+/// The same where the step kernels are [`StepKernel::Tiled`].
+pub const SEQUENCE_MAX_WEIGHT_BYTES_TILED: usize = 96 << 10;
 
 /// How a plan records the forward's recurrence.
 ///
@@ -89,12 +138,20 @@ pub const SEQUENCE_MAX_WEIGHT_BYTES: usize = 1 << 20;
 ///   memory (every WebGPU adapter does) and the state of one batch entry, twice (the previous
 ///   step's and the new one), fits in it: 2 x H x 4 bytes <= 16 KiB, so H <= 2048; and
 /// - W_hh is at most [`SEQUENCE_MAX_WEIGHT_BYTES`] (1 MiB: LSTM H <= 256, GRU H <= 295,
-///   RNN H <= 512). Every workgroup of the sequence kernel reads all of W_hh each step on
-///   one compute unit, while the step kernels spread each step over the machine at the price
-///   of a launch per step; beyond about 1 MiB the stream through one unit costs more than the
-///   launch (the cost table in BENCHMARKS.md, issue 12: LSTM at H = 256, B = 32 is modelled
-///   about even, 4.7 against 5.0 ms; at H = 1024, B = 64 the sequence kernel loses, 67 against
-///   19 ms; at H = 128, B = 1, T = 1000 it wins, 11 against 27 ms).
+///   RNN H <= 512) with the [`StepKernel::Entry`] step kernels, at most
+///   [`SEQUENCE_MAX_WEIGHT_BYTES_TILED`] (96 KiB: LSTM H <= 78, GRU H <= 90, RNN H <= 156)
+///   with the [`StepKernel::Tiled`] ones. Every workgroup of the sequence kernel reads all of
+///   W_hh each step on one compute unit, while the step kernels spread each step over the
+///   machine at the price of a launch per step. Against the entry kernels the stream through
+///   one unit costs more than the launch beyond about 1 MiB (the cost table in BENCHMARKS.md,
+///   issue 12: LSTM at H = 256, B = 32 is modelled about even, 4.7 against 5.0 ms; at
+///   H = 1024, B = 64 the sequence kernel loses, 67 against 19 ms; at H = 128, B = 1,
+///   T = 1000 it wins, 11 against 27 ms). The tiled kernels cost little more than their
+///   launch (LSTM, H = 256, B = 32, T = 100: 0.58 ms for 100 steps against 4.7 ms), so the
+///   sequence kernel wins only on small weights: modelled on an H100, LSTM forward at
+///   B = 32, T = 100 it wins at H = 72 (0.49 against 0.54 ms) and loses at H = 78 (0.57
+///   against 0.54), RNN breaks even at H = 156; at B = 1, T = 1000 LSTM it wins at H = 80
+///   (4.3 against 5.2 ms) and loses at H = 96 (6.1 against 5.3).
 ///
 /// Elsewhere the step kernels. The sequence kernel's batch tile is the largest of 8, 4, 2, 1
 /// entries whose state fits (2 x tile x H <= 4096 floats) and that does not exceed the batch
@@ -113,16 +170,25 @@ pub enum RecurrentPath {
 impl RecurrentPath {
     /// The path a plan for `shape` on `gpu` takes: an override if one is set, else the rule.
     pub fn choose(gpu: &Gpu, shape: &RecurrentShape) -> Self {
-        let wanted = match gpu.inner.recurrent_path.get() {
+        Self::resolve(gpu, shape, Self::wanted(gpu), StepKernel::for_adapter(gpu))
+    }
+
+    /// The device's override, or `RECUR_RECURRENT`'s.
+    fn wanted(gpu: &Gpu) -> Option<Self> {
+        match gpu.inner.recurrent_path.get() {
             Some(p) => Some(*p),
             None => match std::env::var("RECUR_RECURRENT").as_deref() {
                 Ok("step") => Some(RecurrentPath::Step),
                 Ok("sequence") => Some(RecurrentPath::Sequence),
                 _ => None,
             },
-        };
+        }
+    }
+
+    /// `wanted` where it applies, else the rule for `step` kernels.
+    fn resolve(gpu: &Gpu, shape: &RecurrentShape, wanted: Option<Self>, step: StepKernel) -> Self {
         match wanted {
-            None => Self::by_rule(gpu, shape),
+            None => Self::rule_for(gpu, shape, step),
             Some(RecurrentPath::Sequence) if Self::sequence_tile(gpu, shape).is_some() => {
                 RecurrentPath::Sequence
             }
@@ -132,9 +198,17 @@ impl RecurrentPath {
 
     /// The path the rule picks for `shape` on `gpu`, overrides aside (see [`RecurrentPath`]).
     pub fn by_rule(gpu: &Gpu, shape: &RecurrentShape) -> Self {
+        Self::rule_for(gpu, shape, StepKernel::for_adapter(gpu))
+    }
+
+    fn rule_for(gpu: &Gpu, shape: &RecurrentShape, step: StepKernel) -> Self {
         let weight_bytes = 4 * shape.gate_width() * shape.hidden;
+        let most = match step {
+            StepKernel::Entry => SEQUENCE_MAX_WEIGHT_BYTES,
+            StepKernel::Tiled => SEQUENCE_MAX_WEIGHT_BYTES_TILED,
+        };
         match Self::sequence_tile(gpu, shape) {
-            Some(_) if weight_bytes <= SEQUENCE_MAX_WEIGHT_BYTES => RecurrentPath::Sequence,
+            Some(_) if weight_bytes <= most => RecurrentPath::Sequence,
             _ => RecurrentPath::Step,
         }
     }
@@ -154,6 +228,17 @@ impl RecurrentPath {
 }
 
 impl Gpu {
+    /// Makes every recurrent plan built on this device from now on record `kernel`'s step
+    /// kernels ([`StepKernel`]). Once per device: an error if it was set to another before.
+    pub fn set_step_kernel(&self, kernel: StepKernel) -> Result<()> {
+        let set = *self.inner.step_kernel.get_or_init(|| kernel);
+        ensure!(
+            set == kernel,
+            "the step kernels of this device are already {set:?}, cannot make them {kernel:?}"
+        );
+        Ok(())
+    }
+
     /// Makes every recurrent plan built on this device from now on take `path` (where it
     /// applies; see [`RecurrentPath`]). Once per device: an error if it was set to another
     /// path before.
@@ -165,6 +250,15 @@ impl Gpu {
         );
         Ok(())
     }
+}
+
+/// The kernels a plan records where its caller chooses them rather than the device
+/// ([`RecurrentPlan::new`], `GpuExecutor::set_recurrent_kernels`; `recur selftest`
+/// checks both step kernels on every adapter this way). `None`: as the device chooses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecurrentKernels {
+    pub path: Option<RecurrentPath>,
+    pub step: Option<StepKernel>,
 }
 
 /// The parameters of one layer-direction on the device (PyTorch shapes).
@@ -242,9 +336,12 @@ impl RecurrentPlan {
     /// the final state only). `state` holds the initial and final states and their
     /// gradients (`ops::program::StateRegion`). With `recurrent_mask`, the recurrent products see the state
     /// times a [B, H] mask ([`Self::recurrent_mask`]) the caller fills: recurrent dropout.
+    /// `kernels` names the kernels where the caller rather than the device chooses them
+    /// (`RecurrentKernels::default()`: the device's choice).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
+        kernels: RecurrentKernels,
         shape: RecurrentShape,
         x: &GpuTensor,
         y: &GpuTensor,
@@ -289,8 +386,21 @@ impl RecurrentPlan {
             ))
             .into());
         }
+        let step_kernel = kernels.step.unwrap_or_else(|| StepKernel::for_adapter(gpu));
+        let path = RecurrentPath::resolve(
+            gpu,
+            &shape,
+            kernels.path.or_else(|| RecurrentPath::wanted(gpu)),
+            step_kernel,
+        );
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        for groups in [Self::step_grid(&shape), Self::transpose_grid(&shape)] {
+        let grids = [
+            Self::step_grid(&shape, step_kernel.entry("backward_finish")),
+            Self::step_grid(&shape, step_kernel.entry("forward_step")),
+            Self::step_grid(&shape, step_kernel.entry("backward_step")),
+            Self::transpose_grid(&shape),
+        ];
+        for groups in grids {
             ensure!(
                 groups.iter().all(|&g| g as usize <= max_groups),
                 "hidden size {h} and batch {bsz} need {groups:?} workgroups; adapter allows {max_groups} per dimension"
@@ -376,8 +486,9 @@ impl RecurrentPlan {
                 .with("CELL", cell.code() as f64)
                 .with("RECURRENT_DROPOUT", has_rmask)
         };
-        let forward_step = gpu.kernel(&key("forward_step"))?;
-        let forward_sequence = match RecurrentPath::choose(gpu, &shape) {
+        let step_key = |entry: &'static str| key(step_kernel.entry(entry));
+        let forward_step = gpu.kernel(&step_key("forward_step"))?;
+        let forward_sequence = match path {
             RecurrentPath::Step => None,
             RecurrentPath::Sequence => {
                 let tile = RecurrentPath::sequence_tile(gpu, &shape)
@@ -390,7 +501,7 @@ impl RecurrentPlan {
             }
         };
         let forward_gru_n = match cell {
-            CellKind::GruResetBefore => Some(gpu.kernel(&key("forward_gru_n"))?),
+            CellKind::GruResetBefore => Some(gpu.kernel(&step_key("forward_gru_n"))?),
             _ => None,
         };
         let transpose_kernel = gpu.kernel(
@@ -515,12 +626,12 @@ impl RecurrentPlan {
                     gemms.push(GemmPlan::new(gpu, &whh, dxw, hprev, None, g.dw_hh)?.named("dW_hh"));
                 }
                 Some(Backward {
-                    step: gpu.kernel(&key("backward_step"))?,
+                    step: gpu.kernel(&step_key("backward_step"))?,
                     gru_n: match cell {
-                        CellKind::GruResetBefore => Some(gpu.kernel(&key("backward_gru_n"))?),
+                        CellKind::GruResetBefore => Some(gpu.kernel(&step_key("backward_gru_n"))?),
                         _ => None,
                     },
-                    finish: gpu.kernel(&key("backward_finish"))?,
+                    finish: gpu.kernel(&step_key("backward_finish"))?,
                     gemms,
                 })
             }
@@ -550,6 +661,14 @@ impl RecurrentPlan {
 
     pub fn shape(&self) -> &RecurrentShape {
         &self.shape
+    }
+
+    /// The step kernels this plan records ([`StepKernel`]).
+    pub fn step_kernel(&self) -> StepKernel {
+        match self.forward_step.key.entry {
+            "forward_step" => StepKernel::Entry,
+            _ => StepKernel::Tiled,
+        }
     }
 
     /// The path this plan's forward takes.
@@ -597,13 +716,26 @@ impl RecurrentPlan {
         self.write_region(Region::Dcn, "c_n gradient", dc_n)
     }
 
-    /// The grid of a step kernel: blocks of units across, batch entries down.
-    fn step_grid(shape: &RecurrentShape) -> [u32; 3] {
+    /// The grid of step kernel `entry`: blocks of units across, batch entries (or tiles of
+    /// them) down.
+    fn step_grid(shape: &RecurrentShape, entry: &str) -> [u32; 3] {
+        let (units, tile) = Self::step_block(entry);
         [
-            shape.hidden.div_ceil(WG_UNITS) as u32,
-            shape.batch.div_ceil(WG_BATCH) as u32,
+            shape.hidden.div_ceil(units) as u32,
+            shape.batch.div_ceil(tile) as u32,
             1,
         ]
+    }
+
+    /// Units and batch entries a workgroup of step kernel `entry` covers.
+    fn step_block(entry: &str) -> (usize, usize) {
+        match entry {
+            "forward_step_tiled" | "forward_gru_n_tiled" => TILED_FORWARD,
+            "backward_step_tiled" | "backward_gru_n_tiled" | "backward_finish_tiled" => {
+                TILED_BACKWARD
+            }
+            _ => (WG_UNITS, WG_BATCH),
+        }
     }
 
     /// The grid of transpose_weights: rows of W_hh by 64, columns (and the bias) by 4.
@@ -619,7 +751,7 @@ impl RecurrentPlan {
         rec.dispatch(
             kernel,
             &self.step_groups[s],
-            Self::step_grid(&self.shape),
+            Self::step_grid(&self.shape, kernel.key.entry),
             self.step_cost(kernel, s),
         );
     }
@@ -868,8 +1000,70 @@ impl RecurrentPlan {
             }
             "backward_gru_n" => product(h, 1, 4.0) + unit("backward_gru_n"),
             "backward_finish" => product(direct_rows, 1, 4.0) + unit("backward_finish"),
-            _ => Cost::ZERO,
+            tiled => {
+                // Outputs per unit, K (padded) and K's valid elements, source bytes.
+                let direct = (1, direct_rows / h * hp, direct_rows, 4.0);
+                let (product, cell) = match tiled {
+                    "forward_step_tiled" => {
+                        let count = match sh.cell {
+                            CellKind::GruResetBefore => 2,
+                            _ => gates,
+                        };
+                        (Some((count, hp, h, 4.0 + mask)), "forward_step")
+                    }
+                    "forward_gru_n_tiled" => (Some((1, hp, h, 4.0)), "forward_gru_n"),
+                    // The last step has no next step's gradients to carry back.
+                    "backward_step_tiled" => {
+                        ((s + 1 < sh.steps).then_some(direct), "backward_step")
+                    }
+                    "backward_finish_tiled" => (Some(direct), "backward_finish"),
+                    "backward_gru_n_tiled" => (Some((1, hp, h, 4.0)), "backward_gru_n"),
+                    _ => return Cost::ZERO,
+                };
+                let product = product.map_or(Cost::ZERO, |(outs, depth, valid, bytes)| {
+                    self.tiled_product_cost(tiled, outs, depth, valid, bytes)
+                });
+                product + unit(cell)
+            }
         }
+    }
+
+    /// The product of a tiled step kernel (`tiled_product` in recurrent.wgsl): `outs` outputs
+    /// per unit over K = `depth` (a multiple of 4; `valid` of them not padding), a source
+    /// element costing `source_bytes` (the mask with it in forward). Each of the
+    /// ceil(H / units) x ceil(B / tile) workgroups loads, per chunk of K, its tile's sources
+    /// (one step-map code per entry first) and `outs` x `units` rows of weights as vec4s;
+    /// forward adds b_hh per output, unit and entry. Every invocation runs its half of every
+    /// chunk, padding included (2 operations per output and element of K), so the operations
+    /// count the padded tile. So each element of W_hh is loaded ceil(B / tile) times a step,
+    /// each source element ceil(H / units) times; distinct, each once.
+    fn tiled_product_cost(
+        &self,
+        entry: &str,
+        outs: usize,
+        depth: usize,
+        valid: usize,
+        source_bytes: f64,
+    ) -> Cost {
+        let sh = &self.shape;
+        let (h, b) = (sh.hidden, sh.batch);
+        let (units, tile) = Self::step_block(entry);
+        let (unit_blocks, tiles) = (h.div_ceil(units), b.div_ceil(tile));
+        let chunks = depth.div_ceil(TILED_K);
+        let flops = 2.0 * (unit_blocks * units * tiles * tile * outs * chunks * TILED_K) as f64;
+        let weights = 4.0 * (outs * h * depth) as f64;
+        let sources = (b * valid) as f64 * source_bytes + 4.0 * b as f64;
+        let bias = if entry.starts_with("forward") {
+            4.0 * (outs * h * b) as f64
+        } else {
+            0.0
+        };
+        Cost::new(
+            flops,
+            tiles as f64 * weights + unit_blocks as f64 * sources + bias,
+            0.0,
+        )
+        .with_unique_read(weights + sources + 4.0 * (outs * h) as f64)
     }
 
     /// The per-unit work of `entry` (the table above) for `units` units: the cell code

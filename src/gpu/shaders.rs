@@ -182,6 +182,11 @@ pub const FAMILIES: &[ShaderFamily] = &[
             recurrent_step("backward_step"),
             recurrent_step("backward_gru_n"),
             recurrent_step("backward_finish"),
+            recurrent_step("forward_step_tiled"),
+            recurrent_step("forward_gru_n_tiled"),
+            recurrent_step("backward_step_tiled"),
+            recurrent_step("backward_gru_n_tiled"),
+            recurrent_step("backward_finish_tiled"),
             plain("forward_sequence")
                 .with_overrides(SEQUENCE_OVERRIDES)
                 .with_layout(&super::recurrent::STEP_LAYOUT),

@@ -34,6 +34,24 @@ pub fn gpu() -> Option<Gpu> {
     }
 }
 
+/// A device of its own (its settings and counters are per device) whose recurrent plans take
+/// `path` (where it applies) and `kernel`'s step kernels, each as the device chooses where
+/// `None`; `None` where there is no adapter.
+pub fn gpu_with(
+    path: Option<recur::gpu::recurrent::RecurrentPath>,
+    kernel: Option<recur::gpu::recurrent::StepKernel>,
+) -> Option<Gpu> {
+    gpu()?;
+    let gpu = Gpu::new().unwrap();
+    if let Some(p) = path {
+        gpu.set_recurrent_path(p).unwrap();
+    }
+    if let Some(k) = kernel {
+        gpu.set_step_kernel(k).unwrap();
+    }
+    Some(gpu)
+}
+
 /// The backends a test runs on: the CPU, and the GPU where there is an adapter.
 pub fn backends() -> Vec<recur::Backend> {
     let mut out = vec![recur::Backend::Cpu];
