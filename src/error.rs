@@ -8,10 +8,10 @@
 //! caller matches on the kind however deep the error came from:
 //!
 //! ```
-//! use recur::nn::Params;
+//! use recur::nn::load_safetensors;
 //! use recur::Error;
 //!
-//! match Params::load(std::path::Path::new("/no/such/file.safetensors")) {
+//! match load_safetensors(std::path::Path::new("/no/such/file.safetensors")) {
 //!     Err(Error::Io { path, .. }) => assert!(path.ends_with("file.safetensors")),
 //!     other => panic!("expected an Io error, got {other:?}"),
 //! }
