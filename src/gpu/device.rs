@@ -284,7 +284,7 @@ impl Gpu {
     /// its own handler sets it again afterwards).
     ///
     /// ```no_run
-    /// # fn main() -> recur::Result<()> {
+    /// # fn main() -> anyhow::Result<()> {
     /// let instance = wgpu::Instance::default();
     /// let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
     /// let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))?;
