@@ -1,6 +1,6 @@
 //! Where the numbers are computed: the CPU, or a GPU through wgpu.
 
-use anyhow::Result;
+use crate::error::Result;
 
 use crate::exec::{CpuExecutor, Executor, GpuExecutor};
 use crate::gpu::Gpu;
@@ -95,6 +95,6 @@ impl Backend {
     }
 }
 
-fn first_line(e: &anyhow::Error) -> String {
+fn first_line(e: &crate::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{err, IoResultExt, Result};
 
 use crate::memory::{vec_with_capacity, Budget};
 
@@ -17,19 +17,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or(Path::new("."));
     let name = path
         .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
+        .ok_or_else(|| err!(Invalid, "{} is not a file path", path.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
         name.to_string_lossy(),
         std::process::id()
     ));
     let result = (|| -> Result<()> {
+        let writing = || format!("writing {}", tmp.display());
         let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+            std::fs::File::create(&tmp).io(&tmp, || format!("creating {}", tmp.display()))?;
+        f.write_all(bytes).io(&tmp, writing)?;
+        f.sync_all().io(&tmp, writing)?;
+        std::fs::rename(&tmp, path).io(path, || {
+            format!("renaming {} to {}", tmp.display(), path.display())
+        })
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -42,8 +44,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// without a length (a pipe, a device) is read up to the budget and refused past it.
 pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     let context = || format!("reading {what} {}", path.display());
-    let file = std::fs::File::open(path).with_context(context)?;
-    let meta = file.metadata().with_context(context)?;
+    let file = std::fs::File::open(path).io(path, context)?;
+    let meta = file.metadata().io(path, context)?;
     let budget = Budget::host();
     let len = if meta.is_file() { meta.len() } else { 0 };
     let mut bytes = vec_with_capacity::<u8>(
@@ -54,7 +56,7 @@ pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     // One byte past the budget tells a stream that never ends from one that fits.
     file.take(budget.bytes().saturating_add(1))
         .read_to_end(&mut bytes)
-        .with_context(context)?;
+        .io(path, context)?;
     budget.check(
         format_args!(
             "{what} {} (read until it passed the budget)",

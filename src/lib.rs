@@ -13,6 +13,7 @@ pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod cpu;
+pub mod error;
 pub mod exec;
 pub mod gpu;
 pub mod io;
@@ -25,6 +26,7 @@ pub mod train;
 pub mod word2vec;
 
 pub use backend::Backend;
+pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuTensor};
 pub use ops::Gemm;
 

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 /// What recur assumes a machine has where its memory cannot be read (not Linux, no /proc).
 pub const ASSUMED_HOST_BYTES: u64 = 16 << 30;
 
-/// A size over its budget. Maps onto the "limit" kind of error.
+/// A size over its budget; it converts into [`crate::Error::Limit`] with its message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitError {
     /// The value and where it comes from, e.g. `hidden_size 100000 (rnn.weight_hh_l0 alone)`.
@@ -37,10 +37,17 @@ impl fmt::Display for LimitError {
 
 impl std::error::Error for LimitError {}
 
-/// Whether `e` or any error in its chain is a [`LimitError`] (so the command line can add
-/// the options behind it).
-pub fn is_limit(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<LimitError>())
+/// Whether `e` or any error in its chain of sources is a size over a limit (a
+/// [`crate::Error::Limit`] or a [`LimitError`]), so the command line can add the options
+/// behind it. An `anyhow::Error` passes as `e.as_ref()`.
+pub fn is_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |c| c.source()).any(|c| {
+        c.is::<LimitError>()
+            || matches!(
+                c.downcast_ref::<crate::Error>().map(crate::Error::kind),
+                Some(crate::Error::Limit(_))
+            )
+    })
 }
 
 /// Where a budget comes from, for the message.
@@ -191,7 +198,7 @@ pub fn vec_with_capacity<T>(
     len: usize,
     what: impl fmt::Display,
     budget: &Budget,
-) -> anyhow::Result<Vec<T>> {
+) -> crate::Result<Vec<T>> {
     let bytes = bytes_of(len as u64, std::mem::size_of::<T>());
     budget.check(&what, bytes)?;
     let mut v = Vec::new();
@@ -283,9 +290,10 @@ mod tests {
         );
         let e = b.check("shape [2^40, 2^40]", None).unwrap_err();
         assert!(e.to_string().contains("more than 2^64 bytes"), "{e}");
-        let wrapped = anyhow::Error::from(e).context("loading");
+        let wrapped = crate::Error::from(e).context("loading");
         assert!(is_limit(&wrapped));
-        assert!(!is_limit(&anyhow::anyhow!("other")));
+        assert!(matches!(&wrapped, crate::Error::Limit(m) if m.starts_with("loading: shape")));
+        assert!(!is_limit(&crate::Error::Invalid("other".into())));
     }
 
     #[test]

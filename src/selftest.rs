@@ -1,7 +1,7 @@
 //! Each GPU kernel against its CPU twin on random inputs, on whatever adapter is in use.
 //! `recur selftest` prints these; the test suite has its own, more thorough checks.
 
-use anyhow::Result;
+use crate::error::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -12,7 +12,7 @@ use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
 use crate::gpu::recurrent::{RecurrentKernels, RecurrentPath, StepKernel};
 use crate::gpu::word2vec_train::PlanOptions;
-use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan, Unsupported};
+use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
 use crate::nn::recurrent::TrainKey;
 use crate::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
 use crate::ops::recurrent::CellKind;
@@ -28,7 +28,7 @@ pub const TOLERANCE: f64 = 1e-5;
 pub enum Outcome {
     /// The kernel ran: its relative error against the CPU twin (a pass under [`TOLERANCE`]).
     Compared(f64),
-    /// The adapter cannot run this kernel (a [`crate::gpu::Unsupported`] error): why.
+    /// The adapter cannot run this kernel (a [`crate::Error::Unsupported`] error): why.
     Skipped(String),
     /// Building or running the kernel failed: the error.
     Error(String),
@@ -189,9 +189,9 @@ fn run_cases(seed: u64, cases: Vec<Case>, settle: impl Fn() -> Result<()>) -> Ve
             Err(e) => {
                 // Whatever the case left on the device must not land on the next one.
                 let _ = settle();
-                let outcome = match e.downcast_ref::<Unsupported>() {
-                    Some(why) => Outcome::Skipped(why.to_string()),
-                    None => Outcome::Error(format!("{e:#}")),
+                let outcome = match e {
+                    crate::Error::Unsupported(why) => Outcome::Skipped(why),
+                    e => Outcome::Error(e.full_message()),
                 };
                 results.push(CheckResult {
                     name: label,
@@ -570,12 +570,14 @@ mod tests {
             (
                 "needs more".into(),
                 Box::new(|_| {
-                    Err(Unsupported("needs 12 storage buffers, adapter allows 10".into()).into())
+                    Err(crate::Error::Unsupported(
+                        "needs 12 storage buffers, adapter allows 10".into(),
+                    ))
                 }),
             ),
             (
                 "broken".into(),
-                Box::new(|_| anyhow::bail!("pipeline failed")),
+                Box::new(|_| crate::error::bail!(Adapter, "pipeline failed")),
             ),
             ("inexact".into(), Box::new(|_| found("inexact", 1e-3))),
             ("nan".into(), Box::new(|_| found("nan", f64::NAN))),
@@ -589,7 +591,7 @@ mod tests {
             ("last".into(), Box::new(|_| found("last", 0.0))),
         ];
         let settle = || match device_error.replace(false) {
-            true => anyhow::bail!("GPU device error: lost"),
+            true => crate::error::bail!(Adapter, "GPU device error: lost"),
             false => Ok(()),
         };
         let results = run_cases(7, cases, settle);

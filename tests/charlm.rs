@@ -232,7 +232,7 @@ fn bad_input_keeps_the_checkpoint() {
                 recurrent_dropout: 1.0,
                 ..tiny()
             },
-            "--recurrent-dropout 1 is invalid",
+            "dropout rate `recurrent` 1 is invalid",
         ),
     ];
     for (text, opts, want) in cases {

@@ -264,7 +264,7 @@ fn the_same_seed_trains_the_same_parameters_with_dropout() {
     assert_ne!(params(&no_dropout), first);
 }
 
-fn err_of<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+fn err_of<T: std::fmt::Debug>(r: recur::Result<T>) -> String {
     format!("{:#}", r.unwrap_err())
 }
 
@@ -278,35 +278,35 @@ fn bad_options_are_refused_naming_the_value() {
                 layers: 0,
                 ..small()
             },
-            "--layers 0 is invalid: expected at least 1 layer",
+            "layers 0 is invalid: expected at least 1 layer",
         ),
         (
             FitOptions {
                 hidden: 0,
                 ..small()
             },
-            "--hidden 0 is invalid: expected a hidden size of at least 1",
+            "hidden 0 is invalid: expected a hidden size of at least 1",
         ),
         (
             FitOptions {
                 dropout: 1.0,
                 ..small()
             },
-            "--dropout 1 is invalid: expected a rate in [0, 1)",
+            "dropout rate `between_layers` 1 is invalid: expected a rate in [0, 1)",
         ),
         (
             FitOptions {
                 input_dropout: -0.1,
                 ..small()
             },
-            "--input-dropout -0.1 is invalid: expected a rate in [0, 1)",
+            "dropout rate `input` -0.1 is invalid: expected a rate in [0, 1)",
         ),
         (
             FitOptions {
                 recurrent_dropout: f32::NAN,
                 ..small()
             },
-            "--recurrent-dropout NaN is invalid: expected a rate in [0, 1)",
+            "dropout rate `recurrent` NaN is invalid: expected a rate in [0, 1)",
         ),
     ];
     for (o, want) in cases {
@@ -496,7 +496,7 @@ fn cli_saves_a_model_that_reports_the_same_when_loaded() {
         ),
         (
             &["fit", "--train", &train, "--test", &test, "--layers", "0"],
-            "--layers 0 is invalid".into(),
+            "--layers: layers 0 is invalid".into(),
         ),
         (
             &[
@@ -508,7 +508,8 @@ fn cli_saves_a_model_that_reports_the_same_when_loaded() {
                 "--dropout",
                 "1.5",
             ],
-            "--dropout 1.5 is invalid: expected a rate in [0, 1)".into(),
+            "--dropout: dropout rate `between_layers` 1.5 is invalid: expected a rate in [0, 1)"
+                .into(),
         ),
         (
             &[

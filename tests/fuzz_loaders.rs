@@ -19,7 +19,6 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recur::nn::{parse_safetensors, HostTensor, Recurrent, RecurrentConfig, Tensors};
@@ -29,6 +28,7 @@ use recur::train::fit::{self, FitModel, FitOptions, Table};
 use recur::train::{Checkpoint, EmbeddingSpec, Head, Loss, ModelSpec, SequenceModel};
 use recur::word2vec::{self, KeyedVectors, Vocab};
 use recur::Backend;
+use recur::Result;
 
 // ------------------------------------------------------------------ counting allocator
 

@@ -139,7 +139,7 @@ fn bad_arrays_are_errors_naming_the_shape() {
     let backend = Backend::Cpu;
     let mut model = Model::lstm(3, 4).dense(2).mse().build(&backend).unwrap();
     let x = Tensor::zeros(vec![5, 4, 3]);
-    let err = |r: anyhow::Result<Vec<f32>>| format!("{:#}", r.unwrap_err());
+    let err = |r: recur::Result<Vec<f32>>| format!("{:#}", r.unwrap_err());
     let e = err(model.fit(
         &Tensor::zeros(vec![5, 4, 2]),
         &Tensor::zeros(vec![5, 2]),

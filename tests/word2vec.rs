@@ -25,7 +25,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-fn err_text<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+fn err_text<T: std::fmt::Debug>(r: recur::Result<T>) -> String {
     format!("{:#}", r.expect_err("expected an error"))
 }
 

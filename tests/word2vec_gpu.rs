@@ -101,7 +101,7 @@ fn gpu_unit_vectors_and_top_k_match_the_cpu() {
 fn gpu_top_k_rejects_bad_input() {
     let Some(gpu) = common::gpu() else { return };
     let data = vec![1.0f32; 12];
-    let err = |r: anyhow::Result<CosineIndex>| format!("{:#}", r.err().expect("an error"));
+    let err = |r: recur::Result<CosineIndex>| format!("{:#}", r.err().expect("an error"));
     assert!(err(CosineIndex::new(&gpu, &CosineTopK::new(4, 3, 0), &data, 1)).contains("k = 0"));
     assert!(err(CosineIndex::new(
         &gpu,
@@ -121,7 +121,7 @@ fn gpu_top_k_rejects_bad_input() {
     );
     let index = CosineIndex::new(&gpu, &CosineTopK::new(4, 3, 2), &data, 2).unwrap();
     let q = [1.0, 0.0, 0.0];
-    let e = |r: anyhow::Result<Vec<(usize, f32)>>| format!("{:#}", r.expect_err("an error"));
+    let e = |r: recur::Result<Vec<(usize, f32)>>| format!("{:#}", r.expect_err("an error"));
     assert!(e(index.top_k(&q[..2], &[])).contains("query of 2 values: expected 3"));
     assert!(e(index.top_k(&q, &[4])).contains("excluded row 4"));
     assert!(e(index.top_k(&q, &[0, 1, 2])).contains("at most 2"));
@@ -627,7 +627,7 @@ fn bad_batches_and_sizes_are_errors_naming_the_value() {
         let mut p = PackedBatch::default();
         BatchPacker::default().pack(&spec, b, &mut p).map(|_| p)
     };
-    let err = |r: anyhow::Result<PackedBatch>| format!("{:#}", r.expect_err("an error"));
+    let err = |r: recur::Result<PackedBatch>| format!("{:#}", r.expect_err("an error"));
     let mut b = TrainBatch::default();
     b.push(&[4], [(0, true)]);
     assert!(err(pack(&b)).contains("input row 4: expected below 4"));

@@ -1,7 +1,7 @@
 //! Training throughput of the character language model (`recur train`'s model): steps and
 //! characters per second, GPU against CPU, on the shipped text.
 
-use anyhow::Result;
+use crate::error::Result;
 use serde::Serialize;
 
 use super::{time_reps, Stats};

@@ -1,6 +1,6 @@
 //! GEMM throughput: the GPU kernel and the CPU path on the same shapes, in one run.
 
-use anyhow::Result;
+use crate::error::Result;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 

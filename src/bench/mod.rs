@@ -10,7 +10,7 @@ pub mod word2vec;
 
 use std::time::Instant;
 
-use anyhow::Result;
+use crate::error::Result;
 use serde::Serialize;
 
 /// Median, minimum and maximum of repeated timings, in seconds.

@@ -2,7 +2,7 @@
 //! summed from the dispatches its plans record (see `src/gpu/cost.rs`), with the roofline
 //! time of each kernel on a named GPU (`src/bench/roofline.rs`). Nothing is submitted.
 
-use anyhow::Result;
+use crate::error::Result;
 use serde::Serialize;
 
 use super::recurrent::RecurrentCase;

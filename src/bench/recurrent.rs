@@ -1,6 +1,6 @@
 //! Recurrent layers: forward and forward + backward per batch, CPU path against GPU path.
 
-use anyhow::Result;
+use crate::error::Result;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 

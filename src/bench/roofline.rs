@@ -26,7 +26,7 @@
 //! last wave, clock limits and the cost of the first touch of a buffer. It ranks kernels and
 //! designs; it is not a prediction to the microsecond.
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 use serde::Serialize;
 
 use crate::gpu::DispatchCost;
@@ -124,6 +124,7 @@ pub fn find(key: &str) -> Result<&'static GpuPeak> {
     match GPUS.iter().find(|g| g.key.eq_ignore_ascii_case(key)) {
         Some(g) => Ok(g),
         None => bail!(
+            Invalid,
             "unknown GPU {key:?} for the roofline model; known: {}",
             GPUS.iter().map(|g| g.key).collect::<Vec<_>>().join(", ")
         ),

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, ensure, IoResultExt, Result, ResultExt};
 use serde::Serialize;
 
 use crate::backend::Backend;
@@ -99,6 +99,7 @@ impl SoakRun {
             if let Some(g) = g {
                 if g.growth > self.tolerance {
                     bail!(
+                        Limit,
                         "{}: {name} grew {:.2}% after the warm-up, from {} at step {} to {} at \
                          step {}: more than the {:.2}% allowed",
                         self.backend,
@@ -124,8 +125,9 @@ pub fn soak(
     opts: &SoakOptions,
     mut on_sample: impl FnMut(&Sample),
 ) -> Result<SoakRun> {
-    anyhow::ensure!(
+    ensure!(
         opts.every > 0 && opts.warmup < opts.charlm.train_steps,
+        Invalid,
         "a soak samples every {} steps with a warm-up of {} in {} steps: expected a sample \
          interval > 0 and a warm-up shorter than the run",
         opts.every,
@@ -191,7 +193,7 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let dir = std::env::temp_dir().join(format!("recur-soak-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).io(&dir, || format!("creating {}", dir.display()))?;
         Ok(Self(dir))
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use crate::error::Result;
 use serde::Serialize;
 
 use super::Stats;
@@ -286,7 +286,8 @@ pub fn model_gpu(
     let planned = plan_run(corpus, &vocab, cfg, options)?;
     let one_thread = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
-        .build()?
+        .build()
+        .map_err(|e| crate::error::err!(Limit, "a thread pool of 1 thread: {e}"))?
         .install(|| plan_run(corpus, &vocab, cfg, options))?;
     Ok(ModelledRun::new(
         label,
@@ -301,8 +302,9 @@ pub fn model_gpu(
 /// (`w0`, `w1`, ...), 20 to a line: a stand-in for natural text when no corpus is given.
 pub fn synthetic_corpus(path: &Path, words: usize, vocab: usize, seed: u64) -> Result<()> {
     use crate::word2vec::sampling::{AliasTable, Rng};
-    anyhow::ensure!(
+    crate::error::ensure!(
         vocab > 0,
+        Invalid,
         "a synthetic corpus needs a vocabulary of at least 1 word"
     );
     let weights: Vec<f64> = (1..=vocab).map(|r| 1.0 / r as f64).collect();

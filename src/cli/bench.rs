@@ -198,7 +198,7 @@ fn run_script(name: &str, args: &[String]) -> Option<Vec<serde_json::Value>> {
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    crate::io::write_atomic(path, text.as_bytes())
+    Ok(crate::io::write_atomic(path, text.as_bytes())?)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -445,7 +445,7 @@ fn rnn_cases(
         cells
             .iter()
             .map(|c| CellKind::parse(c))
-            .collect::<Result<_>>()?
+            .collect::<crate::Result<_>>()?
     };
     if !shapes.is_empty() {
         let mut cases = Vec::new();
@@ -675,7 +675,7 @@ fn plan_rnn(
     let peaks = models
         .iter()
         .map(|m| roofline::find(m))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<crate::Result<Vec<_>>>()?;
     let mut tables = Vec::new();
     for case in cases {
         for peak in &peaks {

@@ -103,7 +103,10 @@ impl Job {
                     "no GPU adapter ({})",
                     e.to_string().lines().next().unwrap_or_default()
                 )),
-                Err(e) => Err(e),
+                // The library names the CPU backend by its type; the flag is ours.
+                Err(e) => Err(e
+                    .context("--backend gpu (--backend cpu needs no adapter)")
+                    .into()),
             },
         }
     }
@@ -128,7 +131,7 @@ impl Job {
             return Err(e);
         };
         let rank = self.ranks.rank();
-        if is_agreed(&e) {
+        if is_agreed(e.as_ref()) {
             if rank == 0 {
                 say(&format!("Error: {e:#}"));
             }

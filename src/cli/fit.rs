@@ -9,6 +9,7 @@ use anyhow::{bail, ensure, Result};
 use super::distributed::Job;
 use super::BackendArg;
 
+use crate::train::distributed::check_shards;
 use crate::train::fit::{self, FitModel, FitOptions, FitReport};
 
 #[derive(clap::Args)]
@@ -123,11 +124,29 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
 }
 
+/// `FitOptions`' fields and their flags.
+const FLAGS: [(&str, &str); 8] = [
+    ("hidden", "--hidden"),
+    ("layers", "--layers"),
+    ("batch", "--batch"),
+    ("epochs", "--epochs"),
+    ("window", "--window"),
+    super::DROPOUT_FLAGS[0],
+    super::DROPOUT_FLAGS[1],
+    super::DROPOUT_FLAGS[2],
+];
+
 fn train_and_test(args: &FitArgs, train_path: &Path, job: &Job) -> Result<()> {
     let opts = args.options();
     // Every option and both files are checked before a device is opened or training starts.
     opts.validate()
+        .map_err(|e| super::name_flag(e, &FLAGS))
         .map_err(|e| super::name_options(e, || args.size_flags()))?;
+    check_shards(
+        "sequences per batch (--batch)",
+        opts.batch,
+        job.ranks().count(),
+    )?;
     if let Some(out) = &args.out {
         check_out_dir(out)?;
     }

@@ -41,7 +41,7 @@ pub struct VjpArgs {
 }
 
 fn parse_cell(s: &str) -> Result<CellKind> {
-    CellKind::parse(s)
+    Ok(CellKind::parse(s)?)
 }
 
 fn options(a: &Args) -> FileOptions {

@@ -56,14 +56,39 @@ enum Command {
 /// A size the library refused (a [`crate::memory::LimitError`] in the chain), with the
 /// options it came from named: the library names fields (`hidden_size 100000`), the
 /// command line its flags (`--hidden 100000`).
-fn name_options(e: anyhow::Error, options: impl FnOnce() -> String) -> anyhow::Error {
-    if crate::memory::is_limit(&e) {
+fn name_options(e: impl Into<anyhow::Error>, options: impl FnOnce() -> String) -> anyhow::Error {
+    let e = e.into();
+    if crate::memory::is_limit(e.as_ref()) {
         let options = options();
         e.context(format!("{options}: too large for this machine"))
     } else {
         e
     }
 }
+
+/// An option the library refused, which names it by its field (`hidden 0 is invalid`,
+/// ``dropout rate `input` 1.5 is invalid``), with the command line's flag for that field in
+/// front (`--hidden: hidden 0 is invalid: ...`); `flags` pairs each field, as the message
+/// starts, with its flag. Errors naming no field in `flags` pass as they are.
+fn name_flag(e: crate::Error, flags: &[(&str, &str)]) -> crate::Error {
+    let text = e.to_string();
+    let named = flags.iter().find(|(field, _)| {
+        text.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with([' ', ':']))
+    });
+    match named {
+        Some((_, flag)) => e.context(flag),
+        None => e,
+    }
+}
+
+/// The dropout rates' fields (`DropoutRates`) and the flags `recur train` and `recur fit`
+/// take them from.
+const DROPOUT_FLAGS: [(&str, &str); 3] = [
+    ("dropout rate `input`", "--input-dropout"),
+    ("dropout rate `between_layers`", "--dropout"),
+    ("dropout rate `recurrent`", "--recurrent-dropout"),
+];
 
 pub fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

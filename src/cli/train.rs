@@ -14,6 +14,7 @@ use crate::memory::{bytes_of, Budget};
 use crate::nn::EmbeddingInit;
 use crate::train::charlm::CharVocab;
 use crate::train::charlm::{self, CharLmOptions};
+use crate::train::distributed::check_shards;
 use crate::train::footprint::{Footprint, RunShape};
 use crate::train::plot::loss_png;
 use crate::train::Checkpoint;
@@ -131,6 +132,16 @@ pub struct GenerateArgs {
     seed: u64,
 }
 
+/// `CharLmOptions`' fields, as its messages name them, and their flags.
+const FLAGS: [(&str, &str); 6] = [
+    ("train_steps", "--steps"),
+    ("eval_every", "--eval-every"),
+    ("validation fraction", "--valid-fraction"),
+    super::DROPOUT_FLAGS[0],
+    super::DROPOUT_FLAGS[1],
+    super::DROPOUT_FLAGS[2],
+];
+
 pub fn train(args: TrainArgs) -> Result<()> {
     let job = Job::join(args.distributed)?;
     let result = train_on(args, &job);
@@ -161,7 +172,8 @@ fn train_on(args: TrainArgs, job: &Job) -> Result<()> {
         eval_every: args.eval_every,
     };
     // Every option is checked before a device is opened or a file written.
-    opts.validate()?;
+    opts.validate().map_err(|e| super::name_flag(e, &FLAGS))?;
+    check_shards("streams (--batch)", opts.batch, job.ranks().count())?;
     check_sample_length(args.sample, "--sample")?;
     let flags = || {
         format!(

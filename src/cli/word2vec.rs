@@ -11,6 +11,21 @@ use crate::gpu::Gpu;
 use crate::memory::{bytes_of, Budget};
 use crate::word2vec::{self, Arch, Config, Output, Vocab};
 
+/// `word2vec::Config`'s fields, as its messages name them, and their flags.
+const FLAGS: [(&str, &str); 11] = [
+    ("vector size", "--size"),
+    ("window", "--window"),
+    ("epochs", "--epochs"),
+    ("threads", "--threads"),
+    ("GPU batch", "--gpu-batch"),
+    ("learning rate", "--alpha"),
+    ("minimum learning rate", "--min-alpha"),
+    ("sample", "--sample"),
+    ("max vocabulary size", "--max-vocab"),
+    ("sync_words", "--sync-words"),
+    ("0 negative samples", "--negative"),
+];
+
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// The corpus: a text file, one sentence a line, tokens separated by whitespace.
@@ -123,7 +138,7 @@ fn train_on(a: TrainArgs, job: &Job) -> Result<()> {
         progress: true,
         sync_words: a.sync_words,
     };
-    cfg.validate()?;
+    cfg.validate().map_err(|e| super::name_flag(e, &FLAGS))?;
     ensure!(
         cfg.threads <= MAX_THREADS,
         "--threads {}: expected at most {MAX_THREADS}",

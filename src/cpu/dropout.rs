@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/dropout.wgsl`: dropout masks from Philox, bit for bit as the GPU
 //! makes them, and their application. Semantics: `src/ops/dropout.rs`.
 
-use anyhow::Result;
+use crate::error::Result;
 
 use super::philox::draw;
 use super::Real;

@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/embedding.wgsl`: row gather and its deterministic scatter-add.
 //! Layout and semantics: `src/ops/embedding.rs`.
 
-use anyhow::Result;
+use crate::error::Result;
 
 use super::Real;
 use crate::ops::embedding::Embedding;

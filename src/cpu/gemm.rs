@@ -2,7 +2,7 @@
 //! on all cores through rayon (the twin of `main`, split or not, and of `main_cpu` alike: a
 //! split changes only the order of the additions), and column sums.
 
-use anyhow::Result;
+use crate::error::Result;
 
 use super::Real;
 use crate::ops::{ColumnSum, Gemm};

@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/loss.wgsl`: softmax cross-entropy and mean squared error, each with
 //! its gradient. Formulas: `src/ops/loss.rs`.
 
-use anyhow::Result;
+use crate::error::Result;
 
 use super::Real;
 use crate::ops::loss::{validate_mse, CrossEntropy};

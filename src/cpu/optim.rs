@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/optim.wgsl`: optimizer updates and the global gradient norm.
 //! The formulas and the state layout are described in `src/ops/optim.rs`.
 
-use anyhow::Result;
+use crate::error::Result;
 
 use super::Real;
 use crate::ops::optim::{clip_scale, validate_clip, Optimizer};

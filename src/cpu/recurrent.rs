@@ -13,7 +13,7 @@
 
 use std::ops::Range;
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 
 use super::activation::Activation;
 use super::gemm::gemm_on_this_thread;
@@ -73,7 +73,11 @@ pub struct Grads<T> {
 }
 
 fn check_len(what: &str, have: usize, want: usize) -> Result<()> {
-    ensure!(have == want, "{what} has {have} elements, expected {want}");
+    ensure!(
+        have == want,
+        Shape,
+        "{what} has {have} elements, expected {want}"
+    );
     Ok(())
 }
 

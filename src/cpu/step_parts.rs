@@ -9,7 +9,7 @@
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use anyhow::Result;
+use crate::error::Result;
 use rayon::prelude::*;
 
 use super::gemm::PARALLEL_WORK;

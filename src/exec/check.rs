@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result, ResultExt};
 
 use crate::ops::embedding::Embedding;
 use crate::ops::loss::{validate_mse, CrossEntropy};
@@ -16,7 +16,10 @@ pub(crate) fn elements(label: &str, shape: &[usize]) -> Result<usize> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| {
-            anyhow!("tensor {label} of shape {shape:?} has more elements than can be counted")
+            err!(
+                Limit,
+                "tensor {label} of shape {shape:?} has more elements than can be counted"
+            )
         })
 }
 
@@ -25,7 +28,8 @@ pub(crate) fn elements(label: &str, shape: &[usize]) -> Result<usize> {
 pub(crate) fn zeroed<T: Clone + Default>(label: &str, n: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| {
-        anyhow!(
+        err!(
+            Limit,
             "tensor {label} needs {} bytes of memory, which could not be allocated",
             n as u128 * std::mem::size_of::<T>() as u128
         )
@@ -81,6 +85,7 @@ pub(crate) fn u32_checks(program: &Program) -> BTreeMap<TensorId, U32Check> {
 pub(crate) fn check_u32(decl: &TensorDecl, check: U32Check, data: &[u32]) -> Result<()> {
     ensure!(
         data.len() == decl.len(),
+        Shape,
         "{} takes {} values, got {}",
         decl.label,
         decl.len(),
@@ -95,6 +100,7 @@ pub(crate) fn check_u32(decl: &TensorDecl, check: U32Check, data: &[u32]) -> Res
                 .find(|(_, &l)| l == 0 || l as usize > steps)
             {
                 bail!(
+                    Shape,
                     "{}[{b}] = {len} is outside 1..={steps} (a sequence needs at least one step \
                      and at most {steps})",
                     decl.label
@@ -145,6 +151,7 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             let d = program.tensor(t);
             ensure!(
                 d.dtype == DType::Float,
+                Shape,
                 "{} must hold float values",
                 d.label
             );
@@ -153,7 +160,12 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
     };
     let u32s = |t: TensorId| -> Result<()> {
         let d = program.tensor(t);
-        ensure!(d.dtype == DType::U32, "{} must hold u32 values", d.label);
+        ensure!(
+            d.dtype == DType::U32,
+            Shape,
+            "{} must hold u32 values",
+            d.label
+        );
         Ok(())
     };
     let distinct = |ts: &[TensorId]| -> Result<()> {
@@ -161,6 +173,7 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             for b in &ts[i + 1..] {
                 ensure!(
                     a != b,
+                    Invalid,
                     "{} appears twice where distinct tensors are needed",
                     program.tensor(*a).label
                 );
@@ -196,6 +209,7 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             let n = s.batch * s.hidden;
             ensure!(
                 len(f.state) == STATE_REGIONS * n,
+                Shape,
                 "state has {} elements, expected {STATE_REGIONS} x batch x hidden = {}",
                 len(f.state),
                 STATE_REGIONS * n
@@ -204,6 +218,7 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
                 u32s(l)?;
                 ensure!(
                     len(l) == s.batch,
+                    Shape,
                     "lengths: {} for a batch of {}",
                     len(l),
                     s.batch
@@ -212,6 +227,7 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             if let Some(m) = f.recurrent_mask {
                 ensure!(
                     len(m) == n,
+                    Shape,
                     "recurrent mask: {} elements, expected {n}",
                     len(m)
                 );
@@ -224,6 +240,7 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             if let Some(dy) = b.dy {
                 ensure!(
                     len(dy) == len(f.y),
+                    Shape,
                     "output gradient: {} elements, the output {}",
                     len(dy),
                     len(f.y)
@@ -231,28 +248,40 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             }
             ensure!(
                 len(b.dx) == len(f.x),
+                Shape,
                 "input gradient: {} elements, the input {}",
                 len(b.dx),
                 len(f.x)
             );
-            ensure!(len(b.dw_ih) == gw * s.input, "weight_ih gradient size");
-            ensure!(len(b.dw_hh) == gw * s.hidden, "weight_hh gradient size");
+            ensure!(
+                len(b.dw_ih) == gw * s.input,
+                Shape,
+                "weight_ih gradient size"
+            );
+            ensure!(
+                len(b.dw_hh) == gw * s.hidden,
+                Shape,
+                "weight_hh gradient size"
+            );
             ensure!(
                 b.db_ih.is_some() == f.b_ih.is_some() && b.db_hh.is_some() == f.b_hh.is_some(),
+                Invalid,
                 "bias gradients exactly where the forward has biases"
             );
             for db in b.db_ih.iter().chain(&b.db_hh) {
-                ensure!(len(*db) == gw, "bias gradient size");
+                ensure!(len(*db) == gw, Shape, "bias gradient size");
             }
             Ok(())
         }
         Op::Merge { stage, cat, out } => {
             ensure!(
                 len(*cat) == stage.rows() * stage.dirs * stage.hidden,
+                Shape,
                 "merge input size"
             );
             ensure!(
                 len(*out) == stage.rows() * stage.width(),
+                Shape,
                 "merge output size"
             );
             distinct(&[*cat, *out])
@@ -265,11 +294,13 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
         } => {
             ensure!(
                 len(*cat) == stage.rows() * stage.dirs * stage.hidden,
+                Shape,
                 "merge input size"
             );
-            ensure!(len(*d_cat) == len(*cat), "merge input gradient size");
+            ensure!(len(*d_cat) == len(*cat), Shape, "merge input gradient size");
             ensure!(
                 len(*d_out) == stage.rows() * stage.width(),
+                Shape,
                 "merge output gradient size"
             );
             distinct(&[*cat, *d_out, *d_cat])
@@ -310,7 +341,7 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
         } => {
             u32s(*targets)?;
             spec.validate(len(*logits), len(*targets), spec.rows, len(*d_logits))?;
-            ensure!(len(*loss) >= 1, "the loss needs one element");
+            ensure!(len(*loss) >= 1, Shape, "the loss needs one element");
             distinct(&[*logits, *d_logits, *loss])
         }
         Op::Mse {
@@ -320,7 +351,7 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             loss,
         } => {
             validate_mse(len(*pred), len(*target), len(*d_pred))?;
-            ensure!(len(*loss) >= 1, "the loss needs one element");
+            ensure!(len(*loss) >= 1, Shape, "the loss needs one element");
             distinct(&[*pred, *d_pred, *loss])
         }
         Op::Copy {
@@ -330,10 +361,11 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             dst_offset,
             len: n,
         } => {
-            ensure!(src != dst, "a copy needs two tensors");
+            ensure!(src != dst, Invalid, "a copy needs two tensors");
             ensure!(
                 src_offset.checked_add(*n).is_some_and(|e| e <= len(*src))
                     && dst_offset.checked_add(*n).is_some_and(|e| e <= len(*dst)),
+                Shape,
                 "copy of {n} elements at {src_offset} -> {dst_offset} runs past {} or {}",
                 program.tensor(*src).label,
                 program.tensor(*dst).label
@@ -345,15 +377,18 @@ fn check_op(program: &Program, op: &Op) -> Result<()> {
             config.validate()?;
             ensure!(
                 !params.is_empty(),
+                Invalid,
                 "nothing to optimize: no trainable parameters"
             );
             for (name, p, g) in params {
                 ensure!(
                     matches!(&program.tensor(*p).kind, Kind::Param(n) if n == name),
+                    Invalid,
                     "{name} is not a parameter of the program"
                 );
                 ensure!(
                     len(*p) == len(*g),
+                    Shape,
                     "{name}: gradient size differs from the parameter's"
                 );
             }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result};
 
 use super::{Executor, ProgramId};
 use crate::cpu::recurrent::{Saved, Weights};
@@ -65,7 +65,7 @@ impl<T: Real> CpuExecutor<T> {
     fn loaded(&self, p: ProgramId) -> Result<&Loaded<T>> {
         self.programs
             .get(p.0)
-            .with_context(|| format!("program {} was not loaded here", p.0))
+            .ok_or_else(|| err!(Invalid, "program {} was not loaded here", p.0))
     }
 
     fn float(&self, p: ProgramId, t: TensorId) -> Result<&[T]> {
@@ -73,7 +73,11 @@ impl<T: Real> CpuExecutor<T> {
         match &l.data[t.0] {
             Data::Float(v) => Ok(v),
             Data::Param(name) => Ok(&self.params[name].1),
-            Data::U32(_) => bail!("tensor {} holds u32 values", l.program.tensor(t).label),
+            Data::U32(_) => bail!(
+                Shape,
+                "tensor {} holds u32 values",
+                l.program.tensor(t).label
+            ),
         }
     }
 
@@ -81,7 +85,11 @@ impl<T: Real> CpuExecutor<T> {
         let l = self.loaded(p)?;
         match &l.data[t.0] {
             Data::U32(v) => Ok(v),
-            _ => bail!("tensor {} holds float values", l.program.tensor(t).label),
+            _ => bail!(
+                Shape,
+                "tensor {} holds float values",
+                l.program.tensor(t).label
+            ),
         }
     }
 
@@ -91,9 +99,17 @@ impl<T: Real> CpuExecutor<T> {
         match &mut l.data[t.0] {
             Data::Float(v) => Ok(std::mem::take(v)),
             Data::Param(name) => Ok(std::mem::take(
-                &mut self.params.get_mut(name).context("parameter")?.1,
+                &mut self
+                    .params
+                    .get_mut(name)
+                    .ok_or_else(|| err!(Invalid, "parameter"))?
+                    .1,
             )),
-            Data::U32(_) => bail!("tensor {} holds u32 values", l.program.tensor(t).label),
+            Data::U32(_) => bail!(
+                Shape,
+                "tensor {} holds u32 values",
+                l.program.tensor(t).label
+            ),
         }
     }
 
@@ -135,6 +151,7 @@ impl<T: Real> CpuExecutor<T> {
         self.with_out(p, t, |_, v| {
             ensure!(
                 offset + data.len() <= v.len(),
+                Shape,
                 "writing {} values at {offset} into a tensor of {}",
                 data.len(),
                 v.len()
@@ -154,12 +171,14 @@ impl<T: Real> CpuExecutor<T> {
         let n: usize = shape.iter().product();
         ensure!(
             data.len() == n,
+            Shape,
             "parameter {name}: {} values for shape {shape:?}",
             data.len()
         );
         if let Some((have, _)) = self.params.get(name) {
             ensure!(
                 have == shape,
+                Shape,
                 "parameter {name} has shape {have:?}, not {shape:?}"
             );
         }
@@ -173,7 +192,7 @@ impl<T: Real> CpuExecutor<T> {
         Ok(self
             .params
             .get(name)
-            .with_context(|| format!("no parameter {name}"))?
+            .ok_or_else(|| err!(Invalid, "no parameter {name}"))?
             .1
             .clone())
     }
@@ -394,7 +413,7 @@ impl<T: Real> CpuExecutor<T> {
             let saved = l
                 .tapes
                 .get(&b.forward)
-                .context("a recurrent backward ran before its forward")?;
+                .ok_or_else(|| err!(Invalid, "a recurrent backward ran before its forward"))?;
             let state = self.float(p, f.state)?;
             let w = Weights {
                 w_ih: self.float(p, f.w_ih)?,
@@ -416,7 +435,7 @@ impl<T: Real> CpuExecutor<T> {
         };
         let accumulate = b.accumulate_dx;
         self.with_out(p, b.dx, |_, dx| {
-            ensure!(dx.len() == g.dx.len(), "input gradient size");
+            ensure!(dx.len() == g.dx.len(), Shape, "input gradient size");
             if accumulate {
                 for (a, v) in dx.iter_mut().zip(&g.dx) {
                     *a = *a + *v;
@@ -461,6 +480,7 @@ impl<T: Real> Executor for CpuExecutor<T> {
                     match self.params.get(name) {
                         Some((shape, _)) => ensure!(
                             shape == &t.shape,
+                            Shape,
                             "parameter {name} has shape {shape:?}, the program declares {:?}",
                             t.shape
                         ),
@@ -501,7 +521,10 @@ impl<T: Real> Executor for CpuExecutor<T> {
     }
 
     fn write_u32(&mut self, p: ProgramId, t: TensorId, data: &[u32]) -> Result<()> {
-        let l = self.programs.get_mut(p.0).context("program not loaded")?;
+        let l = self
+            .programs
+            .get_mut(p.0)
+            .ok_or_else(|| err!(Invalid, "program not loaded"))?;
         let decl = l.program.tensor(t).clone();
         let check = l
             .u32_checks
@@ -514,7 +537,7 @@ impl<T: Real> Executor for CpuExecutor<T> {
                 v.copy_from_slice(data);
                 Ok(())
             }
-            _ => bail!("tensor {} does not hold u32 values", decl.label),
+            _ => bail!(Shape, "tensor {} does not hold u32 values", decl.label),
         }
     }
 
@@ -535,6 +558,7 @@ impl<T: Real> Executor for CpuExecutor<T> {
         let v = self.float(p, t)?;
         ensure!(
             offset + len <= v.len(),
+            Shape,
             "reading {len} values at {offset} from a tensor of {}",
             v.len()
         );

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result, ResultExt};
 
 use super::check::{self, U32Check};
 use super::{Executor, ProgramId, RunReport};
@@ -133,7 +133,7 @@ impl GpuExecutor {
     fn loaded(&self, p: ProgramId) -> Result<&Loaded> {
         self.programs
             .get(p.0)
-            .with_context(|| format!("program {} was not loaded here", p.0))
+            .ok_or_else(|| err!(Invalid, "program {} was not loaded here", p.0))
     }
 
     /// The dispatches a run of `phase` records, with their costs, recorded but never
@@ -153,7 +153,10 @@ impl GpuExecutor {
         step: u64,
         rec: &mut Recorder,
     ) -> Result<()> {
-        let l = self.programs.get_mut(p.0).context("program not loaded")?;
+        let l = self
+            .programs
+            .get_mut(p.0)
+            .ok_or_else(|| err!(Invalid, "program not loaded"))?;
         l.staged.clear();
         let ops: Vec<OpId> = l.program.phase(phase)?.map(|(id, _)| id).collect();
         // Lengths written since the last run go into the recurrent plans' step maps.
@@ -166,7 +169,11 @@ impl GpuExecutor {
             {
                 if let Slot::Lengths { lengths, version } = &l.slots[t.0] {
                     if *applied != Some(*version) {
-                        ensure!(*version > 0, "the lengths were not written before the run");
+                        ensure!(
+                            *version > 0,
+                            Invalid,
+                            "the lengths were not written before the run"
+                        );
                         plan.set_lengths(Some(lengths))?;
                         *applied = Some(*version);
                     }
@@ -177,7 +184,11 @@ impl GpuExecutor {
             if let Lowered::RecurrentBackward(forward) = &l.lowered[id.0] {
                 match &l.lowered[forward.0] {
                     Lowered::Recurrent { plan, .. } => plan.record_backward(rec)?,
-                    _ => bail!("a recurrent backward names op {} as its forward", forward.0),
+                    _ => bail!(
+                        Invalid,
+                        "a recurrent backward names op {} as its forward",
+                        forward.0
+                    ),
                 }
                 continue;
             }
@@ -343,7 +354,7 @@ impl GpuExecutor {
                     let row_loss = GpuTensor::zeros(&gpu, &[spec.rows])?;
                     let targets = match &slots[targets.0] {
                         Slot::U32(t) => t,
-                        _ => bail!("cross-entropy targets must be a u32 input"),
+                        _ => bail!(Invalid, "cross-entropy targets must be a u32 input"),
                     };
                     let plan = CrossEntropyPlan::new(
                         &gpu,
@@ -453,7 +464,9 @@ impl GpuExecutor {
                 let db = |t: Option<TensorId>| -> Result<&GpuTensor> {
                     match t {
                         Some(t) => f(t),
-                        None => bias_scratch.as_ref().context("bias gradient scratch"),
+                        None => bias_scratch
+                            .as_ref()
+                            .ok_or_else(|| err!(Invalid, "bias gradient scratch")),
                     }
                 };
                 Some((
@@ -495,15 +508,15 @@ fn float<'a>(
         Slot::Float(g) => Ok(g),
         Slot::Param(name) => params
             .get(name)
-            .with_context(|| format!("parameter {name} is not on the device")),
-        _ => bail!("tensor {} does not hold float values", t.0),
+            .ok_or_else(|| err!(Invalid, "parameter {name} is not on the device")),
+        _ => bail!(Shape, "tensor {} does not hold float values", t.0),
     }
 }
 
 fn ids_of(slots: &[Slot], t: TensorId) -> Result<&EmbeddingIds> {
     match &slots[t.0] {
         Slot::Ids(ids) => Ok(ids),
-        _ => bail!("tensor {} is not declared as ids", t.0),
+        _ => bail!(Invalid, "tensor {} is not declared as ids", t.0),
     }
 }
 
@@ -523,6 +536,7 @@ impl Executor for GpuExecutor {
                     match self.params.get(name) {
                         Some(have) => ensure!(
                             have.shape() == t.shape.as_slice(),
+                            Shape,
                             "parameter {name} has shape {:?}, the program declares {:?}",
                             have.shape(),
                             t.shape
@@ -591,6 +605,7 @@ impl Executor for GpuExecutor {
         let tensor = float(&self.params, &l.slots, t)?;
         ensure!(
             offset + data.len() <= tensor.len(),
+            Shape,
             "writing {} values at {offset} into {} of {}",
             data.len(),
             l.program.tensor(t).label,
@@ -600,7 +615,10 @@ impl Executor for GpuExecutor {
     }
 
     fn write_u32(&mut self, p: ProgramId, t: TensorId, data: &[u32]) -> Result<()> {
-        let l = self.programs.get_mut(p.0).context("program not loaded")?;
+        let l = self
+            .programs
+            .get_mut(p.0)
+            .ok_or_else(|| err!(Invalid, "program not loaded"))?;
         let decl = l.program.tensor(t);
         let check = l.u32_checks.get(&t).copied().unwrap_or(U32Check::None);
         check::check_u32(decl, check, data)?;
@@ -612,7 +630,7 @@ impl Executor for GpuExecutor {
                 *version += 1;
                 Ok(())
             }
-            _ => bail!("tensor {} does not hold u32 values", decl.label),
+            _ => bail!(Shape, "tensor {} does not hold u32 values", decl.label),
         }
     }
 
@@ -625,7 +643,10 @@ impl Executor for GpuExecutor {
             Recorder::new(&gpu)
         };
         self.record_phase(p, phase, step, &mut rec)?;
-        let l = self.programs.get_mut(p.0).context("program not loaded")?;
+        let l = self
+            .programs
+            .get_mut(p.0)
+            .ok_or_else(|| err!(Invalid, "program not loaded"))?;
         let staging = l.staging.get(&phase).map(Vec::as_slice).unwrap_or(&[]);
         for (t, buf) in staging {
             let src = float(&self.params, &l.slots, *t)?;
@@ -651,12 +672,17 @@ impl Executor for GpuExecutor {
     fn read(&mut self, p: ProgramId, t: TensorId, offset: usize, len: usize) -> Result<Vec<f32>> {
         let l = self.loaded(p)?;
         if let Some(v) = l.staged.get(&t) {
-            ensure!(offset + len <= v.len(), "reading past the end of a tensor");
+            ensure!(
+                offset + len <= v.len(),
+                Shape,
+                "reading past the end of a tensor"
+            );
             return Ok(v[offset..offset + len].to_vec());
         }
         let tensor = float(&self.params, &l.slots, t)?;
         ensure!(
             offset + len <= tensor.len(),
+            Shape,
             "reading {len} values at {offset} from {} of {}",
             l.program.tensor(t).label,
             tensor.len()
@@ -669,6 +695,7 @@ impl Executor for GpuExecutor {
             Some(t) => {
                 ensure!(
                     t.shape() == shape,
+                    Shape,
                     "parameter {name} has shape {:?}, not {shape:?}",
                     t.shape()
                 );
@@ -685,7 +712,7 @@ impl Executor for GpuExecutor {
     fn param(&mut self, name: &str) -> Result<Vec<f32>> {
         self.params
             .get(name)
-            .with_context(|| format!("no parameter {name}"))?
+            .ok_or_else(|| err!(Invalid, "no parameter {name}"))?
             .to_vec()
     }
 

@@ -12,7 +12,7 @@ mod gpu;
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use crate::error::Result;
 
 pub use cpu::CpuExecutor;
 pub use gpu::GpuExecutor;

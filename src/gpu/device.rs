@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{bail, err, Result};
 
 use super::registry::KernelRegistry;
 
@@ -10,7 +10,7 @@ use super::registry::KernelRegistry;
 const NO_ADAPTER_HELP: &str = "no GPU adapter with compute shaders was found. \
 On Linux without a GPU, install Mesa's software Vulkan driver \
 (`apt-get install -y mesa-vulkan-drivers`) or use Mesa's llvmpipe over GL (`WGPU_BACKEND=gl`); \
-the CPU backend (`--backend cpu`) needs no adapter at all";
+the CPU backend (`Backend::Cpu`) needs no adapter at all";
 
 /// Optional adapter features recur turns on where the adapter offers them.
 const WANTED_FEATURES: [(wgpu::Features, &str); 4] = [
@@ -19,21 +19,6 @@ const WANTED_FEATURES: [(wgpu::Features, &str); 4] = [
     (wgpu::Features::TIMESTAMP_QUERY, "TIMESTAMP_QUERY"),
     (wgpu::Features::IMMEDIATES, "IMMEDIATES"),
 ];
-
-/// The adapter cannot run a kernel at all, whatever the sizes: its limits or features fall
-/// short of what the kernel needs. Returned (inside `anyhow::Error`) by plan constructors, so
-/// a caller such as `recur selftest` can report the kernel as skipped, with this reason,
-/// rather than failed; find it with `err.downcast_ref::<Unsupported>()`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unsupported(pub String);
-
-impl std::fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Unsupported {}
 
 /// Which limits the device asks for: `RECUR_LIMITS=adapter` (the default) or `default`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,8 +39,11 @@ impl LimitsMode {
             Err(std::env::VarError::NotPresent) => Ok(Self::Adapter),
             Ok(v) if v == "adapter" => Ok(Self::Adapter),
             Ok(v) if v == "default" => Ok(Self::Default),
-            Ok(v) => bail!("RECUR_LIMITS={v:?} is not a limits mode; expected adapter or default"),
-            Err(e) => bail!("RECUR_LIMITS is not valid text: {e}"),
+            Ok(v) => bail!(
+                Invalid,
+                "RECUR_LIMITS={v:?} is not a limits mode; expected adapter or default"
+            ),
+            Err(e) => bail!(Invalid, "RECUR_LIMITS is not valid text: {e}"),
         }
     }
 }
@@ -246,11 +234,11 @@ impl Gpu {
         if candidates.is_empty() {
             if let Some(f) = &name_filter {
                 bail!(
-                    "WGPU_ADAPTER_NAME={f:?} matches no adapter with compute shaders; adapters seen: [{}]",
+                    Adapter, "WGPU_ADAPTER_NAME={f:?} matches no adapter with compute shaders; adapters seen: [{}]",
                     seen.join(", ")
                 );
             }
-            bail!("{NO_ADAPTER_HELP}");
+            bail!(Adapter, "{NO_ADAPTER_HELP}");
         }
         // Stable: adapters of one kind keep the order the instance lists them in.
         candidates.sort_by_key(|a| {
@@ -281,7 +269,7 @@ impl Gpu {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .with_context(|| format!("creating a device on adapter {:?}", info.name))?;
+        .map_err(|e| err!(Adapter, "creating a device on adapter {:?}: {e}", info.name))?;
         Ok(Self::assemble(
             Some(adapter),
             device,
@@ -479,7 +467,7 @@ impl Gpu {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match slot.take() {
-            Some(e) => Err(anyhow!("GPU device error: {e}")),
+            Some(e) => Err(err!(Adapter, "GPU device error: {e}")),
             None => Ok(()),
         }
     }
@@ -489,7 +477,7 @@ impl Gpu {
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+            .map_err(|e| err!(Adapter, "waiting for the GPU: {e}"))?;
         self.take_device_error()
     }
 

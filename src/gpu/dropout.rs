@@ -5,7 +5,7 @@
 //! `queue.write_buffer` when a mask is recorded, so a mask plan is recorded at most once per
 //! submit (one plan per mask a step needs).
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid, WG};
@@ -68,6 +68,7 @@ impl DropoutMaskPlan {
     pub fn record(&mut self, rec: &mut Recorder, key: DropoutKey) -> Result<()> {
         ensure!(
             !self.recorded_in.as_ref().is_some_and(Recording::is_open),
+            Invalid,
             "dropout mask plan recorded twice without a submit in between: its key lives in \
              one uniform buffer, so use one plan per mask of a step"
         );

@@ -2,7 +2,7 @@
 //! scatter-add. CPU twin: `src/cpu/embedding.rs`; layout and semantics:
 //! `src/ops/embedding.rs`.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid, WG};
@@ -64,6 +64,7 @@ impl EmbeddingIds {
     pub fn write(&self, ids: &[u32]) -> Result<()> {
         ensure!(
             ids.len() == self.ids.len(),
+            Shape,
             "embedding ids: room for {}, got {}",
             self.ids.len(),
             ids.len()
@@ -118,6 +119,7 @@ impl EmbeddingForwardPlan {
         spec.validate(table.len(), ids.len(), out.len())?;
         ensure!(
             ids.spec == *spec,
+            Invalid,
             "embedding ids were prepared for {:?}, the plan is for {spec:?}",
             ids.spec
         );
@@ -170,6 +172,7 @@ impl EmbeddingBackwardPlan {
         spec.validate(dtable.len(), ids.len(), dout.len())?;
         ensure!(
             ids.spec == *spec,
+            Invalid,
             "embedding ids were prepared for {:?}, the plan is for {spec:?}",
             ids.spec
         );

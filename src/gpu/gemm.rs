@@ -2,7 +2,7 @@
 //! product has few tiles and a long K, or the variant for CPU adapters) and column sums.
 //! CPU twins: `src/cpu/gemm.rs`.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, err, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid;
@@ -66,6 +66,7 @@ impl Gpu {
         let set = *self.inner.gemm_variant.get_or_init(|| variant);
         ensure!(
             set == variant,
+            Invalid,
             "the GEMM variant of this device is already {set:?}, cannot make it {variant:?}"
         );
         Ok(())
@@ -214,6 +215,7 @@ impl<'a> Operands<'a> {
             if let Some(t) = t {
                 ensure!(
                     t.buffer() != c.buffer(),
+                    Invalid,
                     "gemm output C must not be the same tensor as {name}"
                 );
             }
@@ -264,6 +266,7 @@ impl GemmPlan {
         let ops = Operands::checked(spec, a, b, bias, c)?;
         ensure!(
             (1..=spec.k).contains(&splits),
+            Invalid,
             "a product of k = {} splits into 1 to {} chunks, not {splits}",
             spec.k,
             spec.k
@@ -292,7 +295,7 @@ impl GemmPlan {
         let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
         ensure!(
             groups.iter().all(|&g| g <= max),
-            "gemm of m = {}, n = {}, batch = {} needs {groups:?} workgroups; adapter allows {max} per dimension",
+            Limit, "gemm of m = {}, n = {}, batch = {} needs {groups:?} workgroups; adapter allows {max} per dimension",
             spec.m,
             spec.n,
             spec.batch
@@ -334,7 +337,7 @@ impl GemmPlan {
             .checked_mul(tiles_n * splits)
             .and_then(|t| t.checked_mul(spec.batch))
             .filter(|&t| t <= u32::MAX as usize)
-            .ok_or_else(|| anyhow::anyhow!("gemm of {spec:?} has too many tiles to address"))?;
+            .ok_or_else(|| err!(Limit, "gemm of {spec:?} has too many tiles to address"))?;
         let mut params = GemmParams::of(spec, ops.bias.is_some()).chunks(splits, depth);
         params.tiles_m = tiles_m as u32;
         params.tiles_n = tiles_n as u32;
@@ -413,6 +416,7 @@ impl GemmPlan {
         if let Some(s) = second {
             ensure!(
                 s.len() >= spec.cols,
+                Shape,
                 "column sum second output needs {} elements, it has {}",
                 spec.cols,
                 s.len()
@@ -420,12 +424,14 @@ impl GemmPlan {
         }
         ensure!(
             (1..=spec.rows).contains(&chunks),
+            Shape,
             "column sums of {} rows split into 1 to {} chunks, not {chunks}",
             spec.rows,
             spec.rows
         );
         ensure!(
             out.buffer() != a.buffer() && second.is_none_or(|s| s.buffer() != a.buffer()),
+            Invalid,
             "column sum output must not be the same tensor as its input"
         );
         // One tensor given as both outputs gets the sums once.
@@ -440,7 +446,7 @@ impl GemmPlan {
         let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
         ensure!(
             col_groups <= max,
-            "column sums of {} columns need {col_groups} workgroups; adapter allows {max} per dimension",
+            Limit, "column sums of {} columns need {col_groups} workgroups; adapter allows {max} per dimension",
             spec.cols
         );
         let partial = GpuTensor::zeros(gpu, &[chunks * spec.cols])?;

@@ -1,7 +1,7 @@
 //! Dispatch helpers shared by the elementwise and reduction kernel families (optim, loss,
 //! embedding, dropout).
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 
 use super::Gpu;
 
@@ -17,6 +17,7 @@ pub(crate) fn grid(gpu: &Gpu, groups: usize, what: &str) -> Result<[u32; 3]> {
     let y = groups.div_ceil(x).max(1);
     ensure!(
         y <= max,
+        Limit,
         "{what} needs {groups} workgroups, more than the adapter's {max} x {max} grid"
     );
     Ok([x as u32, y as u32, 1])
@@ -29,6 +30,7 @@ pub(crate) fn grid_rows(gpu: &Gpu, x: usize, rows: usize, what: &str) -> Result<
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
     ensure!(
         x <= max,
+        Limit,
         "{what} needs {x} workgroups across, more than the adapter's {max}"
     );
     let [y, z, _] = grid(gpu, rows, what)?;
@@ -40,7 +42,11 @@ pub(crate) fn grid_rows(gpu: &Gpu, x: usize, rows: usize, what: &str) -> Result<
 pub(crate) fn ensure_distinct(what: &str, buffers: &[(&str, &wgpu::Buffer)]) -> Result<()> {
     for (i, (na, a)) in buffers.iter().enumerate() {
         for (nb, b) in &buffers[i + 1..] {
-            ensure!(a != b, "{what}: {na} and {nb} must be different tensors");
+            ensure!(
+                a != b,
+                Invalid,
+                "{what}: {na} and {nb} must be different tensors"
+            );
         }
     }
     Ok(())

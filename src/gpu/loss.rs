@@ -2,7 +2,7 @@
 //! gradient on the GPU with fixed-order reductions. CPU twin: `src/cpu/loss.rs`; formulas:
 //! `src/ops/loss.rs`.
 
-use anyhow::Result;
+use crate::error::Result;
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid};

@@ -1,7 +1,7 @@
 //! Host side of `shaders/merge.wgsl`: the output stage of a recurrent stack (merge modes and
 //! go_backwards' time reversal). CPU twin: `OutputStage` in `src/nn/recurrent.rs`.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid_rows;
@@ -47,6 +47,7 @@ impl MergePlan {
         let cw = stage.dirs * stage.hidden;
         ensure!(
             cat.len() == rows * cw,
+            Shape,
             "concatenated output has {} elements, expected {}",
             cat.len(),
             rows * cw
@@ -108,6 +109,7 @@ impl MergePlan {
         let rows = stage.steps * stage.batch;
         ensure!(
             out.len() == rows * stage.width(),
+            Shape,
             "output has {} elements, expected {}",
             out.len(),
             rows * stage.width()
@@ -126,12 +128,14 @@ impl MergePlan {
         let rows = stage.steps * stage.batch;
         ensure!(
             d_out.len() == rows * stage.width(),
+            Shape,
             "output gradient has {} elements, expected {}",
             d_out.len(),
             rows * stage.width()
         );
         ensure!(
             d_cat.len() == cat.len(),
+            Shape,
             "gradient of the directions has {} elements, expected {}",
             d_cat.len(),
             cat.len()

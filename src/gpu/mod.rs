@@ -47,9 +47,7 @@ macro_rules! uniform_mirror {
 pub(crate) use uniform_mirror;
 
 pub use cost::{Cost, DispatchCost, KernelCost, KernelName};
-pub use device::{
-    list_adapters, AdapterSummary, Capabilities, Gpu, LimitsMode, Unsupported, WorkCounters,
-};
+pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, LimitsMode, WorkCounters};
 pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
 pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 pub use gemm::{gemm, GemmPlan, GemmVariant};
@@ -122,7 +120,7 @@ impl Gpu {
     }
 
     /// The compiled pipeline for `key` (compiled on first use, then cached).
-    pub fn kernel(&self, key: &KernelKey) -> anyhow::Result<Kernel> {
+    pub fn kernel(&self, key: &KernelKey) -> crate::Result<Kernel> {
         self.inner.kernels.get(key)
     }
 

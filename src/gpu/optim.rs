@@ -6,7 +6,7 @@
 //! dispatch. Because that write lands before the next submit, a plan is recorded at most
 //! once per submit.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{ensure_distinct, grid, WG};
@@ -166,6 +166,7 @@ impl ClipPlan {
         for ((g, &len), &count) in grads.iter().zip(&lens).zip(&counts) {
             ensure!(
                 len <= u32::MAX as usize,
+                Limit,
                 "clipping: a gradient of {len} elements is too large to address"
             );
             let uniform = gpu.uniform(&ClipParams {
@@ -290,6 +291,7 @@ impl OptimPlan {
         optimizer.validate_step(1, n, grad.len(), state.map_or(0, |s| s.len()))?;
         ensure!(
             n <= u32::MAX as usize,
+            Limit,
             "{}: {n} parameters are too many to address",
             optimizer.name()
         );
@@ -351,6 +353,7 @@ impl OptimPlan {
     pub fn record(&mut self, rec: &mut Recorder) -> Result<()> {
         ensure!(
             !self.recorded_in.as_ref().is_some_and(Recording::is_open),
+            Invalid,
             "{} plan recorded twice without a submit in between: each step's hyperparameters \
              are written to one uniform buffer, so submit after each step",
             self.optimizer.name()
@@ -385,6 +388,7 @@ impl OptimPlan {
     pub fn set_steps(&mut self, steps: u64) -> Result<()> {
         ensure!(
             steps < u32::MAX as u64,
+            Limit,
             "{} step count {steps} is too large",
             self.optimizer.name()
         );

@@ -1,6 +1,6 @@
 //! Copying device buffers back to the host: the only place the host waits on the GPU.
 
-use anyhow::{anyhow, Result};
+use crate::error::{err, Result};
 use futures_intrusive::channel::shared::oneshot_channel;
 
 use super::device::Gpu;
@@ -43,13 +43,18 @@ pub(crate) fn map_and_copy(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>>
     });
     gpu.wait()?;
     pollster::block_on(receiver.receive())
-        .ok_or_else(|| anyhow!("the GPU dropped a buffer mapping before it finished"))?
-        .map_err(|e| anyhow!("mapping a buffer for readback: {e}"))?;
+        .ok_or_else(|| {
+            err!(
+                Adapter,
+                "the GPU dropped a buffer mapping before it finished"
+            )
+        })?
+        .map_err(|e| err!(Adapter, "mapping a buffer for readback: {e}"))?;
     let data = {
         let view = staging
             .slice(..)
             .get_mapped_range()
-            .map_err(|e| anyhow!("reading a mapped buffer: {e}"))?;
+            .map_err(|e| err!(Adapter, "reading a mapped buffer: {e}"))?;
         view.to_vec()
     };
     staging.unmap();

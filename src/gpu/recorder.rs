@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use crate::error::{ensure, err, Result};
 
 use super::cost::{Cost, DispatchCost, KernelName};
 use super::device::Gpu;
@@ -274,8 +274,9 @@ impl Recorder {
     /// Submits everything recorded, in one submit. Does not wait for the GPU unless the
     /// recorder is timed, in which case it waits and reads back the timestamps.
     pub fn submit(mut self) -> Result<SubmitReport> {
-        anyhow::ensure!(
+        ensure!(
             !self.gpu.is_cost_model(),
+            Invalid,
             "this device records plans for cost tables only; it does not run them"
         );
         self.end_pass();
@@ -318,7 +319,8 @@ impl Recorder {
         let mut total = 0.0;
         for pair in ticks[..2 * t.used as usize].chunks_exact(2) {
             let d = pair[1].checked_sub(pair[0]).ok_or_else(|| {
-                anyhow!(
+                err!(
+                    Adapter,
                     "GPU timestamps went backwards ({} then {})",
                     pair[0],
                     pair[1]

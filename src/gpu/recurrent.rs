@@ -11,11 +11,11 @@
 //! recurrent product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
 
-use anyhow::{ensure, Result};
+use crate::error::{bail, ensure, err, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::shaders::{BindingKind, SharedLayout};
-use super::{Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Unsupported};
+use super::{Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::{ColumnSum, Gemm};
 
@@ -246,6 +246,7 @@ impl Gpu {
         let set = *self.inner.recurrent_path.get_or_init(|| path);
         ensure!(
             set == path,
+            Invalid,
             "the recurrent path of this device is already {set:?}, cannot make it {path:?}"
         );
         Ok(())
@@ -363,6 +364,7 @@ impl RecurrentPlan {
         let expect = |what: &str, t: &GpuTensor, n: usize| -> Result<()> {
             ensure!(
                 t.len() == n,
+                Shape,
                 "{what} has {} elements, expected {n} (shape {:?})",
                 t.len(),
                 t.shape()
@@ -380,11 +382,11 @@ impl RecurrentPlan {
         let max_storage = gpu.limits().max_storage_buffers_per_shader_stage;
         let needed = STEP_LAYOUT.storage_buffers();
         if max_storage < needed {
-            return Err(Unsupported(format!(
+            bail!(
+                Unsupported,
                 "the recurrent kernels need {needed} storage buffers per stage, adapter {:?} allows {max_storage}",
                 gpu.info().name
-            ))
-            .into());
+            );
         }
         let step_kernel = kernels.step.unwrap_or_else(|| StepKernel::for_adapter(gpu));
         let path = RecurrentPath::resolve(
@@ -403,7 +405,7 @@ impl RecurrentPlan {
         for groups in grids {
             ensure!(
                 groups.iter().all(|&g| g as usize <= max_groups),
-                "hidden size {h} and batch {bsz} need {groups:?} workgroups; adapter allows {max_groups} per dimension"
+                Limit, "hidden size {h} and batch {bsz} need {groups:?} workgroups; adapter allows {max_groups} per dimension"
             );
         }
 
@@ -695,6 +697,7 @@ impl RecurrentPlan {
             Some(d) => {
                 ensure!(
                     d.len() == n,
+                    Shape,
                     "{what} has {} elements, expected batch x hidden = {n}",
                     d.len()
                 );
@@ -789,7 +792,7 @@ impl RecurrentPlan {
         let b = self
             .backward
             .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("this recurrent plan was built without gradients"))?;
+            .ok_or_else(|| err!(Invalid, "this recurrent plan was built without gradients"))?;
         for s in (0..self.shape.steps).rev() {
             self.dispatch_steps(rec, &b.step, s);
             if let Some(n) = &b.gru_n {
@@ -848,6 +851,7 @@ impl RecurrentPlan {
         let (a, b) = (&self.shape, &other.shape);
         ensure!(
             a.batch == b.batch && a.hidden == b.hidden && a.cell == b.cell,
+            Shape,
             "a state handoff needs the same cell, batch and hidden size on both sides: \
              {:?} batch {} hidden {} vs {:?} batch {} hidden {}",
             a.cell,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use anyhow::{anyhow, bail, Result};
+use crate::error::{bail, err, Result};
 
 use super::shaders::{self, BindingKind, EntryPoint, SharedLayout};
 
@@ -136,7 +136,8 @@ impl KernelRegistry {
         if let Some(m) = modules.get(family) {
             return Ok(m.clone());
         }
-        let fam = shaders::family(family).ok_or_else(|| anyhow!("no shader family {family:?}"))?;
+        let fam =
+            shaders::family(family).ok_or_else(|| err!(Invalid, "no shader family {family:?}"))?;
         let source = shaders::full_source(fam);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
@@ -145,7 +146,8 @@ impl KernelRegistry {
         };
         let module = self.device.create_shader_module(desc);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(anyhow!(
+            return Err(err!(
+                Adapter,
                 "compiling shader family {family:?}: {}",
                 super::device::error_chain(&e)
             ));
@@ -179,7 +181,8 @@ impl KernelRegistry {
                 cache: None,
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(anyhow!(
+            return Err(err!(
+                Adapter,
                 "building pipeline {label}: {}",
                 super::device::error_chain(&e)
             ));
@@ -207,7 +210,12 @@ fn listed_entry_point(key: &KernelKey) -> Result<&'static EntryPoint> {
     let label = format!("{}::{}", key.family, key.entry);
     let entry = shaders::family(key.family)
         .and_then(|f| f.entry_point(key.entry))
-        .ok_or_else(|| anyhow!("pipeline {label} is not listed in gpu::shaders::FAMILIES"))?;
+        .ok_or_else(|| {
+            err!(
+                Invalid,
+                "pipeline {label} is not listed in gpu::shaders::FAMILIES"
+            )
+        })?;
     let set: Vec<(&str, f64)> = key
         .constants
         .iter()
@@ -220,13 +228,17 @@ fn listed_entry_point(key: &KernelKey) -> Result<&'static EntryPoint> {
             .find(|o| o.name == *name)
             .is_some_and(|o| o.values.contains(value));
         if !listed {
-            bail!("pipeline {label} with {name} = {value} is not listed in gpu::shaders::FAMILIES");
+            bail!(
+                Invalid,
+                "pipeline {label} with {name} = {value} is not listed in gpu::shaders::FAMILIES"
+            );
         }
     }
     for o in entry.overrides {
         let times = set.iter().filter(|(n, _)| *n == o.name).count();
         if times != 1 {
             bail!(
+                Invalid,
                 "pipeline {label} sets override {} {times} times, expected once",
                 o.name
             );
@@ -234,6 +246,7 @@ fn listed_entry_point(key: &KernelKey) -> Result<&'static EntryPoint> {
     }
     if set.len() != entry.overrides.len() {
         bail!(
+            Invalid,
             "pipeline {label} sets {} overrides, gpu::shaders::FAMILIES lists {}",
             set.len(),
             entry.overrides.len()

@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use anyhow::{anyhow, ensure, Result};
+use crate::error::{ensure, err, Result};
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
@@ -37,7 +37,12 @@ fn element_count(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| anyhow!("tensor shape {shape:?} has more elements than can be counted"))
+        .ok_or_else(|| {
+            err!(
+                Limit,
+                "tensor shape {shape:?} has more elements than can be counted"
+            )
+        })
 }
 
 impl<T: Pod> GpuTensor<T> {
@@ -51,12 +56,12 @@ impl<T: Pod> GpuTensor<T> {
         let len = element_count(shape)?;
         let bytes = (len as u64)
             .checked_mul(std::mem::size_of::<T>() as u64)
-            .ok_or_else(|| anyhow!("tensor shape {shape:?} is too large"))?;
+            .ok_or_else(|| err!(Limit, "tensor shape {shape:?} is too large"))?;
         let padded = bytes.div_ceil(4).max(1) * 4;
         let max = gpu.max_binding_bytes();
         ensure!(
             padded <= max,
-            "tensor of shape {shape:?} needs {padded} bytes, but adapter {:?} binds at most {max} bytes \
+            Limit, "tensor of shape {shape:?} needs {padded} bytes, but adapter {:?} binds at most {max} bytes \
              per storage buffer (max_storage_buffer_binding_size / max_buffer_size)",
             gpu.info().name
         );
@@ -81,6 +86,7 @@ impl<T: Pod> GpuTensor<T> {
         let (len, bytes) = Self::buffer_bytes(gpu, shape)?;
         ensure!(
             data.len() == len,
+            Shape,
             "tensor of shape {shape:?} needs {len} elements, {} were given",
             data.len()
         );
@@ -117,6 +123,7 @@ impl<T: Pod> GpuTensor<T> {
     pub fn write(&self, data: &[T]) -> Result<()> {
         ensure!(
             data.len() == self.len,
+            Shape,
             "tensor of shape {:?} holds {} elements, {} were given",
             self.shape,
             self.len,
@@ -151,12 +158,14 @@ impl<T: Pod> GpuTensor<T> {
         let size = std::mem::size_of::<T>();
         ensure!(
             start.checked_add(len).is_some_and(|end| end <= self.len),
+            Shape,
             "range {start}..{} is outside a tensor of {} elements",
             start.saturating_add(len),
             self.len
         );
         ensure!(
             (start * size).is_multiple_of(4) && (len * size).is_multiple_of(4),
+            Invalid,
             "a partial readback must start and end on 4-byte boundaries"
         );
         if len == 0 {
@@ -178,6 +187,7 @@ impl<T: Pod> GpuTensor<T> {
             start
                 .checked_add(data.len())
                 .is_some_and(|end| end <= self.len),
+            Shape,
             "range {start}..{} is outside a tensor of {} elements",
             start.saturating_add(data.len()),
             self.len
@@ -185,6 +195,7 @@ impl<T: Pod> GpuTensor<T> {
         let bytes = bytemuck::cast_slice::<T, u8>(data);
         ensure!(
             (start * size).is_multiple_of(4) && bytes.len().is_multiple_of(4),
+            Invalid,
             "a partial write must start and end on 4-byte boundaries"
         );
         if !bytes.is_empty() {
@@ -225,6 +236,7 @@ impl<T: Pod> GpuTensor<T> {
         let len = element_count(shape)?;
         ensure!(
             len == self.len,
+            Shape,
             "cannot reshape a tensor of shape {:?} ({} elements) to {shape:?} ({len} elements)",
             self.shape,
             self.len

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, Result};
+use crate::error::{err, Result};
 
 use super::readback::map_and_copy;
 use super::{Gpu, KernelKey};
@@ -371,7 +371,8 @@ fn snapshot(gpu: &Gpu, buffers: &[wgpu::Buffer]) -> Result<Vec<Vec<u8>>> {
         .iter()
         .find(|b| !b.usage().contains(wgpu::BufferUsages::COPY_SRC))
     {
-        return Err(anyhow!(
+        return Err(err!(
+            Invalid,
             "a traced buffer of {} bytes ({:?}) lacks COPY_SRC, so the trace cannot read it",
             b.size(),
             b.usage()
@@ -425,9 +426,9 @@ impl Gpu {
         let tracer = self
             .tracer()
             .take()
-            .ok_or_else(|| anyhow!("no trace was started on this device"))?;
+            .ok_or_else(|| err!(Invalid, "no trace was started on this device"))?;
         match tracer.problem {
-            Some(p) => Err(anyhow!("the trace is incomplete: {p}")),
+            Some(p) => Err(err!(Invalid, "the trace is incomplete: {p}")),
             None => Ok(tracer.trace),
         }
     }
@@ -535,7 +536,7 @@ impl Gpu {
             match whole {
                 Ok(whole) if unseen => tracer.observe(id, 0, &whole[0]),
                 Ok(_) => {}
-                Err(e) => tracer.note_problem(format!("{e:#}")),
+                Err(e) => tracer.note_problem(e.full_message()),
             }
             tracer.observe(id, offset, data);
             tracer.trace.events.push(TraceEvent::Readback {

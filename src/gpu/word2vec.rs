@@ -1,7 +1,7 @@
 //! Host side of `shaders/word2vec.wgsl`: word vectors normalised once on the GPU, then the
 //! top-k cosine scan per query. CPU twin: `src/cpu/word2vec.rs`.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
@@ -34,6 +34,7 @@ fn grid(gpu: &Gpu, n: usize) -> Result<[u32; 3]> {
     let y = n.div_ceil(x);
     ensure!(
         y <= max,
+        Limit,
         "{n} workgroups exceed the adapter's {max} x {max} grid"
     );
     Ok([x as u32, y as u32, 1])
@@ -207,6 +208,7 @@ impl CosineIndex {
     pub fn top_k(&self, query: &[f32], exclude: &[usize]) -> Result<Vec<(usize, f32)>> {
         ensure!(
             exclude.len() <= self.max_exclude,
+            Shape,
             "{} excluded rows: this index takes at most {}",
             exclude.len(),
             self.max_exclude

@@ -4,7 +4,7 @@
 //! recorded into one submit, each reading its own packed words and parameters. CPU twins:
 //! `src/cpu/word2vec.rs`; the batch layout: `src/ops/word2vec_train.rs`.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid;
@@ -300,6 +300,7 @@ impl TrainPlan {
             let bytes = elements as u64 * 4;
             ensure!(
                 bytes <= max,
+                Limit,
                 "word2vec on the GPU: the {what} needs {elements} values ({bytes} bytes), but \
                  adapter {:?} binds at most {max} bytes per storage buffer (vocabulary {}, \
                  size {}, batch of {} items)",
@@ -336,7 +337,11 @@ impl TrainPlan {
         options: &PlanOptions,
     ) -> Result<Self> {
         Self::check_limits(gpu, spec)?;
-        ensure!(options.loss_slots > 0, "0 loss slots: expected at least 1");
+        ensure!(
+            options.loss_slots > 0,
+            Invalid,
+            "0 loss slots: expected at least 1"
+        );
         let slots = Self::batch_slots_for(gpu, spec, options.batch_slots);
         let options = PlanOptions {
             batch_slots: slots,
@@ -468,6 +473,7 @@ impl TrainPlan {
     ) -> Result<()> {
         ensure!(
             slot < self.slots.len(),
+            Invalid,
             "batch slot {slot}: the plan has {}",
             self.slots.len()
         );
@@ -476,16 +482,19 @@ impl TrainPlan {
                 .recorded
                 .as_ref()
                 .is_some_and(|r| r.is_open()),
+            Invalid,
             "batch slot {slot} is recorded in work not yet submitted"
         );
         ensure!(
             loss_slot < self.loss_slots.len(),
+            Invalid,
             "loss slot {loss_slot}: the plan has {}",
             self.loss_slots.len()
         );
         ensure!(
             batch.layout.items as usize <= self.spec.max_items
                 && batch.words.len() <= self.slot_words,
+            Shape,
             "a batch of {} items in {} words: the plan holds {} items in {} words",
             batch.layout.items,
             batch.words.len(),
@@ -494,6 +503,7 @@ impl TrainPlan {
         );
         ensure!(
             alpha.is_finite(),
+            Invalid,
             "learning rate {alpha}: expected a finite number"
         );
         self.batch
@@ -512,6 +522,7 @@ impl TrainPlan {
     fn mark_recorded(&mut self, slot: usize, rec: &Recorder) -> Result<&Slot> {
         ensure!(
             slot < self.slots.len(),
+            Invalid,
             "batch slot {slot}: the plan has {}",
             self.slots.len()
         );
@@ -556,6 +567,7 @@ impl TrainPlan {
     pub fn record(&mut self, slot: usize, rec: &mut Recorder) -> Result<()> {
         ensure!(
             slot < self.slots.len(),
+            Invalid,
             "batch slot {slot}: the plan has {}",
             self.slots.len()
         );

@@ -6,7 +6,7 @@
 //! gradient is `ones[1, rows] * dy`, a product too, so it is summed in a fixed order without
 //! a kernel of its own.
 
-use anyhow::{ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result};
 use rand::{Rng, SeedableRng};
 
 use super::params::{HostTensor, Tensors};
@@ -80,7 +80,7 @@ impl Dense {
     pub fn new(in_features: usize, out_features: usize, seed: u64) -> Result<Self> {
         ensure!(
             in_features > 0 && out_features > 0,
-            "dense layer needs in_features > 0 and out_features > 0, got {in_features}, {out_features}"
+            Invalid, "dense layer needs in_features > 0 and out_features > 0, got {in_features}, {out_features}"
         );
         let bound = 1.0 / (in_features as f32).sqrt();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -105,26 +105,34 @@ impl Dense {
     pub fn from_params(params: Tensors) -> Result<Self> {
         let w = params
             .get("weight")
-            .context("dense layer: weight missing")?;
+            .ok_or_else(|| err!(Invalid, "dense layer: weight missing"))?;
         ensure!(
             w.shape.len() == 2 && w.shape[0] > 0 && w.shape[1] > 0,
+            Shape,
             "dense weight has shape {:?}, expected [out_features, in_features]",
             w.shape
         );
         let (out, inp) = (w.shape[0], w.shape[1]);
-        let b = params.get("bias").context("dense layer: bias missing")?;
+        let b = params
+            .get("bias")
+            .ok_or_else(|| err!(Invalid, "dense layer: bias missing"))?;
         ensure!(
             b.shape == [out],
+            Shape,
             "dense bias has shape {:?}, expected [{out}]",
             b.shape
         );
         for (name, t) in &params {
             ensure!(
                 name == "weight" || name == "bias",
+                Invalid,
                 "dense layer has no parameter {name:?} (expected weight and bias)"
             );
             if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                anyhow::bail!("dense {name} holds a non-finite value at index {i}");
+                bail!(
+                    Numerics,
+                    "dense {name} holds a non-finite value at index {i}"
+                );
             }
         }
         Ok(Self {
@@ -142,6 +150,7 @@ impl Dense {
         };
         ensure!(
             rows.rows > 0 && rows.ld >= self.in_features && need <= input_len,
+            Shape,
             "dense layer reads {} rows of {} features at offset {} every {} elements: the input \
              holds {input_len} elements",
             rows.rows,
@@ -254,6 +263,7 @@ impl Dense {
             let len = b.decl(dx).len();
             ensure!(
                 len == b.decl(input).len(),
+                Shape,
                 "dense input gradient has {len} elements, the input {}",
                 b.decl(input).len()
             );
@@ -304,6 +314,7 @@ impl Dense {
             (Some((d_y, dx, dw, db)), Some(g)) => {
                 ensure!(
                     g.len() == rows.rows * self.out_features,
+                    Shape,
                     "dense output gradient has {} elements, expected {} x {}",
                     g.len(),
                     rows.rows,

@@ -11,7 +11,7 @@
 //! their CPU twins (`src/cpu/embedding.rs`), recorded as the program ops `Gather` and
 //! `ScatterAdd`; this file adds the layer around them.
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result};
 use rand::{Rng, SeedableRng};
 
 use super::params::HostTensor;
@@ -84,11 +84,13 @@ impl Embedding {
     pub fn from_vectors(weight: HostTensor, trainable: bool) -> Result<Self> {
         ensure!(
             weight.shape.len() == 2 && weight.shape[0] > 0 && weight.shape[1] > 0,
+            Shape,
             "embedding vectors have shape {:?}, expected [input_dim, output_dim]",
             weight.shape
         );
         if let Some(i) = weight.data.iter().position(|v| !v.is_finite()) {
             bail!(
+                Numerics,
                 "embedding vectors hold a non-finite value ({}) at row {}",
                 weight.data[i],
                 i / weight.shape[1]
@@ -107,6 +109,7 @@ impl Embedding {
     pub fn with_padding(mut self, id: u32) -> Result<Self> {
         ensure!(
             (id as usize) < self.input_dim,
+            Invalid,
             "embedding padding id {id} is out of range: input_dim = {}",
             self.input_dim
         );
@@ -132,7 +135,7 @@ impl Embedding {
     pub fn check_ids(&self, ids: &[u32], batch: usize, input_length: usize) -> Result<()> {
         ensure!(
             batch > 0 && input_length > 0 && ids.len() == batch * input_length,
-            "embedding input of {} ids does not have shape (batch = {batch}, input_length = {input_length})",
+            Shape, "embedding input of {} ids does not have shape (batch = {batch}, input_length = {input_length})",
             ids.len()
         );
         self.op().validate_ids(ids)
@@ -156,13 +159,14 @@ impl Embedding {
             let len = row.iter().position(|&i| i == pad).unwrap_or(input_length);
             if let Some(t) = row[len..].iter().position(|&i| i != pad) {
                 bail!(
+                    Shape,
                     "sequence {b} has id {} at step {} after padding at step {len}: padding \
                      (id {pad}) must come at the end",
                     row[len + t],
                     len + t
                 );
             }
-            ensure!(len > 0, "sequence {b} is all padding (id {pad})");
+            ensure!(len > 0, Shape, "sequence {b} is all padding (id {pad})");
             out.push(len);
         }
         Ok(Some(out))
@@ -256,6 +260,7 @@ impl Embedding {
             (Some((d, g)), Some(values)) => {
                 ensure!(
                     values.len() == ids.len() * self.output_dim,
+                    Shape,
                     "embedding output gradient has {} values, expected {} x {}",
                     values.len(),
                     ids.len(),
@@ -296,7 +301,7 @@ impl Embedding {
         frozen_off
             .run(&mut exec, &table, ids, (1, n), Some(d_out))?
             .1
-            .context("a trainable table has a gradient")
+            .ok_or_else(|| err!(Invalid, "a trainable table has a gradient"))
     }
 
     /// Runs the lookup on the GPU (one submit) and reads the output back: (batch,

@@ -1,7 +1,7 @@
 //! Running a `Recurrent` stack on named tensors, as PyTorch writes them: the library side of
 //! `recur forward` and `recur vjp`.
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result};
 
 use super::params::{HostTensor, Tensors};
 use super::recurrent::{
@@ -62,16 +62,17 @@ fn read_inputs(weights: Tensors, inputs: &Tensors, opts: FileOptions) -> Result<
         .keys()
         .find(|k| !["input", "h0", "c0", "lengths"].contains(&k.as_str()))
     {
-        bail!("unexpected tensor {extra:?} in the inputs; expected input, and optionally h0, c0, lengths");
+        bail!(Invalid, "unexpected tensor {extra:?} in the inputs; expected input, and optionally h0, c0, lengths");
     }
     let x = inputs
         .get("input")
-        .context("the inputs have no tensor named \"input\"")?;
+        .ok_or_else(|| err!(Invalid, "the inputs have no tensor named \"input\""))?;
     let lengths = match inputs.get("lengths") {
         None => None,
         Some(t) => {
             ensure!(
                 t.shape.len() == 1,
+                Shape,
                 "lengths has shape {:?}, expected [batch]",
                 t.shape
             );
@@ -82,6 +83,7 @@ fn read_inputs(weights: Tensors, inputs: &Tensors, opts: FileOptions) -> Result<
                 .map(|(i, &v)| {
                     ensure!(
                         v >= 0.0 && v.fract() == 0.0,
+                        Invalid,
                         "lengths[{i}] = {v} is not a whole number"
                     );
                     Ok(v as usize)
@@ -154,7 +156,10 @@ pub fn vjp_tensors(
         .keys()
         .find(|k| !["output", "h_n", "c_n"].contains(&k.as_str()))
     {
-        bail!("unexpected tensor {extra:?} in the output gradients; expected output, h_n, c_n");
+        bail!(
+            Invalid,
+            "unexpected tensor {extra:?} in the output gradients; expected output, h_n, c_n"
+        );
     }
     let state_len = c.num_layers * c.directions() * inp.batch * c.hidden_size;
     let check = |name: &str, want: usize| -> Result<Option<Vec<f32>>> {
@@ -163,12 +168,16 @@ pub fn vjp_tensors(
         };
         ensure!(
             t.data.len() == want,
+            Shape,
             "gradient of {name} has {} elements (shape {:?}), expected {want}",
             t.data.len(),
             t.shape
         );
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            bail!("gradient of {name} holds a non-finite value at index {i}");
+            bail!(
+                Numerics,
+                "gradient of {name} holds a non-finite value at index {i}"
+            );
         }
         Ok(Some(t.data.clone()))
     };
@@ -177,6 +186,7 @@ pub fn vjp_tensors(
     let d_cn = check("c_n", state_len)?;
     ensure!(
         d_cn.is_none() || c.cell.has_cell_state(),
+        Invalid,
         "a gradient of c_n was given but a {} has no cell state",
         c.cell.name()
     );

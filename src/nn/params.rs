@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result, ResultExt};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
@@ -21,6 +21,7 @@ impl HostTensor {
         let n = crate::memory::product(&shape);
         ensure!(
             n == Some(data.len() as u64),
+            Shape,
             "a tensor of shape {shape:?} needs {} elements, {} were given",
             n.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
             data.len()
@@ -51,11 +52,15 @@ fn to_f32(name: &str, view: &TensorView) -> Result<Vec<f32>> {
         Dtype::F16 | Dtype::BF16 | Dtype::I16 | Dtype::U16 => 2,
         Dtype::I8 | Dtype::U8 | Dtype::BOOL => 1,
         other => {
-            bail!("tensor {name:?} has dtype {other:?}; recur reads float and integer tensors")
+            bail!(
+                Format,
+                "tensor {name:?} has dtype {other:?}; recur reads float and integer tensors"
+            )
         }
     };
     ensure!(
         bytes.len() == n * width,
+        Format,
         "tensor {name:?} of shape {:?} should hold {} bytes, it holds {}",
         view.shape(),
         n * width,
@@ -115,11 +120,12 @@ pub fn load_safetensors(path: &Path) -> Result<Tensors> {
 /// step would allocate for.
 pub fn parse_safetensors(bytes: &[u8]) -> Result<Tensors> {
     let file = SafeTensors::deserialize(bytes)
-        .map_err(|e| anyhow::anyhow!("not a valid safetensors file: {e}"))?;
+        .map_err(|e| err!(Format, "not a valid safetensors file: {e}"))?;
     let mut out = Tensors::new();
     for (name, view) in file.tensors() {
         if let Some(&d) = view.shape().iter().find(|&&d| d > bytes.len()) {
             bail!(
+                Format,
                 "tensor {name:?} has shape {:?}: dimension {d} is larger than the whole file \
                  ({} bytes)",
                 view.shape(),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result};
 use rand::{Rng, SeedableRng};
 
 use super::params::{HostTensor, Tensors};
@@ -92,6 +92,7 @@ impl RecurrentConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.input_size > 0 && self.hidden_size > 0 && self.num_layers > 0,
+            Invalid,
             "input_size, hidden_size and num_layers must be positive, got {}, {}, {}",
             self.input_size,
             self.hidden_size,
@@ -102,10 +103,15 @@ impl RecurrentConfig {
             ("input_dropout", self.input_dropout),
             ("recurrent_dropout", self.recurrent_dropout),
         ] {
-            ensure!((0.0..1.0).contains(&p), "{name} must be in [0, 1), got {p}");
+            ensure!(
+                (0.0..1.0).contains(&p),
+                Invalid,
+                "{name} must be in [0, 1), got {p}"
+            );
         }
         ensure!(
             !(self.go_backwards && self.bidirectional),
+            Invalid,
             "go_backwards applies to a single direction; a bidirectional layer already has one"
         );
         Ok(())
@@ -141,11 +147,15 @@ impl RecurrentConfig {
     /// Reads the configuration from PyTorch state_dict names and shapes. The cell is taken
     /// from `cell` when given, else from the row count (4H: LSTM, 3H: GRU, H: RNN tanh).
     pub fn from_params(params: &Tensors, cell: Option<CellKind>) -> Result<Self> {
-        let w = params.get("weight_hh_l0").context(
-            "weights file has no weight_hh_l0 (expected PyTorch RNN/LSTM/GRU state_dict names)",
-        )?;
+        let w = params.get("weight_hh_l0").ok_or_else(|| {
+            err!(
+                Format,
+                "weights file has no weight_hh_l0 (expected PyTorch RNN/LSTM/GRU state_dict names)"
+            )
+        })?;
         ensure!(
             w.shape.len() == 2,
+            Shape,
             "weight_hh_l0 has shape {:?}, expected 2 dimensions",
             w.shape
         );
@@ -157,6 +167,7 @@ impl RecurrentConfig {
                 3 if rows == 3 * hidden => CellKind::Gru,
                 1 if rows == hidden => CellKind::RnnTanh,
                 _ => bail!(
+                    Shape,
                     "weight_hh_l0 has shape {:?}: not 4H, 3H or H rows by H columns",
                     w.shape
                 ),
@@ -164,11 +175,11 @@ impl RecurrentConfig {
         };
         let input = params
             .get("weight_ih_l0")
-            .context("weights file has no weight_ih_l0")?
+            .ok_or_else(|| err!(Format, "weights file has no weight_ih_l0"))?
             .shape
             .get(1)
             .copied()
-            .context("weight_ih_l0 must have 2 dimensions")?;
+            .ok_or_else(|| err!(Format, "weight_ih_l0 must have 2 dimensions"))?;
         let mut num_layers = 0;
         while params.contains_key(&format!("weight_hh_l{num_layers}")) {
             num_layers += 1;
@@ -384,6 +395,7 @@ impl Recurrent {
         let c = &self.config;
         ensure!(
             input_shape.len() == 3,
+            Shape,
             "input has shape {input_shape:?}, expected 3 dimensions ({})",
             if c.batch_first {
                 "[batch, time, features]"
@@ -398,24 +410,32 @@ impl Recurrent {
         };
         ensure!(
             input_shape[2] == c.input_size,
+            Shape,
             "input has {} features per step, the layer expects input_size = {}",
             input_shape[2],
             c.input_size
         );
         ensure!(
             steps > 0 && batch > 0,
+            Shape,
             "input has shape {input_shape:?}: no steps or no batch"
         );
         ensure!(
             input.len() == steps * batch * c.input_size,
+            Shape,
             "input data does not match its shape {input_shape:?}"
         );
         if let Some(i) = input.iter().position(|v| !v.is_finite()) {
-            bail!("input holds a non-finite value ({}) at index {i}", input[i]);
+            bail!(
+                Numerics,
+                "input holds a non-finite value ({}) at index {i}",
+                input[i]
+            );
         }
         if let Some(l) = lengths {
             ensure!(
                 !c.go_backwards,
+                Invalid,
                 "go_backwards does not take per-sequence lengths"
             );
             RecurrentShape::new(c.cell, c.input_size, c.hidden_size, batch, steps)
@@ -426,18 +446,23 @@ impl Recurrent {
             if let Some(s) = s {
                 ensure!(
                     s.len() == state_len,
-                    "{name} has {} elements, expected [layers * directions, batch, hidden] = [{}, {batch}, {}]",
+                    Shape, "{name} has {} elements, expected [layers * directions, batch, hidden] = [{}, {batch}, {}]",
                     s.len(),
                     c.num_layers * c.directions(),
                     c.hidden_size
                 );
                 if let Some(i) = s.iter().position(|v| !v.is_finite()) {
-                    bail!("{name} holds a non-finite value ({}) at index {i}", s[i]);
+                    bail!(
+                        Numerics,
+                        "{name} holds a non-finite value ({}) at index {i}",
+                        s[i]
+                    );
                 }
             }
         }
         ensure!(
             c0.is_none() || c.cell.has_cell_state(),
+            Invalid,
             "c0 was given but a {} has no cell state",
             c.cell.name()
         );
@@ -496,6 +521,7 @@ impl Recurrent {
         if let Some(init) = init {
             ensure!(
                 init.len() == self.config.num_layers * self.config.directions(),
+                Shape,
                 "initial states from {} state tensors, the stack has {} layer-directions",
                 init.len(),
                 self.config.num_layers * self.config.directions()
@@ -560,7 +586,7 @@ impl Recurrent {
                     let shape = &self
                         .params
                         .get(&name)
-                        .with_context(|| format!("parameter {name}"))?
+                        .ok_or_else(|| err!(Invalid, "parameter {name}"))?
                         .shape;
                     b.param(&format!("{prefix}{name}"), shape)
                 };
@@ -649,7 +675,7 @@ impl Recurrent {
         let last = *fwd
             .layer_out
             .last()
-            .context("a stack has at least one layer")?;
+            .ok_or_else(|| err!(Invalid, "a stack has at least one layer"))?;
         let stage = self.output_stage(fwd.batch, fwd.steps);
         let mut dy = match d_output {
             Some(d) if !stage.is_identity() => {
@@ -709,7 +735,7 @@ impl Recurrent {
             d_input = Some(dx);
         }
         Ok(StackGrads {
-            input: d_input.context("a stack has at least one layer")?,
+            input: d_input.ok_or_else(|| err!(Invalid, "a stack has at least one layer"))?,
             params,
         })
     }
@@ -725,6 +751,7 @@ impl Recurrent {
     ) -> Result<()> {
         ensure!(
             this.states.len() == source.states.len() && this.region_len() == source.region_len(),
+            Shape,
             "a state handoff needs the same layers, directions, batch and hidden size"
         );
         let mut regions = vec![(StateRegion::DH0, StateRegion::DHN)];
@@ -785,7 +812,7 @@ impl Recurrent {
         for (name, t) in &self.params {
             let v = params
                 .get(name)
-                .with_context(|| format!("parameter {name} missing"))?;
+                .ok_or_else(|| err!(Invalid, "parameter {name} missing"))?;
             exec.set_param_values(name, &t.shape, v)?;
         }
         let c = &self.config;
@@ -899,19 +926,22 @@ fn check_params(config: &RecurrentConfig, params: &Tensors) -> Result<()> {
     for (name, shape) in &want {
         let t = params
             .get(name)
-            .with_context(|| format!("parameter {name} (shape {shape:?}) is missing"))?;
+            .ok_or_else(|| err!(Invalid, "parameter {name} (shape {shape:?}) is missing"))?;
         ensure!(
             &t.shape == shape,
+            Shape,
             "parameter {name} has shape {:?}, expected {shape:?}",
             t.shape
         );
         ensure!(
             t.data.len() == shape.iter().product::<usize>(),
+            Shape,
             "parameter {name} holds {} values for shape {shape:?}",
             t.data.len()
         );
         if let Some(bad) = t.data.iter().position(|v| !v.is_finite()) {
             bail!(
+                Numerics,
                 "parameter {name} holds a non-finite value ({}) at index {bad}",
                 t.data[bad]
             );
@@ -919,6 +949,7 @@ fn check_params(config: &RecurrentConfig, params: &Tensors) -> Result<()> {
     }
     if let Some(extra) = params.keys().find(|k| !want.iter().any(|(n, _)| n == *k)) {
         bail!(
+            Invalid,
             "parameter {extra} does not belong to a {}-layer {} {} (expected {:?})",
             config.num_layers,
             if config.bidirectional {
@@ -977,7 +1008,7 @@ impl StackRun {
         Ok(&self
             .grads
             .as_ref()
-            .context("this stack was planned without gradients")?
+            .ok_or_else(|| err!(Invalid, "this stack was planned without gradients"))?
             .1
             .params)
     }
@@ -992,7 +1023,7 @@ impl StackRun {
         Ok(self
             .grads
             .as_ref()
-            .context("this stack was planned without gradients")?
+            .ok_or_else(|| err!(Invalid, "this stack was planned without gradients"))?
             .1
             .input)
     }
@@ -1012,7 +1043,7 @@ impl StackRun {
                     Some(v) => {
                         ensure!(
                             v.len() == n * self.rec.states.len(),
-                            "state has {} elements, expected [layers * directions, batch, hidden] = {}",
+                            Shape, "state has {} elements, expected [layers * directions, batch, hidden] = {}",
                             v.len(),
                             n * self.rec.states.len()
                         );
@@ -1059,8 +1090,11 @@ impl StackRun {
                 exec.write_u32(self.program, t, &l)?;
             }
             (None, None) => {}
-            (Some(_), None) => bail!("this stack was planned for per-sequence lengths"),
-            (None, Some(_)) => bail!("this stack was planned without per-sequence lengths"),
+            (Some(_), None) => bail!(Invalid, "this stack was planned for per-sequence lengths"),
+            (None, Some(_)) => bail!(
+                Invalid,
+                "this stack was planned without per-sequence lengths"
+            ),
         }
         self.write_states(exec, [StateRegion::H0, StateRegion::C0], h0, c0)?;
         exec.run(self.program, 0, step)?;
@@ -1088,12 +1122,13 @@ impl StackRun {
         let (d_out, grads) = self
             .grads
             .as_ref()
-            .context("this stack was planned without gradients")?;
+            .ok_or_else(|| err!(Invalid, "this stack was planned without gradients"))?;
         let n = exec.program(self.program).tensor(*d_out).len();
         match d_output {
             Some(d) => {
                 ensure!(
                     d.len() == n,
+                    Shape,
                     "output gradient has {} elements, expected {n}",
                     d.len()
                 );

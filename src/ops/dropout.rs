@@ -12,7 +12,7 @@
 //! kernel serves forward (`x`) and backward (`dy`), and a `[B, F]` mask applies to every
 //! timestep of a `[T, B, F]` sequence, as Keras reuses one mask per sequence.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 
 /// A dropout mask shape and keep probability.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,23 +48,27 @@ impl Dropout {
     pub fn validate(&self, mask: usize) -> Result<()> {
         ensure!(
             self.keep.is_finite() && self.keep > 0.0 && self.keep <= 1.0,
+            Invalid,
             "dropout keep probability = {} is invalid: expected 0 < keep <= 1",
             self.keep
         );
         ensure!(
             self.rows > 0 && self.cols > 0,
+            Shape,
             "dropout mask needs rows > 0 and cols > 0, got [{}, {}]",
             self.rows,
             self.cols
         );
         ensure!(
             self.len() <= u32::MAX as usize,
+            Limit,
             "dropout mask [{}, {}] is too large to address",
             self.rows,
             self.cols
         );
         ensure!(
             mask == self.len(),
+            Shape,
             "dropout mask [{}, {}] needs {} elements, got {mask}",
             self.rows,
             self.cols,
@@ -86,17 +90,20 @@ impl Dropout {
 
 /// Checks the lengths of `y = x * mask` (broadcast: `mask` length divides `x` length).
 pub fn validate_apply(x: usize, mask: usize, y: usize) -> Result<()> {
-    ensure!(mask > 0, "dropout: the mask is empty");
+    ensure!(mask > 0, Shape, "dropout: the mask is empty");
     ensure!(
         x > 0 && x.is_multiple_of(mask),
+        Shape,
         "dropout: {x} input elements are not a whole number of masks of {mask}"
     );
     ensure!(
         x <= u32::MAX as usize,
+        Limit,
         "dropout: {x} elements are too many to address"
     );
     ensure!(
         y == x,
+        Shape,
         "dropout: the output has {y} elements, the input {x}"
     );
     Ok(())
@@ -107,11 +114,11 @@ pub fn validate_apply(x: usize, mask: usize, y: usize) -> Result<()> {
 pub fn validate_rows(len: usize, batch: usize, steps: usize, features: usize) -> Result<()> {
     ensure!(
         batch > 0 && steps > 0 && features > 0,
-        "sequence dropout needs a [batch, features] mask and steps > 0, got batch {batch}, features {features}, steps {steps}"
+        Shape, "sequence dropout needs a [batch, features] mask and steps > 0, got batch {batch}, features {features}, steps {steps}"
     );
     ensure!(
         len == batch * steps * features,
-        "sequence tensor has {len} elements, expected steps x batch x features = {steps} x {batch} x {features}"
+        Shape, "sequence tensor has {len} elements, expected steps x batch x features = {steps} x {batch} x {features}"
     );
     Ok(())
 }

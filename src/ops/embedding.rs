@@ -12,7 +12,7 @@
 //! increasing position) and each GPU invocation sums one `dtable` element in that fixed
 //! order. The ids are validated in the same pass.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, err, Result};
 
 /// The largest element index a GPU kernel can address (indices are 32-bit in WGSL).
 const MAX_INDEX: usize = u32::MAX as usize;
@@ -53,12 +53,14 @@ impl Embedding {
         let (v, d) = (self.vocab, self.dim);
         ensure!(
             v > 0 && d > 0,
+            Invalid,
             "embedding needs vocab > 0 and dim > 0, got vocab = {v}, dim = {d}"
         );
-        ensure!(ids > 0, "embedding lookup of no ids");
+        ensure!(ids > 0, Shape, "embedding lookup of no ids");
         if let Some(p) = self.padding_idx {
             ensure!(
                 (p as usize) < v,
+                Invalid,
                 "embedding padding_idx = {p} is out of range: the table has {v} rows"
             );
         }
@@ -66,17 +68,22 @@ impl Embedding {
             rows.checked_mul(d)
                 .filter(|&e| e <= MAX_INDEX)
                 .ok_or_else(|| {
-                    anyhow::anyhow!("embedding {what} [{rows}, {d}] is too large to address")
+                    err!(
+                        Limit,
+                        "embedding {what} [{rows}, {d}] is too large to address"
+                    )
                 })
         };
         let want_table = too_big("table", v)?;
         let want_out = too_big("output", ids)?;
         ensure!(
             table == want_table,
+            Shape,
             "embedding table [{v}, {d}] needs {want_table} elements, got {table}"
         );
         ensure!(
             out == want_out,
+            Shape,
             "embedding of {ids} ids x {d} values needs {want_out} output elements, got {out}"
         );
         Ok(())
@@ -87,6 +94,7 @@ impl Embedding {
         for (pos, &id) in ids.iter().enumerate() {
             ensure!(
                 (id as usize) < self.vocab,
+                Invalid,
                 "embedding id {id} at position {pos} is out of range: the table has {} rows",
                 self.vocab
             );
@@ -99,6 +107,7 @@ impl Embedding {
         self.validate_ids(ids)?;
         ensure!(
             ids.len() <= MAX_INDEX,
+            Limit,
             "embedding: {} ids are too many",
             ids.len()
         );

@@ -6,7 +6,7 @@
 //! `beta == 0` the old contents of `C` are never read, so an uninitialised (even NaN) `C`
 //! is simply overwritten.
 
-use anyhow::{bail, ensure, Result};
+use crate::error::{bail, ensure, err, Result};
 
 /// One matrix product. Build it with [`Gemm::new`] and the setters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -184,12 +184,14 @@ impl Gemm {
         let (m, n, k) = (self.m, self.n, self.k);
         if m == 0 || n == 0 || k == 0 || self.batch == 0 {
             bail!(
+                Shape,
                 "gemm needs non-zero sizes, got m = {m}, n = {n}, k = {k}, batch = {}",
                 self.batch
             );
         }
         ensure!(
             self.alpha.is_finite() && self.beta.is_finite(),
+            Invalid,
             "gemm alpha and beta must be finite, got alpha = {}, beta = {}",
             self.alpha,
             self.beta
@@ -203,6 +205,7 @@ impl Gemm {
         ] {
             ensure!(
                 ld >= cols,
+                Shape,
                 "gemm {name} = {ld} is smaller than the {cols} columns stored per row"
             );
         }
@@ -210,6 +213,7 @@ impl Gemm {
             let c_span = (m - 1) * self.ldc() + n;
             ensure!(
                 self.stride_c() >= c_span,
+                Shape,
                 "gemm batch items of C overlap: stride_c = {} but one item spans {c_span} elements",
                 self.stride_c()
             );
@@ -217,10 +221,10 @@ impl Gemm {
         let need = |what: &str, rows, cols, ld, off, stride, have: usize| -> Result<usize> {
             let need = Self::extent(rows, cols, ld, off, stride, self.batch)
                 .filter(|&e| e <= MAX_INDEX)
-                .ok_or_else(|| anyhow::anyhow!("gemm operand {what} is too large to address"))?;
+                .ok_or_else(|| err!(Limit, "gemm operand {what} is too large to address"))?;
             ensure!(
                 have >= need,
-                "gemm operand {what} ({rows} x {cols}, ld {ld}, offset {off}, batch {} x stride {stride}) \
+                Shape, "gemm operand {what} ({rows} x {cols}, ld {ld}, offset {off}, batch {} x stride {stride}) \
                  needs {need} elements, the buffer has {have} (m = {m}, n = {n}, k = {k}, trans_a = {}, trans_b = {})",
                 self.batch,
                 self.trans_a,
@@ -250,6 +254,7 @@ impl Gemm {
         if let Some(len) = len_bias {
             ensure!(
                 len >= n,
+                Shape,
                 "gemm bias needs {n} elements (one per column of C), it has {len}"
             );
         }
@@ -323,10 +328,14 @@ impl ColumnSum {
     pub fn validate(&self, len_a: usize, len_out: usize) -> Result<()> {
         let (rows, cols) = (self.rows, self.cols);
         if rows == 0 || cols == 0 {
-            bail!("column sums need non-zero sizes, got rows = {rows}, cols = {cols}");
+            bail!(
+                Shape,
+                "column sums need non-zero sizes, got rows = {rows}, cols = {cols}"
+            );
         }
         ensure!(
             self.alpha.is_finite() && self.beta.is_finite(),
+            Invalid,
             "column sum alpha and beta must be finite, got alpha = {}, beta = {}",
             self.alpha,
             self.beta
@@ -334,6 +343,7 @@ impl ColumnSum {
         let ld = self.ld();
         ensure!(
             ld >= cols,
+            Shape,
             "column sum ld = {ld} is smaller than the {cols} columns stored per row"
         );
         let need = (rows - 1)
@@ -341,14 +351,15 @@ impl ColumnSum {
             .and_then(|e| e.checked_add(self.offset))
             .and_then(|e| e.checked_add(cols))
             .filter(|&e| e <= MAX_INDEX)
-            .ok_or_else(|| anyhow::anyhow!("column sum matrix is too large to address"))?;
+            .ok_or_else(|| err!(Limit, "column sum matrix is too large to address"))?;
         ensure!(
             len_a >= need,
-            "column sums of {rows} x {cols} (ld {ld}, offset {}) need {need} elements, the matrix has {len_a}",
+            Shape, "column sums of {rows} x {cols} (ld {ld}, offset {}) need {need} elements, the matrix has {len_a}",
             self.offset
         );
         ensure!(
             len_out >= cols,
+            Shape,
             "column sums need an output of {cols} elements, it has {len_out}"
         );
         Ok(())

@@ -11,7 +11,7 @@
 //! Mean squared error over `n` elements, as `torch.nn.MSELoss(reduction="mean")`: loss
 //! `mean((x - y)^2)`, gradient `2 (x - y) / n`.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, err, Result};
 
 /// The largest element index a GPU kernel can address (indices are 32-bit in WGSL).
 const MAX_INDEX: usize = u32::MAX as usize;
@@ -51,16 +51,21 @@ impl CrossEntropy {
         let (rows, classes) = (self.rows, self.classes);
         ensure!(
             rows > 0 && classes > 0,
+            Shape,
             "cross-entropy needs rows > 0 and classes > 0, got rows = {rows}, classes = {classes}"
         );
         let n = rows
             .checked_mul(classes)
             .filter(|&n| n <= MAX_INDEX)
             .ok_or_else(|| {
-                anyhow::anyhow!("cross-entropy logits [{rows}, {classes}] are too large to address")
+                err!(
+                    Limit,
+                    "cross-entropy logits [{rows}, {classes}] are too large to address"
+                )
             })?;
         ensure!(
             classes <= u32::MAX as usize,
+            Limit,
             "cross-entropy: {classes} classes are too many"
         );
         for (what, have, want) in [
@@ -71,6 +76,7 @@ impl CrossEntropy {
         ] {
             ensure!(
                 have == want,
+                Shape,
                 "cross-entropy over [{rows}, {classes}]: {what} need {want} elements, got {have}"
             );
         }
@@ -82,6 +88,7 @@ impl CrossEntropy {
     pub fn validate_targets(&self, targets: &[u32]) -> Result<usize> {
         ensure!(
             targets.len() == self.rows,
+            Shape,
             "cross-entropy over {} rows got {} targets",
             self.rows,
             targets.len()
@@ -93,7 +100,7 @@ impl CrossEntropy {
             }
             ensure!(
                 (t as usize) < self.classes,
-                "cross-entropy target {t} at row {row} is out of range: expected a class below {}{}",
+                Invalid, "cross-entropy target {t} at row {row} is out of range: expected a class below {}{}",
                 self.classes,
                 match self.ignore_index {
                     Some(i) => format!(" or the ignore index {i}"),
@@ -108,13 +115,19 @@ impl CrossEntropy {
 
 /// Checks a mean squared error over buffers of `pred`, `target` and `grad` elements.
 pub fn validate_mse(pred: usize, target: usize, grad: usize) -> Result<()> {
-    ensure!(pred > 0, "mean squared error needs at least one element");
+    ensure!(
+        pred > 0,
+        Shape,
+        "mean squared error needs at least one element"
+    );
     ensure!(
         pred <= MAX_INDEX,
+        Limit,
         "mean squared error over {pred} elements is too large to address"
     );
     ensure!(
         target == pred && grad == pred,
+        Shape,
         "mean squared error: predictions have {pred} elements, targets {target}, gradient {grad}"
     );
     Ok(())

@@ -3,7 +3,7 @@
 //! output. The description shared by `shaders/merge.wgsl` and its CPU twin
 //! `src/cpu/merge.rs`.
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 /// How the two directions of a bidirectional stack are combined in its output (Keras
@@ -30,7 +30,10 @@ impl Merge {
             "sum" => Merge::Sum,
             "mul" => Merge::Mul,
             "ave" => Merge::Ave,
-            _ => bail!("unknown merge mode {s:?}; expected concat, sum, mul or ave"),
+            _ => bail!(
+                Invalid,
+                "unknown merge mode {s:?}; expected concat, sum, mul or ave"
+            ),
         })
     }
 }

@@ -24,7 +24,7 @@
 //! in PyTorch; with a NaN norm the scale is unspecified (1 on the CPU), but the NaN gradient
 //! reaches the parameters either way, so read the norm back where that can happen.
 
-use anyhow::{bail, ensure, Result};
+use crate::error::{bail, ensure, Result};
 
 use super::schedule::Schedule;
 
@@ -153,6 +153,7 @@ impl Optimizer {
         let check = |what: &str, v: f32, ok: bool, want: &str| -> Result<()> {
             ensure!(
                 v.is_finite() && ok,
+                Invalid,
                 "{name} {what} = {v} is invalid: expected {want}"
             );
             Ok(())
@@ -171,7 +172,7 @@ impl Optimizer {
                 check("weight_decay", weight_decay, weight_decay >= 0.0, ">= 0")?;
                 if nesterov && (momentum <= 0.0 || dampening != 0.0) {
                     bail!(
-                        "SGD nesterov needs momentum > 0 and dampening = 0, got momentum = {momentum}, dampening = {dampening}"
+                        Invalid, "SGD nesterov needs momentum > 0 and dampening = 0, got momentum = {momentum}, dampening = {dampening}"
                     );
                 }
             }
@@ -226,16 +227,25 @@ impl Optimizer {
     pub fn validate_step(&self, step: u64, param: usize, grad: usize, state: usize) -> Result<()> {
         self.validate()?;
         let name = self.name();
-        ensure!(step >= 1, "{name} step numbers count from 1, got {step}");
-        ensure!(param > 0, "{name} needs a non-empty parameter buffer");
+        ensure!(
+            step >= 1,
+            Invalid,
+            "{name} step numbers count from 1, got {step}"
+        );
+        ensure!(
+            param > 0,
+            Shape,
+            "{name} needs a non-empty parameter buffer"
+        );
         ensure!(
             grad == param,
+            Shape,
             "{name}: the gradient has {grad} elements, the parameters {param}"
         );
         let want = self.slots() * param;
         ensure!(
             state == want,
-            "{name} keeps {} state vector(s) of {param} elements: the state buffer needs {want} elements, it has {state}",
+            Shape, "{name} keeps {} state vector(s) of {param} elements: the state buffer needs {want} elements, it has {state}",
             self.slots()
         );
         Ok(())
@@ -246,11 +256,16 @@ impl Optimizer {
 pub fn validate_clip(max_norm: f32, grads: &[usize]) -> Result<()> {
     ensure!(
         max_norm.is_finite() && max_norm > 0.0,
+        Invalid,
         "clip max_norm = {max_norm} is invalid: expected a finite value > 0"
     );
-    ensure!(!grads.is_empty(), "clipping needs at least one gradient");
+    ensure!(
+        !grads.is_empty(),
+        Invalid,
+        "clipping needs at least one gradient"
+    );
     for (i, &len) in grads.iter().enumerate() {
-        ensure!(len > 0, "clipping: gradient {i} is empty");
+        ensure!(len > 0, Shape, "clipping: gradient {i} is empty");
     }
     Ok(())
 }
@@ -307,6 +322,7 @@ impl OptimConfig {
         self.optimizer.validate()?;
         ensure!(
             self.optimizer.lr() > 0.0,
+            Invalid,
             "learning rate lr = {} is invalid: expected a finite value > 0",
             self.optimizer.lr()
         );

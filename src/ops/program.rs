@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, ensure, Result};
+use crate::error::{bail, ensure, Result};
 
 use super::dropout::Dropout;
 use super::embedding::Embedding;
@@ -358,6 +358,7 @@ impl Program {
     pub fn phase(&self, phase: usize) -> Result<impl Iterator<Item = (OpId, &Op)>> {
         ensure!(
             phase < self.phases(),
+            Invalid,
             "phase {phase} does not exist: the program has {}",
             self.phases()
         );
@@ -405,7 +406,7 @@ impl Program {
     pub fn recurrent_forward(&self, id: OpId) -> Result<&RecurrentForward> {
         match self.ops.get(id.0) {
             Some(Op::RecurrentForward(f)) => Ok(f),
-            _ => bail!("op {} is not a recurrent forward", id.0),
+            _ => bail!(Invalid, "op {} is not a recurrent forward", id.0),
         }
     }
 }
@@ -440,6 +441,7 @@ impl ProgramBuilder {
             let have = &self.program.tensors[id.0].shape;
             ensure!(
                 have == shape,
+                Shape,
                 "parameter {name} is declared with shapes {have:?} and {shape:?}"
             );
             return Ok(id);

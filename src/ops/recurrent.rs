@@ -19,7 +19,7 @@
 //! processes time `t = s` at step `s`, the reverse direction `t = len[b] - 1 - s`, so it starts
 //! at each sequence's own last valid step.
 
-use anyhow::{bail, ensure, Result};
+use crate::error::{bail, ensure, err, Result};
 
 /// The recurrent cell. Serialised and parsed by its name ("lstm", "gru",
 /// "gru-reset-before", "rnn-tanh", "rnn-relu"; "rnn" is read as "rnn-tanh").
@@ -100,12 +100,12 @@ impl CellKind {
         Self::ALL
             .into_iter()
             .find(|c| c.name() == name)
-            .ok_or_else(|| anyhow::anyhow!("unknown cell {name:?}; expected one of lstm, gru, gru-reset-before, rnn-tanh, rnn-relu"))
+            .ok_or_else(|| err!(Invalid, "unknown cell {name:?}; expected one of lstm, gru, gru-reset-before, rnn-tanh, rnn-relu"))
     }
 }
 
 impl std::str::FromStr for CellKind {
-    type Err = anyhow::Error;
+    type Err = crate::Error;
     fn from_str(s: &str) -> Result<Self> {
         Self::parse(s)
     }
@@ -118,7 +118,7 @@ impl std::fmt::Display for CellKind {
 }
 
 impl TryFrom<String> for CellKind {
-    type Error = anyhow::Error;
+    type Error = crate::Error;
     fn try_from(s: String) -> Result<Self> {
         Self::parse(&s)
     }
@@ -222,7 +222,7 @@ impl RecurrentShape {
         let s = self;
         if s.input == 0 || s.hidden == 0 || s.batch == 0 || s.steps == 0 {
             bail!(
-                "recurrent layer needs non-zero sizes, got input = {}, hidden = {}, batch = {}, steps = {}",
+                Shape, "recurrent layer needs non-zero sizes, got input = {}, hidden = {}, batch = {}, steps = {}",
                 s.input,
                 s.hidden,
                 s.batch,
@@ -231,6 +231,7 @@ impl RecurrentShape {
         }
         ensure!(
             s.out_offset + s.hidden <= s.out_stride,
+            Shape,
             "output columns {}..{} do not fit rows of {}",
             s.out_offset,
             s.out_offset + s.hidden,
@@ -238,6 +239,7 @@ impl RecurrentShape {
         );
         ensure!(
             s.steps <= STEP_TIME_MASK as usize,
+            Limit,
             "{} steps are more than the kernels can index",
             s.steps
         );
@@ -246,6 +248,7 @@ impl RecurrentShape {
             Some(l) => {
                 ensure!(
                     l.len() == s.batch,
+                    Shape,
                     "lengths has {} entries, expected one per batch entry ({})",
                     l.len(),
                     s.batch
@@ -256,7 +259,7 @@ impl RecurrentShape {
                     .find(|(_, &len)| len == 0 || len > s.steps)
                 {
                     bail!(
-                        "lengths[{b}] = {len} is outside 1..={} (a sequence needs at least one step and at most T)",
+                        Shape, "lengths[{b}] = {len} is outside 1..={} (a sequence needs at least one step and at most T)",
                         s.steps
                     );
                 }
@@ -279,7 +282,11 @@ impl RecurrentShape {
     ) -> Result<()> {
         let (gw, rows) = (self.gate_width(), self.rows());
         let check = |what: &str, have: usize, want: usize| -> Result<()> {
-            ensure!(have == want, "{what} has {have} elements, expected {want}");
+            ensure!(
+                have == want,
+                Shape,
+                "{what} has {have} elements, expected {want}"
+            );
             Ok(())
         };
         check("input", x, rows * self.input)?;

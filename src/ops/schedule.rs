@@ -11,7 +11,7 @@
 //! A closed form rather than PyTorch's chained updates: the rate at any step is known
 //! without replaying the earlier ones, e.g. when resuming from a checkpoint.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Schedule {
@@ -36,20 +36,31 @@ impl Schedule {
         match *self {
             Self::Constant => {}
             Self::Step { step_size, gamma } => {
-                ensure!(step_size > 0, "step decay needs step_size > 0, got 0");
+                ensure!(
+                    step_size > 0,
+                    Invalid,
+                    "step decay needs step_size > 0, got 0"
+                );
                 ensure!(
                     gamma.is_finite() && gamma > 0.0,
+                    Invalid,
                     "step decay gamma = {gamma} is invalid: expected a finite value > 0"
                 );
             }
             Self::Exponential { gamma } => ensure!(
                 gamma.is_finite() && gamma > 0.0,
+                Invalid,
                 "exponential decay gamma = {gamma} is invalid: expected a finite value > 0"
             ),
             Self::Cosine { t_max, eta_min } => {
-                ensure!(t_max > 0, "cosine annealing needs t_max > 0, got 0");
+                ensure!(
+                    t_max > 0,
+                    Invalid,
+                    "cosine annealing needs t_max > 0, got 0"
+                );
                 ensure!(
                     eta_min.is_finite() && eta_min >= 0.0,
+                    Invalid,
                     "cosine annealing eta_min = {eta_min} is invalid: expected a finite value >= 0"
                 );
             }
@@ -62,6 +73,7 @@ impl Schedule {
         self.validate()?;
         ensure!(
             base_lr.is_finite() && base_lr >= 0.0,
+            Invalid,
             "base learning rate = {base_lr} is invalid: expected a finite value >= 0"
         );
         Ok(match *self {

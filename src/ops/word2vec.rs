@@ -3,7 +3,7 @@
 //! `rows x dim` matrix of unit vectors with the largest dot product with a unit query
 //! (their cosine), some rows excluded; best first, ties to the lower row.
 
-use anyhow::{ensure, Result};
+use crate::error::{bail, ensure, Result};
 
 /// The largest `k` the GPU selection takes (one selection pass keeps `k` of 1024).
 pub const MAX_TOP_K: usize = 256;
@@ -24,16 +24,19 @@ impl CosineTopK {
     pub fn validate(&self, vectors: &[f32]) -> Result<()> {
         ensure!(
             self.rows > 0,
+            Shape,
             "an empty vocabulary: expected at least one row"
         );
-        ensure!(self.dim > 0, "vector size 0: expected at least 1");
+        ensure!(self.dim > 0, Shape, "vector size 0: expected at least 1");
         ensure!(
             (1..=MAX_TOP_K).contains(&self.k),
+            Invalid,
             "top-k of k = {}: expected 1 to {MAX_TOP_K}",
             self.k
         );
         ensure!(
             self.rows.checked_mul(self.dim) == Some(vectors.len()),
+            Shape,
             "{} values for {} rows of size {}: expected {}",
             vectors.len(),
             self.rows,
@@ -42,12 +45,14 @@ impl CosineTopK {
         );
         ensure!(
             vectors.len() < u32::MAX as usize,
+            Limit,
             "{} values: at most {} can be indexed",
             vectors.len(),
             u32::MAX
         );
         if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
-            anyhow::bail!(
+            bail!(
+                Numerics,
                 "row {} holds {}: expected finite values",
                 i / self.dim,
                 vectors[i]
@@ -61,22 +66,25 @@ impl CosineTopK {
     pub fn validate_query(&self, query: &[f32], exclude: &[usize]) -> Result<()> {
         ensure!(
             query.len() == self.dim,
+            Shape,
             "query of {} values: expected {}",
             query.len(),
             self.dim
         );
         ensure!(
             query.iter().all(|x| x.is_finite()),
+            Numerics,
             "the query holds a non-finite value"
         );
         if let Some(&r) = exclude.iter().find(|&&r| r >= self.rows) {
-            anyhow::bail!("excluded row {r}: expected below {}", self.rows);
+            bail!(Invalid, "excluded row {r}: expected below {}", self.rows);
         }
         let mut distinct = exclude.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
         ensure!(
             self.rows - distinct.len() >= self.k,
+            Shape,
             "top-{} of {} rows with {} excluded: not enough rows",
             self.k,
             self.rows,

@@ -14,7 +14,7 @@
 //! order, so a kernel thread that owns a row element sums its contributions in a fixed order
 //! without atomics.
 
-use anyhow::{bail, ensure, Result};
+use crate::error::{bail, ensure, err, Result};
 
 /// How the output layer lists an item's targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +52,8 @@ impl TrainSpec {
         match self.output {
             TrainOutput::Sampled => Ok(self.max_targets),
             TrainOutput::Softmax => self.max_items.checked_mul(self.out_rows).ok_or_else(|| {
-                anyhow::anyhow!(
+                err!(
+                    Limit,
                     "{} items x {} output rows overflow",
                     self.max_items,
                     self.out_rows
@@ -80,16 +81,18 @@ impl TrainSpec {
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.in_rows > 0,
+            Shape,
             "an empty vocabulary: expected at least one word"
         );
-        ensure!(self.out_rows > 0, "an output layer of 0 rows");
-        ensure!(self.dim > 0, "vector size 0: expected at least 1");
-        ensure!(self.max_items > 0, "a batch of 0 items");
+        ensure!(self.out_rows > 0, Shape, "an output layer of 0 rows");
+        ensure!(self.dim > 0, Shape, "vector size 0: expected at least 1");
+        ensure!(self.max_items > 0, Shape, "a batch of 0 items");
         let limit = u32::MAX as usize;
         for (what, rows) in [("input", self.in_rows), ("output", self.out_rows)] {
             let n = rows.checked_mul(self.dim).filter(|&n| n < limit);
             ensure!(
                 n.is_some(),
+                Limit,
                 "{what} matrix of {rows} rows x size {}: more than {limit} values cannot be \
                  indexed on the GPU",
                 self.dim
@@ -98,12 +101,14 @@ impl TrainSpec {
         let hidden = self.max_items.checked_mul(self.dim).filter(|&n| n < limit);
         ensure!(
             hidden.is_some(),
+            Limit,
             "{} items x size {}: more than {limit} hidden values",
             self.max_items,
             self.dim
         );
         ensure!(
             self.grad_len()? < limit && self.batch_words() < limit,
+            Limit,
             "a batch of {} items is too large to index",
             self.max_items
         );
@@ -287,6 +292,7 @@ impl BatchPacker {
             n <= spec.max_items
                 && batch.inputs.len() <= spec.max_inputs
                 && batch.targets.len() <= spec.max_targets,
+            Shape,
             "a batch of {n} items, {} inputs, {} targets: the plan holds at most {}, {}, {}",
             batch.inputs.len(),
             batch.targets.len(),
@@ -295,20 +301,26 @@ impl BatchPacker {
             spec.max_targets
         );
         if let Some(&r) = batch.inputs.iter().find(|&&r| r as usize >= spec.in_rows) {
-            bail!("input row {r}: expected below {}", spec.in_rows);
+            bail!(Invalid, "input row {r}: expected below {}", spec.in_rows);
         }
         if let Some(t) = batch
             .targets
             .iter()
             .find(|t| t[0] as usize >= spec.out_rows)
         {
-            bail!("output row {}: expected below {}", t[0], spec.out_rows);
+            bail!(
+                Invalid,
+                "output row {}: expected below {}",
+                t[0],
+                spec.out_rows
+            );
         }
         for (b, it) in batch.items.iter().enumerate() {
-            ensure!(it[1] > 0, "item {b} has no input rows");
+            ensure!(it[1] > 0, Shape, "item {b} has no input rows");
             if spec.output == TrainOutput::Softmax {
                 ensure!(
                     it[3] == 1,
+                    Invalid,
                     "item {b}: a full-softmax item names exactly one word"
                 );
             }

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +47,8 @@ pub fn default_text() -> String {
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = crate::io::read_file(path, "text")?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
+        err!(
+            Format,
             "{} is not UTF-8 text (invalid byte at offset {})",
             path.display(),
             e.utf8_error().valid_up_to()
@@ -55,6 +56,7 @@ pub fn read_text(path: &Path) -> Result<String> {
     })?;
     ensure!(
         !text.is_empty(),
+        Invalid,
         "{} is empty: nothing to train on",
         path.display()
     );
@@ -69,7 +71,11 @@ pub struct CharVocab {
 
 impl CharVocab {
     pub fn from_text(text: &str) -> Result<Self> {
-        ensure!(!text.is_empty(), "the text is empty: nothing to train on");
+        ensure!(
+            !text.is_empty(),
+            Invalid,
+            "the text is empty: nothing to train on"
+        );
         let mut chars: Vec<char> = text.chars().collect();
         chars.sort_unstable();
         chars.dedup();
@@ -88,9 +94,10 @@ impl CharVocab {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         text.chars()
             .map(|c| {
-                self.chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
-                    anyhow::anyhow!("character {c:?} is not in the model's vocabulary")
-                })
+                self.chars
+                    .binary_search(&c)
+                    .map(|i| i as u32)
+                    .map_err(|_| err!(Invalid, "character {c:?} is not in the model's vocabulary"))
             })
             .collect()
     }
@@ -108,6 +115,7 @@ impl CharVocab {
         let v = Self::from_text(s)?;
         ensure!(
             v.chars.len() == s.chars().count(),
+            Invalid,
             "a vocabulary string must hold each character once, sorted"
         );
         Ok(v)
@@ -130,15 +138,17 @@ impl Streams {
     pub fn new(ids: Vec<u32>, batch: usize, steps: usize, what: &str) -> Result<Self> {
         ensure!(
             batch > 0 && steps > 0,
+            Invalid,
             "batch and sequence length must be > 0"
         );
         let per_stream = ids.len() / batch;
         let chunks = per_stream.saturating_sub(1) / steps;
         ensure!(
             chunks > 0,
+            Shape,
             "the {what} text has {} characters: too few for a batch of {batch} sequences of \
              {steps} characters (needs at least {} = batch x (sequence length + 1)); use a \
-             smaller --batch or --seq-len, or a longer text",
+             smaller batch or sequence length, or a longer text",
             ids.len(),
             batch * (steps + 1)
         );
@@ -157,6 +167,7 @@ impl Streams {
     pub fn only(mut self, streams: std::ops::Range<usize>) -> Result<Self> {
         ensure!(
             !streams.is_empty() && streams.end <= self.batch,
+            Invalid,
             "streams {streams:?} are not a part of the {} streams",
             self.batch
         );
@@ -293,12 +304,14 @@ impl CharLmOptions {
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.hidden > 0 && self.embed > 0 && self.layers > 0,
+            Invalid,
             "hidden size, embedding size and layers must be > 0"
         );
-        ensure!(self.train_steps > 0, "--steps must be > 0");
-        ensure!(self.eval_every > 0, "--eval-every must be > 0");
+        ensure!(self.train_steps > 0, Invalid, "train_steps must be > 0");
+        ensure!(self.eval_every > 0, Invalid, "eval_every must be > 0");
         ensure!(
             self.valid_fraction.is_finite() && (0.0..0.5).contains(&self.valid_fraction),
+            Invalid,
             "validation fraction {} is invalid: expected 0 <= fraction < 0.5",
             self.valid_fraction
         );
@@ -392,7 +405,7 @@ pub fn train_on(
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<History> {
     opts.validate()?;
-    check_shards("streams (--batch)", opts.batch, ranks.count())?;
+    check_shards("streams", opts.batch, ranks.count())?;
     let vocab = CharVocab::from_text(text)?;
     let ids = vocab.encode(text)?;
     let n_valid = (ids.len() as f64 * opts.valid_fraction) as usize;
@@ -405,7 +418,7 @@ pub fn train_on(
             Ok(s) => Some(s),
             Err(e) => {
                 // A short text still trains; it just has no held-out figure.
-                history.no_validation = Some(format!("{e:#}"));
+                history.no_validation = Some(e.full_message());
                 None
             }
         }
@@ -418,26 +431,31 @@ pub fn train_on(
     let cfg = TrainConfig::new(opts.optim()).stateful(true);
     let mut first = 1;
     if let Some(ckpt) = from {
-        let saved: CharLmOptions = serde_json::from_str(
-            ckpt.meta
-                .get("options")
-                .context("the checkpoint has no training options (not written by recur train)")?,
-        )?;
+        let saved: CharLmOptions =
+            serde_json::from_str(ckpt.meta.get("options").ok_or_else(|| {
+                err!(
+                    Format,
+                    "the checkpoint has no training options (not written by recur train)"
+                )
+            })?)?;
         // The backend may differ; every other option (the step count too: it shapes the
         // learning-rate schedule) must be the checkpoint's.
         let differ = option_differences(&saved, opts)?;
         ensure!(
             differ.is_empty(),
+            Invalid,
             "the checkpoint was trained with other options ({}); resume with the same ones \
              (the backend may differ)",
             differ.join(", ")
         );
         ensure!(
             ckpt.meta.get("vocab").map(String::as_str) == Some(vocab.as_string().as_str()),
+            Invalid,
             "the checkpoint's vocabulary differs from this text's: resume on the same text"
         );
         ensure!(
             ckpt.step < opts.train_steps,
+            Invalid,
             "the checkpoint is at step {}, the run has {} steps: nothing left to train",
             ckpt.step,
             opts.train_steps
@@ -445,7 +463,7 @@ pub fn train_on(
         history = serde_json::from_str(
             ckpt.meta
                 .get("history")
-                .context("the checkpoint has no loss history")?,
+                .ok_or_else(|| err!(Format, "the checkpoint has no loss history"))?,
         )?;
         first = ckpt.step + 1;
     }
@@ -508,7 +526,7 @@ pub fn train_on(
 fn option_differences(saved: &CharLmOptions, now: &CharLmOptions) -> Result<Vec<String>> {
     let (a, b) = (serde_json::to_value(saved)?, serde_json::to_value(now)?);
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        bail!("training options are not a JSON object");
+        bail!(Format, "training options are not a JSON object");
     };
     Ok(a.iter()
         .filter(|(k, v)| k.as_str() != "backend" && b.get(*k) != Some(*v))
@@ -527,16 +545,19 @@ pub fn generate(
 ) -> Result<String> {
     ensure!(
         temperature.is_finite() && temperature > 0.0,
+        Invalid,
         "temperature = {temperature} is invalid: expected a finite value > 0"
     );
-    let vocab = CharVocab::from_string(
-        ckpt.meta
-            .get("vocab")
-            .context("this checkpoint has no character vocabulary (not a language model)")?,
-    )?;
+    let vocab = CharVocab::from_string(ckpt.meta.get("vocab").ok_or_else(|| {
+        err!(
+            Format,
+            "this checkpoint has no character vocabulary (not a language model)"
+        )
+    })?)?;
     let model = ckpt.model()?;
     ensure!(
         model.embedding.is_some() && model.spec.outputs == vocab.len(),
+        Format,
         "this checkpoint is not a character language model"
     );
     let prime_ids = if prime.is_empty() {
@@ -590,7 +611,7 @@ pub fn generate(
         out.push(
             vocab
                 .char(id as u32)
-                .context("sampled id outside the vocabulary")?,
+                .ok_or_else(|| err!(Invalid, "sampled id outside the vocabulary"))?,
         );
         logits = feed(id as u32)?;
     }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use anyhow::{ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result, ResultExt};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
@@ -68,7 +68,8 @@ impl<S: Serialize + DeserializeOwned> Checkpoint<S> {
     pub fn save(&self, path: &Path) -> Result<()> {
         for (name, t) in self.params.iter().chain(&self.optimizer).chain(&self.state) {
             if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                anyhow::bail!(
+                bail!(
+                    Numerics,
                     "not writing {}: tensor {name} holds a non-finite value at index {i}",
                     path.display()
                 );
@@ -118,22 +119,26 @@ impl<S: Serialize + DeserializeOwned> Checkpoint<S> {
     ) -> Result<Self> {
         let name = source.display();
         let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| anyhow::anyhow!("{name} is not a safetensors file: {e}"))?;
+            .map_err(|e| err!(Format, "{name} is not a safetensors file: {e}"))?;
         let meta = header
             .metadata()
             .clone()
-            .with_context(|| format!("{name} has no recur checkpoint metadata"))?;
+            .ok_or_else(|| err!(Format, "{name} has no recur checkpoint metadata"))?;
         ensure!(
             meta.get("format").map(String::as_str) == Some(FORMAT),
+            Format,
             "{name} is not a recur checkpoint (format {:?}, expected {FORMAT})",
             meta.get("format")
         );
         let step = meta
             .get("step")
             .and_then(|s| s.parse().ok())
-            .context("checkpoint step missing or not a number")?;
-        let spec: S = serde_json::from_str(meta.get("model").context("model spec missing")?)
-            .context("checkpoint model spec is not valid")?;
+            .ok_or_else(|| err!(Format, "checkpoint step missing or not a number"))?;
+        let spec: S = serde_json::from_str(
+            meta.get("model")
+                .ok_or_else(|| err!(Format, "model spec missing"))?,
+        )
+        .context("checkpoint model spec is not valid")?;
         let tensors = crate::nn::parse_safetensors(bytes).with_context(|| format!("in {name}"))?;
         check(&spec, &tensors)
             .with_context(|| format!("checkpoint {name} does not fit its model"))?;
@@ -165,6 +170,7 @@ fn check_spec_fits(spec: &ModelSpec, tensors: &Tensors) -> Result<()> {
     let params = fp.params();
     ensure!(
         params.is_some_and(|p| p <= held),
+        Format,
         "its model spec (cell {}, hidden_size {}, num_layers {}, outputs {}{}) has {} \
          parameter values, but the file holds {held} values in all",
         spec.cell,

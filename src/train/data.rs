@@ -4,7 +4,7 @@
 //! every step), cut into the time-major [`Batch`]es a trainer takes; and
 //! [`Trainer::fit`](super::Trainer::fit) runs epochs over them.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 
 use super::distributed::Ranks;
 use super::model::{Batch, Head, Inputs, SequenceModel, Targets};
@@ -46,6 +46,7 @@ impl SequenceData {
         let widths = self.check(model, batch.min(self.n))?;
         ensure!(
             order.len() == self.n && order.iter().all(|&i| i < self.n),
+            Invalid,
             "an epoch's order must index each of the {} sequences",
             self.n
         );
@@ -65,6 +66,7 @@ impl SequenceData {
         let widths = self.check(model, batch.min(self.n))?;
         ensure!(
             order.len() == self.n && order.iter().all(|&i| i < self.n),
+            Invalid,
             "an epoch's order must index each of the {} sequences",
             self.n
         );
@@ -85,10 +87,12 @@ impl SequenceData {
         let (n, steps) = (self.n, self.steps);
         ensure!(
             batch > 0 && steps > 0 && n > 0,
+            Shape,
             "batch size, sequences and steps must be > 0, got {batch}, {n} and {steps}"
         );
         ensure!(
             n >= batch,
+            Shape,
             "{n} sequences are fewer than one batch of {batch}: use a smaller batch size"
         );
         let features = match &self.inputs {
@@ -111,16 +115,18 @@ impl SequenceData {
         };
         ensure!(
             inputs_len == n * steps * features,
+            Shape,
             "inputs: {n} sequences x {steps} steps x {features} need {} values, got {inputs_len}",
             n * steps * features
         );
         ensure!(
             targets_len == n * rows * outputs,
+            Shape,
             "targets: {n} sequences x {rows} rows x {outputs} need {} values, got {targets_len}",
             n * rows * outputs
         );
         if let Some(l) = &self.lengths {
-            ensure!(l.len() == n, "{} lengths for {n} sequences", l.len());
+            ensure!(l.len() == n, Shape, "{} lengths for {n} sequences", l.len());
         }
         Ok((features, rows, outputs))
     }

@@ -24,7 +24,7 @@
 //!
 //! **Faults.** Every failure that can happen on one rank only (a bad batch, a device error,
 //! a failed readback) is carried into the next agreement, so every rank stops with that
-//! rank's message ([`RankFailed`]) instead of waiting in a collective; a non-finite loss is
+//! rank's message ([`Error::RankFailed`]) instead of waiting in a collective; a non-finite loss is
 //! the global loss, seen by every rank at the same step. An error outside a step leaves the
 //! other ranks waiting: end the job then (`MpiReducer::abort`, as `recur` does).
 //!
@@ -32,11 +32,10 @@
 //! [`Trainer::checkpoint`]: super::Trainer::checkpoint
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::rc::Rc;
 
-use anyhow::{bail, ensure, Result};
+use crate::error::{bail, ensure, Error, Result};
 
 use super::trainer::CarriedState;
 use crate::nn::Tensors;
@@ -48,7 +47,7 @@ pub trait GradientReducer {
     /// Processes in the job.
     fn ranks(&self) -> usize;
     /// Every rank's bytes, in rank order, on every rank; if any rank passes an error, every
-    /// rank gets [`RankFailed`] naming the lowest such rank and its message. Every rank must
+    /// rank gets [`Error::RankFailed`] naming the lowest such rank and its message. Every rank must
     /// call it at the same point: it is how ranks agree to go on.
     fn exchange(&self, local: Result<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
     /// Replaces `data` on every rank by the sum over ranks, added in rank order, the same
@@ -129,47 +128,23 @@ impl GradientReducer for LocalReducer {
     }
 }
 
-/// A rank failed: every rank of the job stops with this error.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RankFailed {
-    /// The (lowest) rank that failed.
-    pub rank: usize,
-    /// Its error, with its causes.
-    pub message: String,
+/// Whether `e` (or an error in its chain of sources) is an error every rank of the job
+/// stops with ([`Error::RankFailed`] or [`Error::EveryRank`]), so rank 0 alone need report
+/// it, and no rank is left waiting. An `anyhow::Error` passes as `e.as_ref()`.
+pub fn is_agreed(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |c| c.source()).any(|c| {
+        matches!(
+            c.downcast_ref::<Error>(),
+            Some(Error::RankFailed { .. } | Error::EveryRank(_))
+        )
+    })
 }
 
-impl fmt::Display for RankFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rank {} stopped the run: {}", self.rank, self.message)
-    }
-}
-
-impl std::error::Error for RankFailed {}
-
-/// An error every rank of a job raised at the same point from the same data (a refused
-/// split, replicas that differ, a non-finite global loss): one rank's report says it all.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EveryRank(pub String);
-
-impl fmt::Display for EveryRank {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EveryRank {}
-
-/// Whether `e` is an error every rank of the job stops with (so rank 0 alone need report
-/// it, and no rank is left waiting).
-pub fn is_agreed(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<RankFailed>().is_some() || e.downcast_ref::<EveryRank>().is_some()
-}
-
-/// `cond`, or an [`EveryRank`] error of `message`.
-fn agreed(cond: bool, message: impl FnOnce() -> String) -> Result<()> {
+/// `cond`, or an [`Error::EveryRank`] holding an error of `kind` with `message`.
+fn agreed(cond: bool, kind: fn(String) -> Error, message: impl FnOnce() -> String) -> Result<()> {
     match cond {
         true => Ok(()),
-        false => Err(EveryRank(message()).into()),
+        false => Err(Error::EveryRank(Box::new(kind(message())))),
     }
 }
 
@@ -183,9 +158,9 @@ pub fn encode_status(local: Result<Vec<u8>>) -> Vec<u8> {
         }
         Err(e) => {
             // A RankFailed is already agreed: pass its own message on, not a rank prefix.
-            let text = match e.downcast_ref::<RankFailed>() {
-                Some(f) => f.message.clone(),
-                None => format!("{e:#}"),
+            let text = match e {
+                Error::RankFailed { message, .. } => message,
+                e => e.full_message(),
             };
             let mut b = vec![1];
             b.extend(text.into_bytes());
@@ -200,13 +175,16 @@ pub fn decode_statuses(parts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
         match p.first() {
             Some(0) => {}
             Some(1) => {
-                return Err(RankFailed {
+                return Err(Error::RankFailed {
                     rank,
                     message: String::from_utf8_lossy(&p[1..]).into_owned(),
-                }
-                .into())
+                })
             }
-            _ => bail!("rank {rank} sent a malformed status ({} bytes)", p.len()),
+            _ => bail!(
+                Format,
+                "rank {rank} sent a malformed status ({} bytes)",
+                p.len()
+            ),
         }
     }
     Ok(parts.into_iter().map(|mut p| p.split_off(1)).collect())
@@ -222,8 +200,8 @@ pub fn shard_range(total: usize, ranks: usize, rank: usize) -> Range<usize> {
 
 /// Checks that `total` `what` split among `ranks` give every rank at least one.
 pub fn check_shards(what: &str, total: usize, ranks: usize) -> Result<()> {
-    ensure!(ranks > 0, "a job needs at least one rank");
-    agreed(total >= ranks, || {
+    ensure!(ranks > 0, Invalid, "a job needs at least one rank");
+    agreed(total >= ranks, Error::Invalid, || {
         format!(
             "{total} {what} cannot be split among {ranks} ranks: every rank needs at least one \
              (run at most {total} ranks, or give more {what})"
@@ -257,11 +235,12 @@ pub(crate) fn agree_step(
     for (rank, p) in parts.iter().enumerate() {
         ensure!(
             p.len() == 16,
+            Format,
             "step {step}: rank {rank} sent {} bytes, expected 16",
             p.len()
         );
-        let count = u64::from_le_bytes(p[..8].try_into()?) as f64;
-        let loss = f64::from_le_bytes(p[8..].try_into()?);
+        let count = u64::from_le_bytes(p[..8].try_into().expect("8 bytes")) as f64;
+        let loss = f64::from_le_bytes(p[8..].try_into().expect("8 bytes"));
         counts.push(count);
         total += count;
         weighted += count * loss;
@@ -312,13 +291,17 @@ pub(crate) fn verify_identical(
             Err(_) => format!("<{} bytes>", p.len()),
         })
         .collect();
-    agreed(hashes.iter().all(|h| *h == hashes[0]), || {
-        format!(
+    agreed(
+        hashes.iter().all(|h| *h == hashes[0]),
+        Error::Numerics,
+        || {
+            format!(
             "the ranks' weights differ at step {step} (fingerprints by rank: {}): the replicas \
              diverged; the checkpoint is not written",
             hashes.join(", ")
         )
-    })
+        },
+    )
 }
 
 /// The fingerprint of a checkpoint's parameters and optimizer state.
@@ -347,14 +330,15 @@ pub(crate) fn gather_state(
     let mut hs = Vec::with_capacity(parts.len());
     let mut cs = Vec::with_capacity(parts.len());
     for (rank, p) in parts.iter().enumerate() {
-        ensure!(p.len() >= 8, "rank {rank} sent a truncated state");
-        let nh = u64::from_le_bytes(p[..8].try_into()?) as usize;
+        ensure!(p.len() >= 8, Format, "rank {rank} sent a truncated state");
+        let nh = u64::from_le_bytes(p[..8].try_into().expect("8 bytes")) as usize;
         let values: Vec<f32> = p[8..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect();
         ensure!(
             nh <= values.len() && nh.is_multiple_of(blocks.max(1)),
+            Shape,
             "rank {rank} sent a state of {nh} values, not a multiple of {blocks} blocks"
         );
         cs.push(values[nh..].to_vec());
@@ -364,6 +348,18 @@ pub(crate) fn gather_state(
         h: concat_blocks(&hs, blocks),
         c: concat_blocks(&cs, blocks),
     })
+}
+
+/// The `u64` a rank sent as its 8 bytes.
+pub(crate) fn u64_of(p: &Vec<u8>) -> Result<u64> {
+    match <[u8; 8]>::try_from(p.as_slice()) {
+        Ok(b) => Ok(u64::from_le_bytes(b)),
+        Err(_) => bail!(
+            Format,
+            "a rank sent {} bytes, expected one 8-byte count",
+            p.len()
+        ),
+    }
 }
 
 /// `[blocks, n_i, ...]` parts joined along their second dimension.
@@ -389,6 +385,7 @@ pub(crate) fn slice_state(
     let per_block = blocks * width;
     ensure!(
         per_block > 0 && global.h.len().is_multiple_of(per_block),
+        Shape,
         "a carried state of {} values is not [{blocks}, batch, {width}]",
         global.h.len()
     );
@@ -396,6 +393,7 @@ pub(crate) fn slice_state(
     let range = shard_range(batch, ranks, rank);
     ensure!(
         range.len() == local_batch,
+        Shape,
         "the checkpoint carries the state of {batch} streams; split among {ranks} ranks, rank \
          {rank} takes streams {range:?} ({} of them) but trains a batch of {local_batch}: \
          resume with the same global batch",
@@ -422,22 +420,23 @@ pub(crate) fn slice_state(
 /// naming them; for loops whose length every rank must share.
 pub(crate) fn check_same_count(r: &dyn GradientReducer, what: &str, count: usize) -> Result<()> {
     let parts = r.exchange(Ok((count as u64).to_le_bytes().to_vec()))?;
-    let counts: Vec<u64> = parts
-        .iter()
-        .map(|p| p.as_slice().try_into().map(u64::from_le_bytes))
-        .collect::<std::result::Result<_, _>>()?;
-    agreed(counts.iter().all(|&c| c == counts[0]), || {
-        format!(
-            "the ranks have different numbers of {what} ({}): every rank must take as many \
+    let counts: Vec<u64> = parts.iter().map(u64_of).collect::<Result<_>>()?;
+    agreed(
+        counts.iter().all(|&c| c == counts[0]),
+        Error::Invalid,
+        || {
+            format!(
+                "the ranks have different numbers of {what} ({}): every rank must take as many \
              steps",
-            counts
-                .iter()
-                .enumerate()
-                .map(|(r, c)| format!("rank {r}: {c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })
+                counts
+                    .iter()
+                    .enumerate()
+                    .map(|(r, c)| format!("rank {r}: {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+    )
 }
 
 /// Averages `data` over the ranks (sum in rank order, then a division): the same bits on
@@ -497,7 +496,7 @@ pub use self::mpi_reducer::MpiReducer;
 
 #[cfg(feature = "mpi")]
 mod mpi_reducer {
-    use anyhow::{ensure, Context, Result};
+    use crate::error::{ensure, err, Result};
     use mpi::collective::{CommunicatorCollectives, Root};
     use mpi::datatype::PartitionMut;
     use mpi::environment::Universe;
@@ -523,7 +522,7 @@ mod mpi_reducer {
         /// job of one rank.
         pub fn init() -> Result<Self> {
             let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
-                .context("MPI was already initialised in this process")?;
+                .ok_or_else(|| err!(Invalid, "MPI was already initialised in this process"))?;
             let world = universe.world();
             Ok(Self {
                 world,
@@ -558,10 +557,11 @@ mod mpi_reducer {
             self.world.size() as usize
         }
 
-        fn exchange(&self, local: anyhow::Result<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        fn exchange(&self, local: Result<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
             let mine = encode_status(local);
             ensure!(
                 mine.len() <= i32::MAX as usize,
+                Limit,
                 "{} bytes are too many for one exchange",
                 mine.len()
             );
@@ -589,6 +589,7 @@ mod mpi_reducer {
             let total: usize = lens.iter().sum();
             ensure!(
                 total <= i32::MAX as usize,
+                Limit,
                 "{total} bytes are too many for one exchange"
             );
             let counts: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
@@ -649,6 +650,7 @@ mod mpi_reducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::err;
 
     #[test]
     fn shards_cover_in_order_and_differ_by_at_most_one() {
@@ -684,13 +686,16 @@ mod tests {
     fn a_failed_rank_reaches_every_rank_with_its_message() {
         let parts = vec![
             encode_status(Ok(vec![7, 8])),
-            encode_status(Err(anyhow::anyhow!("bad shard").context("reading part 1"))),
-            encode_status(Err(anyhow::anyhow!("later"))),
+            encode_status(Err(err!(Format, "bad shard").context("reading part 1"))),
+            encode_status(Err(err!(Invalid, "later"))),
         ];
         let e = decode_statuses(parts).unwrap_err();
-        let f = e.downcast_ref::<RankFailed>().expect("a RankFailed");
-        assert_eq!(f.rank, 1);
-        assert_eq!(f.message, "reading part 1: bad shard");
+        assert!(is_agreed(&e));
+        let Error::RankFailed { rank, message } = e else {
+            panic!("expected a RankFailed, got {e:?}")
+        };
+        assert_eq!(rank, 1);
+        assert_eq!(message, "reading part 1: bad shard");
         let ok = decode_statuses(vec![encode_status(Ok(vec![1])), encode_status(Ok(vec![]))]);
         assert_eq!(ok.unwrap(), vec![vec![1], vec![]]);
     }

@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result, ResultExt};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ pub struct Table {
 pub fn read_table(path: &Path) -> Result<Table> {
     let bytes = crate::io::read_file(path, "data file")?;
     let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{} is not a UTF-8 text file", path.display()))?;
+        .map_err(|_| err!(Format, "{} is not a UTF-8 text file", path.display()))?;
     parse_table(&text).with_context(|| format!("in {}", path.display()))
 }
 
@@ -64,15 +64,25 @@ pub fn parse_table(text: &str) -> Result<Table> {
         for (j, f) in fields.iter().enumerate() {
             if f.is_empty() {
                 if j == 0 {
-                    bail!("line {}: the first field (the label) is missing", i + 1);
+                    bail!(
+                        Format,
+                        "line {}: the first field (the label) is missing",
+                        i + 1
+                    );
                 }
-                bail!("line {}: field {} is empty", i + 1, j + 1);
+                bail!(Format, "line {}: field {} is empty", i + 1, j + 1);
             }
             let v: f32 = f.parse().map_err(|_| {
-                anyhow::anyhow!("line {}: field {} ({f:?}) is not a number", i + 1, j + 1)
+                err!(
+                    Format,
+                    "line {}: field {} ({f:?}) is not a number",
+                    i + 1,
+                    j + 1
+                )
             })?;
             ensure!(
                 v.is_finite(),
+                Format,
                 "line {}: field {} ({f}) is not a finite number",
                 i + 1,
                 j + 1
@@ -82,6 +92,7 @@ pub fn parse_table(text: &str) -> Result<Table> {
         if let Some(first) = rows.first() {
             ensure!(
                 row.len() == first.len(),
+                Format,
                 "line {} has {} fields, the first row has {} (rows must all be the same length)",
                 i + 1,
                 row.len(),
@@ -90,7 +101,7 @@ pub fn parse_table(text: &str) -> Result<Table> {
         }
         rows.push(row);
     }
-    ensure!(!rows.is_empty(), "no data rows");
+    ensure!(!rows.is_empty(), Format, "no data rows");
     Ok(Table { rows })
 }
 
@@ -136,16 +147,21 @@ impl Default for FitOptions {
 }
 
 impl FitOptions {
-    /// Checks every option that does not depend on the data.
+    /// Checks every option that does not depend on the data, naming a bad one by its
+    /// field (`hidden 0 is invalid`; the command line adds its flag).
     pub fn validate(&self) -> Result<()> {
-        for (flag, value, expected) in [
-            ("--hidden", self.hidden, "a hidden size of at least 1"),
-            ("--layers", self.layers, "at least 1 layer"),
-            ("--batch", self.batch, "at least 1 sequence per batch"),
-            ("--epochs", self.epochs, "at least 1 epoch"),
-            ("--window", self.window, "at least 1 value per window"),
+        for (field, value, expected) in [
+            ("hidden", self.hidden, "a hidden size of at least 1"),
+            ("layers", self.layers, "at least 1 layer"),
+            ("batch", self.batch, "at least 1 sequence per batch"),
+            ("epochs", self.epochs, "at least 1 epoch"),
+            ("window", self.window, "at least 1 value per window"),
         ] {
-            ensure!(value > 0, "{flag} {value} is invalid: expected {expected}");
+            ensure!(
+                value > 0,
+                Invalid,
+                "{field} {value} is invalid: expected {expected}"
+            );
         }
         self.dropout_rates().validate()?;
         self.optim().validate()?;
@@ -278,6 +294,7 @@ impl FitTask {
                 let s = single_column(t, what)?;
                 ensure!(
                     s.len() > *window,
+                    Shape,
                     "the {what} series has {} values: too few for a window of {window} and a \
                      next value",
                     s.len()
@@ -332,6 +349,7 @@ impl FitTask {
     fn check(&self, spec: &ModelSpec) -> Result<()> {
         ensure!(
             spec.embedding.is_none() && spec.input_size == 1 && spec.head == Head::LastStep,
+            Invalid,
             "the model (embedding: {}, {} input features, head {:?}) is not a fit model: \
              expected no embedding, 1 input feature and head LastStep",
             spec.embedding.is_some(),
@@ -340,6 +358,7 @@ impl FitTask {
         );
         ensure!(
             spec.loss == self.loss() && spec.outputs == self.outputs(),
+            Format,
             "the model's outputs ({}) and loss ({}) do not match its {} metadata (expected {} \
              and {})",
             spec.outputs,
@@ -350,6 +369,7 @@ impl FitTask {
         );
         ensure!(
             self.steps() > 0,
+            Shape,
             "{} values per sequence: expected at least 1",
             self.steps()
         );
@@ -358,11 +378,13 @@ impl FitTask {
                 classes.len() >= 2
                     && classes.iter().all(|c| c.is_finite())
                     && classes.windows(2).all(|w| w[0] < w[1]),
+                Format,
                 "class labels {classes:?} are invalid: expected two or more finite labels, \
                  sorted and distinct"
             ),
             Self::Forecaster { mean, std, .. } => ensure!(
                 mean.is_finite() && std.is_finite() && *std > 0.0,
+                Format,
                 "scaling mean {mean}, deviation {std} is invalid: expected finite values, \
                  the deviation > 0"
             ),
@@ -397,11 +419,13 @@ fn class_examples(t: &Table, classes: &[f32], steps: usize, what: &str) -> Resul
     let width = t.rows[0].len();
     ensure!(
         width >= 2,
+        Shape,
         "classification rows need a label and at least one value; for a single-column \
          series use forecasting"
     );
     ensure!(
         width == steps + 1,
+        Shape,
         "{what} rows have {width} fields, the model's {} (a label and {steps} values)",
         steps + 1
     );
@@ -411,8 +435,9 @@ fn class_examples(t: &Table, classes: &[f32], steps: usize, what: &str) -> Resul
         classes: true,
     };
     for (i, r) in t.rows.iter().enumerate() {
-        let c = classes.iter().position(|&c| c == r[0]).with_context(|| {
-            format!(
+        let c = classes.iter().position(|&c| c == r[0]).ok_or_else(|| {
+            err!(
+                Invalid,
                 "{what} row {}: label {} is not a training class",
                 i + 1,
                 r[0]
@@ -428,6 +453,7 @@ fn class_examples(t: &Table, classes: &[f32], steps: usize, what: &str) -> Resul
 fn single_column(t: &Table, what: &str) -> Result<Vec<f32>> {
     ensure!(
         t.rows[0].len() == 1,
+        Invalid,
         "forecasting takes a single column; the {what} file has {} per row",
         t.rows[0].len()
     );
@@ -478,8 +504,9 @@ impl FitModel {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let mut checkpoint = Checkpoint::from_bytes(bytes, path)?;
         // Kept as `task` and `batch` here; `save` writes them back.
-        let json = checkpoint.meta.remove(META_KEY).with_context(|| {
-            format!(
+        let json = checkpoint.meta.remove(META_KEY).ok_or_else(|| {
+            err!(
+                Format,
                 "{} is a recur checkpoint but not a `recur fit` model (no `{META_KEY}` \
                  metadata; expected a file written by `recur fit --out`)",
                 path.display()
@@ -490,6 +517,7 @@ impl FitModel {
         })?;
         ensure!(
             meta.batch > 0,
+            Invalid,
             "{}: batch {} is invalid: expected at least 1",
             path.display(),
             meta.batch
@@ -633,11 +661,12 @@ fn fit_task(
     );
     ensure!(
         opts.batch <= tr.seqs.len(),
+        Shape,
         "a batch of {} is larger than the {} training examples",
         opts.batch,
         tr.seqs.len()
     );
-    check_shards("sequences per batch (--batch)", opts.batch, ranks.count())?;
+    check_shards("sequences per batch", opts.batch, ranks.count())?;
     let spec = opts.model_spec(&task);
     // Each rank runs its share of every batch (at most this many sequences).
     let run = RunShape {
@@ -696,6 +725,7 @@ pub fn fit_classifier_on(
     classes.dedup();
     ensure!(
         classes.len() >= 2,
+        Invalid,
         "the training file has a single class ({})",
         classes[0]
     );

@@ -8,7 +8,7 @@
 //! and their gradients). Workspace beyond that is not counted, so a model refused here
 //! could never have run, and one accepted may still be near the limit.
 
-use anyhow::{ensure, Result};
+use crate::error::{ensure, Result};
 
 use super::model::{Head, ModelSpec};
 use crate::memory::{bytes_of, product, sum, Budget};
@@ -175,6 +175,7 @@ impl Footprint {
         };
         ensure!(
             stack.num_layers > 0,
+            Invalid,
             "num_layers {}: expected at least 1",
             stack.num_layers
         );

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result};
 use serde::{Deserialize, Serialize};
 
 use super::trainer::cpu_pass;
@@ -129,17 +129,18 @@ pub struct DropoutRates {
 }
 
 impl DropoutRates {
-    /// Checks every rate is in [0, 1), naming a bad one by the flag `recur train` and
-    /// `recur fit` take it from.
+    /// Checks every rate is in [0, 1), naming a bad one by its field (``dropout rate `input`
+    /// 1.5 is invalid``; the command line adds its flag).
     pub fn validate(&self) -> Result<()> {
-        for (flag, rate) in [
-            ("--input-dropout", self.input),
-            ("--dropout", self.between_layers),
-            ("--recurrent-dropout", self.recurrent),
+        for (field, rate) in [
+            ("input", self.input),
+            ("between_layers", self.between_layers),
+            ("recurrent", self.recurrent),
         ] {
             ensure!(
                 rate.is_finite() && (0.0..1.0).contains(&rate),
-                "{flag} {rate} is invalid: expected a rate in [0, 1)"
+                Invalid,
+                "dropout rate `{field}` {rate} is invalid: expected a rate in [0, 1)"
             );
         }
         Ok(())
@@ -272,7 +273,11 @@ impl SequenceModel {
             Some(e) => e.output_dim,
             None => spec.input_size,
         };
-        ensure!(spec.outputs > 0, "a model needs at least one output");
+        ensure!(
+            spec.outputs > 0,
+            Invalid,
+            "a model needs at least one output"
+        );
         let mut c = RecurrentConfig::new(spec.cell, input, spec.hidden_size);
         c.num_layers = spec.num_layers;
         c.bidirectional = spec.bidirectional;
@@ -291,17 +296,21 @@ impl SequenceModel {
     /// their shapes).
     pub fn set_params(&mut self, params: &Tensors) -> Result<()> {
         for (name, t) in self.named_params() {
-            let new = params
-                .get(&name)
-                .with_context(|| format!("parameter {name} (shape {:?}) is missing", t.shape))?;
+            let new = params.get(&name).ok_or_else(|| {
+                err!(Invalid, "parameter {name} (shape {:?}) is missing", t.shape)
+            })?;
             ensure!(
                 new.shape == t.shape,
+                Shape,
                 "parameter {name} has shape {:?}, expected {:?}",
                 new.shape,
                 t.shape
             );
             if let Some(i) = new.data.iter().position(|v| !v.is_finite()) {
-                bail!("parameter {name} holds a non-finite value at index {i}");
+                bail!(
+                    Numerics,
+                    "parameter {name} holds a non-finite value at index {i}"
+                );
             }
         }
         if let Some(e) = &mut self.embedding {
@@ -377,6 +386,7 @@ impl SequenceModel {
     pub fn check_batch(&self, b: &Batch) -> Result<()> {
         ensure!(
             b.batch > 0 && b.steps > 0,
+            Shape,
             "a batch needs batch > 0 and steps > 0, got {} x {}",
             b.batch,
             b.steps
@@ -386,6 +396,7 @@ impl SequenceModel {
             (Inputs::Ids(ids), Some(e)) => {
                 ensure!(
                     ids.len() == n,
+                    Shape,
                     "batch of {} x {} steps has {} ids",
                     b.batch,
                     b.steps,
@@ -397,6 +408,7 @@ impl SequenceModel {
                 let want = n * self.spec.input_size;
                 ensure!(
                     v.len() == want,
+                    Shape,
                     "batch of {} x {} steps x {} features needs {want} values, got {}",
                     b.steps,
                     b.batch,
@@ -404,11 +416,15 @@ impl SequenceModel {
                     v.len()
                 );
                 if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                    bail!("input holds a non-finite value at index {i}");
+                    bail!(Numerics, "input holds a non-finite value at index {i}");
                 }
             }
-            (Inputs::Ids(_), None) => bail!("this model has no embedding: give feature values"),
-            (Inputs::Values(_), Some(_)) => bail!("this model starts with an embedding: give ids"),
+            (Inputs::Ids(_), None) => {
+                bail!(Invalid, "this model has no embedding: give feature values")
+            }
+            (Inputs::Values(_), Some(_)) => {
+                bail!(Invalid, "this model starts with an embedding: give ids")
+            }
         }
         let rows = self.head_rows(b.batch, b.steps).rows;
         match (&b.targets, self.spec.loss) {
@@ -422,17 +438,20 @@ impl SequenceModel {
             (Targets::Values(t), Loss::MeanSquaredError) => {
                 ensure!(
                     t.len() == rows * self.spec.outputs,
+                    Shape,
                     "targets: {rows} rows x {} outputs need {} values, got {}",
                     self.spec.outputs,
                     rows * self.spec.outputs,
                     t.len()
                 );
                 if let Some(i) = t.iter().position(|x| !x.is_finite()) {
-                    bail!("targets hold a non-finite value at index {i}");
+                    bail!(Numerics, "targets hold a non-finite value at index {i}");
                 }
             }
-            (Targets::Values(_), _) => bail!("a cross-entropy model takes class targets"),
-            (Targets::Classes(_), _) => bail!("a mean-squared-error model takes value targets"),
+            (Targets::Values(_), _) => bail!(Invalid, "a cross-entropy model takes class targets"),
+            (Targets::Classes(_), _) => {
+                bail!(Invalid, "a mean-squared-error model takes value targets")
+            }
         }
         if let Some(l) = &self.lengths(b)? {
             crate::ops::recurrent::RecurrentShape::new(
@@ -480,7 +499,7 @@ impl SequenceModel {
         for (name, host) in t.iter_mut() {
             let v = p
                 .get(name)
-                .with_context(|| format!("parameter {name} missing"))?;
+                .ok_or_else(|| err!(Invalid, "parameter {name} missing"))?;
             host.data = v.iter().map(|x| x.to_f32().unwrap_or(f32::NAN)).collect();
         }
         self.set_params(&t)
@@ -725,6 +744,7 @@ impl SequenceModel {
                         if let Some(v) = values {
                             ensure!(
                                 v.len() == n * rec.stack.states.len(),
+                                Shape,
                                 "initial state has {} values, expected {}",
                                 v.len(),
                                 n * rec.stack.states.len()
@@ -750,7 +770,9 @@ impl SequenceModel {
             Ok(out)
         };
         let cell = self.rnn.config.cell.has_cell_state();
-        let loss = rec.loss.context("an evaluation pass has a loss")?;
+        let loss = rec
+            .loss
+            .ok_or_else(|| err!(Invalid, "an evaluation pass has a loss"))?;
         Ok(CpuPass {
             loss: exec.read_real(prog, loss)?[0],
             output: exec.read_real(prog, rec.output)?,
@@ -800,7 +822,7 @@ impl super::trainer::Learner for SequenceModel {
                 Ok(t.iter().filter(|&&c| Some(c) != ignore_index).count())
             }
             (Targets::Values(t), Loss::MeanSquaredError) => Ok(t.len()),
-            _ => bail!("the batch's targets do not fit the model's loss"),
+            _ => bail!(Shape, "the batch's targets do not fit the model's loss"),
         }
     }
 
@@ -811,7 +833,10 @@ impl super::trainer::Learner for SequenceModel {
         pass: Pass,
     ) -> Result<Recorded<SeqInputs>> {
         let [batch, steps] = shape else {
-            bail!("a sequence model's batch shape is [batch, steps], got {shape:?}");
+            bail!(
+                Shape,
+                "a sequence model's batch shape is [batch, steps], got {shape:?}"
+            );
         };
         SequenceModel::record(self, b, "", (*batch, *steps), pass, None)
     }

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, ensure, Result};
+use crate::error::{ensure, err, Result};
 use plotters::prelude::*;
 
 use super::charlm::History;
@@ -41,13 +41,14 @@ fn font_available() -> bool {
 pub fn loss_png(history: &History, title: &str, path: &Path) -> Result<()> {
     ensure!(
         !history.train.is_empty(),
+        Invalid,
         "nothing to plot: no training steps"
     );
     let (w, h) = (900u32, 500u32);
     let mut pixels = vec![0u8; (w * h * 3) as usize];
     let text = font_available();
     draw(history, title, text, &mut pixels, (w, h))
-        .map_err(|e| anyhow!("drawing the loss plot: {e}"))?;
+        .map_err(|e| err!(Format, "drawing the loss plot: {e}"))?;
     let img = image_png(&pixels, w, h)?;
     crate::io::write_atomic(path, &img)
 }
@@ -153,8 +154,9 @@ fn image_png(pixels: &[u8], w: u32, h: u32) -> Result<Vec<u8>> {
         let mut enc = png::Encoder::new(&mut out, w, h);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header()?;
-        writer.write_image_data(pixels)?;
+        let encoding = |e: png::EncodingError| err!(Format, "encoding the loss plot as PNG: {e}");
+        let mut writer = enc.write_header().map_err(encoding)?;
+        writer.write_image_data(pixels).map_err(encoding)?;
     }
     Ok(out)
 }

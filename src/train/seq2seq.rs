@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Result, ResultExt};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,7 @@ impl Seq2SeqBatch {
         for (b, (s, t)) in sources.iter().zip(targets).enumerate() {
             ensure!(
                 s.len() == ts && t.len() == tt,
+                Shape,
                 "sequence {b}: source of {} ids and target of {} ids, the batch has {ts} and {tt} \
                  (Seq2SeqBatch::padded takes sequences of different lengths)",
                 s.len(),
@@ -106,6 +107,7 @@ impl Seq2SeqBatch {
         for (b, (s, t)) in sources.iter().zip(targets).enumerate() {
             ensure!(
                 !s.is_empty() && !t.is_empty(),
+                Invalid,
                 "sequence {b}: source of {} ids and target of {} ids, each needs at least one",
                 s.len(),
                 t.len()
@@ -145,6 +147,7 @@ impl Seq2SeqBatch {
 fn check_pairs(sources: &[Vec<u32>], targets: &[Vec<u32>]) -> Result<()> {
     ensure!(
         !sources.is_empty() && sources.len() == targets.len(),
+        Shape,
         "a batch needs as many targets as sources (> 0), got {} sources and {} targets",
         sources.len(),
         targets.len()
@@ -251,16 +254,20 @@ impl Seq2Seq {
         for (name, t) in named.iter_mut() {
             let v = p
                 .get(name)
-                .with_context(|| format!("parameter {name} is missing"))?;
+                .ok_or_else(|| err!(Invalid, "parameter {name} is missing"))?;
             ensure!(
                 v.len() == t.data.len(),
+                Shape,
                 "parameter {name} has {} values, expected {}",
                 v.len(),
                 t.data.len()
             );
             t.data = v.iter().map(|x| x.to_f32().unwrap_or(f32::NAN)).collect();
             if let Some(i) = t.data.iter().position(|x| !x.is_finite()) {
-                bail!("parameter {name} holds a non-finite value at index {i}");
+                bail!(
+                    Numerics,
+                    "parameter {name} holds a non-finite value at index {i}"
+                );
             }
         }
         self.encoder_embedding.weight = named["encoder.embedding.weight"].clone();
@@ -273,6 +280,7 @@ impl Seq2Seq {
     pub fn check_batch(&self, b: &Seq2SeqBatch) -> Result<()> {
         ensure!(
             b.batch > 0 && b.source_steps > 0 && b.target_steps > 0,
+            Shape,
             "a batch needs batch, source steps and target steps > 0, got {} x {} and {}",
             b.batch,
             b.source_steps,
@@ -280,6 +288,7 @@ impl Seq2Seq {
         );
         ensure!(
             b.source.len() == b.batch * b.source_steps,
+            Shape,
             "{} source steps x batch {} need {} ids, got {}",
             b.source_steps,
             b.batch,
@@ -410,7 +419,9 @@ impl Seq2Seq {
         step: Option<u64>,
     ) -> Result<Seq2SeqPass<T>> {
         let (exec, prog, rec, grads) = cpu_pass(self, p, b, grads, step, |_, _, _| Ok(()))?;
-        let loss = rec.loss.context("an evaluation pass has a loss")?;
+        let loss = rec
+            .loss
+            .ok_or_else(|| err!(Invalid, "an evaluation pass has a loss"))?;
         Ok(Seq2SeqPass {
             loss: exec.read_real(prog, loss)?[0],
             output: exec.read_real(prog, rec.output)?,
@@ -486,7 +497,7 @@ impl Seq2Seq {
             let logits = crate::exec::read_all(exec.as_mut(), decoder, dec.output)?;
             let best = (0..logits.len())
                 .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
-                .context("the decoder has no outputs")?;
+                .ok_or_else(|| err!(Invalid, "the decoder has no outputs"))?;
             token = best as u32;
             out.push(token);
         }
@@ -542,7 +553,7 @@ impl Learner for Seq2Seq {
         pass: Pass,
     ) -> Result<Recorded<Seq2SeqInputs>> {
         let [batch, source, target] = shape else {
-            bail!("an encoder-decoder's batch shape is [batch, source steps, target steps], got {shape:?}");
+            bail!(Shape, "an encoder-decoder's batch shape is [batch, source steps, target steps], got {shape:?}");
         };
         Seq2Seq::record(self, b, (*batch, *source, *target), pass)
     }

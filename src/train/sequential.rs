@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use recur::prelude::*;
-//! # fn main() -> anyhow::Result<()> {
+//! # fn main() -> recur::Result<()> {
 //! # let (x, y, x_test) = (Tensor::zeros(vec![64, 20, 3]), Tensor::zeros(vec![64, 1]), Tensor::zeros(vec![8, 20, 3]));
 //! let backend = Backend::auto();
 //! let mut model = Model::lstm(3, 32).dense(1).mse().build(&backend)?;
@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, Result, ResultExt};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -171,7 +171,7 @@ impl Model {
     /// (`[n, outputs]`, or class ids `[n]` for cross-entropy; `[n, steps, ...]` with a head
     /// at every step); returns the mean training loss of each epoch.
     pub fn fit(&mut self, x: &HostTensor, y: &HostTensor, fit: Fit) -> Result<Vec<f32>> {
-        ensure!(fit.epochs > 0, "fit needs at least one epoch");
+        ensure!(fit.epochs > 0, Invalid, "fit needs at least one epoch");
         let data = self.data(x, Some(y))?;
         let model = self.trainer.model()?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(fit.seed);
@@ -264,6 +264,7 @@ impl Model {
             Some(e) => {
                 ensure!(
                     x.shape.len() == 2,
+                    Shape,
                     "x has shape {:?}; a model with an embedding takes ids [n, steps]",
                     x.shape
                 );
@@ -273,19 +274,21 @@ impl Model {
             None => {
                 ensure!(
                     x.shape.len() == 3 && x.shape[2] == spec.input_size,
+                    Shape,
                     "x has shape {:?}, expected [n, steps, {}] (input_size {})",
                     x.shape,
                     spec.input_size,
                     spec.input_size
                 );
                 if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
-                    bail!("x holds a non-finite value at index {i}");
+                    bail!(Numerics, "x holds a non-finite value at index {i}");
                 }
                 (x.shape[0], x.shape[1], Inputs::Values(x.data.clone()))
             }
         };
         ensure!(
             n > 0 && steps > 0,
+            Shape,
             "x has shape {:?}: no sequences or no steps",
             x.shape
         );
@@ -299,6 +302,7 @@ impl Model {
             (Some(y), Loss::MeanSquaredError) => {
                 ensure!(
                     y.data.len() == n * rows * spec.outputs && y.shape.first() == Some(&n),
+                    Shape,
                     "y has shape {:?}, expected [{n}{}, {}]",
                     y.shape,
                     if rows > 1 {
@@ -313,6 +317,7 @@ impl Model {
             (Some(y), Loss::CrossEntropy { ignore_index }) => {
                 ensure!(
                     y.data.len() == n * rows && y.shape.first() == Some(&n),
+                    Shape,
                     "y has shape {:?}, expected class ids [{n}{}]",
                     y.shape,
                     if rows > 1 {
@@ -346,6 +351,7 @@ fn as_ids(values: &[f32], limit: usize, what: &str) -> Result<Vec<u32>> {
         .map(|(i, &v)| {
             ensure!(
                 v.fract() == 0.0 && v >= 0.0 && (v as usize) < limit,
+                Limit,
                 "{what}[{i}] = {v} is not an id in 0..{limit}"
             );
             Ok(v as u32)

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::rc::Rc;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{bail, ensure, err, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -159,6 +159,7 @@ pub struct Trainer<M: Learner = SequenceModel> {
 pub(super) fn check_loss(loss: f32, step: u64) -> Result<f32> {
     ensure!(
         loss.is_finite(),
+        Numerics,
         "the loss became {loss} at step {step}: training stopped (try a lower learning rate \
          or gradient clipping); the last checkpoint is kept"
     );
@@ -171,11 +172,13 @@ impl<M: Learner> Trainer<M> {
         cfg.optim.validate()?;
         ensure!(
             !cfg.stateful || model.can_carry_state(),
+            Invalid,
             "this model does not carry its state between steps: stateful training is not \
              available for it"
         );
         ensure!(
             !model.update_order().is_empty(),
+            Invalid,
             "nothing to optimize: the model has no trainable parameters"
         );
         let mut exec = backend.executor();
@@ -204,6 +207,7 @@ impl<M: Learner> Trainer<M> {
     pub fn set_reducer(&mut self, reducer: Rc<dyn GradientReducer>) -> Result<()> {
         ensure!(
             self.train.is_none(),
+            Invalid,
             "set the gradient reducer before the first training step"
         );
         self.reducer = Some(reducer);
@@ -235,18 +239,22 @@ impl<M: Learner> Trainer<M> {
         for (name, tensor) in &ckpt.optimizer {
             let param = name
                 .strip_prefix(OPTIMIZER_PREFIX)
-                .with_context(|| format!("checkpoint tensor {name} is not optimizer state"))?;
+                .ok_or_else(|| err!(Format, "checkpoint tensor {name} is not optimizer state"))?;
             let n = t
                 .model
                 .named_params()
                 .get(param)
                 .map(|p| p.data.len())
-                .with_context(|| {
-                    format!("optimizer state {name} names no parameter of the model")
+                .ok_or_else(|| {
+                    err!(
+                        Format,
+                        "optimizer state {name} names no parameter of the model"
+                    )
                 })?;
             let want = t.cfg.optim.optimizer.slots() * n;
             ensure!(
                 tensor.data.len() == want,
+                Shape,
                 "optimizer state {name} has {} values, expected {want}",
                 tensor.data.len()
             );
@@ -289,12 +297,12 @@ impl<M: Learner> Trainer<M> {
             for name in self.model.update_order() {
                 let t = named
                     .get(&name)
-                    .with_context(|| format!("parameter {name}"))?;
+                    .ok_or_else(|| err!(Invalid, "parameter {name}"))?;
                 let p = b.param(&name, &t.shape)?;
                 let g = *rec
                     .grads
                     .get(&name)
-                    .with_context(|| format!("the pass records no gradient for {name}"))?;
+                    .ok_or_else(|| err!(Invalid, "the pass records no gradient for {name}"))?;
                 params.push((name, p, g));
             }
             if self.reducer().is_some() {
@@ -340,9 +348,12 @@ impl<M: Learner> Trainer<M> {
             .write_batch(self.exec.as_mut(), p, &inputs, batch)?;
         self.exec.run(p, 0, self.step)?;
         self.step += 1;
-        let loss = self
-            .exec
-            .read(p, loss.context("a training pass has a loss")?, 0, 1)?[0];
+        let loss = self.exec.read(
+            p,
+            loss.ok_or_else(|| err!(Invalid, "a training pass has a loss"))?,
+            0,
+            1,
+        )?[0];
         check_loss(loss, self.step)
     }
 
@@ -353,7 +364,7 @@ impl<M: Learner> Trainer<M> {
         match (self.reducer(), batch) {
             (Some(r), b) => self.step_reduced(r.as_ref(), b),
             (None, Some(b)) => self.step(b),
-            (None, None) => bail!("a training step needs a batch"),
+            (None, None) => bail!(Shape, "a training step needs a batch"),
         }
     }
 
@@ -367,7 +378,11 @@ impl<M: Learner> Trainer<M> {
         let shares = distributed::agree_step(r, status, self.step + 1)?;
         grads.iter_mut().for_each(|g| *g *= shares.weight);
         r.sum(&mut grads)?;
-        let p = self.train.as_ref().context("the training program")?.program;
+        let p = self
+            .train
+            .as_ref()
+            .ok_or_else(|| err!(Invalid, "the training program"))?
+            .program;
         let mut at = 0;
         for g in self.grad_tensors()? {
             let n = self.exec.program(p).tensor(g).len();
@@ -377,7 +392,7 @@ impl<M: Learner> Trainer<M> {
         self.exec.run(p, 1, self.step)?;
         self.step += 1;
         // The global loss: every rank sees the same one.
-        check_loss(shares.loss, self.step).map_err(|e| distributed::EveryRank(e.to_string()).into())
+        check_loss(shares.loss, self.step).map_err(|e| Error::EveryRank(Box::new(e)))
     }
 
     /// Phase 0 of a data-parallel step on this rank's share: its counted rows, mean loss
@@ -395,14 +410,18 @@ impl<M: Learner> Trainer<M> {
                 // Each rank draws its own dropout masks (the step's key spread over ranks).
                 let key = self.step * r.ranks() as u64 + r.rank() as u64;
                 self.exec.run(p, 0, key)?;
-                let loss = self
-                    .exec
-                    .read(p, loss.context("a training pass has a loss")?, 0, 1)?[0];
+                let loss = self.exec.read(
+                    p,
+                    loss.ok_or_else(|| err!(Invalid, "a training pass has a loss"))?,
+                    0,
+                    1,
+                )?[0];
                 (self.model.loss_count(batch)?, loss)
             }
             None => {
                 ensure!(
                     self.train.is_some(),
+                    Shape,
                     "rank {} has no share of the first batch: every rank needs at least one \
                      sequence to plan its training program",
                     r.rank()
@@ -410,7 +429,11 @@ impl<M: Learner> Trainer<M> {
                 (0, 0.0)
             }
         };
-        let p = self.train.as_ref().context("the training program")?.program;
+        let p = self
+            .train
+            .as_ref()
+            .ok_or_else(|| err!(Invalid, "the training program"))?
+            .program;
         let mut grads = Vec::new();
         for g in self.grad_tensors()? {
             match batch {
@@ -423,7 +446,10 @@ impl<M: Learner> Trainer<M> {
 
     /// The gradient tensors of the training program, in update order.
     fn grad_tensors(&self) -> Result<Vec<crate::ops::program::TensorId>> {
-        let t = self.train.as_ref().context("the training program")?;
+        let t = self
+            .train
+            .as_ref()
+            .ok_or_else(|| err!(Invalid, "the training program"))?;
         self.model
             .update_order()
             .iter()
@@ -432,7 +458,7 @@ impl<M: Learner> Trainer<M> {
                     .grads
                     .get(name)
                     .copied()
-                    .with_context(|| format!("the pass records no gradient for {name}"))
+                    .ok_or_else(|| err!(Invalid, "the pass records no gradient for {name}"))
             })
             .collect()
     }
@@ -448,6 +474,7 @@ impl<M: Learner> Trainer<M> {
         let replan = match &self.train {
             Some(t) if t.shape == shape => false,
             Some(t) if self.cfg.stateful => bail!(
+                Shape,
                 "stateful training carries the state of batches of shape {:?}; this batch has \
                  shape {shape:?}",
                 t.shape
@@ -461,7 +488,10 @@ impl<M: Learner> Trainer<M> {
                 self.set_carried_state(&s)?;
             }
         }
-        let t = self.train.as_ref().context("the training program")?;
+        let t = self
+            .train
+            .as_ref()
+            .ok_or_else(|| err!(Invalid, "the training program"))?;
         Ok((t.program, t.rec.inputs.clone(), t.rec.loss))
     }
 
@@ -517,16 +547,20 @@ impl<M: Learner> Trainer<M> {
     /// kept for the next training step).
     pub fn evaluate(&mut self, batch: &M::Batch) -> Result<f32> {
         let (p, rec) = self.planned(batch, Pass::Evaluate)?;
-        Ok(self
-            .exec
-            .read(p, rec.loss.context("an evaluation has a loss")?, 0, 1)?[0])
+        Ok(self.exec.read(
+            p,
+            rec.loss
+                .ok_or_else(|| err!(Invalid, "an evaluation has a loss"))?,
+            0,
+            1,
+        )?[0])
     }
 
     /// The mean loss over consecutive chunks of streams (a held-out text cut as the
     /// training streams are), the state carried from each chunk into the next from zero at
     /// the first, as a language model is scored; the training state is left alone.
     pub fn evaluate_stream(&mut self, chunks: &[M::Batch]) -> Result<f32> {
-        ensure!(!chunks.is_empty(), "no chunks to evaluate");
+        ensure!(!chunks.is_empty(), Invalid, "no chunks to evaluate");
         let mut sum = 0.0f64;
         for (i, chunk) in chunks.iter().enumerate() {
             self.model.check_batch(chunk)?;
@@ -535,7 +569,10 @@ impl<M: Learner> Trainer<M> {
                 let mut b = ProgramBuilder::new();
                 let rec = self.model.record(&mut b, &shape, Pass::Evaluate)?;
                 rec.stack.record_carry(&mut b);
-                b.read_back(rec.loss.context("an evaluation has a loss")?);
+                b.read_back(
+                    rec.loss
+                        .ok_or_else(|| err!(Invalid, "an evaluation has a loss"))?,
+                );
                 let program = self.exec.load(b.finish())?;
                 self.stream_eval = Some(Planned {
                     program,
@@ -543,7 +580,10 @@ impl<M: Learner> Trainer<M> {
                     rec,
                 });
             }
-            let s = self.stream_eval.as_ref().context("the stream program")?;
+            let s = self
+                .stream_eval
+                .as_ref()
+                .ok_or_else(|| err!(Invalid, "the stream program"))?;
             let (p, rec) = (s.program, s.rec.clone());
             if i == 0 {
                 let n = rec.stack.region_len();
@@ -557,7 +597,9 @@ impl<M: Learner> Trainer<M> {
             self.model
                 .write_batch(self.exec.as_mut(), p, &rec.inputs, chunk)?;
             self.exec.run(p, 0, self.step)?;
-            let loss = rec.loss.context("an evaluation has a loss")?;
+            let loss = rec
+                .loss
+                .ok_or_else(|| err!(Invalid, "an evaluation has a loss"))?;
             sum += self.exec.read(p, loss, 0, 1)?[0] as f64;
         }
         Ok((sum / chunks.len() as f64) as f32)
@@ -578,7 +620,7 @@ impl<M: Learner> Trainer<M> {
         epochs: usize,
         mut on_epoch: impl FnMut(usize, f32),
     ) -> Result<Vec<f32>> {
-        ensure!(!batches.is_empty(), "fit: no batches to train on");
+        ensure!(!batches.is_empty(), Shape, "fit: no batches to train on");
         if let Some(r) = self.reducer() {
             distributed::check_same_count(r.as_ref(), "batches", batches.len())?;
         }
@@ -618,7 +660,12 @@ impl<M: Learner> Trainer<M> {
         let fp = local
             .as_ref()
             .map(|c| distributed::checkpoint_fingerprint(&c.params, &c.optimizer))
-            .map_err(|e| anyhow::anyhow!("{e:#}"));
+            // Only the message travels to the other ranks, and this rank stops with the
+            // `RankFailed` that comes back.
+            .map_err(|e| Error::RankFailed {
+                rank: r.rank(),
+                message: e.full_message(),
+            });
         distributed::verify_identical(r.as_ref(), fp, self.step)?;
         let mut ckpt = local?;
         if self.cfg.stateful && self.train.is_none() {
@@ -630,7 +677,7 @@ impl<M: Learner> Trainer<M> {
                 let stack = &self
                     .train
                     .as_ref()
-                    .context("the training program")?
+                    .ok_or_else(|| err!(Invalid, "the training program"))?
                     .rec
                     .stack;
                 (stack.states.len(), stack.hidden)
@@ -708,7 +755,7 @@ pub fn cpu_pass<M: Learner, T: Real>(
     for (name, t) in model.named_params() {
         let v = p
             .get(&name)
-            .with_context(|| format!("parameter {name} missing"))?;
+            .ok_or_else(|| err!(Invalid, "parameter {name} missing"))?;
         exec.set_param_real(&name, &t.shape, v)?;
     }
     let pass = match (grads, step) {
@@ -745,10 +792,12 @@ impl<M: Learner> Trainer<M> {
     /// an error (the batch size is not known yet).
     pub fn carried_state(&mut self) -> Result<CarriedState> {
         let Some(t) = &self.train else {
-            return self
-                .pending_state
-                .clone()
-                .context("no training step yet: the carried state has no batch size");
+            return self.pending_state.clone().ok_or_else(|| {
+                err!(
+                    Invalid,
+                    "no training step yet: the carried state has no batch size"
+                )
+            });
         };
         let (p, stack) = (t.program, t.rec.stack.clone());
         let n = stack.region_len();
@@ -778,6 +827,7 @@ impl<M: Learner> Trainer<M> {
         ] {
             ensure!(
                 have.len() == want,
+                Shape,
                 "carried state {what} has {} values, expected {want} = layers x directions x \
                  batch x hidden = {} x {} x {}",
                 have.len(),
@@ -786,7 +836,10 @@ impl<M: Learner> Trainer<M> {
                 stack.hidden
             );
             if let Some(i) = have.iter().position(|v| !v.is_finite()) {
-                bail!("carried state {what} holds a non-finite value at index {i}");
+                bail!(
+                    Numerics,
+                    "carried state {what} holds a non-finite value at index {i}"
+                );
             }
         }
         for (i, &s) in stack.states.iter().enumerate() {

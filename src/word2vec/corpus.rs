@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, IoResultExt, Result};
 
 use crate::memory::Budget;
 
@@ -29,15 +29,15 @@ impl LineReader {
 
     /// The lines of `path` whose first byte lies in `start..end`.
     pub fn open_range(path: &Path, start: u64, end: u64) -> Result<Self> {
-        let file =
-            File::open(path).with_context(|| format!("opening corpus {}", path.display()))?;
+        let opening = || format!("opening corpus {}", path.display());
+        let file = File::open(path).io(path, opening)?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut pos = 0;
         let mut buf = Vec::new();
         if start > 0 {
             // The line that straddles `start` belongs to the range before it.
-            reader.seek(SeekFrom::Start(start - 1))?;
-            let n = reader.read_until(b'\n', &mut buf)?;
+            reader.seek(SeekFrom::Start(start - 1)).io(path, opening)?;
+            let n = reader.read_until(b'\n', &mut buf).io(path, opening)?;
             pos = start - 1 + n as u64;
         }
         Ok(Self {
@@ -62,7 +62,9 @@ impl LineReader {
         let n = (&mut self.reader)
             .take(limit.saturating_add(1))
             .read_until(b'\n', &mut self.buf)
-            .with_context(|| format!("reading corpus {}", self.path.display()))?;
+            .io(&self.path, || {
+                format!("reading corpus {}", self.path.display())
+            })?;
         if n == 0 {
             return Ok(None);
         }
@@ -85,6 +87,7 @@ impl LineReader {
         match std::str::from_utf8(line) {
             Ok(s) => Ok(Some(s)),
             Err(e) => bail!(
+                Format,
                 "corpus {}: invalid UTF-8 at byte offset {}",
                 self.path.display(),
                 start + e.valid_up_to() as u64
@@ -96,6 +99,6 @@ impl LineReader {
 /// The size of `path` in bytes.
 pub fn file_len(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)
-        .with_context(|| format!("opening corpus {}", path.display()))?
+        .io(path, || format!("opening corpus {}", path.display()))?
         .len())
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, err, Result};
 use serde::Serialize;
 
 use super::vectors::KeyedVectors;
@@ -18,7 +18,8 @@ fn lookup(kv: &KeyedVectors, word: &str) -> Option<usize> {
 fn read_text(path: &Path) -> Result<String> {
     let bytes = crate::io::read_file(path, "evaluation file")?;
     String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
+        err!(
+            Format,
             "{}: invalid UTF-8 at byte offset {}",
             path.display(),
             e.utf8_error().valid_up_to()
@@ -50,6 +51,7 @@ pub fn evaluate_pairs(kv: &KeyedVectors, path: &Path) -> Result<PairsResult> {
         let fields: Vec<&str> = line.split('\t').collect();
         let [a, b, score] = fields[..] else {
             bail!(
+                Format,
                 "{} line {}: expected `word1<TAB>word2<TAB>score`, found {line:?}",
                 path.display(),
                 n + 1
@@ -60,8 +62,9 @@ pub fn evaluate_pairs(kv: &KeyedVectors, path: &Path) -> Result<PairsResult> {
             .parse()
             .ok()
             .filter(|s: &f64| s.is_finite())
-            .with_context(|| {
-                format!(
+            .ok_or_else(|| {
+                err!(
+                    Format,
                     "{} line {}: score {score:?} is not a number",
                     path.display(),
                     n + 1
@@ -77,6 +80,7 @@ pub fn evaluate_pairs(kv: &KeyedVectors, path: &Path) -> Result<PairsResult> {
     }
     if model.len() < 2 {
         bail!(
+            Invalid,
             "{}: {} pairs with both words in the vocabulary ({oov} out of it): need at least 2",
             path.display(),
             model.len()
@@ -208,6 +212,7 @@ pub fn evaluate_analogies_with(
         }
         let Some(section) = sections.last_mut() else {
             bail!(
+                Format,
                 "{} line {}: a question before any `: section` line",
                 path.display(),
                 n + 1
@@ -216,6 +221,7 @@ pub fn evaluate_analogies_with(
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.len() != 4 {
             bail!(
+                Format,
                 "{} line {}: expected four words, found {line:?}",
                 path.display(),
                 n + 1
@@ -241,7 +247,11 @@ pub fn evaluate_analogies_with(
         }
     }
     if sections.is_empty() {
-        bail!("{}: no `: section` line and no questions", path.display());
+        bail!(
+            Format,
+            "{}: no `: section` line and no questions",
+            path.display()
+        );
     }
     let overall = Section {
         name: "overall".to_string(),

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, err, Result, ResultExt};
 
 use super::vectors::KeyedVectors;
 use crate::memory::{vec_with_capacity, Budget};
@@ -94,7 +94,7 @@ pub fn load_binary(path: &Path) -> Result<KeyedVectors> {
 /// The header's (words, size) and the offset just past it.
 fn header(bytes: &[u8]) -> Result<(usize, usize, usize)> {
     let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
-        bail!("no header line `WORDS SIZE`");
+        bail!(Format, "no header line `WORDS SIZE`");
     };
     let line = std::str::from_utf8(&bytes[..nl]).ok().unwrap_or("");
     let fields: Vec<&str> = line.split_whitespace().collect();
@@ -102,9 +102,12 @@ fn header(bytes: &[u8]) -> Result<(usize, usize, usize)> {
     match fields[..] {
         [a, b] => match (parse(a), parse(b)) {
             (Some(v), Some(d)) if v > 0 && d > 0 => Ok((v, d, nl + 1)),
-            _ => bail!("header {line:?}: expected two positive integers `WORDS SIZE`"),
+            _ => bail!(
+                Format,
+                "header {line:?}: expected two positive integers `WORDS SIZE`"
+            ),
         },
-        _ => bail!("header {line:?}: expected `WORDS SIZE`"),
+        _ => bail!(Format, "header {line:?}: expected `WORDS SIZE`"),
     }
 }
 
@@ -124,6 +127,7 @@ fn check_header_fits(v: usize, d: usize, held: usize, format: &str, width: u64) 
     );
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     bail!(
+        Format,
         "the header declares {v} word{} of {d} value{}, whose values alone take {needed} in \
          {format} format; the file holds {held} bytes after its header",
         plural(v),
@@ -156,7 +160,11 @@ pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
     check_header_fits(v, d, bytes.len() - start, "the text", TEXT_VALUE_BYTES)?;
     let text = match std::str::from_utf8(&bytes[start..]) {
         Ok(t) => t,
-        Err(e) => bail!("invalid UTF-8 at byte offset {}", start + e.valid_up_to()),
+        Err(e) => bail!(
+            Format,
+            "invalid UTF-8 at byte offset {}",
+            start + e.valid_up_to()
+        ),
     };
     // At most one value per two bytes of the file (checked above); the words grow as read.
     let mut words = Vec::new();
@@ -168,7 +176,10 @@ pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
             continue;
         };
         if words.len() == v {
-            bail!("the header says {v} words but line {line_no} holds another ({word:?})");
+            bail!(
+                Format,
+                "the header says {v} words but line {line_no} holds another ({word:?})"
+            );
         }
         let before = data.len();
         for f in fields {
@@ -176,11 +187,14 @@ pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
                 .parse()
                 .ok()
                 .filter(|x: &f32| x.is_finite())
-                .with_context(|| format!("line {line_no}: value {f:?} is not a finite number"))?;
+                .ok_or_else(|| {
+                    err!(Format, "line {line_no}: value {f:?} is not a finite number")
+                })?;
             data.push(x);
         }
         if data.len() - before != d {
             bail!(
+                Format,
                 "line {line_no} ({word:?}) has {} values: the header says {d}",
                 data.len() - before
             );
@@ -189,6 +203,7 @@ pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
     }
     if words.len() < v {
         bail!(
+            Format,
             "the file ends early: the header says {v} words, found {}",
             words.len()
         );
@@ -207,12 +222,16 @@ pub fn parse_binary(bytes: &[u8]) -> Result<KeyedVectors> {
             pos += 1;
         }
         let Some(len) = bytes[pos..].iter().position(|&b| b == b' ') else {
-            bail!("the file ends early: the header says {v} words, found {i}");
+            bail!(
+                Format,
+                "the file ends early: the header says {v} words, found {i}"
+            );
         };
         let word = match std::str::from_utf8(&bytes[pos..pos + len]) {
             Ok(w) if !w.is_empty() => w,
-            Ok(_) => bail!("empty word at byte offset {pos}"),
+            Ok(_) => bail!(Format, "empty word at byte offset {pos}"),
             Err(e) => bail!(
+                Format,
                 "invalid UTF-8 in word {} at byte offset {}",
                 i + 1,
                 pos + e.valid_up_to()
@@ -221,7 +240,7 @@ pub fn parse_binary(bytes: &[u8]) -> Result<KeyedVectors> {
         pos += len + 1;
         if bytes.len() - pos < 4 * d {
             bail!(
-                "the file ends early in the vector of {word:?} (word {} of {v}): {} bytes left, {} needed",
+                Format, "the file ends early in the vector of {word:?} (word {} of {v}): {} bytes left, {} needed",
                 i + 1,
                 bytes.len() - pos,
                 4 * d
@@ -230,7 +249,10 @@ pub fn parse_binary(bytes: &[u8]) -> Result<KeyedVectors> {
         for c in bytes[pos..pos + 4 * d].chunks_exact(4) {
             let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             if !x.is_finite() {
-                bail!("the vector of {word:?} holds {x}: expected finite values");
+                bail!(
+                    Numerics,
+                    "the vector of {word:?} holds {x}: expected finite values"
+                );
             }
             data.push(x);
         }
@@ -239,6 +261,7 @@ pub fn parse_binary(bytes: &[u8]) -> Result<KeyedVectors> {
     }
     if let Some(extra) = bytes[pos..].iter().position(|b| !b.is_ascii_whitespace()) {
         bail!(
+            Format,
             "the header says {v} words but the file goes on at byte offset {}",
             pos + extra
         );

@@ -13,10 +13,11 @@
 //! Stage 2 depends only on the text and the batch index, so the batches come out the same
 //! bits for any number of threads.
 
+use crate::error::err;
 use std::collections::VecDeque;
 use std::path::Path;
 
-use anyhow::Result;
+use crate::error::Result;
 use rayon::prelude::*;
 
 use super::corpus::LineReader;
@@ -58,14 +59,21 @@ impl Layer {
             Layer::Softmax => (v, 1, TrainOutput::Softmax),
         };
         let window = cfg.gpu_batch.checked_mul(2 * cfg.window).ok_or_else(|| {
-            anyhow::anyhow!("GPU batch of {} centre words is too large", cfg.gpu_batch)
+            err!(
+                Limit,
+                "GPU batch of {} centre words is too large",
+                cfg.gpu_batch
+            )
         })?;
         let max_items = match cfg.arch {
             Arch::SkipGram => window,
             Arch::Cbow => cfg.gpu_batch,
         };
         let max_targets = max_items.checked_mul(per_item).ok_or_else(|| {
-            anyhow::anyhow!("{max_items} items of {per_item} targets are too many for one batch")
+            err!(
+                Limit,
+                "{max_items} items of {per_item} targets are too many for one batch"
+            )
         })?;
         let spec = TrainSpec {
             in_rows: v,

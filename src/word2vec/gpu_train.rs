@@ -40,7 +40,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::progress::Progress;
-use anyhow::Result;
+use crate::error::Result;
 
 use super::gpu_batches::{HostBatches, Layer};
 use super::sampling::Rng;

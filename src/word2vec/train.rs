@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use crate::error::{bail, err, Error, Result};
 
 use super::corpus::{file_len, LineReader};
 use super::grad::{self, axpy, Table};
@@ -112,41 +112,56 @@ impl Config {
     /// Rejects settings that cannot train, naming the value.
     pub fn validate(&self) -> Result<()> {
         if self.size == 0 {
-            bail!("vector size 0: expected at least 1");
+            bail!(Invalid, "vector size 0: expected at least 1");
         }
         if self.window == 0 {
-            bail!("window 0: expected at least 1");
+            bail!(Invalid, "window 0: expected at least 1");
         }
         if self.epochs == 0 {
-            bail!("epochs 0: expected at least 1");
+            bail!(Invalid, "epochs 0: expected at least 1");
         }
         if self.threads == 0 {
-            bail!("threads 0: expected at least 1");
+            bail!(Invalid, "threads 0: expected at least 1");
         }
         if self.gpu_batch == 0 {
-            bail!("GPU batch of 0 centre words: expected at least 1");
+            bail!(Invalid, "GPU batch of 0 centre words: expected at least 1");
         }
         if self.output == Output::Negative(0) {
-            bail!("0 negative samples: expected at least 1 (or hierarchical or full softmax)");
+            bail!(
+                Invalid,
+                "0 negative samples: expected at least 1 (or hierarchical or full softmax)"
+            );
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            bail!("learning rate {}: expected a positive number", self.alpha);
+            bail!(
+                Invalid,
+                "learning rate {}: expected a positive number",
+                self.alpha
+            );
         }
         if !(self.min_alpha.is_finite() && self.min_alpha >= 0.0 && self.min_alpha <= self.alpha) {
             bail!(
+                Invalid,
                 "minimum learning rate {}: expected a number in [0, {}]",
                 self.min_alpha,
                 self.alpha
             );
         }
         if !(self.sample.is_finite() && self.sample >= 0.0) {
-            bail!("sample {}: expected a non-negative number", self.sample);
+            bail!(
+                Invalid,
+                "sample {}: expected a non-negative number",
+                self.sample
+            );
         }
         if self.max_vocab == Some(0) {
-            bail!("max vocabulary size 0: expected at least 1");
+            bail!(Invalid, "max vocabulary size 0: expected at least 1");
         }
         if self.sync_words == 0 {
-            bail!("--sync-words 0: expected at least 1 word between averages");
+            bail!(
+                Invalid,
+                "sync_words 0: expected at least 1 word between averages"
+            );
         }
         Ok(())
     }
@@ -332,7 +347,11 @@ impl Averaging<'_> {
             return Ok(());
         };
         let status = match failed {
-            Some(e) => Err(anyhow::anyhow!(e)),
+            // The failed thread's message: it travels to the other ranks as it is.
+            Some(message) => Err(Error::RankFailed {
+                rank: r.rank(),
+                message,
+            }),
             None => Ok(Vec::new()),
         };
         r.exchange(status)?;
@@ -374,17 +393,17 @@ pub fn train_with_vocab_on(
             let words: Vec<u64> = r
                 .exchange(local)?
                 .iter()
-                .map(|p| p.as_slice().try_into().map(u64::from_le_bytes))
-                .collect::<std::result::Result<_, _>>()?;
+                .map(distributed::u64_of)
+                .collect::<Result<_>>()?;
             if let Some(empty) = words.iter().position(|&n| n == 0) {
                 let bytes = distributed::shard_range(file_len as usize, ranks.count(), empty);
-                return Err(distributed::EveryRank(format!(
+                return Err(Error::EveryRank(Box::new(err!(
+                    Invalid,
                     "rank {empty} of {} has no word of the vocabulary in its part of the corpus \
                      (bytes {bytes:?} of {file_len}; words by rank: {words:?}): use fewer \
                      ranks or a larger corpus",
                     ranks.count()
-                ))
-                .into());
+                ))));
             }
             let most = words.iter().max().copied().unwrap_or(0) * cfg.epochs as u64;
             (
@@ -453,7 +472,7 @@ pub fn train_with_vocab_on(
                     if let Err(e) = &r {
                         job.stop.store(true, Ordering::Relaxed);
                         let mut failed = job.failed.lock().unwrap_or_else(|p| p.into_inner());
-                        failed.get_or_insert_with(|| format!("{e:#}"));
+                        failed.get_or_insert_with(|| e.full_message());
                     }
                     r
                 })
@@ -512,8 +531,8 @@ pub fn train_with_vocab_on(
         let results: Vec<Result<ThreadResult>> = handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| bail!("a training thread panicked"))
+                // A panic is a bug, not an error of the run: carry it on to the caller.
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
             })
             .collect();
         (results, sync_error)
@@ -535,10 +554,10 @@ pub fn train_with_vocab_on(
         let mine = distributed::fingerprint([(&names[0], &*syn0), (&names[1], &*out)]);
         let all = r.exchange(Ok(mine.to_le_bytes().to_vec()))?;
         if all.iter().any(|p| p.as_slice() != mine.to_le_bytes()) {
-            return Err(distributed::EveryRank(format!(
+            return Err(Error::EveryRank(Box::new(err!(
+                Numerics,
                 "the ranks' vectors differ after their last average (fingerprints: {all:?})"
-            ))
-            .into());
+            ))));
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -566,7 +585,7 @@ pub fn train_with_vocab_on(
             let mut sums = vec![0.0f64; mine.len()];
             for p in r.exchange(Ok(bytes))? {
                 for (s, c) in sums.iter_mut().zip(p.chunks_exact(8)) {
-                    *s += f64::from_le_bytes(c.try_into()?);
+                    *s += f64::from_le_bytes(c.try_into().expect("8 bytes"));
                 }
             }
             let e = cfg.epochs;

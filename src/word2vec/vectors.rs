@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 
 use super::grad::dot;
 use crate::nn::{Embedding, HostTensor};
@@ -53,13 +53,14 @@ impl KeyedVectors {
     /// Checks that `data` holds `words.len() * dim` finite values and that no word repeats.
     pub fn new(words: Vec<String>, dim: usize, data: Vec<f32>) -> Result<Self> {
         if dim == 0 {
-            bail!("vector size 0: expected at least 1");
+            bail!(Invalid, "vector size 0: expected at least 1");
         }
         if words.is_empty() {
-            bail!("no words: expected at least one vector");
+            bail!(Invalid, "no words: expected at least one vector");
         }
         if data.len() != words.len() * dim {
             bail!(
+                Shape,
                 "{} values for {} words of size {dim}: expected {}",
                 data.len(),
                 words.len(),
@@ -68,6 +69,7 @@ impl KeyedVectors {
         }
         if let Some(i) = data.iter().position(|x| !x.is_finite()) {
             bail!(
+                Numerics,
                 "vector of {:?} holds {}: expected finite values",
                 words[i / dim],
                 data[i]
@@ -76,7 +78,7 @@ impl KeyedVectors {
         let mut index = HashMap::with_capacity(words.len());
         for (i, w) in words.iter().enumerate() {
             if index.insert(w.clone(), i).is_some() {
-                bail!("word {w:?} appears twice");
+                bail!(Invalid, "word {w:?} appears twice");
             }
         }
         Ok(Self {
@@ -114,6 +116,7 @@ impl KeyedVectors {
     pub fn to_embedding(&self, trainable: bool) -> Result<(Embedding, HashMap<String, u32>)> {
         if self.words.len() > u32::MAX as usize {
             bail!(
+                Limit,
                 "{} words: an embedding takes at most {} ids",
                 self.words.len(),
                 u32::MAX
@@ -139,6 +142,7 @@ impl KeyedVectors {
         match self.index.get(word) {
             Some(&i) => Ok(i),
             None => bail!(
+                Invalid,
                 "word {word:?} is not in the vocabulary ({} words)",
                 self.len()
             ),
@@ -185,7 +189,7 @@ impl KeyedVectors {
     /// `negative`, and the ids of those words (to exclude from the answer).
     pub fn query(&self, positive: &[&str], negative: &[&str]) -> Result<(Vec<f32>, Vec<usize>)> {
         if positive.is_empty() && negative.is_empty() {
-            bail!("most_similar needs at least one word");
+            bail!(Invalid, "most_similar needs at least one word");
         }
         let ids: Vec<usize> = positive
             .iter()

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 
 use super::corpus::LineReader;
 
@@ -34,7 +34,7 @@ impl Vocab {
             }
         }
         if counts.is_empty() {
-            bail!("corpus {} has no words", path.display());
+            bail!(Invalid, "corpus {} has no words", path.display());
         }
         let mut list: Vec<(String, u64, usize)> =
             counts.into_iter().map(|(w, (c, o))| (w, c, o)).collect();
@@ -55,7 +55,7 @@ impl Vocab {
     ) -> Result<Self> {
         let mut list: Vec<(String, u64)> = pairs.into_iter().collect();
         if list.is_empty() {
-            bail!("no words to build a vocabulary from");
+            bail!(Invalid, "no words to build a vocabulary from");
         }
         list.sort_by_key(|&(_, c)| std::cmp::Reverse(c));
         Self::from_sorted(list, min_count, max_size)
@@ -67,12 +67,12 @@ impl Vocab {
         max_size: Option<usize>,
     ) -> Result<Self> {
         if max_size == Some(0) {
-            bail!("max vocabulary size 0: expected at least 1");
+            bail!(Invalid, "max vocabulary size 0: expected at least 1");
         }
         let mut list = list.into_iter().peekable();
         let (top_word, top_count) = match list.peek() {
             Some((w, c)) => (w.clone(), *c),
-            None => bail!("no words to build a vocabulary from"),
+            None => bail!(Invalid, "no words to build a vocabulary from"),
         };
         let cap = max_size.unwrap_or(usize::MAX);
         let (mut words, mut counts, mut index) = (Vec::new(), Vec::new(), HashMap::new());
@@ -81,19 +81,21 @@ impl Vocab {
                 break;
             }
             if index.insert(w.clone(), words.len() as u32).is_some() {
-                bail!("word {w:?} is listed twice");
+                bail!(Invalid, "word {w:?} is listed twice");
             }
             words.push(w);
             counts.push(c);
         }
         if words.is_empty() {
             bail!(
+                Invalid,
                 "the vocabulary is empty after min_count={min_count}: the most frequent word, \
                  {top_word:?}, occurs {top_count} times"
             );
         }
         if words.len() > u32::MAX as usize {
             bail!(
+                Limit,
                 "vocabulary of {} words: at most {} supported",
                 words.len(),
                 u32::MAX
