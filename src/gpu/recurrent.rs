@@ -234,6 +234,7 @@ impl Gpu {
         let set = *self.inner.step_kernel.get_or_init(|| kernel);
         ensure!(
             set == kernel,
+            Invalid,
             "the step kernels of this device are already {set:?}, cannot make them {kernel:?}"
         );
         Ok(())
