@@ -62,7 +62,7 @@ fn regression_data() -> Result<(HostTensor, HostTensor)> {
 
 /// The model and fit of `model` mode (shared with the test's one-process run).
 fn build(backend: &Backend) -> Result<Model> {
-    Model::lstm(2, 6).dense(1).mse().seed(3).build(backend)
+    Ok(Model::lstm(2, 6).dense(1).mse().seed(3).build(backend)?)
 }
 
 fn model(reducer: Rc<dyn GradientReducer>, dir: &Path) -> Result<()> {
@@ -80,7 +80,7 @@ fn model(reducer: Rc<dyn GradientReducer>, dir: &Path) -> Result<()> {
         step: m.trainer().steps_done(),
         meta: [("losses".to_string(), serde_json::to_string(&losses)?)].into(),
     };
-    ckpt.save(&dir.join(format!("rank{}.safetensors", reducer.rank())))
+    Ok(ckpt.save(&dir.join(format!("rank{}.safetensors", reducer.rank())))?)
 }
 
 fn lm(reducer: Rc<dyn GradientReducer>, args: &[String]) -> Result<()> {
