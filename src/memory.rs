@@ -141,6 +141,7 @@ impl Budget {
         }
     }
 
+    /// The budget's limit in bytes.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }

@@ -49,7 +49,9 @@ pub fn exp_f32<const FUSED: bool>(x: f32) -> f32 {
 
 /// The activations the cells use, per float type.
 pub trait Activation: Copy {
+    /// The logistic sigmoid `1 / (1 + e^-x)`; `FUSED` as in the module doc (f64 ignores it).
     fn sigmoid<const FUSED: bool>(self) -> Self;
+    /// The hyperbolic tangent (named apart from the inherent `tanh`); `FUSED` as for `sigmoid`.
     fn tanh_act<const FUSED: bool>(self) -> Self;
 }
 

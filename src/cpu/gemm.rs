@@ -16,7 +16,7 @@ pub fn gemm<T: Real>(spec: &Gemm, a: &[T], b: &[T], bias: Option<&[T]>, c: &mut 
     gemm_with(spec, a, b, bias, c, work >= PARALLEL_WORK)
 }
 
-/// [`gemm`] on the calling thread alone, for callers that split their work across threads
+/// [`gemm()`] on the calling thread alone, for callers that split their work across threads
 /// themselves.
 pub fn gemm_on_this_thread<T: Real>(
     spec: &Gemm,

@@ -22,19 +22,24 @@ use super::{gemm, Real};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::Gemm;
 
-/// A layer-direction's parameters, PyTorch shapes: `w_ih` [G*H, I], `w_hh` [G*H, H],
-/// biases [G*H] (absent means zero).
+/// A layer-direction's parameters, PyTorch shapes: `w_ih` `[G*H, I]`, `w_hh` `[G*H, H]`,
+/// biases `[G*H]` (absent means zero).
 #[derive(Clone, Copy)]
 pub struct Weights<'a, T> {
+    /// Input weights `[G*H, I]`.
     pub w_ih: &'a [T],
+    /// Recurrent weights `[G*H, H]`.
     pub w_hh: &'a [T],
+    /// Input bias `[G*H]`, if any.
     pub b_ih: Option<&'a [T]>,
+    /// Recurrent bias `[G*H]`, if any.
     pub b_hh: Option<&'a [T]>,
 }
 
 /// What the forward pass keeps for backward.
 #[derive(Clone, Debug)]
 pub struct Saved<T> {
+    /// Valid steps per batch entry (all `T` when the caller gave none).
     pub lengths: Vec<usize>,
     /// The state entering each step as the recurrent product sees it (times the recurrent
     /// dropout mask, if any), [rows, H].
@@ -48,27 +53,37 @@ pub struct Saved<T> {
     pub cell: Vec<T>,
     /// Per-cell activations, [rows, A*H].
     pub act: Vec<T>,
+    /// The initial hidden state `[B, H]` (zeros when the caller gave none).
     pub h0: Vec<T>,
+    /// LSTM: the initial cell state `[B, H]` (empty otherwise).
     pub c0: Vec<T>,
 }
 
 /// Final states of a forward pass, [B, H] each (`c_n` empty except for LSTM).
 #[derive(Clone, Debug)]
 pub struct FinalState<T> {
+    /// The final hidden state of each batch entry, at its last valid step.
     pub h_n: Vec<T>,
+    /// LSTM: the final cell state (empty otherwise).
     pub c_n: Vec<T>,
 }
 
 /// Gradients of one layer-direction.
 #[derive(Clone, Debug)]
 pub struct Grads<T> {
-    /// [rows, I]
+    /// Gradient of the input `x`, `[rows, I]`.
     pub dx: Vec<T>,
+    /// Gradient of the initial hidden state, `[B, H]`.
     pub dh0: Vec<T>,
+    /// LSTM: gradient of the initial cell state, `[B, H]` (empty otherwise).
     pub dc0: Vec<T>,
+    /// Gradient of `W_ih`, `[G*H, I]`.
     pub dw_ih: Vec<T>,
+    /// Gradient of `W_hh`, `[G*H, H]`.
     pub dw_hh: Vec<T>,
+    /// Gradient of `b_ih`, `[G*H]` (computed whether or not the layer has the bias).
     pub db_ih: Vec<T>,
+    /// Gradient of `b_hh`, `[G*H]` (computed whether or not the layer has the bias).
     pub db_hh: Vec<T>,
 }
 

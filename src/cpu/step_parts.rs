@@ -72,6 +72,7 @@ unsafe impl<T: Send> Send for Shared<'_, T> {}
 unsafe impl<T: Send> Sync for Shared<'_, T> {}
 
 impl<'a, T> Shared<'a, T> {
+    /// Shares `buffer` for the step; the parts take their slices with [`Self::slice`].
     pub fn new(buffer: &'a mut [T]) -> Self {
         Self {
             ptr: buffer.as_mut_ptr(),

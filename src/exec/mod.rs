@@ -1,4 +1,4 @@
-//! The two executors of a recorded [`Program`](crate::ops::program::Program): [`GpuExecutor`]
+//! The two executors of a recorded [`Program`]: [`GpuExecutor`]
 //! lowers each op to a plan of the device layer and runs a phase as one submit;
 //! [`CpuExecutor`] runs each op's CPU twin, in f32 or (for finite-difference checks) f64.
 //!

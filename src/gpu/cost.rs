@@ -19,14 +19,18 @@ use serde::Serialize;
 /// A multiply-add counts as two operations; transcendental functions count as one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Cost {
+    /// Floating-point operations.
     pub flops: f64,
+    /// Bytes read from global memory, each access counted (re-reads included).
     pub bytes_read: f64,
+    /// Bytes written to global memory.
     pub bytes_written: f64,
     /// Bytes of distinct elements read (at most `bytes_read`).
     pub unique_read: f64,
 }
 
 impl Cost {
+    /// No work at all: the start of a sum.
     pub const ZERO: Cost = Cost {
         flops: 0.0,
         bytes_read: 0.0,
@@ -96,8 +100,12 @@ impl std::iter::Sum for Cost {
 /// gave it where one entry point serves several products (`gemm::main` as `dx`, `dW_ih`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KernelName {
+    /// The shader family (the WGSL module, e.g. `gemm`, `recurrent`).
     pub family: &'static str,
+    /// The entry point within the family.
     pub entry: &'static str,
+    /// What the dispatch computes in its plan (`dx`, `dW_ih`, ...); empty where the entry point
+    /// serves one purpose.
     pub role: &'static str,
 }
 
@@ -115,24 +123,31 @@ impl std::fmt::Display for KernelName {
 /// cost.
 #[derive(Clone, Copy, Debug)]
 pub struct DispatchCost {
+    /// The kernel dispatched.
     pub kernel: KernelName,
+    /// Workgroups dispatched, all three dimensions multiplied.
     pub workgroups: u64,
     /// Invocations per workgroup, as the shader's `@workgroup_size` declares them (`None`
     /// where that is not a literal or a module constant).
     pub invocations: Option<u32>,
+    /// What the dispatch computes and moves.
     pub cost: Cost,
 }
 
 /// Dispatches summed: a row of a cost table (one kernel and role, or a total).
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelCost {
+    /// The row's name: the kernel and role as [`KernelName`] displays them, or a total's label.
     pub kernel: String,
+    /// Dispatches summed in the row.
     pub dispatches: u64,
-    /// Workgroups of each dispatch: the smallest and the largest.
+    /// Workgroups of the smallest dispatch in the row.
     pub workgroups_min: u64,
+    /// Workgroups of the largest dispatch in the row.
     pub workgroups_max: u64,
     /// Invocations per workgroup, where every dispatch has the same.
     pub invocations: Option<u32>,
+    /// The summed cost.
     pub cost: Cost,
 }
 

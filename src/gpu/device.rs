@@ -51,11 +51,17 @@ impl LimitsMode {
 /// What the device was created with, so kernels can choose a path at run time.
 #[derive(Clone, Debug)]
 pub struct Capabilities {
+    /// 16-bit floats in shaders (`SHADER_F16`).
     pub shader_f16: bool,
+    /// Subgroup operations in shaders (`SUBGROUP`).
     pub subgroup: bool,
+    /// GPU timestamps (`TIMESTAMP_QUERY`), for timing kernels on the device.
     pub timestamp_query: bool,
+    /// Immediate data for pipelines (`IMMEDIATES`).
     pub immediates: bool,
+    /// Smallest subgroup size the adapter reports.
     pub subgroup_min_size: u32,
+    /// Largest subgroup size the adapter reports.
     pub subgroup_max_size: u32,
 }
 
@@ -91,8 +97,11 @@ impl Capabilities {
 /// Counters of host-side work, for benchmarks and for the "one submit per sequence" checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkCounters {
+    /// Compute dispatches submitted.
     pub dispatches: u64,
+    /// Queue submits (a readback's own submit included).
     pub submits: u64,
+    /// Buffers read back to the host.
     pub readbacks: u64,
 }
 
@@ -133,7 +142,9 @@ pub(crate) struct GpuInner {
 /// One adapter as `recur info` reports it.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
+    /// The adapter's name, vendor, device type and backend.
     pub info: wgpu::AdapterInfo,
+    /// Whether the adapter runs compute shaders (recur can use it).
     pub compute: bool,
 }
 
@@ -401,22 +412,27 @@ impl Gpu {
         self.inner.cost_model
     }
 
+    /// The adapter's name, vendor, device type and backend.
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info
     }
 
+    /// The limits the device was created with (see [`LimitsMode`]).
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
     }
 
+    /// The optional features the device was created with.
     pub fn capabilities(&self) -> &Capabilities {
         &self.inner.caps
     }
 
+    /// The underlying wgpu device.
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device
     }
 
+    /// The underlying wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
     }

@@ -46,6 +46,7 @@ pub struct DropoutMaskPlan {
 }
 
 impl DropoutMaskPlan {
+    /// Plans making a mask of `spec`'s shape and keep probability into `mask`.
     pub fn new(gpu: &Gpu, spec: &Dropout, mask: &GpuTensor) -> Result<Self> {
         spec.validate(mask.len())?;
         let kernel = gpu.kernel(&KernelKey::new("dropout", "make_mask"))?;
@@ -102,6 +103,8 @@ pub struct DropoutApplyPlan {
 }
 
 impl DropoutApplyPlan {
+    /// Plans `y = x * mask` (the mask repeated along `x`); `x`, `mask` and `y` must be distinct
+    /// buffers, with `x.len()` a multiple of `mask.len()`.
     pub fn new(gpu: &Gpu, x: &GpuTensor, mask: &GpuTensor, y: &GpuTensor) -> Result<Self> {
         validate_apply(x.len(), mask.len(), y.len())?;
         ensure_distinct(
@@ -136,6 +139,7 @@ impl DropoutApplyPlan {
         })
     }
 
+    /// Records the dispatch.
     pub fn record(&self, rec: &mut Recorder) {
         rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
     }
@@ -168,6 +172,8 @@ pub struct RowMaskPlan {
 }
 
 impl RowMaskPlan {
+    /// Plans multiplying `data` (`[rows, features]`, `steps` x batch rows, time-major or
+    /// `batch_first`) in place by the `[batch, features]` `mask`, row `(t, b)` by `mask[b]`.
     pub fn new(
         gpu: &Gpu,
         mask: &GpuTensor,
@@ -205,6 +211,7 @@ impl RowMaskPlan {
         })
     }
 
+    /// Records the dispatch.
     pub fn record(&self, rec: &mut Recorder) {
         rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
     }

@@ -75,10 +75,12 @@ impl EmbeddingIds {
         self.positions.write(&index.positions)
     }
 
+    /// Number of ids (`N`), fixed when the buffers were made.
     pub fn len(&self) -> usize {
         self.ids.len()
     }
 
+    /// Whether there are no ids.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
@@ -109,6 +111,8 @@ pub struct EmbeddingForwardPlan {
 }
 
 impl EmbeddingForwardPlan {
+    /// Plans the lookup of `ids` in `table` (`[V, D]`) into `out` (`[N, D]`); `table` and `out`
+    /// must be distinct buffers.
     pub fn new(
         gpu: &Gpu,
         spec: &Embedding,
@@ -148,6 +152,7 @@ impl EmbeddingForwardPlan {
         })
     }
 
+    /// Records the dispatch, which reads the ids as last [written](EmbeddingIds::write).
     pub fn record(&self, rec: &mut Recorder) {
         rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
     }
@@ -162,6 +167,8 @@ pub struct EmbeddingBackwardPlan {
 }
 
 impl EmbeddingBackwardPlan {
+    /// Plans the gradient of `table` from `dout` (`[N, D]`) into `dtable` (`[V, D]`, overwritten
+    /// whole); the two must be distinct buffers.
     pub fn new(
         gpu: &Gpu,
         spec: &Embedding,
@@ -207,6 +214,7 @@ impl EmbeddingBackwardPlan {
         })
     }
 
+    /// Records the dispatch, which reads the ids as last [written](EmbeddingIds::write).
     pub fn record(&self, rec: &mut Recorder) {
         rec.dispatch(&self.kernel, &self.bind_group, self.groups, self.cost);
     }

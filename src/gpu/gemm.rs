@@ -40,11 +40,15 @@ const MAX_SPLITS: usize = 64;
 /// cost table can show what a GPU would run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmVariant {
+    /// The tiled kernel (`main`), for GPUs.
     Tiled,
+    /// The kernel for adapters that run shaders on the CPU (`main_cpu`).
     CpuAdapter,
 }
 
 impl GemmVariant {
+    /// The variant plans on `gpu` use: its override ([`Gpu::set_gemm_variant`]), else
+    /// `RECUR_GEMM`'s, else `CpuAdapter` on a CPU adapter and `Tiled` on any other.
     pub fn for_adapter(gpu: &Gpu) -> Self {
         gpu.variant(
             gpu.inner.gemm_variant.get(),
@@ -149,9 +153,9 @@ impl GemmParams {
 }
 
 /// How many chunks `main` splits K into for `spec`: 1 (no split) unless the product has at
-/// most [`MAX_SPLIT_TILES`] tiles and K holds at least two chunks of [`MIN_SPLIT_DEPTH`];
-/// then as many chunks as bring the workgroups toward [`TARGET_WORKGROUPS`], no shallower
-/// than [`MIN_SPLIT_DEPTH`], at most [`MAX_SPLITS`]. Weight gradients (M and N a layer's
+/// most `MAX_SPLIT_TILES` tiles and K holds at least two chunks of `MIN_SPLIT_DEPTH`;
+/// then as many chunks as bring the workgroups toward `TARGET_WORKGROUPS`, no shallower
+/// than `MIN_SPLIT_DEPTH`, at most `MAX_SPLITS`. Weight gradients (M and N a layer's
 /// sizes, K = steps x batch) are the products this picks; input projections and dx (M =
 /// steps x batch) have tiles enough.
 pub fn split_k_rule(spec: &Gemm) -> usize {
@@ -388,7 +392,7 @@ impl GemmPlan {
 
     /// Column sums (`spec`) of `a` into `out`, and into `second` too where given (a bias
     /// gradient shared by two biases): `column_sum` over chunks of rows (toward
-    /// [`TARGET_WORKGROUPS`] workgroups, each chunk at least 64 rows), then `reduce_splits`.
+    /// `TARGET_WORKGROUPS` workgroups, each chunk at least 64 rows), then `reduce_splits`.
     pub fn column_sum(
         gpu: &Gpu,
         spec: &ColumnSum,

@@ -151,6 +151,8 @@ pub struct MsePlan {
 }
 
 impl MsePlan {
+    /// Plans the loss of `pred` against `target` and its gradient into `grad` (all `n` elements,
+    /// distinct buffers).
     pub fn new(gpu: &Gpu, pred: &GpuTensor, target: &GpuTensor, grad: &GpuTensor) -> Result<Self> {
         validate_mse(pred.len(), target.len(), grad.len())?;
         ensure_distinct(

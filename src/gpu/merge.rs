@@ -143,6 +143,7 @@ impl MergePlan {
         Self::build(gpu, stage, "merge_backward", cat, Some(d_out), d_cat)
     }
 
+    /// Records the dispatch.
     pub fn record(&self, rec: &mut Recorder) {
         rec.dispatch(&self.kernel, &self.group, self.groups, self.cost);
     }

@@ -152,6 +152,7 @@ pub struct ClipPlan {
 }
 
 impl ClipPlan {
+    /// Plans the norm and scale over `grads` (in that order) for clipping to `max_norm`.
     pub fn new(gpu: &Gpu, grads: &[&GpuTensor], max_norm: f32) -> Result<Self> {
         let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
         validate_clip(max_norm, &lens)?;
@@ -248,6 +249,8 @@ impl ClipPlan {
         Cost::new(n + 2.0, 4.0 * n, 8.0)
     }
 
+    /// The 2-element tensor `[norm, scale]` the last recorded computation leaves, which
+    /// optimizer plans read.
     pub fn result(&self) -> &GpuTensor {
         &self.result
     }
@@ -396,6 +399,7 @@ impl OptimPlan {
         Ok(())
     }
 
+    /// The update rule and hyperparameters the plan applies.
     pub fn optimizer(&self) -> &Optimizer {
         &self.optimizer
     }

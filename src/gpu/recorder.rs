@@ -56,6 +56,8 @@ impl Timestamps {
     }
 }
 
+/// Records the work of many plans into one command encoder for one submit ([`Self::submit`]),
+/// keeping each dispatch's cost. Dropping it unsubmitted discards the work.
 pub struct Recorder {
     gpu: Gpu,
     encoder: wgpu::CommandEncoder,
@@ -78,6 +80,7 @@ pub struct Recorder {
 pub struct Recording(Arc<AtomicBool>);
 
 impl Recording {
+    /// Whether the recorder is neither submitted nor dropped yet.
     pub fn is_open(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
@@ -95,6 +98,7 @@ impl Drop for OpenFlag {
 /// What a submit did, for benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SubmitReport {
+    /// Dispatches the submit carried.
     pub dispatches: u64,
     /// Seconds the GPU spent inside the recorded compute passes (every pass), where
     /// timestamps were on.
@@ -104,6 +108,7 @@ pub struct SubmitReport {
 }
 
 impl Recorder {
+    /// An untimed recorder on `gpu`.
     pub fn new(gpu: &Gpu) -> Self {
         let encoder = gpu
             .device()

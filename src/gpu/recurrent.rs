@@ -90,11 +90,15 @@ const TILED_K: usize = 64;
 /// run both on any adapter and a cost table shows what a GPU would run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepKernel {
+    /// One workgroup per 256 units of one batch entry (`forward_step`, ...).
     Entry,
+    /// Batch-tiled workgroups (`forward_step_tiled`, ...).
     Tiled,
 }
 
 impl StepKernel {
+    /// The step kernels plans on `gpu` record: its override ([`Gpu::set_step_kernel`]), else
+    /// `RECUR_STEP_KERNEL`'s, else `Entry` on a CPU adapter and `Tiled` on any other.
     pub fn for_adapter(gpu: &Gpu) -> Self {
         gpu.variant(
             gpu.inner.step_kernel.get(),
@@ -259,16 +263,22 @@ impl Gpu {
 /// checks both step kernels on every adapter this way). `None`: as the device chooses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecurrentKernels {
+    /// The forward's path; `None`: the device's choice ([`RecurrentPath::choose`]).
     pub path: Option<RecurrentPath>,
+    /// The step kernels; `None`: the device's choice ([`StepKernel::for_adapter`]).
     pub step: Option<StepKernel>,
 }
 
 /// The parameters of one layer-direction on the device (PyTorch shapes).
 #[derive(Clone, Copy)]
 pub struct GpuWeights<'a> {
+    /// Input weights `[G*H, I]`.
     pub w_ih: &'a GpuTensor,
+    /// Recurrent weights `[G*H, H]`.
     pub w_hh: &'a GpuTensor,
+    /// Input bias `[G*H]`, if any.
     pub b_ih: Option<&'a GpuTensor>,
+    /// Recurrent bias `[G*H]`, if any.
     pub b_hh: Option<&'a GpuTensor>,
 }
 
@@ -276,14 +286,23 @@ pub struct GpuWeights<'a> {
 /// `accumulate_dx` is set, as for the shared input of a bidirectional layer).
 #[derive(Clone, Copy)]
 pub struct GpuGrads<'a> {
+    /// Gradient of the input `x`, `[rows, I]`.
     pub dx: &'a GpuTensor,
+    /// Add into `dx` rather than overwrite it.
     pub accumulate_dx: bool,
+    /// Gradient of `W_ih`, `[G*H, I]`.
     pub dw_ih: &'a GpuTensor,
+    /// Gradient of `W_hh`, `[G*H, H]`.
     pub dw_hh: &'a GpuTensor,
+    /// Gradient of `b_ih`, `[G*H]` (written even where the layer has no bias).
     pub db_ih: &'a GpuTensor,
+    /// Gradient of `b_hh`, `[G*H]` (written even where the layer has no bias).
     pub db_hh: &'a GpuTensor,
 }
 
+/// One recurrent layer-direction planned on the device for a fixed [`RecurrentShape`] and
+/// fixed tensors: workspace, uniforms and bind groups made once, so recording a forward or
+/// backward allocates and compiles nothing (see the module doc).
 pub struct RecurrentPlan {
     gpu: Gpu,
     shape: RecurrentShape,
@@ -662,6 +681,7 @@ impl RecurrentPlan {
         Ok(plan)
     }
 
+    /// The shape the plan was built for.
     pub fn shape(&self) -> &RecurrentShape {
         &self.shape
     }
@@ -920,6 +940,7 @@ impl RecurrentPlan {
             + self.state.device_bytes()
     }
 
+    /// The device the plan runs on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }

@@ -15,12 +15,16 @@ use super::shaders::{self, BindingKind, EntryPoint, SharedLayout};
 /// constants (as f64 bits, so the key is hashable).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KernelKey {
+    /// The shader family (`shaders/<family>.wgsl`).
     pub family: &'static str,
+    /// The entry point's function name.
     pub entry: &'static str,
+    /// Each `override` constant set, by name, with its value's f64 bits, in the order given.
     pub constants: Vec<(&'static str, u64)>,
 }
 
 impl KernelKey {
+    /// The pipeline of `entry` in `family` with no `override` constants set yet.
     pub fn new(family: &'static str, entry: &'static str) -> Self {
         Self {
             family,
@@ -29,6 +33,8 @@ impl KernelKey {
         }
     }
 
+    /// Sets `override` constant `name` to `value`; it must be one of the values the entry point
+    /// lists in [`shaders::FAMILIES`].
     pub fn with(mut self, name: &'static str, value: f64) -> Self {
         self.constants.push((name, value.to_bits()));
         self
@@ -38,8 +44,11 @@ impl KernelKey {
 /// A compiled pipeline and the layout of its bind group 0.
 #[derive(Clone, Debug)]
 pub struct Kernel {
+    /// The compiled compute pipeline.
     pub pipeline: wgpu::ComputePipeline,
+    /// The layout of bind group 0 (shared, or derived from the entry point).
     pub layout: wgpu::BindGroupLayout,
+    /// The key the pipeline was compiled for.
     pub key: KernelKey,
     /// Invocations per workgroup as the entry point's `@workgroup_size` declares them, for
     /// cost tables; `None` where a size is neither a literal nor a module constant.
@@ -48,6 +57,8 @@ pub struct Kernel {
 
 type SharedLayoutObjects = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 
+/// A device's compiled pipelines, each compiled once on first use and cached by [`KernelKey`],
+/// with the shader modules and shared bind group layouts they come from.
 pub struct KernelRegistry {
     device: wgpu::Device,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -57,6 +68,7 @@ pub struct KernelRegistry {
 }
 
 impl KernelRegistry {
+    /// An empty registry for `device`.
     pub fn new(device: wgpu::Device) -> Self {
         Self {
             device,

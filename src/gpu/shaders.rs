@@ -13,8 +13,11 @@ pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 /// One kernel family: a name (the file's stem), its WGSL text and its entry points.
 #[derive(Clone, Copy, Debug)]
 pub struct ShaderFamily {
+    /// The family's name, the stem of `shaders/<name>.wgsl`.
     pub name: &'static str,
+    /// The family's WGSL text, without the common helpers.
     pub body: &'static str,
+    /// Every compute entry point the host may build a pipeline for.
     pub entry_points: &'static [EntryPoint],
 }
 
@@ -23,7 +26,9 @@ pub struct ShaderFamily {
 /// layout its pipeline uses.
 #[derive(Clone, Copy, Debug)]
 pub struct EntryPoint {
+    /// The entry point's function name in the WGSL.
     pub name: &'static str,
+    /// The `override` constants the host sets, each with every value it may take.
     pub overrides: &'static [Override],
     /// A layout shared with other entry points of the family, so one bind group serves them
     /// all; `None`: the layout is derived from what the entry point uses.
@@ -33,22 +38,29 @@ pub struct EntryPoint {
 /// An `override` constant and the values the host gives it.
 #[derive(Clone, Copy, Debug)]
 pub struct Override {
+    /// The constant's name in the WGSL.
     pub name: &'static str,
+    /// Every value the host may give it.
     pub values: &'static [f64],
 }
 
 /// An explicit bind group layout (group 0) that several entry points share.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedLayout {
+    /// The layout's name, for labels and error messages.
     pub name: &'static str,
+    /// Each binding number of group 0 and what it holds.
     pub bindings: &'static [(u32, BindingKind)],
 }
 
 /// What a binding of a [`SharedLayout`] holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BindingKind {
+    /// A uniform buffer.
     Uniform,
+    /// A storage buffer the kernels only read (`var<storage, read>`).
     ReadOnlyStorage,
+    /// A storage buffer the kernels write (`var<storage, read_write>`).
     Storage,
 }
 

@@ -206,22 +206,27 @@ impl<T: Pod> GpuTensor<T> {
         Ok(())
     }
 
+    /// The tensor's shape (row-major, last dimension fastest).
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// Elements (of `T`), the product of the shape.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The underlying wgpu buffer, for binding it or copying to and from it.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
 
+    /// The device the tensor lives on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }

@@ -6,7 +6,7 @@
 //! - each submit of a [`super::Recorder`]: its dispatches (the pipeline's [`KernelKey`], the
 //!   bind group's buffer ranges, the workgroup counts), copies and clears;
 //! - what the host wrote into a buffer before a submit or a readback;
-//! - each readback (the buffer range and the bytes read): a [`read_buffer`] or a recorder's
+//! - each readback (the buffer range and the bytes read): a `read_buffer` or a recorder's
 //!   copy into a MAP_READ buffer;
 //! - each check the caller declares ([`Gpu::trace_check`]): what a readback should hold by
 //!   the CPU twin, located in the readbacks by the bytes the device returned.
@@ -18,8 +18,6 @@
 //! fills every buffer with NaN and then applies the recorded writes in order sees exactly
 //! what the device saw, while a byte no one wrote stays NaN. That costs two readbacks per
 //! buffer per submit: tracing is for tests.
-//!
-//! [`read_buffer`]: super::readback::read_buffer
 
 use std::collections::HashMap;
 
@@ -43,7 +41,9 @@ pub struct Trace {
 /// relative error.
 #[derive(Clone, Debug)]
 pub struct TracedCheck {
+    /// The name the caller gave the check ([`Gpu::trace_check`]).
     pub name: String,
+    /// The spans that, concatenated, form the vector compared.
     pub parts: Vec<TracedPart>,
 }
 
@@ -54,14 +54,18 @@ pub struct TracedPart {
     pub readback: usize,
     /// The span's first byte within the readback.
     pub offset: usize,
+    /// The CPU twin's values for the span, one per f32 element.
     pub want: Vec<f64>,
 }
 
 /// A buffer as the replay must create it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TracedBuffer {
+    /// Size in bytes.
     pub size: u64,
+    /// Whether the buffer is bound as a uniform buffer.
     pub uniform: bool,
+    /// Whether the buffer is bound as a storage buffer.
     pub storage: bool,
 }
 
@@ -70,16 +74,22 @@ pub struct TracedBuffer {
 pub enum TraceEvent {
     /// The host wrote `data` at byte `offset` of `buffer` (the span that changed).
     Write {
+        /// Id of the buffer written (its index in [`Trace::buffers`]).
         buffer: usize,
+        /// Byte offset of the first byte written.
         offset: u64,
+        /// The bytes written.
         data: Vec<u8>,
     },
     /// One submit: its commands in the order recorded.
     Submit(Vec<TracedCommand>),
     /// The host read `data` back from byte `offset` of `buffer`.
     Readback {
+        /// Id of the buffer read (its index in [`Trace::buffers`]).
         buffer: usize,
+        /// Byte offset of the first byte read.
         offset: u64,
+        /// The bytes the device returned.
         data: Vec<u8>,
     },
 }
@@ -87,19 +97,31 @@ pub enum TraceEvent {
 /// One command of a submit.
 #[derive(Clone, Debug)]
 pub enum TracedCommand {
+    /// A compute dispatch.
     Dispatch {
+        /// The pipeline dispatched.
         kernel: KernelKey,
+        /// The bind group's entries.
         bindings: Vec<TracedBinding>,
+        /// Workgroup counts in x, y and z.
         groups: [u32; 3],
     },
+    /// A buffer-to-buffer copy.
     Copy {
+        /// Id of the source buffer.
         src: usize,
+        /// Byte offset in the source.
         src_offset: u64,
+        /// Id of the destination buffer.
         dst: usize,
+        /// Byte offset in the destination.
         dst_offset: u64,
+        /// Bytes copied.
         bytes: u64,
     },
+    /// The whole buffer set to zeros.
     Clear {
+        /// Id of the buffer cleared.
         buffer: usize,
     },
 }
@@ -108,9 +130,13 @@ pub enum TracedCommand {
 /// `None`) at a binding number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TracedBinding {
+    /// The binding number in the shader's group.
     pub binding: u32,
+    /// Id of the buffer bound (its index in [`Trace::buffers`]).
     pub buffer: usize,
+    /// Byte offset of the range bound.
     pub offset: u64,
+    /// Bytes bound; `None` binds to the buffer's end.
     pub size: Option<u64>,
 }
 

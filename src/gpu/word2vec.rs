@@ -185,6 +185,7 @@ impl CosineIndex {
         &self.unit
     }
 
+    /// The scan's sizes and `k`.
     pub fn spec(&self) -> &CosineTopK {
         &self.spec
     }

@@ -135,11 +135,17 @@ fn apply_sections(spec: &TrainSpec, l: &BatchLayout) -> [usize; 2] {
 /// workgroup reads twice is assumed to hit its cache).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DispatchCost {
+    /// The kernel's entry point in `shaders/word2vec_train.wgsl`.
     pub kernel: &'static str,
+    /// Workgroups dispatched.
     pub workgroups: u64,
+    /// Invocations per workgroup.
     pub invocations: u32,
+    /// Floating-point operations.
     pub flops: u64,
+    /// Bytes of global memory read.
     pub bytes_read: u64,
+    /// Bytes of global memory written.
     pub bytes_written: u64,
 }
 
@@ -218,6 +224,7 @@ pub fn batch_costs(
 /// How a plan is built beyond its sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlanOptions {
+    /// The gradient kernel the plan runs.
     pub gradient_kernel: GradientKernel,
     /// Batches that can be written and recorded before a submit (each has its own slot of
     /// packed words and parameters). Fewer if they would take more than 64 MiB.
@@ -451,6 +458,7 @@ impl TrainPlan {
         })
     }
 
+    /// The sizes the plan was built for.
     pub fn spec(&self) -> &TrainSpec {
         &self.spec
     }
@@ -583,26 +591,33 @@ impl TrainPlan {
         &self.syn0
     }
 
+    /// The output vectors: `[out_rows, dim]` (output words, or Huffman inner nodes).
     pub fn syn1(&self) -> &GpuTensor {
         &self.syn1
     }
 
+    /// Scratch: each item's hidden vector (the mean of its input rows), `[max_items, dim]`.
     pub fn hidden(&self) -> &GpuTensor {
         &self.hidden
     }
 
+    /// Scratch: the gradient of each item's hidden vector, `[max_items, dim]`.
     pub fn hidden_grad(&self) -> &GpuTensor {
         &self.hidden_grad
     }
 
+    /// Scratch: the gradient per target slot (with the full softmax per item and output row);
+    /// [`TrainSpec::grad_len`] elements.
     pub fn grads(&self) -> &GpuTensor {
         &self.grads
     }
 
+    /// Scratch: each item's loss, `[max_items]`.
     pub fn item_loss(&self) -> &GpuTensor {
         &self.item_loss
     }
 
+    /// The per-batch loss sums, one per loss slot, until the host reads them.
     pub fn loss_slots(&self) -> &GpuTensor {
         &self.loss_slots
     }

@@ -1,5 +1,5 @@
 //! `Dense`: `y = x W^T + b` over rows of features, with PyTorch's `nn.Linear` names
-//! (`weight` [out, in], `bias` [out]) and initialisation. Applied to every timestep (all
+//! (`weight` `[out, in]`, `bias` `[out]`) and initialisation. Applied to every timestep (all
 //! rows of a sequence output) or only to the last one ([`DenseRows::last_step`]).
 //!
 //! Forward and backward are matrix products ([`Gemm`]) recorded into a program; the bias
@@ -19,8 +19,11 @@ use crate::ops::Gemm;
 /// the first at element `offset`, consecutive rows `ld` elements apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenseRows {
+    /// Rows read, each `features` values.
     pub rows: usize,
+    /// Element offset of the first row.
     pub offset: usize,
+    /// Elements between the starts of consecutive rows.
     pub ld: usize,
 }
 
@@ -61,8 +64,11 @@ impl DenseRows {
 /// A dense layer and its parameters (`weight`, `bias`).
 #[derive(Clone, Debug)]
 pub struct Dense {
+    /// Features per input row (`in`).
     pub in_features: usize,
+    /// Features per output row (`out`).
     pub out_features: usize,
+    /// `weight` `[out, in]` and `bias` `[out]`, by PyTorch's names.
     pub params: Tensors,
 }
 
@@ -70,8 +76,11 @@ pub struct Dense {
 /// the rows read) and the parameters'.
 #[derive(Clone, Debug)]
 pub struct DenseGrads<T> {
+    /// Gradient of the input buffer, its layout, zero outside the rows read.
     pub input: Vec<T>,
+    /// Gradient of `weight`, `[out, in]`.
     pub weight: Vec<T>,
+    /// Gradient of `bias`, `[out]`.
     pub bias: Vec<T>,
 }
 
@@ -101,7 +110,7 @@ impl Dense {
         })
     }
 
-    /// A dense layer from `weight` [out, in] and `bias` [out] (finite values).
+    /// A dense layer from `weight` `[out, in]` and `bias` `[out]` (finite values).
     pub fn from_params(params: Tensors) -> Result<Self> {
         let w = params
             .get("weight")

@@ -34,7 +34,9 @@ pub enum EmbeddingInit {
 /// An embedding table and its options.
 #[derive(Clone, Debug)]
 pub struct Embedding {
+    /// Rows of the table: the vocabulary size (Keras's name).
     pub input_dim: usize,
+    /// Values per row: the vector size (Keras's name).
     pub output_dim: usize,
     /// The padding id (Keras `mask_zero` is `Some(0)`).
     pub padding: Option<u32>,

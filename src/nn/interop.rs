@@ -14,7 +14,9 @@ use crate::ops::recurrent::CellKind;
 /// How to read the files: the cell (else inferred from the weights) and the layout.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FileOptions {
+    /// The cell; `None` infers it from the weights' shapes.
     pub cell: Option<CellKind>,
+    /// Sequences are `[B, T, F]` instead of `[T, B, F]`.
     pub batch_first: bool,
 }
 

@@ -12,11 +12,15 @@ use crate::memory::{vec_with_capacity, Budget};
 /// A host tensor: a shape and its f32 elements, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
+    /// The dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// The elements, row-major; as many as the shape's product.
     pub data: Vec<f32>,
 }
 
 impl HostTensor {
+    /// A tensor from its shape and elements; an error unless `data` has the shape's product of
+    /// elements.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let n = crate::memory::product(&shape);
         ensure!(
@@ -29,6 +33,7 @@ impl HostTensor {
         Ok(Self { shape, data })
     }
 
+    /// A tensor of `shape` filled with zeros.
     pub fn zeros(shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
         Self {

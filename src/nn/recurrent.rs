@@ -22,14 +22,23 @@ use crate::ops::program::{
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::Dropout;
 
+/// The shape and options of a [`Recurrent`] stack, named as PyTorch's `nn.RNN`/`nn.LSTM`/
+/// `nn.GRU` arguments, plus Keras's merge modes, dropouts and `go_backwards`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecurrentConfig {
+    /// The recurrent cell of every layer.
     pub cell: CellKind,
+    /// Features per step of the input.
     pub input_size: usize,
+    /// Hidden units `H` per layer and direction.
     pub hidden_size: usize,
+    /// Layers stacked, each reading the outputs of the one below.
     pub num_layers: usize,
+    /// Two directions per layer: one forward in time, one reversed.
     pub bidirectional: bool,
+    /// How the two directions are combined in the stack's output (bidirectional only).
     pub merge: Merge,
+    /// Whether the layers have the biases `b_ih` and `b_hh`.
     pub bias: bool,
     /// Sequences are [B, T, F] instead of [T, B, F].
     pub batch_first: bool,
@@ -47,6 +56,7 @@ pub struct RecurrentConfig {
 }
 
 impl RecurrentConfig {
+    /// One unidirectional layer of `cell` with biases, no dropout, time-major sequences.
     pub fn new(cell: CellKind, input_size: usize, hidden_size: usize) -> Self {
         Self {
             cell,
@@ -64,6 +74,7 @@ impl RecurrentConfig {
         }
     }
 
+    /// Directions per layer: 2 when bidirectional, else 1.
     pub fn directions(&self) -> usize {
         if self.bidirectional {
             2
@@ -89,6 +100,8 @@ impl RecurrentConfig {
         }
     }
 
+    /// Rejects non-positive sizes, dropout probabilities outside `[0, 1)`, and `go_backwards`
+    /// with `bidirectional`.
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.input_size > 0 && self.hidden_size > 0 && self.num_layers > 0,

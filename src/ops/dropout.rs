@@ -17,7 +17,9 @@ use crate::error::{ensure, Result};
 /// A dropout mask shape and keep probability.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dropout {
+    /// Rows of the mask (batch entries, for a `[B, F]` mask).
     pub rows: usize,
+    /// Columns of the mask (features).
     pub cols: usize,
     /// Probability of keeping an element (PyTorch's `1 - p`).
     pub keep: f32,
@@ -26,12 +28,16 @@ pub struct Dropout {
 /// Which mask: the run's seed, the training step, and a stream number within the step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropoutKey {
+    /// The run's seed (Philox key).
     pub seed: u64,
+    /// The training step, so each step draws a fresh mask.
     pub step: u64,
+    /// Which of the step's masks (a layer's input or recurrent mask, ...).
     pub stream: u32,
 }
 
 impl Dropout {
+    /// A `[rows, cols]` mask keeping each element with probability `keep`.
     pub fn new(rows: usize, cols: usize, keep: f32) -> Self {
         Self { rows, cols, keep }
     }
@@ -41,10 +47,13 @@ impl Dropout {
         self.rows.saturating_mul(self.cols)
     }
 
+    /// Whether the mask has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Checks `keep` (in `(0, 1]`), the shape, and that a mask buffer of `mask` elements
+    /// matches it.
     pub fn validate(&self, mask: usize) -> Result<()> {
         ensure!(
             self.keep.is_finite() && self.keep > 0.0 && self.keep <= 1.0,

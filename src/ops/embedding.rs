@@ -20,7 +20,9 @@ const MAX_INDEX: usize = u32::MAX as usize;
 /// One embedding table of `vocab` rows of `dim` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Embedding {
+    /// Rows of the table (`V`), the number of distinct ids.
     pub vocab: usize,
+    /// Values per row (`D`).
     pub dim: usize,
     /// A row that gets no gradient (its lookups still return the row).
     pub padding_idx: Option<u32>,
@@ -30,11 +32,14 @@ pub struct Embedding {
 /// increasing order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InverseIndex {
+    /// `V + 1` bounds: the positions of id `v` are `positions[offsets[v]..offsets[v + 1]]`.
     pub offsets: Vec<u32>,
+    /// The `N` positions, grouped by id, each group increasing.
     pub positions: Vec<u32>,
 }
 
 impl Embedding {
+    /// A table of `vocab` rows of `dim` values, without a padding row.
     pub fn new(vocab: usize, dim: usize) -> Self {
         Self {
             vocab,
@@ -43,6 +48,7 @@ impl Embedding {
         }
     }
 
+    /// Sets the padding row (PyTorch's `padding_idx`), which gets no gradient.
     pub fn padding_idx(mut self, idx: u32) -> Self {
         self.padding_idx = Some(idx);
         self

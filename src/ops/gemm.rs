@@ -11,27 +11,41 @@ use crate::error::{bail, ensure, err, Result};
 /// One matrix product. Build it with [`Gemm::new`] and the setters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Gemm {
+    /// Rows of `op(A)` and of `C`.
     pub m: usize,
+    /// Columns of `op(B)` and of `C`.
     pub n: usize,
+    /// Columns of `op(A)`, rows of `op(B)`: the summed dimension.
     pub k: usize,
+    /// `A` is stored transposed (`k x m`).
     pub trans_a: bool,
+    /// `B` is stored transposed (`n x k`).
     pub trans_b: bool,
+    /// Scale of the product `op(A) * op(B)`.
     pub alpha: f32,
+    /// Scale of the old `C`; 0 overwrites `C` without reading it.
     pub beta: f32,
     /// Number of products computed at once (a batch of independent matrices).
     pub batch: usize,
-    /// Leading dimensions (elements between consecutive stored rows); `None` means packed.
+    /// Leading dimension of `A` (elements between consecutive stored rows); `None` means
+    /// packed.
     pub lda: Option<usize>,
+    /// Leading dimension of `B`; `None` means packed.
     pub ldb: Option<usize>,
+    /// Leading dimension of `C`; `None` means packed (`n`).
     pub ldc: Option<usize>,
-    /// Element offsets of the first matrix inside each buffer.
+    /// Element offset of the first `A` inside its buffer.
     pub offset_a: usize,
+    /// Element offset of the first `B` inside its buffer.
     pub offset_b: usize,
+    /// Element offset of the first `C` inside its buffer.
     pub offset_c: usize,
-    /// Elements between consecutive batch items; `None` means packed. 0 shares one matrix
-    /// across the batch (allowed for A and B, not for C).
+    /// Elements between consecutive batch items of `A`; `None` means packed. 0 shares one
+    /// matrix across the batch (allowed for `A` and `B`, not for `C`).
     pub stride_a: Option<usize>,
+    /// Elements between consecutive batch items of `B`; `None` means packed, 0 shares one `B`.
     pub stride_b: Option<usize>,
+    /// Elements between consecutive batch items of `C`; `None` means packed. Must not be 0.
     pub stride_c: Option<usize>,
 }
 
@@ -62,31 +76,37 @@ impl Gemm {
         }
     }
 
+    /// Sets whether `A` is stored transposed.
     pub fn trans_a(mut self, t: bool) -> Self {
         self.trans_a = t;
         self
     }
 
+    /// Sets whether `B` is stored transposed.
     pub fn trans_b(mut self, t: bool) -> Self {
         self.trans_b = t;
         self
     }
 
+    /// Sets the scale of the product.
     pub fn alpha(mut self, alpha: f32) -> Self {
         self.alpha = alpha;
         self
     }
 
+    /// Sets the scale of the old `C` (0: overwrite).
     pub fn beta(mut self, beta: f32) -> Self {
         self.beta = beta;
         self
     }
 
+    /// Sets the number of independent products computed at once.
     pub fn batch(mut self, batch: usize) -> Self {
         self.batch = batch;
         self
     }
 
+    /// Sets the leading dimensions of `A`, `B` and `C` (elements between stored rows).
     pub fn leading_dims(mut self, lda: usize, ldb: usize, ldc: usize) -> Self {
         self.lda = Some(lda);
         self.ldb = Some(ldb);
@@ -94,6 +114,7 @@ impl Gemm {
         self
     }
 
+    /// Sets the element offsets of the first `A`, `B` and `C` inside their buffers.
     pub fn offsets(mut self, a: usize, b: usize, c: usize) -> Self {
         self.offset_a = a;
         self.offset_b = b;
@@ -101,6 +122,8 @@ impl Gemm {
         self
     }
 
+    /// Sets the elements between consecutive batch items of `A`, `B` and `C` (0 shares one
+    /// matrix across the batch, allowed for `A` and `B` only).
     pub fn strides(mut self, a: usize, b: usize, c: usize) -> Self {
         self.stride_a = Some(a);
         self.stride_b = Some(b);
@@ -126,26 +149,32 @@ impl Gemm {
         }
     }
 
+    /// Leading dimension of `A` in effect: the given one, or the stored columns when packed.
     pub fn lda(&self) -> usize {
         self.lda.unwrap_or(self.stored_a().1)
     }
 
+    /// Leading dimension of `B` in effect: the given one, or the stored columns when packed.
     pub fn ldb(&self) -> usize {
         self.ldb.unwrap_or(self.stored_b().1)
     }
 
+    /// Leading dimension of `C` in effect: the given one, or `n` when packed.
     pub fn ldc(&self) -> usize {
         self.ldc.unwrap_or(self.n)
     }
 
+    /// Batch stride of `A` in effect: the given one, or one stored matrix when packed.
     pub fn stride_a(&self) -> usize {
         self.stride_a.unwrap_or(self.stored_a().0 * self.lda())
     }
 
+    /// Batch stride of `B` in effect: the given one, or one stored matrix when packed.
     pub fn stride_b(&self) -> usize {
         self.stride_b.unwrap_or(self.stored_b().0 * self.ldb())
     }
 
+    /// Batch stride of `C` in effect: the given one, or `m * ldc` when packed.
     pub fn stride_c(&self) -> usize {
         self.stride_c.unwrap_or(self.m * self.ldc())
     }
@@ -268,12 +297,17 @@ impl Gemm {
 /// (steps times batch entries). With `beta == 0` the old contents of `out` are never read.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ColumnSum {
+    /// Rows summed over (steps times batch entries for a bias gradient).
     pub rows: usize,
+    /// Columns, one sum each.
     pub cols: usize,
     /// Elements between consecutive stored rows; `None` means packed (`cols`).
     pub ld: Option<usize>,
+    /// Element offset of the matrix's first element inside its buffer.
     pub offset: usize,
+    /// Scale of the sums.
     pub alpha: f32,
+    /// Scale of the old `out`; 0 overwrites it without reading it.
     pub beta: f32,
 }
 
@@ -290,26 +324,31 @@ impl ColumnSum {
         }
     }
 
+    /// Sets the leading dimension (elements between stored rows).
     pub fn leading_dim(mut self, ld: usize) -> Self {
         self.ld = Some(ld);
         self
     }
 
+    /// Sets the element offset of the matrix inside its buffer.
     pub fn offset(mut self, offset: usize) -> Self {
         self.offset = offset;
         self
     }
 
+    /// Sets the scale of the sums.
     pub fn alpha(mut self, alpha: f32) -> Self {
         self.alpha = alpha;
         self
     }
 
+    /// Sets the scale of the old `out` (0: overwrite).
     pub fn beta(mut self, beta: f32) -> Self {
         self.beta = beta;
         self
     }
 
+    /// Leading dimension in effect: the given one, or `cols` when packed.
     pub fn ld(&self) -> usize {
         self.ld.unwrap_or(self.cols)
     }

@@ -19,13 +19,16 @@ const MAX_INDEX: usize = u32::MAX as usize;
 /// One softmax cross-entropy over `rows` rows of `classes` logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CrossEntropy {
+    /// Rows, one target each.
     pub rows: usize,
+    /// Logits per row.
     pub classes: usize,
     /// Rows whose target equals this contribute neither loss nor gradient.
     pub ignore_index: Option<u32>,
 }
 
 impl CrossEntropy {
+    /// Cross-entropy over `[rows, classes]` logits, no ignore index.
     pub fn new(rows: usize, classes: usize) -> Self {
         Self {
             rows,
@@ -34,6 +37,7 @@ impl CrossEntropy {
         }
     }
 
+    /// Sets the target value whose rows are ignored (PyTorch's `ignore_index`).
     pub fn ignore_index(mut self, index: u32) -> Self {
         self.ignore_index = Some(index);
         self

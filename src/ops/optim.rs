@@ -31,29 +31,50 @@ use super::schedule::Schedule;
 /// One optimizer and its hyperparameters. The constructors give PyTorch's defaults.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Optimizer {
+    /// Stochastic gradient descent, with optional momentum, dampening, Nesterov and weight decay.
     Sgd {
+        /// Learning rate.
         lr: f32,
+        /// Momentum factor `mu`; 0 keeps no momentum buffer.
         momentum: f32,
+        /// Dampening of the gradient added to the momentum buffer.
         dampening: f32,
+        /// L2 penalty added to the gradient (`g += wd * p`).
         weight_decay: f32,
+        /// Nesterov momentum (`g = g + mu * b` instead of `g = b`); needs `momentum > 0` and
+        /// `dampening == 0`.
         nesterov: bool,
     },
+    /// RMSprop, with optional momentum and centering.
     RmsProp {
+        /// Learning rate.
         lr: f32,
+        /// Smoothing constant of the running mean of `g^2`.
         alpha: f32,
+        /// Added to the denominator's square root.
         eps: f32,
+        /// L2 penalty added to the gradient (`g += wd * p`).
         weight_decay: f32,
+        /// Momentum factor; 0 keeps no momentum buffer.
         momentum: f32,
+        /// Centered: subtract the squared running mean of `g` from `v` (keeps a `grad_avg`
+        /// plane).
         centered: bool,
     },
     /// Adam, or AdamW when `decoupled` (weight decay applied to the parameter, not the
     /// gradient).
     Adam {
+        /// Learning rate.
         lr: f32,
+        /// Decay of the first-moment (mean) estimate.
         beta1: f32,
+        /// Decay of the second-moment (uncentered variance) estimate.
         beta2: f32,
+        /// Added to the denominator's square root.
         eps: f32,
+        /// Weight decay: L2 penalty on the gradient, or on the parameter when `decoupled`.
         weight_decay: f32,
+        /// AdamW: `p *= 1 - lr * wd` instead of `g += wd * p`.
         decoupled: bool,
     },
 }
@@ -109,6 +130,7 @@ impl Optimizer {
         }
     }
 
+    /// The optimizer's name as PyTorch spells it: `SGD`, `RMSprop`, `Adam` or `AdamW`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Sgd { .. } => "SGD",
@@ -122,6 +144,7 @@ impl Optimizer {
         }
     }
 
+    /// The learning rate (before any schedule).
     pub fn lr(&self) -> f32 {
         match *self {
             Self::Sgd { lr, .. } | Self::RmsProp { lr, .. } | Self::Adam { lr, .. } => lr,
@@ -279,9 +302,11 @@ pub fn clip_scale(norm: f64, max_norm: f64) -> f64 {
 /// learning-rate schedule (applied to the rule's learning rate).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OptimConfig {
+    /// The update rule.
     pub optimizer: Optimizer,
     /// Clip the global gradient norm to this value.
     pub clip: Option<f32>,
+    /// How the learning rate changes over the steps.
     pub schedule: Schedule,
 }
 

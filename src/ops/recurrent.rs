@@ -39,6 +39,7 @@ pub enum CellKind {
 }
 
 impl CellKind {
+    /// Every cell, in the order of [`Self::code`].
     pub const ALL: [CellKind; 5] = [
         CellKind::RnnTanh,
         CellKind::RnnRelu,
@@ -66,6 +67,7 @@ impl CellKind {
         }
     }
 
+    /// Whether the cell carries a cell state `c` besides `h` (LSTM only).
     pub fn has_cell_state(self) -> bool {
         self == CellKind::Lstm
     }
@@ -140,10 +142,15 @@ pub const STEP_TIME_MASK: u32 = (1 << 30) - 1;
 /// One layer, one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecurrentShape {
+    /// The recurrent cell.
     pub cell: CellKind,
+    /// Input features `I`: the columns of `x` and of `W_ih`.
     pub input: usize,
+    /// Hidden units `H`.
     pub hidden: usize,
+    /// Batch entries `B`.
     pub batch: usize,
+    /// Steps `T` of the padded sequence.
     pub steps: usize,
     /// Process each sequence from its last valid step to its first.
     pub reverse: bool,
@@ -156,6 +163,7 @@ pub struct RecurrentShape {
 }
 
 impl RecurrentShape {
+    /// A forward-direction, time-major shape writing a packed `[rows, H]` output.
     pub fn new(cell: CellKind, input: usize, hidden: usize, batch: usize, steps: usize) -> Self {
         Self {
             cell,
@@ -170,11 +178,13 @@ impl RecurrentShape {
         }
     }
 
+    /// Sets whether the direction runs from each sequence's last valid step to its first.
     pub fn reverse(mut self, reverse: bool) -> Self {
         self.reverse = reverse;
         self
     }
 
+    /// Sets whether the rows are batch-first (`b * T + t`) rather than time-major.
     pub fn batch_first(mut self, batch_first: bool) -> Self {
         self.batch_first = batch_first;
         self
@@ -197,6 +207,7 @@ impl RecurrentShape {
         self.cell.gates() * self.hidden
     }
 
+    /// Elements of the saved activations `act`: `rows * act_width * H`.
     pub fn act_len(&self) -> usize {
         self.rows() * self.cell.act_width() * self.hidden
     }

@@ -13,25 +13,36 @@
 
 use crate::error::{ensure, Result};
 
+/// A learning-rate schedule: the rate as a closed-form function of the scheduler step (see
+/// the module doc).
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Schedule {
     /// The base rate throughout.
     #[default]
     Constant,
+    /// `StepLR`: `base_lr * gamma^floor(epoch / step_size)`.
     Step {
+        /// Scheduler steps between decays; must be > 0.
         step_size: u64,
+        /// Factor applied at each decay; finite and > 0.
         gamma: f64,
     },
+    /// `ExponentialLR`: `base_lr * gamma^epoch`.
     Exponential {
+        /// Factor applied each scheduler step; finite and > 0.
         gamma: f64,
     },
+    /// `CosineAnnealingLR`: from `base_lr` down to `eta_min` over `t_max` steps, then back up.
     Cosine {
+        /// Scheduler steps of a half period; must be > 0.
         t_max: u64,
+        /// The lowest rate; finite and >= 0.
         eta_min: f64,
     },
 }
 
 impl Schedule {
+    /// Rejects parameters outside their ranges (the error names the value).
     pub fn validate(&self) -> Result<()> {
         match *self {
             Self::Constant => {}

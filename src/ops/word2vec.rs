@@ -8,14 +8,20 @@ use crate::error::{bail, ensure, Result};
 /// The largest `k` the GPU selection takes (one selection pass keeps `k` of 1024).
 pub const MAX_TOP_K: usize = 256;
 
+/// The `k` nearest rows to a unit query by cosine, among `rows` unit vectors of `dim` values
+/// (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CosineTopK {
+    /// Rows of the matrix (the vocabulary).
     pub rows: usize,
+    /// Values per row.
     pub dim: usize,
+    /// Rows returned, best first; 1 to [`MAX_TOP_K`].
     pub k: usize,
 }
 
 impl CosineTopK {
+    /// A scan of `rows x dim` for the best `k`.
     pub fn new(rows: usize, dim: usize, k: usize) -> Self {
         Self { rows, dim, k }
     }

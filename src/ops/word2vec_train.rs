@@ -32,7 +32,9 @@ pub struct TrainSpec {
     pub in_rows: usize,
     /// Rows of the output matrix (the vocabulary, or the Huffman tree's inner nodes).
     pub out_rows: usize,
+    /// Length of a word vector (columns of both matrices).
     pub dim: usize,
+    /// How the output layer lists an item's targets.
     pub output: TrainOutput,
     /// Most items in one batch.
     pub max_items: usize,
@@ -120,18 +122,27 @@ impl TrainSpec {
 /// each index holds. Mirrors the section fields of `TrainParams` in the shader.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchLayout {
+    /// Items in the batch; the items section starts at word 0, 4 words per item.
     pub items: u32,
     /// Distinct output rows in the output index (0 with the full softmax).
     pub out_unique: u32,
     /// Distinct input rows in the input index.
     pub in_unique: u32,
+    /// Start of the inputs section: one input row per input slot.
     pub at_inputs: u32,
+    /// Start of the targets section: (output row, label) per target slot.
     pub at_targets: u32,
+    /// Start of the output index's distinct rows.
     pub at_out_rows: u32,
+    /// Start of the output index's segment bounds (`out_unique + 1` words).
     pub at_out_seg: u32,
+    /// Start of the output index's entries: (target slot, item) each.
     pub at_out_entries: u32,
+    /// Start of the input index's distinct rows.
     pub at_in_rows: u32,
+    /// Start of the input index's segment bounds (`in_unique + 1` words).
     pub at_in_seg: u32,
+    /// Start of the input index's entries: one item each.
     pub at_in_entries: u32,
 }
 
@@ -158,6 +169,7 @@ pub struct TrainBatch {
 }
 
 impl TrainBatch {
+    /// Empties the batch, keeping its allocations.
     pub fn clear(&mut self) {
         self.items.clear();
         self.inputs.clear();
@@ -169,14 +181,17 @@ impl TrainBatch {
         self.items.len()
     }
 
+    /// Whether the batch has no items.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
+    /// Input slots so far (summed over the items).
     pub fn input_slots(&self) -> usize {
         self.inputs.len()
     }
 
+    /// Target slots so far (summed over the items).
     pub fn target_slots(&self) -> usize {
         self.targets.len()
     }
@@ -199,19 +214,25 @@ impl TrainBatch {
 /// A batch laid out as the kernels read it.
 #[derive(Clone, Debug, Default)]
 pub struct PackedBatch {
+    /// Where each section starts in `words`.
     pub layout: BatchLayout,
+    /// The packed batch, the u32 array the kernels read.
     pub words: Vec<u32>,
 }
 
 /// One row of an inverse index: the row and the range of its entries.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment {
+    /// The matrix row.
     pub row: u32,
+    /// Index of the row's first entry.
     pub start: usize,
+    /// One past the index of the row's last entry.
     pub end: usize,
 }
 
 impl PackedBatch {
+    /// Items in the batch.
     pub fn items(&self) -> usize {
         self.layout.items as usize
     }
