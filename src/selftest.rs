@@ -37,7 +37,9 @@ pub enum Outcome {
 /// One check: what was run, and what it found.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckResult {
+    /// The kernel and its shape, e.g. `gemm 64x48x32 trans_a=false trans_b=true +bias`.
     pub name: String,
+    /// Whether it matched the CPU twin, was skipped, or failed.
     pub outcome: Outcome,
 }
 

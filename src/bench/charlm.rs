@@ -13,15 +13,22 @@ use crate::train::charlm::{default_text, CharLmOptions, CharVocab, Streams};
 use crate::train::model::SequenceModel;
 use crate::train::trainer::{TrainConfig, Trainer};
 
+/// One backend's training throughput for the character language model.
 #[derive(Clone, Debug, Serialize)]
 pub struct CharLmResult {
+    /// The backend, as [`Backend::describe`] names it.
     pub backend: String,
+    /// Hidden units per layer.
     pub hidden: usize,
+    /// Parallel streams per step.
     pub batch: usize,
+    /// Characters per stream per step (the truncated-BPTT length).
     pub seq_len: usize,
     /// Seconds per training step (forward, loss, backward, clip, update; the loss read back).
     pub step: Stats,
+    /// Training steps per second, from the median step time.
     pub steps_per_sec: f64,
+    /// Characters trained on per second (`batch * seq_len` per step), from the median step time.
     pub chars_per_sec: f64,
 }
 

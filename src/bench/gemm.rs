@@ -18,17 +18,27 @@ pub const DEFAULT_SHAPES: [(usize, usize, usize); 4] = [
     (256, 256, 256),
 ];
 
+/// The timings of one GEMM shape, `C (m x n) = A (m x k) * B (k x n)`, on the CPU and the
+/// GPU. GFLOP/s count `2 * m * n * k` operations and use the median time.
 #[derive(Clone, Debug, Serialize)]
 pub struct GemmCase {
+    /// Rows of `A` and `C`.
     pub m: usize,
+    /// Columns of `B` and `C`.
     pub n: usize,
+    /// The inner (reduction) dimension.
     pub k: usize,
+    /// CPU seconds per product.
     pub cpu: Stats,
+    /// CPU GFLOP/s.
     pub cpu_gflops: f64,
+    /// GPU wall-clock seconds per product (record, submit, wait); `None` without a GPU.
     pub gpu_wall: Option<Stats>,
+    /// GPU GFLOP/s from the wall-clock time; `None` without a GPU.
     pub gpu_wall_gflops: Option<f64>,
     /// GPU time from timestamp queries, where the adapter has them.
     pub gpu_device: Option<Stats>,
+    /// GPU GFLOP/s from the timestamp-query time, where the adapter has them.
     pub gpu_device_gflops: Option<f64>,
 }
 

@@ -16,13 +16,18 @@ use serde::Serialize;
 /// Median, minimum and maximum of repeated timings, in seconds.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Stats {
+    /// The median sample (the mean of the middle two for an even count).
     pub median: f64,
+    /// The fastest sample.
     pub min: f64,
+    /// The slowest sample.
     pub max: f64,
+    /// How many samples the statistics summarise.
     pub reps: usize,
 }
 
 impl Stats {
+    /// Sorts `samples` in place and summarises them; `None` when there are none.
     pub fn from_samples(samples: &mut [f64]) -> Option<Self> {
         if samples.is_empty() {
             return None;
@@ -46,10 +51,14 @@ impl Stats {
 /// Wall-clock timings of `run`, and the device timings it reports (GPU seconds, where the
 /// adapter has timestamps), after `warmup` untimed runs.
 pub struct Timings {
+    /// Host wall-clock seconds per call of `run`.
     pub wall: Stats,
+    /// Device seconds per call, from the calls that reported some; `None` when none did.
     pub device: Option<Stats>,
 }
 
+/// Calls `run` `warmup` times untimed, then `reps` times (at least once) timed. `run`
+/// returns the device seconds it measured, if any. The first error from `run` is returned.
 pub fn time_reps(
     warmup: usize,
     reps: usize,

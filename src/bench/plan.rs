@@ -15,6 +15,8 @@ use crate::ops::program::ProgramBuilder;
 /// One row of a cost table: a kernel (or a total) with its counts and modelled time.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanRow {
+    /// The kernel's name, dispatches, workgroups and summed FLOPs and bytes (flattened into
+    /// the row when serialised).
     #[serde(flatten)]
     pub counts: KernelCost,
     /// Modelled seconds on the table's GPU.
@@ -26,17 +28,24 @@ pub struct PlanRow {
 /// The kernels of one phase (forward or backward) and their total.
 #[derive(Clone, Debug, Serialize)]
 pub struct PhaseTable {
+    /// One row per kernel, in the order each first appears in the phase.
     pub rows: Vec<PlanRow>,
+    /// Every dispatch of the phase summed, under the kernel name "total".
     pub total: PlanRow,
 }
 
 /// Forward and backward of one case on one GPU.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanTable {
+    /// The recurrent stack and shape modelled.
     pub case: RecurrentCase,
+    /// The GPU whose peak figures the times are modelled on.
     pub gpu: GpuPeak,
+    /// The launch cost assumed per dispatch, in seconds ([`LAUNCH_SECONDS`]).
     pub launch_seconds: f64,
+    /// The forward's kernels.
     pub forward: PhaseTable,
+    /// The backward's kernels (every input and weight gradient).
     pub backward: PhaseTable,
 }
 

@@ -17,13 +17,20 @@ use crate::ops::Optimizer;
 /// One case: a cell and a shape.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct RecurrentCase {
+    /// The cell (serialised by its name, e.g. "lstm").
     #[serde(serialize_with = "cell_name")]
     pub cell: CellKind,
+    /// Features per time step of the first layer's input (`hidden` from [`RecurrentCase::new`]).
     pub input: usize,
+    /// Hidden units per layer and direction (H).
     pub hidden: usize,
+    /// Sequences per batch (B).
     pub batch: usize,
+    /// Time steps per sequence (T).
     pub steps: usize,
+    /// Stacked layers (1 from [`RecurrentCase::new`]).
     pub layers: usize,
+    /// Whether every layer runs both directions (false from [`RecurrentCase::new`]).
     pub bidirectional: bool,
 }
 
@@ -32,6 +39,7 @@ fn cell_name<S: serde::Serializer>(c: &CellKind, s: S) -> Result<S::Ok, S::Error
 }
 
 impl RecurrentCase {
+    /// The same case with `layers` stacked layers, bidirectional or not.
     pub fn with_layers(mut self, layers: usize, bidirectional: bool) -> Self {
         self.layers = layers;
         self.bidirectional = bidirectional;
@@ -56,6 +64,8 @@ impl RecurrentCase {
         s
     }
 
+    /// One unidirectional layer of `hidden` units with input size `hidden`, at batch `batch`
+    /// and `steps` time steps.
     pub fn new(cell: CellKind, hidden: usize, batch: usize, steps: usize) -> Self {
         Self {
             cell,
@@ -94,30 +104,48 @@ impl RecurrentCase {
     }
 }
 
+/// The timings of one case on one backend (the CPU or the GPU), in seconds per batch.
+/// GFLOP/s use the median wall time.
 #[derive(Clone, Debug, Serialize)]
 pub struct SideResult {
+    /// A forward alone (inference: nothing kept for a backward).
     pub forward: Stats,
+    /// A forward and a backward with every gradient, in one run.
     pub forward_backward: Stats,
     /// Forward, backward and an Adam update of every parameter: a whole training step
     /// (not measured by quick runs).
     pub train_step: Option<Stats>,
+    /// GFLOP/s of the forward ([`RecurrentCase::forward_flops`] over the `forward` median).
     pub forward_gflops: f64,
+    /// GFLOP/s of forward + backward ([`RecurrentCase::train_flops`] over the
+    /// `forward_backward` median).
     pub train_gflops: f64,
     /// GPU only: timestamps (device time), dispatches and submits per batch, device bytes.
     pub forward_device: Option<Stats>,
+    /// GPU only: device time of forward + backward, where the adapter has timestamps.
     pub forward_backward_device: Option<Stats>,
+    /// GPU only: compute dispatches of one forward.
     pub dispatches_forward: Option<u64>,
+    /// GPU only: compute dispatches of the backward (those of forward + backward less the
+    /// forward's).
     pub dispatches_backward: Option<u64>,
+    /// GPU only: queue submits per forward + backward run.
     pub submits_per_step: Option<u64>,
+    /// GPU only: bytes the executor holds on the device for parameters, programs and their
+    /// workspace.
     pub device_bytes: Option<u64>,
     /// GPU only: host time to record and submit a training step (median).
     pub encode: Option<Stats>,
 }
 
+/// One case measured on the CPU and the GPU.
 #[derive(Clone, Debug, Serialize)]
 pub struct RecurrentResult {
+    /// The cell and shape measured.
     pub case: RecurrentCase,
+    /// The CPU's timings; `None` where they were not measured.
     pub cpu: Option<SideResult>,
+    /// The GPU's timings; `None` without a GPU.
     pub gpu: Option<SideResult>,
 }
 

@@ -42,6 +42,7 @@ pub const CACHE_FACTOR: f64 = 2.0;
 pub struct GpuPeak {
     /// The name `--gpu` takes.
     pub key: &'static str,
+    /// The product name, for table headers (e.g. "NVIDIA H100 SXM5").
     pub name: &'static str,
     /// DRAM bandwidth, bytes per second.
     pub bandwidth: f64,

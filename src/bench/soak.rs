@@ -31,6 +31,7 @@ pub struct SoakOptions {
 /// Memory at one step.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Sample {
+    /// Training steps done when it was taken (0: before the first).
     pub step: u64,
     /// Resident memory of the process, in bytes.
     pub resident: Option<u64>,
@@ -43,12 +44,15 @@ pub struct Sample {
 /// How one series moved after the warm-up.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Growth {
-    /// The value at the end of the warm-up, and its step.
+    /// The value at the end of the warm-up (the first sample at or after it), in bytes.
     pub baseline: u64,
+    /// The step of `baseline`.
     pub baseline_step: u64,
-    /// The smallest and largest values after it, and the step of the largest.
+    /// The smallest value from the baseline on.
     pub min_after: u64,
+    /// The largest value from the baseline on.
     pub max_after: u64,
+    /// The step of `max_after` (the latest, where several samples share it).
     pub max_step: u64,
     /// The last value.
     pub last: u64,
@@ -80,12 +84,19 @@ impl Growth {
 /// A finished soak on one backend.
 #[derive(Clone, Debug, Serialize)]
 pub struct SoakRun {
+    /// The backend: "CPU", or "GPU (...)" with the adapter's description.
     pub backend: String,
+    /// Training steps run (the options' `train_steps`).
     pub steps: u64,
+    /// Wall-clock seconds of the whole run.
     pub seconds: f64,
+    /// Every sample, in step order, the first at step 0.
     pub samples: Vec<Sample>,
+    /// The resident memory's growth; `None` where the platform does not report it.
     pub resident: Option<Growth>,
+    /// The device memory's growth; `None` on the CPU or where wgpu does not count it.
     pub device: Option<Growth>,
+    /// Largest relative growth allowed, as in [`SoakOptions::tolerance`].
     pub tolerance: f64,
 }
 

@@ -15,8 +15,10 @@ use crate::word2vec::{
     Vocab,
 };
 
+/// One trainer's speed on one corpus, over repeated runs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Word2VecCase {
+    /// Words in the vocabulary (after `min_count` and `max_vocab`).
     pub vocab_size: usize,
     /// Corpus words in the vocabulary, per epoch.
     pub train_words: u64,
@@ -99,11 +101,13 @@ fn measure_with(
 /// measurements.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct GpuModel {
+    /// The GPU's name, for table headers.
     pub name: &'static str,
     /// Memory bandwidth, bytes per second.
     pub bytes_per_sec: f64,
     /// FP32 throughput, FLOPs per second.
     pub flops_per_sec: f64,
+    /// Streaming multiprocessors (compute units).
     pub sms: u32,
     /// Invocations an SM holds at once.
     pub threads_per_sm: u32,
@@ -129,15 +133,22 @@ pub const H100_SXM: GpuModel = GpuModel {
 /// One kernel's line of the cost table: per dispatch on average, and its modelled time.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelLine {
+    /// The kernel's name.
     pub kernel: &'static str,
+    /// Dispatches of the kernel over the whole run.
     pub dispatches: u64,
+    /// Workgroups of a mean dispatch.
     pub workgroups: f64,
+    /// Invocations per workgroup.
     pub invocations: u32,
     /// Invocations of a mean dispatch over what the GPU holds at once: below 1 the memory
     /// system is not kept busy and the roofline time is optimistic.
     pub fill: f64,
+    /// FLOPs of a mean dispatch.
     pub flops: f64,
+    /// Bytes a mean dispatch reads.
     pub bytes_read: f64,
+    /// Bytes a mean dispatch writes.
     pub bytes_written: f64,
     /// max(FLOPs / peak, bytes / bandwidth) of a mean dispatch, seconds.
     pub roofline_sec: f64,
@@ -147,16 +158,22 @@ pub struct KernelLine {
 /// speed on `gpu`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelledRun {
+    /// What was modelled, for the table's header.
     pub label: String,
+    /// The GPU the times are modelled on.
     pub gpu: GpuModel,
+    /// The run's batches, submits and dispatch costs, from its host side.
     pub planned: PlannedRun,
     /// Dispatches per batch (2 now; 4 before the apply kernels and the loss sum were fused).
     pub dispatches_per_batch: u64,
+    /// One line per kernel: the gradient kernel, then the apply kernel.
     pub kernels: Vec<KernelLine>,
     /// Seconds on the GPU: kernels at their roofline time, then launches, then submits (at
     /// the low and the high end of the submit overhead).
     pub kernel_sec: f64,
+    /// Seconds of launch overhead: every batch's dispatches at [`GpuModel::launch_sec`].
     pub launch_sec: f64,
+    /// Seconds of submit overhead, at the low and the high end of [`GpuModel::submit_sec`].
     pub submit_sec: [f64; 2],
     /// Corpus words per second the model predicts (submit overhead high, low).
     pub words_per_sec: [f64; 2],
@@ -164,7 +181,9 @@ pub struct ModelledRun {
     /// measured here on all of rayon's threads and on one: the trainer cannot go faster than
     /// its host.
     pub host_words_per_sec: f64,
+    /// Threads `host_words_per_sec` was measured on (rayon's pool).
     pub host_threads: usize,
+    /// Corpus words per second of the host side on one thread.
     pub host_words_per_sec_one_thread: f64,
 }
 
@@ -323,9 +342,13 @@ pub fn synthetic_corpus(path: &Path, words: usize, vocab: usize, seed: u64) -> R
 /// The cosine top-k scan (`most_similar`): one query against `rows` unit vectors.
 #[derive(Clone, Debug, Serialize)]
 pub struct TopKCase {
+    /// Vectors scanned.
     pub rows: usize,
+    /// Dimensions per vector.
     pub dim: usize,
+    /// Nearest neighbours returned per query.
     pub k: usize,
+    /// Seconds per query of the CPU scan.
     pub cpu: Stats,
     /// Wall time of one GPU query: upload, scan, select, readback.
     pub gpu: Option<Stats>,

@@ -12,6 +12,7 @@ mod word2vec;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// The `recur` command line: one subcommand and its arguments.
 #[derive(Parser)]
 #[command(
     name = "recur",
@@ -90,6 +91,8 @@ const DROPOUT_FLAGS: [(&str, &str); 3] = [
     ("dropout rate `recurrent`", "--recurrent-dropout"),
 ];
 
+/// Runs the `recur` command line: parses the process's arguments and runs the subcommand
+/// (logging at `warn` unless `RUST_LOG` says otherwise).
 pub fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();

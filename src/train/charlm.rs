@@ -70,6 +70,7 @@ pub struct CharVocab {
 }
 
 impl CharVocab {
+    /// The distinct characters of `text`; an empty text is an error.
     pub fn from_text(text: &str) -> Result<Self> {
         ensure!(
             !text.is_empty(),
@@ -82,10 +83,12 @@ impl CharVocab {
         Ok(Self { chars })
     }
 
+    /// Characters in the vocabulary (the model's input and output classes).
     pub fn len(&self) -> usize {
         self.chars.len()
     }
 
+    /// Whether the vocabulary has no characters (never, for one built by [`Self::from_text`]).
     pub fn is_empty(&self) -> bool {
         self.chars.is_empty()
     }
@@ -102,6 +105,7 @@ impl CharVocab {
             .collect()
     }
 
+    /// The character with id `id`; `None` past the end of the vocabulary.
     pub fn char(&self, id: u32) -> Option<char> {
         self.chars.get(id as usize).copied()
     }
@@ -111,6 +115,8 @@ impl CharVocab {
         self.chars.iter().collect()
     }
 
+    /// The vocabulary [`Self::as_string`] wrote; an error unless `s` holds each character
+    /// once, sorted.
     pub fn from_string(s: &str) -> Result<Self> {
         let v = Self::from_text(s)?;
         ensure!(
@@ -135,6 +141,10 @@ pub struct Streams {
 }
 
 impl Streams {
+    /// Cuts `ids` into `batch` equal streams (the tail that does not divide is dropped),
+    /// read `steps` characters at a time. `batch` or `steps` of 0 is an error, and so is a
+    /// text shorter than `batch * (steps + 1)` (the message names it as `what`: "training",
+    /// "validation").
     pub fn new(ids: Vec<u32>, batch: usize, steps: usize, what: &str) -> Result<Self> {
         ensure!(
             batch > 0 && steps > 0,
@@ -205,17 +215,30 @@ impl Streams {
 /// The options of a training run (the defaults are `recur train`'s).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CharLmOptions {
+    /// The recurrent cell (default LSTM).
     pub cell: CellKind,
+    /// Hidden units per layer (default 192).
     pub hidden: usize,
+    /// Width of the character embedding (default 32).
     pub embed: usize,
+    /// Stacked recurrent layers (default 1).
     pub layers: usize,
+    /// Streams per step: the global batch, split among the ranks of a distributed run
+    /// (default 32).
     pub batch: usize,
+    /// Characters per stream per step, the truncated-BPTT length (default 32).
     pub seq_len: usize,
+    /// Training steps; also the length of the cosine learning-rate schedule (default 2000).
     pub train_steps: u64,
+    /// Adam learning rate, cosine-annealed to a tenth of it over `train_steps` (default 0.02).
     pub lr: f32,
+    /// Largest global gradient norm; larger gradients are scaled down to it (default 5).
     pub clip: f32,
+    /// Seed of the parameter initialisation and the dropout masks (default 0).
     pub seed: u64,
+    /// Share of the text held out at its end for validation, in `[0, 0.5)` (default 0.05).
     pub valid_fraction: f64,
+    /// Steps between evaluations and checkpoints; the last step always has one (default 100).
     pub eval_every: u64,
     /// Dropout on the embedded characters the first layer reads (Keras `dropout`).
     #[serde(default)]
@@ -301,6 +324,8 @@ impl CharLmOptions {
         }
     }
 
+    /// An error naming the first option out of range (sizes and counts of 0, a validation
+    /// fraction outside `[0, 0.5)`, dropout rates, the learning rate or the clip).
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.hidden > 0 && self.embed > 0 && self.layers > 0,
@@ -323,10 +348,13 @@ impl CharLmOptions {
 /// What the run reports after each step.
 #[derive(Clone, Copy, Debug)]
 pub struct StepReport {
+    /// The step just done, from 1.
     pub step: u64,
+    /// The run's last step (`train_steps`).
     pub total: u64,
     /// Mean cross-entropy of the step in nats per character.
     pub loss: f32,
+    /// Characters trained on per second since this process started (or resumed) the run.
     pub chars_per_sec: f64,
     /// Bits per character on the held-out text, when this step evaluated it.
     pub valid_bpc: Option<f32>,
@@ -340,9 +368,13 @@ pub fn bpc(loss: f32) -> f32 {
 /// The losses of a run (bits per character), for the plot.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
+    /// `(step, bits per character)` of every training step.
     pub train: Vec<(u64, f32)>,
+    /// `(step, bits per character)` of every evaluation on the held-out text.
     pub valid: Vec<(u64, f32)>,
+    /// Wall-clock seconds of training, over every resumed part of the run.
     pub seconds: f64,
+    /// Characters trained on (`batch * seq_len` per step).
     pub chars: u64,
     /// Why there is no validation, where the held-out text is too short for one batch.
     pub no_validation: Option<String>,

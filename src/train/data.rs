@@ -12,7 +12,9 @@ use super::model::{Batch, Head, Inputs, SequenceModel, Targets};
 /// `n` sequences of `steps` steps, sequence-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SequenceData {
+    /// Sequences.
     pub n: usize,
+    /// Time steps per sequence (the longest, where `lengths` differ).
     pub steps: usize,
     /// Features `[n, steps, features]` or ids `[n, steps]`.
     pub inputs: Inputs,

@@ -36,6 +36,7 @@ use crate::ops::schedule::Schedule;
 /// Rows of numbers read from a data file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Table {
+    /// The rows in file order, all the same length (at least one).
     pub rows: Vec<Vec<f32>>,
 }
 
@@ -108,14 +109,21 @@ pub fn parse_table(text: &str) -> Result<Table> {
 /// Options of `recur fit`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FitOptions {
+    /// The recurrent cell (default LSTM).
     pub cell: CellKind,
+    /// Hidden units per layer and direction (default 32).
     pub hidden: usize,
     /// Stacked recurrent layers.
     pub layers: usize,
+    /// Whether every layer reads the sequence both ways (default false).
     pub bidirectional: bool,
+    /// Sequences per batch (default 16).
     pub batch: usize,
+    /// Passes over the training data, shuffled each time (default 20).
     pub epochs: usize,
+    /// Adam learning rate, constant; gradients are clipped to norm 1 (default 0.01).
     pub lr: f32,
+    /// Seed of the initialisation, the shuffles and the dropout masks (default 0).
     pub seed: u64,
     /// Forecasting window (values per input sequence).
     pub window: usize,
@@ -216,16 +224,22 @@ impl FitOptions {
 /// The test figures of a fitted model (the same after training and for the saved model).
 #[derive(Clone, Debug, PartialEq)]
 pub enum FitReport {
+    /// A classifier's figures.
     Classifier {
+        /// The class labels, sorted (output unit `i` is `classes[i]`).
         classes: Vec<f32>,
+        /// Share of test sequences classified correctly, in `[0, 1]`.
         test_accuracy: f32,
+        /// Test sequences.
         test_count: usize,
     },
+    /// A forecaster's figures.
     Forecaster {
         /// Root mean squared error of one-step forecasts, in the data's units.
         test_rmse: f32,
         /// The same error for the naive forecast (the last value), for comparison.
         naive_rmse: f32,
+        /// One-step forecasts made: the test series' length less the window.
         test_count: usize,
     },
 }
@@ -237,13 +251,22 @@ pub enum FitTask {
     /// Output unit `i` is the training label `classes[i]` (sorted); rows hold the label and
     /// `steps` values.
     Classifier {
+        /// The distinct training labels, sorted.
         #[serde(with = "labels_as_f64")]
         classes: Vec<f32>,
+        /// Values per sequence (every row's length less the label).
         steps: usize,
     },
     /// Windows of `window` values, standardised as `(v - mean) / std` with the training
     /// series' mean and deviation, predict the next value.
-    Forecaster { window: usize, mean: f64, std: f64 },
+    Forecaster {
+        /// Values per input window.
+        window: usize,
+        /// The training series' mean.
+        mean: f64,
+        /// The training series' standard deviation.
+        std: f64,
+    },
 }
 
 /// Labels kept as f64, which holds every f32 exactly, so they read back bit for bit
@@ -465,6 +488,7 @@ fn single_column(t: &Table, what: &str) -> Result<Vec<f32>> {
 pub struct FitModel {
     /// The model's spec (dropout rates included), parameters and optimizer state.
     pub checkpoint: Checkpoint,
+    /// What the outputs mean: the class labels, or the window and scaling.
     pub task: FitTask,
     /// The batch predictions run in: the training batch, so a loaded model computes the
     /// same batches, and the same bits, as the model right after training.
@@ -559,8 +583,12 @@ impl FitModel {
 /// A fit: the model, the mean training loss of its last epoch, its test figures.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fit {
+    /// The trained model, ready to save.
     pub model: FitModel,
+    /// Mean loss of the last epoch: cross-entropy in nats, or the squared error of the
+    /// standardised values.
     pub train_loss: f32,
+    /// The model's figures on the test data.
     pub report: FitReport,
 }
 

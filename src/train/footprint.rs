@@ -20,7 +20,9 @@ const F32: usize = std::mem::size_of::<f32>();
 /// One parameter tensor: its PyTorch name, shape, and the fields its size comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSize {
+    /// The PyTorch name, e.g. `rnn.weight_hh_l0` or `fc.weight`.
     pub name: String,
+    /// `[rows, columns]` (`usize::MAX` where a dimension overflows).
     pub shape: [usize; 2],
     /// Elements, `None` where the count overflows.
     pub elements: Option<u64>,
@@ -32,14 +34,20 @@ pub struct ParamSize {
 /// directions set (also what `recur forward` runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackShape {
+    /// The cell (its gate count sets the weight rows).
     pub cell: CellKind,
+    /// Features per step of the first layer's input.
     pub input_size: usize,
+    /// Hidden units per layer and direction.
     pub hidden_size: usize,
+    /// Stacked layers.
     pub num_layers: usize,
+    /// 1, or 2 for a bidirectional stack.
     pub directions: usize,
 }
 
 impl StackShape {
+    /// The sizes of a stack built from `config`.
     pub fn of(config: &RecurrentConfig) -> Self {
         Self {
             cell: config.cell,
@@ -142,7 +150,9 @@ impl StackShape {
 /// The batch a model runs: `batch` sequences of `steps` steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunShape {
+    /// Sequences per batch.
     pub batch: usize,
+    /// Time steps per sequence.
     pub steps: usize,
 }
 

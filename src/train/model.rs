@@ -39,8 +39,12 @@ pub enum Loss {
     /// Softmax cross-entropy over the outputs as classes, targets below `outputs` (or the
     /// ignore index).
     CrossEntropy {
+        /// A target class whose rows add nothing to the loss or the gradient (PyTorch's
+        /// `ignore_index`); the mean is over the other rows.
         ignore_index: Option<u32>,
     },
+    /// Mean squared error over every output value, as `torch.nn.MSELoss(reduction="mean")`;
+    /// targets are [`Targets::Values`].
     MeanSquaredError,
 }
 
@@ -49,13 +53,23 @@ pub enum Loss {
 pub struct ModelSpec {
     /// Vocabulary size and embedding width; `None` takes `input_size` features per step.
     pub embedding: Option<EmbeddingSpec>,
+    /// Features per step without an embedding (ignored with one: the embedding width is
+    /// the recurrent input).
     pub input_size: usize,
+    /// The recurrent cell.
     pub cell: CellKind,
+    /// Hidden units per layer and direction.
     pub hidden_size: usize,
+    /// Stacked recurrent layers.
     pub num_layers: usize,
+    /// Whether every layer runs both directions (the head then reads `2 * hidden_size`).
     pub bidirectional: bool,
+    /// Output values per row of the head: classes for cross-entropy, regression targets
+    /// for mean squared error.
     pub outputs: usize,
+    /// Which steps the head reads.
     pub head: Head,
+    /// The training loss.
     pub loss: Loss,
     /// Dropout while training (none by default); kept in checkpoints, so a resumed run
     /// draws the same masks.
@@ -63,6 +77,8 @@ pub struct ModelSpec {
     pub dropout: DropoutRates,
 }
 
+/// The embedding table in front of the recurrent stack (PyTorch `nn.Embedding`, Keras
+/// `Embedding`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmbeddingSpec {
     /// Vocabulary size.
@@ -81,9 +97,14 @@ pub struct EmbeddingSpec {
 /// A batch of `batch` sequences of `steps` steps, time-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
+    /// Sequences in the batch.
     pub batch: usize,
+    /// Time steps per sequence.
     pub steps: usize,
+    /// `steps * batch` rows of inputs, time-major.
     pub inputs: Inputs,
+    /// One target row per output row of the head: `steps * batch` rows (time-major) for
+    /// [`Head::EveryStep`], `batch` for [`Head::LastStep`].
     pub targets: Targets,
     /// Per-sequence lengths (PyTorch packed-sequence semantics), or all `steps`. Without
     /// them, an embedding with a padding id (Keras `mask_zero`) gives each sequence the
@@ -91,6 +112,7 @@ pub struct Batch {
     pub lengths: Option<Vec<usize>>,
 }
 
+/// The inputs of a [`Batch`]: ids for a model with an embedding, feature values without.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Inputs {
     /// Embedding ids [steps, batch].
@@ -99,6 +121,8 @@ pub enum Inputs {
     Values(Vec<f32>),
 }
 
+/// The targets of a [`Batch`]: classes for [`Loss::CrossEntropy`], values for
+/// [`Loss::MeanSquaredError`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Targets {
     /// One class per output row.
@@ -110,9 +134,13 @@ pub enum Targets {
 /// A sequence model and its parameters.
 #[derive(Clone, Debug)]
 pub struct SequenceModel {
+    /// The architecture the parameters below follow.
     pub spec: ModelSpec,
+    /// The embedding table (`embedding.weight`), where the spec has one.
     pub embedding: Option<Embedding>,
+    /// The recurrent stack (`rnn.*`).
     pub rnn: Recurrent,
+    /// The dense head (`fc.weight`, `fc.bias`).
     pub dense: Dense,
 }
 
@@ -122,9 +150,13 @@ pub struct SequenceModel {
 /// drawn from `seed` and the step number, the same on the CPU and the GPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DropoutRates {
+    /// Rate on the first layer's inputs (Keras `dropout`), in `[0, 1)`.
     pub input: f32,
+    /// Rate on the inputs of the layers above the first (PyTorch's `dropout`), in `[0, 1)`.
     pub between_layers: f32,
+    /// Rate on the state the recurrent product reads (Keras `recurrent_dropout`), in `[0, 1)`.
     pub recurrent: f32,
+    /// Seed of the masks (with the step number).
     pub seed: u64,
 }
 

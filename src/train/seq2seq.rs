@@ -36,13 +36,17 @@ use crate::ops::recurrent::CellKind;
 /// The architecture of an encoder-decoder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Seq2SeqSpec {
+    /// The encoder's input vocabulary: source ids are below it.
     pub source_vocab: usize,
     /// The decoder's input and output vocabulary (the start token included).
     pub target_vocab: usize,
     /// Embedding width of both sides.
     pub embed: usize,
+    /// The cell of both stacks.
     pub cell: CellKind,
+    /// Hidden units per layer of both stacks.
     pub hidden_size: usize,
+    /// Stacked layers of both stacks (the decoder's layer `l` starts from the encoder's).
     pub num_layers: usize,
     /// A target id that counts for nothing (e.g. padding after an end marker).
     pub ignore_index: Option<u32>,
@@ -55,15 +59,20 @@ pub struct Seq2SeqSpec {
 /// `target_steps` ids, all time-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Seq2SeqBatch {
+    /// Sequence pairs in the batch.
     pub batch: usize,
+    /// Steps of the longest source.
     pub source_steps: usize,
+    /// Source ids, `source_steps * batch`, time-major, padded past each source's length.
     pub source: Vec<u32>,
     /// Each source's length when they differ (the rest of its steps is padding), else
     /// `None`: every source is `source_steps` long.
     pub source_lengths: Option<Vec<usize>>,
+    /// Steps of the longest target.
     pub target_steps: usize,
     /// What the decoder reads: the start token, then the targets but the last.
     pub decoder_input: Vec<u32>,
+    /// Target ids, `target_steps * batch`, time-major, padded past each target's length.
     pub targets: Vec<u32>,
 }
 
@@ -161,8 +170,11 @@ const ENCODER_SEED_OFFSET: u64 = 0x9e37_79b9_7f4a_7c15;
 /// An encoder-decoder and its parameters.
 #[derive(Clone, Debug)]
 pub struct Seq2Seq {
+    /// The architecture the parameters below follow.
     pub spec: Seq2SeqSpec,
+    /// The source embedding (`encoder.embedding.weight`).
     pub encoder_embedding: Embedding,
+    /// The encoder's recurrent stack (`encoder.rnn.*`); its final states start the decoder.
     pub encoder: Recurrent,
     /// Embedding, recurrent stack and dense softmax head at every step.
     pub decoder: SequenceModel,
@@ -171,8 +183,11 @@ pub struct Seq2Seq {
 /// The CPU results of one batch: the mean loss, the decoder's dense outputs
 /// [target_steps * batch, target_vocab], and (when asked) the gradients by name.
 pub struct Seq2SeqPass<T> {
+    /// Mean cross-entropy (nats) over the target ids that are not the ignore index.
     pub loss: T,
+    /// The decoder's logits, `[target_steps * batch, target_vocab]`, time-major.
     pub output: Vec<T>,
+    /// The loss's gradient of every parameter, by its PyTorch name; `None` when not asked.
     pub grads: Option<BTreeMap<String, Vec<T>>>,
 }
 

@@ -27,9 +27,12 @@ fn read_text(path: &Path) -> Result<String> {
     })
 }
 
+/// The word-pair similarity figures of one file.
 #[derive(Clone, Debug, Serialize)]
 pub struct PairsResult {
+    /// Pearson correlation of the cosines with the human scores, over the pairs scored.
     pub pearson: f64,
+    /// Spearman rank correlation (ties ranked by their mean rank), the figure usually reported.
     pub spearman: f64,
     /// Pairs scored (both words known).
     pub pairs: usize,
@@ -137,9 +140,12 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     pearson(&ranks(x), &ranks(y))
 }
 
+/// The analogy questions of one section (or all of them).
 #[derive(Clone, Debug, Serialize)]
 pub struct Section {
+    /// The section's header without its `:` (e.g. `capital-common-countries`), or "overall".
     pub name: String,
+    /// Questions answered correctly.
     pub correct: usize,
     /// Questions asked (all four words known).
     pub total: usize,
@@ -148,6 +154,7 @@ pub struct Section {
 }
 
 impl Section {
+    /// `correct / total`, in `[0, 1]`; 0 where no question was asked.
     pub fn accuracy(&self) -> f64 {
         if self.total == 0 {
             0.0
@@ -157,9 +164,12 @@ impl Section {
     }
 }
 
+/// The analogy figures of one file.
 #[derive(Clone, Debug, Serialize)]
 pub struct AnalogyResult {
+    /// Every section, in file order.
     pub sections: Vec<Section>,
+    /// The sections summed, named "overall".
     pub overall: Section,
 }
 

@@ -23,6 +23,7 @@ pub fn save_binary(kv: &KeyedVectors, path: &Path) -> Result<()> {
     crate::io::write_atomic(path, &to_binary(kv))
 }
 
+/// `kv` in word2vec.c's text format: the bytes [`save_text`] writes.
 pub fn to_text(kv: &KeyedVectors) -> Vec<u8> {
     use std::fmt::Write;
     let mut s = format!("{} {}\n", kv.len(), kv.dim());
@@ -37,6 +38,7 @@ pub fn to_text(kv: &KeyedVectors) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// `kv` in word2vec.c's binary format: the bytes [`save_binary`] writes.
 pub fn to_binary(kv: &KeyedVectors) -> Vec<u8> {
     let mut b = format!("{} {}\n", kv.len(), kv.dim()).into_bytes();
     b.reserve(kv.len() * (kv.dim() * 4 + 16));
@@ -83,10 +85,12 @@ pub fn parse(bytes: &[u8]) -> Result<KeyedVectors> {
     }
 }
 
+/// Reads a text file (word2vec.c's or gensim's); [`load`] tells the format itself.
 pub fn load_text(path: &Path) -> Result<KeyedVectors> {
     parse_text(&read(path)?).with_context(|| format!("vectors file {}", path.display()))
 }
 
+/// Reads a binary file (word2vec.c's or gensim's); [`load`] tells the format itself.
 pub fn load_binary(path: &Path) -> Result<KeyedVectors> {
     parse_binary(&read(path)?).with_context(|| format!("vectors file {}", path.display()))
 }
@@ -155,6 +159,8 @@ fn looks_like_text(bytes: &[u8]) -> bool {
     fields.len() == d.saturating_add(1) && fields[1..].iter().all(|f| f.parse::<f32>().is_ok())
 }
 
+/// A text file's bytes. A `Format` error says where the file disagrees with its header
+/// (words, or values on a line), holds a value that is not a finite number, or is not UTF-8.
 pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
     let (v, d, start) = header(bytes)?;
     check_header_fits(v, d, bytes.len() - start, "the text", TEXT_VALUE_BYTES)?;
@@ -211,6 +217,9 @@ pub fn parse_text(bytes: &[u8]) -> Result<KeyedVectors> {
     KeyedVectors::new(words, d, data)
 }
 
+/// A binary file's bytes. A `Format` error says where the file ends early or goes on past
+/// the header's word count, or holds a word that is empty or not UTF-8; a value that is not
+/// finite is a `Numerics` error.
 pub fn parse_binary(bytes: &[u8]) -> Result<KeyedVectors> {
     let (v, d, mut pos) = header(bytes)?;
     check_header_fits(v, d, bytes.len() - pos, "the binary", BINARY_VALUE_BYTES)?;

@@ -62,6 +62,8 @@ pub const BATCHES_PER_SUBMIT: usize = 32;
 /// never on the batches per submit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpuTrainOptions {
+    /// The gradient kernel: [`GradientKernel::Rows`] for GPUs, [`GradientKernel::PerItem`]
+    /// for adapters that run shaders on the CPU ([`Self::for_adapter`] picks).
     pub gradient_kernel: GradientKernel,
     /// Batches recorded into one submit (fewer if their slots would take more than the
     /// plan's memory budget for them).
@@ -230,6 +232,7 @@ pub fn train_with_vocab_gpu_using(
 /// The dispatches of one kernel over a whole run, summed.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct KernelTotals {
+    /// Dispatches of the kernel over the run.
     pub dispatches: u64,
     /// Workgroups, FLOPs and bytes summed over the dispatches.
     pub cost: DispatchCost,
@@ -244,7 +247,9 @@ pub struct PlannedRun {
     pub words: u64,
     /// Words trained on (after subsampling): the centre words.
     pub effective_words: u64,
+    /// Batches recorded, over all epochs.
     pub batches: u64,
+    /// Queue submits (each of up to `batches_per_submit` batches).
     pub submits: u64,
     /// Bytes written to the GPU for the batches (packed words and parameters).
     pub upload_bytes: u64,

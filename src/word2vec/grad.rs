@@ -11,6 +11,7 @@ use crate::cpu::Real;
 
 /// Where the sigmoid comes from.
 pub trait Sigmoid<T> {
+    /// `1 / (1 + exp(-x))` (or the implementation's approximation of it).
     fn sigmoid(&self, x: T) -> T;
     /// `ln(sigmoid(x))`.
     fn log_sigmoid(&self, x: T) -> T;

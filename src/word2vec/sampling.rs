@@ -7,12 +7,14 @@
 pub struct Rng(u64);
 
 impl Rng {
+    /// The generator of stream `stream` (e.g. a thread's index) for `seed`.
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut r = Rng(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
         r.next_u64();
         r
     }
 
+    /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -70,6 +72,8 @@ impl AliasTable {
         Self { prob, alias }
     }
 
+    /// Draws an index with probability proportional to its weight (as given to
+    /// [`Self::new`] or [`Self::unigram`]).
     #[inline]
     pub fn sample(&self, rng: &mut Rng) -> usize {
         let r = rng.next_u64();

@@ -54,7 +54,9 @@ pub enum Output {
 /// Training settings; the defaults are word2vec.c's and gensim's.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// CBOW or skip-gram (default CBOW: word2vec.c's `-cbow 1`, gensim's `sg=0`).
     pub arch: Arch,
+    /// The output layer (default negative sampling with 5 negatives: `-negative 5 -hs 0`).
     pub output: Output,
     /// Vector size.
     pub size: usize,
@@ -66,11 +68,14 @@ pub struct Config {
     pub max_vocab: Option<usize>,
     /// Subsampling threshold (0 turns it off).
     pub sample: f64,
+    /// Passes over the corpus (default 5: word2vec.c's `-iter`, gensim's `epochs`).
     pub epochs: usize,
     /// Starting learning rate.
     pub alpha: f32,
     /// The floor the learning rate falls to.
     pub min_alpha: f32,
+    /// Seed of the initial vectors and of every thread's sampling stream (default 1, as
+    /// gensim's).
     pub seed: u64,
     /// CPU trainer threads.
     pub threads: usize,
@@ -170,6 +175,7 @@ impl Config {
 /// What a training run did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TrainReport {
+    /// Words in the vocabulary.
     pub vocab_size: usize,
     /// Corpus words in the vocabulary, per epoch.
     pub train_words: u64,
@@ -179,7 +185,9 @@ pub struct TrainReport {
     pub effective_words: u64,
     /// Training time (the vocabulary scan excluded).
     pub seconds: f64,
+    /// `words / seconds`.
     pub words_per_sec: f64,
+    /// `effective_words / seconds`.
     pub effective_words_per_sec: f64,
     /// Mean loss per prediction in each epoch.
     pub epoch_loss: Vec<f64>,

@@ -90,18 +90,22 @@ impl KeyedVectors {
         })
     }
 
+    /// Words (rows).
     pub fn len(&self) -> usize {
         self.words.len()
     }
 
+    /// Whether there are no words.
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
     }
 
+    /// Values per vector.
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// The words in row order: word `i`'s vector is [`Self::row`]`(i)`.
     pub fn words(&self) -> &[String] {
         &self.words
     }
@@ -149,11 +153,13 @@ impl KeyedVectors {
         }
     }
 
+    /// The vector of `word` (as stored, not normalised), or an error naming it.
     pub fn vector(&self, word: &str) -> Result<&[f32]> {
         let i = self.index_of(word)?;
         Ok(self.row(i))
     }
 
+    /// The vector of word `i` (`dim()` values). Panics when `i >= len()`.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }

@@ -108,22 +108,27 @@ impl Vocab {
         })
     }
 
+    /// Words kept.
     pub fn len(&self) -> usize {
         self.words.len()
     }
 
+    /// Whether no word was kept.
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
     }
 
+    /// The words in id order (most frequent first).
     pub fn words(&self) -> &[String] {
         &self.words
     }
 
+    /// Each word's count in the corpus, in id order.
     pub fn counts(&self) -> &[u64] {
         &self.counts
     }
 
+    /// The id of `word`; `None` where it was not kept.
     pub fn id(&self, word: &str) -> Option<u32> {
         self.index.get(word).copied()
     }
