@@ -6,6 +6,7 @@
 //! [`ops`] the descriptions both share and the vocabulary of a recorded program, [`exec`]
 //! the two executors that run a program, [`nn`] the layers and [`train`] the models and the
 //! trainer, each written once as recordings.
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod bench;

@@ -3,7 +3,7 @@
 //! A step's work (the recurrent product of every gate, then the gate work) is independent
 //! across hidden units once the previous state is known, so each thread takes a contiguous
 //! run of units (a part) and does all of it for those units. The parts write their units'
-//! columns of buffers laid out by rows ([`Shared`]); a step is one parallel section, and the
+//! columns of buffers laid out by rows (`Shared`); a step is one parallel section, and the
 //! next one starts when every part has finished.
 
 use std::marker::PhantomData;
@@ -60,7 +60,7 @@ pub fn on_pool<R: Send>(parts: usize, steps: impl FnOnce() -> R + Send) -> R {
 /// A buffer that the parts of a step write at the same time, each in the columns of its own
 /// units. Borrows cannot say "these columns of every row", so the parts take slices through
 /// this type and keep to their own units.
-pub struct Shared<'a, T> {
+pub(crate) struct Shared<'a, T> {
     ptr: *mut T,
     len: usize,
     _buffer: PhantomData<&'a mut [T]>,
@@ -73,7 +73,7 @@ unsafe impl<T: Send> Sync for Shared<'_, T> {}
 
 impl<'a, T> Shared<'a, T> {
     /// Shares `buffer` for the step; the parts take their slices with [`Self::slice`].
-    pub fn new(buffer: &'a mut [T]) -> Self {
+    pub(crate) fn new(buffer: &'a mut [T]) -> Self {
         Self {
             ptr: buffer.as_mut_ptr(),
             len: buffer.len(),
@@ -86,7 +86,7 @@ impl<'a, T> Shared<'a, T> {
     /// # Safety
     /// No other slice of this buffer that overlaps this one may be alive at the same time.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         assert!(
             start <= self.len && len <= self.len - start,
             "slice {start}+{len} outside a buffer of {}",

@@ -1,6 +1,6 @@
 //! Data-parallel training across processes: a [`GradientReducer`] that a [`Trainer`]
 //! sums its gradients through, the local one ([`LocalReducer`], one process) and, behind
-//! the `mpi` cargo feature, [`MpiReducer`] (processes started by `mpirun` or Slurm's `srun`).
+//! the `mpi` cargo feature, `MpiReducer` (processes started by `mpirun` or Slurm's `srun`).
 //!
 //! With more than one rank, each rank trains on its own share of every global batch
 //! ([`shard_range`]) and a training step is: phase 0 of the training program (forward, loss,
