@@ -12,9 +12,7 @@ use recur::train::Checkpoint;
 use recur::Backend;
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("recur-charlm-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::tmp_dir(&format!("charlm-{name}"))
 }
 
 fn tiny() -> CharLmOptions {

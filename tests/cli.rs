@@ -14,9 +14,9 @@ fn recur(args: &[&str]) -> (i32, String) {
 }
 
 fn tmp(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("recur-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name).to_string_lossy().to_string()
+    common::tmp_path("cli-test", name)
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]

@@ -178,9 +178,7 @@ fn stacked_bidirectional_classifier_with_dropout_reaches_90_percent() {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("recur-fit-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    common::tmp_path("fit-test", name)
 }
 
 /// Saves the fitted model, loads it and checks that it is the same model and reports the

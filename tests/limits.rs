@@ -14,9 +14,7 @@ use recur::train::footprint::{Footprint, RunShape};
 use recur::train::{Checkpoint, EmbeddingSpec, Head, Loss, ModelSpec, SequenceModel};
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("recur-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    common::tmp_path("limits", name)
 }
 
 fn write(name: &str, bytes: &[u8]) -> String {

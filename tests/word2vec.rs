@@ -14,9 +14,7 @@ use recur::word2vec::sampling::AliasTable;
 use recur::word2vec::{self as w2v, Arch, Config, KeyedVectors, Output, Vocab};
 
 fn tmp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("recur-w2v-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::tmp_dir(&format!("w2v-{name}"))
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {

@@ -3,6 +3,7 @@
 
 pub mod planted;
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
@@ -158,4 +159,17 @@ pub fn comparable(mut optimizer: Optimizer) -> Optimizer {
         *eps = eps.max(1e-4);
     }
     optimizer
+}
+
+/// A folder of the test binary's own under the system's temporary folder,
+/// `recur-<label>-<pid>`, created if missing (the process id keeps concurrent runs apart).
+pub fn tmp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("recur-{label}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The path `name` in [`tmp_dir`]`(label)`.
+pub fn tmp_path(label: &str, name: &str) -> PathBuf {
+    tmp_dir(label).join(name)
 }
