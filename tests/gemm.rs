@@ -377,14 +377,37 @@ fn column_sums_match_the_definition_on_cpu_and_gpu() {
         };
         let mut want = to_f64(&out0);
         naive_column_sum(&spec, &to_f64(&a), &mut want);
+        // The f32 errors are judged against the sums of the terms' magnitudes: a column
+        // whose terms cancel (seed 1795941616101260706: 3200 rows, one column) has a small
+        // sum and a rounding error that is not, although it is as small as summation in f32
+        // can make it. The f64 check keeps the plain relative error.
+        let mut scale = to_f64(&out0).iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let magnitudes = ColumnSum {
+            alpha: spec.alpha.abs(),
+            beta: spec.beta.abs(),
+            ..spec
+        };
+        let abs_a = a.iter().map(|&x| (x as f64).abs()).collect::<Vec<_>>();
+        naive_column_sum(&magnitudes, &abs_a, &mut scale);
+        let summation_error = |got: &[f32]| {
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(&g, &w)| (g as f64 - w).powi(2))
+                .sum::<f64>();
+            (diff / scale.iter().map(|x| x * x).sum::<f64>()).sqrt()
+        };
         let mut cpu64 = to_f64(&out0);
         cpu::column_sum(&spec, &to_f64(&a), &mut cpu64).unwrap();
         let e = rel_error(&cpu64, &want);
         assert!(e < 1e-12, "{spec:?}: CPU f64 rel error {e}");
         let mut cpu32 = out0.clone();
         cpu::column_sum(&spec, &a, &mut cpu32).unwrap();
-        let e = rel_error(&cpu32, &want);
-        assert!(e < 1e-5, "{spec:?}: CPU f32 rel error {e}");
+        let e = summation_error(&cpu32);
+        assert!(
+            e < 1e-5,
+            "{spec:?}: CPU f32 error {e} of the magnitudes' sums"
+        );
 
         let Some(gpu) = &gpu else { continue };
         let ga = GpuTensor::from_slice(gpu, &[len], &a).unwrap();
@@ -405,8 +428,8 @@ fn column_sums_match_the_definition_on_cpu_and_gpu() {
         plan.record(&mut rec);
         rec.submit().unwrap();
         let got = gout.to_vec().unwrap();
-        let e = rel_error(&got, &want);
-        assert!(e < 1e-5, "{spec:?}: GPU rel error {e}");
+        let e = summation_error(&got);
+        assert!(e < 1e-5, "{spec:?}: GPU error {e} of the magnitudes' sums");
         if let Some(s) = &second {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(
