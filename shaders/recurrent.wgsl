@@ -9,9 +9,10 @@
 // global memory and the previous state as one address shared by the whole workgroup), then
 // the gate nonlinearities and the state update, and writes the output row in place. The step
 // index arrives through a small per-step uniform, so the host records every step up front and
-// submits once. forward_sequence (below) runs all steps of a layer-direction in one dispatch
-// with the same per-unit code, where the state fits workgroup memory. The *_tiled kernels at
-// the end are the step kernels for GPUs: the same per-unit code after a batch-tiled product.
+// submits once. forward_sequence and backward_sequence (below) run all steps of a
+// layer-direction in one dispatch with the same per-unit code, where the state fits
+// workgroup memory. The *_tiled kernels at the end are the step kernels for GPUs: the same
+// per-unit code after a batch-tiled product.
 
 override CELL: u32 = 2u;
 const RNN_TANH: u32 = 0u;
@@ -714,6 +715,117 @@ fn backward_finish(
 fn finish_unit(b: u32, k: u32, rec: f32) {
     let at = b * cfg.hidden + k;
     state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec * rmask_at(b, k);
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward, all steps in one dispatch (backward_sequence): the step kernels' per-unit code
+// (backward_unit, backward_gru_n_unit), so the same results, with the recurrent products
+// read from workgroup memory. The host takes it where the forward took forward_sequence and
+// a tile's staged gradients fit (RecurrentPath in src/gpu/recurrent.rs), and records
+// backward_finish (dh0) after it. dh0 is not computed here after the step loop because
+// llvmpipe (Mesa 22.3.6, lavapipe and GL) gave wrong dh0 for the last quad of units when it
+// was: deterministic, from about 10M multiply-adds per workgroup (LSTM H = 1024, T = 3;
+// RNN H = 2048, T = 3), while every gradient of the loop was right and SwiftShader was
+// right throughout. A dispatch boundary is a barrier every implementation honours.
+//
+// Each workgroup owns TILE consecutive batch entries and walks the steps from last to first.
+// A unit of an entry belongs to one invocation for the whole sequence (quads as in
+// forward_sequence), so the carried dh and dc it keeps in `state` are its own. What crosses
+// invocations is the gate gradients of the step just done, which every unit's product of the
+// step before needs: after a step the workgroup copies them from `gate_values` (written by
+// its own invocations; storageBarrier makes them visible) into tile_state, TILE rows of
+// direct_rows() floats, and the product reads them from there. So each element of W_hh is
+// loaded once per workgroup and step (ceil(B / TILE) times a step across the dispatch) and
+// serves TILE entries; backward_step loads it B times a step.
+
+// Copies gate-gradient columns col .. col + width of step s (dhw for GRU where from_dhw, the
+// gate gradients otherwise) of the tile's entries into tile_state, rows of `width`; zeros for
+// entries past the batch, inactive steps and s = steps (the step after the last).
+fn stage_step_grads(s: u32, b0: u32, lid: u32, col: u32, width: u32, from_dhw: bool) {
+    for (var i = lid; i < TILE * width; i += SEQ_QUADS) {
+        let b = b0 + i / width;
+        var v = 0.0;
+        if (b < cfg.batch && s < cfg.steps) {
+            let code = smap[s * cfg.batch + b];
+            if ((code & STEP_INACTIVE) == 0u) {
+                var at = row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + col + i % width;
+                if (CELL == GRU && from_dhw) {
+                    at += cfg.off_dhw;
+                }
+                v = gate_values[at];
+            }
+        }
+        tile_state[i] = v;
+    }
+}
+
+// For units k0 .. k0 + 4 and every entry bb of the tile, at acc[bb]: sum over r < width of
+// tile_state[bb * width + r] * W_hh[first_row + r, k] (the padded W_hh copy in `wt`).
+fn staged_transposed_product(k0: u32, first_row: u32, width: u32) -> array<vec4<f32>, 8> {
+    let row4 = cfg.hp / 4u;
+    let base = cfg.off_wp + first_row * row4 + k0 / 4u;
+    var acc: array<vec4<f32>, 8>;
+    for (var r = 0u; r < width; r++) {
+        let w = wt[base + r * row4];
+        for (var bb = 0u; bb < TILE; bb++) {
+            acc[bb] += tile_state[bb * width + r] * w;
+        }
+    }
+    return acc;
+}
+
+// Bytes per invocation and step (TILE entries, q quads owned, R = direct_rows()): reads
+// q * R vec4 of W (16 bytes each; GRU reset-before another q * H for the n gate) and, per
+// unit and entry, what backward_step's backward_unit reads (recurrent.rs: step_cost's
+// table); writes what it writes. Staging reads TILE * R gate gradients per workgroup and step.
+@compute @workgroup_size(64, 1, 1)
+fn backward_sequence(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let h = cfg.hidden;
+    let b0 = wg.x * TILE;
+    let rows = direct_rows();
+    // Nothing flows back from after the last step.
+    stage_step_grads(cfg.steps, b0, lid.x, 0u, rows, true);
+    workgroupBarrier();
+    for (var n = 0u; n < cfg.steps; n++) {
+        let s = cfg.steps - 1u - n;
+        for (var k0 = lid.x * 4u; k0 < h; k0 += 4u * SEQ_QUADS) {
+            let acc = staged_transposed_product(k0, 0u, rows);
+            for (var bb = 0u; bb < TILE; bb++) {
+                for (var e = 0u; e < 4u; e++) {
+                    if (b0 + bb < cfg.batch && k0 + e < h) {
+                        backward_unit(s, b0 + bb, k0 + e, acc[bb][e]);
+                    }
+                }
+            }
+        }
+        // This step's gate gradients reach every invocation; tile_state is free again.
+        storageBarrier();
+        workgroupBarrier();
+        if (CELL == GRU_RESET_BEFORE) {
+            // d(r * h) = dn_pre W_hn, from this step's dn_pre (column 2H).
+            stage_step_grads(s, b0, lid.x, 2u * h, h, false);
+            workgroupBarrier();
+            for (var k0 = lid.x * 4u; k0 < h; k0 += 4u * SEQ_QUADS) {
+                let acc = staged_transposed_product(k0, 2u * h, h);
+                for (var bb = 0u; bb < TILE; bb++) {
+                    for (var e = 0u; e < 4u; e++) {
+                        if (b0 + bb < cfg.batch && k0 + e < h) {
+                            backward_gru_n_unit(s, b0 + bb, k0 + e, acc[bb][e]);
+                        }
+                    }
+                }
+            }
+            storageBarrier();
+            workgroupBarrier();
+        }
+        if (s > 0u) {
+            stage_step_grads(s, b0, lid.x, 0u, rows, true);
+            workgroupBarrier();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

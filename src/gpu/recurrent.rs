@@ -5,10 +5,12 @@
 //! workspace, writes the per-step uniforms, and creates every bind group. Recording a forward
 //! then costs 3 dispatches on the sequence path (weight transpose, input-projection GEMM, the
 //! whole-sequence kernel; see [`RecurrentPath`] for when it applies), else T + 2 (one per
-//! step instead of the sequence kernel), and a backward T + 1 (one per step, one to finish) and the gradient products: dx, dW_ih, dW_hh
-//! (one dispatch each, two where split along K) and the bias gradients' column sums (two
-//! dispatches, once for both biases except in GRU); GRU with the reset gate before the
-//! recurrent product takes two dispatches per step. Nothing is allocated or compiled per
+//! step instead of the sequence kernel). A backward costs two dispatches on the sequence path
+//! where its tile fits (the sequence kernel, then one for dh0), else T + 1 (one per step, one
+//! to finish), then the gradient
+//! products: dx, dW_ih, dW_hh (one dispatch each, two where split along K) and the bias
+//! gradients' column sums (two dispatches, once for both biases except in GRU); GRU with the
+//! reset gate before the recurrent product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
 
 use crate::error::{bail, ensure, err, Result};
@@ -123,8 +125,9 @@ impl StepKernel {
     }
 }
 
-/// Floats of the sequence kernel's workgroup state, two copies of TILE x H
-/// (`TILE_STATE` in `shaders/recurrent.wgsl`): 16 KiB, WebGPU's default limit.
+/// Floats of the sequence kernels' workgroup memory (`TILE_STATE` in
+/// `shaders/recurrent.wgsl`): 16 KiB, WebGPU's default limit. The forward keeps two copies
+/// of the tile's state in it (TILE x H each), the backward one step's gate gradients.
 const SEQUENCE_STATE_FLOATS: usize = 4096;
 /// The batch tiles the sequence kernel is compiled for (its `TILE` override), largest first.
 pub const SEQUENCE_TILES: [usize; 4] = [8, 4, 2, 1];
@@ -159,7 +162,15 @@ pub const SEQUENCE_MAX_WEIGHT_BYTES_TILED: usize = 96 << 10;
 ///
 /// Elsewhere the step kernels. The sequence kernel's batch tile is the largest of 8, 4, 2, 1
 /// entries whose state fits (2 x tile x H <= 4096 floats) and that does not exceed the batch
-/// rounded up to a power of two. `RECUR_RECURRENT=step|sequence` or
+/// rounded up to a power of two.
+///
+/// On the sequence path the backward runs as one dispatch too (`backward_sequence`) where
+/// one step's gate gradients of a batch tile fit the same 16 KiB: tile x R <= 4096 floats,
+/// R being the rows of W_hh the state's gradient flows through (G x H; 2 x H for GRU with
+/// the reset gate before the product), so LSTM H <= 1024, GRU H <= 1365, RNN H <= 4096
+/// (H <= 2048 from the forward's rule) and GRU reset-before H <= 2048
+/// ([`RecurrentPath::backward_sequence_tile`]). Beyond that the backward takes the step
+/// kernels after the sequence kernel's forward, which saves the same activations. `RECUR_RECURRENT=step|sequence` or
 /// [`Gpu::set_recurrent_path`] overrides the rule: `sequence` then takes the sequence kernel
 /// wherever it applies, whatever the size of W_hh, so the tests cover both paths on any
 /// adapter.
@@ -220,6 +231,20 @@ impl RecurrentPath {
     /// The sequence kernel's batch tile for `shape` on `gpu`, or `None` where the state of
     /// one batch entry does not fit its workgroup memory (see [`RecurrentPath`]).
     pub fn sequence_tile(gpu: &Gpu, shape: &RecurrentShape) -> Option<usize> {
+        Self::tile_for(gpu, shape, 2 * shape.hidden)
+    }
+
+    /// The backward sequence kernel's batch tile for `shape` on `gpu` (where the plan takes
+    /// the sequence path), or `None` where one step's gate gradients of one batch entry do
+    /// not fit its workgroup memory (see [`RecurrentPath`]).
+    pub fn backward_sequence_tile(gpu: &Gpu, shape: &RecurrentShape) -> Option<usize> {
+        Self::sequence_tile(gpu, shape)?;
+        Self::tile_for(gpu, shape, direct_rows(shape))
+    }
+
+    /// The largest tile of [`SEQUENCE_TILES`] within the batch rounded up to a power of two
+    /// whose `floats_per_entry` fit the sequence kernels' workgroup memory.
+    fn tile_for(gpu: &Gpu, shape: &RecurrentShape, floats_per_entry: usize) -> Option<usize> {
         let limit = gpu.limits().max_compute_workgroup_storage_size as usize;
         if limit < SEQUENCE_STATE_FLOATS * 4 {
             return None;
@@ -227,7 +252,17 @@ impl RecurrentPath {
         let batch = shape.batch.next_power_of_two();
         SEQUENCE_TILES
             .into_iter()
-            .find(|&t| t <= batch && 2 * t * shape.hidden <= SEQUENCE_STATE_FLOATS)
+            .find(|&t| t <= batch && t * floats_per_entry <= SEQUENCE_STATE_FLOATS)
+    }
+}
+
+/// Rows of W_hh through which the state's gradient flows directly: every gate's, but for
+/// GRU with the reset gate before the product, whose n rows reach the state through r * h
+/// (`direct_rows` in recurrent.wgsl).
+fn direct_rows(shape: &RecurrentShape) -> usize {
+    match shape.cell {
+        CellKind::GruResetBefore => 2 * shape.hidden,
+        _ => shape.gate_width(),
     }
 }
 
@@ -329,6 +364,8 @@ struct Backward {
     step: Kernel,
     gru_n: Option<Kernel>,
     finish: Kernel,
+    /// The backward sequence kernel and its batch tile, where the plan takes that path.
+    sequence: Option<(Kernel, usize)>,
     gemms: Vec<GemmPlan>,
 }
 
@@ -654,6 +691,19 @@ impl RecurrentPlan {
                         _ => None,
                     },
                     finish: gpu.kernel(&step_key("backward_finish"))?,
+                    sequence: match forward_sequence {
+                        None => None,
+                        Some(_) => match RecurrentPath::backward_sequence_tile(gpu, &shape) {
+                            None => None,
+                            Some(tile) => {
+                                let key = KernelKey::new("recurrent", "backward_sequence")
+                                    .with("CELL", cell.code() as f64)
+                                    .with("RECURRENT_DROPOUT", has_rmask)
+                                    .with("TILE", tile as f64);
+                                Some((gpu.kernel(&key)?, tile))
+                            }
+                        },
+                    },
                     gemms,
                 })
             }
@@ -814,13 +864,25 @@ impl RecurrentPlan {
             .backward
             .as_ref()
             .ok_or_else(|| err!(Invalid, "this recurrent plan was built without gradients"))?;
-        for s in (0..self.shape.steps).rev() {
-            self.dispatch_steps(rec, &b.step, s);
-            if let Some(n) = &b.gru_n {
-                self.dispatch_steps(rec, n, s);
+        if let Some((kernel, tile)) = &b.sequence {
+            let grid = [self.shape.batch.div_ceil(*tile) as u32, 1, 1];
+            rec.dispatch(
+                kernel,
+                &self.step_groups[0],
+                grid,
+                self.backward_sequence_cost(*tile),
+            );
+            // dh0 in a dispatch of its own: see backward_sequence in recurrent.wgsl.
+            self.dispatch_steps(rec, &b.finish, 0);
+        } else {
+            for s in (0..self.shape.steps).rev() {
+                self.dispatch_steps(rec, &b.step, s);
+                if let Some(n) = &b.gru_n {
+                    self.dispatch_steps(rec, n, s);
+                }
             }
+            self.dispatch_steps(rec, &b.finish, 0);
         }
-        self.dispatch_steps(rec, &b.finish, 0);
         for g in &b.gemms {
             g.record(rec);
         }
@@ -984,10 +1046,7 @@ impl RecurrentPlan {
         let units = b * h;
         let mask = if self.has_rmask { 4.0 } else { 0.0 };
         let gates = sh.cell.gates();
-        let direct_rows = match sh.cell {
-            CellKind::GruResetBefore => 2 * h,
-            _ => sh.gate_width(),
-        };
+        let direct_rows = direct_rows(sh);
         // A product over `rows` rows reading `gate_vec4s` weight vec4s per row (each
         // invocation), after `fixed` bytes read once per invocation. Distinct: each weight
         // vec4 and each source element once (the workgroups of the B batch entries share
@@ -1143,5 +1202,39 @@ impl RecurrentPlan {
             cells += self.unit_cost("forward_gru_n", b * h * t);
         }
         weights + cells + Cost::per_item(b * h, 0.0, 4.0 + mask, 0.0)
+    }
+
+    /// backward_sequence with a batch tile of `tile` entries: ceil(B / tile) workgroups of 64
+    /// invocations, each running all T steps of its tile backward. Per workgroup and step:
+    /// for each quad of units, R vec4s of the padded W_hh (16 bytes each; R = G x H, or
+    /// 2 x H for GRU reset-before, which reads another H rows for the n gate), each applied to
+    /// all `tile` entries (8 operations per vec4 and entry); staging reads tile x R gate
+    /// gradients (GRU reset-before another tile x H) plus a step-map code per element; then
+    /// per unit and entry what backward_step's cell code reads and writes (and
+    /// backward_gru_n's), as in the table above (backward_finish follows as a step kernel,
+    /// costed there). The staged
+    /// gradients in workgroup memory are not counted. So each element of W_hh is read
+    /// ceil(B / tile) times a step across the dispatch, each read serving `tile` entries.
+    fn backward_sequence_cost(&self, tile: usize) -> Cost {
+        let sh = &self.shape;
+        let (h, b, t) = (sh.hidden, sh.batch, sh.steps);
+        let hp = h.div_ceil(4) * 4;
+        let mut rows = direct_rows(sh);
+        if sh.cell == CellKind::GruResetBefore {
+            rows += h;
+        }
+        let groups = b.div_ceil(tile);
+        let w_bytes = 4.0 * (rows * hp) as f64;
+        let weights = Cost::new(
+            2.0 * (groups * tile * t * rows * hp) as f64,
+            (groups * t) as f64 * w_bytes + 8.0 * (groups * tile * t * rows) as f64,
+            0.0,
+        )
+        .with_unique_read(w_bytes + 4.0 * (b * t * rows) as f64);
+        let mut cells = self.unit_cost("backward_step", b * h * t);
+        if sh.cell == CellKind::GruResetBefore {
+            cells += self.unit_cost("backward_gru_n", b * h * t);
+        }
+        weights + cells
     }
 }

@@ -151,7 +151,7 @@ const CELLS_AND_MASK: &[Override] = &[
         values: BOOL,
     },
 ];
-/// The sequence kernel's overrides: those of the step kernels and the batch tile
+/// The sequence kernels' overrides: those of the step kernels and the batch tile
 /// (`gpu::recurrent::SEQUENCE_TILES`).
 const SEQUENCE_OVERRIDES: &[Override] = &[
     CELLS_AND_MASK[0],
@@ -200,6 +200,9 @@ pub const FAMILIES: &[ShaderFamily] = &[
             recurrent_step("backward_gru_n_tiled"),
             recurrent_step("backward_finish_tiled"),
             plain("forward_sequence")
+                .with_overrides(SEQUENCE_OVERRIDES)
+                .with_layout(&super::recurrent::STEP_LAYOUT),
+            plain("backward_sequence")
                 .with_overrides(SEQUENCE_OVERRIDES)
                 .with_layout(&super::recurrent::STEP_LAYOUT),
         ],
