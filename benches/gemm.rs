@@ -2,7 +2,7 @@
 //! `cargo bench --bench gemm`; the GPU side is skipped where there is no adapter.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use recur::bench::gemm::DEFAULT_SHAPES;
+use recur::apps::bench::gemm::DEFAULT_SHAPES;
 use recur::gpu::{GemmPlan, Recorder};
 use recur::{cpu, Gemm, Gpu, GpuTensor};
 

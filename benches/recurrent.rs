@@ -4,7 +4,7 @@
 //! `cargo bench --bench recurrent`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use recur::bench::recurrent::RecurrentCase;
+use recur::apps::bench::recurrent::RecurrentCase;
 use recur::exec::{CpuExecutor, Executor, GpuExecutor};
 use recur::nn::{Recurrent, RecurrentConfig, StackOptions};
 use recur::ops::recurrent::CellKind;

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
+use recur::apps::charlm::{self, CharLmOptions};
 use recur::nn::HostTensor;
 use recur::prelude::*;
-use recur::train::charlm::{self, CharLmOptions};
 use recur::train::distributed::MpiReducer;
 use recur::train::{Checkpoint, GradientReducer, Ranks};
 

@@ -5,11 +5,13 @@
 //! [`gpu`] the device layer and the host side of each kernel, [`cpu`] the reference twins,
 //! [`ops`] the descriptions both share and the vocabulary of a recorded program, [`exec`]
 //! the two executors that run a program, [`nn`] the layers and [`train`] the models and the
-//! trainer, each written once as recordings.
+//! trainer, each written once as recordings; [`apps`] the applications built on them (the
+//! language model, `fit`, PyTorch interop, benchmarks, selftest), which the core does not
+//! import.
 #![warn(missing_docs)]
 
+pub mod apps;
 pub mod backend;
-pub mod bench;
 pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -22,7 +24,6 @@ pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod prelude;
-pub mod selftest;
 pub mod train;
 pub mod word2vec;
 

@@ -23,10 +23,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use recur::apps::selftest::{self, TOLERANCE};
 use recur::gpu::shaders::{self, BindingKind};
 use recur::gpu::trace::{TraceEvent, TracedCommand};
 use recur::gpu::{KernelKey, Trace};
-use recur::selftest::{self, TOLERANCE};
 use serde_json::{json, Value};
 
 /// The selftest cases the page replays (labels start with one of these).

@@ -5,9 +5,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use recur::train::charlm::{self, CharLmOptions, CharVocab, History, Streams};
+use recur::apps::charlm::{self, CharLmOptions, CharVocab, History, Streams};
+use recur::apps::plot::loss_png;
 use recur::train::model::{Inputs, Targets};
-use recur::train::plot::loss_png;
 use recur::train::Checkpoint;
 use recur::Backend;
 

@@ -29,7 +29,7 @@ mod mpi {
     use std::process::Command;
     use std::time::Instant;
 
-    use recur::train::charlm::{self, CharLmOptions};
+    use recur::apps::charlm::{self, CharLmOptions};
     use recur::train::Checkpoint;
     use recur::Backend;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::recur;
 use rand::Rng;
-use recur::train::fit::{
+use recur::apps::fit::{
     fit_classifier, fit_forecaster, parse_table, Fit, FitModel, FitOptions, FitReport, Table,
 };
 use recur::Backend;

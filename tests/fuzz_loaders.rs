@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use recur::apps::charlm::{self, CharLmOptions, CharVocab, Streams};
+use recur::apps::fit::{self, FitModel, FitOptions, Table};
 use recur::nn::{parse_safetensors, HostTensor, Recurrent, RecurrentConfig, Tensors};
 use recur::ops::recurrent::CellKind;
-use recur::train::charlm::{self, CharLmOptions, CharVocab, Streams};
-use recur::train::fit::{self, FitModel, FitOptions, Table};
 use recur::train::{Checkpoint, EmbeddingSpec, Head, Loss, ModelSpec, SequenceModel};
 use recur::word2vec::{self, KeyedVectors, Vocab};
 use recur::Backend;
@@ -643,12 +643,12 @@ fn safetensors_weights_and_inputs() {
             } else {
                 None
             };
-            let opts = recur::nn::interop::FileOptions {
+            let opts = recur::apps::interop::FileOptions {
                 cell,
                 batch_first: rng.random(),
             };
             fz.then("forward", &w_in, || {
-                recur::nn::interop::forward_tensors(w, &x, opts, &Backend::Cpu)
+                recur::apps::interop::forward_tensors(w, &x, opts, &Backend::Cpu)
             });
         }
     }

@@ -7,9 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use recur::apps::fit::{fit_classifier, FitModel, FitOptions, Table};
 use recur::memory::{is_limit, Budget};
 use recur::nn::{parse_safetensors, save_safetensors, HostTensor, Tensors};
-use recur::train::fit::{fit_classifier, FitModel, FitOptions, Table};
 use recur::train::footprint::{Footprint, RunShape};
 use recur::train::{Checkpoint, EmbeddingSpec, Head, Loss, ModelSpec, SequenceModel};
 

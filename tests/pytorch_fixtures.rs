@@ -6,8 +6,8 @@ mod common;
 
 use std::path::PathBuf;
 
+use recur::apps::interop::{forward_tensors, vjp_tensors, FileOptions};
 use recur::check::rel_error;
-use recur::nn::interop::{forward_tensors, vjp_tensors, FileOptions};
 use recur::nn::{load_safetensors, Tensors};
 use recur::ops::recurrent::CellKind;
 use recur::Backend;

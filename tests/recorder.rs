@@ -3,9 +3,9 @@
 
 mod common;
 
-use recur::bench::plan::plan_table;
-use recur::bench::recurrent::RecurrentCase;
-use recur::bench::roofline;
+use recur::apps::bench::plan::plan_table;
+use recur::apps::bench::recurrent::RecurrentCase;
+use recur::apps::bench::roofline;
 use recur::gpu::recurrent::{RecurrentPath, StepKernel};
 use recur::gpu::{GemmPlan, Recorder};
 use recur::ops::recurrent::CellKind;
@@ -175,7 +175,7 @@ fn the_tiled_step_kernels_load_each_weight_once_per_batch_tile() {
     let (h, b, t) = (20usize, 33usize, 5usize);
     let case = RecurrentCase::new(CellKind::Lstm, h, b, t);
     let table = plan_table(&gpu, &case, roofline::find("h100").unwrap()).unwrap();
-    let row = |phase: &recur::bench::plan::PhaseTable, name: &str| {
+    let row = |phase: &recur::apps::bench::plan::PhaseTable, name: &str| {
         phase
             .rows
             .iter()

@@ -745,7 +745,7 @@ fn command_line_trains_queries_and_evaluates() {
 fn bench_measures_words_per_second_on_a_synthetic_corpus() {
     let dir = tmp_dir("bench");
     let corpus = dir.join("zipf.txt");
-    recur::bench::word2vec::synthetic_corpus(&corpus, 20_000, 500, 1).unwrap();
+    recur::apps::bench::word2vec::synthetic_corpus(&corpus, 20_000, 500, 1).unwrap();
     let cfg = Config {
         size: 16,
         epochs: 1,
@@ -753,7 +753,7 @@ fn bench_measures_words_per_second_on_a_synthetic_corpus() {
         min_count: 1,
         ..Config::default()
     };
-    let case = recur::bench::word2vec::measure(&corpus, &cfg, 2).unwrap();
+    let case = recur::apps::bench::word2vec::measure(&corpus, &cfg, 2).unwrap();
     assert_eq!(case.train_words, 20_000);
     assert!(case.vocab_size > 100 && case.vocab_size <= 500);
     assert!(case.words_per_sec > 0.0 && case.effective_words_per_sec <= case.words_per_sec);

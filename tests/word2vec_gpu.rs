@@ -880,11 +880,11 @@ fn command_line_trains_on_the_gpu() {
 /// submits' overhead, from the plan of the run (no GPU needed).
 #[test]
 fn the_cost_model_adds_launches_and_submits_to_the_roofline() {
-    use recur::bench::word2vec::{model_gpu, H100_SXM};
+    use recur::apps::bench::word2vec::{model_gpu, H100_SXM};
     let dir = std::env::temp_dir().join(format!("recur-w2v-model-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let corpus = dir.join("zipf.txt");
-    recur::bench::word2vec::synthetic_corpus(&corpus, 30_000, 500, 3).unwrap();
+    recur::apps::bench::word2vec::synthetic_corpus(&corpus, 30_000, 500, 3).unwrap();
     let cfg = Config {
         arch: Arch::SkipGram,
         min_count: 1,

@@ -7,12 +7,12 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::bench::{cpu_name, gemm, recurrent, soak, Stats};
+use crate::apps::bench::{cpu_name, gemm, recurrent, soak, Stats};
+use crate::apps::charlm::CharLmOptions;
 use crate::cpu;
 use crate::gpu::Gpu;
 use crate::memory::{bytes_of, product, sum, Budget};
 use crate::ops::recurrent::CellKind;
-use crate::train::charlm::CharLmOptions;
 use crate::train::footprint::{check_stack_run, Footprint, RunShape, StackShape};
 
 #[derive(clap::Args)]
@@ -111,11 +111,11 @@ enum What {
     /// Training steps and characters per second of `recur train`'s language model, GPU
     /// against CPU (defaults: `recur train`'s model and batch).
     Charlm {
-        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().hidden)]
+        #[arg(long, default_value_t = crate::apps::charlm::CharLmOptions::default().hidden)]
         hidden: usize,
-        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().batch)]
+        #[arg(long, default_value_t = crate::apps::charlm::CharLmOptions::default().batch)]
         batch: usize,
-        #[arg(long, default_value_t = crate::train::charlm::CharLmOptions::default().seq_len)]
+        #[arg(long, default_value_t = crate::apps::charlm::CharLmOptions::default().seq_len)]
         seq_len: usize,
     },
 }
@@ -660,7 +660,7 @@ fn bench_rnn(
 #[derive(Serialize)]
 struct PlanReport<'a> {
     header: &'a Header,
-    tables: Vec<crate::bench::plan::PlanTable>,
+    tables: Vec<crate::apps::bench::plan::PlanTable>,
 }
 
 /// `recur bench rnn --plan`: the cost table of each case on each named GPU.
@@ -671,7 +671,7 @@ fn plan_rnn(
     args: &Args,
     header: &Header,
 ) -> Result<()> {
-    use crate::bench::{plan, roofline};
+    use crate::apps::bench::{plan, roofline};
     let peaks = models
         .iter()
         .map(|m| roofline::find(m))
@@ -696,7 +696,7 @@ fn plan_rnn(
          max(FLOPs / peak FLOP/s, distinct bytes / DRAM bandwidth, all bytes / ({} x DRAM \
          bandwidth)) / u, u = the share of the GPU's units and lanes the dispatch's workgroups \
          can fill; bytes are global loads and stores before caches, distinct bytes count each \
-         element read once (see src/bench/roofline.rs). Peaks:",
+         element read once (see src/apps/bench/roofline.rs). Peaks:",
         roofline::LAUNCH_SECONDS * 1e6,
         roofline::CACHE_FACTOR
     );
@@ -722,13 +722,13 @@ fn plan_rnn(
 #[derive(Serialize)]
 struct Word2VecReport<'a> {
     header: &'a Header,
-    recur: crate::bench::word2vec::Word2VecCase,
+    recur: crate::apps::bench::word2vec::Word2VecCase,
     /// The GPU trainer's variants side by side (empty without a GPU).
-    recur_gpu: Vec<crate::bench::word2vec::Word2VecCase>,
+    recur_gpu: Vec<crate::apps::bench::word2vec::Word2VecCase>,
     /// The cost model of the GPU trainer before and after on an H100 (no GPU needed).
-    gpu_model: Vec<crate::bench::word2vec::ModelledRun>,
+    gpu_model: Vec<crate::apps::bench::word2vec::ModelledRun>,
     gensim: Option<serde_json::Value>,
-    top_k: crate::bench::word2vec::TopKCase,
+    top_k: crate::apps::bench::word2vec::TopKCase,
 }
 
 fn bench_word2vec(
@@ -737,7 +737,7 @@ fn bench_word2vec(
     args: &Args,
     header: &Header,
 ) -> Result<()> {
-    use crate::bench::word2vec::{
+    use crate::apps::bench::word2vec::{
         measure, measure_gpu, measure_top_k, model_gpu, synthetic_corpus, H100_SXM,
     };
     use crate::gpu::word2vec_train::GradientKernel;
@@ -916,7 +916,7 @@ fn bench_charlm(
     args: &Args,
     head: &Header,
 ) -> Result<()> {
-    let opts = crate::train::charlm::CharLmOptions {
+    let opts = crate::apps::charlm::CharLmOptions {
         hidden,
         batch,
         seq_len,
@@ -924,8 +924,8 @@ fn bench_charlm(
     };
     let (warmup, reps) = if args.quick { (1, 5) } else { (2, 15) };
     // Both trainers at once, on the shipped text's characters.
-    let text = crate::train::charlm::default_text();
-    let vocab = crate::train::charlm::CharVocab::from_text(&text)?.len();
+    let text = crate::apps::charlm::default_text();
+    let vocab = crate::apps::charlm::CharVocab::from_text(&text)?.len();
     let footprint = Footprint::of(&opts.model_spec(vocab))?;
     let run = RunShape {
         batch,
@@ -940,7 +940,7 @@ fn bench_charlm(
             .check_device(run, &Budget::device_buffer(gpu))
             .map_err(|e| super::name_options(e, flags))?;
     }
-    let results = crate::bench::charlm::bench(gpu, &opts, warmup, reps)?;
+    let results = crate::apps::bench::charlm::bench(gpu, &opts, warmup, reps)?;
     println!(
         "character LSTM language model: hidden {hidden}, batch {batch} x {seq_len} characters, \
          median of {reps} steps after {warmup} warm-up"

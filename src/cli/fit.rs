@@ -1,6 +1,6 @@
 //! `recur fit`: a many-to-one classifier (UCR/UEA-style rows, label first) or a one-step
 //! forecaster (a single-column series) from data files, optionally saved (`--out`); or a
-//! saved model tested on a file (`--model`). The work is in `train::fit`.
+//! saved model tested on a file (`--model`). The work is in `apps::fit`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +9,8 @@ use anyhow::{bail, ensure, Result};
 use super::distributed::Job;
 use super::BackendArg;
 
+use crate::apps::fit::{self, FitModel, FitOptions, FitReport};
 use crate::train::distributed::check_shards;
-use crate::train::fit::{self, FitModel, FitOptions, FitReport};
 
 #[derive(clap::Args)]
 pub struct FitArgs {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::BackendArg;
+use crate::apps::interop::{forward_tensors, vjp_tensors, FileOptions};
 use crate::memory::Budget;
-use crate::nn::interop::{forward_tensors, vjp_tensors, FileOptions};
 use crate::nn::{load_safetensors, save_safetensors, RecurrentConfig, Tensors};
 use crate::ops::recurrent::CellKind;
 use crate::train::footprint::{check_stack_run, StackShape};

@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Result};
 
+use crate::apps::selftest::{run_all, Outcome, TOLERANCE};
 use crate::gpu::Gpu;
-use crate::selftest::{run_all, Outcome, TOLERANCE};
 
 #[derive(clap::Args)]
 pub struct Args {

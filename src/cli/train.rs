@@ -1,6 +1,6 @@
 //! `recur train` (a character-level language model) and `recur generate` (sampling from
 //! its checkpoint): argument parsing and the progress bar; the work is in
-//! `train::charlm`.
+//! `apps::charlm`.
 
 use std::path::PathBuf;
 
@@ -9,14 +9,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::distributed::Job;
 use super::BackendArg;
+use crate::apps::charlm::CharVocab;
+use crate::apps::charlm::{self, CharLmOptions};
+use crate::apps::plot::loss_png;
 use crate::backend::Backend;
 use crate::memory::{bytes_of, Budget};
 use crate::nn::EmbeddingInit;
-use crate::train::charlm::CharVocab;
-use crate::train::charlm::{self, CharLmOptions};
 use crate::train::distributed::check_shards;
 use crate::train::footprint::{Footprint, RunShape};
-use crate::train::plot::loss_png;
 use crate::train::Checkpoint;
 
 /// `--embedding-init`.

@@ -1,6 +1,5 @@
 //! Layers, with parameters named as PyTorch names them.
 
-pub mod interop;
 pub mod params;
 pub mod recurrent;
 

@@ -1,5 +1,9 @@
-//! Training: learning-rate schedules (and, beside them, the optimizers' host side in
-//! `gpu::optim` / `cpu::optim`).
+//! Training, written once for both executors: the sequence model ([`SequenceModel`], its
+//! spec and batches), the encoder-decoder ([`Seq2Seq`]), the Keras-style [`Model`] builder
+//! with [`Fit`], the one [`Trainer`] that records forward, backward and update, checkpoints,
+//! data-parallel gradient reduction ([`GradientReducer`]), memory footprints, learning-rate
+//! schedules, and sequence data. The applications built on it (the character language
+//! model, `recur fit`) live in [`crate::apps`].
 
 pub use crate::ops::schedule::{self, Schedule};
 pub mod checkpoint;
@@ -15,10 +19,6 @@ pub use model::{
     SequenceModel, Targets,
 };
 pub use trainer::{CarriedState, Learner, TrainConfig, Trainer};
-pub mod charlm;
-pub mod fit;
-#[cfg(feature = "cli")]
-pub mod plot;
 pub mod seq2seq;
 pub mod sequential;
 pub use seq2seq::{Seq2Seq, Seq2SeqBatch, Seq2SeqInputs, Seq2SeqSpec};

@@ -3,12 +3,12 @@
 
 use crate::error::{bail, ensure, err, Result};
 
-use super::params::{HostTensor, Tensors};
-use super::recurrent::{
-    Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput, StackOptions, StackRun,
-};
 use crate::backend::Backend;
 use crate::exec::Executor;
+use crate::nn::params::{HostTensor, Tensors};
+use crate::nn::recurrent::{
+    Recurrent, RecurrentConfig, RecurrentGrads, RecurrentOutput, StackOptions, StackRun,
+};
 use crate::ops::recurrent::CellKind;
 
 /// How to read the files: the cell (else inferred from the weights) and the layout.

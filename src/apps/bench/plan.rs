@@ -1,6 +1,6 @@
 //! `recur bench rnn --plan`: the cost table of a recurrent stack's forward and backward,
 //! summed from the dispatches its plans record (see `src/gpu/cost.rs`), with the roofline
-//! time of each kernel on a named GPU (`src/bench/roofline.rs`). Nothing is submitted.
+//! time of each kernel on a named GPU (`src/apps/bench/roofline.rs`). Nothing is submitted.
 
 use crate::error::Result;
 use serde::Serialize;

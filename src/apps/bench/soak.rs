@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use crate::error::{bail, ensure, IoResultExt, Result, ResultExt};
 use serde::Serialize;
 
+use crate::apps::charlm::{self, CharLmOptions};
 use crate::backend::Backend;
 use crate::gpu::Gpu;
 use crate::memory::{device_buffer_bytes, human, resident_bytes};
-use crate::train::charlm::{self, CharLmOptions};
 
 /// One soak run's settings.
 #[derive(Clone, Debug)]

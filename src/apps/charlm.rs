@@ -15,12 +15,6 @@ use crate::error::{bail, ensure, err, Result};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::Checkpoint;
-use super::distributed::{check_shards, Ranks};
-use super::model::{
-    Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, Pass, SequenceModel, Targets,
-};
-use super::trainer::{TrainConfig, Trainer};
 use crate::backend::Backend;
 use crate::exec::{CpuExecutor, Executor};
 use crate::nn::EmbeddingInit;
@@ -29,6 +23,12 @@ use crate::ops::optim::Optimizer;
 use crate::ops::program::ProgramBuilder;
 use crate::ops::recurrent::CellKind;
 use crate::ops::schedule::Schedule;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::distributed::{check_shards, Ranks};
+use crate::train::model::{
+    Batch, DropoutRates, EmbeddingSpec, Head, Inputs, Loss, ModelSpec, Pass, SequenceModel, Targets,
+};
+use crate::train::trainer::{TrainConfig, Trainer};
 
 /// The texts `recur train` uses without `--text` (see `data/shakespeare/SOURCE.md`).
 const SHAKESPEARE: [&str; 4] = [

@@ -21,17 +21,19 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::Checkpoint;
-use super::distributed::{check_shards, Ranks};
-use super::footprint::{Footprint, RunShape};
-use super::model::{Batch, DropoutRates, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets};
-use super::trainer::{TrainConfig, Trainer};
 use crate::backend::Backend;
 use crate::memory::Budget;
 use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
 use crate::ops::recurrent::CellKind;
 use crate::ops::schedule::Schedule;
+use crate::train::checkpoint::Checkpoint;
+use crate::train::distributed::{check_shards, Ranks};
+use crate::train::footprint::{Footprint, RunShape};
+use crate::train::model::{
+    Batch, DropoutRates, Head, Inputs, Loss, ModelSpec, SequenceModel, Targets,
+};
+use crate::train::trainer::{TrainConfig, Trainer};
 
 /// Rows of numbers read from a data file.
 #[derive(Clone, Debug, PartialEq)]

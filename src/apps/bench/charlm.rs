@@ -5,11 +5,11 @@ use crate::error::Result;
 use serde::Serialize;
 
 use super::{time_reps, Stats};
+use crate::apps::charlm::{default_text, CharLmOptions, CharVocab, Streams};
 use crate::backend::Backend;
 use crate::gpu::Gpu;
 use crate::ops::optim::OptimConfig;
 use crate::ops::optim::Optimizer;
-use crate::train::charlm::{default_text, CharLmOptions, CharVocab, Streams};
 use crate::train::model::SequenceModel;
 use crate::train::trainer::{TrainConfig, Trainer};
 
