@@ -128,3 +128,56 @@ fn forward_and_vjp_reject_bad_files_with_a_message() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("/no/such/file"), "{err}");
 }
+
+/// `recur bench charlm --backend`: the CPU always, and beside it what the option asks for.
+#[test]
+fn bench_charlm_times_the_backend_asked_for() {
+    let tiny = [
+        "bench",
+        "charlm",
+        "--hidden",
+        "8",
+        "--batch",
+        "2",
+        "--seq-len",
+        "4",
+        "--quick",
+    ];
+    let run = |backend: &str, extra: &[&str]| {
+        let mut args: Vec<&str> = tiny.to_vec();
+        args.extend(["--backend", backend]);
+        args.extend(extra);
+        common::recur(&args)
+    };
+    // One result line per timed backend, each naming it.
+    let timed = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter(|l| l.contains("ms/step"))
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
+    };
+
+    let (code, out, err) = run("cpu", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(timed(&out), ["CPU"], "{out}");
+
+    let (code, out, err) = run("auto", &[]);
+    assert_eq!(code, 0, "{err}");
+    if err.contains("hardware GPU found:") {
+        assert_eq!(timed(&out), ["GPU", "CPU"], "{out}");
+    } else {
+        assert!(err.contains("timing the CPU only"), "{err}");
+        assert_eq!(timed(&out), ["CPU"], "{out}");
+    }
+
+    if common::gpu().is_some() {
+        let (code, out, err) = run("gpu", &[]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(timed(&out), ["GPU", "CPU"], "{out}");
+    }
+
+    let (code, _, err) = run("gpu", &["--cpu-only"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--backend gpu and --cpu-only"), "{err}");
+}

@@ -7,6 +7,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Subcommand;
 use serde::Serialize;
 
+use super::BackendArg;
 use crate::apps::bench::{cpu_name, gemm, recurrent, soak, Stats};
 use crate::apps::charlm::CharLmOptions;
 use crate::cpu;
@@ -111,6 +112,11 @@ enum What {
     /// Training steps and characters per second of `recur train`'s language model, GPU
     /// against CPU (defaults: `recur train`'s model and batch).
     Charlm {
+        /// What to time beside the CPU: `auto` a hardware GPU if there is one (it says why
+        /// not otherwise), `gpu` the GPU adapter recur picks, software ones included, `cpu`
+        /// nothing (the CPU alone).
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
         #[arg(long, default_value_t = crate::apps::charlm::CharLmOptions::default().hidden)]
         hidden: usize,
         #[arg(long, default_value_t = crate::apps::charlm::CharLmOptions::default().batch)]
@@ -259,10 +265,14 @@ pub fn run(args: Args) -> Result<()> {
             bench_word2vec(gpu.as_ref(), corpus.as_deref(), &args, &head)
         }
         Some(What::Charlm {
+            backend,
             hidden,
             batch,
             seq_len,
-        }) => bench_charlm(gpu.as_ref(), hidden, batch, seq_len, &args, &head),
+        }) => {
+            let gpu = charlm_gpu(gpu, backend, args.cpu_only)?;
+            bench_charlm(gpu.as_ref(), hidden, batch, seq_len, &args, &head)
+        }
         Some(What::Soak {
             cpu_steps,
             gpu_steps,
@@ -906,6 +916,34 @@ fn bench_word2vec(
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The GPU `recur bench charlm --backend` times beside the CPU, if any, saying on stderr
+/// why where `auto` leaves it out.
+fn charlm_gpu(gpu: Option<Gpu>, backend: BackendArg, cpu_only: bool) -> Result<Option<Gpu>> {
+    match (backend, gpu) {
+        (BackendArg::Cpu, _) => Ok(None),
+        (BackendArg::Gpu, None) => bail!("--backend gpu and --cpu-only contradict each other"),
+        (BackendArg::Gpu, gpu) => Ok(gpu),
+        (BackendArg::Auto, None) => {
+            if !cpu_only {
+                eprintln!("no GPU adapter; timing the CPU only");
+            }
+            Ok(None)
+        }
+        (BackendArg::Auto, Some(gpu)) if gpu.info().device_type == wgpu::DeviceType::Cpu => {
+            eprintln!(
+                "no hardware GPU found (only {}, a software adapter); timing the CPU only; \
+                 --backend gpu adds it",
+                gpu.info().name
+            );
+            Ok(None)
+        }
+        (BackendArg::Auto, Some(gpu)) => {
+            eprintln!("hardware GPU found: {}", gpu.describe());
+            Ok(Some(gpu))
+        }
+    }
 }
 
 fn bench_charlm(
