@@ -774,6 +774,26 @@ fn staged_transposed_product(k0: u32, first_row: u32, width: u32) -> array<vec4<
     return acc;
 }
 
+// Step s of the units this invocation owns for every entry of the tile, given the staged
+// product over rows first_row .. first_row + width of W_hh: backward_unit, or (gru_n)
+// backward_gru_n_unit, the second half of a GRU reset-before step.
+fn sequence_units(s: u32, b0: u32, lid: u32, first_row: u32, width: u32, gru_n: bool) {
+    for (var k0 = lid * 4u; k0 < cfg.hidden; k0 += 4u * SEQ_QUADS) {
+        let acc = staged_transposed_product(k0, first_row, width);
+        for (var bb = 0u; bb < TILE; bb++) {
+            for (var e = 0u; e < 4u; e++) {
+                if (b0 + bb < cfg.batch && k0 + e < cfg.hidden) {
+                    if (gru_n) {
+                        backward_gru_n_unit(s, b0 + bb, k0 + e, acc[bb][e]);
+                    } else {
+                        backward_unit(s, b0 + bb, k0 + e, acc[bb][e]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // Bytes per invocation and step (TILE entries, q quads owned, R = direct_rows()): reads
 // q * R vec4 of W (16 bytes each; GRU reset-before another q * H for the n gate) and, per
 // unit and entry, what backward_step's backward_unit reads (recurrent.rs: step_cost's
@@ -791,16 +811,7 @@ fn backward_sequence(
     workgroupBarrier();
     for (var n = 0u; n < cfg.steps; n++) {
         let s = cfg.steps - 1u - n;
-        for (var k0 = lid.x * 4u; k0 < h; k0 += 4u * SEQ_QUADS) {
-            let acc = staged_transposed_product(k0, 0u, rows);
-            for (var bb = 0u; bb < TILE; bb++) {
-                for (var e = 0u; e < 4u; e++) {
-                    if (b0 + bb < cfg.batch && k0 + e < h) {
-                        backward_unit(s, b0 + bb, k0 + e, acc[bb][e]);
-                    }
-                }
-            }
-        }
+        sequence_units(s, b0, lid.x, 0u, rows, false);
         // This step's gate gradients reach every invocation; tile_state is free again.
         storageBarrier();
         workgroupBarrier();
@@ -808,16 +819,7 @@ fn backward_sequence(
             // d(r * h) = dn_pre W_hn, from this step's dn_pre (column 2H).
             stage_step_grads(s, b0, lid.x, 2u * h, h, false);
             workgroupBarrier();
-            for (var k0 = lid.x * 4u; k0 < h; k0 += 4u * SEQ_QUADS) {
-                let acc = staged_transposed_product(k0, 2u * h, h);
-                for (var bb = 0u; bb < TILE; bb++) {
-                    for (var e = 0u; e < 4u; e++) {
-                        if (b0 + bb < cfg.batch && k0 + e < h) {
-                            backward_gru_n_unit(s, b0 + bb, k0 + e, acc[bb][e]);
-                        }
-                    }
-                }
-            }
+            sequence_units(s, b0, lid.x, 2u * h, h, true);
             storageBarrier();
             workgroupBarrier();
         }
