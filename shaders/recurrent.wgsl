@@ -110,16 +110,20 @@ fn dsigmoid(y: f32) -> f32 {
 // - from 0: W_hh^T with b_hh as row H: [H + 1, G * hp] (gate blocks hp wide), so a step's
 //   recurrent product reads four consecutive units of one gate as one vec4;
 // - from off_wp: W_hh with rows padded to hp: [G * H, hp], read the same way by backward.
-@group(0) @binding(3) var<storage, read_write> wt: array<vec4<f32>>;
+// The step and sequence kernels only read it, and bind it read-only (a GPU may then serve
+// the weights through its read-only cache); transpose_weights writes the same buffer
+// through wt_out, in a bind group of its own.
+@group(0) @binding(3) var<storage, read> wt: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> smap: array<u32>;        // [T, B] step map
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;     // [rows, out_stride]
 @group(0) @binding(6) var<storage, read_write> saved: array<f32>; // hprev | cell | act
 @group(0) @binding(7) var<storage, read_write> state: array<f32>; // B*H regions, see Config
 @group(0) @binding(8) var<storage, read> dy: array<f32>;          // [rows, out_stride]
 @group(0) @binding(9) var<storage, read> rmask: array<f32>;       // [B, H] recurrent dropout
-// Read by transpose_weights only, which has a bind group of its own.
+// Used by transpose_weights only, which has a bind group of its own.
 @group(0) @binding(10) var<storage, read> w_hh: array<f32>;       // [G*H, H]
 @group(0) @binding(11) var<storage, read> b_hh: array<f32>;       // [G*H]
+@group(0) @binding(12) var<storage, read_write> wt_out: array<vec4<f32>>;
 
 // ---------------------------------------------------------------------------------------
 // Weights: W_hh^T with b_hh as an extra row, so the recurrent product of a step reads
@@ -142,12 +146,12 @@ fn transpose_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (cfg.has_bias_hh != 0u) {
             bias = b_hh[r];
         }
-        wt[at / 4u][at % 4u] = bias;
+        wt_out[at / 4u][at % 4u] = bias;
     } else {
         let v = w_hh[r * h + j];
-        wt[at / 4u][at % 4u] = v;
+        wt_out[at / 4u][at % 4u] = v;
         let p = cfg.off_wp * 4u + r * cfg.hp + j;
-        wt[p / 4u][p % 4u] = v;
+        wt_out[p / 4u][p % 4u] = v;
     }
 }
 

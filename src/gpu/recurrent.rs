@@ -378,7 +378,7 @@ pub(crate) const STEP_LAYOUT: SharedLayout = SharedLayout {
         (0, BindingKind::Uniform),         // config
         (1, BindingKind::Uniform),         // step
         (2, BindingKind::Storage),         // gate values: xw, then dxw and dhw
-        (3, BindingKind::Storage),         // wt
+        (3, BindingKind::ReadOnlyStorage), // wt (transpose_weights writes it as binding 12)
         (4, BindingKind::ReadOnlyStorage), // step map
         (5, BindingKind::Storage),         // y
         (6, BindingKind::Storage),         // saved
@@ -602,7 +602,7 @@ impl RecurrentPlan {
             &transpose_kernel,
             &[
                 (0, cfg_buffer.as_entire_binding()),
-                (3, whole(&wt)),
+                (12, whole(&wt)),
                 (10, whole(w.w_hh)),
                 (11, whole(w.b_hh.unwrap_or(&zero_bias))),
             ],
