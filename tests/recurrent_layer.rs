@@ -409,8 +409,9 @@ fn dropout_masks_are_one_per_sequence_and_off_at_inference() {
 
 /// Inference projects the inputs in blocks of steps, each part its own units, where training
 /// projects all steps in one product: the same sums in another blocking, so they agree to
-/// rounding (measured: under 5e-16 in f64 and 1e-7 in f32), not to the bit. A wrong row,
-/// gate or bias gives errors of order one.
+/// rounding, not to the bit: under 1e-13 in f64, and in f32 inference is no further from the
+/// f64 result than twice the training forward's own f32 error (plus a few ulps). A wrong
+/// row, gate or bias gives errors of order one.
 #[test]
 fn inference_forward_matches_the_training_forward() {
     let mut rng = rng("inference_forward");
@@ -463,6 +464,41 @@ fn inference_forward_matches_the_training_forward() {
                     lstm.then_some(&c.c0[..]),
                 )
                 .unwrap();
+            let want64 = want.clone();
+            // The results' sensitivity to f32 rounding: the f64 forward again with every
+            // input, state and parameter moved by a random fraction of f32's unit roundoff,
+            // twice; the larger relative change of each result.
+            let u = f32::EPSILON as f64 / 2.0;
+            let mut sensitivity = [0.0f64; 3];
+            for _ in 0..2 {
+                let mut jitter = |v: &[f64]| -> Vec<f64> {
+                    v.iter()
+                        .map(|&x| x * (1.0 + u * rng.random_range(-1.0..1.0)))
+                        .collect()
+                };
+                let pj: BTreeMap<String, Vec<f64>> =
+                    c.p.iter().map(|(k, v)| (k.clone(), jitter(v))).collect();
+                let (xj, h0j, c0j) = (jitter(&c.x), jitter(&c.h0), jitter(&c.c0));
+                let (moved, _) = c
+                    .layer
+                    .forward_cpu(
+                        &pj,
+                        &xj,
+                        args.0,
+                        args.1,
+                        args.2,
+                        Some(&h0j),
+                        lstm.then_some(&c0j[..]),
+                    )
+                    .unwrap();
+                for (s, (m, w)) in sensitivity.iter_mut().zip([
+                    (&moved.output, &want.output),
+                    (&moved.h_n, &want.h_n),
+                    (&moved.c_n, &want.c_n),
+                ]) {
+                    *s = s.max(rel_error(m, w));
+                }
+            }
             let close = |got: &[f64], want: &[f64], what: &str| {
                 let e = rel_error(got, want);
                 assert!(
@@ -500,16 +536,26 @@ fn inference_forward_matches_the_training_forward() {
                     lstm.then_some(&c0[..]),
                 )
                 .unwrap();
-            // f32: the two blockings round differently, by a few ulps of the sums.
-            for (what, a, b) in [
+            // f32: the two blockings round differently, so they differ by the results' f32
+            // rounding, which the recurrence can amplify: a fixed bound fails where it does
+            // (seed 1795947697339243563, ReLU RNN of 160 units over 100 steps: 1.5e-6 apart,
+            // training's forward itself 1.3e-6 from f64). So the difference is judged against
+            // the sensitivity measured above (at least f32's unit roundoff): at most 64 times
+            // it. Over 300 seeds (31k comparisons) the largest ratio was 6.4.
+            for ((what, a, b), sens) in [
                 ("output", &got.output, &want.output),
                 ("h_n", &got.h_n, &want.h_n),
                 ("c_n", &got.c_n, &want.c_n),
-            ] {
+            ]
+            .into_iter()
+            .zip(sensitivity)
+            {
                 let e = rel_error(a, b);
+                let scale = sens.max(u);
                 assert!(
-                    e < 1e-6,
-                    "{cell:?} round {round}: f32 inference {what} differs by {e:e}"
+                    e <= 64.0 * scale,
+                    "{cell:?} round {round}: f32 inference {what} differs by {e:e}, 64 times \
+                     the results' sensitivity to f32 rounding ({scale:e}) at most"
                 );
             }
         }
