@@ -464,7 +464,6 @@ fn inference_forward_matches_the_training_forward() {
                     lstm.then_some(&c.c0[..]),
                 )
                 .unwrap();
-            let want64 = want.clone();
             // The results' sensitivity to f32 rounding: the f64 forward again with every
             // input, state and parameter moved by a random fraction of f32's unit roundoff,
             // twice; the larger relative change of each result.
