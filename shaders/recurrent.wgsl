@@ -744,12 +744,12 @@ fn finish_unit(b: u32, k: u32, rec: f32) {
 
 // Copies gate-gradient columns col .. col + width of step s (dhw for GRU where from_dhw, the
 // gate gradients otherwise) of the tile's entries into tile_state, rows of `width`; zeros for
-// entries past the batch, inactive steps and s = steps (the step after the last).
+// entries past the batch and inactive steps.
 fn stage_step_grads(s: u32, b0: u32, lid: u32, col: u32, width: u32, from_dhw: bool) {
     for (var i = lid; i < TILE * width; i += SEQ_QUADS) {
         let b = b0 + i / width;
         var v = 0.0;
-        if (b < cfg.batch && s < cfg.steps) {
+        if (b < cfg.batch) {
             let code = smap[s * cfg.batch + b];
             if ((code & STEP_INACTIVE) == 0u) {
                 var at = row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + col + i % width;
@@ -810,12 +810,10 @@ fn backward_sequence(
     let h = cfg.hidden;
     let b0 = wg.x * TILE;
     let rows = direct_rows();
-    // Nothing flows back from after the last step.
-    stage_step_grads(cfg.steps, b0, lid.x, 0u, rows, true);
-    workgroupBarrier();
     for (var n = 0u; n < cfg.steps; n++) {
         let s = cfg.steps - 1u - n;
-        sequence_units(s, b0, lid.x, 0u, rows, false);
+        // Nothing flows back from after the last step: a product over no rows, zero.
+        sequence_units(s, b0, lid.x, 0u, select(rows, 0u, n == 0u), false);
         // This step's gate gradients reach every invocation; tile_state is free again.
         storageBarrier();
         workgroupBarrier();

@@ -691,19 +691,17 @@ impl RecurrentPlan {
                         _ => None,
                     },
                     finish: gpu.kernel(&step_key("backward_finish"))?,
-                    sequence: match forward_sequence {
-                        None => None,
-                        Some(_) => match RecurrentPath::backward_sequence_tile(gpu, &shape) {
-                            None => None,
-                            Some(tile) => {
-                                let key = KernelKey::new("recurrent", "backward_sequence")
-                                    .with("CELL", cell.code() as f64)
-                                    .with("RECURRENT_DROPOUT", has_rmask)
-                                    .with("TILE", tile as f64);
-                                Some((gpu.kernel(&key)?, tile))
-                            }
-                        },
-                    },
+                    sequence: forward_sequence
+                        .as_ref()
+                        .and_then(|_| RecurrentPath::backward_sequence_tile(gpu, &shape))
+                        .map(|tile| {
+                            let key = KernelKey::new("recurrent", "backward_sequence")
+                                .with("CELL", cell.code() as f64)
+                                .with("RECURRENT_DROPOUT", has_rmask)
+                                .with("TILE", tile as f64);
+                            Ok::<_, crate::Error>((gpu.kernel(&key)?, tile))
+                        })
+                        .transpose()?,
                     gemms,
                 })
             }
@@ -1205,32 +1203,37 @@ impl RecurrentPlan {
     }
 
     /// backward_sequence with a batch tile of `tile` entries: ceil(B / tile) workgroups of 64
-    /// invocations, each running all T steps of its tile backward. Per workgroup and step:
-    /// for each quad of units, R vec4s of the padded W_hh (16 bytes each; R = G x H, or
-    /// 2 x H for GRU reset-before, which reads another H rows for the n gate), each applied to
-    /// all `tile` entries (8 operations per vec4 and entry); staging reads tile x R gate
-    /// gradients (GRU reset-before another tile x H) plus a step-map code per element; then
-    /// per unit and entry what backward_step's cell code reads and writes (and
+    /// invocations, each running all T steps of its tile backward. Per workgroup, for each
+    /// quad of units, the product through the R = G x H direct rows of the padded W_hh (2 x H
+    /// for GRU reset-before) at every step but the last one run (nothing flows back into it),
+    /// and GRU reset-before's product through its H n rows at every step: one vec4 of weights
+    /// (16 bytes) per row, applied to all `tile` entries (8 operations per vec4 and entry).
+    /// Staging the rows of a product reads tile x rows gate gradients plus a step-map code
+    /// each. Then per unit and entry what backward_step's cell code reads and writes (and
     /// backward_gru_n's), as in the table above (backward_finish follows as a step kernel,
-    /// costed there). The staged
-    /// gradients in workgroup memory are not counted. So each element of W_hh is read
-    /// ceil(B / tile) times a step across the dispatch, each read serving `tile` entries.
+    /// costed there). The staged gradients in workgroup memory are not counted. So each
+    /// element of W_hh is read ceil(B / tile) times a step across the dispatch, each read
+    /// serving `tile` entries.
     fn backward_sequence_cost(&self, tile: usize) -> Cost {
         let sh = &self.shape;
         let (h, b, t) = (sh.hidden, sh.batch, sh.steps);
         let hp = h.div_ceil(4) * 4;
-        let mut rows = direct_rows(sh);
-        if sh.cell == CellKind::GruResetBefore {
-            rows += h;
-        }
         let groups = b.div_ceil(tile);
-        let w_bytes = 4.0 * (rows * hp) as f64;
-        let weights = Cost::new(
-            2.0 * (groups * tile * t * rows * hp) as f64,
-            (groups * t) as f64 * w_bytes + 8.0 * (groups * tile * t * rows) as f64,
-            0.0,
-        )
-        .with_unique_read(w_bytes + 4.0 * (b * t * rows) as f64);
+        // (rows of W_hh, steps that multiply through them)
+        let mut products = vec![(direct_rows(sh), t - 1)];
+        if sh.cell == CellKind::GruResetBefore {
+            products.push((h, t));
+        }
+        let mut weights = Cost::ZERO;
+        for (rows, steps) in products.into_iter().filter(|&(_, steps)| steps > 0) {
+            let w_bytes = 4.0 * (rows * hp) as f64;
+            weights += Cost::new(
+                2.0 * (groups * tile * steps * rows * hp) as f64,
+                (groups * steps) as f64 * w_bytes + 8.0 * (groups * tile * steps * rows) as f64,
+                0.0,
+            )
+            .with_unique_read(w_bytes + 4.0 * (b * steps * rows) as f64);
+        }
         let mut cells = self.unit_cost("backward_step", b * h * t);
         if sh.cell == CellKind::GruResetBefore {
             cells += self.unit_cost("backward_gru_n", b * h * t);
