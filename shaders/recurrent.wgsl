@@ -23,6 +23,11 @@ const GRU_RESET_BEFORE: u32 = 4u;
 // 1: the recurrent products see the state times a recurrent dropout mask (binding 9);
 // 0: no mask, and no load of one.
 override RECURRENT_DROPOUT: u32 = 0u;
+// How `wt` (the copies of W_hh and b_hh the recurrent products read) is stored. 0: f32.
+// 1: f16, rounded to nearest even by f16_storage_bits (magnitudes below 2^-14 to zero), two
+// per 32-bit word; the products still accumulate in f32. Halves the bytes every step reads.
+// unpack2x16float is core WGSL, so this needs no SHADER_F16 and runs on every adapter.
+override WEIGHTS_F16: u32 = 0u;
 
 const STEP_INACTIVE: u32 = 0x80000000u;
 const STEP_LAST: u32 = 0x40000000u;
@@ -112,8 +117,9 @@ fn dsigmoid(y: f32) -> f32 {
 // - from off_wp: W_hh with rows padded to hp: [G * H, hp], read the same way by backward.
 // The step and sequence kernels only read it, and bind it read-only (a GPU may then serve
 // the weights through its read-only cache); transpose_weights writes the same buffer
-// through wt_out, in a bind group of its own.
-@group(0) @binding(3) var<storage, read> wt: array<vec4<f32>>;
+// through wt_out, in a bind group of its own. Every read goes through weight4, which
+// decodes the storage WEIGHTS_F16 selects; the words are f32 bits, or two f16 each.
+@group(0) @binding(3) var<storage, read> wt: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> smap: array<u32>;        // [T, B] step map
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;     // [rows, out_stride]
 @group(0) @binding(6) var<storage, read_write> saved: array<f32>; // hprev | cell | act
@@ -123,36 +129,104 @@ fn dsigmoid(y: f32) -> f32 {
 // Used by transpose_weights only, which has a bind group of its own.
 @group(0) @binding(10) var<storage, read> w_hh: array<f32>;       // [G*H, H]
 @group(0) @binding(11) var<storage, read> b_hh: array<f32>;       // [G*H]
-@group(0) @binding(12) var<storage, read_write> wt_out: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> wt_out: array<vec4<u32>>;
 
 // ---------------------------------------------------------------------------------------
 // Weights: W_hh^T with b_hh as an extra row, so the recurrent product of a step reads
 // consecutive addresses across the units of a workgroup, and the bias rides along as the
 // product with a constant 1.
 
-@compute @workgroup_size(64, 4, 1)
-fn transpose_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.x;   // row of W_hh: gate * H + unit
-    let j = gid.y;   // column of W_hh, or H for the bias row
-    if (r >= cfg.gate_width || j > cfg.hidden) {
+// Element e of `wt` (both copies, padding included; see the binding) as an f32.
+fn wt_element(e: u32) -> f32 {
+    let h = cfg.hidden;
+    let wp = cfg.off_wp * 4u;
+    if (e < wp) {
+        let row = gates() * cfg.hp;   // elements per row of W_hh^T
+        let j = e / row;              // column j of W_hh, or H: the bias
+        let g = (e % row) / cfg.hp;
+        let u = e % cfg.hp;
+        if (u >= h) {
+            return 0.0;
+        }
+        let r = g * h + u;
+        if (j < h) {
+            return w_hh[r * h + j];
+        }
+        if (cfg.has_bias_hh != 0u) {
+            return b_hh[r];
+        }
+        return 0.0;
+    }
+    let r = (e - wp) / cfg.hp;
+    let j = (e - wp) % cfg.hp;
+    if (r >= cfg.gate_width || j >= h) {
+        return 0.0;
+    }
+    return w_hh[r * h + j];
+}
+
+// The f16 bits `wt` stores for v (WEIGHTS_F16 = 1): rounded to nearest, ties to even, and
+// to a signed zero where |v| < 2^-14, f16's smallest normal number (unpack2x16float may
+// flush f16 subnormals, so none is stored); overflow to infinity, NaN to a quiet NaN. By
+// integer arithmetic, because WGSL leaves pack2x16float's rounding to the implementation.
+// CPU twin: cpu::precision::f16_storage_bits.
+fn f16_storage_bits(v: f32) -> u32 {
+    let x = bitcast<u32>(v);
+    let sign = (x >> 16u) & 0x8000u;
+    let a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) {
+        return sign | 0x7e00u;
+    }
+    if (a >= 0x47800000u) {
+        return sign | 0x7c00u;
+    }
+    if (a < 0x38800000u) {
+        return sign;
+    }
+    // Rebias the exponent (127 -> 15) and keep 10 of the 23 fraction bits; a carry out of
+    // the fraction bumps the exponent, up to infinity (0x7c00) from 65520 on.
+    var bits = (((a >> 23u) - 112u) << 10u) | ((a >> 13u) & 0x3ffu);
+    let rest = a & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (bits & 1u) == 1u)) {
+        bits += 1u;
+    }
+    return sign | bits;
+}
+
+// Four weights from quad i of `wt` (the vec4 index the f32 layout would have).
+fn weight4(i: u32) -> vec4<f32> {
+    if (WEIGHTS_F16 == 0u) {
+        return bitcast<vec4<f32>>(wt[i]);
+    }
+    let words = wt[i / 2u];
+    let pair = select(words.zw, words.xy, (i & 1u) == 0u);
+    return vec4<f32>(unpack2x16float(pair.x), unpack2x16float(pair.y));
+}
+
+// One 16-byte word of `wt` per invocation: 4 elements in f32, 8 in f16. A 2D grid wraps the
+// words past 65535 workgroups into y. Reads W_hh strided by H (once per forward); writes
+// coalesced.
+@compute @workgroup_size(256, 1, 1)
+fn transpose_weights(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = gid.y * nwg.x * 256u + gid.x;
+    if (i >= arrayLength(&wt_out)) {
         return;
     }
-    let h = cfg.hidden;
-    let g = r / h;
-    let u = r % h;
-    let at = j * gates() * cfg.hp + g * cfg.hp + u;
-    if (j == h) {
-        var bias = 0.0;
-        if (cfg.has_bias_hh != 0u) {
-            bias = b_hh[r];
+    var word: vec4<u32>;
+    if (WEIGHTS_F16 == 0u) {
+        for (var k = 0u; k < 4u; k++) {
+            word[k] = bitcast<u32>(wt_element(4u * i + k));
         }
-        wt_out[at / 4u][at % 4u] = bias;
     } else {
-        let v = w_hh[r * h + j];
-        wt_out[at / 4u][at % 4u] = v;
-        let p = cfg.off_wp * 4u + r * cfg.hp + j;
-        wt_out[p / 4u][p % 4u] = v;
+        for (var k = 0u; k < 4u; k++) {
+            let e = 8u * i + 2u * k;
+            word[k] = f16_storage_bits(wt_element(e)) | (f16_storage_bits(wt_element(e + 1u)) << 16u);
+        }
     }
+    wt_out[i] = word;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -173,10 +247,10 @@ fn hprev_value(s: u32, b: u32, j: u32) -> f32 {
 
 // One term of a recurrent product: acc[g] += hv * (four units of gate g in row j of wt).
 fn accumulate(acc: ptr<function, array<vec4<f32>, 4>>, hv: f32, base: u32, gate4: u32, count: u32) {
-    (*acc)[0] += hv * wt[base];
-    if (count > 1u) { (*acc)[1] += hv * wt[base + gate4]; }
-    if (count > 2u) { (*acc)[2] += hv * wt[base + 2u * gate4]; }
-    if (count > 3u) { (*acc)[3] += hv * wt[base + 3u * gate4]; }
+    (*acc)[0] += hv * weight4(base);
+    if (count > 1u) { (*acc)[1] += hv * weight4(base + gate4); }
+    if (count > 2u) { (*acc)[2] += hv * weight4(base + 2u * gate4); }
+    if (count > 3u) { (*acc)[3] += hv * weight4(base + 3u * gate4); }
 }
 
 // The recurrent pre-activations of units k0 .. k0 + 4 for gates first_gate ..
@@ -192,7 +266,7 @@ fn recurrent_product(s: u32, b: u32, k0: u32, first_gate: u32, count: u32, from_
     var acc: array<vec4<f32>, 4>;
     let bias = h * row4 + first;
     for (var g = 0u; g < count; g++) {
-        acc[g] = wt[bias + g * gate4];
+        acc[g] = weight4(bias + g * gate4);
     }
     if (from_rh) {
         let code = smap[s * cfg.batch + b];
@@ -412,7 +486,7 @@ fn tile_product(src: u32, k0: u32, first_gate: u32, count: u32) -> array<vec4<f3
     var acc: array<vec4<f32>, 32>;
     let bias = h * row4 + first;
     for (var g = 0u; g < count; g++) {
-        let w = wt[bias + g * gate4];
+        let w = weight4(bias + g * gate4);
         for (var bb = 0u; bb < TILE; bb++) {
             acc[g * TILE + bb] = w;
         }
@@ -424,7 +498,7 @@ fn tile_product(src: u32, k0: u32, first_gate: u32, count: u32) -> array<vec4<f3
         }
         let base = j * row4 + first;
         for (var g = 0u; g < count; g++) {
-            let w = wt[base + g * gate4];
+            let w = weight4(base + g * gate4);
             for (var bb = 0u; bb < TILE; bb++) {
                 acc[g * TILE + bb] += hv[bb] * w;
             }
@@ -528,11 +602,11 @@ fn transposed_product(s: u32, b: u32, k0: u32, first_row: u32, count: u32, use_d
     let src = row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + src_col;
     if (CELL == GRU && !use_dn) {
         for (var r = 0u; r < count; r++) {
-            acc += gate_values[cfg.off_dhw + src + r] * wt[base + r * row4];
+            acc += gate_values[cfg.off_dhw + src + r] * weight4(base + r * row4);
         }
     } else {
         for (var r = 0u; r < count; r++) {
-            acc += gate_values[src + r] * wt[base + r * row4];
+            acc += gate_values[src + r] * weight4(base + r * row4);
         }
     }
     return acc;
@@ -770,7 +844,7 @@ fn staged_transposed_product(k0: u32, first_row: u32, width: u32) -> array<vec4<
     let base = cfg.off_wp + first_row * row4 + k0 / 4u;
     var acc: array<vec4<f32>, 8>;
     for (var r = 0u; r < width; r++) {
-        let w = wt[base + r * row4];
+        let w = weight4(base + r * row4);
         for (var bb = 0u; bb < TILE; bb++) {
             acc[bb] += tile_state[bb * width + r] * w;
         }
@@ -954,9 +1028,9 @@ fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -
 fn tiled_weights(kind: u32, o: u32, k: u32, c4: u32, first_gate: u32) -> vec4<f32> {
     let gate4 = cfg.hp / 4u;
     if (kind < 2u) {
-        return wt[cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4];
+        return weight4(cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4);
     }
-    return wt[k * gates() * gate4 + first_gate * gate4 + c4];
+    return weight4(k * gates() * gate4 + first_gate * gate4 + c4);
 }
 
 // This invocation's share of the product for outputs 0 .. outs of unit k0 + (lid / tile) %
@@ -1019,7 +1093,7 @@ fn tiled_bias(k: u32, first_gate: u32, count: u32) -> vec4<f32> {
     let gate4 = cfg.hp / 4u;
     var bias = vec4<f32>(0.0);
     for (var g = 0u; g < count; g++) {
-        bias[g] = wt[cfg.hidden * gates() * gate4 + (first_gate + g) * gate4 + k / 4u][k % 4u];
+        bias[g] = weight4(cfg.hidden * gates() * gate4 + (first_gate + g) * gate4 + k / 4u)[k % 4u];
     }
     return bias;
 }

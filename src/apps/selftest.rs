@@ -6,11 +6,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::check::rel_error;
+use crate::cpu::precision::f16_storage_value;
 use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
-use crate::gpu::recurrent::{RecurrentKernels, RecurrentPath, StepKernel};
+use crate::gpu::recurrent::{Precision, RecurrentKernels, RecurrentPath, StepKernel};
 use crate::gpu::word2vec_train::PlanOptions;
 use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
 use crate::nn::recurrent::TrainKey;
@@ -147,11 +148,23 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
     let tiled = RecurrentKernels {
         path: Some(RecurrentPath::Step),
         step: Some(StepKernel::Tiled),
+        precision: None,
     };
     for cell in CellKind::ALL {
         cases.push((
             format!("recurrent {}, tiled step kernels", cell.name()),
             Box::new(move |rng| recurrent_stack(gpu, rng, cell, tiled)),
+        ));
+    }
+    // W_hh and b_hh stored in f16, on the kernels the device picks.
+    let f16 = RecurrentKernels {
+        precision: Some(Precision::F16Storage),
+        ..Default::default()
+    };
+    for cell in CellKind::ALL {
+        cases.push((
+            format!("recurrent {}, f16 weight storage", cell.name()),
+            Box::new(move |rng| recurrent_stack(gpu, rng, cell, f16)),
         ));
     }
     for opt in optimizers() {
@@ -353,7 +366,17 @@ fn recurrent_stack(
     };
     let x = random(rng, batch * steps * cfg.input_size);
     let d_out = random(rng, batch * steps * cfg.output_size());
-    let p = layer.params_as::<f64>();
+    // The reference multiplies by W_hh and b_hh as the GPU stores them.
+    let mut p = layer.params_as::<f64>();
+    if kernels.precision == Some(Precision::F16Storage) {
+        for (name, v) in p.iter_mut() {
+            if name.starts_with("weight_hh") || name.starts_with("bias_hh") {
+                for x in v.iter_mut() {
+                    *x = f16_storage_value(*x as f32) as f64;
+                }
+            }
+        }
+    }
     let (want, mut tape) = layer.forward_cpu_with(
         &p,
         &f64v(&x),
@@ -384,8 +407,9 @@ fn recurrent_stack(
     for (name, g) in &want_g.params {
         grads.push((&got_g.params[name], g));
     }
-    let tiled = match kernels.step {
-        Some(StepKernel::Tiled) => ", tiled steps",
+    let tiled = match (kernels.step, kernels.precision) {
+        (Some(StepKernel::Tiled), _) => ", tiled steps",
+        (_, Some(Precision::F16Storage)) => ", f16 weights",
         _ => "",
     };
     let shape = format!(

@@ -50,6 +50,7 @@ pub mod loss;
 pub mod merge;
 pub mod optim;
 pub mod philox;
+pub mod precision;
 pub mod recurrent;
 pub mod step_parts;
 pub mod word2vec;

@@ -132,6 +132,9 @@ pub(crate) struct GpuInner {
     pub gemm_variant: std::sync::OnceLock<super::gemm::GemmVariant>,
     /// The recurrent path plans take, where set before the first plan (see `gpu/recurrent.rs`).
     pub recurrent_path: std::sync::OnceLock<super::recurrent::RecurrentPath>,
+    /// How plans store the recurrent weights, where set before the first plan (see
+    /// `gpu/recurrent.rs`).
+    pub recurrent_precision: std::sync::OnceLock<super::recurrent::Precision>,
     /// The recurrent step kernels plans use, where set before the first plan (see
     /// `gpu/recurrent.rs`).
     pub step_kernel: std::sync::OnceLock<super::recurrent::StepKernel>,
@@ -356,6 +359,7 @@ impl Gpu {
                 tracer: Mutex::new(None),
                 gemm_variant: std::sync::OnceLock::new(),
                 recurrent_path: std::sync::OnceLock::new(),
+                recurrent_precision: std::sync::OnceLock::new(),
                 step_kernel: std::sync::OnceLock::new(),
                 cost_model: false,
             }),

@@ -125,6 +125,59 @@ impl StepKernel {
     }
 }
 
+/// How a plan stores the copies of W_hh and b_hh its recurrent products read every step
+/// (`wt` in `shaders/recurrent.wgsl`; override `WEIGHTS_F16`). The parameters themselves, the
+/// input projection, the saved activations, the states and every gradient stay f32, and the
+/// products accumulate in f32: with `F16Storage` the layer computes exactly what the f32
+/// layer computes with W_hh and b_hh rounded to f16 ([`crate::cpu::precision`]), and its
+/// gradients are the f32 gradients at those rounded weights, applied to the f32 parameters
+/// (mixed precision with f32 master weights).
+///
+/// `F16Storage` halves the bytes of the recurrent products, the traffic that grows with
+/// H x H every step. It decodes with `unpack2x16float`, which is core WGSL, so it runs on
+/// every adapter, with or without `SHADER_F16`. Its cost: each weight is off by up to 2^-11
+/// of itself (magnitudes below 2^-14 become 0), so outputs and gradients move by about that
+/// times the recurrence's conditioning; `tests/recurrent_gpu.rs` states the bound it holds
+/// to. `F32`, the default, keeps the GPU within 1e-5 of the CPU path and of PyTorch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// W_hh and b_hh in f32, as the parameters.
+    #[default]
+    F32,
+    /// W_hh and b_hh rounded to f16 for the recurrent products; all else f32.
+    F16Storage,
+}
+
+impl Precision {
+    /// The precision plans on `gpu` use: its setting ([`Gpu::set_recurrent_precision`]),
+    /// else `RECUR_PRECISION=f32|f16`'s, else `F32`.
+    pub fn for_device(gpu: &Gpu) -> Self {
+        gpu.variant(
+            gpu.inner.recurrent_precision.get(),
+            "RECUR_PRECISION",
+            &[("f32", Precision::F32), ("f16", Precision::F16Storage)],
+            Precision::F32,
+            Precision::F32,
+        )
+    }
+
+    /// Bytes of one stored weight.
+    pub fn weight_bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16Storage => 2,
+        }
+    }
+
+    /// The `WEIGHTS_F16` override of `shaders/recurrent.wgsl`.
+    fn code(self) -> f64 {
+        match self {
+            Precision::F32 => 0.0,
+            Precision::F16Storage => 1.0,
+        }
+    }
+}
+
 /// Floats of the sequence kernels' workgroup memory (`TILE_STATE` in
 /// `shaders/recurrent.wgsl`): 16 KiB, WebGPU's default limit. The forward keeps two copies
 /// of the tile's state in it (TILE x H each), the backward one step's gate gradients.
@@ -132,8 +185,8 @@ const SEQUENCE_STATE_FLOATS: usize = 4096;
 /// The batch tiles the sequence kernel is compiled for (its `TILE` override), largest first.
 pub const SEQUENCE_TILES: [usize; 4] = [8, 4, 2, 1];
 
-/// The most W_hh (bytes, G x H x H x 4) the rule lets one workgroup stream each step, where
-/// the step kernels are [`StepKernel::Entry`].
+/// The most W_hh (bytes as stored: G x H x H x 4, or x 2 in [`Precision::F16Storage`]) the
+/// rule lets one workgroup stream each step, where the step kernels are [`StepKernel::Entry`].
 pub const SEQUENCE_MAX_WEIGHT_BYTES: usize = 1 << 20;
 /// The same where the step kernels are [`StepKernel::Tiled`].
 pub const SEQUENCE_MAX_WEIGHT_BYTES_TILED: usize = 96 << 10;
@@ -160,6 +213,10 @@ pub const SEQUENCE_MAX_WEIGHT_BYTES_TILED: usize = 96 << 10;
 ///   against 0.54), RNN breaks even at H = 156; at B = 1, T = 1000 LSTM it wins at H = 80
 ///   (4.3 against 5.2 ms) and loses at H = 96 (6.1 against 5.3).
 ///
+/// The sizes above are for f32 weights; the rule counts the bytes as stored, so with
+/// [`Precision::F16Storage`] it takes the sequence kernel up to 2x the elements of W_hh (LSTM
+/// H <= 362 and H <= 110 with the two kinds of step kernels).
+///
 /// Elsewhere the step kernels. The sequence kernel's batch tile is the largest of 8, 4, 2, 1
 /// entries whose state fits (2 x tile x H <= 4096 floats) and that does not exceed the batch
 /// rounded up to a power of two.
@@ -185,7 +242,13 @@ pub enum RecurrentPath {
 impl RecurrentPath {
     /// The path a plan for `shape` on `gpu` takes: an override if one is set, else the rule.
     pub fn choose(gpu: &Gpu, shape: &RecurrentShape) -> Self {
-        Self::resolve(gpu, shape, Self::wanted(gpu), StepKernel::for_adapter(gpu))
+        Self::resolve(
+            gpu,
+            shape,
+            Self::wanted(gpu),
+            StepKernel::for_adapter(gpu),
+            Precision::for_device(gpu),
+        )
     }
 
     /// The device's override, or `RECUR_RECURRENT`'s.
@@ -201,9 +264,15 @@ impl RecurrentPath {
     }
 
     /// `wanted` where it applies, else the rule for `step` kernels.
-    fn resolve(gpu: &Gpu, shape: &RecurrentShape, wanted: Option<Self>, step: StepKernel) -> Self {
+    fn resolve(
+        gpu: &Gpu,
+        shape: &RecurrentShape,
+        wanted: Option<Self>,
+        step: StepKernel,
+        precision: Precision,
+    ) -> Self {
         match wanted {
-            None => Self::rule_for(gpu, shape, step),
+            None => Self::rule_for(gpu, shape, step, precision),
             Some(RecurrentPath::Sequence) if Self::sequence_tile(gpu, shape).is_some() => {
                 RecurrentPath::Sequence
             }
@@ -213,11 +282,16 @@ impl RecurrentPath {
 
     /// The path the rule picks for `shape` on `gpu`, overrides aside (see [`RecurrentPath`]).
     pub fn by_rule(gpu: &Gpu, shape: &RecurrentShape) -> Self {
-        Self::rule_for(gpu, shape, StepKernel::for_adapter(gpu))
+        Self::rule_for(
+            gpu,
+            shape,
+            StepKernel::for_adapter(gpu),
+            Precision::for_device(gpu),
+        )
     }
 
-    fn rule_for(gpu: &Gpu, shape: &RecurrentShape, step: StepKernel) -> Self {
-        let weight_bytes = 4 * shape.gate_width() * shape.hidden;
+    fn rule_for(gpu: &Gpu, shape: &RecurrentShape, step: StepKernel, precision: Precision) -> Self {
+        let weight_bytes = precision.weight_bytes() * shape.gate_width() * shape.hidden;
         let most = match step {
             StepKernel::Entry => SEQUENCE_MAX_WEIGHT_BYTES,
             StepKernel::Tiled => SEQUENCE_MAX_WEIGHT_BYTES_TILED,
@@ -279,6 +353,19 @@ impl Gpu {
         Ok(())
     }
 
+    /// Makes every recurrent plan built on this device from now on store its recurrent
+    /// weights in `precision` ([`Precision`]). Once per device: an error if it was set to
+    /// another before.
+    pub fn set_recurrent_precision(&self, precision: Precision) -> Result<()> {
+        let set = *self.inner.recurrent_precision.get_or_init(|| precision);
+        ensure!(
+            set == precision,
+            Invalid,
+            "the recurrent precision of this device is already {set:?}, cannot make it {precision:?}"
+        );
+        Ok(())
+    }
+
     /// Makes every recurrent plan built on this device from now on take `path` (where it
     /// applies; see [`RecurrentPath`]). Once per device: an error if it was set to another
     /// path before.
@@ -302,6 +389,8 @@ pub struct RecurrentKernels {
     pub path: Option<RecurrentPath>,
     /// The step kernels; `None`: the device's choice ([`StepKernel::for_adapter`]).
     pub step: Option<StepKernel>,
+    /// The recurrent weights' storage; `None`: the device's ([`Precision::for_device`]).
+    pub precision: Option<Precision>,
 }
 
 /// The parameters of one layer-direction on the device (PyTorch shapes).
@@ -347,7 +436,10 @@ pub struct RecurrentPlan {
     has_rmask: bool,
     carry_scratch: GpuTensor,
     xw_gemm: GemmPlan,
-    transpose: (Kernel, wgpu::BindGroup),
+    transpose: Transpose,
+    precision: Precision,
+    /// The copies of W_hh and b_hh the products read (see `wt` in recurrent.wgsl).
+    wt: GpuTensor,
     forward_step: Kernel,
     forward_gru_n: Option<Kernel>,
     /// The sequence kernel and its batch tile, where the plan takes that path.
@@ -358,6 +450,24 @@ pub struct RecurrentPlan {
     // Kept alive for the bind groups.
     workspace: Vec<GpuTensor>,
     _uniforms: [wgpu::Buffer; 2],
+}
+
+/// The recurrent weights a plan's products read ([`RecurrentPlan::stored_recurrent_weights`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredWeights {
+    /// W_hh `[G*H, H]`, from the transposed copy (the forward's).
+    pub w_hh: Vec<f32>,
+    /// b_hh `[G*H]`, the transposed copy's bias row.
+    pub b_hh: Vec<f32>,
+    /// W_hh `[G*H, H]`, from the padded copy (the backward's).
+    pub w_hh_padded: Vec<f32>,
+}
+
+/// transpose_weights, its bind group and grid.
+struct Transpose {
+    kernel: Kernel,
+    group: wgpu::BindGroup,
+    grid: [u32; 3],
 }
 
 struct Backward {
@@ -446,18 +556,21 @@ impl RecurrentPlan {
             );
         }
         let step_kernel = kernels.step.unwrap_or_else(|| StepKernel::for_adapter(gpu));
+        let precision = kernels
+            .precision
+            .unwrap_or_else(|| Precision::for_device(gpu));
         let path = RecurrentPath::resolve(
             gpu,
             &shape,
             kernels.path.or_else(|| RecurrentPath::wanted(gpu)),
             step_kernel,
+            precision,
         );
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
         let grids = [
             Self::step_grid(&shape, step_kernel.entry("backward_finish")),
             Self::step_grid(&shape, step_kernel.entry("forward_step")),
             Self::step_grid(&shape, step_kernel.entry("backward_step")),
-            Self::transpose_grid(&shape),
         ];
         for groups in grids {
             ensure!(
@@ -472,10 +585,16 @@ impl RecurrentPlan {
         let gates = GpuTensor::zeros(gpu, &[if gru_grads { 2 * rows } else { rows }, gw])?;
         let off_dhw = if gru_grads { rows * gw } else { 0 };
         // W_hh^T with the bias row, then W_hh, both with gate blocks padded to hp (a multiple
-        // of 4) so the kernels read them as vec4.
+        // of 4) so the kernels read them as vec4: in f32 one 16-byte word per vec4, in f16
+        // one per two (the last word padded).
         let hp = h.div_ceil(4) * 4;
         let wt_len = (h + 1) * cell.gates() * hp;
-        let wt = GpuTensor::zeros(gpu, &[wt_len + gw * hp])?;
+        let wt_words = match precision {
+            Precision::F32 => (wt_len + gw * hp) / 4,
+            Precision::F16Storage => (wt_len + gw * hp).div_ceil(8),
+        };
+        let transpose_grid = super::launch::grid(gpu, wt_words.div_ceil(256), "transpose_weights")?;
+        let wt = GpuTensor::zeros(gpu, &[4 * wt_words])?;
         let smap = GpuTensor::<u32>::zeros(gpu, &[shape.steps, bsz])?;
         let off_cell = rows * h;
         let off_act = off_cell + if cell.has_cell_state() { rows * h } else { 0 };
@@ -544,6 +663,7 @@ impl RecurrentPlan {
             KernelKey::new("recurrent", entry)
                 .with("CELL", cell.code() as f64)
                 .with("RECURRENT_DROPOUT", has_rmask)
+                .with("WEIGHTS_F16", precision.code())
         };
         let step_key = |entry: &'static str| key(step_kernel.entry(entry));
         let forward_step = gpu.kernel(&step_key("forward_step"))?;
@@ -552,10 +672,7 @@ impl RecurrentPlan {
             RecurrentPath::Sequence => {
                 let tile = RecurrentPath::sequence_tile(gpu, &shape)
                     .expect("the sequence path is chosen only where a tile fits");
-                let key = KernelKey::new("recurrent", "forward_sequence")
-                    .with("CELL", cell.code() as f64)
-                    .with("RECURRENT_DROPOUT", has_rmask)
-                    .with("TILE", tile as f64);
+                let key = key("forward_sequence").with("TILE", tile as f64);
                 Some((gpu.kernel(&key)?, tile))
             }
         };
@@ -564,7 +681,9 @@ impl RecurrentPlan {
             _ => None,
         };
         let transpose_kernel = gpu.kernel(
-            &KernelKey::new("recurrent", "transpose_weights").with("CELL", cell.code() as f64),
+            &KernelKey::new("recurrent", "transpose_weights")
+                .with("CELL", cell.code() as f64)
+                .with("WEIGHTS_F16", precision.code()),
         )?;
         let dy_buffer = grads.as_ref().and_then(|(_, dy)| *dy);
         if let Some(dy) = dy_buffer {
@@ -607,7 +726,11 @@ impl RecurrentPlan {
                 (11, whole(w.b_hh.unwrap_or(&zero_bias))),
             ],
         );
-        let transpose = (transpose_kernel, transpose_group);
+        let transpose = Transpose {
+            kernel: transpose_kernel,
+            group: transpose_group,
+            grid: transpose_grid,
+        };
 
         let xw_gemm = GemmPlan::new(
             gpu,
@@ -695,10 +818,7 @@ impl RecurrentPlan {
                         .as_ref()
                         .and_then(|_| RecurrentPath::backward_sequence_tile(gpu, &shape))
                         .map(|tile| {
-                            let key = KernelKey::new("recurrent", "backward_sequence")
-                                .with("CELL", cell.code() as f64)
-                                .with("RECURRENT_DROPOUT", has_rmask)
-                                .with("TILE", tile as f64);
+                            let key = key("backward_sequence").with("TILE", tile as f64);
                             Ok::<_, crate::Error>((gpu.kernel(&key)?, tile))
                         })
                         .transpose()?,
@@ -706,7 +826,7 @@ impl RecurrentPlan {
                 })
             }
         };
-        let buffers = vec![gates, wt, saved, zero_bias, no_dy];
+        let buffers = vec![gates, saved, zero_bias, no_dy];
         let plan = Self {
             gpu: gpu.clone(),
             shape,
@@ -717,6 +837,8 @@ impl RecurrentPlan {
             carry_scratch: GpuTensor::zeros(gpu, &[2, bsz, h])?,
             xw_gemm,
             transpose,
+            precision,
+            wt,
             forward_step,
             forward_gru_n,
             forward_sequence,
@@ -740,6 +862,11 @@ impl RecurrentPlan {
             "forward_step" => StepKernel::Entry,
             _ => StepKernel::Tiled,
         }
+    }
+
+    /// How this plan stores its recurrent weights.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The path this plan's forward takes.
@@ -810,15 +937,6 @@ impl RecurrentPlan {
         }
     }
 
-    /// The grid of transpose_weights: rows of W_hh by 64, columns (and the bias) by 4.
-    fn transpose_grid(shape: &RecurrentShape) -> [u32; 3] {
-        [
-            shape.gate_width().div_ceil(64) as u32,
-            (shape.hidden + 1).div_ceil(4) as u32,
-            1,
-        ]
-    }
-
     fn dispatch_steps(&self, rec: &mut Recorder, kernel: &Kernel, s: usize) {
         rec.dispatch(
             kernel,
@@ -830,13 +948,8 @@ impl RecurrentPlan {
 
     /// Records the forward pass.
     pub fn record_forward(&self, rec: &mut Recorder) {
-        let (kernel, group) = &self.transpose;
-        rec.dispatch(
-            kernel,
-            group,
-            Self::transpose_grid(&self.shape),
-            self.transpose_cost(),
-        );
+        let t = &self.transpose;
+        rec.dispatch(&t.kernel, &t.group, t.grid, self.transpose_cost());
         self.xw_gemm.record(rec);
         if let Some((kernel, tile)) = &self.forward_sequence {
             let grid = [self.shape.batch.div_ceil(*tile) as u32, 1, 1];
@@ -962,6 +1075,40 @@ impl RecurrentPlan {
             .read_range(self.region(r), self.shape.batch * self.shape.hidden)
     }
 
+    /// The recurrent weights as the last forward's products read them, decoded from the
+    /// plan's copies (a readback, for tests and debugging): W_hh `[G*H, H]` and b_hh `[G*H]`
+    /// from the transposed copy the forward reads, and W_hh from the padded copy the
+    /// backward reads. With [`Precision::F16Storage`] each is the parameter passed through
+    /// [`crate::cpu::precision::f16_storage_value`]; b_hh is zeros where the layer has none.
+    pub fn stored_recurrent_weights(&self) -> Result<StoredWeights> {
+        let (h, gw, g) = (
+            self.shape.hidden,
+            self.shape.gate_width(),
+            self.shape.cell.gates(),
+        );
+        let hp = h.div_ceil(4) * 4;
+        let words = self.wt.to_vec()?;
+        let element = |e: usize| -> f32 {
+            match self.precision {
+                Precision::F32 => words[e],
+                Precision::F16Storage => {
+                    let word = words[e / 2].to_bits();
+                    let bits = (word >> (16 * (e % 2))) as u16;
+                    half::f16::from_bits(bits).to_f32()
+                }
+            }
+        };
+        let wp = (h + 1) * g * hp;
+        let transposed = |r: usize, j: usize| element(j * g * hp + (r / h) * hp + r % h);
+        Ok(StoredWeights {
+            w_hh: (0..gw * h).map(|e| transposed(e / h, e % h)).collect(),
+            b_hh: (0..gw).map(|r| transposed(r, h)).collect(),
+            w_hh_padded: (0..gw * h)
+                .map(|e| element(wp + (e / h) * hp + e % h))
+                .collect(),
+        })
+    }
+
     /// The final hidden state [B, H] of the last forward (a readback).
     pub fn h_n(&self) -> Result<Vec<f32>> {
         self.read_region(Region::Hn)
@@ -996,6 +1143,7 @@ impl RecurrentPlan {
     /// Bytes of device memory the plan holds beyond the caller's tensors.
     pub fn workspace_bytes(&self) -> u64 {
         self.workspace.iter().map(|t| t.device_bytes()).sum::<u64>()
+            + self.wt.device_bytes()
             + self.smap.device_bytes()
             + self.state.device_bytes()
     }
@@ -1007,13 +1155,23 @@ impl RecurrentPlan {
 }
 
 /// Costs of the recurrent kernels, from the shape and what `shaders/recurrent.wgsl` reads and
-/// writes (4 bytes an element; all sequences full length).
+/// writes (4 bytes an element, 2 for a weight of `wt` in f16 storage; all sequences full
+/// length). Byte counts below are for f32 weights.
 impl RecurrentPlan {
+    /// Bytes of one element of `wt` as stored (see [`Precision`]).
+    fn weight_bytes(&self) -> f64 {
+        self.precision.weight_bytes() as f64
+    }
+
     /// transpose_weights, per element of W_hh: one read, two writes (W_hh^T and the padded
     /// W_hh); per element of b_hh: one read, one write.
     fn transpose_cost(&self) -> Cost {
         let (gw, h) = (self.shape.gate_width() as f64, self.shape.hidden as f64);
-        Cost::new(0.0, 4.0 * gw * (h + 1.0), 4.0 * gw * (2.0 * h + 1.0))
+        Cost::new(
+            0.0,
+            4.0 * gw * (h + 1.0),
+            self.weight_bytes() * gw * (2.0 * h + 1.0),
+        )
     }
 
     /// One dispatch of step kernel `kernel` at step `s`. Each invocation owns 4 units of one
@@ -1050,14 +1208,15 @@ impl RecurrentPlan {
         // vec4 and each source element once (the workgroups of the B batch entries share
         // the weights, each entry has its own source row).
         let hp = h.div_ceil(4) * 4;
+        let wb = self.weight_bytes();
         let product = |rows: usize, gate_vec4s: usize, fixed: f64| {
             let issued = Cost::per_item(
                 invocations * rows,
                 8.0 * gate_vec4s as f64,
-                4.0 + mask + 16.0 * gate_vec4s as f64,
+                4.0 + mask + 4.0 * wb * gate_vec4s as f64,
                 0.0,
             ) + Cost::per_item(invocations, 0.0, fixed, 0.0);
-            let unique = 4.0 * (rows * gate_vec4s * hp) as f64
+            let unique = wb * (rows * gate_vec4s * hp) as f64
                 + (b * rows) as f64 * (4.0 + mask)
                 + fixed * h.div_ceil(4) as f64;
             issued.with_unique_read(unique)
@@ -1069,9 +1228,9 @@ impl RecurrentPlan {
                     CellKind::GruResetBefore => 2,
                     _ => gates,
                 };
-                product(h, count, 16.0 * count as f64) + unit("forward_step")
+                product(h, count, 4.0 * wb * count as f64) + unit("forward_step")
             }
-            "forward_gru_n" => product(h, 1, 20.0) + unit("forward_gru_n"),
+            "forward_gru_n" => product(h, 1, 4.0 * wb + 4.0) + unit("forward_gru_n"),
             "backward_step" => {
                 // The last step has no next step's gradients to carry back.
                 let carried = if s + 1 < sh.steps {
@@ -1134,10 +1293,11 @@ impl RecurrentPlan {
         let (unit_blocks, tiles) = (h.div_ceil(units), b.div_ceil(tile));
         let chunks = depth.div_ceil(TILED_K);
         let flops = 2.0 * (unit_blocks * units * tiles * tile * outs * chunks * TILED_K) as f64;
-        let weights = 4.0 * (outs * h * depth) as f64;
+        let wb = self.weight_bytes();
+        let weights = wb * (outs * h * depth) as f64;
         let sources = (b * valid) as f64 * source_bytes + 4.0 * b as f64;
         let bias = if entry.starts_with("forward") {
-            4.0 * (outs * h * b) as f64
+            wb * (outs * h * b) as f64
         } else {
             0.0
         };
@@ -1146,7 +1306,7 @@ impl RecurrentPlan {
             tiles as f64 * weights + unit_blocks as f64 * sources + bias,
             0.0,
         )
-        .with_unique_read(weights + sources + 4.0 * (outs * h) as f64)
+        .with_unique_read(weights + sources + wb * (outs * h) as f64)
     }
 
     /// The per-unit work of `entry` (the table above) for `units` units: the cell code
@@ -1187,7 +1347,7 @@ impl RecurrentPlan {
         let hp = h.div_ceil(4) * 4;
         let mask = if self.has_rmask { 4.0 } else { 0.0 };
         let gate_blocks = sh.cell.gates();
-        let w_bytes = 4.0 * ((h + 1) * gate_blocks * hp) as f64;
+        let w_bytes = self.weight_bytes() * ((h + 1) * gate_blocks * hp) as f64;
         let groups = b.div_ceil(tile);
         let weights = Cost::new(
             2.0 * (groups * tile * t * gate_blocks * h * hp) as f64,
@@ -1226,7 +1386,7 @@ impl RecurrentPlan {
         }
         let mut weights = Cost::ZERO;
         for (rows, steps) in products.into_iter().filter(|&(_, steps)| steps > 0) {
-            let w_bytes = 4.0 * (rows * hp) as f64;
+            let w_bytes = self.weight_bytes() * (rows * hp) as f64;
             weights += Cost::new(
                 2.0 * (groups * tile * steps * rows * hp) as f64,
                 (groups * steps) as f64 * w_bytes + 8.0 * (groups * tile * steps * rows) as f64,

@@ -136,26 +136,33 @@ const GEMM_TILED: &[Override] = &[
     },
 ];
 /// `CellKind::code` of every cell.
-const CELLS: &[Override] = &[Override {
+const CELL: Override = Override {
     name: "CELL",
     values: &[0.0, 1.0, 2.0, 3.0, 4.0],
-}];
-/// The cell and whether a recurrent dropout mask is read (`RECURRENT_DROPOUT`).
+};
+/// Whether the recurrent weights are stored in f16 (`gpu::recurrent::Precision`).
+const WEIGHTS_F16: Override = Override {
+    name: "WEIGHTS_F16",
+    values: BOOL,
+};
+/// The cell and the weights' storage.
+const CELLS: &[Override] = &[CELL, WEIGHTS_F16];
+/// The cell, whether a recurrent dropout mask is read (`RECURRENT_DROPOUT`) and the
+/// weights' storage.
 const CELLS_AND_MASK: &[Override] = &[
-    Override {
-        name: "CELL",
-        values: &[0.0, 1.0, 2.0, 3.0, 4.0],
-    },
+    CELL,
     Override {
         name: "RECURRENT_DROPOUT",
         values: BOOL,
     },
+    WEIGHTS_F16,
 ];
 /// The sequence kernels' overrides: those of the step kernels and the batch tile
 /// (`gpu::recurrent::SEQUENCE_TILES`).
 const SEQUENCE_OVERRIDES: &[Override] = &[
     CELLS_AND_MASK[0],
     CELLS_AND_MASK[1],
+    CELLS_AND_MASK[2],
     Override {
         name: "TILE",
         values: &[1.0, 2.0, 4.0, 8.0],

@@ -1,0 +1,56 @@
+//! CPU twin of the f16 weight storage in `shaders/recurrent.wgsl` (`f16_storage_bits`,
+//! `WEIGHTS_F16`; host side: `gpu::recurrent::Precision`). A GPU plan with
+//! `Precision::F16Storage` computes what the f32 layer computes with W_hh and b_hh passed
+//! through [`f16_storage_value`], so the CPU path checks it by rounding those two first.
+
+use half::f16;
+
+/// Magnitudes below f16's smallest normal number, 2^-14, are stored as a signed zero:
+/// `unpack2x16float` may flush f16 subnormals, so none is ever stored.
+const SMALLEST_NORMAL: f32 = 6.103_515_6e-5;
+
+/// The f16 bits stored for `v`: rounded to nearest, ties to even; a signed zero where
+/// |v| < 2^-14; infinity past f16's range (from 65520 on); a quiet NaN (0x7e00 with `v`'s
+/// sign) for NaN.
+pub fn f16_storage_bits(v: f32) -> u16 {
+    let sign = ((v.to_bits() >> 16) & 0x8000) as u16;
+    if v.is_nan() {
+        return sign | 0x7e00;
+    }
+    if v.abs() < SMALLEST_NORMAL {
+        return sign;
+    }
+    // `half` rounds to nearest even, saturating to infinity as IEEE 754 does.
+    f16::from_f32(v).to_bits()
+}
+
+/// The value the GPU's products see for a weight `v` stored in f16 (exact in f32).
+pub fn f16_storage_value(v: f32) -> f32 {
+    f16::from_bits(f16_storage_bits(v)).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_to_nearest_even_and_flushes_below_the_smallest_normal() {
+        // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: ties to the even one, 1.
+        assert_eq!(f16_storage_bits(1.0 + 2f32.powi(-11)), 0x3c00);
+        // 1 + 3 * 2^-11 lies halfway between 1 + 2^-10 (odd) and 1 + 2^-9: up.
+        assert_eq!(f16_storage_bits(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+        // Just past the halfway point rounds up.
+        assert_eq!(
+            f16_storage_bits(1.0 + 2f32.powi(-11) + 2f32.powi(-23)),
+            0x3c01
+        );
+        assert_eq!(f16_storage_bits(2f32.powi(-14)), 0x0400);
+        assert_eq!(f16_storage_bits(-2f32.powi(-15)), 0x8000);
+        assert_eq!(f16_storage_bits(65504.0), 0x7bff);
+        assert_eq!(f16_storage_bits(65519.0), 0x7bff);
+        assert_eq!(f16_storage_bits(65520.0), 0x7c00);
+        assert_eq!(f16_storage_bits(f32::NEG_INFINITY), 0xfc00);
+        assert_eq!(f16_storage_bits(-f32::NAN), 0xfe00);
+        assert_eq!(f16_storage_value(0.1), 0.099975586);
+    }
+}
