@@ -229,10 +229,17 @@ pub fn measure(
     let mut exec = backend.executor();
     let progs = programs(exec.as_mut(), case, &layer, &x, &dy)?;
     let gpu = backend.as_gpu();
-    // Untimed runs that touch everything a training step allocates: in a fresh process the
-    // first passes run 1.5-2x slower while the allocator grows its heap (page faults).
+    // Untimed runs of every timed program: in a fresh process the first passes run 1.5-2x
+    // slower while the allocator grows its heap (page faults). They must have finished
+    // before the clock starts: without the wait, the first timed forward's wall time took
+    // in the last warm-up's forward + backward still running on the GPU (lavapipe, LSTM
+    // 128x1x1000: a forward of 1.86 s wall against 0.53 s of device time).
     for _ in 0..warmup.max(1) {
+        exec.run(progs.forward, 0, 0)?;
         exec.run(progs.forward_backward, 0, 0)?;
+    }
+    if let Some(g) = gpu {
+        g.wait()?;
     }
     let run = |exec: &mut dyn Executor, p: ProgramId, step: u64| -> Result<Option<f64>> {
         exec.run(p, 0, step)?;
