@@ -342,6 +342,146 @@ fn f64v(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
+/// Draws of a recurrent stack case at most, where a draw's reference is not determined.
+const MAX_REDRAWS: usize = 8;
+
+/// One random recurrent stack case and its f64 reference.
+struct StackCase {
+    cfg: RecurrentConfig,
+    batch: usize,
+    steps: usize,
+    lengths: Vec<usize>,
+    layer: Recurrent,
+    key: TrainKey,
+    x: Vec<f32>,
+    d_out: Vec<f32>,
+    /// The parameters the reference multiplies by (W_hh and b_hh rounded where the GPU
+    /// stores them in f16).
+    params: std::collections::BTreeMap<String, Vec<f64>>,
+    want: crate::nn::recurrent::RecurrentOutput<f64>,
+    want_g: crate::nn::recurrent::RecurrentGrads<f64>,
+}
+
+impl StackCase {
+    fn draw(rng: &mut StdRng, cell: CellKind, kernels: RecurrentKernels) -> Result<Self> {
+        let mut cfg = RecurrentConfig::new(cell, rng.random_range(2..40), rng.random_range(2..70));
+        cfg.num_layers = 2;
+        cfg.bidirectional = true;
+        cfg.merge = Merge::Sum;
+        cfg.dropout = 0.2;
+        cfg.input_dropout = 0.1;
+        cfg.recurrent_dropout = 0.25;
+        let (batch, steps) = (rng.random_range(1..9), rng.random_range(1..12));
+        let lengths: Vec<usize> = (0..batch).map(|_| rng.random_range(1..=steps)).collect();
+        let layer = Recurrent::new(cfg.clone(), rng.random())?;
+        let key = TrainKey {
+            seed: rng.random(),
+            step: rng.random_range(0..1000),
+        };
+        let x = random(rng, batch * steps * cfg.input_size);
+        let d_out = random(rng, batch * steps * cfg.output_size());
+        // The reference multiplies by W_hh and b_hh as the GPU stores them.
+        let mut params = layer.params_as::<f64>();
+        if kernels.precision == Some(Precision::F16Storage) {
+            for (name, v) in params.iter_mut() {
+                if name.starts_with("weight_hh") || name.starts_with("bias_hh") {
+                    for x in v.iter_mut() {
+                        *x = f16_storage_value(*x as f32) as f64;
+                    }
+                }
+            }
+        }
+        let (want, want_g) = Self::reference(
+            &layer,
+            &params,
+            &f64v(&x),
+            &d_out,
+            batch,
+            steps,
+            &lengths,
+            key,
+        )?;
+        Ok(Self {
+            cfg,
+            batch,
+            steps,
+            lengths,
+            layer,
+            key,
+            x,
+            d_out,
+            params,
+            want,
+            want_g,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        layer: &Recurrent,
+        params: &std::collections::BTreeMap<String, Vec<f64>>,
+        x: &[f64],
+        d_out: &[f32],
+        batch: usize,
+        steps: usize,
+        lengths: &[usize],
+        key: TrainKey,
+    ) -> Result<(
+        crate::nn::recurrent::RecurrentOutput<f64>,
+        crate::nn::recurrent::RecurrentGrads<f64>,
+    )> {
+        let (out, mut tape) = layer.forward_cpu_with(
+            params,
+            x,
+            batch,
+            steps,
+            Some(lengths),
+            None,
+            None,
+            Some(key),
+        )?;
+        let grads = layer.backward_cpu(&mut tape, Some(&f64v(d_out)), None, None)?;
+        Ok((out, grads))
+    }
+
+    /// Whether the reference is determined to the tolerance at f32's precision: the CPU
+    /// twin run in f32 on the same inputs agrees with the f64 reference to a quarter of
+    /// [`TOLERANCE`] on the output and every gradient (it does to about 2e-7 on
+    /// well-determined cases). ReLU's derivative jumps at 0: where a pre-activation lies
+    /// within f32's rounding of 0, an f32 pass (on the GPU or the CPU) may take the other
+    /// side than f64 and the unit's gradient differs by its whole size (seed
+    /// 1795957737506007991, ReLU I=2 H=27 B=2 T=9: the GPU 5.5e-3 from f64, the CPU in f32
+    /// 1.3e-2). Rerunning the f64 pass with its inputs moved by 8 unit roundoffs did not
+    /// show that case, so the probe is an f32 pass itself. A wrong CPU twin cannot hide a
+    /// wrong kernel: after [`MAX_REDRAWS`] draws the last one is checked anyway.
+    fn is_determined(&self) -> Result<bool> {
+        let params: std::collections::BTreeMap<String, Vec<f32>> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|&a| a as f32).collect()))
+            .collect();
+        let (out, mut tape) = self.layer.forward_cpu_with(
+            &params,
+            &self.x,
+            self.batch,
+            self.steps,
+            Some(&self.lengths),
+            None,
+            None,
+            Some(self.key),
+        )?;
+        let grads = self
+            .layer
+            .backward_cpu(&mut tape, Some(&self.d_out), None, None)?;
+        let mut moved = rel_error(&out.output, &self.want.output)
+            .max(rel_error(&grads.input, &self.want_g.input));
+        for (name, g) in &self.want_g.params {
+            moved = moved.max(rel_error(&grads.params[name], g));
+        }
+        Ok(!moved.is_nan() && moved <= TOLERANCE / 4.0)
+    }
+}
+
 /// A random bidirectional two-layer stack with lengths and every kind of dropout, forward
 /// and backward (the recurrent, merge, dropout and GEMM kernels together).
 fn recurrent_stack(
@@ -350,44 +490,28 @@ fn recurrent_stack(
     cell: CellKind,
     kernels: RecurrentKernels,
 ) -> Result<Vec<CheckResult>> {
-    let mut cfg = RecurrentConfig::new(cell, rng.random_range(2..40), rng.random_range(2..70));
-    cfg.num_layers = 2;
-    cfg.bidirectional = true;
-    cfg.merge = Merge::Sum;
-    cfg.dropout = 0.2;
-    cfg.input_dropout = 0.1;
-    cfg.recurrent_dropout = 0.25;
-    let (batch, steps) = (rng.random_range(1..9), rng.random_range(1..12));
-    let lengths: Vec<usize> = (0..batch).map(|_| rng.random_range(1..=steps)).collect();
-    let layer = Recurrent::new(cfg.clone(), rng.random())?;
-    let key = TrainKey {
-        seed: rng.random(),
-        step: rng.random_range(0..1000),
-    };
-    let x = random(rng, batch * steps * cfg.input_size);
-    let d_out = random(rng, batch * steps * cfg.output_size());
-    // The reference multiplies by W_hh and b_hh as the GPU stores them.
-    let mut p = layer.params_as::<f64>();
-    if kernels.precision == Some(Precision::F16Storage) {
-        for (name, v) in p.iter_mut() {
-            if name.starts_with("weight_hh") || name.starts_with("bias_hh") {
-                for x in v.iter_mut() {
-                    *x = f16_storage_value(*x as f32) as f64;
-                }
-            }
+    // A case whose reference is not determined to the tolerance at f32's precision is
+    // drawn again (sizes and values): see `StackCase::is_determined`.
+    let mut case = StackCase::draw(rng, cell, kernels)?;
+    for _ in 0..MAX_REDRAWS {
+        if case.is_determined()? {
+            break;
         }
+        case = StackCase::draw(rng, cell, kernels)?;
     }
-    let (want, mut tape) = layer.forward_cpu_with(
-        &p,
-        &f64v(&x),
+    let StackCase {
+        cfg,
         batch,
         steps,
-        Some(&lengths),
-        None,
-        None,
-        Some(key),
-    )?;
-    let want_g = layer.backward_cpu(&mut tape, Some(&f64v(&d_out)), None, None)?;
+        lengths,
+        layer,
+        key,
+        x,
+        d_out,
+        want,
+        want_g,
+        ..
+    } = case;
     let mut exec = GpuExecutor::new(gpu);
     exec.set_recurrent_kernels(kernels);
     let opts = StackOptions {
