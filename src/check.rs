@@ -24,6 +24,23 @@ where
     (diff / norm).sqrt()
 }
 
+/// The optimizer for a GPU-against-CPU comparison: Adam and RMSprop with eps at least 1e-4
+/// instead of PyTorch's 1e-8. Their steps divide each gradient by its own magnitude plus
+/// eps, so a component that cancels to about 1e-9 (against weight decay, say) turns its f32
+/// rounding into a visible parameter difference. Seed 1795932807985830327 of the dropout
+/// test gave a GRU `b_hn` gradient of 2.8e-9 on the GPU and 2.3e-9 on the CPU, and
+/// parameters 3.3e-4 apart after one Adam step at eps 1e-8, although the gradients agreed
+/// to 1e-8; seed 1795958615767127879 of `recur selftest` left centered RMSprop's changes
+/// 2.0e-5 apart. With eps 1e-4 a rounding difference d moves a parameter by at most
+/// lr * d / eps.
+pub fn comparable(mut optimizer: crate::ops::Optimizer) -> crate::ops::Optimizer {
+    use crate::ops::Optimizer;
+    if let Optimizer::Adam { eps, .. } | Optimizer::RmsProp { eps, .. } = &mut optimizer {
+        *eps = eps.max(1e-4);
+    }
+    optimizer
+}
+
 #[cfg(test)]
 mod tests {
     use super::rel_error;

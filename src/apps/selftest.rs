@@ -5,8 +5,9 @@ use crate::error::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::check::rel_error;
+use crate::check::{comparable, rel_error};
 use crate::cpu::precision::f16_storage_value;
+use crate::cpu::Real;
 use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
@@ -14,12 +15,13 @@ use crate::gpu::optim::{ClipPlan, OptimPlan};
 use crate::gpu::recurrent::{Precision, RecurrentKernels, RecurrentPath, StepKernel};
 use crate::gpu::word2vec_train::PlanOptions;
 use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
-use crate::nn::recurrent::TrainKey;
+use crate::nn::recurrent::{RecurrentGrads, RecurrentOutput, TrainKey};
 use crate::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
 use crate::ops::recurrent::CellKind;
 use crate::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
 use crate::ops::{CrossEntropy, Embedding, Optimizer};
 use crate::{cpu, Gemm};
+use std::collections::BTreeMap;
 
 /// The largest relative error a kernel may show against the CPU path (f32 work).
 pub const TOLERANCE: f64 = 1e-5;
@@ -345,7 +347,7 @@ fn f64v(v: &[f32]) -> Vec<f64> {
 /// Draws of a recurrent stack case at most, where a draw's reference is not determined.
 const MAX_REDRAWS: usize = 8;
 
-/// One random recurrent stack case and its f64 reference.
+/// One random recurrent stack case.
 struct StackCase {
     cfg: RecurrentConfig,
     batch: usize,
@@ -357,10 +359,11 @@ struct StackCase {
     d_out: Vec<f32>,
     /// The parameters the reference multiplies by (W_hh and b_hh rounded where the GPU
     /// stores them in f16).
-    params: std::collections::BTreeMap<String, Vec<f64>>,
-    want: crate::nn::recurrent::RecurrentOutput<f64>,
-    want_g: crate::nn::recurrent::RecurrentGrads<f64>,
+    params: BTreeMap<String, Vec<f64>>,
 }
+
+/// The CPU twin's output and gradients for a [`StackCase`].
+type StackResult<T> = (RecurrentOutput<T>, RecurrentGrads<T>);
 
 impl StackCase {
     fn draw(rng: &mut StdRng, cell: CellKind, kernels: RecurrentKernels) -> Result<Self> {
@@ -380,7 +383,6 @@ impl StackCase {
         };
         let x = random(rng, batch * steps * cfg.input_size);
         let d_out = random(rng, batch * steps * cfg.output_size());
-        // The reference multiplies by W_hh and b_hh as the GPU stores them.
         let mut params = layer.params_as::<f64>();
         if kernels.precision == Some(Precision::F16Storage) {
             for (name, v) in params.iter_mut() {
@@ -391,16 +393,6 @@ impl StackCase {
                 }
             }
         }
-        let (want, want_g) = Self::reference(
-            &layer,
-            &params,
-            &f64v(&x),
-            &d_out,
-            batch,
-            steps,
-            &lengths,
-            key,
-        )?;
         Ok(Self {
             cfg,
             batch,
@@ -411,41 +403,40 @@ impl StackCase {
             x,
             d_out,
             params,
-            want,
-            want_g,
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        layer: &Recurrent,
-        params: &std::collections::BTreeMap<String, Vec<f64>>,
-        x: &[f64],
-        d_out: &[f32],
-        batch: usize,
-        steps: usize,
-        lengths: &[usize],
-        key: TrainKey,
-    ) -> Result<(
-        crate::nn::recurrent::RecurrentOutput<f64>,
-        crate::nn::recurrent::RecurrentGrads<f64>,
-    )> {
-        let (out, mut tape) = layer.forward_cpu_with(
-            params,
-            x,
-            batch,
-            steps,
-            Some(lengths),
+    /// The CPU twin's forward and backward in `T` (every value is exact in f32, so the f32
+    /// and f64 passes start from the same numbers).
+    fn cpu<T: Real>(&self) -> Result<StackResult<T>> {
+        let to = |v: &[f64]| -> Vec<T> {
+            v.iter()
+                .map(|&a| T::from(a).unwrap_or_else(T::nan))
+                .collect()
+        };
+        let params: BTreeMap<String, Vec<T>> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), to(v)))
+            .collect();
+        let (out, mut tape) = self.layer.forward_cpu_with(
+            &params,
+            &to(&f64v(&self.x)),
+            self.batch,
+            self.steps,
+            Some(&self.lengths),
             None,
             None,
-            Some(key),
+            Some(self.key),
         )?;
-        let grads = layer.backward_cpu(&mut tape, Some(&f64v(d_out)), None, None)?;
+        let grads =
+            self.layer
+                .backward_cpu(&mut tape, Some(&to(&f64v(&self.d_out))), None, None)?;
         Ok((out, grads))
     }
 
-    /// Whether the reference is determined to the tolerance at f32's precision: the CPU
-    /// twin run in f32 on the same inputs agrees with the f64 reference to a quarter of
+    /// Whether `want` (this case's f64 reference) is determined to the tolerance at f32's
+    /// precision: the CPU twin run in f32 on the same inputs agrees with it to a quarter of
     /// [`TOLERANCE`] on the output and every gradient (it does to about 2e-7 on
     /// well-determined cases). ReLU's derivative jumps at 0: where a pre-activation lies
     /// within f32's rounding of 0, an f32 pass (on the GPU or the CPU) may take the other
@@ -454,28 +445,11 @@ impl StackCase {
     /// 1.3e-2). Rerunning the f64 pass with its inputs moved by 8 unit roundoffs did not
     /// show that case, so the probe is an f32 pass itself. A wrong CPU twin cannot hide a
     /// wrong kernel: after [`MAX_REDRAWS`] draws the last one is checked anyway.
-    fn is_determined(&self) -> Result<bool> {
-        let params: std::collections::BTreeMap<String, Vec<f32>> = self
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(|&a| a as f32).collect()))
-            .collect();
-        let (out, mut tape) = self.layer.forward_cpu_with(
-            &params,
-            &self.x,
-            self.batch,
-            self.steps,
-            Some(&self.lengths),
-            None,
-            None,
-            Some(self.key),
-        )?;
-        let grads = self
-            .layer
-            .backward_cpu(&mut tape, Some(&self.d_out), None, None)?;
-        let mut moved = rel_error(&out.output, &self.want.output)
-            .max(rel_error(&grads.input, &self.want_g.input));
-        for (name, g) in &self.want_g.params {
+    fn is_determined(&self, (want, want_g): &StackResult<f64>) -> Result<bool> {
+        let (out, grads) = self.cpu::<f32>()?;
+        let mut moved =
+            rel_error(&out.output, &want.output).max(rel_error(&grads.input, &want_g.input));
+        for (name, g) in &want_g.params {
             moved = moved.max(rel_error(&grads.params[name], g));
         }
         Ok(!moved.is_nan() && moved <= TOLERANCE / 4.0)
@@ -493,25 +467,16 @@ fn recurrent_stack(
     // A case whose reference is not determined to the tolerance at f32's precision is
     // drawn again (sizes and values): see `StackCase::is_determined`.
     let mut case = StackCase::draw(rng, cell, kernels)?;
+    let mut want = case.cpu::<f64>()?;
     for _ in 0..MAX_REDRAWS {
-        if case.is_determined()? {
+        if case.is_determined(&want)? {
             break;
         }
         case = StackCase::draw(rng, cell, kernels)?;
+        want = case.cpu::<f64>()?;
     }
-    let StackCase {
-        cfg,
-        batch,
-        steps,
-        lengths,
-        layer,
-        key,
-        x,
-        d_out,
-        want,
-        want_g,
-        ..
-    } = case;
+    let (want, want_g) = want;
+    let (batch, steps, key) = (case.batch, case.steps, case.key);
     let mut exec = GpuExecutor::new(gpu);
     exec.set_recurrent_kernels(kernels);
     let opts = StackOptions {
@@ -519,14 +484,21 @@ fn recurrent_stack(
         lengths: true,
         dropout_seed: Some(key.seed),
     };
-    let run = layer.plan(&mut exec, batch, steps, opts)?;
+    let run = case.layer.plan(&mut exec, batch, steps, opts)?;
     // Outputs poisoned first: an element the kernels never write fails the comparison.
     for t in [run.recorded().output, run.input_grad()?] {
         let out = exec.tensor(run.program, t)?;
         out.write(&vec![f32::NAN; out.len()])?;
     }
-    let got = run.forward(&mut exec, &x, Some(&lengths), None, None, key.step)?;
-    let got_g = run.backward(&mut exec, Some(&d_out), None, None, key.step)?;
+    let got = run.forward(
+        &mut exec,
+        &case.x,
+        Some(&case.lengths),
+        None,
+        None,
+        key.step,
+    )?;
+    let got_g = run.backward(&mut exec, Some(&case.d_out), None, None, key.step)?;
     let mut grads = vec![(got_g.input.as_slice(), want_g.input.as_slice())];
     for (name, g) in &want_g.params {
         grads.push((&got_g.params[name], g));
@@ -539,8 +511,8 @@ fn recurrent_stack(
     let shape = format!(
         "{} I={} H={} B={batch} T={steps}{tiled}",
         cell.name(),
-        cfg.input_size,
-        cfg.hidden_size
+        case.cfg.input_size,
+        case.cfg.hidden_size
     );
     Ok(vec![
         CheckResult::checked(
@@ -558,12 +530,7 @@ fn recurrent_stack(
 }
 
 /// Every optimizer kernel's variants: SGD with Nesterov momentum and weight decay, centered
-/// RMSprop with momentum, Adam, AdamW. RMSprop and Adam take eps 1e-4, not PyTorch's 1e-8:
-/// their steps divide each gradient by its own magnitude plus eps, so a component that
-/// cancels to about 1e-8 (gradient plus weight decay) turns f32 rounding into a visible
-/// parameter difference (seed 1795958615767127879: RMSprop's changes 2.0e-5 apart at eps
-/// 1e-8). With eps 1e-4 a rounding difference d moves a parameter by at most lr * d / eps.
-/// The tests compare the same way (`tests/common`, `comparable`).
+/// RMSprop with momentum, Adam, AdamW; RMSprop and Adam made [`comparable`] (eps 1e-4).
 fn optimizers() -> [Optimizer; 4] {
     [
         Optimizer::Sgd {
@@ -573,25 +540,17 @@ fn optimizers() -> [Optimizer; 4] {
             weight_decay: 0.01,
             nesterov: true,
         },
-        Optimizer::RmsProp {
+        comparable(Optimizer::RmsProp {
             lr: 0.01,
             alpha: 0.9,
-            eps: 1e-4,
+            eps: 1e-8,
             weight_decay: 0.01,
             momentum: 0.5,
             centered: true,
-        },
-        with_eps(Optimizer::adam(0.01)),
-        with_eps(Optimizer::adamw(0.01)),
+        }),
+        comparable(Optimizer::adam(0.01)),
+        comparable(Optimizer::adamw(0.01)),
     ]
-}
-
-/// Adam or AdamW with eps 1e-4 (see [`optimizers`]).
-fn with_eps(mut optimizer: Optimizer) -> Optimizer {
-    if let Optimizer::Adam { eps, .. } = &mut optimizer {
-        *eps = 1e-4;
-    }
-    optimizer
 }
 
 /// Three steps of `opt` with gradient clipping, parameters compared after the last.

@@ -8,7 +8,6 @@ use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use recur::ops::optim::Optimizer;
 use recur::Gpu;
 
 /// The GPU for this test binary, or `None` (the test then returns early) when there is no
@@ -147,19 +146,8 @@ pub fn derivative(mut f: impl FnMut(f64) -> f64, h: f64) -> Option<f64> {
 #[allow(dead_code)]
 pub const DERIVATIVE_STEP: f64 = 1e-2;
 
-/// The optimizer for a GPU-against-CPU comparison: Adam and RMSprop with eps 1e-4
-/// instead of PyTorch's 1e-8. Their steps divide each gradient by its own magnitude
-/// plus eps, so a component that cancels to about 1e-9 turns its f32 rounding into a
-/// visible parameter difference. Seed 1795932807985830327 of the dropout test gave a
-/// GRU `b_hn` gradient of 2.8e-9 on the GPU and 2.3e-9 on the CPU, and parameters
-/// 3.3e-4 apart after one Adam step at eps 1e-8, although the gradients agreed to
-/// 1e-8. With eps 1e-4 a rounding difference d moves a parameter by at most lr*d/eps.
-pub fn comparable(mut optimizer: Optimizer) -> Optimizer {
-    if let Optimizer::Adam { eps, .. } | Optimizer::RmsProp { eps, .. } = &mut optimizer {
-        *eps = eps.max(1e-4);
-    }
-    optimizer
-}
+#[allow(unused_imports)]
+pub use recur::check::comparable;
 
 /// A folder of the test binary's own under the system's temporary folder,
 /// `recur-<label>-<pid>`, created if missing (the process id keeps concurrent runs apart).
