@@ -1,4 +1,6 @@
-//! Criterion benches of the GEMM, CPU and GPU, on the shapes `recur bench gemm` reports.
+//! Criterion benches of the GEMM, CPU and GPU, on the shapes `recur bench gemm` reports, and
+//! of one thread's per-step recurrent product on the CPU: the `gemm` crate against the kernel
+//! that reads a packed copy of the weights (`cpu::packed_gemm`).
 //! `cargo bench --bench gemm`; the GPU side is skipped where there is no adapter.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -37,5 +39,30 @@ fn gemm(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, gemm);
+/// The recurrent product of one step on one thread (both sides single-threaded), `[B, H] x [H, N]`: N = 512 is one of two
+/// threads' share of an LSTM at H = 256 (4 gates x 128 units), N = 1024 all of it.
+fn step_product(c: &mut Criterion) {
+    for (m, n, k) in [(32, 512, 256), (32, 1024, 256), (8, 256, 64)] {
+        let spec = Gemm::new(m, n, k);
+        let mut group = c.benchmark_group(format!("step product {m}x{n}x{k}"));
+        group.throughput(Throughput::Elements(spec.flops() as u64));
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32 - 6.0) / 6.0).collect();
+        let mut out = vec![0.0f32; m * n];
+        group.bench_function("gemm crate", |bench| {
+            bench.iter(|| cpu::gemm::gemm_on_this_thread(&spec, &a, &b, None, &mut out).unwrap())
+        });
+        match cpu::packed_gemm::PackedGemm::pack(&spec, &b).unwrap() {
+            Some(packed) => {
+                group.bench_function("packed weights", |bench| {
+                    bench.iter(|| packed.run(&spec, &a, &mut out).unwrap())
+                });
+            }
+            None => eprintln!("step product: no packed kernel on this host (needs AVX2 and FMA)"),
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, gemm, step_product);
 criterion_main!(benches);

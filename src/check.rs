@@ -41,6 +41,24 @@ pub fn comparable(mut optimizer: crate::ops::Optimizer) -> crate::ops::Optimizer
     optimizer
 }
 
+/// A fresh random generator for a randomized test, seeded from the clock unless
+/// `RECUR_TEST_SEED` is set; the seed is printed under the test's name so a failure can be
+/// replayed.
+pub fn test_rng(test: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed = std::env::var("RECUR_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+    eprintln!("{test}: RECUR_TEST_SEED={seed}");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::rel_error;

@@ -49,6 +49,7 @@ pub mod gemm;
 pub mod loss;
 pub mod merge;
 pub mod optim;
+pub mod packed_gemm;
 pub mod philox;
 pub mod precision;
 pub mod recurrent;
@@ -68,9 +69,26 @@ pub trait Real:
     + std::iter::Sum
     + 'static
 {
+    /// The slice as f32 where `Self` is f32 (kernels written for f32 alone use it).
+    fn as_f32(_s: &[Self]) -> Option<&[f32]> {
+        None
+    }
+
+    /// [`Real::as_f32`] for a mutable slice.
+    fn as_f32_mut(_s: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
 }
 
-impl Real for f32 {}
+impl Real for f32 {
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+
+    fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+}
 impl Real for f64 {}
 
 /// Threads the CPU path uses (rayon's pool: all cores unless `RAYON_NUM_THREADS` says less).

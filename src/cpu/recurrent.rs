@@ -16,7 +16,7 @@ use std::ops::Range;
 use crate::error::{ensure, Result};
 
 use super::activation::Activation;
-use super::gemm::gemm_on_this_thread;
+use super::packed_gemm::PackedOperands;
 use super::step_parts::{for_each_part, on_pool, transpose_rows_into, unit_parts, Shared};
 use super::{gemm, Real};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
@@ -114,6 +114,10 @@ struct ForwardPart<T> {
     /// place; given `W_hh` itself it repacked all of it at every step, which took longer than
     /// the products.
     w_hh_t: Vec<T>,
+    /// Packed copies of `w_hh_t`'s blocks for the products of every step, and of `w_ih_t`
+    /// for inference's projections (see [`super::packed_gemm`]).
+    packed_hh: PackedOperands,
+    packed_ih: PackedOperands,
     /// `b_ih` and `b_hh` of the same rows, [G * units] each (zero without a bias).
     b_ih: Vec<T>,
     b_hh: Vec<T>,
@@ -177,6 +181,8 @@ impl<T: Real> ForwardPart<T> {
         };
         Self {
             w_hh_t,
+            packed_hh: PackedOperands::new(),
+            packed_ih: PackedOperands::new(),
             b_ih: own_bias(w.b_ih),
             b_hh: own_bias(w.b_hh),
             products: vec![T::zero(); bsz * g * nu],
@@ -191,7 +197,8 @@ impl<T: Real> ForwardPart<T> {
 
     /// `products = lhs w_hh_t` as `spec` places it (the gate work adds `b_hh`).
     fn multiply(&mut self, spec: &Gemm, lhs: &[T]) -> Result<()> {
-        gemm_on_this_thread(spec, lhs, &self.w_hh_t, None, &mut self.products)
+        self.packed_hh
+            .gemm(spec, lhs, &self.w_hh_t, &mut self.products)
     }
 
     /// Inference: the input projections of a block's rows `xs` ([rows, I], from
@@ -200,7 +207,8 @@ impl<T: Real> ForwardPart<T> {
         let (gnu, nu) = (self.b_ih.len(), self.units.len());
         let i = self.w_ih_t.len() / gnu;
         let spec = Gemm::new(xs.len() / i, gnu, i).leading_dims(i, gnu, cell.act_width() * nu);
-        gemm_on_this_thread(&spec, xs, &self.w_ih_t, None, &mut self.block)
+        self.packed_ih
+            .gemm(&spec, xs, &self.w_ih_t, &mut self.block)
     }
 }
 
@@ -763,6 +771,9 @@ struct BackwardPart<T> {
     through_w: Vec<T>,
     /// Zeros standing in for an absent output gradient, [units].
     zeros: Vec<T>,
+    /// Packed copies of the part's columns of `W_hh` for the products of every step (see
+    /// [`super::packed_gemm`]).
+    packed: PackedOperands,
 }
 
 impl<T: Real> BackwardPart<T> {
@@ -778,6 +789,7 @@ impl<T: Real> BackwardPart<T> {
             dc: own(dc_n),
             through_w: vec![T::zero(); bsz * nu],
             zeros: vec![T::zero(); nu],
+            packed: PackedOperands::new(),
             units,
         }
     }
@@ -796,7 +808,7 @@ impl<T: Real> BackwardPart<T> {
         let spec = Gemm::new(bsz, nu, gw)
             .leading_dims(gw, h, nu)
             .offsets(0, k0, 0);
-        gemm_on_this_thread(&spec, rec, w_hh, None, &mut self.through_w)?;
+        self.packed.gemm(&spec, rec, w_hh, &mut self.through_w)?;
         for b in 0..bsz {
             let dh = &mut self.dh[b * nu..][..nu];
             let tw = &self.through_w[b * nu..][..nu];
@@ -1145,7 +1157,8 @@ pub fn backward<T: Real>(
                         Gemm::new(bsz, nu, h)
                             .leading_dims(h, h, nu)
                             .offsets(0, 2 * h * h + k0, 0);
-                    gemm_on_this_thread(&spec, dn_now, w.w_hh, None, &mut part.through_w)?;
+                    part.packed
+                        .gemm(&spec, dn_now, w.w_hh, &mut part.through_w)?;
                     reset_backward_work(shape, &lengths, s, saved, mask, &dxw_out, &rec_out, part);
                     Ok(())
                 })?;

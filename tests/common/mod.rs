@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use recur::Gpu;
 
 /// The GPU for this test binary, or `None` (the test then returns early) when there is no
@@ -85,20 +85,9 @@ pub fn recur(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// A fresh random generator for a test, seeded from the clock unless `RECUR_TEST_SEED` is
-/// set; the seed is printed so a failure can be replayed.
+/// A fresh random generator for a test, its seed printed ([`recur::check::test_rng`]).
 pub fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("RECUR_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    eprintln!("{test}: RECUR_TEST_SEED={seed}");
-    StdRng::seed_from_u64(seed)
+    recur::check::test_rng(test)
 }
 
 pub fn random_vec(rng: &mut StdRng, len: usize) -> Vec<f32> {

@@ -1,0 +1,390 @@
+//! Products whose right-hand matrix is packed once and then used for many products: the
+//! recurrent weights, which every step of a pass multiplies by a new state.
+//!
+//! The `gemm` crate packs or strides through its operands on every call and has no way to
+//! keep a packed operand. At the per-step shape of a recurrent layer (a few dozen rows of
+//! state against a [H, G*H] weight block) that costs it a third of its speed: at 32 x 512 x
+//! 256 in f32 on one core of an AVX2 host without AVX-512 it ran at 45-66 GFLOP/s where this
+//! kernel runs at 85-90 and PyTorch's oneDNN at 56-70 (BENCHMARKS.md, "The packed recurrent
+//! product"). PyTorch's CPU RNNs rely on the same idea (MKL's packed GEMM).
+//!
+//! The packed layout is panels of [`PANEL`] columns: panel `p` holds `B[kk, p*16 + j]` at
+//! `kk * 16 + j`, zero past the last column, each panel aligned to 64 bytes. The kernel
+//! keeps a block of up to [`ROWS`] x 16 outputs in twelve AVX registers and walks `k` in
+//! order with one fused multiply-add per element, the order and rounding of the `gemm`
+//! crate's own kernel, so results are those of [`super::gemm`] to the last bit on the hosts
+//! measured.
+//!
+//! Only f32 on x86-64 with AVX2 and FMA. Hosts with AVX-512 keep the `gemm` crate, whose
+//! 512-bit kernels this 256-bit kernel would not beat; other types and hosts keep it too.
+
+use crate::error::{ensure, Result};
+use crate::ops::Gemm;
+
+use super::Real;
+
+/// Columns per packed panel: two 8-lane AVX registers.
+pub const PANEL: usize = 16;
+/// Rows per block of outputs: 6 x 2 accumulators leave registers for two weight vectors and
+/// a broadcast, and enough independent multiply-adds per `k` to cover their latency.
+pub const ROWS: usize = 6;
+
+/// `B` of a [`Gemm`] packed for the kernel, and which `B` it was: products whose spec
+/// describes the same `B` (sizes, offset, leading dimension) may use it with any `A` and `C`.
+#[derive(Clone, Debug)]
+pub struct PackedGemm {
+    k: usize,
+    n: usize,
+    offset_b: usize,
+    ldb: usize,
+    data: Vec<f32>,
+    /// Index in `data` of the first panel's first element, 64-byte aligned.
+    start: usize,
+}
+
+impl PackedGemm {
+    /// Packs `spec`'s `B` from `b` where this host prefers the packed kernel (see the module
+    /// docs); `None` where it does not, or where `T` is not f32, or where `spec` is not a
+    /// plain single product (`C = A B`: no transposes, no batch, alpha 1, beta 0).
+    pub fn new<T: Real>(spec: &Gemm, b: &[T]) -> Result<Option<Self>> {
+        if T::as_f32(b).is_none() || !plain(spec) || !preferred() {
+            return Ok(None);
+        }
+        Self::pack(spec, b)
+    }
+
+    /// [`PackedGemm::new`] wherever the kernel can run, whether or not the host prefers it.
+    pub fn pack<T: Real>(spec: &Gemm, b: &[T]) -> Result<Option<Self>> {
+        let Some(b) = T::as_f32(b) else {
+            return Ok(None);
+        };
+        if !available() || !plain(spec) {
+            return Ok(None);
+        }
+        let (k, n, ldb, offset_b) = (spec.k, spec.n, spec.ldb(), spec.offset_b);
+        ensure!(
+            k > 0 && n > 0,
+            Shape,
+            "packed gemm needs k, n > 0, got k = {k}, n = {n}"
+        );
+        ensure!(ldb >= n, Shape, "ldb = {ldb} is below n = {n}");
+        let last = offset_b + (k - 1) * ldb + n;
+        ensure!(
+            last <= b.len(),
+            Shape,
+            "B of {k} x {n} at offset {offset_b}, ldb {ldb} needs {last} elements, got {}",
+            b.len()
+        );
+        let panels = n.div_ceil(PANEL);
+        // PANEL extra elements leave room to align the first panel to 64 bytes.
+        let mut data = vec![0f32; panels * k * PANEL + PANEL];
+        let start = data.as_ptr().align_offset(64).min(PANEL);
+        for p in 0..panels {
+            let cols = (n - p * PANEL).min(PANEL);
+            let panel = &mut data[start + p * k * PANEL..][..k * PANEL];
+            for (kk, out) in panel.chunks_exact_mut(PANEL).enumerate() {
+                let row = &b[offset_b + kk * ldb + p * PANEL..][..cols];
+                out[..cols].copy_from_slice(row);
+            }
+        }
+        Ok(Some(Self {
+            k,
+            n,
+            offset_b,
+            ldb,
+            data,
+            start,
+        }))
+    }
+
+    /// Whether `spec` is a plain product over this `B`.
+    pub fn fits(&self, spec: &Gemm) -> bool {
+        plain(spec)
+            && (spec.k, spec.n, spec.offset_b, spec.ldb())
+                == (self.k, self.n, self.offset_b, self.ldb)
+    }
+
+    /// `C = A B` with `A` and `C` placed as `spec` says (its `B` must be this one's).
+    pub fn run<T: Real>(&self, spec: &Gemm, a: &[T], c: &mut [T]) -> Result<()> {
+        ensure!(
+            self.fits(spec),
+            Invalid,
+            "packed gemm of B {} x {} at offset {}, ldb {} given a spec for {spec:?}",
+            self.k,
+            self.n,
+            self.offset_b,
+            self.ldb
+        );
+        let (Some(a), Some(c)) = (T::as_f32(a), T::as_f32_mut(c)) else {
+            crate::error::bail!(Invalid, "packed gemm runs on f32 only");
+        };
+        // B's extent was checked when it was packed; this checks A's and C's.
+        let b_len = self.offset_b + (self.k - 1) * self.ldb + self.n;
+        spec.validate(a.len(), b_len, c.len(), None)?;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the kernel exists only where `available()` said AVX2 and FMA are present
+        // (checked when packing); `validate` checked that every row of A and C these offsets
+        // and leading dimensions reach lies inside `a` and `c`.
+        unsafe {
+            avx2::multiply(self, spec, a, c);
+        }
+        Ok(())
+    }
+}
+
+/// Packed copies of blocks of one matrix that a caller multiplies by again and again (a
+/// pass's weights), each block packed the first time a product uses it. The caller keeps the
+/// matrix unchanged while it holds the copies, and gives the same matrix every time: a
+/// different one (another address or length) is refused, since blocks of two matrices of
+/// one shape would be indistinguishable.
+#[derive(Clone, Debug, Default)]
+pub struct PackedOperands {
+    blocks: Vec<PackedGemm>,
+    /// Address and length of the matrix the blocks come from.
+    source: Option<(usize, usize)>,
+}
+
+impl PackedOperands {
+    /// No copies yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `spec` on the calling thread: with the packed copy of its `B` (made now the first
+    /// time), or with the `gemm` crate on `b` where the packed kernel does not apply.
+    pub fn gemm<T: Real>(&mut self, spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) -> Result<()> {
+        let source = (b.as_ptr() as usize, b.len());
+        ensure!(
+            *self.source.get_or_insert(source) == source,
+            Invalid,
+            "packed operands of a matrix of {} elements given another of {}",
+            self.source.map_or(0, |s| s.1),
+            b.len()
+        );
+        if let Some(p) = self.blocks.iter().find(|p| p.fits(spec)) {
+            return p.run(spec, a, c);
+        }
+        match PackedGemm::new(spec, b)? {
+            Some(p) => {
+                p.run(spec, a, c)?;
+                self.blocks.push(p);
+                Ok(())
+            }
+            None => super::gemm::gemm_on_this_thread(spec, a, b, None, c),
+        }
+    }
+}
+
+/// `C = A B` with nothing transposed, one product, alpha 1 and beta 0.
+fn plain(spec: &Gemm) -> bool {
+    !spec.trans_a && !spec.trans_b && spec.batch == 1 && spec.alpha == 1.0 && spec.beta == 0.0
+}
+
+/// Whether the kernel can run here.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this host uses the kernel: it can run and the `gemm` crate has no AVX-512 here.
+pub fn preferred() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        available() && !std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{PackedGemm, PANEL, ROWS};
+    use crate::ops::Gemm;
+
+    /// Every panel of `packed` against every block of rows of `A`. A panel (16 columns x k)
+    /// stays in L1 while all rows pass over it; `A`, a few dozen rows, stays in L2.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `spec` fits `packed`, and `a` and `c` hold every element
+    /// `spec` places in them.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn multiply(packed: &PackedGemm, spec: &Gemm, a: &[f32], c: &mut [f32]) {
+        let (m, k, lda, ldc) = (spec.m, spec.k, spec.lda(), spec.ldc());
+        let panels = packed.n.div_ceil(PANEL);
+        for p in 0..panels {
+            let panel = packed.data.as_ptr().add(packed.start + p * k * PANEL);
+            let cols = (packed.n - p * PANEL).min(PANEL);
+            let mut r = 0;
+            while r < m {
+                let rows = (m - r).min(ROWS);
+                let ap = a.as_ptr().add(spec.offset_a + r * lda);
+                let cp = c.as_mut_ptr().add(spec.offset_c + r * ldc + p * PANEL);
+                match rows {
+                    6 => block::<6>(k, ap, lda, panel, cp, ldc, cols),
+                    5 => block::<5>(k, ap, lda, panel, cp, ldc, cols),
+                    4 => block::<4>(k, ap, lda, panel, cp, ldc, cols),
+                    3 => block::<3>(k, ap, lda, panel, cp, ldc, cols),
+                    2 => block::<2>(k, ap, lda, panel, cp, ldc, cols),
+                    _ => block::<1>(k, ap, lda, panel, cp, ldc, cols),
+                }
+                r += rows;
+            }
+        }
+    }
+
+    /// `R` rows x `cols` (at most 16) outputs: `c[r][j] = sum_kk a[r][kk] * panel[kk][j]`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block<const R: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        panel: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for kk in 0..k {
+            let b0 = _mm256_load_ps(panel.add(kk * PANEL));
+            let b1 = _mm256_load_ps(panel.add(kk * PANEL + 8));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(r * lda + kk));
+                acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let row = c.add(r * ldc);
+            if cols == PANEL {
+                _mm256_storeu_ps(row, acc[0]);
+                _mm256_storeu_ps(row.add(8), acc[1]);
+            } else {
+                // The last panel's padding columns are computed but not stored.
+                let mut out = [0f32; PANEL];
+                _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
+                std::ptr::copy_nonoverlapping(out.as_ptr(), row, cols);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// Fresh sizes, offsets, leading dimensions and values each run (seed printed; set
+    /// `RECUR_TEST_SEED` to repeat one): the packed product against an f64 reference, with
+    /// `C` poisoned with NaN first, and the elements it must not touch left as they were.
+    #[test]
+    fn packed_product_matches_f64_reference() {
+        if !available() {
+            eprintln!("packed_product_matches_f64_reference: skipped, no AVX2 + FMA on this host");
+            return;
+        }
+        let mut rng = crate::check::test_rng("packed_product_matches_f64_reference");
+        for case in 0..60 {
+            // Rows across every block remainder, columns across panel edges, k from 1.
+            let (m, n, k) = (
+                rng.random_range(1..=20),
+                rng.random_range(1..=50),
+                rng.random_range(1..=70),
+            );
+            let (lda, ldb, ldc) = (
+                k + rng.random_range(0..3),
+                n + rng.random_range(0..3),
+                n + rng.random_range(0..3),
+            );
+            let (oa, ob, oc) = (
+                rng.random_range(0..5),
+                rng.random_range(0..5),
+                rng.random_range(0..5),
+            );
+            let spec = Gemm::new(m, n, k)
+                .leading_dims(lda, ldb, ldc)
+                .offsets(oa, ob, oc);
+            let a: Vec<f32> = (0..oa + m * lda)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let b: Vec<f32> = (0..ob + k * ldb)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let mut c = vec![f32::NAN; oc + m * ldc + 3];
+            let packed = PackedGemm::pack(&spec, &b)
+                .unwrap()
+                .expect("f32 on AVX2 packs");
+            packed.run(&spec, &a, &mut c).unwrap();
+            let (mut err, mut norm) = (0f64, 0f64);
+            for (at, v) in c.iter().enumerate() {
+                let (r, j) = (at.wrapping_sub(oc) / ldc, at.wrapping_sub(oc) % ldc);
+                if at < oc || r >= m || j >= n {
+                    assert!(
+                        v.is_nan(),
+                        "case {case}: element {at} outside C was written"
+                    );
+                    continue;
+                }
+                let want: f64 = (0..k)
+                    .map(|kk| a[oa + r * lda + kk] as f64 * b[ob + kk * ldb + j] as f64)
+                    .sum();
+                err += (*v as f64 - want).powi(2);
+                norm += want * want;
+            }
+            let rel = (err / norm).sqrt();
+            assert!(
+                rel < 1e-6,
+                "case {case} ({m} x {n} x {k}): relative error {rel:e}"
+            );
+        }
+    }
+
+    /// Two matrices of one shape have blocks no spec tells apart (an RNN's `W_ih` and
+    /// `W_hh` when I = H), so one set of copies serves one matrix only.
+    #[test]
+    fn operands_of_another_matrix_are_refused() {
+        let (b1, b2) = (vec![1f32; 16], vec![2f32; 16]);
+        let spec = Gemm::new(2, 4, 4);
+        let a = vec![1f32; 8];
+        let mut c = vec![f32::NAN; 8];
+        let mut ops = PackedOperands::new();
+        ops.gemm(&spec, &a, &b1, &mut c).unwrap();
+        assert_eq!(c, vec![4.0; 8]);
+        let err = ops.gemm(&spec, &a, &b2, &mut c).unwrap_err().to_string();
+        assert!(err.contains("given another of 16"), "{err}");
+        PackedOperands::new().gemm(&spec, &a, &b2, &mut c).unwrap();
+        assert_eq!(c, vec![8.0; 8]);
+    }
+
+    #[test]
+    fn specs_it_cannot_run_are_not_packed() {
+        let b = vec![1f32; 64];
+        let transposed = Gemm::new(4, 4, 4).trans_b(true);
+        assert!(PackedGemm::pack(&transposed, &b).unwrap().is_none());
+        let scaled = Gemm::new(4, 4, 4).alpha(2.0);
+        assert!(PackedGemm::pack(&scaled, &b).unwrap().is_none());
+        let b64 = vec![1f64; 64];
+        assert!(PackedGemm::pack(&Gemm::new(4, 4, 4), &b64)
+            .unwrap()
+            .is_none());
+        if available() {
+            let short = PackedGemm::pack(&Gemm::new(4, 4, 4), &b[..10]);
+            let err = short.unwrap_err().to_string();
+            assert!(err.contains("needs 16 elements, got 10"), "{err}");
+            let p = PackedGemm::pack(&Gemm::new(4, 4, 4), &b).unwrap().unwrap();
+            assert!(!p.fits(&Gemm::new(4, 5, 4)));
+            assert!(p.fits(&Gemm::new(9, 4, 4)));
+        }
+    }
+}
