@@ -11,9 +11,7 @@
 //! The packed layout is panels of [`PANEL`] columns: panel `p` holds `B[kk, p*16 + j]` at
 //! `kk * 16 + j`, zero past the last column, each panel aligned to 64 bytes. The kernel
 //! keeps a block of up to [`ROWS`] x 16 outputs in twelve AVX registers and walks `k` in
-//! order with one fused multiply-add per element, the order and rounding of the `gemm`
-//! crate's own kernel, so results are those of [`super::gemm`] to the last bit on the hosts
-//! measured.
+//! order with one fused multiply-add per element, as the `gemm` crate's kernel does.
 //!
 //! Only f32 on x86-64 with AVX2 and FMA. Hosts with AVX-512 keep the `gemm` crate, whose
 //! 512-bit kernels this 256-bit kernel would not beat; other types and hosts keep it too.
