@@ -9,9 +9,9 @@
 //! product"). PyTorch's CPU RNNs rely on the same idea (MKL's packed GEMM).
 //!
 //! The packed layout is panels of [`PANEL`] columns: panel `p` holds `B[kk, p*16 + j]` at
-//! `kk * 16 + j`, zero past the last column, each panel aligned to 64 bytes. The kernel
-//! keeps a block of up to [`ROWS`] x 16 outputs in twelve AVX registers and walks `k` in
-//! order with one fused multiply-add per element, as the `gemm` crate's kernel does.
+//! `kk * 16 + j`, zero past the last column, each panel 64-byte aligned where possible. The
+//! kernel keeps a block of up to [`ROWS`] x 16 outputs in twelve AVX registers and walks `k`
+//! in order with one fused multiply-add per element, as the `gemm` crate's kernel does.
 //!
 //! Only f32 on x86-64 with AVX2 and FMA. Hosts with AVX-512 keep the `gemm` crate, whose
 //! 512-bit kernels this 256-bit kernel would not beat; other types and hosts keep it too.
@@ -36,7 +36,7 @@ pub struct PackedGemm {
     offset_b: usize,
     ldb: usize,
     data: Vec<f32>,
-    /// Index in `data` of the first panel's first element, 64-byte aligned.
+    /// Index in `data` of the first panel's first element, 64-byte aligned where possible.
     start: usize,
 }
 
@@ -76,6 +76,7 @@ impl PackedGemm {
         let panels = n.div_ceil(PANEL);
         // PANEL extra elements leave room to align the first panel to 64 bytes.
         let mut data = vec![0f32; panels * k * PANEL + PANEL];
+        // Aligned for speed only: the kernel does not rely on it.
         let start = data.as_ptr().align_offset(64).min(PANEL);
         for p in 0..panels {
             let cols = (n - p * PANEL).min(PANEL);
@@ -254,8 +255,10 @@ mod avx2 {
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for kk in 0..k {
-            let b0 = _mm256_load_ps(panel.add(kk * PANEL));
-            let b1 = _mm256_load_ps(panel.add(kk * PANEL + 8));
+            // Unaligned loads: `align_offset` may decline to align, and on aligned data they
+            // cost the same as aligned ones.
+            let b0 = _mm256_loadu_ps(panel.add(kk * PANEL));
+            let b1 = _mm256_loadu_ps(panel.add(kk * PANEL + 8));
             for (r, acc) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.add(r * lda + kk));
                 acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
