@@ -39,8 +39,9 @@ fn gemm(c: &mut Criterion) {
     }
 }
 
-/// The recurrent product of one step on one thread (both sides single-threaded), `[B, H] x [H, N]`: N = 512 is one of two
-/// threads' share of an LSTM at H = 256 (4 gates x 128 units), N = 1024 all of it.
+/// The recurrent product of one step, `[B, H] x [H, N]`, on one thread on both sides: N = 512
+/// is one of two threads' share of an LSTM at H = 256 (4 gates x 128 units), N = 1024 all of
+/// it.
 fn step_product(c: &mut Criterion) {
     for (m, n, k) in [(32, 512, 256), (32, 1024, 256), (8, 256, 64)] {
         let spec = Gemm::new(m, n, k);

@@ -45,7 +45,7 @@ impl PackedGemm {
     /// docs); `None` where it does not, or where `T` is not f32, or where `spec` is not a
     /// plain single product (`C = A B`: no transposes, no batch, alpha 1, beta 0).
     pub fn new<T: Real>(spec: &Gemm, b: &[T]) -> Result<Option<Self>> {
-        if T::as_f32(b).is_none() || !plain(spec) || !preferred() {
+        if !preferred() {
             return Ok(None);
         }
         Self::pack(spec, b)
@@ -127,6 +127,10 @@ impl PackedGemm {
         unsafe {
             avx2::multiply(self, spec, a, c);
         }
+        // Unreachable: `pack` makes no `PackedGemm` off x86-64.
+        #[cfg(not(target_arch = "x86_64"))]
+        crate::error::bail!(Unsupported, "the packed gemm kernel runs on x86-64 only");
+        #[cfg(target_arch = "x86_64")]
         Ok(())
     }
 }
