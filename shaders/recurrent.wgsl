@@ -8,8 +8,8 @@
 // previous state (its slice of the recurrent product, reading W_hh^T as vec4 straight from
 // global memory and the previous state as one address shared by the whole workgroup), then
 // the gate nonlinearities and the state update, and writes the output row in place. The step
-// index arrives through a small per-step uniform, so the host records every step up front and
-// submits once. forward_sequence and backward_sequence (below) run all steps of a
+// index changes per dispatch while the bind group stays the same (`step`, below), so the host
+// records every step up front and submits once. forward_sequence and backward_sequence (below) run all steps of a
 // layer-direction in one dispatch with the same per-unit code, where the state fits
 // workgroup memory. The *_tiled kernels at the end are the step kernels for GPUs: the same
 // per-unit code after a batch-tiled product.
@@ -76,6 +76,10 @@ struct Step {
 }
 
 @group(0) @binding(0) var<uniform> cfg: Config;
+// The step a dispatch runs: a slot of a buffer of every step's index, bound at a dynamic
+// offset, or where the adapter offers immediates, immediate data. WGSL cannot make a
+// declaration depend on an override, so the host swaps this line for `var<immediate> step:
+// Step;` in that variant (gpu::shaders::ImmediateVariant); keep it on one line, as it is.
 @group(0) @binding(1) var<uniform> step: Step;
 
 

@@ -215,7 +215,8 @@ fn case_json(label: &str, trace: &Trace) -> Value {
                     .iter()
                     .map(|&(binding, kind)| {
                         let kind = match kind {
-                            BindingKind::Uniform => "uniform",
+                            // The trace folds a dynamic offset into the range it records.
+                            BindingKind::Uniform | BindingKind::PerDispatch => "uniform",
                             BindingKind::ReadOnlyStorage => "read-only-storage",
                             BindingKind::Storage => "storage",
                         };

@@ -11,7 +11,8 @@ use recur::check::rel_error;
 use recur::cpu::precision::f16_storage_value;
 use recur::cpu::recurrent::{backward, forward, Weights};
 use recur::gpu::recurrent::{
-    GpuGrads, GpuWeights, Precision, RecurrentKernels, RecurrentPath, RecurrentPlan, StepKernel,
+    GpuGrads, GpuWeights, Precision, RecurrentKernels, RecurrentPath, RecurrentPlan, StepIndex,
+    StepKernel,
 };
 use recur::gpu::{DispatchCost, Recorder};
 use recur::ops::program::STATE_REGIONS;
@@ -79,6 +80,8 @@ struct Run {
     backward: Vec<DispatchCost>,
     /// The largest relative error among the outputs, states and gradients compared.
     worst: f64,
+    /// The bits of the GPU's outputs and gradients, for comparing runs with each other.
+    bits: Vec<u32>,
 }
 
 /// `check_on` with the recurrent weights stored in `precision`, against `reference`, every
@@ -91,6 +94,24 @@ fn check_stored(
     reference: Reference,
     tol: f64,
 ) -> Run {
+    let kernels = RecurrentKernels {
+        precision: Some(precision),
+        ..Default::default()
+    };
+    check_with(gpu, rng, shape, kernels, reference, tol)
+}
+
+/// `check_stored` with the plan's kernels as `kernels` asks (precision: the device's where
+/// `None`).
+fn check_with(
+    gpu: &recur::Gpu,
+    rng: &mut StdRng,
+    shape: RecurrentShape,
+    kernels: RecurrentKernels,
+    reference: Reference,
+    tol: f64,
+) -> Run {
+    let precision = kernels.precision.unwrap_or(Precision::for_device(gpu));
     let gpu = gpu.clone();
     let cell = shape.cell;
     let (h, bsz, gw, rows) = (shape.hidden, shape.batch, shape.gate_width(), shape.rows());
@@ -208,10 +229,6 @@ fn check_stored(
     };
     let state = GpuTensor::zeros(&gpu, &[STATE_REGIONS, shape.batch, h]).unwrap();
     let gmask = rmask.as_ref().map(|m| t(&[shape.batch, h], m));
-    let kernels = RecurrentKernels {
-        precision: Some(precision),
-        ..Default::default()
-    };
     let plan = RecurrentPlan::new(
         &gpu,
         kernels,
@@ -224,6 +241,9 @@ fn check_stored(
         gmask.as_ref(),
     )
     .unwrap();
+    if let Some(asked) = kernels.step_index {
+        assert_eq!(plan.step_index(), asked, "{shape:?}");
+    }
     plan.set_lengths(lengths.as_deref()).unwrap();
     plan.set_initial_state(Some(&h0), Some(&c0)).unwrap();
     plan.set_final_state_grads(Some(&dh_n), Some(&dc_n))
@@ -257,10 +277,12 @@ fn check_stored(
         }
     }
     let worst = std::cell::Cell::new(0.0f64);
+    let bits = std::cell::RefCell::new(Vec::new());
     let compare = |what: &str, got: &[f32], want: &[f64]| {
         let e = rel_error(got, want);
         assert!(e < tol, "{ctx}: {what} rel error {e}");
         worst.set(worst.get().max(e));
+        bits.borrow_mut().extend(got.iter().map(|v| v.to_bits()));
     };
     compare("output", &got, &want);
     compare("h_n", &plan.h_n().unwrap(), &fin.h_n);
@@ -272,6 +294,7 @@ fn check_stored(
             forward: forward_costs,
             backward,
             worst: worst.get(),
+            bits: bits.take(),
         };
     }
     if cell.has_cell_state() {
@@ -287,6 +310,7 @@ fn check_stored(
         forward: forward_costs,
         backward,
         worst: worst.get(),
+        bits: bits.take(),
     }
 }
 
@@ -448,6 +472,91 @@ fn gpu_recurrent_tiled_step_kernels_match_cpu() {
         "gpu_recurrent_tiled_step_kernels_match_cpu",
         RecurrentPath::Step,
         StepKernel::Tiled,
+    );
+}
+
+/// The step index reaches the step kernels both ways (immediates, where the adapter offers
+/// them, and a dynamic uniform offset): each against the CPU twin, per-step path, both kinds
+/// of step kernel, every cell, and the same inputs give the same bits either way.
+#[test]
+fn both_ways_of_passing_the_step_index_match_cpu() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut ways = vec![StepIndex::Offset];
+    if StepIndex::immediates_possible(&gpu) {
+        ways.push(StepIndex::Immediate);
+    } else {
+        common::skipped("the adapter offers no immediates: the dynamic offset only");
+    }
+    let mut rng = rng("both_ways_of_passing_the_step_index_match_cpu");
+    for cell in CellKind::ALL {
+        for step in [StepKernel::Entry, StepKernel::Tiled] {
+            let shape = random_shape(&mut rng, cell, false);
+            let seed: u64 = rng.random();
+            let mut outputs = Vec::new();
+            for &way in &ways {
+                let kernels = RecurrentKernels {
+                    path: Some(RecurrentPath::Step),
+                    step: Some(step),
+                    step_index: Some(way),
+                    ..Default::default()
+                };
+                let mut case_rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
+                let run = check_with(
+                    &gpu,
+                    &mut case_rng,
+                    shape,
+                    kernels,
+                    Reference::AsStored,
+                    TOL,
+                );
+                assert_eq!(
+                    run.forward
+                        .iter()
+                        .filter(|d| d.kernel.entry.starts_with("forward_step"))
+                        .count(),
+                    shape.steps,
+                    "{shape:?} {way:?}: one forward step dispatch per step"
+                );
+                outputs.push(run.bits);
+            }
+            assert!(
+                outputs.windows(2).all(|w| w[0] == w[1]),
+                "{shape:?} {step:?}: the ways gave different bits"
+            );
+        }
+    }
+}
+
+/// Immediates asked of a device that cannot take them (here: one that traces, for a replay in
+/// a browser) are refused with the reason, not built.
+#[test]
+fn immediates_are_refused_where_the_device_cannot_take_them() {
+    let Some(gpu) = common::gpu() else { return };
+    let shape = RecurrentShape::new(CellKind::Lstm, 3, 5, 2, 4);
+    let t = |n: usize| GpuTensor::zeros(&gpu, &[n]).unwrap();
+    let (x, y) = (t(shape.rows() * 3), t(shape.rows() * 5));
+    let (w_ih, w_hh) = (t(shape.gate_width() * 3), t(shape.gate_width() * 5));
+    let state = t(STATE_REGIONS * 2 * 5);
+    let weights = GpuWeights {
+        w_ih: &w_ih,
+        w_hh: &w_hh,
+        b_ih: None,
+        b_hh: None,
+    };
+    let kernels = RecurrentKernels {
+        step_index: Some(StepIndex::Immediate),
+        ..Default::default()
+    };
+    gpu.start_trace();
+    let built = RecurrentPlan::new(&gpu, kernels, shape, &x, &y, weights, None, &state, None);
+    gpu.finish_trace().unwrap();
+    let err = built
+        .err()
+        .expect("immediates while tracing are refused")
+        .to_string();
+    assert!(
+        err.contains("cannot take the step index as immediates") && err.contains("tracing"),
+        "{err}"
     );
 }
 

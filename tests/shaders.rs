@@ -105,7 +105,8 @@ fn tint_manifest() {
                     .iter()
                     .map(|&(binding, kind)| {
                         let kind = match kind {
-                            BindingKind::Uniform => "uniform",
+                            // Dynamic offsets do not change what compiles.
+                            BindingKind::Uniform | BindingKind::PerDispatch => "uniform",
                             BindingKind::ReadOnlyStorage => "read-only-storage",
                             BindingKind::Storage => "storage",
                         };

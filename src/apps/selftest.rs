@@ -12,7 +12,7 @@ use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
-use crate::gpu::recurrent::{Precision, RecurrentKernels, RecurrentPath, StepKernel};
+use crate::gpu::recurrent::{Precision, RecurrentKernels, RecurrentPath, StepIndex, StepKernel};
 use crate::gpu::word2vec_train::PlanOptions;
 use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
 use crate::nn::recurrent::{RecurrentGrads, RecurrentOutput, TrainKey};
@@ -140,34 +140,44 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
             Box::new(move |rng| gemm(gpu, rng, ta, tb)),
         ));
     }
-    for cell in CellKind::ALL {
-        cases.push((
-            format!("recurrent {}", cell.name()),
-            Box::new(move |rng| recurrent_stack(gpu, rng, cell, RecurrentKernels::default())),
-        ));
-    }
-    // The batch-tiled step kernels on every adapter, not only where the device picks them.
-    let tiled = RecurrentKernels {
-        path: Some(RecurrentPath::Step),
-        step: Some(StepKernel::Tiled),
-        precision: None,
-    };
-    for cell in CellKind::ALL {
-        cases.push((
-            format!("recurrent {}, tiled step kernels", cell.name()),
-            Box::new(move |rng| recurrent_stack(gpu, rng, cell, tiled)),
-        ));
-    }
-    // W_hh and b_hh stored in f16, on the kernels the device picks.
-    let f16 = RecurrentKernels {
-        precision: Some(Precision::F16Storage),
-        ..Default::default()
-    };
-    for cell in CellKind::ALL {
-        cases.push((
-            format!("recurrent {}, f16 weight storage", cell.name()),
-            Box::new(move |rng| recurrent_stack(gpu, rng, cell, f16)),
-        ));
+    // Each cell on the kernels the device picks, then on variants it may not pick:
+    // - the batch-tiled step kernels, on every adapter;
+    // - the step index at a dynamic offset, per step, where the device would take immediates
+    //   (the default everywhere else, the browser included);
+    // - W_hh and b_hh stored in f16.
+    let variants = [
+        ("", RecurrentKernels::default()),
+        (
+            ", tiled step kernels",
+            RecurrentKernels {
+                path: Some(RecurrentPath::Step),
+                step: Some(StepKernel::Tiled),
+                ..Default::default()
+            },
+        ),
+        (
+            ", step index at a dynamic offset",
+            RecurrentKernels {
+                path: Some(RecurrentPath::Step),
+                step_index: Some(StepIndex::Offset),
+                ..Default::default()
+            },
+        ),
+        (
+            ", f16 weight storage",
+            RecurrentKernels {
+                precision: Some(Precision::F16Storage),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (label, kernels) in variants {
+        for cell in CellKind::ALL {
+            cases.push((
+                format!("recurrent {}{label}", cell.name()),
+                Box::new(move |rng| recurrent_stack(gpu, rng, cell, kernels)),
+            ));
+        }
     }
     for opt in optimizers() {
         cases.push((

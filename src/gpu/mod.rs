@@ -53,7 +53,7 @@ pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 pub use gemm::{gemm, GemmPlan, GemmVariant};
 pub use loss::{CrossEntropyPlan, MsePlan};
 pub use optim::{ClipPlan, OptimPlan};
-pub use recorder::{Recorder, Recording, SubmitReport};
+pub use recorder::{PerDispatch, Recorder, Recording, SubmitReport};
 pub use registry::{Kernel, KernelKey};
 pub use tensor::GpuTensor;
 pub use trace::Trace;

@@ -95,6 +95,20 @@ impl Drop for OpenFlag {
     }
 }
 
+/// The per-dispatch value of a kernel whose layout has one
+/// ([`super::shaders::BindingKind::PerDispatch`]): the recurrent step kernels' step index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PerDispatch {
+    /// The kernel has none.
+    None,
+    /// The byte offset of the value in the uniform buffer the bind group holds at the
+    /// per-dispatch binding (a dynamic offset).
+    Offset(u32),
+    /// The value, as immediate data (a pipeline built with
+    /// [`super::KernelKey::with_immediates`]).
+    Immediate([u32; 4]),
+}
+
 /// What a submit did, for benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SubmitReport {
@@ -191,15 +205,36 @@ impl Recorder {
         groups: [u32; 3],
         cost: Cost,
     ) {
+        self.dispatch_with(role, kernel, bind_group, PerDispatch::None, groups, cost);
+    }
+
+    /// [`Self::dispatch_as`] for a kernel with a per-dispatch value ([`PerDispatch`]).
+    pub fn dispatch_with(
+        &mut self,
+        role: &'static str,
+        kernel: &Kernel,
+        bind_group: &wgpu::BindGroup,
+        value: PerDispatch,
+        groups: [u32; 3],
+        cost: Cost,
+    ) {
         let pass = self.pass();
         pass.set_pipeline(&kernel.pipeline);
-        pass.set_bind_group(0, bind_group, &[]);
+        match value {
+            PerDispatch::None => pass.set_bind_group(0, bind_group, &[]),
+            PerDispatch::Offset(offset) => pass.set_bind_group(0, bind_group, &[offset]),
+            PerDispatch::Immediate(words) => {
+                pass.set_bind_group(0, bind_group, &[]);
+                pass.set_immediates(0, bytemuck::cast_slice(&words));
+            }
+        }
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         self.dispatches += 1;
         if let Some(t) = &mut self.traced {
             t.push(PendingCommand::Dispatch {
                 kernel: kernel.key.clone(),
                 group: bind_group.clone(),
+                value,
                 groups,
             });
         }

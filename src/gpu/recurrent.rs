@@ -2,8 +2,8 @@
 //! CPU twin: `src/cpu/recurrent.rs`; layout and semantics: `src/ops/recurrent.rs`.
 //!
 //! A [`RecurrentPlan`] is built once for a shape and a set of tensors: it allocates the
-//! workspace, writes the per-step uniforms, and creates every bind group. Recording a forward
-//! then costs 3 dispatches on the sequence path (weight transpose, input-projection GEMM, the
+//! workspace and creates its bind groups, one of which serves every step ([`StepIndex`] says
+//! how a dispatch learns its step). Recording a forward then costs 3 dispatches on the sequence path (weight transpose, input-projection GEMM, the
 //! whole-sequence kernel; see [`RecurrentPath`] for when it applies), else T + 2 (one per
 //! step instead of the sequence kernel). A backward costs two dispatches on the sequence path
 //! where its tile fits (the sequence kernel, then one for dh0), else T + 1 (one per step, one
@@ -17,7 +17,7 @@ use crate::error::{bail, ensure, err, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::shaders::{BindingKind, SharedLayout};
-use super::{Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
+use super::{Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, PerDispatch, Recorder};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::{ColumnSum, Gemm};
 
@@ -175,6 +175,42 @@ impl Precision {
             Precision::F32 => 0.0,
             Precision::F16Storage => 1.0,
         }
+    }
+}
+
+/// How the step kernels get the index of the step a dispatch runs (`step` in
+/// `shaders/recurrent.wgsl`). Either way a plan binds one bind group for all its dispatches
+/// (it had one per step, T of them, before): what changes per dispatch is 16 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepIndex {
+    /// Immediate data (wgpu's `IMMEDIATES`, push constants in Vulkan): set in the command
+    /// stream, no buffer. Pipelines are built from the family's immediates variant
+    /// ([`super::shaders::ImmediateVariant`]).
+    Immediate,
+    /// A uniform buffer of every step's index, one per `min_uniform_buffer_offset_alignment`
+    /// slot, bound at a dynamic offset. Core WebGPU: every adapter has it.
+    Offset,
+}
+
+impl StepIndex {
+    /// How plans on `gpu` pass the step index: `Offset` if `RECUR_STEP_INDEX=offset`, else
+    /// `Immediate` where the device offers immediates (the feature and at least 16 bytes of
+    /// them) and `Offset` elsewhere. While the device traces (for replay in a browser, whose
+    /// WebGPU has no immediates) always `Offset`.
+    pub fn for_device(gpu: &Gpu) -> Self {
+        let forced_offset = std::env::var("RECUR_STEP_INDEX").as_deref() == Ok("offset");
+        if !forced_offset && Self::immediates_possible(gpu) {
+            StepIndex::Immediate
+        } else {
+            StepIndex::Offset
+        }
+    }
+
+    /// Whether plans on `gpu` can take [`StepIndex::Immediate`].
+    pub fn immediates_possible(gpu: &Gpu) -> bool {
+        gpu.capabilities().immediates
+            && gpu.limits().max_immediate_size >= super::shaders::PER_DISPATCH_BYTES
+            && !gpu.is_tracing()
     }
 }
 
@@ -391,6 +427,9 @@ pub struct RecurrentKernels {
     pub step: Option<StepKernel>,
     /// The recurrent weights' storage; `None`: the device's ([`Precision::for_device`]).
     pub precision: Option<Precision>,
+    /// How the step index reaches the kernels; `None`: the device's
+    /// ([`StepIndex::for_device`]). `Immediate` where the device cannot is an error.
+    pub step_index: Option<StepIndex>,
 }
 
 /// The parameters of one layer-direction on the device (PyTorch shapes).
@@ -445,11 +484,14 @@ pub struct RecurrentPlan {
     /// The sequence kernel and its batch tile, where the plan takes that path.
     forward_sequence: Option<(Kernel, usize)>,
     backward: Option<Backward>,
-    /// One bind group per step (they differ only in the step uniform's range).
-    step_groups: Vec<wgpu::BindGroup>,
+    /// The bind group of every step, sequence and finishing dispatch.
+    step_group: wgpu::BindGroup,
+    step_index: StepIndex,
+    /// Bytes between consecutive steps' indices in the step buffer ([`StepIndex::Offset`]).
+    step_stride: u32,
     // Kept alive for the bind groups.
     workspace: Vec<GpuTensor>,
-    _uniforms: [wgpu::Buffer; 2],
+    _uniforms: Vec<wgpu::Buffer>,
 }
 
 /// The recurrent weights a plan's products read ([`RecurrentPlan::stored_recurrent_weights`]).
@@ -480,13 +522,13 @@ struct Backward {
 }
 
 /// The bind group layout the step kernels of `recurrent.wgsl` share (binding numbers as
-/// declared there), so one bind group per step serves them all: 8 storage buffers, WebGPU's
-/// default limit. `transpose_weights` reads W_hh and b_hh besides and has its own.
+/// declared there), so one bind group serves them all and every step: 8 storage buffers,
+/// WebGPU's default limit. `transpose_weights` reads W_hh and b_hh besides and has its own.
 pub(crate) const STEP_LAYOUT: SharedLayout = SharedLayout {
     name: "recurrent",
     bindings: &[
         (0, BindingKind::Uniform),         // config
-        (1, BindingKind::Uniform),         // step
+        (1, BindingKind::PerDispatch),     // step index (dynamic offset or immediates)
         (2, BindingKind::Storage),         // gate values: xw, then dxw and dhw
         (3, BindingKind::ReadOnlyStorage), // wt (transpose_weights writes it as binding 12)
         (4, BindingKind::ReadOnlyStorage), // step map
@@ -643,20 +685,42 @@ impl RecurrentPlan {
             _pad: 0,
         };
         let cfg_buffer = gpu.uniform(&cfg);
-        // One 16-byte step index per uniform-offset slot.
-        let align = gpu.limits().min_uniform_buffer_offset_alignment.max(16) as usize;
-        let mut steps_bytes = vec![0u8; shape.steps * align];
-        for s in 0..shape.steps {
-            steps_bytes[s * align..][..4].copy_from_slice(&(s as u32).to_le_bytes());
-        }
-        let step_buffer = wgpu::util::DeviceExt::create_buffer_init(
-            gpu.device(),
-            &wgpu::util::BufferInitDescriptor {
-                label: Some("recur.recurrent.steps"),
-                contents: &steps_bytes,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_SRC,
-            },
-        );
+        let step_index = match kernels.step_index {
+            Some(StepIndex::Immediate) if !StepIndex::immediates_possible(gpu) => bail!(
+                Unsupported,
+                "adapter {:?} cannot take the step index as immediates (IMMEDIATES: {}, \
+                 max_immediate_size {} of the {} bytes needed{})",
+                gpu.info().name,
+                gpu.capabilities().immediates,
+                gpu.limits().max_immediate_size,
+                super::shaders::PER_DISPATCH_BYTES,
+                if gpu.is_tracing() {
+                    ", and the device is tracing"
+                } else {
+                    ""
+                }
+            ),
+            Some(chosen) => chosen,
+            None => StepIndex::for_device(gpu),
+        };
+        // StepIndex::Offset: one 16-byte step index per uniform-offset slot.
+        let step_stride = gpu.limits().min_uniform_buffer_offset_alignment.max(16);
+        let step_buffer = (step_index == StepIndex::Offset).then(|| {
+            let stride = step_stride as usize;
+            let mut bytes = vec![0u8; shape.steps * stride];
+            for s in 0..shape.steps {
+                bytes[s * stride..][..4].copy_from_slice(&(s as u32).to_le_bytes());
+            }
+            wgpu::util::DeviceExt::create_buffer_init(
+                gpu.device(),
+                &wgpu::util::BufferInitDescriptor {
+                    label: Some("recur.recurrent.steps"),
+                    contents: &bytes,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_SRC,
+                },
+            )
+        });
+        let immediates = step_index == StepIndex::Immediate;
 
         let has_rmask = recurrent_mask.is_some() as u32 as f64;
         let key = |entry: &'static str| {
@@ -664,6 +728,7 @@ impl RecurrentPlan {
                 .with("CELL", cell.code() as f64)
                 .with("RECURRENT_DROPOUT", has_rmask)
                 .with("WEIGHTS_F16", precision.code())
+                .with_immediates(immediates)
         };
         let step_key = |entry: &'static str| key(step_kernel.entry(entry));
         let forward_step = gpu.kernel(&step_key("forward_step"))?;
@@ -692,31 +757,26 @@ impl RecurrentPlan {
         fn whole(t: &GpuTensor) -> wgpu::BindingResource<'_> {
             t.buffer().as_entire_binding()
         }
-        let bind = |s: usize| {
-            gpu.bind_resources(
-                &forward_step,
-                &[
-                    (0, cfg_buffer.as_entire_binding()),
-                    (
-                        1,
-                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &step_buffer,
-                            offset: (s * align) as u64,
-                            size: std::num::NonZeroU64::new(16),
-                        }),
-                    ),
-                    (2, whole(&gates)),
-                    (3, whole(&wt)),
-                    (4, smap.buffer().as_entire_binding()),
-                    (5, whole(y)),
-                    (6, whole(&saved)),
-                    (7, whole(&state)),
-                    (8, whole(dy_buffer.unwrap_or(&no_dy))),
-                    (9, whole(&rmask)),
-                ],
-            )
-        };
-        let step_groups: Vec<wgpu::BindGroup> = (0..shape.steps).map(bind).collect();
+        let mut step_entries = vec![
+            (0, cfg_buffer.as_entire_binding()),
+            (2, whole(&gates)),
+            (3, whole(&wt)),
+            (4, smap.buffer().as_entire_binding()),
+            (5, whole(y)),
+            (6, whole(&saved)),
+            (7, whole(&state)),
+            (8, whole(dy_buffer.unwrap_or(&no_dy))),
+            (9, whole(&rmask)),
+        ];
+        if let Some(buffer) = &step_buffer {
+            let range = wgpu::BufferBinding {
+                buffer,
+                offset: 0,
+                size: std::num::NonZeroU64::new(super::shaders::PER_DISPATCH_BYTES as u64),
+            };
+            step_entries.push((1, wgpu::BindingResource::Buffer(range)));
+        }
+        let step_group = gpu.bind_resources(&forward_step, &step_entries);
         let transpose_group = gpu.bind_resources(
             &transpose_kernel,
             &[
@@ -843,9 +903,14 @@ impl RecurrentPlan {
             forward_gru_n,
             forward_sequence,
             backward,
-            step_groups,
+            step_group,
+            step_index,
+            step_stride,
             workspace: buffers,
-            _uniforms: [cfg_buffer, step_buffer],
+            _uniforms: [Some(cfg_buffer), step_buffer]
+                .into_iter()
+                .flatten()
+                .collect(),
         };
         plan.set_lengths(None)?;
         Ok(plan)
@@ -937,10 +1002,25 @@ impl RecurrentPlan {
         }
     }
 
+    /// How this plan passes the step index to its kernels.
+    pub fn step_index(&self) -> StepIndex {
+        self.step_index
+    }
+
+    /// The per-dispatch value that gives a step kernel step `s`.
+    fn step_value(&self, s: usize) -> PerDispatch {
+        match self.step_index {
+            StepIndex::Immediate => PerDispatch::Immediate([s as u32, 0, 0, 0]),
+            StepIndex::Offset => PerDispatch::Offset(s as u32 * self.step_stride),
+        }
+    }
+
     fn dispatch_steps(&self, rec: &mut Recorder, kernel: &Kernel, s: usize) {
-        rec.dispatch(
+        rec.dispatch_with(
+            "",
             kernel,
-            &self.step_groups[s],
+            &self.step_group,
+            self.step_value(s),
             Self::step_grid(&self.shape, kernel.key.entry),
             self.step_cost(kernel, s),
         );
@@ -953,9 +1033,11 @@ impl RecurrentPlan {
         self.xw_gemm.record(rec);
         if let Some((kernel, tile)) = &self.forward_sequence {
             let grid = [self.shape.batch.div_ceil(*tile) as u32, 1, 1];
-            rec.dispatch(
+            rec.dispatch_with(
+                "",
                 kernel,
-                &self.step_groups[0],
+                &self.step_group,
+                self.step_value(0),
                 grid,
                 self.sequence_cost(*tile),
             );
@@ -977,9 +1059,11 @@ impl RecurrentPlan {
             .ok_or_else(|| err!(Invalid, "this recurrent plan was built without gradients"))?;
         if let Some((kernel, tile)) = &b.sequence {
             let grid = [self.shape.batch.div_ceil(*tile) as u32, 1, 1];
-            rec.dispatch(
+            rec.dispatch_with(
+                "",
                 kernel,
-                &self.step_groups[0],
+                &self.step_group,
+                self.step_value(0),
                 grid,
                 self.backward_sequence_cost(*tile),
             );

@@ -21,6 +21,9 @@ pub struct KernelKey {
     pub entry: &'static str,
     /// Each `override` constant set, by name, with its value's f64 bits, in the order given.
     pub constants: Vec<(&'static str, u64)>,
+    /// Whether the pipeline takes its layout's per-dispatch value as immediate data
+    /// ([`shaders::ImmediateVariant`]) rather than as a uniform at a dynamic offset.
+    pub immediates: bool,
 }
 
 impl KernelKey {
@@ -30,7 +33,16 @@ impl KernelKey {
             family,
             entry,
             constants: Vec::new(),
+            immediates: false,
         }
+    }
+
+    /// The same pipeline built to take its per-dispatch value as immediate data when
+    /// `immediates`; the device must offer `IMMEDIATES` with at least
+    /// [`shaders::PER_DISPATCH_BYTES`] of them.
+    pub fn with_immediates(mut self, immediates: bool) -> Self {
+        self.immediates = immediates;
+        self
     }
 
     /// Sets `override` constant `name` to `value`; it must be one of the values the entry point
@@ -61,8 +73,10 @@ type SharedLayoutObjects = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 /// with the shader modules and shared bind group layouts they come from.
 pub struct KernelRegistry {
     device: wgpu::Device,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    layouts: Mutex<HashMap<&'static str, SharedLayoutObjects>>,
+    /// By family, and whether it is the immediates variant.
+    modules: Mutex<HashMap<(&'static str, bool), wgpu::ShaderModule>>,
+    /// By layout name, and whether the per-dispatch value is immediate data.
+    layouts: Mutex<HashMap<(&'static str, bool), SharedLayoutObjects>>,
     pipelines: Mutex<HashMap<KernelKey, Kernel>>,
     compiled: AtomicUsize,
 }
@@ -99,19 +113,23 @@ impl KernelRegistry {
         Ok(map.entry(key.clone()).or_insert(kernel).clone())
     }
 
-    /// The bind group layout and pipeline layout of `shared`, created on first use.
-    fn shared_layout(&self, shared: &SharedLayout) -> SharedLayoutObjects {
+    /// The bind group layout and pipeline layout of `shared`, created on first use; with
+    /// `immediates`, its per-dispatch value is immediate data and leaves the bind group.
+    fn shared_layout(&self, shared: &SharedLayout, immediates: bool) -> SharedLayoutObjects {
         let mut layouts = self.layouts.lock().unwrap_or_else(|p| p.into_inner());
-        let objects = layouts.entry(shared.name).or_insert_with(|| {
+        let objects = layouts.entry((shared.name, immediates)).or_insert_with(|| {
             let entries: Vec<wgpu::BindGroupLayoutEntry> = shared
                 .bindings
                 .iter()
+                .filter(|(_, kind)| !(immediates && *kind == BindingKind::PerDispatch))
                 .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
                     binding,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
                         ty: match kind {
-                            BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
+                            BindingKind::Uniform | BindingKind::PerDispatch => {
+                                wgpu::BufferBindingType::Uniform
+                            }
                             BindingKind::ReadOnlyStorage => {
                                 wgpu::BufferBindingType::Storage { read_only: true }
                             }
@@ -119,7 +137,7 @@ impl KernelRegistry {
                                 wgpu::BufferBindingType::Storage { read_only: false }
                             }
                         },
-                        has_dynamic_offset: false,
+                        has_dynamic_offset: kind == BindingKind::PerDispatch,
                         min_binding_size: None,
                     },
                     count: None,
@@ -136,21 +154,35 @@ impl KernelRegistry {
                 .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                     label: Some(shared.name),
                     bind_group_layouts: &[Some(&bgl)],
-                    immediate_size: 0,
+                    immediate_size: if immediates {
+                        shaders::PER_DISPATCH_BYTES
+                    } else {
+                        0
+                    },
                 });
             (bgl, pl)
         });
         objects.clone()
     }
 
-    fn module(&self, family: &'static str) -> Result<wgpu::ShaderModule> {
+    /// The shader module of `family`, or of its immediates variant, compiled on first use.
+    fn module(&self, family: &'static str, immediates: bool) -> Result<wgpu::ShaderModule> {
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = modules.get(family) {
+        if let Some(m) = modules.get(&(family, immediates)) {
             return Ok(m.clone());
         }
         let fam =
             shaders::family(family).ok_or_else(|| err!(Invalid, "no shader family {family:?}"))?;
-        let source = shaders::full_source(fam);
+        let source = if immediates {
+            shaders::immediate_source(fam).ok_or_else(|| {
+                err!(
+                    Invalid,
+                    "shader family {family:?} has no variant that takes immediates"
+                )
+            })?
+        } else {
+            shaders::full_source(fam)
+        };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(family),
@@ -164,20 +196,20 @@ impl KernelRegistry {
                 super::device::error_chain(&e)
             ));
         }
-        modules.insert(family, module.clone());
+        modules.insert((family, immediates), module.clone());
         Ok(module)
     }
 
     fn compile(&self, key: &KernelKey) -> Result<Kernel> {
         let entry = listed_entry_point(key)?;
-        let module = self.module(key.family)?;
+        let module = self.module(key.family, key.immediates)?;
         let constants: Vec<(&str, f64)> = key
             .constants
             .iter()
             .map(|(n, bits)| (*n, f64::from_bits(*bits)))
             .collect();
         let label = format!("{}::{}", key.family, key.entry);
-        let shared = entry.layout.map(|l| self.shared_layout(l));
+        let shared = entry.layout.map(|l| self.shared_layout(l, key.immediates));
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self
             .device
@@ -255,6 +287,17 @@ fn listed_entry_point(key: &KernelKey) -> Result<&'static EntryPoint> {
                 o.name
             );
         }
+    }
+    if key.immediates
+        && entry
+            .layout
+            .and_then(|l| l.per_dispatch_binding())
+            .is_none()
+    {
+        bail!(
+            Invalid,
+            "pipeline {label} has no per-dispatch value to take as immediates"
+        );
     }
     if set.len() != entry.overrides.len() {
         bail!(

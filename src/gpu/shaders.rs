@@ -19,6 +19,22 @@ pub struct ShaderFamily {
     pub body: &'static str,
     /// Every compute entry point the host may build a pipeline for.
     pub entry_points: &'static [EntryPoint],
+    /// Where the family can take its per-dispatch value ([`BindingKind::PerDispatch`]) as
+    /// immediate data: the uniform's declaration and what replaces it. `None`: only as a
+    /// uniform.
+    pub immediate: Option<ImmediateVariant>,
+}
+
+/// How a family's source changes when its pipelines take the per-dispatch value as immediate
+/// data (`var<immediate>`, wgpu's `IMMEDIATES`) rather than as a uniform at a dynamic offset.
+/// WGSL cannot make a declaration depend on an `override`, so the host swaps one line.
+/// WebGPU has no immediates yet; the browser and the Tint check see the uniform variant only.
+#[derive(Clone, Copy, Debug)]
+pub struct ImmediateVariant {
+    /// The uniform's declaration, exactly as the family's source has it, once.
+    pub uniform: &'static str,
+    /// The declaration that replaces it.
+    pub immediate: &'static str,
 }
 
 /// A compute entry point: the `override` constants the host sets on it (each with every
@@ -62,15 +78,30 @@ pub enum BindingKind {
     ReadOnlyStorage,
     /// A storage buffer the kernels write (`var<storage, read_write>`).
     Storage,
+    /// 16 bytes that change from one dispatch to the next (a step index), so that one bind
+    /// group serves every dispatch: a uniform bound with a dynamic offset, or, in pipelines
+    /// built for immediates ([`ImmediateVariant`]), immediate data, and then no binding.
+    PerDispatch,
 }
+
+/// Bytes of a [`BindingKind::PerDispatch`] value.
+pub const PER_DISPATCH_BYTES: u32 = 16;
 
 impl SharedLayout {
     /// Storage buffers the layout binds (what `max_storage_buffers_per_shader_stage` limits).
     pub fn storage_buffers(&self) -> u32 {
         self.bindings
             .iter()
-            .filter(|(_, k)| *k != BindingKind::Uniform)
+            .filter(|(_, k)| matches!(k, BindingKind::ReadOnlyStorage | BindingKind::Storage))
             .count() as u32
+    }
+
+    /// The binding of the layout's per-dispatch value, if it has one.
+    pub fn per_dispatch_binding(&self) -> Option<u32> {
+        self.bindings
+            .iter()
+            .find(|(_, k)| *k == BindingKind::PerDispatch)
+            .map(|(b, _)| *b)
     }
 }
 
@@ -174,11 +205,18 @@ const fn recurrent_step(name: &'static str) -> EntryPoint {
         .with_layout(&super::recurrent::STEP_LAYOUT)
 }
 
+/// The recurrent step kernels' step index (`step` in `recurrent.wgsl`).
+const RECURRENT_IMMEDIATE: ImmediateVariant = ImmediateVariant {
+    uniform: "@group(0) @binding(1) var<uniform> step: Step;",
+    immediate: "var<immediate> step: Step;",
+};
+
 /// Every kernel family recur ships.
 pub const FAMILIES: &[ShaderFamily] = &[
     ShaderFamily {
         name: "gemm",
         body: include_str!("../../shaders/gemm.wgsl"),
+        immediate: None,
         entry_points: &[
             plain("main").with_overrides(GEMM_TILED),
             plain("main_cpu").with_overrides(GEMM_TRANSPOSES),
@@ -189,11 +227,13 @@ pub const FAMILIES: &[ShaderFamily] = &[
     ShaderFamily {
         name: "merge",
         body: include_str!("../../shaders/merge.wgsl"),
+        immediate: None,
         entry_points: &[plain("merge_forward"), plain("merge_backward")],
     },
     ShaderFamily {
         name: "recurrent",
         body: include_str!("../../shaders/recurrent.wgsl"),
+        immediate: Some(RECURRENT_IMMEDIATE),
         entry_points: &[
             plain("transpose_weights").with_overrides(CELLS),
             recurrent_step("forward_step"),
@@ -217,6 +257,7 @@ pub const FAMILIES: &[ShaderFamily] = &[
     ShaderFamily {
         name: "optim",
         body: include_str!("../../shaders/optim.wgsl"),
+        immediate: None,
         entry_points: &[
             plain("sgd"),
             plain("rmsprop"),
@@ -228,6 +269,7 @@ pub const FAMILIES: &[ShaderFamily] = &[
     ShaderFamily {
         name: "loss",
         body: include_str!("../../shaders/loss.wgsl"),
+        immediate: None,
         entry_points: &[
             plain("ce_count"),
             plain("ce_rows"),
@@ -239,21 +281,25 @@ pub const FAMILIES: &[ShaderFamily] = &[
     ShaderFamily {
         name: "embedding",
         body: include_str!("../../shaders/embedding.wgsl"),
+        immediate: None,
         entry_points: &[plain("forward"), plain("backward")],
     },
     ShaderFamily {
         name: "dropout",
         body: include_str!("../../shaders/dropout.wgsl"),
+        immediate: None,
         entry_points: &[plain("make_mask"), plain("apply"), plain("apply_rows")],
     },
     ShaderFamily {
         name: "word2vec",
         body: include_str!("../../shaders/word2vec.wgsl"),
+        immediate: None,
         entry_points: &[plain("normalize"), plain("scores"), plain("select_top")],
     },
     ShaderFamily {
         name: "word2vec_train",
         body: include_str!("../../shaders/word2vec_train.wgsl"),
+        immediate: None,
         entry_points: &[
             plain("sampled_gradients"),
             plain("softmax_gradients"),
@@ -292,6 +338,15 @@ pub fn full_source(family: &ShaderFamily) -> String {
         }
     }
     format!("{directives}{COMMON}\n{rest}")
+}
+
+/// [`full_source`] with the per-dispatch uniform declared as immediate data instead
+/// ([`ImmediateVariant`]); `None` where the family has no such variant or its source does not
+/// hold the uniform's declaration exactly once.
+pub fn immediate_source(family: &ShaderFamily) -> Option<String> {
+    let v = family.immediate?;
+    let source = full_source(family);
+    (source.matches(v.uniform).count() == 1).then(|| source.replace(v.uniform, v.immediate))
 }
 
 /// Invocations per workgroup of entry point `entry` in `source`: the product of its

@@ -24,7 +24,16 @@ use std::collections::HashMap;
 use crate::error::{err, Result};
 
 use super::readback::map_and_copy;
-use super::{Gpu, KernelKey};
+use super::recorder::PerDispatch;
+use super::{shaders, Gpu, KernelKey};
+
+/// The binding of `kernel`'s per-dispatch value, from its entry point's shared layout.
+fn per_dispatch_binding(kernel: &KernelKey) -> Option<u32> {
+    shaders::family(kernel.family)?
+        .entry_point(kernel.entry)?
+        .layout?
+        .per_dispatch_binding()
+}
 
 /// Everything traced between [`Gpu::start_trace`] and [`Gpu::finish_trace`].
 #[derive(Clone, Debug, Default)]
@@ -200,6 +209,7 @@ pub(crate) enum PendingCommand {
     Dispatch {
         kernel: KernelKey,
         group: wgpu::BindGroup,
+        value: PerDispatch,
         groups: [u32; 3],
     },
     Copy {
@@ -304,6 +314,7 @@ impl Tracer {
                 PendingCommand::Dispatch {
                     kernel,
                     group,
+                    value,
                     groups,
                 } => {
                     let Some(entries) = self.bind_groups.get(group).cloned() else {
@@ -314,12 +325,29 @@ impl Tracer {
                         ));
                         continue;
                     };
+                    // A dynamic offset is traced as a range of its own, so a replay binds it
+                    // as a plain uniform; immediates have no binding to put them in.
+                    let dynamic = match value {
+                        PerDispatch::None => None,
+                        PerDispatch::Offset(offset) => {
+                            per_dispatch_binding(kernel).map(|b| (b, *offset as u64))
+                        }
+                        PerDispatch::Immediate(_) => {
+                            self.note_problem(format!(
+                                "a dispatch of {}::{} takes immediates, which a trace cannot \
+                                 replay; plans built while tracing use dynamic offsets",
+                                kernel.family, kernel.entry
+                            ));
+                            continue;
+                        }
+                    };
                     let bindings = entries
                         .iter()
                         .map(|(binding, buffer, offset, size)| TracedBinding {
                             binding: *binding,
                             buffer: self.id(buffer),
-                            offset: *offset,
+                            offset: offset
+                                + dynamic.filter(|(b, _)| b == binding).map_or(0, |(_, o)| o),
                             size: *size,
                         })
                         .collect();
