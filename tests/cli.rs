@@ -129,6 +129,45 @@ fn forward_and_vjp_reject_bad_files_with_a_message() {
     assert!(err.contains("/no/such/file"), "{err}");
 }
 
+/// `recur bench rnn` skips, with the reason, a GPU case whose buffers the adapter's limits
+/// cannot hold, and still runs the other cases. WebGPU's default limits (128 MiB per storage
+/// buffer) make the case the same on every adapter: LSTM 64x64x1400 saves 137,625,600 bytes
+/// of activations.
+#[test]
+fn bench_rnn_skips_a_gpu_case_beyond_the_adapters_limits() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let (code, out, err) = common::recur_env(
+        &[
+            "bench",
+            "rnn",
+            "--quick",
+            "--no-torch",
+            "--all",
+            "--cells",
+            "lstm",
+            "--shapes",
+            "64x64x1400,8x2x3",
+        ],
+        &[("RECUR_LIMITS", "default")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("GPU skipped, beyond the adapter's limits: lstm 64x64x1400")
+            && out.contains("needs 137625600 bytes"),
+        "{out}"
+    );
+    let row = |case: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(case))
+            .unwrap_or_else(|| panic!("no row for {case}: {out}"))
+            .to_string()
+    };
+    assert!(row("lstm 64x64x1400").contains("skipped"), "{out}");
+    assert!(!row("lstm 8x2x3").contains("skipped"), "{out}");
+}
+
 /// `recur bench charlm --backend`: the CPU always, and beside it what the option asks for.
 #[test]
 fn bench_charlm_times_the_backend_asked_for() {

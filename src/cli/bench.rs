@@ -542,13 +542,21 @@ fn bench_rnn(
     );
     let mut results = Vec::new();
     let mut torch_all = Vec::new();
+    let mut beyond_limits = Vec::new();
     for case in cases {
         let cpu = recurrent::measure_cpu(case, warmup, reps, !args.quick)?;
         let run_gpu =
             gpu.filter(|_| all || !software || case.forward_flops() <= SOFTWARE_FLOP_LIMIT);
-        let gpu_r = run_gpu
-            .map(|g| recurrent::measure_gpu(g, case, warmup, reps, !args.quick))
-            .transpose()?;
+        // A case beyond the adapter's limits (a buffer larger than it binds) is skipped with
+        // the reason, so the other cases of the run still go ahead; any other error ends it.
+        let gpu_r =
+            match run_gpu.map(|g| recurrent::measure_gpu(g, case, warmup, reps, !args.quick)) {
+                Some(Err(e)) if matches!(e.kind(), crate::Error::Limit(_)) => {
+                    beyond_limits.push(format!("{}: {e}", case.label()));
+                    None
+                }
+                other => other.transpose()?,
+            };
         let torch = if args.no_torch || case.cell == CellKind::GruResetBefore {
             None
         } else {
@@ -652,6 +660,9 @@ fn bench_rnn(
          dev f+b = GPU time from timestamps; encode = host time to record and submit a training step; \
          dispatch = forward+backward dispatches, one submit each; MiB = device memory of the stack)"
     );
+    for why in &beyond_limits {
+        println!("GPU skipped, beyond the adapter's limits: {why}");
+    }
     if let Some(path) = &args.json {
         let path = json_path(path, "rnn");
         write_json(

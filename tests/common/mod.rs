@@ -73,9 +73,15 @@ pub fn skipped(why: &str) {
 
 /// Runs the `recur` binary: its exit status (-1 if killed), stdout and stderr.
 pub fn recur(args: &[&str]) -> (i32, String, String) {
+    recur_env(args, &[])
+}
+
+/// [`recur`] with these environment variables set.
+pub fn recur_env(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .envs(vars.iter().copied())
         .output()
         .unwrap();
     (
