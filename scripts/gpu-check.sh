@@ -7,8 +7,9 @@
 # reports the GPU and whether a Vulkan loader and driver are present, brings its own loader
 # (Debian's libvulkan1 carried in .gl/, see scripts/fetch-vulkan-loader.sh) and ICD file where
 # the driver's libraries are there but those are missing, then runs `recur info`,
-# `recur selftest` and `recur bench --quick`, and, where PyTorch with CUDA is installed, the
-# same LSTM and GRU shapes through cuDNN, printing the ratios. Everything it prints also goes
+# `recur selftest`, `recur bench --quick`, and two LSTM shapes with the step index passed
+# both ways. Where PyTorch with CUDA is installed, it also runs the same LSTM and GRU shapes
+# through cuDNN and prints the ratios. Everything it prints also goes
 # to OUTDIR/gpu-check.log. Each step has a time limit; the whole stays well under 10 minutes.
 set -u
 out=${1:?usage: scripts/gpu-check.sh OUTDIR [path/to/recur]}
@@ -78,6 +79,12 @@ selftest_status=${PIPESTATUS[0]}
 
 step "recur bench --quick"
 (cd "$here" && timeout 300 "$bin" bench --quick --json "$out/bench.json") | tee "$out/bench.txt"
+
+step "step index: immediates (the default where offered) against a dynamic offset"
+for way in default offset; do
+    (cd "$here" && RECUR_STEP_INDEX=$way timeout 90 "$bin" bench rnn --no-torch --cells lstm \
+        --shapes 256x32x100,128x1x1000 --json "$out/step-index-$way.json") | tee "$out/step-index-$way.txt"
+done
 
 step "PyTorch cuDNN on the same shapes"
 if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
