@@ -329,9 +329,17 @@ impl Tracer {
                     // as a plain uniform; immediates have no binding to put them in.
                     let dynamic = match value {
                         PerDispatch::None => None,
-                        PerDispatch::Offset(offset) => {
-                            per_dispatch_binding(kernel).map(|b| (b, *offset as u64))
-                        }
+                        PerDispatch::Offset(offset) => match per_dispatch_binding(kernel) {
+                            Some(binding) => Some((binding, *offset as u64)),
+                            None => {
+                                self.note_problem(format!(
+                                    "a dispatch of {}::{} has a dynamic offset but its layout \
+                                     no per-dispatch binding",
+                                    kernel.family, kernel.entry
+                                ));
+                                continue;
+                            }
+                        },
                         PerDispatch::Immediate(_) => {
                             self.note_problem(format!(
                                 "a dispatch of {}::{} takes immediates, which a trace cannot \
