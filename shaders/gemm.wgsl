@@ -28,9 +28,12 @@
 // atomics), applies alpha, beta and the bias, and writes C. The host chooses it for
 // products with too few tiles to fill a GPU and a long K (weight gradients).
 //
-// `column_sum` writes partial column sums of a rows x cols matrix (B's binding, rows = k),
-// one partial per chunk of rows, summed in fixed order; `reduce_splits` then adds the
-// chunks and writes the sums, to a second output as well where asked (db_hh = db_ih).
+// The weight-gradient product (FLAG_JOINED, always with SPLIT, then `reduce_weight_grads`): a layer's weight
+// and bias gradients in one dispatch and its reduction. B is [b | b2] side by side (the
+// layer's inputs and its previous states; columns from n_b1 on come from b2), and workgroups
+// past the product's tiles sum A's columns (op(A)'s rows: the bias gradient) over chunks of
+// K, `sum_depth` rows each, into `partial` after the products. `reduce_weight_grads` adds both in
+// fixed order and writes the two blocks of C and the sums to their own outputs.
 //
 // The grid is one dimension folded into two (65,535 workgroups per dimension): workgroup
 // id = wg.y * num_workgroups.x + wg.x, past the last tile it returns (a uniform exit).
@@ -39,7 +42,7 @@ struct GemmParams {
     m: u32,
     n: u32,
     k: u32,
-    flags: u32,      // bit 0: A transposed, 1: B transposed, 2: add bias, 3: read C (beta != 0), 4: second output
+    flags: u32,      // bit 0: A transposed, 1: B transposed, 2: add bias, 3: read C (beta != 0), 4: second sums output, 5: B joined from b and b2 (FLAG_JOINED)
     lda: u32,
     ldb: u32,
     ldc: u32,
@@ -54,13 +57,22 @@ struct GemmParams {
     tiles_m: u32,    // main: row tiles of C
     alpha: f32,
     beta: f32,
-    splits: u32,     // chunks of K (split-K) or of rows (column_sum); 1 otherwise
+    splits: u32,     // chunks of K (split-K); 1 otherwise
     k_chunk: u32,    // the depth of each chunk
+    n_b1: u32,       // FLAG_JOINED: the columns of B read from b; the rest from b2
+    offset_b2: u32,
+    ldb2: u32,
+    sum_chunks: u32, // FLAG_JOINED: chunks of K the column sums are split into
+    sum_depth: u32,  // FLAG_JOINED: rows per chunk of the column sums
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const FLAG_BIAS: u32 = 4u;
 const FLAG_READ_C: u32 = 8u;
 const FLAG_SECOND: u32 = 16u;
+const FLAG_JOINED: u32 = 32u;
 
 // The transposes are fixed per pipeline, so no load branches on them at run time; so is
 // whether `main` writes C or (split-K) the partial products.
@@ -74,7 +86,10 @@ override SPLIT: bool = false;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>;  // [batch, splits, m, n]
-@group(0) @binding(6) var<storage, read_write> c2: array<f32>;       // the second output
+@group(0) @binding(6) var<storage, read_write> c2: array<f32>;       // FLAG_JOINED: C's second block
+@group(0) @binding(7) var<storage, read> b2: array<f32>;              // FLAG_JOINED: B's second block
+@group(0) @binding(8) var<storage, read_write> sums: array<f32>;      // FLAG_JOINED: column sums of A
+@group(0) @binding(9) var<storage, read_write> sums2: array<f32>;     // ... written twice (FLAG_SECOND)
 
 const BM: u32 = 128u;
 const BN: u32 = 64u;
@@ -150,6 +165,9 @@ fn load_b(base: u32, t: Tile, k0: u32, li: u32, e: u32, checked: bool) -> f32 {
     }
     if (TRANS_B) {
         return b[base + col * p.ldb + kg];
+    }
+    if ((p.flags & FLAG_JOINED) != 0u && col >= p.n_b1) {
+        return b2[p.offset_b2 + kg * p.ldb2 + col - p.n_b1];
     }
     return b[base + kg * p.ldb + col];
 }
@@ -319,7 +337,11 @@ fn main(
     @builtin(local_invocation_index) li: u32,
 ) {
     let id = wg.y * nwg.x + wg.x;
-    if (id >= tile_count()) {
+    let tiles = tile_count();
+    if (id >= tiles) {
+        if (id - tiles < div_ceil(p.m, 64u) * p.sum_chunks) {
+            weight_grad_sums(id - tiles, li);
+        }
         return;
     }
     let t = tile_of(id);
@@ -347,7 +369,7 @@ fn main(
 }
 
 // One invocation per element of C: the sum of its partials in split order, then alpha,
-// beta and the bias; written to C, and to c2 too with FLAG_SECOND.
+// beta and the bias; written to C.
 @compute @workgroup_size(256, 1, 1)
 fn reduce_splits(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -376,38 +398,70 @@ fn reduce_splits(
         x += bias[col];
     }
     c[at] = x;
-    if ((p.flags & FLAG_SECOND) != 0u) {
-        c2[at] = x;
+}
+
+var<workgroup> lane_sums: array<f32, 128>;
+
+// Workgroup g of a weight-gradient product's column sums: A's columns col0 .. col0 + 64 (A is stored
+// transposed, [k, m]: these are rows of op(A)) over rows chunk * sum_depth .. + sum_depth.
+// Invocation li adds column li % 64 over every other row from li / 64, coalesced along the
+// row; the two lanes are then added in a fixed order into the chunk's partial.
+fn weight_grad_sums(g: u32, li: u32) {
+    let groups_m = div_ceil(p.m, 64u);
+    let col = (g % groups_m) * 64u + li % 64u;
+    let chunk = g / groups_m;
+    let r0 = chunk * p.sum_depth;
+    let r1 = min(r0 + p.sum_depth, p.k);
+    var s = 0.0;
+    if (col < p.m) {
+        for (var r = r0 + li / 64u; r < r1; r += 2u) {
+            s += a[p.offset_a + r * p.lda + col];
+        }
+    }
+    lane_sums[li] = s;
+    workgroupBarrier();
+    if (li < 64u && col < p.m) {
+        partial[p.splits * p.m * p.n + chunk * p.m + col] = lane_sums[li] + lane_sums[li + 64u];
     }
 }
 
-var<workgroup> column_sums: array<f32, 256>;
-
-// Workgroup (x, y) sums 64 columns over chunk y of the rows: invocation (col, lane) adds rows
-// lane, lane + 4, ... of the chunk, then lane 0 adds the four lanes in a fixed order and
-// writes partial[chunk, col]. The matrix is read through binding b: [k rows, n columns],
-// leading dimension ldb, from offset_b.
-@compute @workgroup_size(64, 4, 1)
-fn column_sum(
+// A weight-gradient product's outputs: one invocation per element of C = [C1 | C2] (C1 the first
+// n_b1 columns, packed into c; C2 the rest, packed into c2), the sum of its split partials;
+// then one per column sum, the sum of its chunk partials, into `sums` (and `sums2` with
+// FLAG_SECOND). Both in fixed order.
+@compute @workgroup_size(256, 1, 1)
+fn reduce_weight_grads(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
 ) {
-    let col = wg.x * 64u + lid.x;
-    let chunk = wg.y;
-    let r0 = chunk * p.k_chunk;
-    let r1 = min(r0 + p.k_chunk, p.k);
-    var s = 0.0;
-    if (col < p.n) {
-        for (var r = r0 + lid.y; r < r1; r += 4u) {
-            s += b[p.offset_b + r * p.ldb + col];
+    let i = (wg.y * nwg.x + wg.x) * 256u + li;
+    let elements = p.m * p.n;
+    if (i < elements) {
+        var s = 0.0;
+        for (var q = 0u; q < p.splits; q++) {
+            s += partial[q * elements + i];
         }
+        let row = i / p.n;
+        let col = i % p.n;
+        if (col < p.n_b1) {
+            c[row * p.n_b1 + col] = s;
+        } else {
+            c2[row * (p.n - p.n_b1) + col - p.n_b1] = s;
+        }
+        return;
     }
-    column_sums[lid.y * 64u + lid.x] = s;
-    workgroupBarrier();
-    if (lid.y == 0u && col < p.n) {
-        let x = lid.x;
-        let total = (column_sums[x] + column_sums[64u + x]) + (column_sums[128u + x] + column_sums[192u + x]);
-        partial[chunk * p.n + col] = total;
+    let g = i - elements;
+    if (g >= p.m) {
+        return;
+    }
+    var s = 0.0;
+    for (var q = 0u; q < p.sum_chunks; q++) {
+        s += partial[p.splits * elements + q * p.m + g];
+    }
+    sums[g] = s;
+    if ((p.flags & FLAG_SECOND) != 0u) {
+        sums2[g] = s;
     }
 }
 

@@ -1,5 +1,5 @@
 //! The GEMM: the CPU path against a plain triple loop, each GPU kernel (the adapter's own,
-//! the tiled one, split-K, column sums) against the CPU path, and bad input. CI runs this
+//! the tiled one, split-K, the weight-gradient product) against the CPU path, and bad input. CI runs this
 //! file with RECUR_GEMM=tiled as well, so the plain tests cover both variants there.
 
 mod common;
@@ -9,8 +9,8 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
 use recur::gpu::gemm::split_k_rule;
-use recur::gpu::{gemm as gpu_gemm, GemmPlan, GemmVariant, Recorder};
-use recur::ops::ColumnSum;
+use recur::gpu::{gemm as gpu_gemm, GemmPlan, GemmVariant, Recorder, WeightGradTensors};
+use recur::ops::WeightGrads;
 use recur::{cpu, Gemm, Gpu, GpuTensor};
 
 /// The definition, one element at a time, in f64: the reference for the CPU path.
@@ -366,152 +366,220 @@ fn a_grid_past_65535_workgroups_is_folded() {
     assert_eq!(gc.to_vec().unwrap(), want);
 }
 
-/// The definition of column sums, in f64.
-fn naive_column_sum(spec: &ColumnSum, a: &[f64], out: &mut [f64]) {
-    for j in 0..spec.cols {
-        let s: f64 = (0..spec.rows)
-            .map(|r| a[spec.offset + r * spec.ld() + j])
-            .sum();
-        let old = if spec.beta != 0.0 {
-            spec.beta as f64 * out[j]
-        } else {
-            0.0
-        };
-        out[j] = spec.alpha as f64 * s + old;
+/// The weight-gradient product by its definition, in f64: the two products through
+/// [`naive`], the column sums of `a` one at a time.
+fn naive_weight_grads(
+    spec: &WeightGrads,
+    a: &[f64],
+    b1: &[f64],
+    b2: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut out1 = vec![0.0; spec.m * spec.n1];
+    naive(&spec.first(), a, b1, None, &mut out1);
+    let mut out2 = vec![0.0; spec.m * spec.n2];
+    if let Some(g) = spec.second() {
+        naive(&g, a, b2, None, &mut out2);
     }
+    let sums = (0..spec.m)
+        .map(|j| {
+            (0..spec.rows)
+                .map(|r| a[spec.offset_a + r * spec.lda + j])
+                .sum()
+        })
+        .collect();
+    (out1, out2, sums)
 }
 
 #[test]
-fn column_sums_match_the_definition_on_cpu_and_gpu() {
+fn weight_grads_match_the_definition_on_cpu_and_gpu() {
     let gpu = common::gpu();
-    let mut rng = rng("column_sums_match_the_definition_on_cpu_and_gpu");
-    for case in 0..40 {
-        let rows = [1, 2, 3, 63, 64, 65, 255, 3200][rng.random_range(0..8)].min(if case % 2 == 0 {
+    let mut rng = rng("weight_grads_match_the_definition_on_cpu_and_gpu");
+    for case in 0..30 {
+        let pick = |rng: &mut StdRng, from: &[usize]| from[rng.random_range(0..from.len())];
+        let rows = pick(&mut rng, &[1, 2, 7, 63, 257, 1000, 3200]).min(if case % 2 == 0 {
             3200
         } else {
             300
         });
-        let cols = [1, 5, 63, 64, 65, 130, 1024][rng.random_range(0..7)];
-        let mut spec = ColumnSum::new(rows, cols)
-            .alpha(rng.random_range(-2.0..2.0))
-            .beta(if rng.random_bool(0.5) {
-                0.0
+        let m = pick(&mut rng, &[1, 3, 64, 65, 130, 300]);
+        let n1 = pick(&mut rng, &[1, 5, 64, 67]);
+        let n2 = pick(&mut rng, &[0, 1, 7, 64, 65]);
+        let mut spec = WeightGrads::new(rows, m, n1, n2);
+        let pad = |rng: &mut StdRng| {
+            if rng.random_bool(0.5) {
+                rng.random_range(0..5)
             } else {
-                rng.random_range(-1.5..1.5)
-            });
-        if rng.random_bool(0.5) {
-            spec = spec
-                .leading_dim(cols + rng.random_range(0..5))
-                .offset(rng.random_range(0..5));
+                0
+            }
+        };
+        spec = spec
+            .a_at(m + pad(&mut rng), pad(&mut rng))
+            .b1_at(n1 + pad(&mut rng), pad(&mut rng))
+            .b2_at(n2 + pad(&mut rng), pad(&mut rng));
+        let extent = |ld: usize, off: usize, cols: usize| off + (rows - 1) * ld + cols.max(1);
+        let a = random_vec(&mut rng, extent(spec.lda, spec.offset_a, m));
+        let b1 = random_vec(&mut rng, extent(spec.ldb1, spec.offset_b1, n1));
+        let b2 = random_vec(&mut rng, extent(spec.ldb2, spec.offset_b2, n2));
+        let (a64, b1_64, b2_64) = (to_f64(&a), to_f64(&b1), to_f64(&b2));
+        let (want1, want2, want_sums) = naive_weight_grads(&spec, &a64, &b1_64, &b2_64);
+        // The sums' f32 errors are judged against the sums of the terms' magnitudes (see
+        // `error_of_magnitudes`): columns whose terms cancel have small sums.
+        let abs_a: Vec<f64> = a64.iter().map(|x| x.abs()).collect();
+        let (_, _, scale) = naive_weight_grads(&spec, &abs_a, &b1_64, &b2_64);
+        let b2_of = |n2: usize| (n2 > 0).then_some(());
+
+        let mut cpu1 = vec![f64::NAN; m * n1];
+        let mut cpu2 = vec![f64::NAN; m * n2];
+        let mut cpu_sums = vec![f64::NAN; m];
+        cpu::weight_grads(
+            &spec,
+            &a64,
+            &b1_64,
+            b2_of(n2).map(|_| &b2_64[..]),
+            &mut cpu1,
+            b2_of(n2).map(|_| &mut cpu2[..]),
+            &mut cpu_sums,
+        )
+        .unwrap();
+        for (got, want, what) in [
+            (&cpu1, &want1, "out1"),
+            (&cpu2, &want2, "out2"),
+            (&cpu_sums, &want_sums, "sums"),
+        ] {
+            let e = rel_error(got, want);
+            assert!(
+                e < 1e-12 || want.is_empty(),
+                "{spec:?}: CPU f64 {what} rel error {e}"
+            );
         }
-        let len = spec.offset + (rows - 1) * spec.ld() + cols + rng.random_range(0..3);
-        let a = random_vec(&mut rng, len);
-        let out0: Vec<f32> = if spec.beta == 0.0 {
-            vec![f32::NAN; cols]
-        } else {
-            random_vec(&mut rng, cols)
-        };
-        let mut want = to_f64(&out0);
-        naive_column_sum(&spec, &to_f64(&a), &mut want);
-        // The f32 errors are judged against the sums of the terms' magnitudes: a column
-        // whose terms cancel (seed 1795941616101260706: 3200 rows, one column) has a small
-        // sum and a rounding error that is not, although it is as small as summation in f32
-        // can make it. The f64 check keeps the plain relative error.
-        let mut scale = to_f64(&out0).iter().map(|x| x.abs()).collect::<Vec<_>>();
-        let magnitudes = ColumnSum {
-            alpha: spec.alpha.abs(),
-            beta: spec.beta.abs(),
-            ..spec
-        };
-        let abs_a = a.iter().map(|&x| (x as f64).abs()).collect::<Vec<_>>();
-        naive_column_sum(&magnitudes, &abs_a, &mut scale);
-        let summation_error = |got: &[f32]| error_of_magnitudes(got, &want, &scale);
-        let mut cpu64 = to_f64(&out0);
-        cpu::column_sum(&spec, &to_f64(&a), &mut cpu64).unwrap();
-        let e = rel_error(&cpu64, &want);
-        assert!(e < 1e-12, "{spec:?}: CPU f64 rel error {e}");
-        let mut cpu32 = out0.clone();
-        cpu::column_sum(&spec, &a, &mut cpu32).unwrap();
-        let e = summation_error(&cpu32);
-        assert!(
-            e < 1e-5,
-            "{spec:?}: CPU f32 error {e} of the magnitudes' sums"
-        );
 
         let Some(gpu) = &gpu else { continue };
-        let ga = GpuTensor::from_slice(gpu, &[len], &a).unwrap();
-        let gout = GpuTensor::from_slice(gpu, &[cols], &out0).unwrap();
-        // A second output (the shared bias gradient) half the time; it is only written.
-        let second = rng
+        let tensor = |v: &[f32]| GpuTensor::from_slice(gpu, &[v.len()], v).unwrap();
+        let nans = |n: usize| GpuTensor::filled(gpu, &[n.max(1)], f32::NAN).unwrap();
+        let (ga, gb1, gb2) = (tensor(&a), tensor(&b1), tensor(&b2));
+        let (out1, out2, sums, sums2) = (nans(m * n1), nans(m * n2), nans(m), nans(m));
+        let second = rng.random_bool(0.5);
+        let t = WeightGradTensors {
+            a: &ga,
+            b1: &gb1,
+            b2: b2_of(n2).map(|_| &gb2),
+            out1: &out1,
+            out2: b2_of(n2).map(|_| &out2),
+            sums: &sums,
+            sums2: second.then_some(&sums2),
+        };
+        let splits = rng
             .random_bool(0.5)
-            .then(|| GpuTensor::filled(gpu, &[cols], f32::NAN).unwrap());
-        let plan = if rng.random_bool(0.5) {
-            GemmPlan::column_sum(gpu, &spec, &ga, &gout, second.as_ref())
-        } else {
-            let chunks = rng.random_range(1..=rows.min(40));
-            GemmPlan::column_sum_in(gpu, &spec, &ga, &gout, second.as_ref(), chunks)
-        }
-        .unwrap();
+            .then(|| rng.random_range(1..=rows.min(40)));
+        let plan = GemmPlan::weight_grads(gpu, &spec, t, splits).unwrap();
         assert_eq!(plan.dispatches(), 2);
         let mut rec = Recorder::new(gpu);
         plan.record(&mut rec);
         rec.submit().unwrap();
-        let got = gout.to_vec().unwrap();
-        let e = summation_error(&got);
-        assert!(e < 1e-5, "{spec:?}: GPU error {e} of the magnitudes' sums");
-        if let Some(s) = &second {
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(
-                bits(&s.to_vec().unwrap()),
-                bits(&got),
-                "{spec:?}: second output"
+        let ctx = format!("{spec:?}, splits {splits:?}");
+        let e = rel_error(&to_f64(&out1.to_vec().unwrap()), &want1);
+        assert!(e < 1e-5, "{ctx}: GPU out1 rel error {e}");
+        if n2 > 0 {
+            let e = rel_error(&to_f64(&out2.to_vec().unwrap()), &want2);
+            assert!(e < 1e-5, "{ctx}: GPU out2 rel error {e}");
+        }
+        let got_sums = sums.to_vec().unwrap();
+        let e = error_of_magnitudes(&got_sums, &want_sums, &scale);
+        assert!(
+            e < 1e-5,
+            "{ctx}: GPU sums error {e} of the magnitudes' sums"
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let got_sums2 = sums2.to_vec().unwrap();
+        if second {
+            assert_eq!(bits(&got_sums2), bits(&got_sums), "{ctx}: second sums");
+        } else {
+            assert!(
+                got_sums2.iter().all(|x| x.is_nan()),
+                "{ctx}: sums2 written unasked"
             );
         }
     }
 }
 
 #[test]
-fn bad_column_sums_are_errors_naming_the_sizes() {
+fn bad_weight_grads_are_errors_naming_the_sizes() {
     let a = vec![0.0f32; 10];
-    let mut out = vec![0.0f32; 4];
-    let err = cpu::column_sum(&ColumnSum::new(3, 4), &a, &mut out)
+    let (mut out1, mut out2, mut sums) = (vec![0.0f32; 12], vec![0.0f32; 12], vec![0.0f32; 4]);
+    let spec = WeightGrads::new(3, 4, 3, 0);
+    let err = cpu::weight_grads(&spec, &a, &a, None, &mut out1, None, &mut sums)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("need 12") && err.contains("has 10"), "{err}");
-    let err = cpu::column_sum(&ColumnSum::new(2, 5), &a, &mut out)
+    assert!(err.contains("needs 12") && err.contains("has 10"), "{err}");
+    let spec = WeightGrads::new(2, 4, 3, 0);
+    let err = cpu::weight_grads(&spec, &a, &a, None, &mut out1, None, &mut sums[..3])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("output of 5"), "{err}");
-    let err = cpu::column_sum(&ColumnSum::new(0, 4), &a, &mut out)
+    assert!(err.contains("sums output of 4"), "{err}");
+    let spec = WeightGrads::new(2, 4, 3, 2);
+    let err = cpu::weight_grads(&spec, &a, &a, None, &mut out1, None, &mut sums)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("rows = 0"), "{err}");
-    let err = cpu::column_sum(&ColumnSum::new(2, 4).leading_dim(3), &a, &mut out)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("ld = 3"), "{err}");
+    assert!(err.contains("n2 = 2") && err.contains("B2: false"), "{err}");
+    let err = cpu::weight_grads(
+        &WeightGrads::new(2, 4, 0, 0),
+        &a,
+        &a,
+        None,
+        &mut out1,
+        Some(&mut out2),
+        &mut sums,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("n1 = 0"), "{err}");
     let Some(gpu) = common::gpu() else { return };
-    let ga = GpuTensor::from_slice(&gpu, &[10], &a).unwrap();
-    let err = GemmPlan::column_sum(&gpu, &ColumnSum::new(2, 4), &ga, &ga, None)
-        .err()
-        .expect("an output aliasing the input is refused")
-        .to_string();
-    assert!(err.contains("same tensor"), "{err}");
-    let gout = GpuTensor::<f32>::zeros(&gpu, &[4]).unwrap();
-    let err = GemmPlan::column_sum_in(&gpu, &ColumnSum::new(2, 4), &ga, &gout, None, 3)
-        .err()
-        .expect("more chunks than rows are refused")
-        .to_string();
+    let ga = GpuTensor::<f32>::zeros(&gpu, &[16]).unwrap();
+    let (g1, gs) = (
+        GpuTensor::<f32>::zeros(&gpu, &[12]).unwrap(),
+        GpuTensor::<f32>::zeros(&gpu, &[4]).unwrap(),
+    );
+    let t = WeightGradTensors {
+        a: &ga,
+        b1: &ga,
+        b2: None,
+        out1: &g1,
+        out2: None,
+        sums: &gs,
+        sums2: None,
+    };
+    let spec = WeightGrads::new(2, 4, 3, 0);
+    let refused = |t, splits| {
+        GemmPlan::weight_grads(&gpu, &spec, t, splits)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let err = refused(WeightGradTensors { out1: &ga, ..t }, None);
+    assert!(err.contains("neither an operand"), "{err}");
+    let err = refused(WeightGradTensors { sums: &g1, ..t }, None);
+    assert!(err.contains("another output"), "{err}");
+    let err = refused(t, Some(3));
     assert!(err.contains("1 to 2 chunks"), "{err}");
-    // One tensor given as both outputs (a layer without biases shares one scratch
+    // One tensor given as both sums outputs (a layer without biases shares one scratch
     // gradient) gets the sums once.
     let a: Vec<f32> = (0..8).map(|i| i as f32).collect();
     let ga = GpuTensor::from_slice(&gpu, &[8], &a).unwrap();
-    let plan = GemmPlan::column_sum(&gpu, &ColumnSum::new(2, 4), &ga, &gout, Some(&gout)).unwrap();
+    let t = WeightGradTensors {
+        a: &ga,
+        b1: &ga,
+        sums2: Some(&gs),
+        ..t
+    };
+    let spec = WeightGrads::new(2, 4, 1, 0).b1_at(4, 0);
+    let plan = GemmPlan::weight_grads(&gpu, &spec, t, None).unwrap();
     let mut rec = Recorder::new(&gpu);
     plan.record(&mut rec);
     rec.submit().unwrap();
-    assert_eq!(gout.to_vec().unwrap(), vec![4.0, 6.0, 8.0, 10.0]);
+    assert_eq!(gs.to_vec().unwrap(), vec![4.0, 6.0, 8.0, 10.0]);
+    // B1 is A's column 0 read as a 2 x 1 matrix of leading dimension 4, [0, 4], so
+    // out1[j] = A[0][j] * 0 + A[1][j] * 4.
+    assert_eq!(g1.to_vec().unwrap()[..4], [16.0, 20.0, 24.0, 28.0]);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use rand::Rng;
 use recur::check::rel_error;
 use recur::cpu::precision::f16_storage_value;
 use recur::cpu::recurrent::{backward, forward, Weights};
+use recur::gpu::gemm::split_k_rule;
 use recur::gpu::recurrent::{
     GpuGrads, GpuWeights, Precision, RecurrentKernels, RecurrentPath, RecurrentPlan, StepIndex,
     StepKernel,
@@ -17,7 +18,7 @@ use recur::gpu::recurrent::{
 use recur::gpu::{DispatchCost, Recorder};
 use recur::ops::program::STATE_REGIONS;
 use recur::ops::recurrent::{CellKind, RecurrentShape};
-use recur::GpuTensor;
+use recur::{Gemm, GpuTensor};
 
 const TOL: f64 = 1e-4;
 
@@ -350,14 +351,20 @@ fn gpu_recurrent_matches_cpu_with_weight_gradients_split_along_k() {
             RecurrentShape::new(cell, rng.random_range(3..30), rng.random_range(3..30), b, t)
                 .reverse(rng.random_bool(0.5))
                 .batch_first(rng.random_bool(0.5));
+        // Every cell has a weight-gradient product over x (dW_ih with db_ih): one tile.
+        let dw_ih = Gemm::new(shape.gate_width(), shape.input, shape.rows()).trans_a(true);
+        assert!(
+            split_k_rule(&dw_ih) > 1,
+            "{shape:?}: the rule does not split"
+        );
         let (_, backward) = check_on(&gpu, &mut rng, shape);
         assert!(
             backward
                 .iter()
-                .any(|d| d.kernel.entry == "reduce_splits" && d.kernel.role.starts_with("dW")),
-            "{shape:?}: no product was split"
+                .any(|d| d.kernel.entry == "reduce_weight_grads"
+                    && d.kernel.role.starts_with("dW_ih")),
+            "{shape:?}: no weight-gradient product"
         );
-        assert!(backward.iter().any(|d| d.kernel.entry == "column_sum"));
     }
 }
 
@@ -424,14 +431,20 @@ fn check_path(test: &str, path: RecurrentPath, kernel: StepKernel) {
                     );
                     assert_eq!(count(&forward, forward_step), 0, "{shape:?}");
                     // Every path shape's gate gradients fit: the backward sequence kernel,
-                    // the dispatch for dh0, then the products (dx, dW_ih, dW_hh, two for GRU
-                    // reset-before), each split in two at most, and the bias column sums
-                    // (two for GRU).
+                    // the dispatch for dh0, then dx (split in two at most) and the weight
+                    // and bias gradients: one product and its reduction (LSTM, RNN); two
+                    // (GRU); one and the two plain dW_hh products, each split in two at
+                    // most (GRU reset-before).
                     assert_eq!(count(&backward, "backward_sequence"), 1, "{shape:?}");
                     assert_eq!(count(&backward, backward_step), 0, "{shape:?}");
                     assert_eq!(count(&backward, finish), 1, "{shape:?}");
+                    let gradients = match shape.cell {
+                        CellKind::Gru => 4,
+                        CellKind::GruResetBefore => 2 + 2 * 2,
+                        _ => 2,
+                    };
                     assert!(
-                        backward.len() <= 2 + 2 * 4 + 2,
+                        backward.len() <= 2 + 2 + gradients,
                         "{shape:?}: {} dispatches",
                         backward.len()
                     );

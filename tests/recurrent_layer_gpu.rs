@@ -168,9 +168,10 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         assert_eq!(mid.submits - before.submits, 1);
         assert_eq!(after.submits - mid.submits, 1);
         // Forward: transpose + input GEMM + per-step, or + the sequence kernel; backward:
-        // per-step, or the sequence kernel, + finish + dx, dW_ih, dW_hh (two for GRU
-        // reset-before) + the bias column sums (two dispatches; GRU's two biases differ, so
-        // four). At these sizes no product is split along K.
+        // per-step, or the sequence kernel, + finish + dx + the weight and bias gradients
+        // as one product and its reduction (GRU: two, its recurrent gate gradients differ;
+        // GRU reset-before: one and the two plain dW_hh products). At these sizes no plain
+        // product is split along K.
         let recurrence = match path {
             RecurrentPath::Step => per_step * steps as u64,
             RecurrentPath::Sequence => 1,
@@ -182,10 +183,7 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         );
         assert_eq!(
             after.dispatches - mid.dispatches,
-            recurrence
-                + 6
-                + (cell == CellKind::GruResetBefore) as u64
-                + 2 * (cell == CellKind::Gru) as u64,
+            recurrence + 4 + 2 * matches!(cell, CellKind::Gru | CellKind::GruResetBefore) as u64,
             "{cell:?} backward on the {path:?} path"
         );
         // Running again compiles nothing new.

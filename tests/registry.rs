@@ -26,11 +26,11 @@ fn a_pipeline_outside_the_table_is_refused() {
             "sets override TRANS_B 0 times",
         ),
         (
-            KernelKey::new("gemm", "column_sum").with("TRANS_A", 1.0),
+            KernelKey::new("gemm", "reduce_weight_grads").with("TRANS_A", 1.0),
             "TRANS_A = 1 is not listed",
         ),
         (
-            KernelKey::new("gemm", "column_sum").with_immediates(true),
+            KernelKey::new("gemm", "reduce_weight_grads").with_immediates(true),
             "no per-dispatch value to take as immediates",
         ),
         (

@@ -1,11 +1,11 @@
 //! CPU twins of `shaders/gemm.wgsl`: a batched, strided matrix product on the `gemm` crate,
 //! on all cores through rayon (the twin of `main`, split or not, and of `main_cpu` alike: a
-//! split changes only the order of the additions), and column sums.
+//! split changes only the order of the additions), and the weight-gradient product.
 
 use crate::error::Result;
 
 use super::Real;
-use crate::ops::{ColumnSum, Gemm};
+use crate::ops::{Gemm, WeightGrads};
 
 /// Multiply-adds (m * n * k) below which a product runs on the calling thread.
 pub(crate) const PARALLEL_WORK: f64 = 96.0 * 96.0 * 96.0;
@@ -96,27 +96,37 @@ fn gemm_with<T: Real>(
     Ok(())
 }
 
-/// `out = alpha * (column sums of the matrix) + beta * out` as described by `spec` (rows
-/// added in order).
-pub fn column_sum<T: Real>(spec: &ColumnSum, a: &[T], out: &mut [T]) -> Result<()> {
-    spec.validate(a.len(), out.len())?;
-    let (cols, ld) = (spec.cols, spec.ld());
-    let mut sums = vec![T::zero(); cols];
+/// The weight-gradient product `spec` (twin of `main` with FLAG_JOINED and
+/// `reduce_weight_grads`): `out1 = A^T B1`, `out2 = A^T B2`, `sums` = `A`'s column sums
+/// (rows added in order).
+pub fn weight_grads<T: Real>(
+    spec: &WeightGrads,
+    a: &[T],
+    b1: &[T],
+    b2: Option<&[T]>,
+    out1: &mut [T],
+    out2: Option<&mut [T]>,
+    sums: &mut [T],
+) -> Result<()> {
+    spec.validate(
+        a.len(),
+        b1.len(),
+        b2.map(|b| b.len()),
+        out1.len(),
+        out2.as_ref().map(|o| o.len()),
+        sums.len(),
+    )?;
+    gemm(&spec.first(), a, b1, None, out1)?;
+    if let (Some(g), Some(b2), Some(out2)) = (spec.second(), b2, out2) {
+        gemm(&g, a, b2, None, out2)?;
+    }
+    let m = spec.m;
+    sums[..m].iter_mut().for_each(|s| *s = T::zero());
     for r in 0..spec.rows {
-        let row = &a[spec.offset + r * ld..][..cols];
+        let row = &a[spec.offset_a + r * spec.lda..][..m];
         for (s, &x) in sums.iter_mut().zip(row) {
             *s = *s + x;
         }
-    }
-    let alpha = T::from(spec.alpha).unwrap_or_else(T::zero);
-    let beta = T::from(spec.beta).unwrap_or_else(T::zero);
-    for (o, s) in out.iter_mut().zip(sums) {
-        // With beta == 0 the old value is not read (it may be NaN).
-        *o = if spec.beta != 0.0 {
-            alpha * s + beta * *o
-        } else {
-            alpha * s
-        };
     }
     Ok(())
 }

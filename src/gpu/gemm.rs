@@ -1,5 +1,6 @@
 //! Host side of `shaders/gemm.wgsl`: matrix products (tiled for GPUs, split-K where a
-//! product has few tiles and a long K, or the variant for CPU adapters) and column sums.
+//! product has few tiles and a long K, or the variant for CPU adapters) and the
+//! weight-gradient product (a layer's dW_ih, dW_hh and bias gradient in one product).
 //! CPU twins: `src/cpu/gemm.rs`.
 
 use crate::error::{ensure, err, Result};
@@ -7,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid;
 use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
-use crate::ops::{ColumnSum, Gemm};
+use crate::ops::{Gemm, WeightGrads};
 
 /// Rows, columns and depth of the tile one workgroup of `main` computes per K step.
 const TILE_M: usize = 128;
@@ -15,15 +16,13 @@ const TILE_N: usize = 64;
 const TILE_K: usize = 8;
 /// Rows and columns of C a workgroup of `main_cpu` covers.
 const CPU_TILE: usize = 32;
-/// Columns one workgroup of `column_sum` covers, and the rows it takes at least per chunk.
+/// Columns of A one workgroup of a weight-gradient product's column sums covers.
 const SUM_COLUMNS: usize = 64;
-const MIN_SUM_ROWS: usize = 64;
-/// Invocations per workgroup of `reduce_splits`.
+/// Invocations per workgroup of `reduce_splits` and `reduce_weight_grads`.
 const REDUCE_WG: usize = 256;
 
 /// Workgroups a dispatch should have to fill a large GPU: about two per SM of an H100 (132
-/// SMs), one per CU of an MI300X (304). Products split along K, and column sums along their
-/// rows, toward this many.
+/// SMs), one per CU of an MI300X (304). Products split along K toward this many.
 const TARGET_WORKGROUPS: usize = 256;
 /// Products with more tiles than this fill at least half of a 128-unit GPU unsplit; a split
 /// would gain less there than its second dispatch (a launch, the partials' traffic) costs.
@@ -101,10 +100,18 @@ struct GemmParams {
     beta: f32,
     splits: u32,
     k_chunk: u32,
+    n_b1: u32,
+    offset_b2: u32,
+    ldb2: u32,
+    sum_chunks: u32,
+    sum_depth: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: GemmParams in "gemm" as "GemmParams" {
-    m, n, k, flags, lda, ldb, ldc, batch, offset_a, offset_b, offset_c, tiles_n, stride_a, stride_b, stride_c, tiles_m, alpha, beta, splits, k_chunk,
+    m, n, k, flags, lda, ldb, ldc, batch, offset_a, offset_b, offset_c, tiles_n, stride_a, stride_b, stride_c, tiles_m, alpha, beta, splits, k_chunk, n_b1, offset_b2, ldb2, sum_chunks, sum_depth,
 });
 
 const FLAG_TRANS_A: u32 = 1;
@@ -112,6 +119,7 @@ const FLAG_TRANS_B: u32 = 2;
 const FLAG_BIAS: u32 = 4;
 const FLAG_READ_C: u32 = 8;
 const FLAG_SECOND: u32 = 16;
+const FLAG_JOINED: u32 = 32;
 
 impl GemmParams {
     /// The product's sizes, layout and scaling, one chunk of all of K, one tile each way.
@@ -142,6 +150,14 @@ impl GemmParams {
             beta: spec.beta,
             splits: 1,
             k_chunk: spec.k as u32,
+            n_b1: spec.n as u32,
+            offset_b2: 0,
+            ldb2: 0,
+            sum_chunks: 0,
+            sum_depth: 0,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         }
     }
 
@@ -184,9 +200,9 @@ struct Stage {
     cost: Cost,
 }
 
-/// A matrix product (or a column sum, [`Self::column_sum`]) bound to its tensors: built once,
-/// recorded as often as needed. One dispatch, or two for a split product (the split
-/// products, then their fixed-order sum).
+/// A matrix product (or a weight-gradient product, [`Self::weight_grads`]) bound to its
+/// tensors: built once, recorded as often as needed. One dispatch, or two for a split product
+/// (the split products, then their fixed-order sum).
 pub struct GemmPlan {
     stages: Vec<Stage>,
     spec: Gemm,
@@ -230,6 +246,27 @@ impl<'a> Operands<'a> {
     fn bias_buffer(&self, gpu: &'a Gpu) -> &'a wgpu::Buffer {
         self.bias.map_or(gpu.dummy_buffer(), |t| t.buffer())
     }
+}
+
+/// The tensors of a weight-gradient product ([`GemmPlan::weight_grads`]): operands `a`,
+/// `b1` and `b2`, outputs `out1`, `out2` and `sums` as [`WeightGrads`] names them, and
+/// `sums2`, where given, a second copy of the sums (db_hh where it equals db_ih).
+#[derive(Clone, Copy)]
+pub struct WeightGradTensors<'a> {
+    /// The gate gradients `A`.
+    pub a: &'a GpuTensor,
+    /// The layer's inputs `B1`.
+    pub b1: &'a GpuTensor,
+    /// The layer's previous states `B2`, where the product has them.
+    pub b2: Option<&'a GpuTensor>,
+    /// `A^T B1`.
+    pub out1: &'a GpuTensor,
+    /// `A^T B2`, where the product has `B2`.
+    pub out2: Option<&'a GpuTensor>,
+    /// `A`'s column sums.
+    pub sums: &'a GpuTensor,
+    /// A second copy of the sums, where wanted.
+    pub sums2: Option<&'a GpuTensor>,
 }
 
 impl GemmPlan {
@@ -364,6 +401,7 @@ impl GemmPlan {
                 (3, ops.bias_buffer(gpu)),
                 (4, ops.c.buffer()),
                 (5, partial.buffer()),
+                (7, gpu.dummy_buffer()),
             ],
         );
         let cost = operand_reads(spec, TILE_M, TILE_N)
@@ -381,101 +419,163 @@ impl GemmPlan {
         if !split {
             return Ok(Self::plan(spec, vec![products], vec![partial]));
         }
-        let (reduce, stand_in) =
-            reduce_stage(gpu, &params, &partial, ops.bias, ops.c, None, elements)?;
-        Ok(Self::plan(
-            spec,
-            vec![products, reduce],
-            vec![partial, stand_in],
-        ))
+        let reduce = reduce_stage(gpu, &params, &partial, ops.bias, ops.c, elements)?;
+        Ok(Self::plan(spec, vec![products, reduce], vec![partial]))
     }
 
-    /// Column sums (`spec`) of `a` into `out`, and into `second` too where given (a bias
-    /// gradient shared by two biases): `column_sum` over chunks of rows (toward
-    /// `TARGET_WORKGROUPS` workgroups, each chunk at least 64 rows), then `reduce_splits`.
-    pub fn column_sum(
+    /// The weight-gradient product `spec` into `t`'s outputs: `main` over the joined B
+    /// (split along K into `splits` chunks; `None`: as [`split_k_rule`] says for the
+    /// product), its column-sum workgroups in the same dispatch, then `reduce_weight_grads`.
+    /// Two dispatches on every adapter: the split products and the sums meet only in the
+    /// reduction.
+    pub fn weight_grads(
         gpu: &Gpu,
-        spec: &ColumnSum,
-        a: &GpuTensor,
-        out: &GpuTensor,
-        second: Option<&GpuTensor>,
+        spec: &WeightGrads,
+        t: WeightGradTensors,
+        splits: Option<usize>,
     ) -> Result<Self> {
-        let col_groups = spec.cols.div_ceil(SUM_COLUMNS);
-        let chunks = TARGET_WORKGROUPS
-            .div_ceil(col_groups)
-            .min(spec.rows.div_ceil(MIN_SUM_ROWS));
-        Self::column_sum_in(gpu, spec, a, out, second, chunks)
-    }
-
-    /// [`Self::column_sum`] over `chunks` chunks of rows, whatever the rule says.
-    pub fn column_sum_in(
-        gpu: &Gpu,
-        spec: &ColumnSum,
-        a: &GpuTensor,
-        out: &GpuTensor,
-        second: Option<&GpuTensor>,
-        chunks: usize,
-    ) -> Result<Self> {
-        spec.validate(a.len(), out.len())?;
-        if let Some(s) = second {
+        // One tensor given as both sums outputs gets the sums once.
+        let sums2 = t.sums2.filter(|s| s.buffer() != t.sums.buffer());
+        let t = WeightGradTensors { sums2, ..t };
+        spec.validate(
+            t.a.len(),
+            t.b1.len(),
+            t.b2.map(|b| b.len()),
+            t.out1.len(),
+            t.out2.map(|o| o.len()),
+            t.sums.len(),
+        )?;
+        if let Some(s) = t.sums2 {
             ensure!(
-                s.len() >= spec.cols,
+                s.len() >= spec.m,
                 Shape,
-                "column sum second output needs {} elements, it has {}",
-                spec.cols,
+                "weight gradients need a second sums output of {} elements, it has {}",
+                spec.m,
                 s.len()
             );
         }
-        ensure!(
-            (1..=spec.rows).contains(&chunks),
-            Shape,
-            "column sums of {} rows split into 1 to {} chunks, not {chunks}",
-            spec.rows,
-            spec.rows
-        );
-        ensure!(
-            out.buffer() != a.buffer() && second.is_none_or(|s| s.buffer() != a.buffer()),
-            Invalid,
-            "column sum output must not be the same tensor as its input"
-        );
-        // One tensor given as both outputs gets the sums once.
-        let second = second.filter(|s| s.buffer() != out.buffer());
-        let gemm = spec.as_gemm();
-        let (chunks, depth) = k_chunks(spec.rows, chunks, 1);
-        let mut params = GemmParams::of(&gemm, false).chunks(chunks, depth);
-        if second.is_some() {
-            params.flags |= FLAG_SECOND;
+        let inputs = [Some(t.a), Some(t.b1), t.b2];
+        let outputs = [Some(t.out1), t.out2, Some(t.sums), t.sums2];
+        for (i, out) in outputs.iter().enumerate() {
+            let Some(out) = out else { continue };
+            ensure!(
+                inputs.iter().flatten().all(|x| x.buffer() != out.buffer())
+                    && outputs[..i]
+                        .iter()
+                        .flatten()
+                        .all(|o| o.buffer() != out.buffer()),
+                Invalid,
+                "each output of the weight-gradient product must be a tensor of its own, \
+                 neither an operand nor another output"
+            );
         }
-        let col_groups = spec.cols.div_ceil(SUM_COLUMNS);
-        let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        let (m, rows) = (spec.m, spec.rows);
+        let n = spec.n1 + spec.n2;
+        let product = Gemm::new(m, n, rows)
+            .trans_a(true)
+            .leading_dims(spec.lda, spec.ldb1, n)
+            .offsets(spec.offset_a, spec.offset_b1, 0);
+        let wanted = splits.unwrap_or_else(|| split_k_rule(&product));
         ensure!(
-            col_groups <= max,
-            Limit, "column sums of {} columns need {col_groups} workgroups; adapter allows {max} per dimension",
-            spec.cols
+            (1..=rows).contains(&wanted),
+            Invalid,
+            "a product of k = {rows} splits into 1 to {rows} chunks, not {wanted}"
         );
-        let partial = GpuTensor::zeros(gpu, &[chunks * spec.cols])?;
-        let kernel = gpu.kernel(&KernelKey::new("gemm", "column_sum"))?;
+        let (sum_chunks, sum_depth) =
+            k_chunks(rows, (rows / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS), 1);
+        let partial_len = |splits: usize| splits * m * n + sum_chunks * m;
+        // Under the rule, a split whose partials would not fit one binding runs unsplit.
+        let fits = |splits: usize| (partial_len(splits) * 4) as u64 <= gpu.max_binding_bytes();
+        let wanted = if splits.is_none() && !fits(wanted) {
+            1
+        } else {
+            wanted
+        };
+        let (splits, depth) = k_chunks(rows, wanted, TILE_K);
+        ensure!(
+            fits(splits),
+            Limit,
+            "the weight-gradient product of {m} x {n} over {rows} rows in {splits} chunks \
+             needs {} bytes of partial sums; adapter {:?} binds at most {}",
+            partial_len(splits) * 4,
+            gpu.info().name,
+            gpu.max_binding_bytes()
+        );
+        let (tiles_m, tiles_n) = (m.div_ceil(TILE_M), n.div_ceil(TILE_N));
+        let sum_groups = m.div_ceil(SUM_COLUMNS) * sum_chunks;
+        let workgroups = tiles_m * tiles_n * splits + sum_groups;
+        let mut params = GemmParams::of(&product, false).chunks(splits, depth);
+        params.flags |= FLAG_JOINED | if t.sums2.is_some() { FLAG_SECOND } else { 0 };
+        params.tiles_m = tiles_m as u32;
+        params.tiles_n = tiles_n as u32;
+        params.n_b1 = spec.n1 as u32;
+        params.offset_b2 = spec.offset_b2 as u32;
+        params.ldb2 = spec.ldb2 as u32;
+        params.sum_chunks = sum_chunks as u32;
+        params.sum_depth = sum_depth as u32;
+        let partial = GpuTensor::zeros(gpu, &[partial_len(splits)])?;
+        let stand_ins = [
+            GpuTensor::zeros(gpu, &[1])?,
+            GpuTensor::zeros(gpu, &[1])?,
+            GpuTensor::zeros(gpu, &[1])?,
+        ];
+        let key = KernelKey::new("gemm", "main")
+            .with("TRANS_A", 1.0)
+            .with("TRANS_B", 0.0)
+            .with("SPLIT", 1.0);
+        let kernel = gpu.kernel(&key)?;
         let uniform = gpu.uniform(&params);
         let bind_group = gpu.bind_at(
             &kernel,
-            &[(0, &uniform), (2, a.buffer()), (5, partial.buffer())],
+            &[
+                (0, &uniform),
+                (1, t.a.buffer()),
+                (2, t.b1.buffer()),
+                (3, gpu.dummy_buffer()),
+                (4, stand_ins[0].buffer()),
+                (5, partial.buffer()),
+                (7, t.b2.map_or(gpu.dummy_buffer(), |b| b.buffer())),
+            ],
         );
-        // column_sum: per invocation (a column and one of 4 row lanes), its rows of the chunk
-        // read (4 bytes and an addition each); per column and chunk one partial written.
-        let sums = Stage {
+        // The product as `main` computes it, its partials written; the sum workgroups read
+        // each element of A once (an addition each) and write a partial per chunk.
+        let cost = operand_reads(&product, TILE_M, TILE_N)
+            + Cost::per_item(splits * m * n, 0.0, 0.0, 4.0)
+            + Cost::per_item(rows * m, 1.0, 4.0, 0.0)
+            + Cost::per_item(sum_chunks * m, 0.0, 0.0, 4.0);
+        let products = Stage {
             kernel,
             bind_group,
-            groups: [col_groups as u32, chunks as u32, 1],
-            cost: Cost::per_item(spec.rows * spec.cols, 1.0, 4.0, 0.0)
-                + Cost::per_item(chunks * spec.cols, 0.0, 0.0, 4.0),
+            groups: grid(gpu, workgroups, "weight-gradient product")?,
+            cost,
         };
-        let (reduce, stand_in) =
-            reduce_stage(gpu, &params, &partial, None, out, second, spec.cols)?;
-        Ok(Self::plan(
-            &gemm,
-            vec![sums, reduce],
-            vec![partial, stand_in],
-        ))
+        let kernel = gpu.kernel(&KernelKey::new("gemm", "reduce_weight_grads"))?;
+        let bind_group = gpu.bind_at(
+            &kernel,
+            &[
+                (0, &uniform),
+                (4, t.out1.buffer()),
+                (5, partial.buffer()),
+                (6, t.out2.unwrap_or(&stand_ins[1]).buffer()),
+                (8, t.sums.buffer()),
+                (9, t.sums2.unwrap_or(&stand_ins[2]).buffer()),
+            ],
+        );
+        let sum_outputs = if t.sums2.is_some() { 8.0 } else { 4.0 };
+        let reduce = Stage {
+            kernel,
+            bind_group,
+            groups: grid(
+                gpu,
+                (m * n + m).div_ceil(REDUCE_WG),
+                "weight-gradient reduction",
+            )?,
+            cost: Cost::per_item(m * n, splits as f64, 4.0 * splits as f64, 4.0)
+                + Cost::per_item(m, sum_chunks as f64, 4.0 * sum_chunks as f64, sum_outputs),
+        };
+        let mut buffers = vec![partial];
+        buffers.extend(stand_ins);
+        Ok(Self::plan(&product, vec![products, reduce], buffers))
     }
 
     /// Names the product's role in its plan (`dx`, `dW_ih`, ...) for cost tables.
@@ -484,14 +584,14 @@ impl GemmPlan {
         self
     }
 
-    /// Records the product: one dispatch, or two (split, column sums).
+    /// Records the product: one dispatch, or two (split, weight gradients).
     pub fn record(&self, rec: &mut Recorder) {
         for s in &self.stages {
             rec.dispatch_as(self.role, &s.kernel, &s.bind_group, s.groups, s.cost);
         }
     }
 
-    /// The product (for a column sum, the equivalent product of ones and the matrix).
+    /// The product (for weight gradients, the product over the joined B).
     pub fn spec(&self) -> &Gemm {
         &self.spec
     }
@@ -502,18 +602,15 @@ impl GemmPlan {
     }
 }
 
-/// `reduce_splits` for `params` (already chunked): `elements` invocations, writing `c` and
-/// `second` (or a stand-in it returns, kept by the plan).
+/// `reduce_splits` for `params` (already chunked): `elements` invocations, writing `c`.
 fn reduce_stage(
     gpu: &Gpu,
     params: &GemmParams,
     partial: &GpuTensor,
     bias: Option<&GpuTensor>,
     c: &GpuTensor,
-    second: Option<&GpuTensor>,
     elements: usize,
-) -> Result<(Stage, GpuTensor)> {
-    let stand_in = GpuTensor::zeros(gpu, &[1])?;
+) -> Result<Stage> {
     let kernel = gpu.kernel(&KernelKey::new("gemm", "reduce_splits"))?;
     let uniform = gpu.uniform(params);
     let bind_group = gpu.bind_at(
@@ -523,25 +620,17 @@ fn reduce_stage(
             (3, bias.map_or(gpu.dummy_buffer(), |t| t.buffer())),
             (4, c.buffer()),
             (5, partial.buffer()),
-            (6, second.unwrap_or(&stand_in).buffer()),
         ],
     );
     let splits = params.splits as f64;
-    let outputs = if second.is_some() { 2.0 } else { 1.0 };
     let extra = (params.flags & FLAG_READ_C != 0) as u8 as f64 + bias.is_some() as u8 as f64;
-    let cost = Cost::per_item(
-        elements,
-        splits + 2.0,
-        4.0 * (splits + extra),
-        4.0 * outputs,
-    );
-    let stage = Stage {
+    let cost = Cost::per_item(elements, splits + 2.0, 4.0 * (splits + extra), 4.0);
+    Ok(Stage {
         kernel,
         bind_group,
         groups: grid(gpu, elements.div_ceil(REDUCE_WG), "gemm reduction")?,
         cost,
-    };
-    Ok((stage, stand_in))
+    })
 }
 
 /// FLOPs and operand reads of a product computed in tiles of `tile_m x tile_n` of C: A's

@@ -50,7 +50,7 @@ pub use cost::{Cost, DispatchCost, KernelCost, KernelName};
 pub use device::{list_adapters, AdapterSummary, Capabilities, Gpu, LimitsMode, WorkCounters};
 pub use dropout::{DropoutApplyPlan, DropoutMaskPlan};
 pub use embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
-pub use gemm::{gemm, GemmPlan, GemmVariant};
+pub use gemm::{gemm, GemmPlan, GemmVariant, WeightGradTensors};
 pub use loss::{CrossEntropyPlan, MsePlan};
 pub use optim::{ClipPlan, OptimPlan};
 pub use recorder::{PerDispatch, Recorder, Recording, SubmitReport};

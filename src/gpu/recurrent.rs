@@ -3,23 +3,26 @@
 //!
 //! A [`RecurrentPlan`] is built once for a shape and a set of tensors: it allocates the
 //! workspace and creates its bind groups, one of which serves every step ([`StepIndex`] says
-//! how a dispatch learns its step). Recording a forward then costs 3 dispatches on the sequence path (weight transpose, input-projection GEMM, the
-//! whole-sequence kernel; see [`RecurrentPath`] for when it applies), else T + 2 (one per
-//! step instead of the sequence kernel). A backward costs two dispatches on the sequence path
-//! where its tile fits (the sequence kernel, then one for dh0), else T + 1 (one per step, one
-//! to finish), then the gradient
-//! products: dx, dW_ih, dW_hh (one dispatch each, two where split along K) and the bias
-//! gradients' column sums (two dispatches, once for both biases except in GRU); GRU with the
-//! reset gate before the recurrent product takes two dispatches per step. Nothing is allocated or compiled per
+//! how a dispatch learns its step). Recording a forward then costs 3 dispatches on the
+//! sequence path (weight transpose, input-projection GEMM, the whole-sequence kernel; see
+//! [`RecurrentPath`] for when it applies), else T + 2 (one per step instead of the sequence
+//! kernel). A backward costs two dispatches on the sequence path where its tile fits (the
+//! sequence kernel, then one for dh0), else T + 1 (one per step, one to finish), then the
+//! gradient products: dx (one dispatch, two where split along K) and the weight and bias
+//! gradients as one product and its reduction (LSTM, RNN; GRU: two such, GRU reset-before:
+//! one and two plain products for dW_hh). GRU with the reset gate before the recurrent
+//! product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
 
 use crate::error::{bail, ensure, err, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::shaders::{BindingKind, SharedLayout};
-use super::{Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, PerDispatch, Recorder};
+use super::{
+    Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, PerDispatch, Recorder, WeightGradTensors,
+};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
-use crate::ops::{ColumnSum, Gemm};
+use crate::ops::{Gemm, WeightGrads};
 
 /// Mirrors `Config` in `recurrent.wgsl`.
 #[repr(C)]
@@ -814,58 +817,71 @@ impl RecurrentPlan {
                 // for GRU.
                 let dxw = &gates;
                 let hprev = &saved; // hprev is the first region of `saved`
-                let mut gemms = vec![
-                    GemmPlan::new(
-                        gpu,
-                        &Gemm::new(rows, i, gw).beta(if g.accumulate_dx { 1.0 } else { 0.0 }),
-                        dxw,
-                        w.w_ih,
-                        None,
-                        g.dx,
-                    )?
-                    .named("dx"),
-                    GemmPlan::new(
-                        gpu,
-                        &Gemm::new(gw, i, rows).trans_a(true),
-                        dxw,
-                        x,
-                        None,
-                        g.dw_ih,
-                    )?
-                    .named("dW_ih"),
-                ];
-                // Bias gradients are column sums of the gate gradients. Only GRU's recurrent
-                // gate gradients differ from the input ones; elsewhere db_hh = db_ih, summed
-                // once and written to both.
-                let db = ColumnSum::new(rows, gw);
-                if cell == CellKind::Gru {
-                    let dhw = db.offset(off_dhw);
-                    gemms.push(GemmPlan::column_sum(gpu, &db, dxw, g.db_ih, None)?.named("db_ih"));
-                    gemms.push(GemmPlan::column_sum(gpu, &dhw, dxw, g.db_hh, None)?.named("db_hh"));
-                } else {
-                    let both = GemmPlan::column_sum(gpu, &db, dxw, g.db_ih, Some(g.db_hh))?;
-                    gemms.push(both.named("db_ih = db_hh"));
-                }
-                if cell == CellKind::GruResetBefore {
-                    // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
-                    let rz = Gemm::new(2 * h, h, rows)
-                        .trans_a(true)
-                        .leading_dims(gw, h, h);
-                    gemms.push(
-                        GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?.named("dW_hh r,z"),
-                    );
-                    let n = Gemm::new(h, h, rows)
-                        .trans_a(true)
-                        .leading_dims(gw, aw, h)
-                        .offsets(2 * h, off_act + 3 * h, 2 * h * h);
-                    gemms
-                        .push(GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?.named("dW_hh n"));
-                } else {
-                    let whh = Gemm::new(gw, h, rows)
-                        .trans_a(true)
-                        .leading_dims(gw, h, h)
-                        .offsets(off_dhw, 0, 0);
-                    gemms.push(GemmPlan::new(gpu, &whh, dxw, hprev, None, g.dw_hh)?.named("dW_hh"));
+                let mut gemms = vec![GemmPlan::new(
+                    gpu,
+                    &Gemm::new(rows, i, gw).beta(if g.accumulate_dx { 1.0 } else { 0.0 }),
+                    dxw,
+                    w.w_ih,
+                    None,
+                    g.dx,
+                )?
+                .named("dx")];
+                // The weight and bias gradients, each set in one product: dW_ih = dxw^T x
+                // with db_ih, dxw's column sums; and where the recurrent side's gate
+                // gradients are dxw (LSTM, RNN) dW_hh = dxw^T hprev in the same product,
+                // db_hh = db_ih. GRU's recurrent gate gradients dhw differ, so its dW_hh and
+                // db_hh are a second product; GRU reset-before's n rows pair with r * h, not
+                // h, so its dW_hh is two plain products (db_hh = db_ih there).
+                let grads = |a, b1, b2, out1, out2, sums, sums2| WeightGradTensors {
+                    a,
+                    b1,
+                    b2,
+                    out1,
+                    out2,
+                    sums,
+                    sums2,
+                };
+                let plan = |spec: &WeightGrads, t| GemmPlan::weight_grads(gpu, spec, t, None);
+                let input_side = WeightGrads::new(rows, gw, i, 0);
+                match cell {
+                    CellKind::Gru => {
+                        let t = grads(dxw, x, None, g.dw_ih, None, g.db_ih, None);
+                        gemms.push(plan(&input_side, t)?.named("dW_ih, db_ih"));
+                        let spec = WeightGrads::new(rows, gw, h, 0).a_at(gw, off_dhw);
+                        let t = grads(dxw, hprev, None, g.dw_hh, None, g.db_hh, None);
+                        gemms.push(plan(&spec, t)?.named("dW_hh, db_hh"));
+                    }
+                    CellKind::GruResetBefore => {
+                        let t = grads(dxw, x, None, g.dw_ih, None, g.db_ih, Some(g.db_hh));
+                        gemms.push(plan(&input_side, t)?.named("dW_ih, db_ih = db_hh"));
+                        // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
+                        let rz = Gemm::new(2 * h, h, rows)
+                            .trans_a(true)
+                            .leading_dims(gw, h, h);
+                        gemms.push(
+                            GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?.named("dW_hh r,z"),
+                        );
+                        let n = Gemm::new(h, h, rows)
+                            .trans_a(true)
+                            .leading_dims(gw, aw, h)
+                            .offsets(2 * h, off_act + 3 * h, 2 * h * h);
+                        gemms.push(
+                            GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?.named("dW_hh n"),
+                        );
+                    }
+                    _ => {
+                        let both = WeightGrads::new(rows, gw, i, h);
+                        let t = grads(
+                            dxw,
+                            x,
+                            Some(hprev),
+                            g.dw_ih,
+                            Some(g.dw_hh),
+                            g.db_ih,
+                            Some(g.db_hh),
+                        );
+                        gemms.push(plan(&both, t)?.named("dW_ih, dW_hh, db_ih = db_hh"));
+                    }
                 }
                 Some(Backward {
                     step: gpu.kernel(&step_key("backward_step"))?,

@@ -221,7 +221,7 @@ pub const FAMILIES: &[ShaderFamily] = &[
             plain("main").with_overrides(GEMM_TILED),
             plain("main_cpu").with_overrides(GEMM_TRANSPOSES),
             plain("reduce_splits"),
-            plain("column_sum"),
+            plain("reduce_weight_grads"),
         ],
     },
     ShaderFamily {

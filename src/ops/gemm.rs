@@ -291,115 +291,134 @@ impl Gemm {
     }
 }
 
-/// Column sums of a `rows x cols` matrix stored row-major with leading dimension `ld` from
-/// `offset`: `out[j] = alpha * sum_i A[offset + i * ld + j] + beta * out[j]` for `j < cols`.
-/// A layer's bias gradient is the column sum of its pre-activation gradients over all rows
-/// (steps times batch entries). With `beta == 0` the old contents of `out` are never read.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ColumnSum {
-    /// Rows summed over (steps times batch entries for a bias gradient).
+/// A layer's weight and bias gradients as one product (the weight-gradient product of
+/// `shaders/gemm.wgsl`, one dispatch and its reduction on the GPU). With `A` the gate
+/// gradients, `rows x m` stored row-major (leading dimension `lda`, from `offset_a`), `B1`
+/// the layer's inputs, `rows x n1` (`ldb1`, `offset_b1`), and `B2` its previous states,
+/// `rows x n2` (`ldb2`, `offset_b2`; `n2 = 0`: no `B2`):
+/// - `out1 = A^T B1`, `m x n1` packed (`dW_ih`);
+/// - `out2 = A^T B2`, `m x n2` packed (`dW_hh`);
+/// - `sums = A^T 1`, `m` entries: `A`'s column sums (the bias gradient).
+///
+/// Every output is overwritten, never read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightGrads {
+    /// Rows summed over: steps times batch entries.
     pub rows: usize,
-    /// Columns, one sum each.
-    pub cols: usize,
-    /// Elements between consecutive stored rows; `None` means packed (`cols`).
-    pub ld: Option<usize>,
-    /// Element offset of the matrix's first element inside its buffer.
-    pub offset: usize,
-    /// Scale of the sums.
-    pub alpha: f32,
-    /// Scale of the old `out`; 0 overwrites it without reading it.
-    pub beta: f32,
+    /// Columns of `A`: rows of every output (the gate width).
+    pub m: usize,
+    /// Elements between consecutive stored rows of `A`.
+    pub lda: usize,
+    /// Element offset of `A` inside its buffer.
+    pub offset_a: usize,
+    /// Columns of `B1` (the layer's input size).
+    pub n1: usize,
+    /// Elements between consecutive stored rows of `B1`.
+    pub ldb1: usize,
+    /// Element offset of `B1` inside its buffer.
+    pub offset_b1: usize,
+    /// Columns of `B2` (the hidden size); 0 for none.
+    pub n2: usize,
+    /// Elements between consecutive stored rows of `B2`.
+    pub ldb2: usize,
+    /// Element offset of `B2` inside its buffer.
+    pub offset_b2: usize,
 }
 
-impl ColumnSum {
-    /// The plain sums of a packed `rows x cols` matrix.
-    pub fn new(rows: usize, cols: usize) -> Self {
+impl WeightGrads {
+    /// The gradients for packed operands at offset 0: `A` `[rows, m]`, `B1` `[rows, n1]`,
+    /// `B2` `[rows, n2]` (`n2 = 0`: none).
+    pub fn new(rows: usize, m: usize, n1: usize, n2: usize) -> Self {
         Self {
             rows,
-            cols,
-            ld: None,
-            offset: 0,
-            alpha: 1.0,
-            beta: 0.0,
+            m,
+            lda: m,
+            offset_a: 0,
+            n1,
+            ldb1: n1,
+            offset_b1: 0,
+            n2,
+            ldb2: n2,
+            offset_b2: 0,
         }
     }
 
-    /// Sets the leading dimension (elements between stored rows).
-    pub fn leading_dim(mut self, ld: usize) -> Self {
-        self.ld = Some(ld);
+    /// Sets `A`'s leading dimension and offset.
+    pub fn a_at(mut self, ld: usize, offset: usize) -> Self {
+        (self.lda, self.offset_a) = (ld, offset);
         self
     }
 
-    /// Sets the element offset of the matrix inside its buffer.
-    pub fn offset(mut self, offset: usize) -> Self {
-        self.offset = offset;
+    /// Sets `B1`'s leading dimension and offset.
+    pub fn b1_at(mut self, ld: usize, offset: usize) -> Self {
+        (self.ldb1, self.offset_b1) = (ld, offset);
         self
     }
 
-    /// Sets the scale of the sums.
-    pub fn alpha(mut self, alpha: f32) -> Self {
-        self.alpha = alpha;
+    /// Sets `B2`'s leading dimension and offset.
+    pub fn b2_at(mut self, ld: usize, offset: usize) -> Self {
+        (self.ldb2, self.offset_b2) = (ld, offset);
         self
     }
 
-    /// Sets the scale of the old `out` (0: overwrite).
-    pub fn beta(mut self, beta: f32) -> Self {
-        self.beta = beta;
-        self
+    /// The product with `B1` alone (`out1`).
+    pub fn first(&self) -> Gemm {
+        Gemm::new(self.m, self.n1, self.rows)
+            .trans_a(true)
+            .leading_dims(self.lda, self.ldb1, self.n1)
+            .offsets(self.offset_a, self.offset_b1, 0)
     }
 
-    /// Leading dimension in effect: the given one, or `cols` when packed.
-    pub fn ld(&self) -> usize {
-        self.ld.unwrap_or(self.cols)
+    /// The product with `B2` alone (`out2`), where there is a `B2`.
+    pub fn second(&self) -> Option<Gemm> {
+        (self.n2 > 0).then(|| {
+            Gemm::new(self.m, self.n2, self.rows)
+                .trans_a(true)
+                .leading_dims(self.lda, self.ldb2, self.n2)
+                .offsets(self.offset_a, self.offset_b2, 0)
+        })
     }
 
-    /// The same sums as a product: a row of ones `[1, rows]` times the matrix (B). The GPU
-    /// kernels read the matrix through B's layout.
-    pub fn as_gemm(&self) -> Gemm {
-        Gemm::new(1, self.cols, self.rows)
-            .leading_dims(self.rows, self.ld(), self.cols)
-            .offsets(0, self.offset, 0)
-            .alpha(self.alpha)
-            .beta(self.beta)
+    /// Multiply-adds counted twice, as [`Gemm::flops`], the column sums included.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * (self.n1 + self.n2) as f64 * self.rows as f64
+            + (self.m * self.rows) as f64
     }
 
-    /// Checks the sums against the lengths (in elements) of the matrix and the output.
-    pub fn validate(&self, len_a: usize, len_out: usize) -> Result<()> {
-        let (rows, cols) = (self.rows, self.cols);
-        if rows == 0 || cols == 0 {
-            bail!(
+    /// Checks the gradients against the lengths (in elements) of the operands and outputs;
+    /// `B2` and `out2` are given exactly where `n2 > 0`.
+    pub fn validate(
+        &self,
+        len_a: usize,
+        len_b1: usize,
+        len_b2: Option<usize>,
+        len_out1: usize,
+        len_out2: Option<usize>,
+        len_sums: usize,
+    ) -> Result<()> {
+        ensure!(
+            self.n1 > 0,
+            Shape,
+            "weight gradients need at least one input column, got n1 = 0"
+        );
+        self.first().validate(len_a, len_b1, len_out1, None)?;
+        match (self.second(), len_b2, len_out2) {
+            (Some(g), Some(b2), Some(out2)) => g.validate(len_a, b2, out2, None)?,
+            (None, None, None) => {}
+            (_, b2, out2) => bail!(
                 Shape,
-                "column sums need non-zero sizes, got rows = {rows}, cols = {cols}"
-            );
+                "weight gradients with n2 = {} need B2 and out2 given exactly when n2 > 0, \
+                 got B2: {}, out2: {}",
+                self.n2,
+                b2.is_some(),
+                out2.is_some()
+            ),
         }
         ensure!(
-            self.alpha.is_finite() && self.beta.is_finite(),
-            Invalid,
-            "column sum alpha and beta must be finite, got alpha = {}, beta = {}",
-            self.alpha,
-            self.beta
-        );
-        let ld = self.ld();
-        ensure!(
-            ld >= cols,
+            len_sums >= self.m,
             Shape,
-            "column sum ld = {ld} is smaller than the {cols} columns stored per row"
-        );
-        let need = (rows - 1)
-            .checked_mul(ld)
-            .and_then(|e| e.checked_add(self.offset))
-            .and_then(|e| e.checked_add(cols))
-            .filter(|&e| e <= MAX_INDEX)
-            .ok_or_else(|| err!(Limit, "column sum matrix is too large to address"))?;
-        ensure!(
-            len_a >= need,
-            Shape, "column sums of {rows} x {cols} (ld {ld}, offset {}) need {need} elements, the matrix has {len_a}",
-            self.offset
-        );
-        ensure!(
-            len_out >= cols,
-            Shape,
-            "column sums need an output of {cols} elements, it has {len_out}"
+            "weight gradients need a sums output of {} elements, it has {len_sums}",
+            self.m
         );
         Ok(())
     }
