@@ -123,6 +123,9 @@ pub(crate) struct GpuInner {
     pub kernels: KernelRegistry,
     /// The first device error not yet reported to a caller (wgpu reports them asynchronously).
     pub device_error: Arc<Mutex<Option<String>>>,
+    /// Whether device errors are also logged as they arrive: not on a cost-model device,
+    /// whose bindings beyond this adapter's limits are expected and reported once.
+    pub log_device_errors: Arc<std::sync::atomic::AtomicBool>,
     pub counters: Mutex<WorkCounters>,
     /// A 4-byte storage buffer bound where a kernel's optional input is absent.
     pub dummy: wgpu::Buffer,
@@ -326,9 +329,13 @@ impl Gpu {
         let features = device.features();
         let device_error = Arc::new(Mutex::new(None::<String>));
         let sink = device_error.clone();
+        let log_device_errors = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let logging = log_device_errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let text = error_chain(&e);
-            log::error!("wgpu device error: {text}");
+            if logging.load(std::sync::atomic::Ordering::Relaxed) {
+                log::error!("wgpu device error: {text}");
+            }
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
                 *slot = Some(text);
@@ -354,6 +361,7 @@ impl Gpu {
                 caps,
                 kernels,
                 device_error,
+                log_device_errors,
                 counters: Mutex::new(WorkCounters::default()),
                 dummy,
                 tracer: Mutex::new(None),
@@ -370,11 +378,14 @@ impl Gpu {
     /// --plan`), never run: plans use the GEMM and recurrent step kernels GPUs run (the tiled
     /// ones), tensors may
     /// be as large as a buffer may be (not only as large as the adapter binds, since the GPU
-    /// being modelled binds more; such bindings are device errors here, which
-    /// [`Self::take_device_error`] clears), and a submit is an error.
+    /// being modelled binds more; such bindings are device errors here, not logged, which
+    /// [`Self::take_device_error`] reports and clears), and a submit is an error.
     pub fn new_for_cost_model() -> Result<Self> {
         let gpu = Self::new()?;
         let inner = Arc::into_inner(gpu.inner).expect("a new device is not shared");
+        inner
+            .log_device_errors
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let gpu = Self {
             inner: Arc::new(GpuInner {
                 cost_model: true,
