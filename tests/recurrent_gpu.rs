@@ -195,6 +195,43 @@ fn check_with(
     )
     .unwrap();
 
+    // The CPU twin in f32 on the same values: how far f32 arithmetic itself lands from the
+    // f64 reference. A gradient summed over rows can cancel to far below its terms (seed
+    // 1795992161292228435: RNN H = 1, dW_hh = -0.00099 from terms of 0.1 to 1, where the twin
+    // in f32 is off by 6.7e-5 and the GPU by 2.0e-4, both a few units of f32 rounding of the
+    // terms); there the GPU is judged against the twin's own f32 error.
+    let (whh32, bhh32) = (stored(&w_hh), stored(&b_hh));
+    let w32 = Weights {
+        w_ih: &w_ih,
+        w_hh: &whh32,
+        b_ih: with_bias.then_some(&b_ih[..]),
+        b_hh: with_bias.then_some(&bhh32[..]),
+    };
+    let g32 = {
+        let mut y32 = vec![0.0f32; rows * shape.out_stride];
+        let (_, saved32) = forward(
+            &shape,
+            &x,
+            lengths.as_deref(),
+            Some(&h0),
+            Some(&c0),
+            &w32,
+            rmask.as_deref(),
+            &mut y32,
+        )
+        .unwrap();
+        backward(
+            &shape,
+            &x,
+            &w32,
+            &saved32,
+            Some(&dy),
+            Some(&dh_n),
+            Some(&dc_n),
+        )
+        .unwrap()
+    };
+
     // The GPU, outputs poisoned.
     let t = |shape: &[usize], v: &[f32]| GpuTensor::from_slice(&gpu, shape, v).unwrap();
     let nan = |n: usize| GpuTensor::filled(&gpu, &[n], f32::NAN).unwrap();
@@ -279,12 +316,20 @@ fn check_with(
     }
     let worst = std::cell::Cell::new(0.0f64);
     let bits = std::cell::RefCell::new(Vec::new());
-    let compare = |what: &str, got: &[f32], want: &[f64]| {
+    let compare_with = |what: &str, got: &[f32], want: &[f64], twin: Option<&[f32]>| {
         let e = rel_error(got, want);
-        assert!(e < tol, "{ctx}: {what} rel error {e}");
+        // Within tol, or (against the f32 values as stored) within 4x the f32 twin's error.
+        let twin_error = twin
+            .filter(|_| reference == Reference::AsStored)
+            .map_or(0.0, |t| rel_error(t, want));
+        assert!(
+            e < tol || e < 4.0 * twin_error,
+            "{ctx}: {what} rel error {e} (the CPU twin in f32: {twin_error})"
+        );
         worst.set(worst.get().max(e));
         bits.borrow_mut().extend(got.iter().map(|v| v.to_bits()));
     };
+    let compare = |what: &str, got: &[f32], want: &[f64]| compare_with(what, got, want, None);
     compare("output", &got, &want);
     compare("h_n", &plan.h_n().unwrap(), &fin.h_n);
     if cell.has_cell_state() {
@@ -298,15 +343,18 @@ fn check_with(
             bits: bits.take(),
         };
     }
+    let compare_grad = |what: &str, got: &[f32], want: &[f64], twin: &[f32]| {
+        compare_with(what, got, want, Some(twin))
+    };
     if cell.has_cell_state() {
-        compare("dc0", &plan.dc0().unwrap(), &g64.dc0);
+        compare_grad("dc0", &plan.dc0().unwrap(), &g64.dc0, &g32.dc0);
     }
-    compare("dh0", &plan.dh0().unwrap(), &g64.dh0);
-    compare("dx", &gdx.to_vec().unwrap(), &g64.dx);
-    compare("dw_ih", &gdwih.to_vec().unwrap(), &g64.dw_ih);
-    compare("dw_hh", &gdwhh.to_vec().unwrap(), &g64.dw_hh);
-    compare("db_ih", &gdbih.to_vec().unwrap(), &g64.db_ih);
-    compare("db_hh", &gdbhh.to_vec().unwrap(), &g64.db_hh);
+    compare_grad("dh0", &plan.dh0().unwrap(), &g64.dh0, &g32.dh0);
+    compare_grad("dx", &gdx.to_vec().unwrap(), &g64.dx, &g32.dx);
+    compare_grad("dw_ih", &gdwih.to_vec().unwrap(), &g64.dw_ih, &g32.dw_ih);
+    compare_grad("dw_hh", &gdwhh.to_vec().unwrap(), &g64.dw_hh, &g32.dw_hh);
+    compare_grad("db_ih", &gdbih.to_vec().unwrap(), &g64.db_ih, &g32.db_ih);
+    compare_grad("db_hh", &gdbhh.to_vec().unwrap(), &g64.db_hh, &g32.db_hh);
     Run {
         forward: forward_costs,
         backward,
@@ -891,4 +939,30 @@ fn with_f16_weight_storage_the_rule_counts_the_bytes_stored() {
             (CellKind::RnnTanh, 221),
         ],
     );
+}
+
+#[test]
+fn the_devices_choice_of_path_matches_cpu_over_a_hundred_steps() {
+    // The rule takes the sequence kernels for this LSTM (W_hh of 1 MiB) on adapters that
+    // run shaders on the CPU. On llvmpipe they go wrong over long dispatches (from about 70
+    // steps at H = 256, B = 1: gradients off by more than 100%), so there the device
+    // chooses the step kernels; SwiftShader runs the sequence kernels, and must be right.
+    let Some(gpu) = common::gpu_with(None, None) else {
+        return;
+    };
+    let shape = RecurrentShape::new(CellKind::Lstm, 5, 256, 1, 100);
+    let chosen = RecurrentPath::choose(&gpu, &shape);
+    if recur::gpu::recurrent::is_llvmpipe(&gpu) {
+        assert_eq!(chosen, RecurrentPath::Step);
+        assert_eq!(
+            RecurrentPath::by_rule(&gpu, &shape),
+            RecurrentPath::Sequence
+        );
+    } else {
+        assert_eq!(chosen, RecurrentPath::by_rule(&gpu, &shape));
+    }
+    let mut rng = rng("the_devices_choice_of_path_matches_cpu_over_a_hundred_steps");
+    let (forward, _) = check_on(&gpu, &mut rng, shape);
+    let sequence = forward.iter().any(|d| d.kernel.entry == "forward_sequence");
+    assert_eq!(sequence, chosen == RecurrentPath::Sequence, "{chosen:?}");
 }
