@@ -699,3 +699,76 @@ fn bad_gemm_input_is_an_error_naming_the_sizes() {
     gpu_gemm(&gpu, &Gemm::new(2, 2, 3).trans_b(true), &ga, &gb, None, &gc).unwrap();
     assert_eq!(gc.to_vec().unwrap(), vec![0.0; 4]);
 }
+
+#[test]
+fn products_deeper_than_llvmpipes_loop_limit_are_right() {
+    // llvmpipe stops an invocation's loops after about 65,535 iterations (main_cpu left
+    // K = 66,000 unwritten), so there a product this deep runs split into chunks of at most
+    // LLVMPIPE_MAX_DEPTH; elsewhere as the rule says. Either way the result must be right.
+    let mut rng = rng("products_deeper_than_llvmpipes_loop_limit_are_right");
+    let k = 70_000;
+    let (m, n) = (3, 5);
+    let a = random_vec(&mut rng, m * k);
+    let b = random_vec(&mut rng, k * n);
+    let spec = Gemm::new(m, n, k);
+    let mut want = vec![0.0; m * n];
+    naive(&spec, &to_f64(&a), &to_f64(&b), None, &mut want);
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs() as f64).collect::<Vec<_>>();
+    let mut scale = vec![0.0; m * n];
+    naive(&spec, &abs(&a), &abs(&b), None, &mut scale);
+    for variant in [GemmVariant::CpuAdapter, GemmVariant::Tiled] {
+        let Some(gpu) = device_with(variant) else {
+            return;
+        };
+        let ga = GpuTensor::from_slice(&gpu, &[a.len()], &a).unwrap();
+        let gb = GpuTensor::from_slice(&gpu, &[b.len()], &b).unwrap();
+        let gc = GpuTensor::filled(&gpu, &[m * n], f32::NAN).unwrap();
+        let plan = GemmPlan::new(&gpu, &spec, &ga, &gb, None, &gc).unwrap();
+        if gpu.is_llvmpipe() {
+            assert_eq!(plan.dispatches(), 2, "{variant:?}: split on llvmpipe");
+        }
+        let mut rec = Recorder::new(&gpu);
+        plan.record(&mut rec);
+        rec.submit().unwrap();
+        let e = error_of_magnitudes(&gc.to_vec().unwrap(), &want, &scale);
+        assert!(
+            e < 1e-5,
+            "{variant:?}: error {e} of the magnitudes' product"
+        );
+    }
+    // The weight-gradient product over as many rows: A [k, 3], B1 [k, 2], B2 [k, 1].
+    let Some(gpu) = common::gpu() else { return };
+    let wg = WeightGrads::new(k, m, 2, 1);
+    let (b1, b2) = (random_vec(&mut rng, 2 * k), random_vec(&mut rng, k));
+    let (want1, want2, want_sums) =
+        naive_weight_grads(&wg, &to_f64(&a), &to_f64(&b1), &to_f64(&b2));
+    let (s1, s2, s_sums) = naive_weight_grads(&wg, &abs(&a), &abs(&b1), &abs(&b2));
+    let tensor = |v: &[f32]| GpuTensor::from_slice(&gpu, &[v.len()], v).unwrap();
+    let (ga, gb1, gb2) = (tensor(&a), tensor(&b1), tensor(&b2));
+    let nans = |len: usize| GpuTensor::filled(&gpu, &[len], f32::NAN).unwrap();
+    let (out1, out2, sums) = (nans(m * 2), nans(m), nans(m));
+    let t = WeightGradTensors {
+        a: &ga,
+        b1: &gb1,
+        b2: Some(&gb2),
+        out1: &out1,
+        out2: Some(&out2),
+        sums: &sums,
+        sums2: None,
+    };
+    let plan = GemmPlan::weight_grads(&gpu, &wg, t, None).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    plan.record(&mut rec);
+    rec.submit().unwrap();
+    for (what, got, want, scale) in [
+        ("out1", &out1, &want1, &s1),
+        ("out2", &out2, &want2, &s2),
+        ("sums", &sums, &want_sums, &s_sums),
+    ] {
+        let e = error_of_magnitudes(&got.to_vec().unwrap(), want, scale);
+        assert!(
+            e < 1e-5,
+            "weight gradients {what}: error {e} of the magnitudes"
+        );
+    }
+}

@@ -952,7 +952,7 @@ fn the_devices_choice_of_path_matches_cpu_over_a_hundred_steps() {
     };
     let shape = RecurrentShape::new(CellKind::Lstm, 5, 256, 1, 100);
     let chosen = RecurrentPath::choose(&gpu, &shape);
-    if recur::gpu::recurrent::is_llvmpipe(&gpu) {
+    if gpu.is_llvmpipe() {
         assert_eq!(chosen, RecurrentPath::Step);
         assert_eq!(
             RecurrentPath::by_rule(&gpu, &shape),

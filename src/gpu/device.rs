@@ -427,6 +427,15 @@ impl Gpu {
         self.inner.cost_model
     }
 
+    /// Whether the adapter is Mesa's llvmpipe (lavapipe on Vulkan, or llvmpipe on GL). Its
+    /// shaders (Mesa 22.3.6 here) stop an invocation's loops after about 65,535 iterations
+    /// in all, leaving its outputs unwritten or partly computed, so plans keep every loop
+    /// below that there ([`super::gemm::LLVMPIPE_MAX_DEPTH`]; the recurrent step kernels
+    /// rather than the sequence kernels, see [`super::recurrent::RecurrentPath::choose`]).
+    pub fn is_llvmpipe(&self) -> bool {
+        self.info().name.contains("llvmpipe")
+    }
+
     /// The adapter's name, vendor, device type and backend.
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info

@@ -32,6 +32,11 @@ const MAX_SPLIT_TILES: usize = 64;
 /// reads back, so the partials add at most a third to the product's traffic.
 const MIN_SPLIT_DEPTH: usize = 256;
 const MAX_SPLITS: usize = 64;
+/// The deepest K chunk one invocation walks on llvmpipe, whose invocations stop looping after
+/// about 65,535 iterations in all ([`Gpu::is_llvmpipe`]): `main_cpu` at K = 66,000 left its
+/// outputs unwritten (60,000 was right), and `main` makes 9 iterations per 8 of K. Deeper
+/// products run split there.
+pub const LLVMPIPE_MAX_DEPTH: usize = 48 << 10;
 
 /// Which GEMM kernel runs: the tiled one for GPUs, or the one for adapters that run shaders
 /// on the CPU (see `main_cpu` in gemm.wgsl for why). [`Gpu::set_gemm_variant`] or
@@ -185,6 +190,16 @@ pub fn split_k_rule(spec: &Gemm) -> usize {
         .clamp(1, MAX_SPLITS)
 }
 
+/// The fewest chunks a product of depth `k` runs in on `gpu`: 1, except on llvmpipe
+/// ([`LLVMPIPE_MAX_DEPTH`]).
+fn needed_splits(gpu: &Gpu, k: usize) -> usize {
+    if gpu.is_llvmpipe() {
+        k.div_ceil(LLVMPIPE_MAX_DEPTH)
+    } else {
+        1
+    }
+}
+
 /// `splits` chunks of K as the kernels take them: the depth of each (a multiple of the K
 /// step) and how many that makes (no chunk empty).
 fn k_chunks(k: usize, splits: usize, step: usize) -> (usize, usize) {
@@ -281,16 +296,27 @@ impl GemmPlan {
         c: &GpuTensor,
     ) -> Result<Self> {
         let ops = Operands::checked(spec, a, b, bias, c)?;
-        match GemmVariant::for_adapter(gpu) {
-            GemmVariant::CpuAdapter => Self::cpu_adapter(gpu, spec, ops),
-            GemmVariant::Tiled => {
-                let splits = split_k_rule(spec);
-                // A split whose partials would not fit one binding runs unsplit.
-                let partial_bytes = (splits * spec.batch * spec.m * spec.n * 4) as u64;
-                let fits = partial_bytes <= gpu.max_binding_bytes();
-                Self::tiled(gpu, spec, ops, if fits { splits } else { 1 })
-            }
-        }
+        let needed = needed_splits(gpu, spec.k);
+        let splits = match GemmVariant::for_adapter(gpu) {
+            GemmVariant::CpuAdapter if needed == 1 => return Self::cpu_adapter(gpu, spec, ops),
+            GemmVariant::CpuAdapter => needed,
+            GemmVariant::Tiled => split_k_rule(spec).max(needed),
+        };
+        // A split whose partials would not fit one binding runs in as few chunks as it may.
+        let partial_bytes = |splits: usize| (splits * spec.batch * spec.m * spec.n * 4) as u64;
+        let fits = |splits: usize| splits == 1 || partial_bytes(splits) <= gpu.max_binding_bytes();
+        let splits = if fits(splits) { splits } else { needed };
+        ensure!(
+            fits(splits),
+            Limit,
+            "a product of depth k = {} runs in {needed} chunks on {:?}, whose partial sums \
+             ({} bytes) exceed the {} bytes it binds",
+            spec.k,
+            gpu.info().name,
+            partial_bytes(needed),
+            gpu.max_binding_bytes()
+        );
+        Self::tiled(gpu, spec, ops, splits)
     }
 
     /// The product with the tiled kernel split into `splits` chunks of K, whatever the
@@ -475,19 +501,20 @@ impl GemmPlan {
             .trans_a(true)
             .leading_dims(spec.lda, spec.ldb1, n)
             .offsets(spec.offset_a, spec.offset_b1, 0);
-        let wanted = splits.unwrap_or_else(|| split_k_rule(&product));
+        let needed = needed_splits(gpu, rows);
+        let wanted = splits.unwrap_or_else(|| split_k_rule(&product).max(needed));
         ensure!(
             (1..=rows).contains(&wanted),
             Invalid,
             "a product of k = {rows} splits into 1 to {rows} chunks, not {wanted}"
         );
-        let (sum_chunks, sum_depth) =
-            k_chunks(rows, (rows / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS), 1);
+        let sum_chunks = (rows / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS).max(needed);
+        let (sum_chunks, sum_depth) = k_chunks(rows, sum_chunks, 1);
         let partial_len = |splits: usize| splits * m * n + sum_chunks * m;
         // Under the rule, a split whose partials would not fit one binding runs unsplit.
         let fits = |splits: usize| (partial_len(splits) * 4) as u64 <= gpu.max_binding_bytes();
         let wanted = if splits.is_none() && !fits(wanted) {
-            1
+            needed
         } else {
             wanted
         };

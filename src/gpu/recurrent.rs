@@ -280,7 +280,8 @@ pub enum RecurrentPath {
 
 impl RecurrentPath {
     /// The path a plan for `shape` on `gpu` takes: an override if one is set, else the rule
-    /// ([`Self::by_rule`]), except on llvmpipe, which takes the step kernels ([`is_llvmpipe`]).
+    /// ([`Self::by_rule`]), except on llvmpipe, which takes the step kernels
+    /// ([`Gpu::is_llvmpipe`]).
     pub fn choose(gpu: &Gpu, shape: &RecurrentShape) -> Self {
         Self::resolve(
             gpu,
@@ -312,13 +313,13 @@ impl RecurrentPath {
         precision: Precision,
     ) -> Self {
         match wanted {
-            // Mesa's llvmpipe (lavapipe, and GL on it) computes the sequence kernels wrongly
-            // once a dispatch runs long enough: LSTM H = 256 from about 70 steps (B = 1) gave
-            // gradients off by 100% and more, H = 128 at T = 1000 a NaN output, while the
-            // same kernels agree with the CPU on SwiftShader. So on llvmpipe the device's
-            // choice is the step kernels, and the sequence kernels run only where asked
-            // (`RECUR_RECURRENT=sequence`, as the tests do at small sizes, where it is right).
-            None if is_llvmpipe(gpu) => RecurrentPath::Step,
+            // llvmpipe stops an invocation's loops after about 65,535 iterations
+            // ([`Gpu::is_llvmpipe`]), and a sequence kernel loops over every step: the LSTM
+            // forward stopped after T = 65,535 / (H + 11) steps (H = 64, 128, 256), its
+            // outputs beyond left unwritten. So there the device's choice is the step
+            // kernels, and the sequence kernels run only where asked (`RECUR_RECURRENT`, as
+            // the tests do at small sizes).
+            None if gpu.is_llvmpipe() => RecurrentPath::Step,
             None => Self::rule_for(gpu, shape, step, precision),
             Some(RecurrentPath::Sequence) if Self::sequence_tile(gpu, shape).is_some() => {
                 RecurrentPath::Sequence
@@ -375,12 +376,6 @@ impl RecurrentPath {
             .into_iter()
             .find(|&t| t <= batch && t * floats_per_entry <= SEQUENCE_STATE_FLOATS)
     }
-}
-
-/// Whether `gpu` is Mesa's llvmpipe (lavapipe on Vulkan, or llvmpipe on GL), whose device
-/// choice of path is the step kernels (see [`RecurrentPath::choose`]).
-pub fn is_llvmpipe(gpu: &Gpu) -> bool {
-    gpu.info().name.contains("llvmpipe")
 }
 
 /// Rows of W_hh through which the state's gradient flows directly: every gate's, but for
