@@ -432,8 +432,10 @@ impl Gpu {
     /// in all, leaving its outputs unwritten or partly computed, so plans keep every loop
     /// below that there ([`super::gemm::LLVMPIPE_MAX_DEPTH`]; the recurrent step kernels
     /// rather than the sequence kernels, see [`super::recurrent::RecurrentPath::choose`]).
+    /// A cost-model device ([`Self::new_for_cost_model`]) plans what a GPU would run, so it
+    /// is never llvmpipe whatever adapter it was made on.
     pub fn is_llvmpipe(&self) -> bool {
-        self.info().name.contains("llvmpipe")
+        !self.inner.cost_model && self.info().name.contains("llvmpipe")
     }
 
     /// The adapter's name, vendor, device type and backend.
