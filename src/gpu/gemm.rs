@@ -511,7 +511,8 @@ impl GemmPlan {
         let sum_chunks = (rows / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS).max(needed);
         let (sum_chunks, sum_depth) = k_chunks(rows, sum_chunks, 1);
         let partial_len = |splits: usize| splits * m * n + sum_chunks * m;
-        // Under the rule, a split whose partials would not fit one binding runs unsplit.
+        // Under the rule, a split whose partials would not fit one binding runs in as few
+        // chunks as the adapter allows (1, but on llvmpipe).
         let fits = |splits: usize| (partial_len(splits) * 4) as u64 <= gpu.max_binding_bytes();
         let wanted = if splits.is_none() && !fits(wanted) {
             needed

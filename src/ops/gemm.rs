@@ -379,12 +379,6 @@ impl WeightGrads {
         })
     }
 
-    /// Multiply-adds counted twice, as [`Gemm::flops`], the column sums included.
-    pub fn flops(&self) -> f64 {
-        2.0 * self.m as f64 * (self.n1 + self.n2) as f64 * self.rows as f64
-            + (self.m * self.rows) as f64
-    }
-
     /// Checks the gradients against the lengths (in elements) of the operands and outputs;
     /// `B2` and `out2` are given exactly where `n2 > 0`.
     pub fn validate(
