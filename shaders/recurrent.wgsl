@@ -803,12 +803,8 @@ fn finish_unit(b: u32, k: u32, rec: f32) {
 // Backward, all steps in one dispatch (backward_sequence): the step kernels' per-unit code
 // (backward_unit, backward_gru_n_unit), so the same results, with the recurrent products
 // read from workgroup memory. The host takes it where the forward took forward_sequence and
-// a tile's staged gradients fit (RecurrentPath in src/gpu/recurrent.rs), and records
-// backward_finish (dh0) after it. dh0 is not computed here after the step loop because
-// llvmpipe (Mesa 22.3.6, lavapipe and GL) gave wrong dh0 for the last quad of units when it
-// was: deterministic, from about 10M multiply-adds per workgroup (LSTM H = 1024, T = 3;
-// RNN H = 2048, T = 3), while every gradient of the loop was right and SwiftShader was
-// right throughout. A dispatch boundary is a barrier every implementation honours.
+// a tile's staged gradients fit (RecurrentPath in src/gpu/recurrent.rs); after the step
+// loop it computes dh0 from step 0's staged gate gradients, as backward_finish does.
 //
 // Each workgroup owns TILE consecutive batch entries and walks the steps from last to first.
 // A unit of an entry belongs to one invocation for the whole sequence (quads as in
@@ -856,19 +852,27 @@ fn staged_transposed_product(k0: u32, first_row: u32, width: u32) -> array<vec4<
     return acc;
 }
 
-// Step s of the units this invocation owns for every entry of the tile, given the staged
-// product over rows first_row .. first_row + width of W_hh: backward_unit, or (gru_n)
-// backward_gru_n_unit, the second half of a GRU reset-before step.
-fn sequence_units(s: u32, b0: u32, lid: u32, first_row: u32, width: u32, gru_n: bool) {
+// What sequence_units runs per unit and entry with the staged product.
+const UNITS_STEP: u32 = 0u;     // backward_unit: step s
+const UNITS_GRU_N: u32 = 1u;    // backward_gru_n_unit: the second half of a GRU reset-before step
+const UNITS_FINISH: u32 = 2u;   // finish_unit: dh0, after step 0
+
+// The units this invocation owns, for every entry of the tile, given the staged product over
+// rows first_row .. first_row + width of W_hh: the work `what` names (above) at step s.
+fn sequence_units(s: u32, b0: u32, lid: u32, first_row: u32, width: u32, what: u32) {
     for (var k0 = lid * 4u; k0 < cfg.hidden; k0 += 4u * SEQ_QUADS) {
         let acc = staged_transposed_product(k0, first_row, width);
         for (var bb = 0u; bb < TILE; bb++) {
             for (var e = 0u; e < 4u; e++) {
                 if (b0 + bb < cfg.batch && k0 + e < cfg.hidden) {
-                    if (gru_n) {
-                        backward_gru_n_unit(s, b0 + bb, k0 + e, acc[bb][e]);
+                    let b = b0 + bb;
+                    let k = k0 + e;
+                    if (what == UNITS_GRU_N) {
+                        backward_gru_n_unit(s, b, k, acc[bb][e]);
+                    } else if (what == UNITS_FINISH) {
+                        finish_unit(b, k, acc[bb][e]);
                     } else {
-                        backward_unit(s, b0 + bb, k0 + e, acc[bb][e]);
+                        backward_unit(s, b, k, acc[bb][e]);
                     }
                 }
             }
@@ -891,7 +895,7 @@ fn backward_sequence(
     for (var n = 0u; n < cfg.steps; n++) {
         let s = cfg.steps - 1u - n;
         // Nothing flows back from after the last step: a product over no rows, zero.
-        sequence_units(s, b0, lid.x, 0u, select(rows, 0u, n == 0u), false);
+        sequence_units(s, b0, lid.x, 0u, select(rows, 0u, n == 0u), UNITS_STEP);
         // This step's gate gradients reach every invocation; tile_state is free again.
         storageBarrier();
         workgroupBarrier();
@@ -899,15 +903,15 @@ fn backward_sequence(
             // d(r * h) = dn_pre W_hn, from this step's dn_pre (column 2H).
             stage_step_grads(s, b0, lid.x, 2u * h, h, false);
             workgroupBarrier();
-            sequence_units(s, b0, lid.x, 2u * h, h, true);
+            sequence_units(s, b0, lid.x, 2u * h, h, UNITS_GRU_N);
             storageBarrier();
             workgroupBarrier();
         }
-        if (s > 0u) {
-            stage_step_grads(s, b0, lid.x, 0u, rows, true);
-            workgroupBarrier();
-        }
+        // The step before reads this step's gate gradients; after step 0, dh0 does.
+        stage_step_grads(s, b0, lid.x, 0u, rows, true);
+        workgroupBarrier();
     }
+    sequence_units(0u, b0, lid.x, 0u, rows, UNITS_FINISH);
 }
 
 // ---------------------------------------------------------------------------------------

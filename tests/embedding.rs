@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
 use recur::cpu;
+use recur::gpu::device::LLVMPIPE_LOOP_BUDGET;
 use recur::gpu::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds, Recorder};
 use recur::ops::Embedding;
 use recur::GpuTensor;
@@ -133,6 +134,42 @@ fn gpu_embedding_matches_cpu_with_repeated_ids() {
     }
     // A table larger than one 1D grid (65535 workgroups of 256).
     embedding_case(&mut rng, 70000, 250, 300);
+}
+
+#[test]
+fn an_id_repeated_past_llvmpipes_loop_budget_is_an_error_there() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = rng("an_id_repeated_past_llvmpipes_loop_budget_is_an_error_there");
+    // The backward walks each id's positions in one loop: 70,000 of id 2 would stop early on
+    // llvmpipe. The padding id is never walked, so it may repeat.
+    let (v, n) = (4, 70_000);
+    let spec = Embedding::new(v, 1).padding_idx(3);
+    let ids = EmbeddingIds::new(&gpu, &spec, n).unwrap();
+    let repeated = vec![2u32; n];
+    let written = ids.write(&repeated);
+    if gpu.is_llvmpipe() {
+        let text = written.expect_err("an id past the budget").to_string();
+        assert!(text.contains("id 2 occurs 70000 times"), "{text}");
+    } else {
+        written.unwrap();
+    }
+    ids.write(&vec![3u32; n]).unwrap();
+    // Within the budget everywhere, checked against the CPU.
+    let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..2)).collect();
+    assert!(ids.iter().filter(|&&i| i == 0).count() <= LLVMPIPE_LOOP_BUDGET);
+    let spec = Embedding::new(v, 1);
+    let dout = random_vec(&mut rng, n);
+    let mut want = vec![0.0f64; v];
+    cpu::embedding::backward(&spec, &ids, &to_f64(&dout), &mut want).unwrap();
+    let gids = EmbeddingIds::upload(&gpu, &spec, &ids).unwrap();
+    let gdout = GpuTensor::from_slice(&gpu, &[n, 1], &dout).unwrap();
+    let gdt = GpuTensor::filled(&gpu, &[v, 1], f32::NAN).unwrap();
+    let bwd = EmbeddingBackwardPlan::new(&gpu, &spec, &gids, &gdout, &gdt).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    bwd.record(&mut rec);
+    rec.submit().unwrap();
+    let e = rel_error(&gdt.to_vec().unwrap(), &want);
+    assert!(e < 1e-5, "dtable rel error {e}");
 }
 
 #[test]

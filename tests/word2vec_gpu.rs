@@ -247,6 +247,7 @@ fn analogy_evaluation_on_the_gpu_matches_the_cpu() {
 // ---------------------------------------------------------------- training kernels
 
 use recur::cpu::word2vec as twin;
+use recur::gpu::device::LLVMPIPE_LOOP_BUDGET;
 use recur::gpu::word2vec_train::{GradientKernel, PlanOptions};
 use recur::gpu::{Recorder, TrainPlan};
 use recur::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
@@ -324,6 +325,19 @@ fn check_train_kernels(
     kernel: GradientKernel,
 ) {
     let (spec, items) = random_spec(rng, output, row_cap);
+    check_train_kernels_on(gpu, rng, &spec, items, kernel);
+}
+
+/// The gradient and apply kernels of `spec` with a random batch of `items` items against
+/// their CPU twins, as [`check_train_kernels`].
+fn check_train_kernels_on(
+    gpu: &recur::Gpu,
+    rng: &mut rand::rngs::StdRng,
+    spec: &TrainSpec,
+    items: usize,
+    kernel: GradientKernel,
+) {
+    let (spec, output, row_cap) = (*spec, spec.output, spec.row_cap);
     let dim = spec.dim;
     let (in_rows, out_rows) = (spec.in_rows, spec.out_rows);
     let slot = rng.random_range(0..3);
@@ -452,6 +466,89 @@ fn softmax_train_kernels_match_their_cpu_twins() {
         for row_cap in [0, 0, 0, 0, 5] {
             check_train_kernels(&gpu, &mut rng, TrainOutput::Softmax, row_cap, kernel);
         }
+    }
+}
+
+#[test]
+fn the_gradient_kernels_stay_within_llvmpipes_loop_budget() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = common::rng("the_gradient_kernels_stay_within_llvmpipes_loop_budget");
+    // The full softmax over 1,000 rows of size 100: one invocation of the per-item kernel
+    // walks them twice, about 203,000 loop iterations, so on llvmpipe it stopped early
+    // (hidden gradient off by 100%); the row kernel makes about 21,000.
+    let spec = TrainSpec {
+        in_rows: 30,
+        out_rows: 1000,
+        dim: 100,
+        output: TrainOutput::Softmax,
+        max_items: 20,
+        max_inputs: 120,
+        max_targets: 20,
+        row_cap: 0,
+    };
+    assert!(GradientKernel::PerItem.loop_iterations(&spec, 0, 0) > 200_000);
+    assert!(GradientKernel::Rows.loop_iterations(&spec, 6, 0) < LLVMPIPE_LOOP_BUDGET);
+    let chosen = GradientKernel::for_spec(&gpu, &spec);
+    if gpu.is_llvmpipe() {
+        assert_eq!(chosen, GradientKernel::Rows);
+        // Asked for, the per-item kernel is an error naming the sizes, before allocating.
+        let options = PlanOptions {
+            gradient_kernel: GradientKernel::PerItem,
+            ..PlanOptions::for_adapter(&gpu)
+        };
+        let syn0 = vec![0.0; 30 * 100];
+        let syn1 = vec![0.0; 1000 * 100];
+        let e = TrainPlan::new(&gpu, &spec, &syn0, &syn1, &options)
+            .err()
+            .expect("the per-item kernel past the loop budget");
+        let text = e.to_string();
+        for part in ["1000 output rows", "size 100", "PerItem", "llvmpipe"] {
+            assert!(text.contains(part), "{text}");
+        }
+    } else {
+        assert_eq!(chosen, GradientKernel::for_adapter(&gpu));
+    }
+    check_train_kernels_on(&gpu, &mut rng, &spec, 17, chosen);
+
+    // Sampled outputs: an item's targets are known only with its batch. An item of 200
+    // targets at size 200 makes the per-item kernel loop about 81,000 times.
+    let sampled = TrainSpec {
+        out_rows: 50,
+        dim: 200,
+        output: TrainOutput::Sampled,
+        max_targets: 400,
+        ..spec
+    };
+    let options = PlanOptions {
+        gradient_kernel: GradientKernel::PerItem,
+        ..PlanOptions::for_adapter(&gpu)
+    };
+    let mut plan = TrainPlan::new(
+        &gpu,
+        &sampled,
+        &vec![0.0; 30 * 200],
+        &vec![0.0; 50 * 200],
+        &options,
+    )
+    .unwrap();
+    let mut batch = TrainBatch::default();
+    batch.push(&[1, 2], vec![(3, true); 10]);
+    batch.push(&[4], vec![(5, false); 200]);
+    let mut packed = PackedBatch::default();
+    BatchPacker::default()
+        .pack(&sampled, &batch, &mut packed)
+        .unwrap();
+    let written = plan.write_batch(0, &packed, 0.1, 0);
+    if gpu.is_llvmpipe() {
+        let text = written
+            .expect_err("an item past the loop budget")
+            .to_string();
+        assert!(
+            text.contains("item 1 (1 input rows, 200 targets)"),
+            "{text}"
+        );
+    } else {
+        written.unwrap();
     }
 }
 

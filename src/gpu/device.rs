@@ -7,6 +7,11 @@ use crate::error::{bail, err, Result};
 use super::registry::KernelRegistry;
 
 /// How to get a GPU adapter where there is none, and that the CPU path works without one.
+/// The most loop iterations in all that plans let one invocation run on llvmpipe
+/// ([`Gpu::is_llvmpipe`]), whose shaders stop looping after about 65,535: three quarters of
+/// that, for the loops an estimate does not see.
+pub const LLVMPIPE_LOOP_BUDGET: usize = 48 << 10;
+
 const NO_ADAPTER_HELP: &str = "no GPU adapter with compute shaders was found. \
 On Linux without a GPU, install Mesa's software Vulkan driver \
 (`apt-get install -y mesa-vulkan-drivers`) or use Mesa's llvmpipe over GL (`WGPU_BACKEND=gl`); \
@@ -430,8 +435,10 @@ impl Gpu {
     /// Whether the adapter is Mesa's llvmpipe (lavapipe on Vulkan, or llvmpipe on GL). Its
     /// shaders (Mesa 22.3.6 here) stop an invocation's loops after about 65,535 iterations
     /// in all, leaving its outputs unwritten or partly computed, so plans keep every loop
-    /// below that there ([`super::gemm::LLVMPIPE_MAX_DEPTH`]; the recurrent step kernels
-    /// rather than the sequence kernels, see [`super::recurrent::RecurrentPath::choose`]).
+    /// below that there ([`LLVMPIPE_LOOP_BUDGET`]: products deeper than
+    /// [`super::gemm::LLVMPIPE_MAX_DEPTH`] split along K; the recurrent step kernels rather
+    /// than the sequence kernels by default, and never sequence kernels that would loop more,
+    /// see [`super::recurrent::RecurrentPath::loops_fit`]).
     /// A cost-model device ([`Self::new_for_cost_model`]) plans what a GPU would run, so it
     /// is never llvmpipe whatever adapter it was made on.
     pub fn is_llvmpipe(&self) -> bool {

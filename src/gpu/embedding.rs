@@ -5,6 +5,7 @@
 use crate::error::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
+use super::device::LLVMPIPE_LOOP_BUDGET;
 use super::launch::{ensure_distinct, grid, WG};
 use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
 use crate::ops::embedding::Embedding;
@@ -70,6 +71,25 @@ impl EmbeddingIds {
             ids.len()
         );
         let index = self.spec.inverse_index(ids)?;
+        // The backward sums an id's positions in one loop per table element, which llvmpipe
+        // stops after about 65,535 iterations (Gpu::is_llvmpipe).
+        if self.ids.gpu().is_llvmpipe() {
+            // The padding row gets no gradient, so its positions are never walked.
+            let (id, repeats) = (0..self.spec.vocab)
+                .filter(|&v| self.spec.padding_idx != Some(v as u32))
+                .map(|v| (v, (index.offsets[v + 1] - index.offsets[v]) as usize))
+                .max_by_key(|&(v, n)| (n, std::cmp::Reverse(v)))
+                .unwrap_or((0, 0));
+            ensure!(
+                repeats <= LLVMPIPE_LOOP_BUDGET,
+                Limit,
+                "embedding ids: id {id} occurs {repeats} times in a batch of {}, but on adapter \
+                 {:?} (llvmpipe) the backward sums at most {LLVMPIPE_LOOP_BUDGET} positions of \
+                 one id (its loops stop after about 65,535); use smaller batches or the CPU",
+                ids.len(),
+                self.ids.gpu().info().name
+            );
+        }
         self.ids.write(ids)?;
         self.offsets.write(&index.offsets)?;
         self.positions.write(&index.positions)

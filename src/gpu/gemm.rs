@@ -36,7 +36,7 @@ const MAX_SPLITS: usize = 64;
 /// about 65,535 iterations in all ([`Gpu::is_llvmpipe`]): `main_cpu` at K = 66,000 left its
 /// outputs unwritten (60,000 was right), and `main` makes 9 iterations per 8 of K. Deeper
 /// products run split there.
-pub const LLVMPIPE_MAX_DEPTH: usize = 48 << 10;
+pub const LLVMPIPE_MAX_DEPTH: usize = super::device::LLVMPIPE_LOOP_BUDGET;
 
 /// Which GEMM kernel runs: the tiled one for GPUs, or the one for adapters that run shaders
 /// on the CPU (see `main_cpu` in gemm.wgsl for why). [`Gpu::set_gemm_variant`] or

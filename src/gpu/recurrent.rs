@@ -6,8 +6,8 @@
 //! how a dispatch learns its step). Recording a forward then costs 3 dispatches on the
 //! sequence path (weight transpose, input-projection GEMM, the whole-sequence kernel; see
 //! [`RecurrentPath`] for when it applies), else T + 2 (one per step instead of the sequence
-//! kernel). A backward costs two dispatches on the sequence path where its tile fits (the
-//! sequence kernel, then one for dh0), else T + 1 (one per step, one to finish), then the
+//! kernel). A backward costs one dispatch on the sequence path where its tile fits (the
+//! sequence kernel, dh0 included), else T + 1 (one per step, one for dh0), then the
 //! gradient products: dx (one dispatch, two where split along K) and the weight and bias
 //! gradients as one product and its reduction (LSTM, RNN; GRU: two such, GRU reset-before:
 //! one and two plain products for dW_hh). GRU with the reset gate before the recurrent
@@ -17,6 +17,7 @@
 use crate::error::{bail, ensure, err, Result};
 use bytemuck::{Pod, Zeroable};
 
+use super::device::LLVMPIPE_LOOP_BUDGET;
 use super::shaders::{BindingKind, SharedLayout};
 use super::{
     Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, PerDispatch, Recorder, WeightGradTensors,
@@ -230,6 +231,13 @@ pub const SEQUENCE_MAX_WEIGHT_BYTES: usize = 1 << 20;
 /// The same where the step kernels are [`StepKernel::Tiled`].
 pub const SEQUENCE_MAX_WEIGHT_BYTES_TILED: usize = 96 << 10;
 
+/// Invocations per workgroup of the sequence kernels (`SEQ_QUADS` in recurrent.wgsl), each
+/// owning quads of 4 units.
+const SEQUENCE_QUADS: usize = 64;
+/// Loop iterations counted per pass over a product for the loops around it (over the gates,
+/// the tile's entries and the 4 units of a quad, where the compiler does not unroll them).
+const LOOP_OVERHEAD: usize = 16;
+
 /// How a plan records the forward's recurrence.
 ///
 /// The rule ([`RecurrentPath::by_rule`]) takes the sequence kernel where
@@ -269,7 +277,8 @@ pub const SEQUENCE_MAX_WEIGHT_BYTES_TILED: usize = 96 << 10;
 /// kernels after the sequence kernel's forward, which saves the same activations. `RECUR_RECURRENT=step|sequence` or
 /// [`Gpu::set_recurrent_path`] overrides the rule: `sequence` then takes the sequence kernel
 /// wherever it applies, whatever the size of W_hh, so the tests cover both paths on any
-/// adapter.
+/// adapter. On llvmpipe each sequence kernel applies only where an invocation's loops stay
+/// within [`LLVMPIPE_LOOP_BUDGET`] ([`RecurrentPath::loops_fit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecurrentPath {
     /// One dispatch per step (two for GRU with the reset gate before the product).
@@ -318,10 +327,14 @@ impl RecurrentPath {
             // forward stopped after T = 65,535 / (H + 11) steps (H = 64, 128, 256), its
             // outputs beyond left unwritten. So there the device's choice is the step
             // kernels, and the sequence kernels run only where asked (`RECUR_RECURRENT`, as
-            // the tests do at small sizes).
+            // the tests do) and within the loop budget (`loops_fit`).
             None if gpu.is_llvmpipe() => RecurrentPath::Step,
             None => Self::rule_for(gpu, shape, step, precision),
-            Some(RecurrentPath::Sequence) if Self::sequence_tile(gpu, shape).is_some() => {
+            Some(RecurrentPath::Sequence)
+                if Self::sequence_tile(gpu, shape).is_some_and(|tile| {
+                    Self::loops_fit(gpu, Self::forward_sequence_iterations(shape, tile))
+                }) =>
+            {
                 RecurrentPath::Sequence
             }
             Some(_) => RecurrentPath::Step,
@@ -362,6 +375,49 @@ impl RecurrentPath {
     pub fn backward_sequence_tile(gpu: &Gpu, shape: &RecurrentShape) -> Option<usize> {
         Self::sequence_tile(gpu, shape)?;
         Self::tile_for(gpu, shape, direct_rows(shape))
+    }
+
+    /// Whether a kernel whose invocations loop `iterations` times runs right on `gpu`: on
+    /// llvmpipe only within [`LLVMPIPE_LOOP_BUDGET`] ([`Gpu::is_llvmpipe`]). A plan takes
+    /// the sequence kernels only where this holds ([`Self::forward_sequence_iterations`],
+    /// [`Self::backward_sequence_iterations`]), else the step kernels.
+    pub fn loops_fit(gpu: &Gpu, iterations: usize) -> bool {
+        !gpu.is_llvmpipe() || iterations <= LLVMPIPE_LOOP_BUDGET
+    }
+
+    /// An upper estimate of the loop iterations one invocation of `forward_sequence` runs
+    /// (llvmpipe stops counting at about 65,535; [`Gpu::is_llvmpipe`]): staging h0, then
+    /// per step and quad of units it owns the product's walk over H state units (GRU
+    /// reset-before: and over H for its n gate), with 16 iterations for the loops
+    /// around it. Measured on lavapipe, the LSTM forward stopped after 65,535 / (H + 11)
+    /// steps at H = 64, 128 and 256 (one quad each), within this estimate.
+    pub fn forward_sequence_iterations(shape: &RecurrentShape, tile: usize) -> usize {
+        let h = shape.hidden;
+        let quads = h.div_ceil(4 * SEQUENCE_QUADS);
+        let products = if shape.cell == CellKind::GruResetBefore {
+            2
+        } else {
+            1
+        };
+        (tile * h).div_ceil(SEQUENCE_QUADS) + shape.steps * products * quads * (h + LOOP_OVERHEAD)
+    }
+
+    /// An upper estimate of the loop iterations one invocation of `backward_sequence` runs:
+    /// per step and quad, the product over the R direct rows of W_hh and staging the tile's
+    /// R gate gradients (GRU reset-before: the same over its H n rows), and after step 0 the
+    /// product for dh0, each with 16 iterations for the loops around it.
+    pub fn backward_sequence_iterations(shape: &RecurrentShape, tile: usize) -> usize {
+        let h = shape.hidden;
+        let quads = h.div_ceil(4 * SEQUENCE_QUADS);
+        let rows = direct_rows(shape);
+        let pass = |width: usize| {
+            quads * (width + LOOP_OVERHEAD) + (tile * width).div_ceil(SEQUENCE_QUADS)
+        };
+        let mut step = pass(rows);
+        if shape.cell == CellKind::GruResetBefore {
+            step += pass(h);
+        }
+        shape.steps * step + pass(rows)
     }
 
     /// The largest tile of [`SEQUENCE_TILES`] within the batch rounded up to a power of two
@@ -902,6 +958,11 @@ impl RecurrentPlan {
                     sequence: forward_sequence
                         .as_ref()
                         .and_then(|_| RecurrentPath::backward_sequence_tile(gpu, &shape))
+                        .filter(|&tile| {
+                            let iterations =
+                                RecurrentPath::backward_sequence_iterations(&shape, tile);
+                            RecurrentPath::loops_fit(gpu, iterations)
+                        })
                         .map(|tile| {
                             let key = key("backward_sequence").with("TILE", tile as f64);
                             Ok::<_, crate::Error>((gpu.kernel(&key)?, tile))
@@ -1092,8 +1153,6 @@ impl RecurrentPlan {
                 grid,
                 self.backward_sequence_cost(*tile),
             );
-            // dh0 in a dispatch of its own: see backward_sequence in recurrent.wgsl.
-            self.dispatch_steps(rec, &b.finish, 0);
         } else {
             for s in (0..self.shape.steps).rev() {
                 self.dispatch_steps(rec, &b.step, s);
@@ -1474,13 +1533,14 @@ impl RecurrentPlan {
     /// backward_sequence with a batch tile of `tile` entries: ceil(B / tile) workgroups of 64
     /// invocations, each running all T steps of its tile backward. Per workgroup, for each
     /// quad of units, the product through the R = G x H direct rows of the padded W_hh (2 x H
-    /// for GRU reset-before) at every step but the last one run (nothing flows back into it),
-    /// and GRU reset-before's product through its H n rows at every step: one vec4 of weights
-    /// (16 bytes) per row, applied to all `tile` entries (8 operations per vec4 and entry).
-    /// Staging the rows of a product reads tile x rows gate gradients plus a step-map code
-    /// each. Then per unit and entry what backward_step's cell code reads and writes (and
-    /// backward_gru_n's), as in the table above (backward_finish follows as a step kernel,
-    /// costed there). The staged gradients in workgroup memory are not counted. So each
+    /// for GRU reset-before) at every step but the last one run (nothing flows back into it)
+    /// and once more after step 0 for dh0, and GRU reset-before's product through its H n
+    /// rows at every step: one vec4 of weights (16 bytes) per row, applied to all `tile`
+    /// entries (8 operations per vec4 and entry). Staging the rows of a product reads
+    /// tile x rows gate gradients plus a step-map code each. Then per unit and entry what
+    /// backward_step's cell code reads and writes (and backward_gru_n's), and once what
+    /// backward_finish's does, as in the table above. The staged gradients in workgroup
+    /// memory are not counted. So each
     /// element of W_hh is read ceil(B / tile) times a step across the dispatch, each read
     /// serving `tile` entries.
     fn backward_sequence_cost(&self, tile: usize) -> Cost {
@@ -1488,8 +1548,9 @@ impl RecurrentPlan {
         let (h, b, t) = (sh.hidden, sh.batch, sh.steps);
         let hp = h.div_ceil(4) * 4;
         let groups = b.div_ceil(tile);
-        // (rows of W_hh, steps that multiply through them)
-        let mut products = vec![(direct_rows(sh), t - 1)];
+        // (rows of W_hh, products through them): steps 1 .. T feed the step before, step 0
+        // feeds dh0.
+        let mut products = vec![(direct_rows(sh), t)];
         if sh.cell == CellKind::GruResetBefore {
             products.push((h, t));
         }
@@ -1503,7 +1564,8 @@ impl RecurrentPlan {
             )
             .with_unique_read(w_bytes + 4.0 * (b * steps * rows) as f64);
         }
-        let mut cells = self.unit_cost("backward_step", b * h * t);
+        let mut cells =
+            self.unit_cost("backward_step", b * h * t) + self.unit_cost("backward_finish", b * h);
         if sh.cell == CellKind::GruResetBefore {
             cells += self.unit_cost("backward_gru_n", b * h * t);
         }

@@ -4,9 +4,10 @@
 //! recorded into one submit, each reading its own packed words and parameters. CPU twins:
 //! `src/cpu/word2vec.rs`; the batch layout: `src/ops/word2vec_train.rs`.
 
-use crate::error::{ensure, Result};
+use crate::error::{bail, ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
+use super::device::LLVMPIPE_LOOP_BUDGET;
 use super::launch::grid;
 use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder, Recording};
 use crate::ops::word2vec_train::{BatchLayout, PackedBatch, TrainOutput, TrainSpec};
@@ -42,6 +43,53 @@ impl GradientKernel {
         } else {
             GradientKernel::Rows
         }
+    }
+
+    /// The kernel for `gpu`'s kind of adapter and a run of `spec`: as [`Self::for_adapter`],
+    /// but on llvmpipe [`GradientKernel::Rows`] where the full softmax would make
+    /// [`GradientKernel::PerItem`]'s invocations loop past [`LLVMPIPE_LOOP_BUDGET`] (each
+    /// walks every output row twice, 2 x dim iterations a row) and the row kernel's would not.
+    pub fn for_spec(gpu: &Gpu, spec: &TrainSpec) -> Self {
+        let kernel = Self::for_adapter(gpu);
+        let fits = |k: Self| k.loops_fit(gpu, spec, 0, 0);
+        if kernel == GradientKernel::PerItem && !fits(kernel) && fits(GradientKernel::Rows) {
+            GradientKernel::Rows
+        } else {
+            kernel
+        }
+    }
+
+    /// An upper estimate of the loop iterations one invocation of this kernel runs for an
+    /// item with `inputs` input rows and `targets` targets (with the full softmax, every
+    /// output row is a target and `targets` is not used). Per item: the per-item kernel walks
+    /// each input row and each target row's dim elements, a target twice (its score, then
+    /// its share of the hidden gradient); the row kernel spreads dim over 32 lanes and takes
+    /// targets 8 at a time, about 72 iterations a chunk beside its two walks over the row.
+    pub fn loop_iterations(self, spec: &TrainSpec, inputs: usize, targets: usize) -> usize {
+        let d = spec.dim;
+        let softmax = spec.output == TrainOutput::Softmax;
+        let targets = if softmax { spec.out_rows } else { targets };
+        match self {
+            GradientKernel::PerItem => d * (inputs + 3) + targets * (2 * d + 3),
+            GradientKernel::Rows => {
+                let lanes = d.div_ceil(32);
+                let chunks = targets.div_ceil(8).max(1);
+                // The full softmax then turns every score into a gradient (a row a lane, 8
+                // lanes) and sums the hidden gradient over every row (lanes x V).
+                let softmax_tail = if softmax {
+                    targets.div_ceil(8) + lanes * targets
+                } else {
+                    0
+                };
+                lanes * (inputs + 1) + chunks * (16 * lanes + 72) + softmax_tail
+            }
+        }
+    }
+
+    /// Whether an item with `inputs` input rows and `targets` targets runs right on `gpu`:
+    /// on llvmpipe ([`Gpu::is_llvmpipe`]) only within [`LLVMPIPE_LOOP_BUDGET`].
+    pub fn loops_fit(self, gpu: &Gpu, spec: &TrainSpec, inputs: usize, targets: usize) -> bool {
+        !gpu.is_llvmpipe() || self.loop_iterations(spec, inputs, targets) <= LLVMPIPE_LOOP_BUDGET
     }
 
     fn entry_point(self, output: TrainOutput) -> &'static str {
@@ -242,6 +290,14 @@ impl PlanOptions {
             loss_slots: 1,
         }
     }
+
+    /// As [`Self::for_adapter`], with the gradient kernel for `spec` ([`GradientKernel::for_spec`]).
+    pub fn for_spec(gpu: &Gpu, spec: &TrainSpec) -> Self {
+        Self {
+            gradient_kernel: GradientKernel::for_spec(gpu, spec),
+            ..Self::for_adapter(gpu)
+        }
+    }
 }
 
 /// One batch slot: its bind groups (the slot's words and parameters bound at its offset),
@@ -320,6 +376,38 @@ impl TrainPlan {
         Ok(())
     }
 
+    /// On llvmpipe, an error where `kernel`'s invocations would loop past
+    /// [`LLVMPIPE_LOOP_BUDGET`] for an item with `inputs` input rows and `targets` targets
+    /// (`item`: its index in the batch; `None`: the full softmax, known from `spec` alone).
+    fn check_loops(
+        gpu: &Gpu,
+        spec: &TrainSpec,
+        kernel: GradientKernel,
+        item: Option<usize>,
+        inputs: usize,
+        targets: usize,
+    ) -> Result<()> {
+        if kernel.loops_fit(gpu, spec, inputs, targets)
+            || (item.is_none() && spec.output != TrainOutput::Softmax)
+        {
+            return Ok(());
+        }
+        let what = match item {
+            None => format!("the full softmax over {} output rows", spec.out_rows),
+            Some(b) => format!("item {b} ({inputs} input rows, {targets} targets)"),
+        };
+        bail!(
+            Limit,
+            "word2vec on the GPU: {what} at vector size {} makes the {kernel:?} gradient \
+             kernel loop about {} times an invocation, but adapter {:?} (llvmpipe) stops \
+             loops after about 65,535 (recur keeps to {LLVMPIPE_LOOP_BUDGET}); use a smaller \
+             vocabulary or size, negative sampling or hierarchical softmax, or the CPU",
+            spec.dim,
+            kernel.loop_iterations(spec, inputs, targets),
+            gpu.info().name
+        )
+    }
+
     /// The bytes between batch slots in the packed-words buffer (a slot's binding starts at
     /// a multiple of the adapter's storage offset alignment).
     fn slot_bytes(gpu: &Gpu, spec: &TrainSpec) -> u64 {
@@ -344,6 +432,7 @@ impl TrainPlan {
         options: &PlanOptions,
     ) -> Result<Self> {
         Self::check_limits(gpu, spec)?;
+        Self::check_loops(gpu, spec, options.gradient_kernel, None, 0, 0)?;
         ensure!(
             options.loss_slots > 0,
             Invalid,
@@ -514,6 +603,13 @@ impl TrainPlan {
             Invalid,
             "learning rate {alpha}: expected a finite number"
         );
+        if self.gpu.is_llvmpipe() {
+            for b in 0..batch.items() {
+                let (inputs, targets) = (batch.inputs(b).len(), batch.targets(b).count());
+                let kernel = self.options.gradient_kernel;
+                Self::check_loops(&self.gpu, &self.spec, kernel, Some(b), inputs, targets)?;
+            }
+        }
         self.batch
             .write_range(slot * self.slot_words, &batch.words)?;
         let params = TrainParams::new(&self.spec, &batch.layout, alpha, loss_slot as u32);

@@ -49,6 +49,7 @@ use super::vectors::KeyedVectors;
 use super::vocab::Vocab;
 use crate::gpu::word2vec_train::{batch_costs, DispatchCost, GradientKernel, PlanOptions};
 use crate::gpu::{Gpu, Recorder, TrainPlan};
+use crate::ops::word2vec_train::TrainSpec;
 
 /// Batches whose loss sums the GPU holds before the host reads them back (reading waits for
 /// the GPU to finish, so it is done rarely).
@@ -77,6 +78,15 @@ impl GpuTrainOptions {
         Self {
             gradient_kernel: GradientKernel::for_adapter(gpu),
             batches_per_submit: BATCHES_PER_SUBMIT,
+        }
+    }
+
+    /// As [`Self::for_adapter`], with the gradient kernel for a run of `spec`
+    /// ([`GradientKernel::for_spec`]).
+    pub fn for_spec(gpu: &Gpu, spec: &TrainSpec) -> Self {
+        Self {
+            gradient_kernel: GradientKernel::for_spec(gpu, spec),
+            ..Self::for_adapter(gpu)
         }
     }
 }
@@ -125,7 +135,10 @@ pub fn train_with_vocab_gpu(
     cfg: &Config,
     gpu: &Gpu,
 ) -> Result<(KeyedVectors, TrainReport)> {
-    train_with_vocab_gpu_using(corpus, vocab, cfg, gpu, &GpuTrainOptions::for_adapter(gpu))
+    cfg.validate()?;
+    let spec = Layer::new(cfg, vocab).spec(cfg, vocab)?;
+    let options = GpuTrainOptions::for_spec(gpu, &spec);
+    train_with_vocab_gpu_using(corpus, vocab, cfg, gpu, &options)
 }
 
 /// As [`train_with_vocab_gpu`], with the gradient kernel and the batches per submit given.
