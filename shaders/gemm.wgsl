@@ -33,7 +33,11 @@
 // layer's inputs and its previous states; columns from n_b1 on come from b2), and workgroups
 // past the product's tiles sum A's columns (op(A)'s rows: the bias gradient) over chunks of
 // K, `sum_depth` rows each, into `partial` after the products. `reduce_weight_grads` adds both in
-// fixed order and writes the two blocks of C and the sums to their own outputs.
+// fixed order and writes the two blocks of C and the sums to their own outputs. With FLAG_A2
+// (GRU, whose recurrent gate gradients differ), b2's block pairs with a second A in `a` from
+// offset_a2: that block starts at column b2_col, a multiple of the tile width, so every tile
+// reads one A (columns n_b1 .. b2_col are a gap of zeros, computed and dropped), and a second
+// set of sum workgroups sums A2's columns into `sums2`.
 //
 // The grid is one dimension folded into two (65,535 workgroups per dimension): workgroup
 // id = wg.y * num_workgroups.x + wg.x, past the last tile it returns (a uniform exit).
@@ -42,7 +46,7 @@ struct GemmParams {
     m: u32,
     n: u32,
     k: u32,
-    flags: u32,      // bit 0: A transposed, 1: B transposed, 2: add bias, 3: read C (beta != 0), 4: second sums output, 5: B joined from b and b2 (FLAG_JOINED)
+    flags: u32,      // bit 0: A transposed, 1: B transposed, 2: add bias, 3: read C (beta != 0), 4: second sums output, 5: B joined from b and b2 (FLAG_JOINED), 6: b2 pairs with A2 (FLAG_A2)
     lda: u32,
     ldb: u32,
     ldc: u32,
@@ -64,8 +68,8 @@ struct GemmParams {
     ldb2: u32,
     sum_chunks: u32, // FLAG_JOINED: chunks of K the column sums are split into
     sum_depth: u32,  // FLAG_JOINED: rows per chunk of the column sums
-    _pad0: u32,
-    _pad1: u32,
+    offset_a2: u32,  // FLAG_A2: where A2 starts in `a` (leading dimension lda)
+    b2_col: u32,     // FLAG_JOINED: the column of C where b2's block starts (n_b1 without FLAG_A2)
     _pad2: u32,
 }
 
@@ -73,6 +77,7 @@ const FLAG_BIAS: u32 = 4u;
 const FLAG_READ_C: u32 = 8u;
 const FLAG_SECOND: u32 = 16u;
 const FLAG_JOINED: u32 = 32u;
+const FLAG_A2: u32 = 64u;
 
 // The transposes are fixed per pipeline, so no load branches on them at run time; so is
 // whether `main` writes C or (split-K) the partial products.
@@ -89,7 +94,7 @@ override SPLIT: bool = false;
 @group(0) @binding(6) var<storage, read_write> c2: array<f32>;       // FLAG_JOINED: C's second block
 @group(0) @binding(7) var<storage, read> b2: array<f32>;              // FLAG_JOINED: B's second block
 @group(0) @binding(8) var<storage, read_write> sums: array<f32>;      // FLAG_JOINED: column sums of A
-@group(0) @binding(9) var<storage, read_write> sums2: array<f32>;     // ... written twice (FLAG_SECOND)
+@group(0) @binding(9) var<storage, read_write> sums2: array<f32>;     // FLAG_SECOND: A2's column sums, or A's again
 
 const BM: u32 = 128u;
 const BN: u32 = 64u;
@@ -167,7 +172,10 @@ fn load_b(base: u32, t: Tile, k0: u32, li: u32, e: u32, checked: bool) -> f32 {
         return b[base + col * p.ldb + kg];
     }
     if ((p.flags & FLAG_JOINED) != 0u && col >= p.n_b1) {
-        return b2[p.offset_b2 + kg * p.ldb2 + col - p.n_b1];
+        if (col < p.b2_col) {
+            return 0.0;   // the gap before b2's tile-aligned block (FLAG_A2)
+        }
+        return b2[p.offset_b2 + kg * p.ldb2 + col - p.b2_col];
     }
     return b[base + kg * p.ldb + col];
 }
@@ -190,7 +198,10 @@ struct Staged {
 }
 
 fn fetch(t: Tile, k0: u32, li: u32) -> Staged {
-    let base_a = p.offset_a + t.batch * p.stride_a;
+    var base_a = p.offset_a + t.batch * p.stride_a;
+    if ((p.flags & FLAG_A2) != 0u && t.col0 >= p.b2_col) {
+        base_a = p.offset_a2;   // b2's block pairs with A2 (weight gradients: one item)
+    }
     let base_b = p.offset_b + t.batch * p.stride_b;
     // Uniform across the workgroup: interior tiles skip the bounds tests.
     let full_k = k0 + BK <= t.k_end;
@@ -339,7 +350,7 @@ fn main(
     let id = wg.y * nwg.x + wg.x;
     let tiles = tile_count();
     if (id >= tiles) {
-        if (id - tiles < div_ceil(p.m, 64u) * p.sum_chunks) {
+        if (id - tiles < div_ceil(p.m, 64u) * p.sum_chunks * sum_sets()) {
             weight_grad_sums(id - tiles, li);
         }
         return;
@@ -402,33 +413,44 @@ fn reduce_splits(
 
 var<workgroup> lane_sums: array<f32, 128>;
 
+// The matrices whose columns a weight-gradient product sums: A, and A2 with FLAG_A2.
+fn sum_sets() -> u32 {
+    return select(1u, 2u, (p.flags & FLAG_A2) != 0u);
+}
+
 // Workgroup g of a weight-gradient product's column sums: A's columns col0 .. col0 + 64 (A is stored
 // transposed, [k, m]: these are rows of op(A)) over rows chunk * sum_depth .. + sum_depth.
 // Invocation li adds column li % 64 over every other row from li / 64, coalesced along the
-// row; the two lanes are then added in a fixed order into the chunk's partial.
+// row; the two lanes are then added in a fixed order into the chunk's partial. The groups
+// of the second set (FLAG_A2) do the same for A2, their chunk partials after A's.
 fn weight_grad_sums(g: u32, li: u32) {
     let groups_m = div_ceil(p.m, 64u);
-    let col = (g % groups_m) * 64u + li % 64u;
-    let chunk = g / groups_m;
+    let which = g / (groups_m * p.sum_chunks);
+    let h = g % (groups_m * p.sum_chunks);
+    let base = select(p.offset_a, p.offset_a2, which == 1u);
+    let col = (h % groups_m) * 64u + li % 64u;
+    let chunk = h / groups_m;
     let r0 = chunk * p.sum_depth;
     let r1 = min(r0 + p.sum_depth, p.k);
     var s = 0.0;
     if (col < p.m) {
         for (var r = r0 + li / 64u; r < r1; r += 2u) {
-            s += a[p.offset_a + r * p.lda + col];
+            s += a[base + r * p.lda + col];
         }
     }
     lane_sums[li] = s;
     workgroupBarrier();
     if (li < 64u && col < p.m) {
-        partial[p.splits * p.m * p.n + chunk * p.m + col] = lane_sums[li] + lane_sums[li + 64u];
+        let at = p.splits * p.m * p.n + (which * p.sum_chunks + chunk) * p.m + col;
+        partial[at] = lane_sums[li] + lane_sums[li + 64u];
     }
 }
 
 // A weight-gradient product's outputs: one invocation per element of C = [C1 | C2] (C1 the first
-// n_b1 columns, packed into c; C2 the rest, packed into c2), the sum of its split partials;
-// then one per column sum, the sum of its chunk partials, into `sums` (and `sums2` with
-// FLAG_SECOND). Both in fixed order.
+// n_b1 columns, packed into c; C2 the columns from b2_col, packed into c2; the gap between
+// dropped), the sum of its split partials; then one per column sum, the sum of its chunk
+// partials, into `sums`, and with FLAG_SECOND into `sums2` (A2's sums with FLAG_A2, else
+// A's again). Both in fixed order.
 @compute @workgroup_size(256, 1, 1)
 fn reduce_weight_grads(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -446,22 +468,31 @@ fn reduce_weight_grads(
         let col = i % p.n;
         if (col < p.n_b1) {
             c[row * p.n_b1 + col] = s;
-        } else {
-            c2[row * (p.n - p.n_b1) + col - p.n_b1] = s;
+        } else if (col >= p.b2_col) {
+            c2[row * (p.n - p.b2_col) + col - p.b2_col] = s;
         }
         return;
     }
     let g = i - elements;
-    if (g >= p.m) {
+    if (g >= p.m * sum_sets()) {
         return;
     }
+    let which = g / p.m;
+    let col = g % p.m;
     var s = 0.0;
     for (var q = 0u; q < p.sum_chunks; q++) {
-        s += partial[p.splits * elements + q * p.m + g];
+        s += partial[p.splits * elements + (which * p.sum_chunks + q) * p.m + col];
     }
-    sums[g] = s;
-    if ((p.flags & FLAG_SECOND) != 0u) {
-        sums2[g] = s;
+    let second = (p.flags & FLAG_SECOND) != 0u;
+    if (which == 1u) {
+        if (second) {
+            sums2[col] = s;
+        }
+        return;
+    }
+    sums[col] = s;
+    if (second && (p.flags & FLAG_A2) == 0u) {
+        sums2[col] = s;
     }
 }
 

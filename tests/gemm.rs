@@ -8,6 +8,7 @@ use common::{random_vec, rng, to_f64};
 use rand::rngs::StdRng;
 use rand::Rng;
 use recur::check::rel_error;
+use recur::cpu::WeightGradOutputs;
 use recur::gpu::gemm::split_k_rule;
 use recur::gpu::{gemm as gpu_gemm, GemmPlan, GemmVariant, Recorder, WeightGradTensors};
 use recur::ops::WeightGrads;
@@ -373,21 +374,20 @@ fn naive_weight_grads(
     a: &[f64],
     b1: &[f64],
     b2: &[f64],
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let mut out1 = vec![0.0; spec.m * spec.n1];
     naive(&spec.first(), a, b1, None, &mut out1);
     let mut out2 = vec![0.0; spec.m * spec.n2];
     if let Some(g) = spec.second() {
         naive(&g, a, b2, None, &mut out2);
     }
-    let sums = (0..spec.m)
-        .map(|j| {
-            (0..spec.rows)
-                .map(|r| a[spec.offset_a + r * spec.lda + j])
-                .sum()
-        })
-        .collect();
-    (out1, out2, sums)
+    let sums_from = |offset: usize| -> Vec<f64> {
+        (0..spec.m)
+            .map(|j| (0..spec.rows).map(|r| a[offset + r * spec.lda + j]).sum())
+            .collect()
+    };
+    let sums2 = sums_from(spec.offset_a2.unwrap_or(spec.offset_a));
+    (out1, out2, sums_from(spec.offset_a), sums2)
 }
 
 #[test]
@@ -417,34 +417,46 @@ fn weight_grads_match_the_definition_on_cpu_and_gpu() {
             .b1_at(n1 + pad(&mut rng), pad(&mut rng))
             .b2_at(n2 + pad(&mut rng), pad(&mut rng));
         let extent = |ld: usize, off: usize, cols: usize| off + (rows - 1) * ld + cols.max(1);
-        let a = random_vec(&mut rng, extent(spec.lda, spec.offset_a, m));
+        // B2 paired with an A2 after A in the same buffer (GRU's dhw after dxw).
+        if n2 > 0 && rng.random_bool(0.4) {
+            spec = spec.a2_at(extent(spec.lda, spec.offset_a, m) + pad(&mut rng));
+        }
+        let a_end = match spec.offset_a2 {
+            Some(offset) => extent(spec.lda, offset, m),
+            None => extent(spec.lda, spec.offset_a, m),
+        };
+        let a = random_vec(&mut rng, a_end);
         let b1 = random_vec(&mut rng, extent(spec.ldb1, spec.offset_b1, n1));
         let b2 = random_vec(&mut rng, extent(spec.ldb2, spec.offset_b2, n2));
         let (a64, b1_64, b2_64) = (to_f64(&a), to_f64(&b1), to_f64(&b2));
-        let (want1, want2, want_sums) = naive_weight_grads(&spec, &a64, &b1_64, &b2_64);
+        let (want1, want2, want_sums, want_sums2) = naive_weight_grads(&spec, &a64, &b1_64, &b2_64);
         // The sums' f32 errors are judged against the sums of the terms' magnitudes (see
         // `error_of_magnitudes`): columns whose terms cancel have small sums.
         let abs_a: Vec<f64> = a64.iter().map(|x| x.abs()).collect();
-        let (_, _, scale) = naive_weight_grads(&spec, &abs_a, &b1_64, &b2_64);
+        let (_, _, scale, scale2) = naive_weight_grads(&spec, &abs_a, &b1_64, &b2_64);
         let b2_of = |n2: usize| (n2 > 0).then_some(());
 
         let mut cpu1 = vec![f64::NAN; m * n1];
         let mut cpu2 = vec![f64::NAN; m * n2];
-        let mut cpu_sums = vec![f64::NAN; m];
+        let (mut cpu_sums, mut cpu_sums2) = (vec![f64::NAN; m], vec![f64::NAN; m]);
         cpu::weight_grads(
             &spec,
             &a64,
             &b1_64,
             b2_of(n2).map(|_| &b2_64[..]),
-            &mut cpu1,
-            b2_of(n2).map(|_| &mut cpu2[..]),
-            &mut cpu_sums,
+            WeightGradOutputs {
+                out1: &mut cpu1,
+                out2: b2_of(n2).map(|_| &mut cpu2[..]),
+                sums: &mut cpu_sums,
+                sums2: Some(&mut cpu_sums2),
+            },
         )
         .unwrap();
         for (got, want, what) in [
             (&cpu1, &want1, "out1"),
             (&cpu2, &want2, "out2"),
             (&cpu_sums, &want_sums, "sums"),
+            (&cpu_sums2, &want_sums2, "sums2"),
         ] {
             let e = rel_error(got, want);
             assert!(
@@ -491,7 +503,13 @@ fn weight_grads_match_the_definition_on_cpu_and_gpu() {
         );
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let got_sums2 = sums2.to_vec().unwrap();
-        if second {
+        if second && spec.offset_a2.is_some() {
+            let e = error_of_magnitudes(&got_sums2, &want_sums2, &scale2);
+            assert!(
+                e < 1e-5,
+                "{ctx}: GPU sums2 error {e} of the magnitudes' sums"
+            );
+        } else if second {
             assert_eq!(bits(&got_sums2), bits(&got_sums), "{ctx}: second sums");
         } else {
             assert!(
@@ -506,33 +524,68 @@ fn weight_grads_match_the_definition_on_cpu_and_gpu() {
 fn bad_weight_grads_are_errors_naming_the_sizes() {
     let a = vec![0.0f32; 10];
     let (mut out1, mut out2, mut sums) = (vec![0.0f32; 12], vec![0.0f32; 12], vec![0.0f32; 4]);
+    // The CPU twin's error for `spec` over `a` (B2 = `a` where `with_b2`), outputs `out`.
+    fn refused_by(
+        spec: WeightGrads,
+        a: &[f32],
+        with_b2: bool,
+        out: WeightGradOutputs<f32>,
+    ) -> String {
+        cpu::weight_grads(&spec, a, a, with_b2.then_some(a), out)
+            .unwrap_err()
+            .to_string()
+    }
+    fn outputs<'a>(
+        out1: &'a mut [f32],
+        out2: Option<&'a mut [f32]>,
+        sums: &'a mut [f32],
+        sums2: Option<&'a mut [f32]>,
+    ) -> WeightGradOutputs<'a, f32> {
+        WeightGradOutputs {
+            out1,
+            out2,
+            sums,
+            sums2,
+        }
+    }
     let spec = WeightGrads::new(3, 4, 3, 0);
-    let err = cpu::weight_grads(&spec, &a, &a, None, &mut out1, None, &mut sums)
-        .unwrap_err()
-        .to_string();
+    let err = refused_by(spec, &a, false, outputs(&mut out1, None, &mut sums, None));
     assert!(err.contains("needs 12") && err.contains("has 10"), "{err}");
     let spec = WeightGrads::new(2, 4, 3, 0);
-    let err = cpu::weight_grads(&spec, &a, &a, None, &mut out1, None, &mut sums[..3])
-        .unwrap_err()
-        .to_string();
+    let err = refused_by(
+        spec,
+        &a,
+        false,
+        outputs(&mut out1, None, &mut sums[..3], None),
+    );
     assert!(err.contains("sums output of 4"), "{err}");
     let spec = WeightGrads::new(2, 4, 3, 2);
-    let err = cpu::weight_grads(&spec, &a, &a, None, &mut out1, None, &mut sums)
-        .unwrap_err()
-        .to_string();
+    let err = refused_by(spec, &a, false, outputs(&mut out1, None, &mut sums, None));
     assert!(err.contains("n2 = 2") && err.contains("B2: false"), "{err}");
-    let err = cpu::weight_grads(
-        &WeightGrads::new(2, 4, 0, 0),
+    let spec = WeightGrads::new(2, 4, 0, 0);
+    let err = refused_by(
+        spec,
         &a,
-        &a,
-        None,
-        &mut out1,
-        Some(&mut out2),
-        &mut sums,
-    )
-    .unwrap_err()
-    .to_string();
+        false,
+        outputs(&mut out1, Some(&mut out2), &mut sums, None),
+    );
     assert!(err.contains("n1 = 0"), "{err}");
+    // An A2 needs a B2, and must lie within A's buffer.
+    let spec = WeightGrads::new(2, 4, 3, 0).a2_at(0);
+    let err = refused_by(spec, &a, false, outputs(&mut out1, None, &mut sums, None));
+    assert!(err.contains("A2") && err.contains("n2 = 0"), "{err}");
+    let spec = WeightGrads::new(2, 4, 3, 3).a2_at(4);
+    let err = refused_by(
+        spec,
+        &a,
+        true,
+        outputs(&mut out1, Some(&mut out2), &mut sums, None),
+    );
+    assert!(err.contains("needs 12") && err.contains("has 10"), "{err}");
+    let spec = WeightGrads::new(2, 4, 3, 0);
+    let short = Some(&mut out2[..3]);
+    let err = refused_by(spec, &a, false, outputs(&mut out1, None, &mut sums, short));
+    assert!(err.contains("second sums output of 4"), "{err}");
     let Some(gpu) = common::gpu() else { return };
     let ga = GpuTensor::<f32>::zeros(&gpu, &[16]).unwrap();
     let (g1, gs) = (
@@ -580,6 +633,25 @@ fn bad_weight_grads_are_errors_naming_the_sizes() {
     // B1 is A's column 0 read as a 2 x 1 matrix of leading dimension 4, [0, 4], so
     // out1[j] = A[0][j] * 0 + A[1][j] * 4.
     assert_eq!(g1.to_vec().unwrap()[..4], [16.0, 20.0, 24.0, 28.0]);
+    // With an A2 (here A's second row, [4, 5, 6, 7]) it gets A's sums, and A2's are not
+    // written: one dispatch's two writers of one element would race.
+    let g2 = GpuTensor::<f32>::zeros(&gpu, &[4]).unwrap();
+    let t = WeightGradTensors {
+        b2: Some(&ga),
+        out2: Some(&g2),
+        ..t
+    };
+    let spec = WeightGrads::new(1, 4, 1, 1)
+        .b1_at(4, 0)
+        .b2_at(4, 1)
+        .a2_at(4);
+    let plan = GemmPlan::weight_grads(&gpu, &spec, t, None).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    plan.record(&mut rec);
+    rec.submit().unwrap();
+    assert_eq!(gs.to_vec().unwrap(), vec![0.0, 1.0, 2.0, 3.0]);
+    // out2[j] = A2[0][j] * B2[0][0], and B2[0][0] = a[1] = 1.
+    assert_eq!(g2.to_vec().unwrap(), vec![4.0, 5.0, 6.0, 7.0]);
 }
 
 #[test]
@@ -740,9 +812,9 @@ fn products_deeper_than_llvmpipes_loop_limit_are_right() {
     let Some(gpu) = common::gpu() else { return };
     let wg = WeightGrads::new(k, m, 2, 1);
     let (b1, b2) = (random_vec(&mut rng, 2 * k), random_vec(&mut rng, k));
-    let (want1, want2, want_sums) =
+    let (want1, want2, want_sums, _) =
         naive_weight_grads(&wg, &to_f64(&a), &to_f64(&b1), &to_f64(&b2));
-    let (s1, s2, s_sums) = naive_weight_grads(&wg, &abs(&a), &abs(&b1), &abs(&b2));
+    let (s1, s2, s_sums, _) = naive_weight_grads(&wg, &abs(&a), &abs(&b1), &abs(&b2));
     let tensor = |v: &[f32]| GpuTensor::from_slice(&gpu, &[v.len()], v).unwrap();
     let (ga, gb1, gb2) = (tensor(&a), tensor(&b1), tensor(&b2));
     let nans = |len: usize| GpuTensor::filled(&gpu, &[len], f32::NAN).unwrap();

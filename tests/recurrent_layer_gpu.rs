@@ -169,9 +169,9 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         assert_eq!(after.submits - mid.submits, 1);
         // Forward: transpose + input GEMM + per-step, or + the sequence kernel. Backward:
         // per-step + finish (dh0), or the sequence kernel with dh0 in it; then dx + the
-        // weight and bias gradients as one product and its reduction (GRU: two, its
-        // recurrent gate gradients differ; GRU reset-before: one and the two plain dW_hh
-        // products). At these sizes no plain product is split along K.
+        // weight and bias gradients as one product and its reduction (GRU reset-before:
+        // and the two plain dW_hh products). At these sizes no plain product is split
+        // along K.
         let (forward_recurrence, backward_recurrence) = match path {
             RecurrentPath::Step => (per_step * steps as u64, per_step * steps as u64 + 1),
             RecurrentPath::Sequence => (1, 1),
@@ -183,9 +183,7 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         );
         assert_eq!(
             after.dispatches - mid.dispatches,
-            backward_recurrence
-                + 3
-                + 2 * matches!(cell, CellKind::Gru | CellKind::GruResetBefore) as u64,
+            backward_recurrence + 3 + 2 * (cell == CellKind::GruResetBefore) as u64,
             "{cell:?} backward on the {path:?} path"
         );
         // Running again compiles nothing new.

@@ -96,18 +96,35 @@ fn gemm_with<T: Real>(
     Ok(())
 }
 
+/// The outputs of [`weight_grads`], each overwritten.
+pub struct WeightGradOutputs<'a, T> {
+    /// `A^T B1`, `m x n1` packed.
+    pub out1: &'a mut [T],
+    /// `A^T B2` (or `A2^T B2`), `m x n2` packed: given exactly where the spec has a `B2`.
+    pub out2: Option<&'a mut [T]>,
+    /// `A`'s column sums, `m` entries.
+    pub sums: &'a mut [T],
+    /// `A2`'s column sums, or a copy of `sums` without an `A2`; where wanted.
+    pub sums2: Option<&'a mut [T]>,
+}
+
 /// The weight-gradient product `spec` (twin of `main` with FLAG_JOINED and
-/// `reduce_weight_grads`): `out1 = A^T B1`, `out2 = A^T B2`, `sums` = `A`'s column sums
-/// (rows added in order).
+/// `reduce_weight_grads`): `out1 = A^T B1`, `out2 = A^T B2` (`A2^T B2` where `spec` has an
+/// `A2`), `sums` = `A`'s column sums (rows added in order), and `sums2` where given: `A2`'s
+/// column sums, or a copy of `sums` without an `A2`.
 pub fn weight_grads<T: Real>(
     spec: &WeightGrads,
     a: &[T],
     b1: &[T],
     b2: Option<&[T]>,
-    out1: &mut [T],
-    out2: Option<&mut [T]>,
-    sums: &mut [T],
+    out: WeightGradOutputs<'_, T>,
 ) -> Result<()> {
+    let WeightGradOutputs {
+        out1,
+        out2,
+        sums,
+        sums2,
+    } = out;
     spec.validate(
         a.len(),
         b1.len(),
@@ -116,16 +133,26 @@ pub fn weight_grads<T: Real>(
         out2.as_ref().map(|o| o.len()),
         sums.len(),
     )?;
+    spec.validate_sums2(sums2.as_ref().map(|s| s.len()))?;
     gemm(&spec.first(), a, b1, None, out1)?;
     if let (Some(g), Some(b2), Some(out2)) = (spec.second(), b2, out2) {
         gemm(&g, a, b2, None, out2)?;
     }
-    let m = spec.m;
-    sums[..m].iter_mut().for_each(|s| *s = T::zero());
-    for r in 0..spec.rows {
-        let row = &a[spec.offset_a + r * spec.lda..][..m];
-        for (s, &x) in sums.iter_mut().zip(row) {
-            *s = *s + x;
+    let column_sums = |offset: usize, sums: &mut [T]| {
+        let m = spec.m;
+        sums[..m].iter_mut().for_each(|s| *s = T::zero());
+        for r in 0..spec.rows {
+            let row = &a[offset + r * spec.lda..][..m];
+            for (s, &x) in sums.iter_mut().zip(row) {
+                *s = *s + x;
+            }
+        }
+    };
+    column_sums(spec.offset_a, sums);
+    if let Some(sums2) = sums2 {
+        match spec.offset_a2 {
+            Some(offset) => column_sums(offset, sums2),
+            None => sums2[..spec.m].copy_from_slice(&sums[..spec.m]),
         }
     }
     Ok(())

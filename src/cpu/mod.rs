@@ -56,7 +56,7 @@ pub mod recurrent;
 pub mod step_parts;
 pub mod word2vec;
 
-pub use gemm::{gemm, weight_grads};
+pub use gemm::{gemm, weight_grads, WeightGradOutputs};
 
 /// The float types the CPU path computes in (f32, and f64 for gradient checks).
 pub trait Real:

@@ -110,13 +110,13 @@ struct GemmParams {
     ldb2: u32,
     sum_chunks: u32,
     sum_depth: u32,
-    _pad0: u32,
-    _pad1: u32,
+    offset_a2: u32,
+    b2_col: u32,
     _pad2: u32,
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: GemmParams in "gemm" as "GemmParams" {
-    m, n, k, flags, lda, ldb, ldc, batch, offset_a, offset_b, offset_c, tiles_n, stride_a, stride_b, stride_c, tiles_m, alpha, beta, splits, k_chunk, n_b1, offset_b2, ldb2, sum_chunks, sum_depth,
+    m, n, k, flags, lda, ldb, ldc, batch, offset_a, offset_b, offset_c, tiles_n, stride_a, stride_b, stride_c, tiles_m, alpha, beta, splits, k_chunk, n_b1, offset_b2, ldb2, sum_chunks, sum_depth, offset_a2, b2_col,
 });
 
 const FLAG_TRANS_A: u32 = 1;
@@ -125,6 +125,7 @@ const FLAG_BIAS: u32 = 4;
 const FLAG_READ_C: u32 = 8;
 const FLAG_SECOND: u32 = 16;
 const FLAG_JOINED: u32 = 32;
+const FLAG_A2: u32 = 64;
 
 impl GemmParams {
     /// The product's sizes, layout and scaling, one chunk of all of K, one tile each way.
@@ -160,8 +161,8 @@ impl GemmParams {
             ldb2: 0,
             sum_chunks: 0,
             sum_depth: 0,
-            _pad0: 0,
-            _pad1: 0,
+            offset_a2: 0,
+            b2_col: 0,
             _pad2: 0,
         }
     }
@@ -460,7 +461,8 @@ impl GemmPlan {
         t: WeightGradTensors,
         splits: Option<usize>,
     ) -> Result<Self> {
-        // One tensor given as both sums outputs gets the sums once.
+        // One tensor given as both sums outputs (a layer without biases shares one scratch
+        // gradient) gets A's sums, once; with an A2, A2's sums are then not written.
         let sums2 = t.sums2.filter(|s| s.buffer() != t.sums.buffer());
         let t = WeightGradTensors { sums2, ..t };
         spec.validate(
@@ -471,15 +473,7 @@ impl GemmPlan {
             t.out2.map(|o| o.len()),
             t.sums.len(),
         )?;
-        if let Some(s) = t.sums2 {
-            ensure!(
-                s.len() >= spec.m,
-                Shape,
-                "weight gradients need a second sums output of {} elements, it has {}",
-                spec.m,
-                s.len()
-            );
-        }
+        spec.validate_sums2(t.sums2.map(|s| s.len()))?;
         let inputs = [Some(t.a), Some(t.b1), t.b2];
         let outputs = [Some(t.out1), t.out2, Some(t.sums), t.sums2];
         for (i, out) in outputs.iter().enumerate() {
@@ -496,7 +490,14 @@ impl GemmPlan {
             );
         }
         let (m, rows) = (spec.m, spec.rows);
-        let n = spec.n1 + spec.n2;
+        // With an A2, B2's block starts on a tile boundary, so each tile reads one A; the
+        // columns between are zeros that the reduction drops.
+        let b2_col = match spec.offset_a2 {
+            Some(_) => spec.n1.next_multiple_of(TILE_N),
+            None => spec.n1,
+        };
+        let sum_sets = 1 + spec.offset_a2.is_some() as usize;
+        let n = b2_col + spec.n2;
         let product = Gemm::new(m, n, rows)
             .trans_a(true)
             .leading_dims(spec.lda, spec.ldb1, n)
@@ -510,7 +511,7 @@ impl GemmPlan {
         );
         let sum_chunks = (rows / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS).max(needed);
         let (sum_chunks, sum_depth) = k_chunks(rows, sum_chunks, 1);
-        let partial_len = |splits: usize| splits * m * n + sum_chunks * m;
+        let partial_len = |splits: usize| splits * m * n + sum_sets * sum_chunks * m;
         // Under the rule, a split whose partials would not fit one binding runs in as few
         // chunks as the adapter allows (1, but on llvmpipe).
         let fits = |splits: usize| (partial_len(splits) * 4) as u64 <= gpu.max_binding_bytes();
@@ -530,10 +531,15 @@ impl GemmPlan {
             gpu.max_binding_bytes()
         );
         let (tiles_m, tiles_n) = (m.div_ceil(TILE_M), n.div_ceil(TILE_N));
-        let sum_groups = m.div_ceil(SUM_COLUMNS) * sum_chunks;
+        let sum_groups = m.div_ceil(SUM_COLUMNS) * sum_chunks * sum_sets;
         let workgroups = tiles_m * tiles_n * splits + sum_groups;
         let mut params = GemmParams::of(&product, false).chunks(splits, depth);
         params.flags |= FLAG_JOINED | if t.sums2.is_some() { FLAG_SECOND } else { 0 };
+        if let Some(offset) = spec.offset_a2 {
+            params.flags |= FLAG_A2;
+            params.offset_a2 = offset as u32;
+        }
+        params.b2_col = b2_col as u32;
         params.tiles_m = tiles_m as u32;
         params.tiles_n = tiles_n as u32;
         params.n_b1 = spec.n1 as u32;
@@ -566,11 +572,11 @@ impl GemmPlan {
             ],
         );
         // The product as `main` computes it, its partials written; the sum workgroups read
-        // each element of A once (an addition each) and write a partial per chunk.
+        // each element of A (and A2) once (an addition each) and write a partial per chunk.
         let cost = operand_reads(&product, TILE_M, TILE_N)
             + Cost::per_item(splits * m * n, 0.0, 0.0, 4.0)
-            + Cost::per_item(rows * m, 1.0, 4.0, 0.0)
-            + Cost::per_item(sum_chunks * m, 0.0, 0.0, 4.0);
+            + Cost::per_item(sum_sets * rows * m, 1.0, 4.0, 0.0)
+            + Cost::per_item(sum_sets * sum_chunks * m, 0.0, 0.0, 4.0);
         let products = Stage {
             kernel,
             bind_group,
@@ -595,11 +601,17 @@ impl GemmPlan {
             bind_group,
             groups: grid(
                 gpu,
-                (m * n + m).div_ceil(REDUCE_WG),
+                (m * n + sum_sets * m).div_ceil(REDUCE_WG),
                 "weight-gradient reduction",
             )?,
             cost: Cost::per_item(m * n, splits as f64, 4.0 * splits as f64, 4.0)
-                + Cost::per_item(m, sum_chunks as f64, 4.0 * sum_chunks as f64, sum_outputs),
+                + Cost::per_item(
+                    sum_sets * m,
+                    sum_chunks as f64,
+                    4.0 * sum_chunks as f64,
+                    0.0,
+                )
+                + Cost::per_item(m, 0.0, 0.0, sum_outputs),
         };
         let mut buffers = vec![partial];
         buffers.extend(stand_ins);

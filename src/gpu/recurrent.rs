@@ -9,8 +9,8 @@
 //! kernel). A backward costs one dispatch on the sequence path where its tile fits (the
 //! sequence kernel, dh0 included), else T + 1 (one per step, one for dh0), then the
 //! gradient products: dx (one dispatch, two where split along K) and the weight and bias
-//! gradients as one product and its reduction (LSTM, RNN; GRU: two such, GRU reset-before:
-//! one and two plain products for dW_hh). GRU with the reset gate before the recurrent
+//! gradients as one product and its reduction (every cell; GRU reset-before then adds two
+//! plain products for dW_hh). GRU with the reset gate before the recurrent
 //! product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
 
@@ -891,12 +891,13 @@ impl RecurrentPlan {
                     g.dx,
                 )?
                 .named("dx")];
-                // The weight and bias gradients, each set in one product: dW_ih = dxw^T x
-                // with db_ih, dxw's column sums; and where the recurrent side's gate
-                // gradients are dxw (LSTM, RNN) dW_hh = dxw^T hprev in the same product,
-                // db_hh = db_ih. GRU's recurrent gate gradients dhw differ, so its dW_hh and
-                // db_hh are a second product; GRU reset-before's n rows pair with r * h, not
-                // h, so its dW_hh is two plain products (db_hh = db_ih there).
+                // The weight and bias gradients in one product: dW_ih = dxw^T x with db_ih,
+                // dxw's column sums; and where the recurrent side's gate gradients are dxw
+                // (LSTM, RNN) dW_hh = dxw^T hprev in the same product, db_hh = db_ih. GRU's
+                // recurrent gate gradients dhw differ: dW_hh = dhw^T hprev and db_hh, dhw's
+                // column sums, come from the same product with dhw as its A2. GRU
+                // reset-before's n rows pair with r * h, not h, so its dW_hh is two plain
+                // products (db_hh = db_ih there).
                 let grads = |a, b1, b2, out1, out2, sums, sums2| WeightGradTensors {
                     a,
                     b1,
@@ -907,16 +908,9 @@ impl RecurrentPlan {
                     sums2,
                 };
                 let plan = |spec: &WeightGrads, t| GemmPlan::weight_grads(gpu, spec, t, None);
-                let input_side = WeightGrads::new(rows, gw, i, 0);
                 match cell {
-                    CellKind::Gru => {
-                        let t = grads(dxw, x, None, g.dw_ih, None, g.db_ih, None);
-                        gemms.push(plan(&input_side, t)?.named("dW_ih, db_ih"));
-                        let spec = WeightGrads::new(rows, gw, h, 0).a_at(gw, off_dhw);
-                        let t = grads(dxw, hprev, None, g.dw_hh, None, g.db_hh, None);
-                        gemms.push(plan(&spec, t)?.named("dW_hh, db_hh"));
-                    }
                     CellKind::GruResetBefore => {
+                        let input_side = WeightGrads::new(rows, gw, i, 0);
                         let t = grads(dxw, x, None, g.dw_ih, None, g.db_ih, Some(g.db_hh));
                         gemms.push(plan(&input_side, t)?.named("dW_ih, db_ih = db_hh"));
                         // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
@@ -935,7 +929,17 @@ impl RecurrentPlan {
                         );
                     }
                     _ => {
-                        let both = WeightGrads::new(rows, gw, i, h);
+                        let (both, role) = match cell {
+                            // dhw follows dxw in `gates`: the product's A2.
+                            CellKind::Gru => (
+                                WeightGrads::new(rows, gw, i, h).a2_at(off_dhw),
+                                "dW_ih, db_ih; dW_hh, db_hh",
+                            ),
+                            _ => (
+                                WeightGrads::new(rows, gw, i, h),
+                                "dW_ih, dW_hh, db_ih = db_hh",
+                            ),
+                        };
                         let t = grads(
                             dxw,
                             x,
@@ -945,7 +949,7 @@ impl RecurrentPlan {
                             g.db_ih,
                             Some(g.db_hh),
                         );
-                        gemms.push(plan(&both, t)?.named("dW_ih, dW_hh, db_ih = db_hh"));
+                        gemms.push(plan(&both, t)?.named(role));
                     }
                 }
                 Some(Backward {

@@ -300,6 +300,10 @@ impl Gemm {
 /// - `out2 = A^T B2`, `m x n2` packed (`dW_hh`);
 /// - `sums = A^T 1`, `m` entries: `A`'s column sums (the bias gradient).
 ///
+/// Where the recurrent side's gate gradients differ from the input side's (GRU), `B2` pairs
+/// with a second `A2` in `A`'s buffer ([`Self::a2_at`]): then `out2 = A2^T B2`, and the
+/// second sums output, where one is asked for, is `A2`'s column sums (`db_hh`).
+///
 /// Every output is overwritten, never read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WeightGrads {
@@ -323,6 +327,9 @@ pub struct WeightGrads {
     pub ldb2: usize,
     /// Element offset of `B2` inside its buffer.
     pub offset_b2: usize,
+    /// Element offset of `A2` inside `A`'s buffer (leading dimension `lda`), where `B2`
+    /// pairs with `A2` rather than `A`; `None`: with `A`.
+    pub offset_a2: Option<usize>,
 }
 
 impl WeightGrads {
@@ -340,7 +347,15 @@ impl WeightGrads {
             n2,
             ldb2: n2,
             offset_b2: 0,
+            offset_a2: None,
         }
+    }
+
+    /// Pairs `B2` with `A2`, stored in `A`'s buffer from `offset` with `A`'s leading
+    /// dimension (see [`WeightGrads`]).
+    pub fn a2_at(mut self, offset: usize) -> Self {
+        self.offset_a2 = Some(offset);
+        self
     }
 
     /// Sets `A`'s leading dimension and offset.
@@ -369,13 +384,13 @@ impl WeightGrads {
             .offsets(self.offset_a, self.offset_b1, 0)
     }
 
-    /// The product with `B2` alone (`out2`), where there is a `B2`.
+    /// The product with `B2` alone (`out2`, from `A2` where set), where there is a `B2`.
     pub fn second(&self) -> Option<Gemm> {
         (self.n2 > 0).then(|| {
             Gemm::new(self.m, self.n2, self.rows)
                 .trans_a(true)
                 .leading_dims(self.lda, self.ldb2, self.n2)
-                .offsets(self.offset_a, self.offset_b2, 0)
+                .offsets(self.offset_a2.unwrap_or(self.offset_a), self.offset_b2, 0)
         })
     }
 
@@ -394,6 +409,11 @@ impl WeightGrads {
             self.n1 > 0,
             Shape,
             "weight gradients need at least one input column, got n1 = 0"
+        );
+        ensure!(
+            self.offset_a2.is_none() || self.n2 > 0,
+            Shape,
+            "weight gradients with an A2 need a B2 to pair it with, got n2 = 0"
         );
         self.first().validate(len_a, len_b1, len_out1, None)?;
         match (self.second(), len_b2, len_out2) {
@@ -414,6 +434,19 @@ impl WeightGrads {
             "weight gradients need a sums output of {} elements, it has {len_sums}",
             self.m
         );
+        Ok(())
+    }
+
+    /// Checks the second sums output's length (in elements), where there is one.
+    pub fn validate_sums2(&self, len_sums2: Option<usize>) -> Result<()> {
+        if let Some(len) = len_sums2 {
+            ensure!(
+                len >= self.m,
+                Shape,
+                "weight gradients need a second sums output of {} elements, it has {len}",
+                self.m
+            );
+        }
         Ok(())
     }
 }
