@@ -290,14 +290,6 @@ impl PlanOptions {
             loss_slots: 1,
         }
     }
-
-    /// As [`Self::for_adapter`], with the gradient kernel for `spec` ([`GradientKernel::for_spec`]).
-    pub fn for_spec(gpu: &Gpu, spec: &TrainSpec) -> Self {
-        Self {
-            gradient_kernel: GradientKernel::for_spec(gpu, spec),
-            ..Self::for_adapter(gpu)
-        }
-    }
 }
 
 /// One batch slot: its bind groups (the slot's words and parameters bound at its offset),
