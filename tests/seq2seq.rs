@@ -289,7 +289,10 @@ fn learns_to_reverse_digits_with_an_end_marker() {
     let first = make(&mut rng);
     let mut t = Trainer::new(&Backend::Gpu(gpu), model, config(Optimizer::adam(0.02))).unwrap();
     let before = t.evaluate(&first).unwrap();
-    for _ in 0..400 {
+    // 600 steps: most seeds are right on every sequence by 400 (24 of 24 tried, loss 0.002 to
+    // 0.03), but seed 1796005789426191730 was still at loss 0.11 and 25 of 32 there; at 600
+    // it reaches 0.0024 and 32 of 32.
+    for _ in 0..600 {
         t.step(&make(&mut rng)).unwrap();
     }
     let test = make(&mut rng);
