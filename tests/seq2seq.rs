@@ -176,10 +176,14 @@ fn gradient_matches_finite_differences() {
                 .collect();
             let e = rel_error(g, &numeric);
             assert!(e < 1e-6, "{cell} {name}: gradient rel error {e}");
-            if name.starts_with("encoder.rnn.weight_hh") {
+            // Without dropout the loss always reaches the encoder's recurrence (the longest
+            // source has 3 or 4 steps). With it, the masks may rightly cut every path: seed
+            // 1796007084677840518 (LSTM, ragged, dropout) gave an all-zero gradient for
+            // weight_hh_l0, and its finite differences, checked above, were zero too.
+            if train_step.is_none() && name.starts_with("encoder.rnn.weight_hh") {
                 assert!(
                     g.iter().any(|&v| v != 0.0),
-                    "{name}: no gradient reached the encoder"
+                    "{cell}, ragged {ragged}, dropout step {train_step:?}: {name}: no gradient reached the encoder"
                 );
             }
         }
