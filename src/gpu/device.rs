@@ -6,12 +6,12 @@ use crate::error::{bail, err, Result};
 
 use super::registry::KernelRegistry;
 
-/// How to get a GPU adapter where there is none, and that the CPU path works without one.
 /// The most loop iterations in all that plans let one invocation run on llvmpipe
 /// ([`Gpu::is_llvmpipe`]), whose shaders stop looping after about 65,535: three quarters of
 /// that, for the loops an estimate does not see.
 pub const LLVMPIPE_LOOP_BUDGET: usize = 48 << 10;
 
+/// How to get a GPU adapter where there is none, and that the CPU path works without one.
 const NO_ADAPTER_HELP: &str = "no GPU adapter with compute shaders was found. \
 On Linux without a GPU, install Mesa's software Vulkan driver \
 (`apt-get install -y mesa-vulkan-drivers`) or use Mesa's llvmpipe over GL (`WGPU_BACKEND=gl`); \
