@@ -3,11 +3,13 @@
 
 mod common;
 
-use recur::apps::bench::plan::plan_table;
+use recur::apps::bench::plan::{plan_table, ScheduleRow};
 use recur::apps::bench::recurrent::RecurrentCase;
 use recur::apps::bench::roofline;
+use recur::exec::{Executor, GpuExecutor};
 use recur::gpu::recurrent::{RecurrentPath, StepKernel};
 use recur::gpu::{GemmPlan, Recorder};
+use recur::ops::program::ProgramBuilder;
 use recur::ops::recurrent::CellKind;
 use recur::{Gemm, GpuTensor};
 
@@ -203,4 +205,90 @@ fn the_tiled_step_kernels_load_each_weight_once_per_batch_tile() {
     // The last step has no product: the weights are loaded five times in each of the others.
     assert!(backward.cost.bytes_read >= (t - 1) as f64 * 5.0 * w);
     assert!(backward.cost.bytes_read < t as f64 * 5.0 * w + 1e6);
+}
+
+#[test]
+fn the_schedules_regroup_the_recorded_dispatches_of_stacks() {
+    let Some(gpu) = common::gpu_with(Some(RecurrentPath::Step), Some(StepKernel::Tiled)) else {
+        return;
+    };
+    let h100 = roofline::find("h100").unwrap();
+    let (h, b, t) = (20usize, 3usize, 5usize);
+    let rows = |case: &RecurrentCase| {
+        let table = plan_table(&gpu, case, h100).unwrap();
+        let recorded = &table.schedules[0];
+        assert_eq!(recorded.schedule, ScheduleRow::AS_RECORDED);
+        assert_eq!(recorded.forward.0, table.forward.total.counts.dispatches);
+        assert_eq!(recorded.backward.0, table.backward.total.counts.dispatches);
+        let f = table.forward.total.seconds + table.backward.total.seconds;
+        assert!((recorded.forward.1 + recorded.backward.1 - f).abs() <= 1e-12);
+        table.schedules
+    };
+    let lstm = RecurrentCase::new(CellKind::Lstm, h, b, t);
+
+    // One layer, one direction: nothing to regroup.
+    assert_eq!(rows(&lstm).len(), 1);
+
+    // Two layers: a wavefront. Forward: per layer a transpose, a projection and T steps;
+    // the wavefront keeps layer 0's projection only and runs T + 1 waves. Backward: per
+    // layer T steps, a finishing dispatch and its products; the wavefront runs T + 1 waves
+    // and one finishing dispatch, and drops the top layer's dx product.
+    let s = rows(&lstm.with_layers(2, false));
+    assert_eq!(s.len(), 2);
+    let (recorded, wave) = (&s[0], &s[1]);
+    assert_eq!(wave.schedule, ScheduleRow::WAVEFRONT);
+    assert_eq!(recorded.forward.0, 2 * (2 + t as u64));
+    assert_eq!(wave.forward.0, 3 + (t as u64 + 1));
+    assert_eq!(
+        wave.backward.0,
+        recorded.backward.0 - 2 * (t as u64 + 1) + (t as u64 + 1) + 1 - 1
+    );
+    // At this size every dispatch is launch-bound, so fewer dispatches take less time.
+    assert!(wave.forward.1 < recorded.forward.1 && wave.backward.1 < recorded.backward.1);
+
+    // One bidirectional layer: its directions' steps pair up; no wavefront.
+    let s = rows(&lstm.with_layers(1, true));
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[1].schedule, ScheduleRow::DIRECTIONS);
+    assert_eq!(s[1].forward.0, s[0].forward.0 - t as u64);
+    assert_eq!(s[1].backward.0, s[0].backward.0 - (t as u64 + 1));
+}
+
+#[test]
+fn each_ops_dispatches_are_the_phases_in_order() {
+    let Some(gpu) = common::gpu_with(Some(RecurrentPath::Step), Some(StepKernel::Tiled)) else {
+        return;
+    };
+    let case = RecurrentCase::new(CellKind::Gru, 12, 2, 3).with_layers(2, true);
+    let layer = recur::nn::Recurrent::new(case.config(), 5).unwrap();
+    let mut exec = GpuExecutor::new(&gpu);
+    for (name, t) in layer.params() {
+        exec.set_param(name, &t.shape, &t.data).unwrap();
+    }
+    let mut p = ProgramBuilder::new();
+    let rows = case.batch * case.steps;
+    let input = p.input("input", &[rows, case.input]);
+    let rec = layer
+        .record_forward(&mut p, "", input, case.batch, case.steps, None, None)
+        .unwrap();
+    p.next_phase();
+    let d_out = p.input("output gradient", &[rows, 2 * case.hidden]);
+    layer.record_backward(&mut p, &rec, Some(d_out)).unwrap();
+    let program = exec.load(p.finish()).unwrap();
+    for phase in [0, 1] {
+        let flat = exec.phase_costs(program, phase).unwrap();
+        let by_op = exec.phase_costs_by_op(program, phase).unwrap();
+        let joined: Vec<_> = by_op.iter().flat_map(|o| o.dispatches.clone()).collect();
+        assert_eq!(joined.len(), flat.len());
+        for (a, b) in joined.iter().zip(&flat) {
+            assert_eq!((a.kernel, a.workgroups), (b.kernel, b.workgroups));
+            assert_eq!(a.cost.flops, b.cost.flops);
+        }
+        // Four recurrent ops (2 layers x 2 directions), each marked forward or backward,
+        // the reverse direction second within a layer.
+        let recurrent: Vec<_> = by_op.iter().filter_map(|o| o.recurrent).collect();
+        assert_eq!(recurrent.len(), 4);
+        assert!(recurrent.iter().all(|r| r.backward == (phase == 1)));
+        assert!(recurrent.iter().all(|r| r.in_step_input.flops > 0.0));
+    }
 }

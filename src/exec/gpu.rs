@@ -21,6 +21,28 @@ use crate::ops::optim::OptimConfig;
 use crate::ops::program::{DType, Kind, Op, OpId, Program, RecurrentForward, TensorId};
 use crate::ops::DropoutKey;
 
+/// The dispatches one op of a phase records ([`GpuExecutor::phase_costs_by_op`]).
+#[derive(Clone, Debug)]
+pub struct OpCosts {
+    /// The op.
+    pub op: OpId,
+    /// What the what-if schedules need of a recurrent op (forward or backward).
+    pub recurrent: Option<RecurrentOpCosts>,
+    /// Its dispatches, in recorded order.
+    pub dispatches: Vec<DispatchCost>,
+}
+
+/// A recurrent op's part in [`OpCosts`].
+#[derive(Clone, Copy, Debug)]
+pub struct RecurrentOpCosts {
+    /// The layer-direction's shape.
+    pub shape: crate::ops::recurrent::RecurrentShape,
+    /// Whether the op is the backward through time.
+    pub backward: bool,
+    /// One step's input side done in the step ([`RecurrentPlan::in_step_input_cost`]).
+    pub in_step_input: crate::gpu::Cost,
+}
+
 /// A tensor's storage on the device.
 enum Slot {
     Float(GpuTensor),
@@ -140,8 +162,42 @@ impl GpuExecutor {
     /// submitted (the cost table of `recur bench rnn --plan`).
     pub fn phase_costs(&mut self, p: ProgramId, phase: usize) -> Result<Vec<DispatchCost>> {
         let mut rec = Recorder::new(&self.gpu.clone());
-        self.record_phase(p, phase, 0, &mut rec)?;
+        self.record_phase(p, phase, 0, &mut rec, None)?;
         Ok(rec.costs().to_vec())
+    }
+
+    /// The dispatches of [`Self::phase_costs`] grouped by the op that records them, in the
+    /// phase's order, each recurrent op with its shape and the cost of its input side done
+    /// step by step (the what-if schedules of `recur bench rnn --plan`).
+    pub fn phase_costs_by_op(&mut self, p: ProgramId, phase: usize) -> Result<Vec<OpCosts>> {
+        let mut rec = Recorder::new(&self.gpu.clone());
+        let mut marks = Vec::new();
+        self.record_phase(p, phase, 0, &mut rec, Some(&mut marks))?;
+        let costs = rec.costs();
+        let l = self.loaded(p)?;
+        let mut out = Vec::with_capacity(marks.len());
+        for (k, &(op, start)) in marks.iter().enumerate() {
+            let end = marks.get(k + 1).map_or(costs.len(), |m| m.1);
+            let recurrent = match &l.lowered[op.0] {
+                Lowered::Recurrent { plan, .. } => Some((plan, false)),
+                Lowered::RecurrentBackward(forward) => match &l.lowered[forward.0] {
+                    Lowered::Recurrent { plan, .. } => Some((plan, true)),
+                    _ => None,
+                },
+                _ => None,
+            }
+            .map(|(plan, backward)| RecurrentOpCosts {
+                shape: *plan.shape(),
+                backward,
+                in_step_input: plan.in_step_input_cost(backward),
+            });
+            out.push(OpCosts {
+                op,
+                recurrent,
+                dispatches: costs[start..end].to_vec(),
+            });
+        }
+        Ok(out)
     }
 
     /// Records the ops of `phase` into `rec` (the staging copies of its readbacks are the
@@ -152,6 +208,7 @@ impl GpuExecutor {
         phase: usize,
         step: u64,
         rec: &mut Recorder,
+        mut marks: Option<&mut Vec<(OpId, usize)>>,
     ) -> Result<()> {
         let l = self
             .programs
@@ -181,6 +238,9 @@ impl GpuExecutor {
             }
         }
         for &id in &ops {
+            if let Some(m) = marks.as_deref_mut() {
+                m.push((id, rec.costs().len()));
+            }
             if let Lowered::RecurrentBackward(forward) = &l.lowered[id.0] {
                 match &l.lowered[forward.0] {
                     Lowered::Recurrent { plan, .. } => plan.record_backward(rec)?,
@@ -642,7 +702,7 @@ impl Executor for GpuExecutor {
         } else {
             Recorder::new(&gpu)
         };
-        self.record_phase(p, phase, step, &mut rec)?;
+        self.record_phase(p, phase, step, &mut rec, None)?;
         let l = self
             .programs
             .get_mut(p.0)

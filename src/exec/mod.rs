@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::error::Result;
 
 pub use cpu::CpuExecutor;
-pub use gpu::GpuExecutor;
+pub use gpu::{GpuExecutor, OpCosts, RecurrentOpCosts};
 
 use crate::ops::program::{Program, TensorId};
 

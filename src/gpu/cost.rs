@@ -38,6 +38,16 @@ impl Cost {
         unique_read: 0.0,
     };
 
+    /// `n` times this cost (every count scaled).
+    pub fn times(self, n: f64) -> Self {
+        Self {
+            flops: self.flops * n,
+            bytes_read: self.bytes_read * n,
+            bytes_written: self.bytes_written * n,
+            unique_read: self.unique_read * n,
+        }
+    }
+
     /// A cost that reads nothing twice (`unique_read == bytes_read`).
     pub fn new(flops: f64, bytes_read: f64, bytes_written: f64) -> Self {
         Self {

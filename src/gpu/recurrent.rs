@@ -437,6 +437,51 @@ impl RecurrentPath {
 /// Rows of W_hh through which the state's gradient flows directly: every gate's, but for
 /// GRU with the reset gate before the product, whose n rows reach the state through r * h
 /// (`direct_rows` in recurrent.wgsl).
+/// A product blocked as the tiled step kernels block theirs ([`tiled_cost`]).
+struct TiledProduct {
+    /// Units and batch entries per workgroup.
+    block: (usize, usize),
+    /// Output units (each with `outs` outputs) and batch entries.
+    units: usize,
+    batch: usize,
+    outs: usize,
+    /// K, padded to a multiple of 4, and its elements that are not padding.
+    depth: usize,
+    valid: usize,
+    /// Bytes of one source element and of one weight.
+    source_bytes: f64,
+    weight_bytes: f64,
+    /// Whether a bias is added per output, unit and entry.
+    bias: bool,
+}
+
+/// The cost of a tiled product: each of the ceil(units / block units) x ceil(B / tile)
+/// workgroups loads, per chunk of K, its tile's sources (one step-map code per entry first)
+/// and `outs` x its units' rows of weights; a bias adds one weight per output, unit and
+/// entry. Every invocation runs its half of every chunk, padding included (2 operations per
+/// output and element of K), so the operations count the padded tile. So each weight is
+/// loaded ceil(B / tile) times, each source element ceil(units / block units) times;
+/// distinct, each once.
+fn tiled_cost(p: TiledProduct) -> Cost {
+    let (block_units, tile) = p.block;
+    let (unit_blocks, tiles) = (p.units.div_ceil(block_units), p.batch.div_ceil(tile));
+    let chunks = p.depth.div_ceil(TILED_K);
+    let flops = 2.0 * (unit_blocks * block_units * tiles * tile * p.outs * chunks * TILED_K) as f64;
+    let weights = p.weight_bytes * (p.outs * p.units * p.depth) as f64;
+    let sources = (p.batch * p.valid) as f64 * p.source_bytes + 4.0 * p.batch as f64;
+    let bias = if p.bias {
+        p.weight_bytes * (p.outs * p.units * p.batch) as f64
+    } else {
+        0.0
+    };
+    Cost::new(
+        flops,
+        tiles as f64 * weights + unit_blocks as f64 * sources + bias,
+        0.0,
+    )
+    .with_unique_read(weights + sources + p.weight_bytes * (p.outs * p.units) as f64)
+}
+
 fn direct_rows(shape: &RecurrentShape) -> usize {
     match shape.cell {
         CellKind::GruResetBefore => 2 * shape.hidden,
@@ -1444,13 +1489,7 @@ impl RecurrentPlan {
 
     /// The product of a tiled step kernel (`tiled_product` in recurrent.wgsl): `outs` outputs
     /// per unit over K = `depth` (a multiple of 4; `valid` of them not padding), a source
-    /// element costing `source_bytes` (the mask with it in forward). Each of the
-    /// ceil(H / units) x ceil(B / tile) workgroups loads, per chunk of K, its tile's sources
-    /// (one step-map code per entry first) and `outs` x `units` rows of weights as vec4s;
-    /// forward adds b_hh per output, unit and entry. Every invocation runs its half of every
-    /// chunk, padding included (2 operations per output and element of K), so the operations
-    /// count the padded tile. So each element of W_hh is loaded ceil(B / tile) times a step,
-    /// each source element ceil(H / units) times; distinct, each once.
+    /// element costing `source_bytes` (the mask with it in forward); see [`tiled_cost`].
     fn tiled_product_cost(
         &self,
         entry: &str,
@@ -1460,25 +1499,56 @@ impl RecurrentPlan {
         source_bytes: f64,
     ) -> Cost {
         let sh = &self.shape;
-        let (h, b) = (sh.hidden, sh.batch);
-        let (units, tile) = Self::step_block(entry);
-        let (unit_blocks, tiles) = (h.div_ceil(units), b.div_ceil(tile));
-        let chunks = depth.div_ceil(TILED_K);
-        let flops = 2.0 * (unit_blocks * units * tiles * tile * outs * chunks * TILED_K) as f64;
-        let wb = self.weight_bytes();
-        let weights = wb * (outs * h * depth) as f64;
-        let sources = (b * valid) as f64 * source_bytes + 4.0 * b as f64;
-        let bias = if entry.starts_with("forward") {
-            wb * (outs * h * b) as f64
+        tiled_cost(TiledProduct {
+            block: Self::step_block(entry),
+            units: sh.hidden,
+            batch: sh.batch,
+            outs,
+            depth,
+            valid,
+            source_bytes,
+            weight_bytes: self.weight_bytes(),
+            bias: entry.starts_with("forward"),
+        })
+    }
+
+    /// What a step kernel of a layer-wavefront schedule would add to each of its steps to
+    /// compute the layer's input side in the step rather than in one product for all steps,
+    /// for the cost table's what-if schedules (`recur bench rnn --plan`; no kernel runs this).
+    /// Forward: the gates' input projection of one step, `x_t W_ih^T + b_ih` (all G gates
+    /// over K = I), blocked as `forward_step_tiled` blocks its recurrent product. Backward:
+    /// the input gradient of one step, `dxw_t W_ih` (I outputs over K = G x H), blocked as
+    /// `backward_step_tiled`, added into the layer below's output gradient. W_ih is f32.
+    pub fn in_step_input_cost(&self, backward: bool) -> Cost {
+        let sh = &self.shape;
+        let (i, b, gw) = (sh.input, sh.batch, sh.gate_width());
+        if backward {
+            let depth = gw.div_ceil(4) * 4;
+            let written = 4.0 * (b * i) as f64;
+            tiled_cost(TiledProduct {
+                block: TILED_BACKWARD,
+                units: i,
+                batch: b,
+                outs: 1,
+                depth,
+                valid: gw,
+                source_bytes: 4.0,
+                weight_bytes: 4.0,
+                bias: false,
+            }) + Cost::new(0.0, written, written)
         } else {
-            0.0
-        };
-        Cost::new(
-            flops,
-            tiles as f64 * weights + unit_blocks as f64 * sources + bias,
-            0.0,
-        )
-        .with_unique_read(weights + sources + wb * (outs * h) as f64)
+            tiled_cost(TiledProduct {
+                block: TILED_FORWARD,
+                units: sh.hidden,
+                batch: b,
+                outs: sh.cell.gates(),
+                depth: i.div_ceil(4) * 4,
+                valid: i,
+                source_bytes: 4.0,
+                weight_bytes: 4.0,
+                bias: true,
+            })
+        }
     }
 
     /// The per-unit work of `entry` (the table above) for `units` units: the cell code
