@@ -66,6 +66,17 @@ struct Config {
     hp: u32,             // H rounded up to a multiple of 4: the padded gate blocks of `wt`
     off_wp: u32,         // start of the padded W_hh copy in `wt` (in vec4s)
     off_dhw: u32,        // GRU: start of dhw in `gate_values`
+    // Both directions of a bidirectional layer in one dispatch: the buffers below hold
+    // direction d's values from d times these strides (0 where a plan runs one direction),
+    // and workgroup z runs direction dir_first + z (see enter_direction).
+    dir_first: u32,
+    dir_gates: u32,      // gate_values
+    dir_wt: u32,         // wt, in 16-byte words; also the words of one direction's copy
+    dir_smap: u32,
+    dir_saved: u32,
+    dir_state: u32,
+    dir_rmask: u32,
+    dir_out: u32,        // columns of y and dy
 }
 
 struct Step {
@@ -103,7 +114,7 @@ fn rmask_at(b: u32, j: u32) -> f32 {
     if (RECURRENT_DROPOUT == 0u) {
         return 1.0;
     }
-    return rmask[b * cfg.hidden + j];
+    return rmask[dr + b * cfg.hidden + j];
 }
 
 fn dsigmoid(y: f32) -> f32 {
@@ -134,6 +145,28 @@ fn dsigmoid(y: f32) -> f32 {
 @group(0) @binding(10) var<storage, read> w_hh: array<f32>;       // [G*H, H]
 @group(0) @binding(11) var<storage, read> b_hh: array<f32>;       // [G*H]
 @group(0) @binding(12) var<storage, read_write> wt_out: array<vec4<u32>>;
+
+// Where this workgroup's direction starts in each per-direction buffer, set once by every
+// entry point (enter_direction) before any access. Every access below adds its base, so the
+// kernels read as if the buffers held one direction.
+var<private> dg: u32;     // gate_values
+var<private> dw: u32;     // wt and wt_out (16-byte words)
+var<private> dm: u32;     // smap
+var<private> dsv: u32;    // saved
+var<private> dst: u32;    // state
+var<private> dr: u32;     // rmask
+var<private> dout: u32;   // columns of y and dy
+
+fn enter_direction(z: u32) {
+    let d = cfg.dir_first + z;
+    dg = d * cfg.dir_gates;
+    dw = d * cfg.dir_wt;
+    dm = d * cfg.dir_smap;
+    dsv = d * cfg.dir_saved;
+    dst = d * cfg.dir_state;
+    dr = d * cfg.dir_rmask;
+    dout = d * cfg.dir_out;
+}
 
 // ---------------------------------------------------------------------------------------
 // Weights: W_hh^T with b_hh as an extra row, so the recurrent product of a step reads
@@ -200,9 +233,9 @@ fn f16_storage_bits(v: f32) -> u32 {
 // Four weights from quad i of `wt` (the vec4 index the f32 layout would have).
 fn weight4(i: u32) -> vec4<f32> {
     if (WEIGHTS_F16 == 0u) {
-        return bitcast<vec4<f32>>(wt[i]);
+        return bitcast<vec4<f32>>(wt[dw + i]);
     }
-    let words = wt[i / 2u];
+    let words = wt[dw + i / 2u];
     let pair = select(words.zw, words.xy, (i & 1u) == 0u);
     return vec4<f32>(unpack2x16float(pair.x), unpack2x16float(pair.y));
 }
@@ -215,8 +248,10 @@ fn transpose_weights(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    enter_direction(0u);
     let i = gid.y * nwg.x * 256u + gid.x;
-    if (i >= arrayLength(&wt_out)) {
+    let words = select(arrayLength(&wt_out), cfg.dir_wt, cfg.dir_wt != 0u);
+    if (i >= words) {
         return;
     }
     var word: vec4<u32>;
@@ -230,7 +265,7 @@ fn transpose_weights(
             word[k] = f16_storage_bits(wt_element(e)) | (f16_storage_bits(wt_element(e + 1u)) << 16u);
         }
     }
-    wt_out[i] = word;
+    wt_out[dw + i] = word;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -239,14 +274,14 @@ fn transpose_weights(
 // The state batch entry b had before step s: h0 at its first step, else its previous output.
 fn hprev_value(s: u32, b: u32, j: u32) -> f32 {
     if (s == 0u) {
-        return state[b * cfg.hidden + j];
+        return state[dst + b * cfg.hidden + j];
     }
-    let code = smap[(s - 1u) * cfg.batch + b];
+    let code = smap[dm + (s - 1u) * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         return 0.0;
     }
     let t = code & STEP_TIME_MASK;
-    return y[row_of(t, b) * cfg.out_stride + cfg.out_offset + j];
+    return y[row_of(t, b) * cfg.out_stride + (cfg.out_offset + dout) + j];
 }
 
 // One term of a recurrent product: acc[g] += hv * (four units of gate g in row j of wt).
@@ -273,27 +308,27 @@ fn recurrent_product(s: u32, b: u32, k0: u32, first_gate: u32, count: u32, from_
         acc[g] = weight4(bias + g * gate4);
     }
     if (from_rh) {
-        let code = smap[s * cfg.batch + b];
+        let code = smap[dm + s * cfg.batch + b];
         if ((code & STEP_INACTIVE) != 0u) {
             return acc;
         }
         let src = cfg.off_act + row_of(code & STEP_TIME_MASK, b) * cfg.act_width + 3u * h;
         for (var j = 0u; j < h; j++) {
-            accumulate(&acc, saved[src + j], j * row4 + first, gate4, count);
+            accumulate(&acc, saved[dsv + src + j], j * row4 + first, gate4, count);
         }
         return acc;
     }
     if (s == 0u) {
         for (var j = 0u; j < h; j++) {
-            accumulate(&acc, state[b * h + j] * rmask_at(b, j), j * row4 + first, gate4, count);
+            accumulate(&acc, state[dst + b * h + j] * rmask_at(b, j), j * row4 + first, gate4, count);
         }
         return acc;
     }
-    let prev = smap[(s - 1u) * cfg.batch + b];
+    let prev = smap[dm + (s - 1u) * cfg.batch + b];
     if ((prev & STEP_INACTIVE) != 0u) {
         return acc;
     }
-    let src = row_of(prev & STEP_TIME_MASK, b) * cfg.out_stride + cfg.out_offset;
+    let src = row_of(prev & STEP_TIME_MASK, b) * cfg.out_stride + (cfg.out_offset + dout);
     for (var j = 0u; j < h; j++) {
         accumulate(&acc, y[src + j] * rmask_at(b, j), j * row4 + first, gate4, count);
     }
@@ -310,6 +345,7 @@ fn forward_step(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
     if (k0 >= cfg.hidden) {
@@ -333,15 +369,15 @@ fn forward_step(
 // first half r * (masked state), the source of the n gate's product (0 past the length).
 fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
     let h = cfg.hidden;
-    let code = smap[s * cfg.batch + b];
+    let code = smap[dm + s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         // Steps past a length map one to one onto the times past it (t = s): zero that
         // output row, and what the weight gradients will read from it.
         let dead = row_of(s, b);
-        y[dead * cfg.out_stride + cfg.out_offset + k] = 0.0;
-        saved[dead * h + k] = 0.0;
+        y[dead * cfg.out_stride + (cfg.out_offset + dout) + k] = 0.0;
+        saved[dsv + dead * h + k] = 0.0;
         if (CELL == GRU_RESET_BEFORE) {
-            saved[cfg.off_act + dead * cfg.act_width + 3u * h + k] = 0.0;
+            saved[dsv + cfg.off_act + dead * cfg.act_width + 3u * h + k] = 0.0;
         }
         return 0.0;
     }
@@ -353,63 +389,63 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
     // through the recurrent dropout mask.
     let hp = hprev_value(s, b, k);
     let hm = hp * rmask_at(b, k);
-    saved[row * h + k] = hm;
+    saved[dsv + row * h + k] = hm;
 
     var new_h = 0.0;
     switch CELL {
         case 0u, 1u: {
-            let pre = gate_values[xr + k] + hw.x;
+            let pre = gate_values[dg + xr + k] + hw.x;
             if (CELL == RNN_TANH) {
                 new_h = tanh_stable(pre);
             } else {
                 new_h = max(pre, 0.0);
             }
-            saved[act + k] = new_h;
+            saved[dsv + act + k] = new_h;
         }
         case 2u: {
-            let ig = sigmoid(gate_values[xr + k] + hw.x);
-            let fg = sigmoid(gate_values[xr + h + k] + hw.y);
-            let gg = tanh_stable(gate_values[xr + 2u * h + k] + hw.z);
-            let og = sigmoid(gate_values[xr + 3u * h + k] + hw.w);
-            var cp = state[cfg.off_c0 + b * h + k];
+            let ig = sigmoid(gate_values[dg + xr + k] + hw.x);
+            let fg = sigmoid(gate_values[dg + xr + h + k] + hw.y);
+            let gg = tanh_stable(gate_values[dg + xr + 2u * h + k] + hw.z);
+            let og = sigmoid(gate_values[dg + xr + 3u * h + k] + hw.w);
+            var cp = state[dst + cfg.off_c0 + b * h + k];
             if (s > 0u) {
-                let prev = smap[(s - 1u) * cfg.batch + b];
-                cp = saved[cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k];
+                let prev = smap[dm + (s - 1u) * cfg.batch + b];
+                cp = saved[dsv + cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k];
             }
             let c = fg * cp + ig * gg;
-            saved[cfg.off_cell + row * h + k] = c;
-            saved[act + k] = ig;
-            saved[act + h + k] = fg;
-            saved[act + 2u * h + k] = gg;
-            saved[act + 3u * h + k] = og;
+            saved[dsv + cfg.off_cell + row * h + k] = c;
+            saved[dsv + act + k] = ig;
+            saved[dsv + act + h + k] = fg;
+            saved[dsv + act + 2u * h + k] = gg;
+            saved[dsv + act + 3u * h + k] = og;
             new_h = og * tanh_stable(c);
             if ((code & STEP_LAST) != 0u) {
-                state[cfg.off_cn + b * h + k] = c;
+                state[dst + cfg.off_cn + b * h + k] = c;
             }
         }
         case 3u: {
-            let r = sigmoid(gate_values[xr + k] + hw.x);
-            let z = sigmoid(gate_values[xr + h + k] + hw.y);
-            let n = tanh_stable(gate_values[xr + 2u * h + k] + r * hw.z);
-            saved[act + k] = r;
-            saved[act + h + k] = z;
-            saved[act + 2u * h + k] = n;
-            saved[act + 3u * h + k] = hw.z;
+            let r = sigmoid(gate_values[dg + xr + k] + hw.x);
+            let z = sigmoid(gate_values[dg + xr + h + k] + hw.y);
+            let n = tanh_stable(gate_values[dg + xr + 2u * h + k] + r * hw.z);
+            saved[dsv + act + k] = r;
+            saved[dsv + act + h + k] = z;
+            saved[dsv + act + 2u * h + k] = n;
+            saved[dsv + act + 3u * h + k] = hw.z;
             new_h = (1.0 - z) * n + z * hp;
         }
         default: {
             // GRU reset-before, first half: r, z and r * h.
-            let r = sigmoid(gate_values[xr + k] + hw.x);
-            let z = sigmoid(gate_values[xr + h + k] + hw.y);
-            saved[act + k] = r;
-            saved[act + h + k] = z;
-            saved[act + 3u * h + k] = r * hm;
+            let r = sigmoid(gate_values[dg + xr + k] + hw.x);
+            let z = sigmoid(gate_values[dg + xr + h + k] + hw.y);
+            saved[dsv + act + k] = r;
+            saved[dsv + act + h + k] = z;
+            saved[dsv + act + 3u * h + k] = r * hm;
             return r * hm;
         }
     }
-    y[row * cfg.out_stride + cfg.out_offset + k] = new_h;
+    y[row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
     if ((code & STEP_LAST) != 0u) {
-        state[cfg.off_hn + b * h + k] = new_h;
+        state[dst + cfg.off_hn + b * h + k] = new_h;
     }
     return new_h * rmask_at(b, k);
 }
@@ -420,6 +456,7 @@ fn forward_gru_n(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
     if (k0 >= cfg.hidden) {
@@ -435,20 +472,20 @@ fn forward_gru_n(
 
 fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) -> f32 {
     let h = cfg.hidden;
-    let code = smap[s * cfg.batch + b];
+    let code = smap[dm + s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         return 0.0;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
     let act = cfg.off_act + row * cfg.act_width;
-    let n = tanh_stable(gate_values[row * cfg.gate_width + 2u * h + k] + hwn);
-    let z = saved[act + h + k];
+    let n = tanh_stable(gate_values[dg + row * cfg.gate_width + 2u * h + k] + hwn);
+    let z = saved[dsv + act + h + k];
     let hp = hprev_value(s, b, k);
-    saved[act + 2u * h + k] = n;
+    saved[dsv + act + 2u * h + k] = n;
     let new_h = (1.0 - z) * n + z * hp;
-    y[row * cfg.out_stride + cfg.out_offset + k] = new_h;
+    y[row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
     if ((code & STEP_LAST) != 0u) {
-        state[cfg.off_hn + b * h + k] = new_h;
+        state[dst + cfg.off_hn + b * h + k] = new_h;
     }
     return new_h * rmask_at(b, k);
 }
@@ -525,6 +562,7 @@ fn forward_sequence(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let h = cfg.hidden;
     let b0 = wg.x * TILE;
     let tile_h = TILE * h;
@@ -533,7 +571,7 @@ fn forward_sequence(
         let b = b0 + i / h;
         var v = 0.0;
         if (b < cfg.batch) {
-            v = state[b * h + i % h] * rmask_at(b, i % h);
+            v = state[dst + b * h + i % h] * rmask_at(b, i % h);
         }
         tile_state[i] = v;
     }
@@ -599,18 +637,18 @@ fn transposed_product(s: u32, b: u32, k0: u32, first_row: u32, count: u32, use_d
     } else if (src_step >= cfg.steps) {
         return acc;
     }
-    let code = smap[src_step * cfg.batch + b];
+    let code = smap[dm + src_step * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         return acc;
     }
     let src = row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + src_col;
     if (CELL == GRU && !use_dn) {
         for (var r = 0u; r < count; r++) {
-            acc += gate_values[cfg.off_dhw + src + r] * weight4(base + r * row4);
+            acc += gate_values[dg + cfg.off_dhw + src + r] * weight4(base + r * row4);
         }
     } else {
         for (var r = 0u; r < count; r++) {
-            acc += gate_values[src + r] * weight4(base + r * row4);
+            acc += gate_values[dg + src + r] * weight4(base + r * row4);
         }
     }
     return acc;
@@ -630,6 +668,7 @@ fn backward_step(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
     if (k0 >= cfg.hidden) {
@@ -649,23 +688,23 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
     let h = cfg.hidden;
     let at = b * h + k;
     // The carried gradients start, at the last step, from those of the final state.
-    var carry_dh = state[cfg.off_dh + at];
-    var carry_dc = state[cfg.off_dc + at];
+    var carry_dh = state[dst + cfg.off_dh + at];
+    var carry_dc = state[dst + cfg.off_dc + at];
     if (s + 1u == cfg.steps) {
-        carry_dh = state[cfg.off_dhn + at];
-        carry_dc = state[cfg.off_dcn + at];
+        carry_dh = state[dst + cfg.off_dhn + at];
+        carry_dc = state[dst + cfg.off_dcn + at];
     }
-    let code = smap[s * cfg.batch + b];
+    let code = smap[dm + s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         // Past this entry's length nothing happened: the gradients pass through unchanged,
         // and the gate gradients of the time past the length (t = s) are zero.
-        state[cfg.off_dh + at] = carry_dh;
-        state[cfg.off_dc + at] = carry_dc;
+        state[dst + cfg.off_dh + at] = carry_dh;
+        state[dst + cfg.off_dc + at] = carry_dc;
         let dead = row_of(s, b) * cfg.gate_width;
         for (var gi = 0u; gi < gates(); gi++) {
-            gate_values[dead + gi * h + k] = 0.0;
+            gate_values[dg + dead + gi * h + k] = 0.0;
             if (CELL == GRU) {
-                gate_values[cfg.off_dhw + dead + gi * h + k] = 0.0;
+                gate_values[dg + cfg.off_dhw + dead + gi * h + k] = 0.0;
             }
         }
         return;
@@ -676,65 +715,65 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
     let act = cfg.off_act + row * cfg.act_width;
     var dyv = 0.0;
     if (cfg.has_dy != 0u) {
-        dyv = dy[row * cfg.out_stride + cfg.out_offset + k];
+        dyv = dy[row * cfg.out_stride + (cfg.out_offset + dout) + k];
     }
     let dht = carry_dh + rec * rmask_at(b, k) + dyv;
     var new_dh = 0.0;
     switch CELL {
         case 0u: {
-            let v = saved[act + k];
-            gate_values[g + k] = dht * (1.0 - v * v);
+            let v = saved[dsv + act + k];
+            gate_values[dg + g + k] = dht * (1.0 - v * v);
         }
         case 1u: {
-            gate_values[g + k] = select(0.0, dht, saved[act + k] > 0.0);
+            gate_values[dg + g + k] = select(0.0, dht, saved[dsv + act + k] > 0.0);
         }
         case 2u: {
-            let ig = saved[act + k];
-            let fg = saved[act + h + k];
-            let gg = saved[act + 2u * h + k];
-            let og = saved[act + 3u * h + k];
-            let c = saved[cfg.off_cell + row * h + k];
-            var cp = state[cfg.off_c0 + at];
+            let ig = saved[dsv + act + k];
+            let fg = saved[dsv + act + h + k];
+            let gg = saved[dsv + act + 2u * h + k];
+            let og = saved[dsv + act + 3u * h + k];
+            let c = saved[dsv + cfg.off_cell + row * h + k];
+            var cp = state[dst + cfg.off_c0 + at];
             if (s > 0u) {
-                let prev = smap[(s - 1u) * cfg.batch + b];
-                cp = saved[cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k];
+                let prev = smap[dm + (s - 1u) * cfg.batch + b];
+                cp = saved[dsv + cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k];
             }
             let tc = tanh_stable(c);
             let dct = carry_dc + dht * og * (1.0 - tc * tc);
-            gate_values[g + k] = dct * gg * dsigmoid(ig);
-            gate_values[g + h + k] = dct * cp * dsigmoid(fg);
-            gate_values[g + 2u * h + k] = dct * ig * (1.0 - gg * gg);
-            gate_values[g + 3u * h + k] = dht * tc * dsigmoid(og);
-            state[cfg.off_dc + at] = dct * fg;
+            gate_values[dg + g + k] = dct * gg * dsigmoid(ig);
+            gate_values[dg + g + h + k] = dct * cp * dsigmoid(fg);
+            gate_values[dg + g + 2u * h + k] = dct * ig * (1.0 - gg * gg);
+            gate_values[dg + g + 3u * h + k] = dht * tc * dsigmoid(og);
+            state[dst + cfg.off_dc + at] = dct * fg;
         }
         case 3u: {
-            let r = saved[act + k];
-            let z = saved[act + h + k];
-            let n = saved[act + 2u * h + k];
-            let hn = saved[act + 3u * h + k];
+            let r = saved[dsv + act + k];
+            let z = saved[dsv + act + h + k];
+            let n = saved[dsv + act + 2u * h + k];
+            let hn = saved[dsv + act + 3u * h + k];
             let hp = hprev_value(s, b, k);
             let dnp = dht * (1.0 - z) * (1.0 - n * n);
             let drp = dnp * hn * dsigmoid(r);
             let dzp = dht * (hp - n) * dsigmoid(z);
-            gate_values[g + k] = drp;
-            gate_values[g + h + k] = dzp;
-            gate_values[g + 2u * h + k] = dnp;
-            gate_values[cfg.off_dhw + g + k] = drp;
-            gate_values[cfg.off_dhw + g + h + k] = dzp;
-            gate_values[cfg.off_dhw + g + 2u * h + k] = dnp * r;
+            gate_values[dg + g + k] = drp;
+            gate_values[dg + g + h + k] = dzp;
+            gate_values[dg + g + 2u * h + k] = dnp;
+            gate_values[dg + cfg.off_dhw + g + k] = drp;
+            gate_values[dg + cfg.off_dhw + g + h + k] = dzp;
+            gate_values[dg + cfg.off_dhw + g + 2u * h + k] = dnp * r;
             new_dh = dht * z;
         }
         default: {
             // GRU reset-before, first half: z and n; r waits for d(r * h) (backward_gru_n).
-            let z = saved[act + h + k];
-            let n = saved[act + 2u * h + k];
+            let z = saved[dsv + act + h + k];
+            let n = saved[dsv + act + 2u * h + k];
             let hp = hprev_value(s, b, k);
-            gate_values[g + h + k] = dht * (hp - n) * dsigmoid(z);
-            gate_values[g + 2u * h + k] = dht * (1.0 - z) * (1.0 - n * n);
+            gate_values[dg + g + h + k] = dht * (hp - n) * dsigmoid(z);
+            gate_values[dg + g + 2u * h + k] = dht * (1.0 - z) * (1.0 - n * n);
             new_dh = dht * z;
         }
     }
-    state[cfg.off_dh + at] = new_dh;
+    state[dst + cfg.off_dh + at] = new_dh;
 }
 
 // GRU reset-before, second half of a backward step: d(r * h) = dn_pre W_hn gives r's gradient
@@ -744,6 +783,7 @@ fn backward_gru_n(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
     if (k0 >= cfg.hidden) {
@@ -759,16 +799,16 @@ fn backward_gru_n(
 
 fn backward_gru_n_unit(s: u32, b: u32, k: u32, drh: f32) {
     let h = cfg.hidden;
-    let code = smap[s * cfg.batch + b];
+    let code = smap[dm + s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         return;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
-    let r = saved[cfg.off_act + row * cfg.act_width + k];
-    let hm = saved[row * h + k];   // the masked state r multiplied
-    gate_values[row * cfg.gate_width + k] = drh * hm * dsigmoid(r);
+    let r = saved[dsv + cfg.off_act + row * cfg.act_width + k];
+    let hm = saved[dsv + row * h + k];   // the masked state r multiplied
+    gate_values[dg + row * cfg.gate_width + k] = drh * hm * dsigmoid(r);
     let at = b * h + k;
-    state[cfg.off_dh + at] = state[cfg.off_dh + at] + drh * r * rmask_at(b, k);
+    state[dst + cfg.off_dh + at] = state[dst + cfg.off_dh + at] + drh * r * rmask_at(b, k);
 }
 
 // After step 0: the gradient of h0 (dc0 is the carried dc as it stands).
@@ -777,6 +817,7 @@ fn backward_finish(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
     if (k0 >= cfg.hidden) {
@@ -796,7 +837,7 @@ fn backward_finish(
 // dh0 of unit k of batch entry b, given what flows into h0 through W_hh from step 0 (rec).
 fn finish_unit(b: u32, k: u32, rec: f32) {
     let at = b * cfg.hidden + k;
-    state[cfg.off_dh0 + at] = state[cfg.off_dh + at] + rec * rmask_at(b, k);
+    state[dst + cfg.off_dh0 + at] = state[dst + cfg.off_dh + at] + rec * rmask_at(b, k);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -824,13 +865,13 @@ fn stage_step_grads(s: u32, b0: u32, lid: u32, col: u32, width: u32, from_dhw: b
         let b = b0 + i / width;
         var v = 0.0;
         if (b < cfg.batch) {
-            let code = smap[s * cfg.batch + b];
+            let code = smap[dm + s * cfg.batch + b];
             if ((code & STEP_INACTIVE) == 0u) {
                 var at = row_of(code & STEP_TIME_MASK, b) * cfg.gate_width + col + i % width;
                 if (CELL == GRU && from_dhw) {
                     at += cfg.off_dhw;
                 }
-                v = gate_values[at];
+                v = gate_values[dg + at];
             }
         }
         tile_state[i] = v;
@@ -889,6 +930,7 @@ fn backward_sequence(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let h = cfg.hidden;
     let b0 = wg.x * TILE;
     let rows = direct_rows();
@@ -977,14 +1019,14 @@ fn tiled_source_base(kind: u32, s: u32, b: u32) -> u32 {
     if (at >= cfg.steps) {
         return NO_SOURCE;   // the last step has no next one
     }
-    let code = smap[at * cfg.batch + b];
+    let code = smap[dm + at * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
         return NO_SOURCE;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
     switch kind {
         case 0u: {
-            return row * cfg.out_stride + cfg.out_offset;
+            return row * cfg.out_stride + (cfg.out_offset + dout);
         }
         case 1u: {
             return cfg.off_act + row * cfg.act_width + 3u * cfg.hidden;
@@ -1011,7 +1053,7 @@ fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -
                 return 0.0;
             }
             if (s == 0u) {
-                return state[base + c] * rmask_at(b, c);
+                return state[dst + base + c] * rmask_at(b, c);
             }
             return y[base + c] * rmask_at(b, c);
         }
@@ -1019,14 +1061,14 @@ fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -
             if (c >= h) {
                 return 0.0;
             }
-            return saved[base + c];
+            return saved[dsv + base + c];
         }
         default: {
             let u = c % cfg.hp;
             if (u >= h) {
                 return 0.0;
             }
-            return gate_values[base + (first_gate + c / cfg.hp) * h + u];
+            return gate_values[dg + base + (first_gate + c / cfg.hp) * h + u];
         }
     }
 }
@@ -1129,6 +1171,7 @@ fn forward_step_tiled(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     var count = gates();
     if (CELL == GRU_RESET_BEFORE) {
         count = 2u;   // n waits for r * h of every unit: forward_gru_n_tiled
@@ -1146,6 +1189,7 @@ fn forward_gru_n_tiled(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let acc = tiled_product(SRC_RH, step.s, wg.y * FT_TILE, wg.x * FT_UNITS, FT_UNITS, FT_TILE, 1u, 2u, cfg.hp, lid.x);
     let kb = tiled_owner(wg, lid.x, FT_UNITS, FT_TILE);
     if (kb.x != NO_SOURCE) {
@@ -1162,6 +1206,7 @@ fn backward_step_tiled(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     var depth = direct_rows() / cfg.hidden * cfg.hp;
     if (step.s + 1u >= cfg.steps) {
         depth = 0u;
@@ -1180,6 +1225,7 @@ fn backward_finish_tiled(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let depth = direct_rows() / cfg.hidden * cfg.hp;
     let acc = tiled_product(SRC_NEXT_GRADS, 0xffffffffu, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 0u, depth, lid.x);
     let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
@@ -1194,6 +1240,7 @@ fn backward_gru_n_tiled(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    enter_direction(wg.z);
     let acc = tiled_product(SRC_DN, step.s, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 2u, cfg.hp, lid.x);
     let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
     if (kb.x != NO_SOURCE) {

@@ -432,8 +432,11 @@ fn weight_grads_match_the_definition_on_cpu_and_gpu() {
         let (want1, want2, want_sums, want_sums2) = naive_weight_grads(&spec, &a64, &b1_64, &b2_64);
         // The sums' f32 errors are judged against the sums of the terms' magnitudes (see
         // `error_of_magnitudes`): columns whose terms cancel have small sums.
-        let abs_a: Vec<f64> = a64.iter().map(|x| x.abs()).collect();
+        let abs = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.abs()).collect() };
+        let abs_a = abs(&a64);
         let (_, _, scale, scale2) = naive_weight_grads(&spec, &abs_a, &b1_64, &b2_64);
+        let (scale_out1, scale_out2, _, _) =
+            naive_weight_grads(&spec, &abs_a, &abs(&b1_64), &abs(&b2_64));
         let b2_of = |n2: usize| (n2 > 0).then_some(());
 
         let mut cpu1 = vec![f64::NAN; m * n1];
@@ -489,11 +492,29 @@ fn weight_grads_match_the_definition_on_cpu_and_gpu() {
         plan.record(&mut rec);
         rec.submit().unwrap();
         let ctx = format!("{spec:?}, splits {splits:?}");
-        let e = rel_error(&to_f64(&out1.to_vec().unwrap()), &want1);
-        assert!(e < 1e-5, "{ctx}: GPU out1 rel error {e}");
-        if n2 > 0 {
-            let e = rel_error(&to_f64(&out2.to_vec().unwrap()), &want2);
-            assert!(e < 1e-5, "{ctx}: GPU out2 rel error {e}");
+        // The products' f32 errors are judged against the products of the terms' magnitudes
+        // too: a column pair whose terms cancel has a small sum, and at m = n = 1 the whole
+        // output is one such sum (seed 1796013945104749789: relative error 1.6e-5, 1.3e-8 of
+        // the magnitudes). Where the output is not that ill-conditioned (its norm at least a
+        // hundredth of the magnitudes'), the relative error is held to 1e-5 as well.
+        for (what, got, want, scale) in [
+            ("out1", &out1, &want1, &scale_out1),
+            ("out2", &out2, &want2, &scale_out2),
+        ] {
+            if want.is_empty() {
+                continue;
+            }
+            let got = got.to_vec().unwrap();
+            let e = error_of_magnitudes(&got, want, scale);
+            assert!(
+                e < 1e-6,
+                "{ctx}: GPU {what} error {e} of the magnitudes' products"
+            );
+            let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm(want) >= norm(scale) / 100.0 {
+                let e = rel_error(&to_f64(&got), want);
+                assert!(e < 1e-5, "{ctx}: GPU {what} rel error {e}");
+            }
         }
         let got_sums = sums.to_vec().unwrap();
         let e = error_of_magnitudes(&got_sums, &want_sums, &scale);

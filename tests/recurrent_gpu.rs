@@ -13,8 +13,8 @@ use recur::cpu::recurrent::{backward, forward, Grads, Weights};
 use recur::gpu::device::LLVMPIPE_LOOP_BUDGET;
 use recur::gpu::gemm::split_k_rule;
 use recur::gpu::recurrent::{
-    GpuGrads, GpuWeights, Precision, RecurrentKernels, RecurrentPath, RecurrentPlan, StepIndex,
-    StepKernel,
+    DirectionSpec, GpuGrads, GpuWeights, Precision, RecurrentKernels, RecurrentPair, RecurrentPath,
+    RecurrentPlan, StepIndex, StepKernel,
 };
 use recur::gpu::{DispatchCost, Recorder};
 use recur::ops::program::STATE_REGIONS;
@@ -1007,4 +1007,80 @@ fn forced_sequence_kernels_stay_within_llvmpipes_loop_budget() {
     };
     assert!(runs(&forward, "forward_sequence"));
     assert_eq!(runs(&backward, "backward_sequence"), !llvmpipe);
+}
+
+/// A pair of directions that cannot share a dispatch is refused with what differs.
+#[test]
+fn a_pair_refuses_directions_that_differ() {
+    let Some(gpu) = common::gpu() else { return };
+    let (i, b, t) = (3, 2, 4);
+    let z = |n: usize| GpuTensor::zeros(&gpu, &[n]).unwrap();
+    let try_pair = |a: RecurrentShape, c: RecurrentShape, mask: bool| {
+        let (x, y) = (z(a.rows() * i), z(a.rows() * a.out_stride));
+        let weights = |s: &RecurrentShape| (z(s.gate_width() * i), z(s.gate_width() * s.hidden));
+        let ((wa_ih, wa_hh), (wc_ih, wc_hh)) = (weights(&a), weights(&c));
+        let (sa, sc) = (
+            z(STATE_REGIONS * b * a.hidden),
+            z(STATE_REGIONS * b * c.hidden),
+        );
+        let m = z(b * a.hidden);
+        let direction = |shape, w_ih, w_hh, state, recurrent_mask| DirectionSpec {
+            shape,
+            weights: GpuWeights {
+                w_ih,
+                w_hh,
+                b_ih: None,
+                b_hh: None,
+            },
+            grads: None,
+            state,
+            recurrent_mask,
+        };
+        RecurrentPair::new(
+            &gpu,
+            RecurrentKernels::default(),
+            &x,
+            &y,
+            [
+                direction(a, &wa_ih, &wa_hh, &sa, None),
+                direction(c, &wc_ih, &wc_hh, &sc, mask.then_some(&m)),
+            ],
+        )
+        .err()
+        .map(|e| e.to_string())
+    };
+    let bi = |h: usize, reverse: bool| {
+        let mut s = RecurrentShape::new(CellKind::Gru, i, h, b, t).reverse(reverse);
+        s.out_stride = 2 * h;
+        s.out_offset = if reverse { h } else { 0 };
+        s
+    };
+    assert_eq!(try_pair(bi(5, false), bi(5, true), false), None);
+    let e = try_pair(bi(5, false), bi(6, true), false).expect("hidden sizes differ");
+    assert!(
+        e.contains("same cell, sizes") && e.contains("hidden: 6"),
+        "{e}"
+    );
+    let e = try_pair(bi(5, true), bi(5, false), false).expect("columns out of order");
+    assert!(e.contains("columns after the first's"), "{e}");
+    let e = try_pair(bi(5, false), bi(5, true), true).expect("one mask");
+    assert!(e.contains("recurrent mask"), "{e}");
+}
+
+/// A pair binds buffers twice a direction's: it applies while they stay within the
+/// adapter's binding limit (else the executor runs the directions one after the other).
+#[test]
+fn a_pair_fits_while_its_shared_buffers_stay_within_the_binding_limit() {
+    let Some(gpu) = common::gpu() else { return };
+    let max = gpu.max_binding_bytes() as f64;
+    // An LSTM of batch 1 saves 6 x H floats a step (h_prev, c, 4 activations): its largest
+    // buffer.
+    let h = 64;
+    let steps = |share: f64| (max * share / (4 * 6 * h) as f64) as usize;
+    let fits = |t| {
+        let shape = RecurrentShape::new(CellKind::Lstm, h, h, 1, t);
+        RecurrentPair::fits(&gpu, RecurrentKernels::default(), &shape, true)
+    };
+    assert!(fits(steps(0.4)), "two directions of 0.4 x the limit each");
+    assert!(!fits(steps(0.6)), "two directions of 0.6 x the limit each");
 }

@@ -12,7 +12,9 @@ use super::{Executor, ProgramId, RunReport};
 use crate::gpu::dropout::RowMaskPlan;
 use crate::gpu::loss::{CrossEntropyPlan, MsePlan};
 use crate::gpu::merge::MergePlan;
-use crate::gpu::recurrent::{GpuGrads, GpuWeights, RecurrentKernels, RecurrentPlan};
+use crate::gpu::recurrent::{
+    DirectionSpec, GpuGrads, GpuWeights, RecurrentKernels, RecurrentPair, RecurrentPlan,
+};
 use crate::gpu::{
     ClipPlan, DispatchCost, DropoutMaskPlan, EmbeddingBackwardPlan, EmbeddingForwardPlan,
     EmbeddingIds, GemmPlan, Gpu, GpuTensor, OptimPlan, Recorder,
@@ -66,6 +68,23 @@ enum Lowered {
         applied: Option<u64>,
     },
     RecurrentBackward(OpId),
+    /// Both directions of a bidirectional layer in one plan, lowered at the second
+    /// direction's forward op (see [`pairs`]); the first's lowers to `PairedForward`.
+    Pair {
+        pair: Box<RecurrentPair>,
+        lengths: Option<TensorId>,
+        applied: Option<u64>,
+    },
+    /// The first direction's forward of a pair: recorded with the pair.
+    PairedForward,
+    /// The first of a pair's two backward ops: records the pair's backward, the products of
+    /// direction `products_first` first (this op's).
+    PairBackward {
+        pair: OpId,
+        products_first: usize,
+    },
+    /// The second of a pair's backward ops: recorded with the first.
+    PairedBackward,
     Merge(MergePlan),
     Dropout {
         plan: DropoutMaskPlan,
@@ -218,23 +237,40 @@ impl GpuExecutor {
         let ops: Vec<OpId> = l.program.phase(phase)?.map(|(id, _)| id).collect();
         // Lengths written since the last run go into the recurrent plans' step maps.
         for &id in &ops {
-            if let Lowered::Recurrent {
-                plan,
-                lengths: Some(t),
-                applied,
-            } = &mut l.lowered[id.0]
-            {
-                if let Slot::Lengths { lengths, version } = &l.slots[t.0] {
-                    if *applied != Some(*version) {
-                        ensure!(
-                            *version > 0,
-                            Invalid,
-                            "the lengths were not written before the run"
-                        );
-                        plan.set_lengths(Some(lengths))?;
-                        *applied = Some(*version);
-                    }
+            let (t, applied) = match &l.lowered[id.0] {
+                Lowered::Recurrent {
+                    lengths: Some(t),
+                    applied,
+                    ..
                 }
+                | Lowered::Pair {
+                    lengths: Some(t),
+                    applied,
+                    ..
+                } => (*t, *applied),
+                _ => continue,
+            };
+            let Slot::Lengths { lengths, version } = &l.slots[t.0] else {
+                continue;
+            };
+            if applied == Some(*version) {
+                continue;
+            }
+            ensure!(
+                *version > 0,
+                Invalid,
+                "the lengths were not written before the run"
+            );
+            match &mut l.lowered[id.0] {
+                Lowered::Recurrent { plan, applied, .. } => {
+                    plan.set_lengths(Some(lengths))?;
+                    *applied = Some(*version);
+                }
+                Lowered::Pair { pair, applied, .. } => {
+                    pair.set_lengths(Some(lengths))?;
+                    *applied = Some(*version);
+                }
+                _ => {}
             }
         }
         for &id in &ops {
@@ -255,7 +291,20 @@ impl GpuExecutor {
             match &mut l.lowered[id.0] {
                 Lowered::Gemm(plan) => plan.record(rec),
                 Lowered::Recurrent { plan, .. } => plan.record_forward(rec),
-                Lowered::RecurrentBackward(_) => {}
+                Lowered::Pair { pair, .. } => pair.record_forward(rec),
+                Lowered::PairBackward {
+                    pair,
+                    products_first,
+                } => {
+                    let (pair, first) = (*pair, *products_first);
+                    match &l.lowered[pair.0] {
+                        Lowered::Pair { pair, .. } => pair.record_backward(rec, first)?,
+                        _ => bail!(Invalid, "op {} is not a recurrent pair", pair.0),
+                    }
+                }
+                Lowered::RecurrentBackward(_)
+                | Lowered::PairedForward
+                | Lowered::PairedBackward => {}
                 Lowered::Merge(plan) => plan.record(rec),
                 Lowered::Dropout { plan, seed, stream } => {
                     let key = DropoutKey {
@@ -315,9 +364,33 @@ impl GpuExecutor {
     ) -> Result<Vec<Lowered>> {
         let gpu = self.gpu.clone();
         let backwards = program.recurrent_backwards();
+        let pairs = if self.recurrent_kernels.separate_directions || separate_by_env() {
+            Pairs::default()
+        } else {
+            let fits = |op: usize, fw: &RecurrentForward| {
+                let grads = backwards.contains_key(&OpId(op));
+                RecurrentPair::fits(&self.gpu, self.recurrent_kernels, &fw.shape, grads)
+            };
+            pairs(program, fits)
+        };
         let mut lowered = Vec::with_capacity(program.ops().len());
         for (i, op) in program.ops().iter().enumerate() {
             let f = |t: TensorId| float(&self.params, slots, t);
+            if pairs.first_forward.contains_key(&i) {
+                lowered.push(Lowered::PairedForward);
+                continue;
+            }
+            if let Some(&(pair, products_first)) = pairs.first_backward.get(&i) {
+                lowered.push(Lowered::PairBackward {
+                    pair: OpId(pair),
+                    products_first,
+                });
+                continue;
+            }
+            if pairs.second_backward.contains(&i) {
+                lowered.push(Lowered::PairedBackward);
+                continue;
+            }
             let low = match op {
                 Op::Gemm {
                     spec,
@@ -334,13 +407,12 @@ impl GpuExecutor {
                     f(*c)?,
                 )?),
                 Op::RecurrentForward(fw) => {
-                    let backward = backwards.get(&OpId(i)).copied();
-                    let plan = self.recurrent_plan(fw, backward, slots, scratch)?;
-                    Lowered::Recurrent {
-                        plan: Box::new(plan),
-                        lengths: fw.lengths,
-                        applied: None,
+                    let mut directions = vec![(fw, backwards.get(&OpId(i)).copied())];
+                    if let Some(&first) = pairs.second_forward.get(&i) {
+                        let other = program.recurrent_forward(OpId(first))?;
+                        directions.insert(0, (other, backwards.get(&OpId(first)).copied()));
                     }
+                    self.recurrent_lowered(&directions, slots, scratch)?
                 }
                 Op::RecurrentBackward(b) => Lowered::RecurrentBackward(b.forward),
                 Op::Merge { stage, cat, out } => {
@@ -499,64 +571,191 @@ impl GpuExecutor {
         Ok(lowered)
     }
 
-    fn recurrent_plan(
+    /// A recurrent forward op lowered: one direction to a plan, or a pair's two directions
+    /// (first direction first) to a [`RecurrentPair`].
+    fn recurrent_lowered(
         &self,
-        fw: &RecurrentForward,
-        backward: Option<&crate::ops::program::RecurrentBackward>,
+        directions: &[(
+            &RecurrentForward,
+            Option<&crate::ops::program::RecurrentBackward>,
+        )],
         slots: &[Slot],
         scratch: &mut Vec<GpuTensor>,
-    ) -> Result<RecurrentPlan> {
+    ) -> Result<Lowered> {
         let f = |t: TensorId| float(&self.params, slots, t);
-        let weights = GpuWeights {
-            w_ih: f(fw.w_ih)?,
-            w_hh: f(fw.w_hh)?,
-            b_ih: fw.b_ih.map(f).transpose()?,
-            b_hh: fw.b_hh.map(f).transpose()?,
+        // Where a layer has no biases, their gradients land in scratch.
+        let bias_scratch = directions
+            .iter()
+            .map(|(fw, backward)| match backward {
+                Some(b) if b.db_ih.is_none() => {
+                    GpuTensor::zeros(&self.gpu, &[fw.shape.gate_width()]).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut parts = Vec::with_capacity(directions.len());
+        for ((fw, backward), bias_scratch) in directions.iter().zip(&bias_scratch) {
+            let weights = GpuWeights {
+                w_ih: f(fw.w_ih)?,
+                w_hh: f(fw.w_hh)?,
+                b_ih: fw.b_ih.map(f).transpose()?,
+                b_hh: fw.b_hh.map(f).transpose()?,
+            };
+            let grads = match backward {
+                Some(b) => {
+                    let db = |t: Option<TensorId>| -> Result<&GpuTensor> {
+                        match t {
+                            Some(t) => f(t),
+                            None => bias_scratch
+                                .as_ref()
+                                .ok_or_else(|| err!(Invalid, "bias gradient scratch")),
+                        }
+                    };
+                    Some((
+                        GpuGrads {
+                            dx: f(b.dx)?,
+                            accumulate_dx: b.accumulate_dx,
+                            dw_ih: f(b.dw_ih)?,
+                            dw_hh: f(b.dw_hh)?,
+                            db_ih: db(b.db_ih)?,
+                            db_hh: db(b.db_hh)?,
+                        },
+                        b.dy.map(f).transpose()?,
+                    ))
+                }
+                None => None,
+            };
+            parts.push(DirectionSpec {
+                shape: fw.shape,
+                weights,
+                grads,
+                state: f(fw.state)?,
+                recurrent_mask: fw.recurrent_mask.map(f).transpose()?,
+            });
+        }
+        let (fw, _) = directions[0];
+        let low = match parts[..] {
+            [p] => Lowered::Recurrent {
+                plan: Box::new(RecurrentPlan::new(
+                    &self.gpu,
+                    self.recurrent_kernels,
+                    p.shape,
+                    f(fw.x)?,
+                    f(fw.y)?,
+                    p.weights,
+                    p.grads,
+                    p.state,
+                    p.recurrent_mask,
+                )?),
+                lengths: fw.lengths,
+                applied: None,
+            },
+            [a, b] => Lowered::Pair {
+                pair: Box::new(RecurrentPair::new(
+                    &self.gpu,
+                    self.recurrent_kernels,
+                    f(fw.x)?,
+                    f(fw.y)?,
+                    [a, b],
+                )?),
+                lengths: fw.lengths,
+                applied: None,
+            },
+            _ => bail!(Invalid, "a recurrent op lowers one or two directions"),
         };
-        let bias_scratch = match backward {
-            Some(b) if b.db_ih.is_none() => {
-                Some(GpuTensor::zeros(&self.gpu, &[fw.shape.gate_width()])?)
+        scratch.extend(bias_scratch.into_iter().flatten());
+        Ok(low)
+    }
+}
+
+/// Whether `RECUR_DIRECTIONS=separate` asks for each direction of a bidirectional layer to
+/// run on its own (for comparisons; [`RecurrentKernels::separate_directions`] in code).
+fn separate_by_env() -> bool {
+    std::env::var("RECUR_DIRECTIONS").is_ok_and(|v| v == "separate")
+}
+
+/// The bidirectional layers of a program whose two directions run as one
+/// [`RecurrentPair`], by op index.
+#[derive(Default)]
+struct Pairs {
+    /// First direction's forward op -> second's.
+    first_forward: BTreeMap<usize, usize>,
+    /// Second direction's forward op -> first's.
+    second_forward: BTreeMap<usize, usize>,
+    /// The first of a pair's backward ops -> (the second forward op, which lowers the pair;
+    /// the direction of this op's forward: 0 or 1).
+    first_backward: BTreeMap<usize, (usize, usize)>,
+    second_backward: std::collections::BTreeSet<usize>,
+}
+
+/// Finds the pairs: two forward ops of one layer's directions, as `nn::Recurrent` records
+/// them. They read the same input and lengths and write the same output, the second's
+/// columns after the first's, with the same cell, sizes and dropout; only the second
+/// direction's initial-state copies and dropout mask may stand between them, since the pair
+/// runs both at the second op. Their backward ops, if any, are adjacent, in either order,
+/// and read the same output gradient and write the same input gradient. And the pair's
+/// buffers, twice a direction's, must `fit` the device.
+fn pairs(program: &Program, fits: impl Fn(usize, &RecurrentForward) -> bool) -> Pairs {
+    let ops = program.ops();
+    let backwards = program.recurrent_backwards();
+    let mut out = Pairs::default();
+    let mut i = 0;
+    while i < ops.len() {
+        let Op::RecurrentForward(a) = &ops[i] else {
+            i += 1;
+            continue;
+        };
+        // The next op that is neither a copy nor a dropout mask.
+        let mut j = i + 1;
+        while j < ops.len() && matches!(ops[j], Op::Copy { .. } | Op::DropoutMask { .. }) {
+            j += 1;
+        }
+        let Some(Op::RecurrentForward(b)) = ops.get(j) else {
+            i += 1;
+            continue;
+        };
+        let between_serves_b = ops[i + 1..j].iter().all(|op| match op {
+            Op::Copy { dst, .. } => *dst == b.state,
+            Op::DropoutMask { mask, .. } => Some(*mask) == b.recurrent_mask,
+            _ => false,
+        });
+        let forwards_pair = between_serves_b
+            && fits(i, a)
+            && program.phase_of(OpId(i)) == program.phase_of(OpId(j))
+            && (a.x, a.y, a.lengths) == (b.x, b.y, b.lengths)
+            && a.state != b.state
+            && a.shape.pairs_with(&b.shape)
+            && a.recurrent_mask.is_some() == b.recurrent_mask.is_some();
+        // The backward ops: both or neither, adjacent, the same gradients in and out.
+        let position = |f: usize| {
+            ops.iter()
+                .position(|op| matches!(op, Op::RecurrentBackward(r) if r.forward == OpId(f)))
+        };
+        let backward = match (backwards.get(&OpId(i)), backwards.get(&OpId(j))) {
+            (None, None) => Some(None),
+            (Some(ba), Some(bb)) if (ba.dy, ba.dx) == (bb.dy, bb.dx) => {
+                match (position(i), position(j)) {
+                    (Some(p), Some(q)) if p + 1 == q => Some(Some((p, q, 0))),
+                    (Some(p), Some(q)) if q + 1 == p => Some(Some((q, p, 1))),
+                    _ => None,
+                }
             }
             _ => None,
         };
-        let grads = match backward {
-            Some(b) => {
-                let db = |t: Option<TensorId>| -> Result<&GpuTensor> {
-                    match t {
-                        Some(t) => f(t),
-                        None => bias_scratch
-                            .as_ref()
-                            .ok_or_else(|| err!(Invalid, "bias gradient scratch")),
-                    }
-                };
-                Some((
-                    GpuGrads {
-                        dx: f(b.dx)?,
-                        accumulate_dx: b.accumulate_dx,
-                        dw_ih: f(b.dw_ih)?,
-                        dw_hh: f(b.dw_hh)?,
-                        db_ih: db(b.db_ih)?,
-                        db_hh: db(b.db_hh)?,
-                    },
-                    b.dy.map(f).transpose()?,
-                ))
+        match (forwards_pair, backward) {
+            (true, Some(backward)) => {
+                out.first_forward.insert(i, j);
+                out.second_forward.insert(j, i);
+                if let Some((first, second, direction)) = backward {
+                    out.first_backward.insert(first, (j, direction));
+                    out.second_backward.insert(second);
+                }
+                i = j + 1;
             }
-            None => None,
-        };
-        let plan = RecurrentPlan::new(
-            &self.gpu,
-            self.recurrent_kernels,
-            fw.shape,
-            f(fw.x)?,
-            f(fw.y)?,
-            weights,
-            grads,
-            f(fw.state)?,
-            fw.recurrent_mask.map(f).transpose()?,
-        )?;
-        scratch.extend(bias_scratch);
-        Ok(plan)
+            _ => i += 1,
+        }
     }
+    out
 }
 
 fn float<'a>(
@@ -815,6 +1014,7 @@ impl Executor for GpuExecutor {
             .flat_map(|l| &l.lowered)
             .map(|low| match low {
                 Lowered::Recurrent { plan, .. } => plan.workspace_bytes(),
+                Lowered::Pair { pair, .. } => pair.workspace_bytes(),
                 _ => 0,
             })
             .sum();

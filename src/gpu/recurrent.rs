@@ -13,6 +13,10 @@
 //! plain products for dW_hh). GRU with the reset gate before the recurrent
 //! product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
+//!
+//! A [`RecurrentPair`] runs the two directions of a bidirectional layer: each step (or
+//! sequence) dispatch covers both, so the layer's recurrence costs the dispatches of one
+//! direction; transposes and products stay per direction.
 
 use crate::error::{bail, ensure, err, Result};
 use bytemuck::{Pod, Zeroable};
@@ -52,12 +56,20 @@ struct Config {
     hp: u32,
     off_wp: u32,
     off_dhw: u32,
+    dir_first: u32,
+    dir_gates: u32,
+    dir_wt: u32,
+    dir_smap: u32,
+    dir_saved: u32,
+    dir_state: u32,
+    dir_rmask: u32,
+    dir_out: u32,
     // A uniform struct's size is a multiple of 16 bytes.
     _pad: u32,
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: Config in "recurrent" as "Config" {
-    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw,
+    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out,
 });
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -437,6 +449,72 @@ impl RecurrentPath {
 /// Rows of W_hh through which the state's gradient flows directly: every gate's, but for
 /// GRU with the reset gate before the product, whose n rows reach the state through r * h
 /// (`direct_rows` in recurrent.wgsl).
+/// Elements of each workspace buffer one layer-direction needs (`wt` in 16-byte words); or,
+/// [`Workspace::times`] d, where direction d's part of a pair's shared buffer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Workspace {
+    gates: usize,
+    wt_words: usize,
+    smap: usize,
+    saved: usize,
+    state: usize,
+    rmask: usize,
+}
+
+impl Workspace {
+    fn of(shape: &RecurrentShape, grads: bool, precision: Precision) -> Self {
+        let (h, b, gw, rows) = (shape.hidden, shape.batch, shape.gate_width(), shape.rows());
+        let cell = shape.cell;
+        // GRU's backward appends dhw to the gate values.
+        let gate_rows = if grads && cell == CellKind::Gru {
+            2 * rows
+        } else {
+            rows
+        };
+        let hp = h.div_ceil(4) * 4;
+        let wt_len = (h + 1) * cell.gates() * hp + gw * hp;
+        let cell_rows = if cell.has_cell_state() { rows } else { 0 };
+        Self {
+            gates: gate_rows * gw,
+            wt_words: match precision {
+                Precision::F32 => wt_len / 4,
+                Precision::F16Storage => wt_len.div_ceil(8),
+            },
+            smap: shape.steps * b,
+            saved: (rows + cell_rows) * h + rows * cell.act_width() * h,
+            state: REGIONS * b * h,
+            rmask: b * h,
+        }
+    }
+
+    /// Every size times `d`: where direction `d`'s part of each shared buffer starts.
+    fn times(self, d: usize) -> Self {
+        Self {
+            gates: d * self.gates,
+            wt_words: d * self.wt_words,
+            smap: d * self.smap,
+            saved: d * self.saved,
+            state: d * self.state,
+            rmask: d * self.rmask,
+        }
+    }
+}
+
+/// The buffers both directions of a [`RecurrentPair`] bind, each holding direction 1's part
+/// one [`Workspace`] after direction 0's.
+struct PairBuffers {
+    sizes: Workspace,
+    gates: GpuTensor,
+    wt: GpuTensor,
+    smap: GpuTensor<u32>,
+    saved: GpuTensor,
+    state: GpuTensor,
+    rmask: GpuTensor,
+    /// Direction 0's first column of y, and the columns from it to direction 1's.
+    out_offset: usize,
+    dir_out: usize,
+}
+
 /// A product blocked as the tiled step kernels block theirs ([`tiled_cost`]).
 struct TiledProduct {
     /// Units and batch entries per workgroup.
@@ -543,6 +621,9 @@ pub struct RecurrentKernels {
     /// How the step index reaches the kernels; `None`: the device's
     /// ([`StepIndex::for_device`]). `Immediate` where the device cannot is an error.
     pub step_index: Option<StepIndex>,
+    /// Run the two directions of a bidirectional layer one after the other rather than as a
+    /// [`RecurrentPair`] (an executor's choice; `RECUR_DIRECTIONS=separate` too).
+    pub separate_directions: bool,
 }
 
 /// The parameters of one layer-direction on the device (PyTorch shapes).
@@ -583,9 +664,18 @@ pub struct RecurrentPlan {
     gpu: Gpu,
     shape: RecurrentShape,
     smap: GpuTensor<u32>,
+    /// The caller's state tensor: what [`Self::h_n`] and the state copies read and write.
     state: GpuTensor,
+    /// The state the kernels bind: `state` itself, or in a [`RecurrentPair`] the pair's
+    /// shared copy, which the pair's recordings move in from and out to `state`.
+    kernel_state: GpuTensor,
+    /// In a pair, the caller's recurrent dropout mask, which the pair copies into `rmask`.
+    source_mask: Option<GpuTensor>,
+    /// The mask the kernels bind (ones without recurrent dropout).
     rmask: GpuTensor,
     has_rmask: bool,
+    /// Where this direction's part of each workspace buffer starts (zeros but in a pair).
+    offsets: Workspace,
     carry_scratch: GpuTensor,
     xw_gemm: GemmPlan,
     transpose: Transpose,
@@ -605,6 +695,197 @@ pub struct RecurrentPlan {
     // Kept alive for the bind groups.
     workspace: Vec<GpuTensor>,
     _uniforms: Vec<wgpu::Buffer>,
+}
+
+/// Both directions of a bidirectional layer, run side by side: each step (or the sequence
+/// kernel) is one dispatch whose workgroups at z = 0 run the first direction and at z = 1
+/// the second, so a layer's steps cost one launch each rather than two. The two directions
+/// share one buffer per binding (gate values, weight copies, step map, saved activations,
+/// state, recurrent mask), each holding the second direction one [`Workspace`] after the
+/// first; the kernels add that stride (`enter_direction` in `shaders/recurrent.wgsl`), so the
+/// dispatch stays within 8 storage buffers. The callers' state tensors stay where the
+/// states live between recordings: each recording copies them (and the dropout masks) in
+/// first and the states out last, 9 x B x H floats a direction each way.
+pub struct RecurrentPair {
+    plans: [RecurrentPlan; 2],
+    shared: PairBuffers,
+}
+
+/// What the plan of one layer-direction takes besides the input and output (the arguments of
+/// [`RecurrentPlan::new`]); a [`RecurrentPair`] takes two.
+#[derive(Clone, Copy)]
+pub struct DirectionSpec<'a> {
+    /// The direction's sizes, direction and output columns.
+    pub shape: RecurrentShape,
+    /// Its parameters.
+    pub weights: GpuWeights<'a>,
+    /// Where its backward writes, and the output gradient it reads; `None`: no backward.
+    pub grads: Option<(GpuGrads<'a>, Option<&'a GpuTensor>)>,
+    /// Its state tensor (see [`RecurrentPlan::new`]).
+    pub state: &'a GpuTensor,
+    /// Its recurrent dropout mask, if any.
+    pub recurrent_mask: Option<&'a GpuTensor>,
+}
+
+impl RecurrentPair {
+    /// The two directions of a layer reading `x` and writing their columns of `y`. They
+    /// must have the same cell and sizes, the second's columns after the first's, and both
+    /// or neither a backward and a recurrent dropout mask.
+    pub fn new(
+        gpu: &Gpu,
+        kernels: RecurrentKernels,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        directions: [DirectionSpec; 2],
+    ) -> Result<Self> {
+        let [a, b] = directions;
+        ensure!(
+            a.shape.pairs_with(&b.shape),
+            Shape,
+            "the directions of a pair need the same cell, sizes and layout, the second's \
+             columns after the first's: {:?} and {:?}",
+            a.shape,
+            b.shape
+        );
+        ensure!(
+            a.grads.is_some() == b.grads.is_some()
+                && a.recurrent_mask.is_some() == b.recurrent_mask.is_some(),
+            Invalid,
+            "the directions of a pair need both or neither a backward and a recurrent mask"
+        );
+        let precision = kernels
+            .precision
+            .unwrap_or_else(|| Precision::for_device(gpu));
+        let sizes = Workspace::of(&a.shape, a.grads.is_some(), precision);
+        let shared = PairBuffers {
+            sizes,
+            gates: GpuTensor::zeros(gpu, &[2 * sizes.gates])?,
+            wt: GpuTensor::zeros(gpu, &[2 * 4 * sizes.wt_words])?,
+            smap: GpuTensor::zeros(gpu, &[2 * sizes.smap])?,
+            saved: GpuTensor::zeros(gpu, &[2 * sizes.saved])?,
+            state: GpuTensor::zeros(gpu, &[2 * sizes.state])?,
+            rmask: GpuTensor::filled(gpu, &[2 * sizes.rmask], 1.0f32)?,
+            out_offset: a.shape.out_offset,
+            dir_out: b.shape.out_offset - a.shape.out_offset,
+        };
+        let kernels = RecurrentKernels {
+            precision: Some(precision),
+            ..kernels
+        };
+        let plan = |d: usize, p| RecurrentPlan::build(gpu, kernels, x, y, p, Some((&shared, d)));
+        let plans = [plan(0, a)?, plan(1, b)?];
+        Ok(Self { plans, shared })
+    }
+
+    /// Whether the shared buffers of a pair of `shape`'s directions (with a backward where
+    /// `grads`) stay within what `gpu` binds per buffer. Where they do not, the directions
+    /// run one after the other, each in buffers half the size.
+    pub fn fits(gpu: &Gpu, kernels: RecurrentKernels, shape: &RecurrentShape, grads: bool) -> bool {
+        let precision = kernels
+            .precision
+            .unwrap_or_else(|| Precision::for_device(gpu));
+        let w = Workspace::of(shape, grads, precision);
+        let largest = [w.gates, 4 * w.wt_words, w.smap, w.saved, w.state, w.rmask]
+            .into_iter()
+            .max()
+            .unwrap_or(0) as u64;
+        largest
+            .checked_mul(2 * 4)
+            .is_some_and(|bytes| bytes <= gpu.max_binding_bytes())
+    }
+
+    /// The two directions' plans, for what they hold (states, shape, kernels); record
+    /// through the pair.
+    pub fn plans(&self) -> &[RecurrentPlan; 2] {
+        &self.plans
+    }
+
+    /// Sets the per-sequence lengths of both directions.
+    pub fn set_lengths(&self, lengths: Option<&[usize]>) -> Result<()> {
+        for p in &self.plans {
+            p.set_lengths(lengths)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the callers' states (and recurrent dropout masks) into the pair's buffers.
+    fn record_copy_in(&self, rec: &mut Recorder) {
+        for p in &self.plans {
+            let bytes = 4 * self.shared.sizes.state as u64;
+            let at = 4 * p.offsets.state as u64;
+            rec.copy(p.state.buffer(), 0, self.shared.state.buffer(), at, bytes);
+            if let Some(m) = &p.source_mask {
+                let bytes = 4 * self.shared.sizes.rmask as u64;
+                let at = 4 * p.offsets.rmask as u64;
+                rec.copy(m.buffer(), 0, self.shared.rmask.buffer(), at, bytes);
+            }
+        }
+    }
+
+    /// Copies the pair's states back to the callers' state tensors.
+    fn record_copy_out(&self, rec: &mut Recorder) {
+        for p in &self.plans {
+            let bytes = 4 * self.shared.sizes.state as u64;
+            let at = 4 * p.offsets.state as u64;
+            rec.copy(self.shared.state.buffer(), at, p.state.buffer(), 0, bytes);
+        }
+    }
+
+    /// Records both directions' forward: the states in, each direction's weight copies and
+    /// input projection, then its steps side by side, and the states out.
+    pub fn record_forward(&self, rec: &mut Recorder) {
+        self.record_copy_in(rec);
+        for p in &self.plans {
+            let t = &p.transpose;
+            rec.dispatch(&t.kernel, &t.group, t.grid, p.transpose_cost());
+            p.xw_gemm.record(rec);
+        }
+        let [first, second] = &self.plans;
+        first.record_recurrence(rec, &[first, second], false);
+        self.record_copy_out(rec);
+    }
+
+    /// Records both directions' backward (after their forward): the states in, the steps
+    /// side by side, the states out, then each direction's products, direction
+    /// `products_first` first (the one whose input gradient overwrites rather than adds).
+    pub fn record_backward(&self, rec: &mut Recorder, products_first: usize) -> Result<()> {
+        ensure!(
+            products_first < 2,
+            Invalid,
+            "a pair has directions 0 and 1, not {products_first}"
+        );
+        let gemms = |d: usize| -> Result<&[GemmPlan]> {
+            Ok(&self.plans[d]
+                .backward
+                .as_ref()
+                .ok_or_else(|| err!(Invalid, "this recurrent pair was built without gradients"))?
+                .gemms)
+        };
+        let order = [gemms(products_first)?, gemms(1 - products_first)?];
+        self.record_copy_in(rec);
+        let [first, second] = &self.plans;
+        first.record_recurrence(rec, &[first, second], true);
+        self.record_copy_out(rec);
+        for g in order.into_iter().flatten() {
+            g.record(rec);
+        }
+        Ok(())
+    }
+
+    /// Device bytes of the pair's workspace, the callers' state tensors included.
+    pub fn workspace_bytes(&self) -> u64 {
+        let [a, b] = &self.plans;
+        // a's workspace holds the shared gates, saved, weight copies and step map.
+        a.workspace_bytes()
+            + b.state.device_bytes()
+            + b.workspace
+                .iter()
+                .skip(2)
+                .map(|t| t.device_bytes())
+                .sum::<u64>()
+            + self.shared.state.device_bytes()
+            + self.shared.rmask.device_bytes()
+    }
 }
 
 /// The recurrent weights a plan's products read ([`RecurrentPlan::stored_recurrent_weights`]).
@@ -673,6 +954,34 @@ impl RecurrentPlan {
         state: &GpuTensor,
         recurrent_mask: Option<&GpuTensor>,
     ) -> Result<Self> {
+        let direction = DirectionSpec {
+            shape,
+            weights: w,
+            grads,
+            state,
+            recurrent_mask,
+        };
+        Self::build(gpu, kernels, x, y, direction, None)
+    }
+
+    /// [`Self::new`], or with `pair`, direction `d` of a [`RecurrentPair`]: its workspace at
+    /// `d` strides into the pair's shared buffers, and the kernels' state a copy the pair
+    /// moves in and out of `state`.
+    fn build(
+        gpu: &Gpu,
+        kernels: RecurrentKernels,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        direction: DirectionSpec,
+        pair: Option<(&PairBuffers, usize)>,
+    ) -> Result<Self> {
+        let DirectionSpec {
+            shape,
+            weights: w,
+            grads,
+            state,
+            recurrent_mask,
+        } = direction;
         shape.validate(None)?;
         let (bsz, h, i, gw, rows) = (
             shape.batch,
@@ -737,37 +1046,74 @@ impl RecurrentPlan {
         // The input projections xw [rows, G*H], overwritten by backward with the gate
         // gradients dxw; GRU's gradients on the recurrent side, dhw, follow them.
         let gru_grads = grads.is_some() && cell == CellKind::Gru;
-        let gates = GpuTensor::zeros(gpu, &[if gru_grads { 2 * rows } else { rows }, gw])?;
+        let sizes = Workspace::of(&shape, grads.is_some(), precision);
+        let Workspace {
+            gates: gates_len,
+            wt_words,
+            smap: smap_len,
+            saved: saved_len,
+            state: state_len,
+            rmask: rmask_len,
+        } = sizes;
         let off_dhw = if gru_grads { rows * gw } else { 0 };
         // W_hh^T with the bias row, then W_hh, both with gate blocks padded to hp (a multiple
         // of 4) so the kernels read them as vec4: in f32 one 16-byte word per vec4, in f16
         // one per two (the last word padded).
         let hp = h.div_ceil(4) * 4;
         let wt_len = (h + 1) * cell.gates() * hp;
-        let wt_words = match precision {
-            Precision::F32 => (wt_len + gw * hp) / 4,
-            Precision::F16Storage => (wt_len + gw * hp).div_ceil(8),
-        };
         let transpose_grid = super::launch::grid(gpu, wt_words.div_ceil(256), "transpose_weights")?;
-        let wt = GpuTensor::zeros(gpu, &[4 * wt_words])?;
-        let smap = GpuTensor::<u32>::zeros(gpu, &[shape.steps, bsz])?;
         let off_cell = rows * h;
         let off_act = off_cell + if cell.has_cell_state() { rows * h } else { 0 };
-        let saved = GpuTensor::zeros(gpu, &[off_act + rows * aw])?;
-        expect("state", state, REGIONS * bsz * h)?;
+        expect("state", state, state_len)?;
+        if let Some(m) = recurrent_mask {
+            expect("recurrent dropout mask", m, rmask_len)?;
+        }
+        // This direction's workspace: buffers of its own, or its stride of a pair's.
+        let (gates, wt, smap, saved, kernel_state, rmask, dir) = match pair {
+            None => (
+                GpuTensor::zeros(gpu, &[gates_len])?,
+                GpuTensor::zeros(gpu, &[4 * wt_words])?,
+                GpuTensor::<u32>::zeros(gpu, &[smap_len])?,
+                GpuTensor::zeros(gpu, &[saved_len])?,
+                state.clone(),
+                // The recurrent dropout mask, ones until a training step draws one.
+                match recurrent_mask {
+                    Some(m) => m.clone(),
+                    None => GpuTensor::filled(gpu, &[rmask_len], 1.0f32)?,
+                },
+                None,
+            ),
+            Some((p, d)) => {
+                ensure!(
+                    p.sizes == sizes,
+                    Invalid,
+                    "a pair's buffers were sized for {:?}, direction {d} needs {sizes:?}",
+                    p.sizes
+                );
+                (
+                    p.gates.clone(),
+                    p.wt.clone(),
+                    p.smap.clone(),
+                    p.saved.clone(),
+                    p.state.clone(),
+                    p.rmask.clone(),
+                    Some(d),
+                )
+            }
+        };
+        let d = dir.unwrap_or(0);
+        let offsets = sizes.times(d);
         let state = state.clone();
         // Stand-ins for absent optional inputs: each binding gets a buffer of its own, since
         // one buffer may not be bound read-only and writable in one dispatch.
         let zero_bias = GpuTensor::zeros(gpu, &[gw])?;
-        // The recurrent dropout mask, ones until a training step draws one.
-        let rmask = match recurrent_mask {
-            Some(m) => {
-                expect("recurrent dropout mask", m, bsz * h)?;
-                m.clone()
-            }
-            None => GpuTensor::filled(gpu, &[bsz, h], 1.0f32)?,
-        };
         let no_dy = GpuTensor::zeros(gpu, &[1])?;
+        // Each direction's y columns from the pair's first (out_offset) on, dir_out apart.
+        let (out_offset, dir_out) = match pair {
+            Some((p, _)) => (p.out_offset, p.dir_out),
+            None => (shape.out_offset, 0),
+        };
+        let stride = |n: usize| if pair.is_some() { n as u32 } else { 0 };
 
         let region = |r: Region| (r as usize * bsz * h) as u32;
         let has_dy = grads.as_ref().is_some_and(|(_, dy)| dy.is_some());
@@ -778,7 +1124,7 @@ impl RecurrentPlan {
             gate_width: gw as u32,
             act_width: aw as u32,
             out_stride: shape.out_stride as u32,
-            out_offset: shape.out_offset as u32,
+            out_offset: out_offset as u32,
             batch_first: shape.batch_first as u32,
             off_cell: off_cell as u32,
             off_act: off_act as u32,
@@ -795,6 +1141,14 @@ impl RecurrentPlan {
             hp: hp as u32,
             off_wp: (wt_len / 4) as u32,
             off_dhw: off_dhw as u32,
+            dir_first: d as u32,
+            dir_gates: stride(gates_len),
+            dir_wt: stride(wt_words),
+            dir_smap: stride(smap_len),
+            dir_saved: stride(saved_len),
+            dir_state: stride(state_len),
+            dir_rmask: stride(rmask_len),
+            dir_out: stride(dir_out),
             _pad: 0,
         };
         let cfg_buffer = gpu.uniform(&cfg);
@@ -877,7 +1231,7 @@ impl RecurrentPlan {
             (4, smap.buffer().as_entire_binding()),
             (5, whole(y)),
             (6, whole(&saved)),
-            (7, whole(&state)),
+            (7, whole(&kernel_state)),
             (8, whole(dy_buffer.unwrap_or(&no_dy))),
             (9, whole(&rmask)),
         ];
@@ -907,7 +1261,9 @@ impl RecurrentPlan {
 
         let xw_gemm = GemmPlan::new(
             gpu,
-            &Gemm::new(rows, gw, i).trans_b(true),
+            &Gemm::new(rows, gw, i)
+                .trans_b(true)
+                .offsets(0, 0, offsets.gates),
             x,
             w.w_ih,
             w.b_ih,
@@ -929,7 +1285,9 @@ impl RecurrentPlan {
                 let hprev = &saved; // hprev is the first region of `saved`
                 let mut gemms = vec![GemmPlan::new(
                     gpu,
-                    &Gemm::new(rows, i, gw).beta(if g.accumulate_dx { 1.0 } else { 0.0 }),
+                    &Gemm::new(rows, i, gw)
+                        .beta(if g.accumulate_dx { 1.0 } else { 0.0 })
+                        .offsets(offsets.gates, 0, 0),
                     dxw,
                     w.w_ih,
                     None,
@@ -952,7 +1310,16 @@ impl RecurrentPlan {
                     sums,
                     sums2,
                 };
-                let plan = |spec: &WeightGrads, t| GemmPlan::weight_grads(gpu, spec, t, None);
+                // A (dxw) and B2 (hprev) at this direction's offsets.
+                let plan = |spec: &WeightGrads, t| {
+                    let mut spec = *spec;
+                    spec.offset_a += offsets.gates;
+                    spec.offset_a2 = spec.offset_a2.map(|a2| a2 + offsets.gates);
+                    if spec.n2 > 0 {
+                        spec.offset_b2 += offsets.saved;
+                    }
+                    GemmPlan::weight_grads(gpu, &spec, t, None)
+                };
                 match cell {
                     CellKind::GruResetBefore => {
                         let input_side = WeightGrads::new(rows, gw, i, 0);
@@ -961,14 +1328,19 @@ impl RecurrentPlan {
                         // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
                         let rz = Gemm::new(2 * h, h, rows)
                             .trans_a(true)
-                            .leading_dims(gw, h, h);
+                            .leading_dims(gw, h, h)
+                            .offsets(offsets.gates, offsets.saved, 0);
                         gemms.push(
                             GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?.named("dW_hh r,z"),
                         );
                         let n = Gemm::new(h, h, rows)
                             .trans_a(true)
                             .leading_dims(gw, aw, h)
-                            .offsets(2 * h, off_act + 3 * h, 2 * h * h);
+                            .offsets(
+                                offsets.gates + 2 * h,
+                                offsets.saved + off_act + 3 * h,
+                                2 * h * h,
+                            );
                         gemms.push(
                             GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?.named("dW_hh n"),
                         );
@@ -1027,8 +1399,11 @@ impl RecurrentPlan {
             shape,
             smap,
             state,
+            kernel_state,
+            source_mask: pair.and(recurrent_mask.cloned()),
             rmask,
             has_rmask: recurrent_mask.is_some(),
+            offsets,
             carry_scratch: GpuTensor::zeros(gpu, &[2, bsz, h])?,
             xw_gemm,
             transpose,
@@ -1080,7 +1455,8 @@ impl RecurrentPlan {
     /// Sets the per-sequence lengths (all T when `None`) for the next recorded work.
     pub fn set_lengths(&self, lengths: Option<&[usize]>) -> Result<()> {
         let lengths = self.shape.validate(lengths)?;
-        self.smap.write(&self.shape.step_map(&lengths))
+        self.smap
+            .write_range(self.offsets.smap, &self.shape.step_map(&lengths))
     }
 
     fn region(&self, r: Region) -> usize {
@@ -1150,39 +1526,60 @@ impl RecurrentPlan {
         }
     }
 
-    fn dispatch_steps(&self, rec: &mut Recorder, kernel: &Kernel, s: usize) {
-        rec.dispatch_with(
-            "",
-            kernel,
-            &self.step_group,
-            self.step_value(s),
-            Self::step_grid(&self.shape, kernel.key.entry),
-            self.step_cost(kernel, s),
-        );
-    }
-
     /// Records the forward pass.
     pub fn record_forward(&self, rec: &mut Recorder) {
         let t = &self.transpose;
         rec.dispatch(&t.kernel, &t.group, t.grid, self.transpose_cost());
         self.xw_gemm.record(rec);
-        if let Some((kernel, tile)) = &self.forward_sequence {
-            let grid = [self.shape.batch.div_ceil(*tile) as u32, 1, 1];
-            rec.dispatch_with(
-                "",
-                kernel,
-                &self.step_group,
-                self.step_value(0),
-                grid,
-                self.sequence_cost(*tile),
-            );
-            return;
-        }
-        for s in 0..self.shape.steps {
-            self.dispatch_steps(rec, &self.forward_step, s);
-            if let Some(n) = &self.forward_gru_n {
-                self.dispatch_steps(rec, n, s);
+        self.record_recurrence(rec, &[self], false);
+    }
+
+    /// Records the recurrence of a forward (`backward` false: the steps or the sequence
+    /// kernel) or of a backward (the steps and dh0, or the sequence kernel), for `directions`
+    /// side by side: workgroups at z = d run `directions[d]`, through this plan's bind group
+    /// (in a pair, `self` is direction 0 and the buffers hold both). Each dispatch costs what
+    /// the directions' dispatches would.
+    fn record_recurrence(&self, rec: &mut Recorder, directions: &[&RecurrentPlan], backward: bool) {
+        let z = directions.len() as u32;
+        let summed = |cost: &dyn Fn(&RecurrentPlan) -> Cost| {
+            directions.iter().fold(Cost::ZERO, |c, p| c + cost(p))
+        };
+        let mut dispatch = |kernel: &Kernel, [x, y]: [u32; 2], s: usize, cost: Cost| {
+            let grid = [x, y, z];
+            rec.dispatch_with("", kernel, &self.step_group, self.step_value(s), grid, cost);
+        };
+        let tiles = |tile: usize| [self.shape.batch.div_ceil(tile) as u32, 1];
+        let mut step = |kernel: &Kernel, s: usize| {
+            let [x, y, _] = Self::step_grid(&self.shape, kernel.key.entry);
+            dispatch(kernel, [x, y], s, summed(&|p| p.step_cost(kernel, s)));
+        };
+        match (backward, &self.backward) {
+            (false, _) => {
+                if let Some((kernel, tile)) = &self.forward_sequence {
+                    let cost = summed(&|p| p.sequence_cost(*tile));
+                    return dispatch(kernel, tiles(*tile), 0, cost);
+                }
+                for s in 0..self.shape.steps {
+                    step(&self.forward_step, s);
+                    if let Some(n) = &self.forward_gru_n {
+                        step(n, s);
+                    }
+                }
             }
+            (true, Some(b)) => {
+                if let Some((kernel, tile)) = &b.sequence {
+                    let cost = summed(&|p| p.backward_sequence_cost(*tile));
+                    return dispatch(kernel, tiles(*tile), 0, cost);
+                }
+                for s in (0..self.shape.steps).rev() {
+                    step(&b.step, s);
+                    if let Some(n) = &b.gru_n {
+                        step(n, s);
+                    }
+                }
+                step(&b.finish, 0);
+            }
+            (true, None) => {}
         }
     }
 
@@ -1192,25 +1589,7 @@ impl RecurrentPlan {
             .backward
             .as_ref()
             .ok_or_else(|| err!(Invalid, "this recurrent plan was built without gradients"))?;
-        if let Some((kernel, tile)) = &b.sequence {
-            let grid = [self.shape.batch.div_ceil(*tile) as u32, 1, 1];
-            rec.dispatch_with(
-                "",
-                kernel,
-                &self.step_group,
-                self.step_value(0),
-                grid,
-                self.backward_sequence_cost(*tile),
-            );
-        } else {
-            for s in (0..self.shape.steps).rev() {
-                self.dispatch_steps(rec, &b.step, s);
-                if let Some(n) = &b.gru_n {
-                    self.dispatch_steps(rec, n, s);
-                }
-            }
-            self.dispatch_steps(rec, &b.finish, 0);
-        }
+        self.record_recurrence(rec, &[self], true);
         for g in &b.gemms {
             g.record(rec);
         }
@@ -1278,7 +1657,19 @@ impl RecurrentPlan {
     /// The recurrent dropout mask [B, H] the kernels read (values 0 or 1/keep; ones when
     /// not training), if the plan was built with one.
     pub fn recurrent_mask(&self) -> Option<&GpuTensor> {
-        self.has_rmask.then_some(&self.rmask)
+        match &self.source_mask {
+            Some(m) => Some(m),
+            None => self.has_rmask.then_some(&self.rmask),
+        }
+    }
+
+    /// How many directions share this plan's workspace buffers: 2 in a pair, else 1.
+    fn pair_directions(&self) -> usize {
+        if self.kernel_state.buffer() == self.state.buffer() {
+            1
+        } else {
+            2
+        }
     }
 
     /// The device tensor holding the initial and final states (regions of B * H each:
@@ -1304,7 +1695,10 @@ impl RecurrentPlan {
             self.shape.cell.gates(),
         );
         let hp = h.div_ceil(4) * 4;
-        let words = self.wt.to_vec()?;
+        let words = self.wt.read_range(
+            4 * self.offsets.wt_words,
+            self.wt.len() / self.pair_directions(),
+        )?;
         let element = |e: usize| -> f32 {
             match self.precision {
                 Precision::F32 => words[e],

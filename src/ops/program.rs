@@ -354,6 +354,11 @@ impl Program {
         self.phase_starts.len() + 1
     }
 
+    /// The phase op `op` belongs to.
+    pub fn phase_of(&self, op: OpId) -> usize {
+        self.phase_starts.iter().filter(|&&s| s <= op.0).count()
+    }
+
     /// The ops of phase `phase`, with their ids.
     pub fn phase(&self, phase: usize) -> Result<impl Iterator<Item = (OpId, &Op)>> {
         ensure!(

@@ -178,6 +178,23 @@ impl RecurrentShape {
         }
     }
 
+    /// Whether `second` can run beside this shape as the other direction of one layer: the
+    /// same cell, sizes and layout, its output columns after this shape's.
+    pub fn pairs_with(&self, second: &RecurrentShape) -> bool {
+        let sizes = |s: &RecurrentShape| {
+            (
+                s.cell,
+                s.input,
+                s.hidden,
+                s.batch,
+                s.steps,
+                s.batch_first,
+                s.out_stride,
+            )
+        };
+        sizes(self) == sizes(second) && second.out_offset >= self.out_offset + self.hidden
+    }
+
     /// Sets whether the direction runs from each sequence's last valid step to its first.
     pub fn reverse(mut self, reverse: bool) -> Self {
         self.reverse = reverse;

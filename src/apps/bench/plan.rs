@@ -66,7 +66,8 @@ pub struct ScheduleRow {
 impl ScheduleRow {
     /// The plans' dispatches as recorded.
     pub const AS_RECORDED: &'static str = "as recorded: one layer-direction after another";
-    /// Both directions of each bidirectional layer in one dispatch per step.
+    /// Both directions of each bidirectional layer in one dispatch per step, where the
+    /// plans ran them apart (`RECUR_DIRECTIONS=separate`); by default they are already one.
     pub const DIRECTIONS: &'static str = "both directions of a layer in one dispatch";
     /// A wavefront over the layers of a unidirectional stack.
     pub const WAVEFRONT: &'static str = "wavefront: layer l's step t beside layer l+1's step t-1";
@@ -271,10 +272,12 @@ fn step_groups(op: &OpCosts, steps: usize) -> Option<(Vec<Vec<DispatchCost>>, Ve
 /// from the dispatches each op records. Every schedule is modelled dispatch by dispatch as
 /// the cost table is, and sums the same work; only which work shares a dispatch differs:
 /// - **as recorded**: today's plans.
-/// - **both directions in one dispatch** (bidirectional layers): a layer's two directions
-///   are independent until their outputs meet, so each step's dispatches of the two run as
-///   one, side by side (direction as a third grid dimension; a sequence kernel's two as
-///   one too). Transposes and products stay as recorded.
+/// - **both directions in one dispatch** (bidirectional layers recorded one direction after
+///   the other, as with `RECUR_DIRECTIONS=separate`): a layer's two directions are
+///   independent until their outputs meet, so each step's dispatches of the two run as one,
+///   side by side (direction as a third grid dimension; a sequence kernel's two as one too).
+///   Transposes and products stay as recorded. This is what
+///   [`crate::gpu::recurrent::RecurrentPair`] records by default.
 /// - **wavefront** (unidirectional stacks of two or more layers; in a bidirectional stack
 ///   layer l+1 needs every step of layer l's reverse direction before its first step): wave
 ///   k runs layer l's step k - l (forward) for every layer side by side. A layer above the
