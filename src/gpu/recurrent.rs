@@ -701,8 +701,8 @@ pub struct RecurrentPlan {
 /// kernel) is one dispatch whose workgroups at z = 0 run the first direction and at z = 1
 /// the second, so a layer's steps cost one launch each rather than two. The two directions
 /// share one buffer per binding (gate values, weight copies, step map, saved activations,
-/// state, recurrent mask), each holding the second direction one [`Workspace`] after the
-/// first; the kernels add that stride (`enter_direction` in `shaders/recurrent.wgsl`), so the
+/// state, recurrent mask), each holding the second direction's part right after the first's;
+/// the kernels add that stride (`enter_direction` in `shaders/recurrent.wgsl`), so the
 /// dispatch stays within 8 storage buffers. The callers' state tensors stay where the
 /// states live between recordings: each recording copies them (and the dropout masks) in
 /// first and the states out last, 9 x B x H floats a direction each way.
