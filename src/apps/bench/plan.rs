@@ -64,8 +64,9 @@ pub struct ScheduleRow {
 }
 
 impl ScheduleRow {
-    /// The plans' dispatches as recorded.
-    pub const AS_RECORDED: &'static str = "as recorded: one layer-direction after another";
+    /// The plans' dispatches as recorded (the layers one after another; a bidirectional
+    /// layer's directions together unless `RECUR_DIRECTIONS=separate`).
+    pub const AS_RECORDED: &'static str = "as recorded";
     /// Both directions of each bidirectional layer in one dispatch per step, where the
     /// plans ran them apart (`RECUR_DIRECTIONS=separate`); by default they are already one.
     pub const DIRECTIONS: &'static str = "both directions of a layer in one dispatch";
