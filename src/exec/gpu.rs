@@ -3,7 +3,7 @@
 //! run records a phase's plans into one recorder, copies the tensors the phase reads back
 //! into staging buffers, and submits once; the only wait is for those readbacks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{bail, ensure, err, Result, ResultExt};
 
@@ -376,7 +376,7 @@ impl GpuExecutor {
         let mut lowered = Vec::with_capacity(program.ops().len());
         for (i, op) in program.ops().iter().enumerate() {
             let f = |t: TensorId| float(&self.params, slots, t);
-            if pairs.first_forward.contains_key(&i) {
+            if pairs.first_forward.contains(&i) {
                 lowered.push(Lowered::PairedForward);
                 continue;
             }
@@ -678,14 +678,15 @@ fn separate_by_env() -> bool {
 /// [`RecurrentPair`], by op index.
 #[derive(Default)]
 struct Pairs {
-    /// First direction's forward op -> second's.
-    first_forward: BTreeMap<usize, usize>,
+    /// The first direction's forward ops (each lowers to `PairedForward`).
+    first_forward: BTreeSet<usize>,
     /// Second direction's forward op -> first's.
     second_forward: BTreeMap<usize, usize>,
     /// The first of a pair's backward ops -> (the second forward op, which lowers the pair;
     /// the direction of this op's forward: 0 or 1).
     first_backward: BTreeMap<usize, (usize, usize)>,
-    second_backward: std::collections::BTreeSet<usize>,
+    /// The second of a pair's backward ops (each lowers to `PairedBackward`).
+    second_backward: BTreeSet<usize>,
 }
 
 /// Finds the pairs: two forward ops of one layer's directions, as `nn::Recurrent` records
@@ -744,7 +745,7 @@ fn pairs(program: &Program, fits: impl Fn(usize, &RecurrentForward) -> bool) -> 
         };
         match (forwards_pair, backward) {
             (true, Some(backward)) => {
-                out.first_forward.insert(i, j);
+                out.first_forward.insert(i);
                 out.second_forward.insert(j, i);
                 if let Some((first, second, direction)) = backward {
                     out.first_backward.insert(first, (j, direction));
