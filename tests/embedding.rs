@@ -168,8 +168,20 @@ fn an_id_repeated_past_llvmpipes_loop_budget_is_an_error_there() {
     let mut rec = Recorder::new(&gpu);
     bwd.record(&mut rec);
     rec.submit().unwrap();
-    let e = rel_error(&gdt.to_vec().unwrap(), &want);
-    assert!(e < 1e-5, "dtable rel error {e}");
+    // Each row is a sum of about 35,000 terms that largely cancel (seed 1796020102408023115
+    // on SwiftShader: relative error 1.6e-5), so its f32 error is judged against the sum of
+    // the terms' magnitudes, as the weight-gradient sums in tests/gemm.rs are.
+    let mut scale = vec![0.0f64; v];
+    let abs_dout: Vec<f64> = dout.iter().map(|&x| (x as f64).abs()).collect();
+    cpu::embedding::backward(&spec, &ids, &abs_dout, &mut scale).unwrap();
+    let got = gdt.to_vec().unwrap();
+    let diff: f64 = got
+        .iter()
+        .zip(&want)
+        .map(|(&g, w)| (g as f64 - w).powi(2))
+        .sum();
+    let e = (diff / scale.iter().map(|x| x * x).sum::<f64>()).sqrt();
+    assert!(e < 1e-6, "dtable error {e} of the magnitudes' sums");
 }
 
 #[test]
