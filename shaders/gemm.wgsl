@@ -39,6 +39,12 @@
 // reads one A (columns n_b1 .. b2_col are a gap of zeros, computed and dropped), and a second
 // set of sum workgroups sums A2's columns into `sums2`.
 //
+// With a gap (GRU reset-before, whose n rows of dW_hh pair with r * h, not h), b2's block
+// reads b3 (in `b2`, from offset_b3) from op(A)'s row gap_begin on. So that each tile reads
+// one of them, the product's rows gap_begin .. gap_end (the next tile boundary) are zeros,
+// computed and dropped, and product row r >= gap_end is op(A)'s row r - (gap_end - gap_begin):
+// the product has m = a_cols + gap_end - gap_begin rows.
+//
 // The grid is one dimension folded into two (65,535 workgroups per dimension): workgroup
 // id = wg.y * num_workgroups.x + wg.x, past the last tile it returns (a uniform exit).
 
@@ -70,7 +76,11 @@ struct GemmParams {
     sum_depth: u32,  // FLAG_JOINED: rows per chunk of the column sums
     offset_a2: u32,  // FLAG_A2: where A2 starts in `a` (leading dimension lda)
     b2_col: u32,     // FLAG_JOINED: the column of C where b2's block starts (n_b1 without FLAG_A2)
-    _pad2: u32,
+    a_cols: u32,     // columns of A (op(A)'s rows): m but for a gap
+    gap_begin: u32,  // product rows gap_begin .. gap_end are a gap of zeros (u32 max: none)
+    gap_end: u32,    // a tile boundary; from it on, b2's block reads b3 (FLAG_JOINED)
+    offset_b3: u32,  // where b3 starts in `b2`
+    ldb3: u32,
 }
 
 const FLAG_BIAS: u32 = 4u;
@@ -147,14 +157,22 @@ fn b_slot(li: u32, e: u32) -> vec2<u32> {
     return vec2<u32>(li % BN, li / BN + 2u * e);      // 64 consecutive columns of one k
 }
 
-// op(A)[row0 + r, k0 + kk], or zero outside the matrix or the K range (checked tiles only).
+// op(A)'s row that product row `row` reads: past the gap, the gap's width less.
+fn a_row(row: u32) -> u32 {
+    return select(row, row - (p.gap_end - p.gap_begin), row >= p.gap_end);
+}
+
+// op(A)[row0 + r, k0 + kk], or zero outside the matrix, the K range or in the gap (checked
+// tiles only).
 fn load_a(base: u32, t: Tile, k0: u32, li: u32, e: u32, checked: bool) -> f32 {
     let s = a_slot(li, e);
-    let row = t.row0 + s.x;
+    let product_row = t.row0 + s.x;
     let kg = k0 + s.y;
-    if (checked && (row >= p.m || kg >= t.k_end)) {
+    if (checked && (product_row >= p.m || kg >= t.k_end
+        || (product_row >= p.gap_begin && product_row < p.gap_end))) {
         return 0.0;
     }
+    let row = a_row(product_row);
     if (TRANS_A) {
         return a[base + kg * p.lda + row];
     }
@@ -174,6 +192,9 @@ fn load_b(base: u32, t: Tile, k0: u32, li: u32, e: u32, checked: bool) -> f32 {
     if ((p.flags & FLAG_JOINED) != 0u && col >= p.n_b1) {
         if (col < p.b2_col) {
             return 0.0;   // the gap before b2's tile-aligned block (FLAG_A2)
+        }
+        if (t.row0 >= p.gap_end) {
+            return b2[p.offset_b3 + kg * p.ldb3 + col - p.b2_col];   // b3's rows
         }
         return b2[p.offset_b2 + kg * p.ldb2 + col - p.b2_col];
     }
@@ -205,7 +226,8 @@ fn fetch(t: Tile, k0: u32, li: u32) -> Staged {
     let base_b = p.offset_b + t.batch * p.stride_b;
     // Uniform across the workgroup: interior tiles skip the bounds tests.
     let full_k = k0 + BK <= t.k_end;
-    let ca = !(full_k && t.row0 + BM <= p.m);
+    let gap = t.row0 < p.gap_end && t.row0 + BM > p.gap_begin;
+    let ca = !(full_k && t.row0 + BM <= p.m) || gap;
     let cb = !(full_k && t.col0 + BN <= p.n);
     return Staged(
         vec4<f32>(
@@ -350,7 +372,7 @@ fn main(
     let id = wg.y * nwg.x + wg.x;
     let tiles = tile_count();
     if (id >= tiles) {
-        if (id - tiles < div_ceil(p.m, 64u) * p.sum_chunks * sum_sets()) {
+        if (id - tiles < div_ceil(p.a_cols, 64u) * p.sum_chunks * sum_sets()) {
             weight_grad_sums(id - tiles, li);
         }
         return;
@@ -424,7 +446,7 @@ fn sum_sets() -> u32 {
 // row; the two lanes are then added in a fixed order into the chunk's partial. The groups
 // of the second set (FLAG_A2) do the same for A2, their chunk partials after A's.
 fn weight_grad_sums(g: u32, li: u32) {
-    let groups_m = div_ceil(p.m, 64u);
+    let groups_m = div_ceil(p.a_cols, 64u);
     let which = g / (groups_m * p.sum_chunks);
     let h = g % (groups_m * p.sum_chunks);
     let base = select(p.offset_a, p.offset_a2, which == 1u);
@@ -433,22 +455,22 @@ fn weight_grad_sums(g: u32, li: u32) {
     let r0 = chunk * p.sum_depth;
     let r1 = min(r0 + p.sum_depth, p.k);
     var s = 0.0;
-    if (col < p.m) {
+    if (col < p.a_cols) {
         for (var r = r0 + li / 64u; r < r1; r += 2u) {
             s += a[base + r * p.lda + col];
         }
     }
     lane_sums[li] = s;
     workgroupBarrier();
-    if (li < 64u && col < p.m) {
-        let at = p.splits * p.m * p.n + (which * p.sum_chunks + chunk) * p.m + col;
+    if (li < 64u && col < p.a_cols) {
+        let at = p.splits * p.m * p.n + (which * p.sum_chunks + chunk) * p.a_cols + col;
         partial[at] = lane_sums[li] + lane_sums[li + 64u];
     }
 }
 
 // A weight-gradient product's outputs: one invocation per element of C = [C1 | C2] (C1 the first
 // n_b1 columns, packed into c; C2 the columns from b2_col, packed into c2; the gap between
-// dropped), the sum of its split partials; then one per column sum, the sum of its chunk
+// and the rows of the gap dropped), the sum of its split partials; then one per column sum, the sum of its chunk
 // partials, into `sums`, and with FLAG_SECOND into `sums2` (A2's sums with FLAG_A2, else
 // A's again). Both in fixed order.
 @compute @workgroup_size(256, 1, 1)
@@ -460,11 +482,15 @@ fn reduce_weight_grads(
     let i = (wg.y * nwg.x + wg.x) * 256u + li;
     let elements = p.m * p.n;
     if (i < elements) {
+        let product_row = i / p.n;
+        if (product_row >= p.gap_begin && product_row < p.gap_end) {
+            return;
+        }
         var s = 0.0;
         for (var q = 0u; q < p.splits; q++) {
             s += partial[q * elements + i];
         }
-        let row = i / p.n;
+        let row = a_row(product_row);
         let col = i % p.n;
         if (col < p.n_b1) {
             c[row * p.n_b1 + col] = s;
@@ -474,14 +500,14 @@ fn reduce_weight_grads(
         return;
     }
     let g = i - elements;
-    if (g >= p.m * sum_sets()) {
+    if (g >= p.a_cols * sum_sets()) {
         return;
     }
-    let which = g / p.m;
-    let col = g % p.m;
+    let which = g / p.a_cols;
+    let col = g % p.a_cols;
     var s = 0.0;
     for (var q = 0u; q < p.sum_chunks; q++) {
-        s += partial[p.splits * elements + (which * p.sum_chunks + q) * p.m + col];
+        s += partial[p.splits * elements + (which * p.sum_chunks + q) * p.a_cols + col];
     }
     let second = (p.flags & FLAG_SECOND) != 0u;
     if (which == 1u) {

@@ -367,8 +367,9 @@ fn a_grid_past_65535_workgroups_is_folded() {
     assert_eq!(gc.to_vec().unwrap(), want);
 }
 
-/// The weight-gradient product by its definition, in f64: the two products through
-/// [`naive`], the column sums of `a` one at a time.
+/// The weight-gradient product by its definition, in f64: `out1` through [`naive`], `out2`
+/// element by element (row j pairs `A2` or `A`'s column j with `B3` from B3's row on, else
+/// with `B2`), the column sums of `a` one at a time.
 fn naive_weight_grads(
     spec: &WeightGrads,
     a: &[f64],
@@ -378,8 +379,17 @@ fn naive_weight_grads(
     let mut out1 = vec![0.0; spec.m * spec.n1];
     naive(&spec.first(), a, b1, None, &mut out1);
     let mut out2 = vec![0.0; spec.m * spec.n2];
-    if let Some(g) = spec.second() {
-        naive(&g, a, b2, None, &mut out2);
+    let a2 = spec.offset_a2.unwrap_or(spec.offset_a);
+    for j in 0..spec.m {
+        let (ld, offset) = match spec.b3 {
+            Some(b3) if j >= b3.row => (b3.ld, b3.offset),
+            _ => (spec.ldb2, spec.offset_b2),
+        };
+        for c in 0..spec.n2 {
+            out2[j * spec.n2 + c] = (0..spec.rows)
+                .map(|r| a[a2 + r * spec.lda + j] * b2[offset + r * ld + c])
+                .sum();
+        }
     }
     let sums_from = |offset: usize| -> Vec<f64> {
         (0..spec.m)
@@ -421,13 +431,33 @@ fn weight_grads_match_the_definition_on_cpu_and_gpu() {
         if n2 > 0 && rng.random_bool(0.4) {
             spec = spec.a2_at(extent(spec.lda, spec.offset_a, m) + pad(&mut rng));
         }
+        // Rows of out2 from a random row on paired with a B3 after B2 in B2's buffer (GRU
+        // reset-before's n rows with r * h); at times on a tile boundary (128), so without a
+        // gap of rows.
+        if n2 > 0 && m > 1 && rng.random_bool(0.4) {
+            let row = if m > 128 && rng.random_bool(0.3) {
+                128
+            } else {
+                rng.random_range(1..m)
+            };
+            let ld = n2 + pad(&mut rng);
+            spec = spec.b3_from(
+                row,
+                ld,
+                extent(spec.ldb2, spec.offset_b2, n2) + pad(&mut rng),
+            );
+        }
+        let b2_end = match spec.b3 {
+            Some(b3) => extent(b3.ld, b3.offset, n2),
+            None => extent(spec.ldb2, spec.offset_b2, n2),
+        };
         let a_end = match spec.offset_a2 {
             Some(offset) => extent(spec.lda, offset, m),
             None => extent(spec.lda, spec.offset_a, m),
         };
         let a = random_vec(&mut rng, a_end);
         let b1 = random_vec(&mut rng, extent(spec.ldb1, spec.offset_b1, n1));
-        let b2 = random_vec(&mut rng, extent(spec.ldb2, spec.offset_b2, n2));
+        let b2 = random_vec(&mut rng, b2_end);
         let (a64, b1_64, b2_64) = (to_f64(&a), to_f64(&b1), to_f64(&b2));
         let (want1, want2, want_sums, want_sums2) = naive_weight_grads(&spec, &a64, &b1_64, &b2_64);
         // The sums' f32 errors are judged against the sums of the terms' magnitudes (see
@@ -607,6 +637,31 @@ fn bad_weight_grads_are_errors_naming_the_sizes() {
     let short = Some(&mut out2[..3]);
     let err = refused_by(spec, &a, false, outputs(&mut out1, None, &mut sums, short));
     assert!(err.contains("second sums output of 4"), "{err}");
+    // A B3 needs a B2 and a row inside A's columns, and must lie within B2's buffer.
+    for row in [0, 4] {
+        let spec = WeightGrads::new(2, 4, 3, 3).b3_from(row, 3, 0);
+        let err = refused_by(
+            spec,
+            &a,
+            true,
+            outputs(&mut out1, Some(&mut out2), &mut sums, None),
+        );
+        assert!(
+            err.contains(&format!("B3 from row {row}")) && err.contains("m = 4"),
+            "{err}"
+        );
+    }
+    let spec = WeightGrads::new(2, 4, 3, 0).b3_from(2, 3, 0);
+    let err = refused_by(spec, &a, false, outputs(&mut out1, None, &mut sums, None));
+    assert!(err.contains("B3") && err.contains("n2 = 0"), "{err}");
+    let spec = WeightGrads::new(2, 4, 3, 3).b3_from(2, 3, 6);
+    let err = refused_by(
+        spec,
+        &a,
+        true,
+        outputs(&mut out1, Some(&mut out2), &mut sums, None),
+    );
+    assert!(err.contains("needs 12") && err.contains("has 10"), "{err}");
     let Some(gpu) = common::gpu() else { return };
     let ga = GpuTensor::<f32>::zeros(&gpu, &[16]).unwrap();
     let (g1, gs) = (

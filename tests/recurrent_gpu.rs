@@ -480,18 +480,12 @@ fn check_path(test: &str, path: RecurrentPath, kernel: StepKernel) {
                     assert_eq!(count(&forward, forward_step), 0, "{shape:?}");
                     // Every path shape's gate gradients fit: the backward sequence kernel
                     // with dh0 in it, then dx (split in two at most) and the weight and
-                    // bias gradients: one product and its reduction (every cell; GRU
-                    // reset-before: and the two plain dW_hh products, each split in two at
-                    // most).
+                    // bias gradients: one product and its reduction (every cell).
                     assert_eq!(count(&backward, "backward_sequence"), 1, "{shape:?}");
                     assert_eq!(count(&backward, backward_step), 0, "{shape:?}");
                     assert_eq!(count(&backward, finish), 0, "{shape:?}");
-                    let gradients = match shape.cell {
-                        CellKind::GruResetBefore => 2 + 2 * 2,
-                        _ => 2,
-                    };
                     assert!(
-                        backward.len() <= 1 + 2 + gradients,
+                        backward.len() <= 1 + 2 + 2,
                         "{shape:?}: {} dispatches",
                         backward.len()
                     );

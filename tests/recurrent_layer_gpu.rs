@@ -227,9 +227,8 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         assert_eq!(after.submits - mid.submits, 1);
         // Forward: transpose + input GEMM + per-step, or + the sequence kernel. Backward:
         // per-step + finish (dh0), or the sequence kernel with dh0 in it; then dx + the
-        // weight and bias gradients as one product and its reduction (GRU reset-before:
-        // and the two plain dW_hh products). At these sizes no plain product is split
-        // along K.
+        // weight and bias gradients as one product and its reduction (every cell). At these
+        // sizes dx is not split along K.
         let (forward_recurrence, backward_recurrence) = match path {
             RecurrentPath::Step => (per_step * steps as u64, per_step * steps as u64 + 1),
             RecurrentPath::Sequence => (1, 1),
@@ -241,7 +240,7 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         );
         assert_eq!(
             after.dispatches - mid.dispatches,
-            backward_recurrence + 3 + 2 * (cell == CellKind::GruResetBefore) as u64,
+            backward_recurrence + 3,
             "{cell:?} backward on the {path:?} path"
         );
         // Running again compiles nothing new.
@@ -280,8 +279,7 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
             );
             assert_eq!(
                 after.dispatches - mid.dispatches,
-                recurrences * backward_recurrence
-                    + 2 * (3 + 2 * (cell == CellKind::GruResetBefore) as u64),
+                recurrences * backward_recurrence + 2 * 3,
                 "{ctx}: backward"
             );
         }

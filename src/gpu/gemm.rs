@@ -112,11 +112,15 @@ struct GemmParams {
     sum_depth: u32,
     offset_a2: u32,
     b2_col: u32,
-    _pad2: u32,
+    a_cols: u32,
+    gap_begin: u32,
+    gap_end: u32,
+    offset_b3: u32,
+    ldb3: u32,
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: GemmParams in "gemm" as "GemmParams" {
-    m, n, k, flags, lda, ldb, ldc, batch, offset_a, offset_b, offset_c, tiles_n, stride_a, stride_b, stride_c, tiles_m, alpha, beta, splits, k_chunk, n_b1, offset_b2, ldb2, sum_chunks, sum_depth, offset_a2, b2_col,
+    m, n, k, flags, lda, ldb, ldc, batch, offset_a, offset_b, offset_c, tiles_n, stride_a, stride_b, stride_c, tiles_m, alpha, beta, splits, k_chunk, n_b1, offset_b2, ldb2, sum_chunks, sum_depth, offset_a2, b2_col, a_cols, gap_begin, gap_end, offset_b3, ldb3,
 });
 
 const FLAG_TRANS_A: u32 = 1;
@@ -163,7 +167,12 @@ impl GemmParams {
             sum_depth: 0,
             offset_a2: 0,
             b2_col: 0,
-            _pad2: 0,
+            a_cols: spec.m as u32,
+            // No gap: every row of op(A) is a row of the product (see `weight_grads`).
+            gap_begin: u32::MAX,
+            gap_end: u32::MAX,
+            offset_b3: 0,
+            ldb3: 0,
         }
     }
 
@@ -498,7 +507,16 @@ impl GemmPlan {
         };
         let sum_sets = 1 + spec.offset_a2.is_some() as usize;
         let n = b2_col + spec.n2;
-        let product = Gemm::new(m, n, rows)
+        // With a B3, the product's rows from B3's row on start on a tile boundary too, so
+        // each tile reads one of B2 and B3: rows gap_begin .. gap_end are zeros that the
+        // reduction drops, and product row r >= gap_end is op(A)'s row r - (gap_end -
+        // gap_begin).
+        let (gap_begin, gap_end) = match spec.b3 {
+            Some(b3) => (b3.row, b3.row.next_multiple_of(TILE_M)),
+            None => (m, m),
+        };
+        let m_product = m + gap_end - gap_begin;
+        let product = Gemm::new(m_product, n, rows)
             .trans_a(true)
             .leading_dims(spec.lda, spec.ldb1, n)
             .offsets(spec.offset_a, spec.offset_b1, 0);
@@ -511,7 +529,7 @@ impl GemmPlan {
         );
         let sum_chunks = (rows / MIN_SPLIT_DEPTH).clamp(1, MAX_SPLITS).max(needed);
         let (sum_chunks, sum_depth) = k_chunks(rows, sum_chunks, 1);
-        let partial_len = |splits: usize| splits * m * n + sum_sets * sum_chunks * m;
+        let partial_len = |splits: usize| splits * m_product * n + sum_sets * sum_chunks * m;
         // Under the rule, a split whose partials would not fit one binding runs in as few
         // chunks as the adapter allows (1, but on llvmpipe).
         let fits = |splits: usize| (partial_len(splits) * 4) as u64 <= gpu.max_binding_bytes();
@@ -530,7 +548,7 @@ impl GemmPlan {
             gpu.info().name,
             gpu.max_binding_bytes()
         );
-        let (tiles_m, tiles_n) = (m.div_ceil(TILE_M), n.div_ceil(TILE_N));
+        let (tiles_m, tiles_n) = (m_product.div_ceil(TILE_M), n.div_ceil(TILE_N));
         let sum_groups = m.div_ceil(SUM_COLUMNS) * sum_chunks * sum_sets;
         let workgroups = tiles_m * tiles_n * splits + sum_groups;
         let mut params = GemmParams::of(&product, false).chunks(splits, depth);
@@ -540,6 +558,13 @@ impl GemmPlan {
             params.offset_a2 = offset as u32;
         }
         params.b2_col = b2_col as u32;
+        params.a_cols = m as u32;
+        if let Some(b3) = spec.b3 {
+            params.gap_begin = gap_begin as u32;
+            params.gap_end = gap_end as u32;
+            params.offset_b3 = b3.offset as u32;
+            params.ldb3 = b3.ld as u32;
+        }
         params.tiles_m = tiles_m as u32;
         params.tiles_n = tiles_n as u32;
         params.n_b1 = spec.n1 as u32;
@@ -574,7 +599,7 @@ impl GemmPlan {
         // The product as `main` computes it, its partials written; the sum workgroups read
         // each element of A (and A2) once (an addition each) and write a partial per chunk.
         let cost = operand_reads(&product, TILE_M, TILE_N)
-            + Cost::per_item(splits * m * n, 0.0, 0.0, 4.0)
+            + Cost::per_item(splits * m_product * n, 0.0, 0.0, 4.0)
             + Cost::per_item(sum_sets * rows * m, 1.0, 4.0, 0.0)
             + Cost::per_item(sum_sets * sum_chunks * m, 0.0, 0.0, 4.0);
         let products = Stage {
@@ -601,7 +626,7 @@ impl GemmPlan {
             bind_group,
             groups: grid(
                 gpu,
-                (m * n + sum_sets * m).div_ceil(REDUCE_WG),
+                (m_product * n + sum_sets * m).div_ceil(REDUCE_WG),
                 "weight-gradient reduction",
             )?,
             cost: Cost::per_item(m * n, splits as f64, 4.0 * splits as f64, 4.0)

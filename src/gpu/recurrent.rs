@@ -9,8 +9,7 @@
 //! kernel). A backward costs one dispatch on the sequence path where its tile fits (the
 //! sequence kernel, dh0 included), else T + 1 (one per step, one for dh0), then the
 //! gradient products: dx (one dispatch, two where split along K) and the weight and bias
-//! gradients as one product and its reduction (every cell; GRU reset-before then adds two
-//! plain products for dW_hh). GRU with the reset gate before the recurrent
+//! gradients as one product and its reduction (every cell). GRU with the reset gate before the recurrent
 //! product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
 //!
@@ -1299,76 +1298,38 @@ impl RecurrentPlan {
                 // (LSTM, RNN) dW_hh = dxw^T hprev in the same product, db_hh = db_ih. GRU's
                 // recurrent gate gradients dhw differ: dW_hh = dhw^T hprev and db_hh, dhw's
                 // column sums, come from the same product with dhw as its A2. GRU
-                // reset-before's n rows pair with r * h, not h, so its dW_hh is two plain
-                // products (db_hh = db_ih there).
-                let grads = |a, b1, b2, out1, out2, sums, sums2| WeightGradTensors {
-                    a,
-                    b1,
-                    b2,
-                    out1,
-                    out2,
-                    sums,
-                    sums2,
-                };
-                // A (dxw) and B2 (hprev) at this direction's offsets.
-                let plan = |spec: &WeightGrads, t| {
-                    let mut spec = *spec;
-                    spec.offset_a += offsets.gates;
-                    spec.offset_a2 = spec.offset_a2.map(|a2| a2 + offsets.gates);
-                    if spec.n2 > 0 {
-                        spec.offset_b2 += offsets.saved;
-                    }
-                    GemmPlan::weight_grads(gpu, &spec, t, None)
-                };
-                match cell {
+                // reset-before's n rows of dW_hh pair with r * h (in `saved`'s activations),
+                // not h: its product's B3 (db_hh = db_ih there).
+                let weight_grads = match cell {
+                    // dhw follows dxw in `gates`: the product's A2.
+                    CellKind::Gru => WeightGrads::new(rows, gw, i, h).a2_at(off_dhw),
                     CellKind::GruResetBefore => {
-                        let input_side = WeightGrads::new(rows, gw, i, 0);
-                        let t = grads(dxw, x, None, g.dw_ih, None, g.db_ih, Some(g.db_hh));
-                        gemms.push(plan(&input_side, t)?.named("dW_ih, db_ih = db_hh"));
-                        // Rows r, z pair with h; rows n with r * h (in `saved`'s activations).
-                        let rz = Gemm::new(2 * h, h, rows)
-                            .trans_a(true)
-                            .leading_dims(gw, h, h)
-                            .offsets(offsets.gates, offsets.saved, 0);
-                        gemms.push(
-                            GemmPlan::new(gpu, &rz, dxw, hprev, None, g.dw_hh)?.named("dW_hh r,z"),
-                        );
-                        let n = Gemm::new(h, h, rows)
-                            .trans_a(true)
-                            .leading_dims(gw, aw, h)
-                            .offsets(
-                                offsets.gates + 2 * h,
-                                offsets.saved + off_act + 3 * h,
-                                2 * h * h,
-                            );
-                        gemms.push(
-                            GemmPlan::new(gpu, &n, dxw, &saved, None, g.dw_hh)?.named("dW_hh n"),
-                        );
+                        WeightGrads::new(rows, gw, i, h).b3_from(2 * h, aw, off_act + 3 * h)
                     }
-                    _ => {
-                        let (both, role) = match cell {
-                            // dhw follows dxw in `gates`: the product's A2.
-                            CellKind::Gru => (
-                                WeightGrads::new(rows, gw, i, h).a2_at(off_dhw),
-                                "dW_ih, db_ih; dW_hh, db_hh",
-                            ),
-                            _ => (
-                                WeightGrads::new(rows, gw, i, h),
-                                "dW_ih, dW_hh, db_ih = db_hh",
-                            ),
-                        };
-                        let t = grads(
-                            dxw,
-                            x,
-                            Some(hprev),
-                            g.dw_ih,
-                            Some(g.dw_hh),
-                            g.db_ih,
-                            Some(g.db_hh),
-                        );
-                        gemms.push(plan(&both, t)?.named(role));
-                    }
+                    _ => WeightGrads::new(rows, gw, i, h),
+                };
+                let role = match cell {
+                    CellKind::Gru => "dW_ih, db_ih; dW_hh, db_hh",
+                    _ => "dW_ih, dW_hh, db_ih = db_hh",
+                };
+                // A (dxw), B2 (hprev) and B3 at this direction's offsets.
+                let mut spec = weight_grads;
+                spec.offset_a += offsets.gates;
+                spec.offset_a2 = spec.offset_a2.map(|a2| a2 + offsets.gates);
+                spec.offset_b2 += offsets.saved;
+                if let Some(b3) = &mut spec.b3 {
+                    b3.offset += offsets.saved;
                 }
+                let t = WeightGradTensors {
+                    a: dxw,
+                    b1: x,
+                    b2: Some(hprev),
+                    out1: g.dw_ih,
+                    out2: Some(g.dw_hh),
+                    sums: g.db_ih,
+                    sums2: Some(g.db_hh),
+                };
+                gemms.push(GemmPlan::weight_grads(gpu, &spec, t, None)?.named(role));
                 Some(Backward {
                     step: gpu.kernel(&step_key("backward_step"))?,
                     gru_n: match cell {

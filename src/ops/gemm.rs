@@ -304,6 +304,10 @@ impl Gemm {
 /// with a second `A2` in `A`'s buffer ([`Self::a2_at`]): then `out2 = A2^T B2`, and the
 /// second sums output, where one is asked for, is `A2`'s column sums (`db_hh`).
 ///
+/// Where some rows of `out2` pair with other previous values (GRU reset-before, whose n
+/// rows pair with `r * h`, not `h`), `out2`'s rows from a given row on read `B3` instead of
+/// `B2` ([`Self::b3_from`]).
+///
 /// Every output is overwritten, never read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WeightGrads {
@@ -330,6 +334,20 @@ pub struct WeightGrads {
     /// Element offset of `A2` inside `A`'s buffer (leading dimension `lda`), where `B2`
     /// pairs with `A2` rather than `A`; `None`: with `A`.
     pub offset_a2: Option<usize>,
+    /// Where `out2`'s later rows pair with `B3` rather than `B2`; `None`: none do.
+    pub b3: Option<RowsFromB3>,
+}
+
+/// `out2`'s rows from `row` on pair with `B3`, `rows x n2` stored in `B2`'s buffer with
+/// leading dimension `ld` from `offset` (see [`WeightGrads::b3_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowsFromB3 {
+    /// The first row of `out2` (a column of `A` or `A2`) that pairs with `B3`.
+    pub row: usize,
+    /// Elements between consecutive stored rows of `B3`.
+    pub ld: usize,
+    /// Element offset of `B3` inside `B2`'s buffer.
+    pub offset: usize,
 }
 
 impl WeightGrads {
@@ -348,7 +366,15 @@ impl WeightGrads {
             ldb2: n2,
             offset_b2: 0,
             offset_a2: None,
+            b3: None,
         }
+    }
+
+    /// Pairs `out2`'s rows from `row` on with `B3` (stored in `B2`'s buffer with leading
+    /// dimension `ld`, from `offset`) instead of `B2`; `0 < row < m`.
+    pub fn b3_from(mut self, row: usize, ld: usize, offset: usize) -> Self {
+        self.b3 = Some(RowsFromB3 { row, ld, offset });
+        self
     }
 
     /// Pairs `B2` with `A2`, stored in `A`'s buffer from `offset` with `A`'s leading
@@ -384,13 +410,29 @@ impl WeightGrads {
             .offsets(self.offset_a, self.offset_b1, 0)
     }
 
-    /// The product with `B2` alone (`out2`, from `A2` where set), where there is a `B2`.
+    /// The product with `B2` alone (`out2`, from `A2` where set; its rows before `B3`'s
+    /// where there is one), where there is a `B2`.
     pub fn second(&self) -> Option<Gemm> {
         (self.n2 > 0).then(|| {
-            Gemm::new(self.m, self.n2, self.rows)
+            Gemm::new(self.b3.map_or(self.m, |b3| b3.row), self.n2, self.rows)
                 .trans_a(true)
                 .leading_dims(self.lda, self.ldb2, self.n2)
                 .offsets(self.offset_a2.unwrap_or(self.offset_a), self.offset_b2, 0)
+        })
+    }
+
+    /// The product with `B3` alone: `out2`'s rows from [`RowsFromB3::row`] on, where there
+    /// is a `B3`.
+    pub fn third(&self) -> Option<Gemm> {
+        self.b3.map(|b3| {
+            Gemm::new(self.m - b3.row, self.n2, self.rows)
+                .trans_a(true)
+                .leading_dims(self.lda, b3.ld, self.n2)
+                .offsets(
+                    self.offset_a2.unwrap_or(self.offset_a) + b3.row,
+                    b3.offset,
+                    b3.row * self.n2,
+                )
         })
     }
 
@@ -415,9 +457,24 @@ impl WeightGrads {
             Shape,
             "weight gradients with an A2 need a B2 to pair it with, got n2 = 0"
         );
+        if let Some(b3) = self.b3 {
+            ensure!(
+                self.n2 > 0 && 0 < b3.row && b3.row < self.m,
+                Shape,
+                "weight gradients with a B3 from row {} need a B2 (n2 = {}) and 0 < row < m = {}",
+                b3.row,
+                self.n2,
+                self.m
+            );
+        }
         self.first().validate(len_a, len_b1, len_out1, None)?;
         match (self.second(), len_b2, len_out2) {
-            (Some(g), Some(b2), Some(out2)) => g.validate(len_a, b2, out2, None)?,
+            (Some(g), Some(b2), Some(out2)) => {
+                g.validate(len_a, b2, out2, None)?;
+                if let Some(g) = self.third() {
+                    g.validate(len_a, b2, out2, None)?;
+                }
+            }
             (None, None, None) => {}
             (_, b2, out2) => bail!(
                 Shape,

@@ -15,7 +15,7 @@ pub mod word2vec_train;
 
 pub use dropout::{Dropout, DropoutKey};
 pub use embedding::Embedding;
-pub use gemm::{Gemm, WeightGrads};
+pub use gemm::{Gemm, RowsFromB3, WeightGrads};
 pub use loss::CrossEntropy;
 pub use optim::Optimizer;
 pub use word2vec::CosineTopK;
