@@ -1572,49 +1572,6 @@ impl RecurrentPlan {
         rec.copy(scratch, n, buf, at(Region::C0), n);
     }
 
-    /// Records copying this plan's final states into `next`'s initial states: an encoder
-    /// handing its state to a decoder, whose forward then starts where this one stopped.
-    pub fn record_state_to(&self, next: &RecurrentPlan, rec: &mut Recorder) -> Result<()> {
-        self.check_same_state(next)?;
-        let n = (self.shape.batch * self.shape.hidden * 4) as u64;
-        let at = |p: &RecurrentPlan, r: Region| (p.region(r) * 4) as u64;
-        let (src, dst) = (self.state.buffer(), next.state.buffer());
-        rec.copy(src, at(self, Region::Hn), dst, at(next, Region::H0), n);
-        rec.copy(src, at(self, Region::Cn), dst, at(next, Region::C0), n);
-        Ok(())
-    }
-
-    /// Records copying the initial-state gradients `next`'s backward left (dh0, dc0) into
-    /// this plan's final-state gradients, so this plan's backward carries the gradient back
-    /// through the handoff of [`Self::record_state_to`]. Record it after `next`'s backward.
-    pub fn record_state_grads_from(&self, next: &RecurrentPlan, rec: &mut Recorder) -> Result<()> {
-        self.check_same_state(next)?;
-        let n = (self.shape.batch * self.shape.hidden * 4) as u64;
-        let at = |p: &RecurrentPlan, r: Region| (p.region(r) * 4) as u64;
-        let (src, dst) = (next.state.buffer(), self.state.buffer());
-        rec.copy(src, at(next, Region::Dh0), dst, at(self, Region::Dhn), n);
-        // After a backward the running cell-state gradient is dc0.
-        rec.copy(src, at(next, Region::Dc), dst, at(self, Region::Dcn), n);
-        Ok(())
-    }
-
-    fn check_same_state(&self, other: &RecurrentPlan) -> Result<()> {
-        let (a, b) = (&self.shape, &other.shape);
-        ensure!(
-            a.batch == b.batch && a.hidden == b.hidden && a.cell == b.cell,
-            Shape,
-            "a state handoff needs the same cell, batch and hidden size on both sides: \
-             {:?} batch {} hidden {} vs {:?} batch {} hidden {}",
-            a.cell,
-            a.batch,
-            a.hidden,
-            b.cell,
-            b.batch,
-            b.hidden
-        );
-        Ok(())
-    }
-
     /// The recurrent dropout mask [B, H] the kernels read (values 0 or 1/keep; ones when
     /// not training), if the plan was built with one.
     pub fn recurrent_mask(&self) -> Option<&GpuTensor> {
@@ -1631,12 +1588,6 @@ impl RecurrentPlan {
         } else {
             2
         }
-    }
-
-    /// The device tensor holding the initial and final states (regions of B * H each:
-    /// h0, c0, h_n, c_n, ...), for callers that move states on the device.
-    pub fn state_tensor(&self) -> &GpuTensor {
-        &self.state
     }
 
     fn read_region(&self, r: Region) -> Result<Vec<f32>> {

@@ -224,11 +224,6 @@ impl RecurrentShape {
         self.cell.gates() * self.hidden
     }
 
-    /// Elements of the saved activations `act`: `rows * act_width * H`.
-    pub fn act_len(&self) -> usize {
-        self.rows() * self.cell.act_width() * self.hidden
-    }
-
     /// The row of (time t, batch b).
     pub fn row(&self, t: usize, b: usize) -> usize {
         if self.batch_first {

@@ -28,7 +28,6 @@ use super::trainer::{cpu_pass, Learner};
 use crate::backend::Backend;
 use crate::cpu::Real;
 use crate::exec::{Executor, ProgramId};
-use crate::nn::recurrent::TrainKey;
 use crate::nn::{Embedding, Recurrent, RecurrentConfig, Tensors};
 use crate::ops::program::{ProgramBuilder, StateRegion, TensorId};
 use crate::ops::recurrent::CellKind;
@@ -227,18 +226,6 @@ impl Seq2Seq {
             encoder,
             decoder,
         })
-    }
-
-    /// The dropout keys of training step `step` (counted from 0) for the encoder and the
-    /// decoder, if the model has dropout: the encoder's seed is offset so that layers of the
-    /// same shape on the two sides draw different masks.
-    pub fn train_keys(&self, step: u64) -> (Option<TrainKey>, Option<TrainKey>) {
-        let decoder = self.decoder.train_key(step);
-        let encoder = decoder.map(|k| TrainKey {
-            seed: k.seed ^ ENCODER_SEED_OFFSET,
-            step: k.step,
-        });
-        (encoder, decoder)
     }
 
     /// Every parameter under its PyTorch name.
