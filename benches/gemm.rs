@@ -53,13 +53,15 @@ fn step_product(c: &mut Criterion) {
         group.bench_function("gemm crate", |bench| {
             bench.iter(|| cpu::gemm::gemm_on_this_thread(&spec, &a, &b, None, &mut out).unwrap())
         });
-        match cpu::packed_gemm::PackedGemm::pack(&spec, &b).unwrap() {
-            Some(packed) => {
-                group.bench_function("packed weights", |bench| {
-                    bench.iter(|| packed.run(&spec, &a, &mut out).unwrap())
-                });
+        for kernel in cpu::packed_gemm::PackedKernel::ALL {
+            match cpu::packed_gemm::PackedGemm::pack(kernel, &spec, &b).unwrap() {
+                Some(packed) => {
+                    group.bench_function(format!("packed weights ({kernel:?})"), |bench| {
+                        bench.iter(|| packed.run(&spec, &a, &mut out).unwrap())
+                    });
+                }
+                None => eprintln!("step product: no {kernel:?} packed kernel on this host"),
             }
-            None => eprintln!("step product: no packed kernel on this host (needs AVX2 and FMA)"),
         }
         group.finish();
     }

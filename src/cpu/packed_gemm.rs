@@ -8,29 +8,79 @@
 //! kernel runs at 85-90 and PyTorch's oneDNN at 56-70 (BENCHMARKS.md, "The packed recurrent
 //! product"). PyTorch's CPU RNNs rely on the same idea (MKL's packed GEMM).
 //!
-//! The packed layout is panels of [`PANEL`] columns: panel `p` holds `B[kk, p*16 + j]` at
-//! `kk * 16 + j`, zero past the last column, each panel 64-byte aligned where possible. The
-//! kernel keeps a block of up to [`ROWS`] x 16 outputs in twelve AVX registers and walks `k`
-//! in order with one fused multiply-add per element, as the `gemm` crate's kernel does.
+//! Two kernels ([`PackedKernel`]), chosen by the host's instruction set: AVX2 + FMA, and
+//! AVX-512. The packed layout is panels of the kernel's panel width (16 or 32 columns, two
+//! vector registers): panel `p` holds `B[kk, p*w + j]` at `kk * w + j`, zero past the last
+//! column, each panel 64-byte aligned where possible. A kernel keeps a block of up to its
+//! row count x w outputs in registers and walks `k` in order with one fused multiply-add per
+//! element, so the two kernels round alike: their results are the same to the bit.
 //!
-//! Only f32 on x86-64 with AVX2 and FMA. Hosts with AVX-512 keep the `gemm` crate, whose
-//! 512-bit kernels this 256-bit kernel would not beat; other types and hosts keep it too.
+//! Only f32 on x86-64; other types and hosts keep the `gemm` crate.
 
 use crate::error::{ensure, Result};
 use crate::ops::Gemm;
 
 use super::Real;
 
-/// Columns per packed panel: two 8-lane AVX registers.
-pub const PANEL: usize = 16;
-/// Rows per block of outputs: 6 x 2 accumulators leave registers for two weight vectors and
-/// a broadcast, and enough independent multiply-adds per `k` to cover their latency.
-pub const ROWS: usize = 6;
+/// A kernel of the packed product, by the instructions it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackedKernel {
+    /// AVX2 and FMA: 6 rows x 16 columns (two 8-lane registers per row), so the twelve
+    /// accumulators leave registers for two weight vectors and a broadcast.
+    Avx2,
+    /// AVX-512F: 8 rows x 32 columns (two 16-lane registers per row), sixteen accumulators
+    /// of the 32 registers. Eight rows divide the usual batch sizes (8, 16, 32, 64).
+    Avx512,
+}
 
-/// `B` of a [`Gemm`] packed for the kernel, and which `B` it was: products whose spec
+impl PackedKernel {
+    /// Both kernels, the wider last.
+    pub const ALL: [PackedKernel; 2] = [PackedKernel::Avx2, PackedKernel::Avx512];
+
+    /// Columns per packed panel.
+    pub fn panel(self) -> usize {
+        match self {
+            PackedKernel::Avx2 => 16,
+            PackedKernel::Avx512 => 32,
+        }
+    }
+
+    /// Rows per block of outputs.
+    pub fn rows(self) -> usize {
+        match self {
+            PackedKernel::Avx2 => 6,
+            PackedKernel::Avx512 => 8,
+        }
+    }
+
+    /// Whether this host runs the kernel.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                PackedKernel::Avx2 => {
+                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                }
+                PackedKernel::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// The widest kernel this host runs, if any.
+    pub fn best() -> Option<Self> {
+        Self::ALL.into_iter().rev().find(|k| k.available())
+    }
+}
+
+/// `B` of a [`Gemm`] packed for a kernel, and which `B` it was: products whose spec
 /// describes the same `B` (sizes, offset, leading dimension) may use it with any `A` and `C`.
 #[derive(Clone, Debug)]
 pub struct PackedGemm {
+    kernel: PackedKernel,
     k: usize,
     n: usize,
     offset_b: usize,
@@ -41,22 +91,22 @@ pub struct PackedGemm {
 }
 
 impl PackedGemm {
-    /// Packs `spec`'s `B` from `b` where this host prefers the packed kernel (see the module
-    /// docs); `None` where it does not, or where `T` is not f32, or where `spec` is not a
-    /// plain single product (`C = A B`: no transposes, no batch, alpha 1, beta 0).
+    /// Packs `spec`'s `B` from `b` for the host's widest kernel; `None` where the host has
+    /// none, where `T` is not f32, or where `spec` is not a plain single product (`C = A B`:
+    /// no transposes, no batch, alpha 1, beta 0).
     pub fn new<T: Real>(spec: &Gemm, b: &[T]) -> Result<Option<Self>> {
-        if !preferred() {
-            return Ok(None);
+        match PackedKernel::best() {
+            Some(kernel) => Self::pack(kernel, spec, b),
+            None => Ok(None),
         }
-        Self::pack(spec, b)
     }
 
-    /// [`PackedGemm::new`] wherever the kernel can run, whether or not the host prefers it.
-    pub fn pack<T: Real>(spec: &Gemm, b: &[T]) -> Result<Option<Self>> {
+    /// [`PackedGemm::new`] for a given kernel: `None` where this host does not run it.
+    pub fn pack<T: Real>(kernel: PackedKernel, spec: &Gemm, b: &[T]) -> Result<Option<Self>> {
         let Some(b) = T::as_f32(b) else {
             return Ok(None);
         };
-        if !available() || !plain(spec) {
+        if !kernel.available() || !plain(spec) {
             return Ok(None);
         }
         let (k, n, ldb, offset_b) = (spec.k, spec.n, spec.ldb(), spec.offset_b);
@@ -73,20 +123,22 @@ impl PackedGemm {
             "B of {k} x {n} at offset {offset_b}, ldb {ldb} needs {last} elements, got {}",
             b.len()
         );
-        let panels = n.div_ceil(PANEL);
-        // PANEL extra elements leave room to align the first panel to 64 bytes.
-        let mut data = vec![0f32; panels * k * PANEL + PANEL];
-        // Aligned for speed only: the kernel does not rely on it.
-        let start = data.as_ptr().align_offset(64).min(PANEL);
+        let width = kernel.panel();
+        let panels = n.div_ceil(width);
+        // 16 extra elements leave room to align the first panel to 64 bytes.
+        let mut data = vec![0f32; panels * k * width + 16];
+        // Aligned for speed only: the kernels do not rely on it.
+        let start = data.as_ptr().align_offset(64).min(16);
         for p in 0..panels {
-            let cols = (n - p * PANEL).min(PANEL);
-            let panel = &mut data[start + p * k * PANEL..][..k * PANEL];
-            for (kk, out) in panel.chunks_exact_mut(PANEL).enumerate() {
-                let row = &b[offset_b + kk * ldb + p * PANEL..][..cols];
+            let cols = (n - p * width).min(width);
+            let panel = &mut data[start + p * k * width..][..k * width];
+            for (kk, out) in panel.chunks_exact_mut(width).enumerate() {
+                let row = &b[offset_b + kk * ldb + p * width..][..cols];
                 out[..cols].copy_from_slice(row);
             }
         }
         Ok(Some(Self {
+            kernel,
             k,
             n,
             offset_b,
@@ -94,6 +146,11 @@ impl PackedGemm {
             data,
             start,
         }))
+    }
+
+    /// The kernel this copy was packed for.
+    pub fn kernel(&self) -> PackedKernel {
+        self.kernel
     }
 
     /// Whether `spec` is a plain product over this `B`.
@@ -121,17 +178,26 @@ impl PackedGemm {
         let b_len = self.offset_b + (self.k - 1) * self.ldb + self.n;
         spec.validate(a.len(), b_len, c.len(), None)?;
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the kernel exists only where `available()` said AVX2 and FMA are present
+        // SAFETY: a copy exists only for a kernel `available()` found the instructions of
         // (checked when packing); `validate` checked that every row of A and C these offsets
         // and leading dimensions reach lies inside `a` and `c`.
         unsafe {
-            avx2::multiply(self, spec, a, c);
+            match self.kernel {
+                PackedKernel::Avx2 => avx2::multiply(self, spec, a, c),
+                PackedKernel::Avx512 => avx512::multiply(self, spec, a, c),
+            }
         }
         // Unreachable: `pack` makes no `PackedGemm` off x86-64.
         #[cfg(not(target_arch = "x86_64"))]
-        crate::error::bail!(Unsupported, "the packed gemm kernel runs on x86-64 only");
+        crate::error::bail!(Unsupported, "the packed gemm kernels run on x86-64 only");
         #[cfg(target_arch = "x86_64")]
         Ok(())
+    }
+
+    /// The first element of panel `p`.
+    #[cfg(target_arch = "x86_64")]
+    fn panel(&self, p: usize) -> *const f32 {
+        self.data[self.start + p * self.k * self.kernel.panel()..].as_ptr()
     }
 }
 
@@ -183,53 +249,30 @@ fn plain(spec: &Gemm) -> bool {
     !spec.trans_a && !spec.trans_b && spec.batch == 1 && spec.alpha == 1.0 && spec.beta == 0.0
 }
 
-/// Whether the kernel can run here.
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether this host uses the kernel: it can run and the `gemm` crate has no AVX-512 here.
-pub fn preferred() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        available() && !std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{PackedGemm, PANEL, ROWS};
+    use super::PackedGemm;
     use crate::ops::Gemm;
+
+    const PANEL: usize = 16;
 
     /// Every panel of `packed` against every block of rows of `A`. A panel (16 columns x k)
     /// stays in L1 while all rows pass over it; `A`, a few dozen rows, stays in L2.
     ///
     /// # Safety
-    /// AVX2 and FMA are present; `spec` fits `packed`, and `a` and `c` hold every element
-    /// `spec` places in them.
+    /// AVX2 and FMA are present; `packed` was packed for this kernel, `spec` fits it, and `a`
+    /// and `c` hold every element `spec` places in them.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn multiply(packed: &PackedGemm, spec: &Gemm, a: &[f32], c: &mut [f32]) {
         let (m, k, lda, ldc) = (spec.m, spec.k, spec.lda(), spec.ldc());
-        let panels = packed.n.div_ceil(PANEL);
-        for p in 0..panels {
-            let panel = packed.data.as_ptr().add(packed.start + p * k * PANEL);
+        for p in 0..packed.n.div_ceil(PANEL) {
+            let panel = packed.panel(p);
             let cols = (packed.n - p * PANEL).min(PANEL);
             let mut r = 0;
             while r < m {
-                let rows = (m - r).min(ROWS);
+                let rows = (m - r).min(6);
                 let ap = a.as_ptr().add(spec.offset_a + r * lda);
                 let cp = c.as_mut_ptr().add(spec.offset_c + r * ldc + p * PANEL);
                 match rows {
@@ -285,26 +328,114 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::PackedGemm;
+    use crate::ops::Gemm;
+
+    const PANEL: usize = 32;
+
+    /// As `avx2::multiply`, with panels of 32 columns and blocks of up to 8 rows.
+    ///
+    /// # Safety
+    /// AVX-512F is present; `packed` was packed for this kernel, `spec` fits it, and `a`
+    /// and `c` hold every element `spec` places in them.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn multiply(packed: &PackedGemm, spec: &Gemm, a: &[f32], c: &mut [f32]) {
+        let (m, k, lda, ldc) = (spec.m, spec.k, spec.lda(), spec.ldc());
+        for p in 0..packed.n.div_ceil(PANEL) {
+            let panel = packed.panel(p);
+            let cols = (packed.n - p * PANEL).min(PANEL);
+            let mut r = 0;
+            while r < m {
+                let rows = (m - r).min(8);
+                let ap = a.as_ptr().add(spec.offset_a + r * lda);
+                let cp = c.as_mut_ptr().add(spec.offset_c + r * ldc + p * PANEL);
+                match rows {
+                    8 => block::<8>(k, ap, lda, panel, cp, ldc, cols),
+                    7 => block::<7>(k, ap, lda, panel, cp, ldc, cols),
+                    6 => block::<6>(k, ap, lda, panel, cp, ldc, cols),
+                    5 => block::<5>(k, ap, lda, panel, cp, ldc, cols),
+                    4 => block::<4>(k, ap, lda, panel, cp, ldc, cols),
+                    3 => block::<3>(k, ap, lda, panel, cp, ldc, cols),
+                    2 => block::<2>(k, ap, lda, panel, cp, ldc, cols),
+                    _ => block::<1>(k, ap, lda, panel, cp, ldc, cols),
+                }
+                r += rows;
+            }
+        }
+    }
+
+    /// `R` rows x `cols` (at most 32) outputs: `c[r][j] = sum_kk a[r][kk] * panel[kk][j]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn block<const R: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        panel: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for kk in 0..k {
+            let b0 = _mm512_loadu_ps(panel.add(kk * PANEL));
+            let b1 = _mm512_loadu_ps(panel.add(kk * PANEL + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r * lda + kk));
+                acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+            }
+        }
+        // The last panel's padding columns are computed but not stored: masked stores write
+        // only the columns of C.
+        let mask = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
+        for (r, acc) in acc.iter().enumerate() {
+            let row = c.add(r * ldc);
+            if cols == PANEL {
+                _mm512_storeu_ps(row, acc[0]);
+                _mm512_storeu_ps(row.add(16), acc[1]);
+            } else {
+                _mm512_mask_storeu_ps(row, mask(cols), acc[0]);
+                if cols > 16 {
+                    _mm512_mask_storeu_ps(row.add(16), mask(cols - 16), acc[1]);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::Rng;
 
     /// Fresh sizes, offsets, leading dimensions and values each run (seed printed; set
-    /// `RECUR_TEST_SEED` to repeat one): the packed product against an f64 reference, with
-    /// `C` poisoned with NaN first, and the elements it must not touch left as they were.
+    /// `RECUR_TEST_SEED` to repeat one): each kernel the host runs against an f64 reference,
+    /// with `C` poisoned with NaN first and the elements it must not touch left as they were;
+    /// and where the host runs both, the two kernels' outputs the same to the bit.
     #[test]
     fn packed_product_matches_f64_reference() {
-        if !available() {
-            eprintln!("packed_product_matches_f64_reference: skipped, no AVX2 + FMA on this host");
+        let kernels: Vec<PackedKernel> = PackedKernel::ALL
+            .into_iter()
+            .filter(|k| k.available())
+            .collect();
+        for k in PackedKernel::ALL.iter().filter(|k| !kernels.contains(k)) {
+            eprintln!("packed_product_matches_f64_reference: {k:?} skipped, not on this host");
+        }
+        if kernels.is_empty() {
             return;
         }
         let mut rng = crate::check::test_rng("packed_product_matches_f64_reference");
         for case in 0..60 {
-            // Rows across every block remainder, columns across panel edges, k from 1.
+            // Rows across every block remainder, columns across panel edges (two whole
+            // 32-column panels and more), k from 1.
             let (m, n, k) = (
                 rng.random_range(1..=20),
-                rng.random_range(1..=50),
+                rng.random_range(1..=80),
                 rng.random_range(1..=70),
             );
             let (lda, ldb, ldc) = (
@@ -326,31 +457,41 @@ mod tests {
             let b: Vec<f32> = (0..ob + k * ldb)
                 .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
-            let mut c = vec![f32::NAN; oc + m * ldc + 3];
-            let packed = PackedGemm::pack(&spec, &b)
-                .unwrap()
-                .expect("f32 on AVX2 packs");
-            packed.run(&spec, &a, &mut c).unwrap();
-            let (mut err, mut norm) = (0f64, 0f64);
-            for (at, v) in c.iter().enumerate() {
-                let (r, j) = (at.wrapping_sub(oc) / ldc, at.wrapping_sub(oc) % ldc);
-                if at < oc || r >= m || j >= n {
-                    assert!(
-                        v.is_nan(),
-                        "case {case}: element {at} outside C was written"
-                    );
-                    continue;
+            let mut outputs = Vec::new();
+            for &kernel in &kernels {
+                let mut c = vec![f32::NAN; oc + m * ldc + 3];
+                let packed = PackedGemm::pack(kernel, &spec, &b)
+                    .unwrap()
+                    .expect("f32 packs for an available kernel");
+                assert_eq!(packed.kernel(), kernel);
+                packed.run(&spec, &a, &mut c).unwrap();
+                let (mut err, mut norm) = (0f64, 0f64);
+                for (at, v) in c.iter().enumerate() {
+                    let (r, j) = (at.wrapping_sub(oc) / ldc, at.wrapping_sub(oc) % ldc);
+                    if at < oc || r >= m || j >= n {
+                        assert!(
+                            v.is_nan(),
+                            "case {case}, {kernel:?}: element {at} outside C was written"
+                        );
+                        continue;
+                    }
+                    let want: f64 = (0..k)
+                        .map(|kk| a[oa + r * lda + kk] as f64 * b[ob + kk * ldb + j] as f64)
+                        .sum();
+                    err += (*v as f64 - want).powi(2);
+                    norm += want * want;
                 }
-                let want: f64 = (0..k)
-                    .map(|kk| a[oa + r * lda + kk] as f64 * b[ob + kk * ldb + j] as f64)
-                    .sum();
-                err += (*v as f64 - want).powi(2);
-                norm += want * want;
+                let rel = (err / norm).sqrt();
+                assert!(
+                    rel < 1e-6,
+                    "case {case}, {kernel:?} ({m} x {n} x {k}): relative error {rel:e}"
+                );
+                outputs.push(c.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             }
-            let rel = (err / norm).sqrt();
+            // Both walk k in order with one fused multiply-add per element.
             assert!(
-                rel < 1e-6,
-                "case {case} ({m} x {n} x {k}): relative error {rel:e}"
+                outputs.windows(2).all(|w| w[0] == w[1]),
+                "case {case} ({m} x {n} x {k}): the kernels differ"
             );
         }
     }
@@ -375,21 +516,28 @@ mod tests {
     #[test]
     fn specs_it_cannot_run_are_not_packed() {
         let b = vec![1f32; 64];
-        let transposed = Gemm::new(4, 4, 4).trans_b(true);
-        assert!(PackedGemm::pack(&transposed, &b).unwrap().is_none());
-        let scaled = Gemm::new(4, 4, 4).alpha(2.0);
-        assert!(PackedGemm::pack(&scaled, &b).unwrap().is_none());
-        let b64 = vec![1f64; 64];
-        assert!(PackedGemm::pack(&Gemm::new(4, 4, 4), &b64)
-            .unwrap()
-            .is_none());
-        if available() {
-            let short = PackedGemm::pack(&Gemm::new(4, 4, 4), &b[..10]);
-            let err = short.unwrap_err().to_string();
-            assert!(err.contains("needs 16 elements, got 10"), "{err}");
-            let p = PackedGemm::pack(&Gemm::new(4, 4, 4), &b).unwrap().unwrap();
-            assert!(!p.fits(&Gemm::new(4, 5, 4)));
-            assert!(p.fits(&Gemm::new(9, 4, 4)));
+        for kernel in PackedKernel::ALL {
+            let transposed = Gemm::new(4, 4, 4).trans_b(true);
+            assert!(PackedGemm::pack(kernel, &transposed, &b).unwrap().is_none());
+            let scaled = Gemm::new(4, 4, 4).alpha(2.0);
+            assert!(PackedGemm::pack(kernel, &scaled, &b).unwrap().is_none());
+            let b64 = vec![1f64; 64];
+            assert!(PackedGemm::pack(kernel, &Gemm::new(4, 4, 4), &b64)
+                .unwrap()
+                .is_none());
+            if kernel.available() {
+                let short = PackedGemm::pack(kernel, &Gemm::new(4, 4, 4), &b[..10]);
+                let err = short.unwrap_err().to_string();
+                assert!(err.contains("needs 16 elements, got 10"), "{err}");
+                let p = PackedGemm::pack(kernel, &Gemm::new(4, 4, 4), &b)
+                    .unwrap()
+                    .unwrap();
+                assert!(!p.fits(&Gemm::new(4, 5, 4)));
+                assert!(p.fits(&Gemm::new(9, 4, 4)));
+            } else {
+                let p = PackedGemm::pack(kernel, &Gemm::new(4, 4, 4), &b).unwrap();
+                assert!(p.is_none(), "{kernel:?} packed on a host without it");
+            }
         }
     }
 }
