@@ -110,8 +110,9 @@ pub struct WeightGradOutputs<'a, T> {
 
 /// The weight-gradient product `spec` (twin of `main` with FLAG_JOINED and
 /// `reduce_weight_grads`): `out1 = A^T B1`, `out2 = A^T B2` (`A2^T B2` where `spec` has an
-/// `A2`; its rows from `B3`'s on with `B3` where it has one), `sums` = `A`'s column sums (rows added in order), and `sums2` where given: `A2`'s
-/// column sums, or a copy of `sums` without an `A2`.
+/// `A2`; its rows from `B3`'s on with `B3` where it has one), `sums` = `A`'s column sums
+/// (rows added in order), and `sums2` where given: `A2`'s column sums, or a copy of `sums`
+/// without an `A2`.
 pub fn weight_grads<T: Real>(
     spec: &WeightGrads,
     a: &[T],

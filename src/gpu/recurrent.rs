@@ -9,8 +9,8 @@
 //! kernel). A backward costs one dispatch on the sequence path where its tile fits (the
 //! sequence kernel, dh0 included), else T + 1 (one per step, one for dh0), then the
 //! gradient products: dx (one dispatch, two where split along K) and the weight and bias
-//! gradients as one product and its reduction (every cell). GRU with the reset gate before the recurrent
-//! product takes two dispatches per step. Nothing is allocated or compiled per
+//! gradients as one product and its reduction (every cell). GRU with the reset gate before
+//! the recurrent product takes two dispatches per step. Nothing is allocated or compiled per
 //! call, and nothing is read back unless asked.
 //!
 //! A [`RecurrentPair`] runs the two directions of a bidirectional layer: each step (or
