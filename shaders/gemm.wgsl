@@ -468,11 +468,11 @@ fn weight_grad_sums(g: u32, li: u32) {
     }
 }
 
-// A weight-gradient product's outputs: one invocation per element of C = [C1 | C2] (C1 the first
-// n_b1 columns, packed into c; C2 the columns from b2_col, packed into c2; the gap between
-// and the rows of the gap dropped), the sum of its split partials; then one per column sum, the sum of its chunk
-// partials, into `sums`, and with FLAG_SECOND into `sums2` (A2's sums with FLAG_A2, else
-// A's again). Both in fixed order.
+// A weight-gradient product's outputs: one invocation per element of C = [C1 | C2] (C1 the
+// first n_b1 columns, packed into c; C2 the columns from b2_col, packed into c2; the columns
+// between and the rows of a gap dropped), the sum of its split partials; then one per column
+// sum, the sum of its chunk partials, into `sums`, and with FLAG_SECOND into `sums2` (A2's
+// sums with FLAG_A2, else A's again). Both in fixed order.
 @compute @workgroup_size(256, 1, 1)
 fn reduce_weight_grads(
     @builtin(workgroup_id) wg: vec3<u32>,
