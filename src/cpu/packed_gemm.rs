@@ -249,57 +249,96 @@ fn plain(spec: &Gemm) -> bool {
     !spec.trans_a && !spec.trans_b && spec.batch == 1 && spec.alpha == 1.0 && spec.beta == 0.0
 }
 
+/// One block of outputs for a kernel: `rows` rows of `A` from `a` (leading dimension `lda`)
+/// against the panel at `panel` over `k`, into `c` (leading dimension `ldc`), the first
+/// `cols` of the panel's columns stored.
+#[cfg(target_arch = "x86_64")]
+struct Block {
+    rows: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    panel: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+}
+
+/// Every panel of `packed` against every block of at most its kernel's rows of `A`, each by
+/// `block`. A panel (k x 16 or 32 columns) stays in L1 while all rows pass over it; `A`, a
+/// few dozen rows, stays in L2.
+///
+/// # Safety
+/// `packed` fits `spec`, and `a` and `c` hold every element `spec` places in them.
+#[cfg(target_arch = "x86_64")]
+unsafe fn for_each_block(
+    packed: &PackedGemm,
+    spec: &Gemm,
+    a: &[f32],
+    c: &mut [f32],
+    mut block: impl FnMut(Block),
+) {
+    let (m, k, lda, ldc) = (spec.m, spec.k, spec.lda(), spec.ldc());
+    let (width, most) = (packed.kernel.panel(), packed.kernel.rows());
+    for p in 0..packed.n.div_ceil(width) {
+        let mut r = 0;
+        while r < m {
+            let rows = (m - r).min(most);
+            block(Block {
+                rows,
+                k,
+                a: a.as_ptr().add(spec.offset_a + r * lda),
+                lda,
+                panel: packed.panel(p),
+                c: c.as_mut_ptr().add(spec.offset_c + r * ldc + p * width),
+                ldc,
+                cols: (packed.n - p * width).min(width),
+            });
+            r += rows;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::PackedGemm;
+    use super::{Block, PackedGemm};
     use crate::ops::Gemm;
 
     const PANEL: usize = 16;
 
-    /// Every panel of `packed` against every block of rows of `A`. A panel (16 columns x k)
-    /// stays in L1 while all rows pass over it; `A`, a few dozen rows, stays in L2.
+    /// `C = A B` over `packed` (see [`super::for_each_block`]), in blocks of up to 6 rows.
     ///
     /// # Safety
     /// AVX2 and FMA are present; `packed` was packed for this kernel, `spec` fits it, and `a`
     /// and `c` hold every element `spec` places in them.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn multiply(packed: &PackedGemm, spec: &Gemm, a: &[f32], c: &mut [f32]) {
-        let (m, k, lda, ldc) = (spec.m, spec.k, spec.lda(), spec.ldc());
-        for p in 0..packed.n.div_ceil(PANEL) {
-            let panel = packed.panel(p);
-            let cols = (packed.n - p * PANEL).min(PANEL);
-            let mut r = 0;
-            while r < m {
-                let rows = (m - r).min(6);
-                let ap = a.as_ptr().add(spec.offset_a + r * lda);
-                let cp = c.as_mut_ptr().add(spec.offset_c + r * ldc + p * PANEL);
-                match rows {
-                    6 => block::<6>(k, ap, lda, panel, cp, ldc, cols),
-                    5 => block::<5>(k, ap, lda, panel, cp, ldc, cols),
-                    4 => block::<4>(k, ap, lda, panel, cp, ldc, cols),
-                    3 => block::<3>(k, ap, lda, panel, cp, ldc, cols),
-                    2 => block::<2>(k, ap, lda, panel, cp, ldc, cols),
-                    _ => block::<1>(k, ap, lda, panel, cp, ldc, cols),
-                }
-                r += rows;
-            }
-        }
+        super::for_each_block(packed, spec, a, c, |b| match b.rows {
+            6 => block::<6>(&b),
+            5 => block::<5>(&b),
+            4 => block::<4>(&b),
+            3 => block::<3>(&b),
+            2 => block::<2>(&b),
+            _ => block::<1>(&b),
+        });
     }
 
     /// `R` rows x `cols` (at most 16) outputs: `c[r][j] = sum_kk a[r][kk] * panel[kk][j]`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn block<const R: usize>(
-        k: usize,
-        a: *const f32,
-        lda: usize,
-        panel: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-    ) {
+    unsafe fn block<const R: usize>(b: &Block) {
+        let Block {
+            k,
+            a,
+            lda,
+            panel,
+            c,
+            ldc,
+            cols,
+            ..
+        } = *b;
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for kk in 0..k {
             // Unaligned loads: `align_offset` may decline to align, and on aligned data they
@@ -332,7 +371,7 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::PackedGemm;
+    use super::{Block, PackedGemm};
     use crate::ops::Gemm;
 
     const PANEL: usize = 32;
@@ -344,42 +383,32 @@ mod avx512 {
     /// and `c` hold every element `spec` places in them.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn multiply(packed: &PackedGemm, spec: &Gemm, a: &[f32], c: &mut [f32]) {
-        let (m, k, lda, ldc) = (spec.m, spec.k, spec.lda(), spec.ldc());
-        for p in 0..packed.n.div_ceil(PANEL) {
-            let panel = packed.panel(p);
-            let cols = (packed.n - p * PANEL).min(PANEL);
-            let mut r = 0;
-            while r < m {
-                let rows = (m - r).min(8);
-                let ap = a.as_ptr().add(spec.offset_a + r * lda);
-                let cp = c.as_mut_ptr().add(spec.offset_c + r * ldc + p * PANEL);
-                match rows {
-                    8 => block::<8>(k, ap, lda, panel, cp, ldc, cols),
-                    7 => block::<7>(k, ap, lda, panel, cp, ldc, cols),
-                    6 => block::<6>(k, ap, lda, panel, cp, ldc, cols),
-                    5 => block::<5>(k, ap, lda, panel, cp, ldc, cols),
-                    4 => block::<4>(k, ap, lda, panel, cp, ldc, cols),
-                    3 => block::<3>(k, ap, lda, panel, cp, ldc, cols),
-                    2 => block::<2>(k, ap, lda, panel, cp, ldc, cols),
-                    _ => block::<1>(k, ap, lda, panel, cp, ldc, cols),
-                }
-                r += rows;
-            }
-        }
+        super::for_each_block(packed, spec, a, c, |b| match b.rows {
+            8 => block::<8>(&b),
+            7 => block::<7>(&b),
+            6 => block::<6>(&b),
+            5 => block::<5>(&b),
+            4 => block::<4>(&b),
+            3 => block::<3>(&b),
+            2 => block::<2>(&b),
+            _ => block::<1>(&b),
+        });
     }
 
     /// `R` rows x `cols` (at most 32) outputs: `c[r][j] = sum_kk a[r][kk] * panel[kk][j]`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn block<const R: usize>(
-        k: usize,
-        a: *const f32,
-        lda: usize,
-        panel: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-    ) {
+    unsafe fn block<const R: usize>(b: &Block) {
+        let Block {
+            k,
+            a,
+            lda,
+            panel,
+            c,
+            ldc,
+            cols,
+            ..
+        } = *b;
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for kk in 0..k {
             let b0 = _mm512_loadu_ps(panel.add(kk * PANEL));
