@@ -12,7 +12,14 @@ use std::ops::Range;
 use crate::error::Result;
 use rayon::prelude::*;
 
-use super::gemm::PARALLEL_WORK;
+/// Multiply-adds of a step's recurrent product (`batch * gate_width * hidden`) from which the
+/// threads share a step. Lower than a lone product's threshold (`gemm::PARALLEL_WORK`, 96^3),
+/// because a layer's steps run back to back on threads that stay awake: at 64^3 an LSTM
+/// of 64 units and batch 16 ran its forward in 0.69x the time on one thread, one of 128
+/// units and batch 32 its RNN forward + backward in 0.72x (2 cores, BENCHMARKS.md). At 32^3
+/// some shapes gained and others lost (a GRU of 32 units and batch 32: 1.29x the forward's
+/// time).
+const STEP_PARALLEL_WORK: f64 = 64.0 * 64.0 * 64.0;
 
 /// Hidden units per block when splitting: parts of whole blocks keep the rows of each part's
 /// product in whole SIMD vectors.
@@ -23,7 +30,7 @@ const UNIT_BLOCK: usize = 16;
 /// thread, never more than there are blocks of units.
 pub fn unit_parts(batch: usize, gate_width: usize, hidden: usize) -> Vec<Range<usize>> {
     let work = batch as f64 * gate_width as f64 * hidden as f64;
-    let threads = if work < PARALLEL_WORK {
+    let threads = if work < STEP_PARALLEL_WORK {
         1
     } else {
         super::threads()
