@@ -1,6 +1,8 @@
 //! Criterion benches of the recurrent stack, CPU and GPU, forward and forward + backward,
 //! on the cases `recur bench rnn` reports: the reference shape (I = H = 256, B = 32,
 //! T = 100) on the CPU and on a hardware GPU; on a software adapter the GPU side uses T = 10.
+//! And one CPU inference step of batch 1 (`recur generate`'s shape: an LSTM of 192 units over
+//! a 32-wide embedding) with the weights prepared at every pass and once for all passes.
 //! `cargo bench --bench recurrent`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -78,5 +80,45 @@ fn recurrent(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, recurrent);
+/// One inference step at a time, as a language model samples: preparing the weights (split
+/// among threads, transposed, packed) costs more than the step itself.
+fn one_step(c: &mut Criterion) {
+    use recur::cpu::recurrent::{infer, infer_prepared, InferWeights, Weights};
+    use recur::ops::recurrent::RecurrentShape;
+    let (i, h) = (32, 192);
+    let shape = RecurrentShape::new(CellKind::Lstm, i, h, 1, 1);
+    let value =
+        |n: usize| -> Vec<f32> { (0..n).map(|k| ((k % 23) as f32 - 11.0) / 110.0).collect() };
+    let (w_ih, w_hh, b) = (value(4 * h * i), value(4 * h * h), value(4 * h));
+    let w = Weights {
+        w_ih: &w_ih,
+        w_hh: &w_hh,
+        b_ih: Some(&b),
+        b_hh: Some(&b),
+    };
+    let (x, h0, c0) = (value(i), value(h), value(h));
+    let mut y = vec![0.0f32; h];
+    let mut group = c.benchmark_group("lstm 192x1x1 one step");
+    group.bench_function("cpu infer, weights prepared every pass", |bench| {
+        bench.iter(|| infer(&shape, &x, None, Some(&h0), Some(&c0), &w, &mut y).unwrap())
+    });
+    let mut prepared = InferWeights::new(&shape, &w).unwrap();
+    group.bench_function("cpu infer, weights prepared once", |bench| {
+        bench.iter(|| {
+            infer_prepared(
+                &shape,
+                &x,
+                None,
+                Some(&h0),
+                Some(&c0),
+                &mut prepared,
+                &mut y,
+            )
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, recurrent, one_step);
 criterion_main!(benches);

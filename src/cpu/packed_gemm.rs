@@ -219,6 +219,14 @@ impl PackedOperands {
         Self::default()
     }
 
+    /// Bytes of the packed copies made so far.
+    pub fn bytes(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|p| p.data.len() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
     /// `spec` on the calling thread: with the packed copy of its `B` (made now the first
     /// time), or with the `gemm` crate on `b` where the packed kernel does not apply.
     pub fn gemm<T: Real>(&mut self, spec: &Gemm, a: &[T], b: &[T], c: &mut [T]) -> Result<()> {

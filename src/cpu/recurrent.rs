@@ -9,7 +9,8 @@
 //!
 //! [`infer`] (no backward to follow) differs in one place: it keeps no activations, so each
 //! thread projects its units' inputs a block of steps at a time, just before the block runs,
-//! instead of all steps up front (see `run`).
+//! instead of all steps up front (see `run`). [`infer_prepared`] is [`infer`] over weights
+//! prepared once for many passes ([`InferWeights`]).
 
 use std::ops::Range;
 
@@ -106,47 +107,29 @@ fn prev_row(shape: &RecurrentShape, s: usize, b: usize, len: usize) -> Option<us
     }
 }
 
-/// One part's share of a forward pass (see [`super::step_parts`]).
-struct ForwardPart<T> {
+/// One part's weights in the layouts its products read (see [`super::step_parts`]): made
+/// once per pass, or once for many inference passes ([`InferWeights`]).
+struct PartWeights<T> {
     units: Range<usize>,
-    /// `W_hh`'s rows of this part's units, transposed once per pass: [H, G * units], the
-    /// gates one after another. In this layout the `gemm` crate's kernel reads the weights in
-    /// place; given `W_hh` itself it repacked all of it at every step, which took longer than
-    /// the products.
+    /// `W_hh`'s rows of this part's units, transposed: [H, G * units], the gates one after
+    /// another. In this layout the `gemm` crate's kernel reads the weights in place; given
+    /// `W_hh` itself it repacked all of it at every step, which took longer than the products.
     w_hh_t: Vec<T>,
     /// Packed copies of `w_hh_t`'s blocks for the products of every step, and of `w_ih_t`
-    /// for inference's projections (see [`super::packed_gemm`]).
+    /// for inference's projections (see [`super::packed_gemm`]), each made on first use.
     packed_hh: PackedOperands,
     packed_ih: PackedOperands,
     /// `b_ih` and `b_hh` of the same rows, [G * units] each (zero without a bias).
     b_ih: Vec<T>,
     b_hh: Vec<T>,
-    /// This step's recurrent products of the part's gates, [B, G * units]. GRU reset-before
-    /// holds `W_hn (r * h) + b_hn` in its last `units` columns.
-    products: Vec<T>,
-    /// The part's units of the state, [B, units], and of the LSTM cell state.
-    h: Vec<T>,
-    c: Vec<T>,
-    /// Where the LSTM's cell state goes instead of the saved one in inference, [units].
-    c_scratch: Vec<T>,
     /// Inference: `W_ih`'s rows of this part's units, transposed as `w_hh_t`: [I, G * units].
     w_ih_t: Vec<T>,
-    /// Inference: the input projections, then activations, of a block of steps for the
-    /// part's units, [block * B, A * units] (gate g of unit k at column g * units + k).
-    block: Vec<T>,
 }
 
-impl<T: Real> ForwardPart<T> {
-    /// The part of `units`; `block` is inference's steps per block of input projections.
-    fn new(
-        units: Range<usize>,
-        shape: &RecurrentShape,
-        w: &Weights<T>,
-        h0: &[T],
-        c0: &[T],
-        block: Option<usize>,
-    ) -> Self {
-        let (cell, bsz, h, i) = (shape.cell, shape.batch, shape.hidden, shape.input);
+impl<T: Real> PartWeights<T> {
+    /// The part of `units`; `infer` keeps `W_ih` too, for inference's block projections.
+    fn new(units: Range<usize>, shape: &RecurrentShape, w: &Weights<T>, infer: bool) -> Self {
+        let (cell, h, i) = (shape.cell, shape.hidden, shape.input);
         let (g, nu, k0) = (cell.gates(), units.len(), units.start);
         // Gate g's rows of the part's units of `weights` ([G*H, cols]) as columns.
         let own_columns = |weights: &[T], cols: usize| {
@@ -157,20 +140,125 @@ impl<T: Real> ForwardPart<T> {
             }
             t
         };
-        let w_hh_t = own_columns(w.w_hh, h);
-        let (w_ih_t, block) = match block {
-            Some(n) => (
-                own_columns(w.w_ih, i),
-                vec![T::zero(); n * bsz * cell.act_width() * nu],
-            ),
-            None => (Vec::new(), Vec::new()),
-        };
         let own_bias = |bias: Option<&[T]>| match bias {
             Some(b) => (0..g)
                 .flat_map(|gate| b[gate * h + k0..][..nu].iter().copied())
                 .collect(),
             None => vec![T::zero(); g * nu],
         };
+        Self {
+            w_hh_t: own_columns(w.w_hh, h),
+            w_ih_t: if infer {
+                own_columns(w.w_ih, i)
+            } else {
+                Vec::new()
+            },
+            packed_hh: PackedOperands::new(),
+            packed_ih: PackedOperands::new(),
+            b_ih: own_bias(w.b_ih),
+            b_hh: own_bias(w.b_hh),
+            units,
+        }
+    }
+}
+
+/// A layer-direction's weights prepared for [`infer_prepared`]: split among the threads,
+/// transposed and packed once for every pass that uses them. [`infer`] prepares them at each
+/// call, which costs as much as the products of a few steps: for one step at a time (a
+/// language model sampling one character per pass) it was nearly all the time.
+pub struct InferWeights<T> {
+    /// The shape the weights were prepared for; passes may differ in steps, direction and
+    /// layout, not in cell, sizes or batch (the batch decides the split among threads).
+    shape: RecurrentShape,
+    /// Elements of `W_ih`, `W_hh` and the biases they were made from.
+    lens: (usize, usize, Option<usize>, Option<usize>),
+    parts: Vec<PartWeights<T>>,
+}
+
+impl<T: Real> InferWeights<T> {
+    /// Prepares `w` for inference passes of `shape`'s cell, sizes and batch.
+    pub fn new(shape: &RecurrentShape, w: &Weights<T>) -> Result<Self> {
+        let (gw, i) = (shape.gate_width(), shape.input);
+        // Sizes only: the input and output are the passes'.
+        shape.check_buffers(
+            shape.rows() * i,
+            shape.rows() * shape.out_stride,
+            w.w_ih.len(),
+            w.w_hh.len(),
+            w.b_ih.map(|b| b.len()),
+            w.b_hh.map(|b| b.len()),
+        )?;
+        let parts = unit_parts(shape.batch, gw, shape.hidden)
+            .into_iter()
+            .map(|units| PartWeights::new(units, shape, w, true))
+            .collect();
+        Ok(Self {
+            shape: *shape,
+            lens: (
+                w.w_ih.len(),
+                w.w_hh.len(),
+                w.b_ih.map(|b| b.len()),
+                w.b_hh.map(|b| b.len()),
+            ),
+            parts,
+        })
+    }
+
+    /// Bytes held: the transposed copies, the biases and the packed copies made so far.
+    pub fn bytes(&self) -> u64 {
+        let size = std::mem::size_of::<T>();
+        self.parts
+            .iter()
+            .map(|p| {
+                let own = p.w_hh_t.len() + p.w_ih_t.len() + p.b_ih.len() + p.b_hh.len();
+                (own * size + p.packed_hh.bytes() + p.packed_ih.bytes()) as u64
+            })
+            .sum()
+    }
+
+    /// Whether a pass of `shape` may use these weights (same cell, sizes and batch).
+    pub fn fits(&self, shape: &RecurrentShape) -> bool {
+        let key = |s: &RecurrentShape| (s.cell, s.input, s.hidden, s.batch);
+        key(&self.shape) == key(shape)
+    }
+}
+
+/// The weights a forward pass reads: as given, or prepared for inference.
+enum PassWeights<'a, T> {
+    Given(&'a Weights<'a, T>),
+    Prepared(&'a mut InferWeights<T>),
+}
+
+/// One part's share of a forward pass: its weights and the state it carries.
+struct ForwardPart<'w, T> {
+    units: Range<usize>,
+    w: &'w mut PartWeights<T>,
+    /// This step's recurrent products of the part's gates, [B, G * units]. GRU reset-before
+    /// holds `W_hn (r * h) + b_hn` in its last `units` columns.
+    products: Vec<T>,
+    /// The part's units of the state, [B, units], and of the LSTM cell state.
+    h: Vec<T>,
+    c: Vec<T>,
+    /// Where the LSTM's cell state goes instead of the saved one in inference, [units].
+    c_scratch: Vec<T>,
+    /// Inference: the input projections, then activations, of a block of steps for the
+    /// part's units, [block * B, A * units] (gate g of unit k at column g * units + k).
+    block: Vec<T>,
+}
+
+impl<'w, T: Real> ForwardPart<'w, T> {
+    /// The part that `w` holds the weights of; `block` is inference's steps per block of
+    /// input projections.
+    fn new(
+        w: &'w mut PartWeights<T>,
+        shape: &RecurrentShape,
+        h0: &[T],
+        c0: &[T],
+        block: Option<usize>,
+    ) -> Self {
+        let (cell, bsz, h) = (shape.cell, shape.batch, shape.hidden);
+        let units = w.units.clone();
+        let (g, nu, k0) = (cell.gates(), units.len(), units.start);
         let own = |v: &[T]| -> Vec<T> {
             if v.is_empty() {
                 return Vec::new();
@@ -180,35 +268,35 @@ impl<T: Real> ForwardPart<T> {
                 .collect()
         };
         Self {
-            w_hh_t,
-            packed_hh: PackedOperands::new(),
-            packed_ih: PackedOperands::new(),
-            b_ih: own_bias(w.b_ih),
-            b_hh: own_bias(w.b_hh),
             products: vec![T::zero(); bsz * g * nu],
             h: own(h0),
             c: own(c0),
             c_scratch: vec![T::zero(); nu],
-            w_ih_t,
-            block,
+            block: match block {
+                Some(n) => vec![T::zero(); n * bsz * cell.act_width() * nu],
+                None => Vec::new(),
+            },
             units,
+            w,
         }
     }
 
     /// `products = lhs w_hh_t` as `spec` places it (the gate work adds `b_hh`).
     fn multiply(&mut self, spec: &Gemm, lhs: &[T]) -> Result<()> {
-        self.packed_hh
-            .gemm(spec, lhs, &self.w_hh_t, &mut self.products)
+        self.w
+            .packed_hh
+            .gemm(spec, lhs, &self.w.w_hh_t, &mut self.products)
     }
 
     /// Inference: the input projections of a block's rows `xs` ([rows, I], from
     /// [`block_inputs`]) for the part's units, into `block` (the gate work adds `b_ih`).
     fn project(&mut self, xs: &[T], cell: CellKind) -> Result<()> {
-        let (gnu, nu) = (self.b_ih.len(), self.units.len());
-        let i = self.w_ih_t.len() / gnu;
+        let (gnu, nu) = (self.w.b_ih.len(), self.units.len());
+        let i = self.w.w_ih_t.len() / gnu;
         let spec = Gemm::new(xs.len() / i, gnu, i).leading_dims(i, gnu, cell.act_width() * nu);
-        self.packed_ih
-            .gemm(&spec, xs, &self.w_ih_t, &mut self.block)
+        self.w
+            .packed_ih
+            .gemm(&spec, xs, &self.w.w_ih_t, &mut self.block)
     }
 }
 
@@ -226,7 +314,17 @@ pub fn forward<T: Real>(
     rmask: Option<&[T]>,
     y: &mut [T],
 ) -> Result<(FinalState<T>, Saved<T>)> {
-    run(shape, x, lengths, h0, c0, w, rmask, y, true)
+    run(
+        shape,
+        x,
+        lengths,
+        h0,
+        c0,
+        PassWeights::Given(w),
+        rmask,
+        y,
+        true,
+    )
 }
 
 /// [`forward`] for inference: the same outputs and final states, without keeping what
@@ -241,7 +339,48 @@ pub fn infer<T: Real>(
     w: &Weights<T>,
     y: &mut [T],
 ) -> Result<FinalState<T>> {
-    Ok(run(shape, x, lengths, h0, c0, w, None, y, false)?.0)
+    Ok(run(
+        shape,
+        x,
+        lengths,
+        h0,
+        c0,
+        PassWeights::Given(w),
+        None,
+        y,
+        false,
+    )?
+    .0)
+}
+
+/// [`infer`] with weights prepared once for many passes ([`InferWeights::new`] from the
+/// layer-direction's weights). `prepared` must fit `shape` ([`InferWeights::fits`]) and
+/// come from the weights the caller means: it keeps no reference to them.
+pub fn infer_prepared<T: Real>(
+    shape: &RecurrentShape,
+    x: &[T],
+    lengths: Option<&[usize]>,
+    h0: Option<&[T]>,
+    c0: Option<&[T]>,
+    prepared: &mut InferWeights<T>,
+    y: &mut [T],
+) -> Result<FinalState<T>> {
+    ensure!(
+        prepared.fits(shape),
+        Shape,
+        "weights prepared for {:?} with I = {}, H = {}, B = {} given a pass of {:?} with \
+         I = {}, H = {}, B = {}",
+        prepared.shape.cell,
+        prepared.shape.input,
+        prepared.shape.hidden,
+        prepared.shape.batch,
+        shape.cell,
+        shape.input,
+        shape.hidden,
+        shape.batch
+    );
+    let weights = PassWeights::Prepared(prepared);
+    Ok(run(shape, x, lengths, h0, c0, weights, None, y, false)?.0)
 }
 
 /// [`forward`], keeping what backward needs where `save` (else `Saved`'s per-step buffers
@@ -253,7 +392,7 @@ fn run<T: Real>(
     lengths: Option<&[usize]>,
     h0: Option<&[T]>,
     c0: Option<&[T]>,
-    w: &Weights<T>,
+    mut weights: PassWeights<'_, T>,
     rmask: Option<&[T]>,
     y: &mut [T],
     save: bool,
@@ -269,14 +408,16 @@ fn run<T: Real>(
     let cell = shape.cell;
     let g = cell.gates();
     let aw = cell.act_width() * h;
-    shape.check_buffers(
-        x.len(),
-        y.len(),
-        w.w_ih.len(),
-        w.w_hh.len(),
-        w.b_ih.map(|b| b.len()),
-        w.b_hh.map(|b| b.len()),
-    )?;
+    let (w_ih, w_hh, b_ih, b_hh) = match &weights {
+        PassWeights::Given(w) => (
+            w.w_ih.len(),
+            w.w_hh.len(),
+            w.b_ih.map(|b| b.len()),
+            w.b_hh.map(|b| b.len()),
+        ),
+        PassWeights::Prepared(p) => p.lens,
+    };
+    shape.check_buffers(x.len(), y.len(), w_ih, w_hh, b_ih, b_hh)?;
     let h0 = match h0 {
         Some(v) => {
             check_len("h0", v.len(), bsz * h)?;
@@ -315,6 +456,12 @@ fn run<T: Real>(
     };
     let mut block_x = Vec::new();
     if save {
+        let PassWeights::Given(w) = &weights else {
+            crate::error::bail!(
+                Invalid,
+                "a forward that keeps activations given prepared weights"
+            );
+        };
         gemm(
             &Gemm::new(rows, gw, i).trans_b(true).leading_dims(i, i, aw),
             x,
@@ -356,9 +503,20 @@ fn run<T: Real>(
         Vec::new()
     };
 
-    let mut parts: Vec<ForwardPart<T>> = unit_parts(bsz, gw, h)
-        .into_iter()
-        .map(|units| ForwardPart::new(units, shape, w, &h0, &c0, block))
+    let mut own_weights;
+    let part_weights = match &mut weights {
+        PassWeights::Given(w) => {
+            own_weights = unit_parts(bsz, gw, h)
+                .into_iter()
+                .map(|units| PartWeights::new(units, shape, w, !save))
+                .collect::<Vec<_>>();
+            &mut own_weights[..]
+        }
+        PassWeights::Prepared(p) => &mut p.parts[..],
+    };
+    let mut parts: Vec<ForwardPart<T>> = part_weights
+        .iter_mut()
+        .map(|pw| ForwardPart::new(pw, shape, &h0, &c0, block))
         .collect();
 
     on_pool(parts.len(), || -> Result<()> {
@@ -560,8 +718,8 @@ fn gate_work_generic<T: Real, const FUSED: bool>(
                 if gate < g {
                     GateInputs {
                         rec: &pr[gate * nu..][..nu],
-                        input_bias: &part.b_ih[gate * nu..][..nu],
-                        bias: &part.b_hh[gate * nu..][..nu],
+                        input_bias: &part.w.b_ih[gate * nu..][..nu],
+                        bias: &part.w.b_hh[gate * nu..][..nu],
                     }
                 } else {
                     GateInputs {
@@ -662,7 +820,7 @@ fn reset_gate_work_generic<T: Real, const FUSED: bool>(
             None => &act[shape.row(t, b) * aw + k0..][..nu],
         };
         let pr = &part.products[b * 3 * nu..][..nu];
-        let (bir, br) = (&part.b_ih[..nu], &part.b_hh[..nu]);
+        let (bir, br) = (&part.w.b_ih[..nu], &part.w.b_hh[..nu]);
         let hv = &hm[b * h + k0..][..nu];
         // SAFETY: each part writes only its own units' columns.
         let out = unsafe { rh.slice(b * h + k0, nu) };

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{bail, ensure, err, Result};
 
 use super::{Executor, ProgramId};
-use crate::cpu::recurrent::{Saved, Weights};
+use crate::cpu::recurrent::{InferWeights, Saved, Weights};
 use crate::cpu::{self, Real};
 use crate::ops::program::{
     DType, Kind, Op, OpId, Program, RecurrentBackward, RecurrentForward, StateRegion, TensorId,
@@ -34,6 +34,13 @@ struct Loaded<T> {
 /// Runs programs with the CPU twins in `T`.
 pub struct CpuExecutor<T: Real = f32> {
     params: BTreeMap<String, (Vec<usize>, Vec<T>)>,
+    /// Raised whenever any parameter may change: what was prepared from the parameters at
+    /// an earlier count is stale.
+    param_epoch: u64,
+    /// Recurrent weights prepared for inference, by program and op, with the `param_epoch`
+    /// they were prepared at: a program run again and again between updates (sampling a
+    /// language model one character at a time) prepares them once.
+    prepared: BTreeMap<(usize, OpId), (u64, InferWeights<T>)>,
     optim: BTreeMap<String, Vec<T>>,
     programs: Vec<Loaded<T>>,
 }
@@ -57,6 +64,8 @@ impl<T: Real> CpuExecutor<T> {
     pub fn new() -> Self {
         Self {
             params: BTreeMap::new(),
+            param_epoch: 0,
+            prepared: BTreeMap::new(),
             optim: BTreeMap::new(),
             programs: Vec::new(),
         }
@@ -98,13 +107,14 @@ impl<T: Real> CpuExecutor<T> {
         let l = &mut self.programs[p.0];
         match &mut l.data[t.0] {
             Data::Float(v) => Ok(std::mem::take(v)),
-            Data::Param(name) => Ok(std::mem::take(
+            Data::Param(name) => Ok(std::mem::take({
+                self.param_epoch += 1;
                 &mut self
                     .params
                     .get_mut(name)
                     .ok_or_else(|| err!(Invalid, "parameter"))?
-                    .1,
-            )),
+                    .1
+            })),
             Data::U32(_) => bail!(
                 Shape,
                 "tensor {} holds u32 values",
@@ -118,6 +128,7 @@ impl<T: Real> CpuExecutor<T> {
         match &mut l.data[t.0] {
             Data::Float(slot) => *slot = v,
             Data::Param(name) => {
+                self.param_epoch += 1;
                 if let Some(slot) = self.params.get_mut(name) {
                     slot.1 = v;
                 }
@@ -182,6 +193,7 @@ impl<T: Real> CpuExecutor<T> {
                 "parameter {name} has shape {have:?}, not {shape:?}"
             );
         }
+        self.param_epoch += 1;
         self.params
             .insert(name.to_string(), (shape.to_vec(), data.to_vec()));
         Ok(())
@@ -348,6 +360,24 @@ impl<T: Real> CpuExecutor<T> {
         let n = shape.batch * shape.hidden;
         let at = |r: StateRegion| r.offset(shape.batch, shape.hidden);
         let taped = self.loaded(p)?.taped.contains(&id);
+        // Inference over weights that only parameter writes change: their prepared copies,
+        // if still current, else prepared now and kept.
+        let epoch = self.param_epoch;
+        let cacheable = !taped && f.recurrent_mask.is_none() && {
+            let l = self.loaded(p)?;
+            [Some(f.w_ih), Some(f.w_hh), f.b_ih, f.b_hh]
+                .into_iter()
+                .flatten()
+                .all(|t| matches!(l.data[t.0], Data::Param(_)))
+        };
+        let mut prepared = match cacheable {
+            true => self
+                .prepared
+                .remove(&(p.0, id))
+                .filter(|(at, w)| *at == epoch && w.fits(&shape))
+                .map(|(_, w)| w),
+            false => None,
+        };
         let mut y = self.take(p, f.y)?;
         let result = (|| -> Result<_> {
             let lengths: Option<Vec<usize>> = match f.lengths {
@@ -378,12 +408,30 @@ impl<T: Real> CpuExecutor<T> {
                     &mut y,
                 )?;
                 Ok((fin, taped.then_some(saved)))
+            } else if cacheable {
+                let w = match prepared.as_mut() {
+                    Some(w) => w,
+                    None => prepared.insert(InferWeights::new(&shape, &w)?),
+                };
+                let fin = cpu::recurrent::infer_prepared(
+                    &shape,
+                    x,
+                    lengths.as_deref(),
+                    Some(h0),
+                    c0,
+                    w,
+                    &mut y,
+                )?;
+                Ok((fin, None))
             } else {
                 let fin =
                     cpu::recurrent::infer(&shape, x, lengths.as_deref(), Some(h0), c0, &w, &mut y)?;
                 Ok((fin, None))
             }
         })();
+        if let Some(w) = prepared {
+            self.prepared.insert((p.0, id), (epoch, w));
+        }
         self.put(p, f.y, y);
         let (fin, saved) = result?;
         self.with_out(p, f.state, |_, state| {
@@ -486,6 +534,7 @@ impl<T: Real> Executor for CpuExecutor<T> {
                         ),
                         None => {
                             let zeros = super::check::zeroed::<T>(&t.label, n)?;
+                            self.param_epoch += 1;
                             self.params.insert(name.clone(), (t.shape.clone(), zeros));
                         }
                     }
@@ -604,6 +653,7 @@ impl<T: Real> Executor for CpuExecutor<T> {
                 Data::Param(_) => 0,
             })
             .sum();
-        (params + optim) * size + work
+        let prepared: u64 = self.prepared.values().map(|(_, w)| w.bytes()).sum();
+        (params + optim) * size + work + prepared
     }
 }
