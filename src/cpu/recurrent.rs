@@ -354,8 +354,9 @@ pub fn infer<T: Real>(
 }
 
 /// [`infer`] with weights prepared once for many passes ([`InferWeights::new`] from the
-/// layer-direction's weights). `prepared` must fit `shape` ([`InferWeights::fits`]) and
-/// come from the weights the caller means: it keeps no reference to them.
+/// layer-direction's weights). `prepared` must fit `shape` ([`InferWeights::fits`]). It is a
+/// copy: after the weights change, prepare them again (the CPU executor does so whenever a
+/// parameter is written).
 pub fn infer_prepared<T: Real>(
     shape: &RecurrentShape,
     x: &[T],
