@@ -12,7 +12,9 @@
 // records every step up front and submits once. forward_sequence and backward_sequence (below) run all steps of a
 // layer-direction in one dispatch with the same per-unit code, where the state fits
 // workgroup memory. The *_tiled kernels at the end are the step kernels for GPUs: the same
-// per-unit code after a batch-tiled product.
+// per-unit code after a batch-tiled product. The directions of a bidirectional layer, or the
+// layers of a unidirectional stack, may share one set of buffers and run side by side in one
+// dispatch (workgroup z; enter_direction and Config's dir_* fields).
 
 override CELL: u32 = 2u;
 const RNN_TANH: u32 = 0u;
@@ -77,6 +79,19 @@ struct Config {
     dir_state: u32,
     dir_rmask: u32,
     dir_out: u32,        // columns of y and dy
+    // A layer-wavefront (RecurrentStack in src/gpu/recurrent/stack.rs): the layers of a
+    // unidirectional stack share these buffers as directions share them above, y included
+    // (layer d's outputs at d * dir_y; 0 elsewhere). With wave = 1, a forward dispatch is wave
+    // k: workgroup z runs layer dir_first + z at step k - z (none outside 0 .. steps), and each
+    // layer above the first takes its input projection in the step, from the layer below's
+    // output row of the same step (written by the wave before), through its own W_ih copies.
+    dir_y: u32,
+    wave: u32,
+    off_wi: u32,         // the W_ih copies in `wt`, laid out as W_hh's (vec4s, f32 layout)
+    // transpose_weights writes wt_copy 16-byte words from word wt_write (of this direction's
+    // part): W_hh's copies at 0, or in a stack W_ih's at off_wi.
+    wt_write: u32,
+    wt_copy: u32,
 }
 
 struct Step {
@@ -156,6 +171,7 @@ var<private> dsv: u32;    // saved
 var<private> dst: u32;    // state
 var<private> dr: u32;     // rmask
 var<private> dout: u32;   // columns of y and dy
+var<private> dyo: u32;    // y (the outputs only, not dy): a stack's layer
 
 fn enter_direction(z: u32) {
     let d = cfg.dir_first + z;
@@ -166,6 +182,27 @@ fn enter_direction(z: u32) {
     dst = d * cfg.dir_state;
     dr = d * cfg.dir_rmask;
     dout = d * cfg.dir_out;
+    dyo = d * cfg.dir_y;
+}
+
+const NO_STEP: u32 = 0xffffffffu;
+
+// The step that workgroup z's layer runs in this dispatch: the dispatch's step, or in a wave
+// that minus z; NO_STEP where the layer has none in this wave. Computed from uniform values
+// only (not the private bases), so the tiled kernels may return on it before their
+// barriers.
+fn layer_step(z: u32) -> u32 {
+    let lag = select(0u, z, cfg.wave != 0u);
+    if (step.s < lag || step.s - lag >= cfg.steps) {
+        return NO_STEP;
+    }
+    return step.s - lag;
+}
+
+// Whether workgroup z's layer takes its input projection in the step: a wave's layers above
+// the first. Uniform, as layer_step.
+fn in_step_input(z: u32) -> bool {
+    return cfg.wave != 0u && cfg.dir_first + z > 0u;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -250,8 +287,7 @@ fn transpose_weights(
 ) {
     enter_direction(0u);
     let i = gid.y * nwg.x * 256u + gid.x;
-    let words = select(arrayLength(&wt_out), cfg.dir_wt, cfg.dir_wt != 0u);
-    if (i >= words) {
+    if (i >= cfg.wt_copy) {
         return;
     }
     var word: vec4<u32>;
@@ -265,7 +301,7 @@ fn transpose_weights(
             word[k] = f16_storage_bits(wt_element(e)) | (f16_storage_bits(wt_element(e + 1u)) << 16u);
         }
     }
-    wt_out[dw + i] = word;
+    wt_out[dw + cfg.wt_write + i] = word;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -281,7 +317,7 @@ fn hprev_value(s: u32, b: u32, j: u32) -> f32 {
         return 0.0;
     }
     let t = code & STEP_TIME_MASK;
-    return y[row_of(t, b) * cfg.out_stride + (cfg.out_offset + dout) + j];
+    return y[dyo + row_of(t, b) * cfg.out_stride + (cfg.out_offset + dout) + j];
 }
 
 // One term of a recurrent product: acc[g] += hv * (four units of gate g in row j of wt).
@@ -328,7 +364,7 @@ fn recurrent_product(s: u32, b: u32, k0: u32, first_gate: u32, count: u32, from_
     if ((prev & STEP_INACTIVE) != 0u) {
         return acc;
     }
-    let src = row_of(prev & STEP_TIME_MASK, b) * cfg.out_stride + (cfg.out_offset + dout);
+    let src = dyo + row_of(prev & STEP_TIME_MASK, b) * cfg.out_stride + (cfg.out_offset + dout);
     for (var j = 0u; j < h; j++) {
         accumulate(&acc, y[src + j] * rmask_at(b, j), j * row4 + first, gate4, count);
     }
@@ -346,19 +382,65 @@ fn forward_step(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     enter_direction(wg.z);
+    let s = layer_step(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
-    if (k0 >= cfg.hidden) {
+    if (s == NO_STEP || k0 >= cfg.hidden) {
         return;
+    }
+    if (in_step_input(wg.z)) {
+        input_gates(s, b, k0);
     }
     var count = gates();
     if (CELL == GRU_RESET_BEFORE) {
         count = 2u;   // n waits for r * h of every unit: forward_gru_n
     }
-    let acc = recurrent_product(step.s, b, k0, 0u, count, false);
+    let acc = recurrent_product(s, b, k0, 0u, count, false);
     for (var e = 0u; e < 4u; e++) {
         if (k0 + e < cfg.hidden) {
-            _ = forward_unit(step.s, b, k0 + e, unit_gates(acc, e));
+            _ = forward_unit(s, b, k0 + e, unit_gates(acc, e));
+        }
+    }
+}
+
+// Where the input row of batch entry b at step s starts in `y` (the layer below's output of
+// the same time), or NO_SOURCE past its length. In a wave only.
+fn input_row(s: u32, b: u32) -> u32 {
+    let code = smap[dm + s * cfg.batch + b];
+    if ((code & STEP_INACTIVE) != 0u) {
+        return NO_SOURCE;
+    }
+    return dyo - cfg.dir_y + row_of(code & STEP_TIME_MASK, b) * cfg.out_stride + (cfg.out_offset + dout);
+}
+
+// The input side of a wave's layer above the first, units k0 .. k0 + 4 of entry b at step s:
+// b_ih + W_ih x for every gate (W_ih^T with b_ih as row H at off_wi, read as
+// recurrent_product reads W_hh^T), written where the input projection would be, in
+// `gate_values`, for forward_unit to read. Each invocation writes and then reads only its
+// own units. Past the length nothing is written: forward_unit reads none.
+fn input_gates(s: u32, b: u32, k0: u32) {
+    let src = input_row(s, b);
+    if (src == NO_SOURCE) {
+        return;
+    }
+    let h = cfg.hidden;
+    let row4 = gates() * cfg.hp / 4u;
+    let gate4 = cfg.hp / 4u;
+    let first = cfg.off_wi + k0 / 4u;
+    var acc: array<vec4<f32>, 4>;
+    for (var g = 0u; g < gates(); g++) {
+        acc[g] = weight4(h * row4 + first + g * gate4);
+    }
+    for (var j = 0u; j < h; j++) {
+        accumulate(&acc, y[src + j], j * row4 + first, gate4, gates());
+    }
+    let code = smap[dm + s * cfg.batch + b];
+    let at = dg + row_of(code & STEP_TIME_MASK, b) * cfg.gate_width;
+    for (var e = 0u; e < 4u; e++) {
+        if (k0 + e < h) {
+            for (var g = 0u; g < gates(); g++) {
+                gate_values[at + g * h + k0 + e] = acc[g][e];
+            }
         }
     }
 }
@@ -374,7 +456,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
         // Steps past a length map one to one onto the times past it (t = s): zero that
         // output row, and what the weight gradients will read from it.
         let dead = row_of(s, b);
-        y[dead * cfg.out_stride + (cfg.out_offset + dout) + k] = 0.0;
+        y[dyo + dead * cfg.out_stride + (cfg.out_offset + dout) + k] = 0.0;
         saved[dsv + dead * h + k] = 0.0;
         if (CELL == GRU_RESET_BEFORE) {
             saved[dsv + cfg.off_act + dead * cfg.act_width + 3u * h + k] = 0.0;
@@ -443,7 +525,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             return r * hm;
         }
     }
-    y[row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
+    y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
     if ((code & STEP_LAST) != 0u) {
         state[dst + cfg.off_hn + b * h + k] = new_h;
     }
@@ -457,15 +539,16 @@ fn forward_gru_n(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     enter_direction(wg.z);
+    let s = layer_step(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
-    if (k0 >= cfg.hidden) {
+    if (s == NO_STEP || k0 >= cfg.hidden) {
         return;
     }
-    let acc = recurrent_product(step.s, b, k0, 2u, 1u, true);
+    let acc = recurrent_product(s, b, k0, 2u, 1u, true);
     for (var e = 0u; e < 4u; e++) {
         if (k0 + e < cfg.hidden) {
-            _ = forward_gru_n_unit(step.s, b, k0 + e, acc[0][e]);
+            _ = forward_gru_n_unit(s, b, k0 + e, acc[0][e]);
         }
     }
 }
@@ -483,7 +566,7 @@ fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) -> f32 {
     let hp = hprev_value(s, b, k);
     saved[dsv + act + 2u * h + k] = n;
     let new_h = (1.0 - z) * n + z * hp;
-    y[row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
+    y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
     if ((code & STEP_LAST) != 0u) {
         state[dst + cfg.off_hn + b * h + k] = new_h;
     }
@@ -992,6 +1075,7 @@ const SRC_PREV: u32 = 0u;        // the previous state (h0 at step 0) times the 
 const SRC_RH: u32 = 1u;          // r * h of this step (GRU reset-before's n gate)
 const SRC_NEXT_GRADS: u32 = 2u;  // the next step's gate gradients (dhw for GRU)
 const SRC_DN: u32 = 3u;          // this step's dn_pre (GRU reset-before's backward_gru_n)
+const SRC_INPUT: u32 = 4u;       // a wave's layer input: the layer below's output (input_row)
 
 var<workgroup> ts_src: array<f32, 1040>;        // [tile][TS_STRIDE]
 var<workgroup> ts_w: array<f32, 1024>;          // [output][TK][units], units fastest
@@ -1026,10 +1110,13 @@ fn tiled_source_base(kind: u32, s: u32, b: u32) -> u32 {
     let row = row_of(code & STEP_TIME_MASK, b);
     switch kind {
         case 0u: {
-            return row * cfg.out_stride + (cfg.out_offset + dout);
+            return dyo + row * cfg.out_stride + (cfg.out_offset + dout);
         }
         case 1u: {
             return cfg.off_act + row * cfg.act_width + 3u * cfg.hidden;
+        }
+        case 4u: {
+            return dyo - cfg.dir_y + row * cfg.out_stride + (cfg.out_offset + dout);
         }
         case 2u: {
             if (CELL == GRU) {
@@ -1063,6 +1150,12 @@ fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -
             }
             return saved[dsv + base + c];
         }
+        case 4u: {
+            if (c >= h) {
+                return 0.0;
+            }
+            return y[base + c];
+        }
         default: {
             let u = c % cfg.hp;
             if (u >= h) {
@@ -1074,9 +1167,13 @@ fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -
 }
 
 // vec4 c4 of K in the weight row of output o of unit k. Forward: the padded W_hh copy, row
-// (first_gate + o) * H + k. Backward: W_hh^T's row k, from gate block first_gate on.
+// (first_gate + o) * H + k (SRC_INPUT: the padded W_ih copy's). Backward: W_hh^T's row k,
+// from gate block first_gate on.
 fn tiled_weights(kind: u32, o: u32, k: u32, c4: u32, first_gate: u32) -> vec4<f32> {
     let gate4 = cfg.hp / 4u;
+    if (kind == SRC_INPUT) {
+        return weight4(cfg.off_wi + cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4);
+    }
     if (kind < 2u) {
         return weight4(cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4);
     }
@@ -1138,14 +1235,19 @@ fn tiled_product(kind: u32, s: u32, b0: u32, k0: u32, units: u32, tile: u32, out
     return acc;
 }
 
-// b_hh of gates first_gate .. first_gate + count of unit k (W_hh^T's row H).
-fn tiled_bias(k: u32, first_gate: u32, count: u32) -> vec4<f32> {
+// b_hh of gates first_gate .. first_gate + count of unit k (W_hh^T's row H); from `base`
+// on, W_ih^T's row H, b_ih.
+fn tiled_bias_at(base: u32, k: u32, first_gate: u32, count: u32) -> vec4<f32> {
     let gate4 = cfg.hp / 4u;
     var bias = vec4<f32>(0.0);
     for (var g = 0u; g < count; g++) {
-        bias[g] = weight4(cfg.hidden * gates() * gate4 + (first_gate + g) * gate4 + k / 4u)[k % 4u];
+        bias[g] = weight4(base + cfg.hidden * gates() * gate4 + (first_gate + g) * gate4 + k / 4u)[k % 4u];
     }
     return bias;
+}
+
+fn tiled_bias(k: u32, first_gate: u32, count: u32) -> vec4<f32> {
+    return tiled_bias_at(0u, k, first_gate, count);
 }
 
 // The unit (x) and batch entry (y) whose cell code invocation lid of workgroup wg runs after
@@ -1165,21 +1267,41 @@ fn tiled_owner(wg: vec3<u32>, lid: u32, units: u32, tile: u32) -> vec2<u32> {
 // outs * units * TK / 4 / 128 weight vec4s; the cell code after it (half of the invocations)
 // reads and writes what the kernels above do per unit (recurrent.rs: step_cost's table).
 // Each element of W_hh is loaded ceil(B / 16) times a step, each state element
-// ceil(H / 4) times.
+// ceil(H / 4) times. In a wave, a layer above the first runs the same product over W_ih's
+// padded copy and the layer below's output first (SRC_INPUT), all gates: as much again.
 @compute @workgroup_size(128, 1, 1)
 fn forward_step_tiled(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     enter_direction(wg.z);
+    let s = layer_step(wg.z);
+    if (s == NO_STEP) {
+        return;
+    }
+    let kb = tiled_owner(wg, lid.x, FT_UNITS, FT_TILE);
+    if (in_step_input(wg.z)) {
+        // All gates' b_ih + W_ih x into gate_values, where forward_unit reads the input
+        // projection; the owner of a unit and entry writes it and reads it back.
+        let xa = tiled_product(SRC_INPUT, s, wg.y * FT_TILE, wg.x * FT_UNITS, FT_UNITS, FT_TILE, gates(), 0u, cfg.hp, lid.x);
+        if (kb.x != NO_SOURCE) {
+            let code = smap[dm + s * cfg.batch + kb.y];
+            if ((code & STEP_INACTIVE) == 0u) {
+                let at = dg + row_of(code & STEP_TIME_MASK, kb.y) * cfg.gate_width + kb.x;
+                let v = xa + tiled_bias_at(cfg.off_wi, kb.x, 0u, gates());
+                for (var g = 0u; g < gates(); g++) {
+                    gate_values[at + g * cfg.hidden] = v[g];
+                }
+            }
+        }
+    }
     var count = gates();
     if (CELL == GRU_RESET_BEFORE) {
         count = 2u;   // n waits for r * h of every unit: forward_gru_n_tiled
     }
-    let acc = tiled_product(SRC_PREV, step.s, wg.y * FT_TILE, wg.x * FT_UNITS, FT_UNITS, FT_TILE, count, 0u, cfg.hp, lid.x);
-    let kb = tiled_owner(wg, lid.x, FT_UNITS, FT_TILE);
+    let acc = tiled_product(SRC_PREV, s, wg.y * FT_TILE, wg.x * FT_UNITS, FT_UNITS, FT_TILE, count, 0u, cfg.hp, lid.x);
     if (kb.x != NO_SOURCE) {
-        _ = forward_unit(step.s, kb.y, kb.x, acc + tiled_bias(kb.x, 0u, count));
+        _ = forward_unit(s, kb.y, kb.x, acc + tiled_bias(kb.x, 0u, count));
     }
 }
 
@@ -1190,10 +1312,14 @@ fn forward_gru_n_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     enter_direction(wg.z);
-    let acc = tiled_product(SRC_RH, step.s, wg.y * FT_TILE, wg.x * FT_UNITS, FT_UNITS, FT_TILE, 1u, 2u, cfg.hp, lid.x);
+    let s = layer_step(wg.z);
+    if (s == NO_STEP) {
+        return;
+    }
+    let acc = tiled_product(SRC_RH, s, wg.y * FT_TILE, wg.x * FT_UNITS, FT_UNITS, FT_TILE, 1u, 2u, cfg.hp, lid.x);
     let kb = tiled_owner(wg, lid.x, FT_UNITS, FT_TILE);
     if (kb.x != NO_SOURCE) {
-        _ = forward_gru_n_unit(step.s, kb.y, kb.x, acc.x + tiled_bias(kb.x, 2u, 1u).x);
+        _ = forward_gru_n_unit(s, kb.y, kb.x, acc.x + tiled_bias(kb.x, 2u, 1u).x);
     }
 }
 

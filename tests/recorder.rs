@@ -7,7 +7,7 @@ use recur::apps::bench::plan::{plan_table, ScheduleRow};
 use recur::apps::bench::recurrent::RecurrentCase;
 use recur::apps::bench::roofline;
 use recur::exec::{Executor, GpuExecutor};
-use recur::gpu::recurrent::{RecurrentPath, StepKernel};
+use recur::gpu::recurrent::{RecurrentKernels, RecurrentPath, StackSchedule, StepKernel};
 use recur::gpu::{GemmPlan, Recorder};
 use recur::ops::program::ProgramBuilder;
 use recur::ops::recurrent::CellKind;
@@ -229,14 +229,22 @@ fn the_schedules_regroup_the_recorded_dispatches_of_stacks() {
     // One layer, one direction: nothing to regroup.
     assert_eq!(rows(&lstm).len(), 1);
 
-    // Two layers: a wavefront. Forward: per layer a transpose, a projection and T steps;
-    // the wavefront keeps layer 0's projection only and runs T + 1 waves. Backward: per
-    // layer T steps, a finishing dispatch and its products; the wavefront runs T + 1 waves
-    // and one finishing dispatch, and drops the top layer's dx product.
+    // Two layers. The tiled step kernels at this size record the forward as a wavefront
+    // (gpu::recurrent::RecurrentStack): the schedules are that, the layers one after the
+    // other, and the what-if wavefront over forward and backward. Layer by layer, the
+    // forward is per layer a transpose, a projection and T steps; the what-if keeps layer
+    // 0's projection only and runs T + 1 waves. Backward: per layer T steps, a finishing
+    // dispatch and its products; the what-if runs T + 1 waves and one finishing dispatch,
+    // and drops the top layer's dx product. The recorded wavefront is the what-if's forward
+    // plus the transpose of the top layer's W_ih, and the layers' backward.
     let s = rows(&lstm.with_layers(2, false));
-    assert_eq!(s.len(), 2);
-    let (recorded, wave) = (&s[0], &s[1]);
+    assert_eq!(s.len(), 3);
+    let (built, recorded, wave) = (&s[0], &s[1], &s[2]);
+    assert_eq!(recorded.schedule, ScheduleRow::LAYERS);
     assert_eq!(wave.schedule, ScheduleRow::WAVEFRONT);
+    assert_eq!(built.forward.0, wave.forward.0 + 1);
+    assert_eq!(built.backward.0, recorded.backward.0);
+    assert!(built.forward.1 < recorded.forward.1);
     assert_eq!(recorded.forward.0, 2 * (2 + t as u64));
     assert_eq!(wave.forward.0, 3 + (t as u64 + 1));
     assert_eq!(
@@ -262,6 +270,12 @@ fn each_ops_dispatches_are_the_phases_in_order() {
     let case = RecurrentCase::new(CellKind::Gru, 12, 2, 3).with_layers(2, false);
     let layer = recur::nn::Recurrent::new(case.config(), 5).unwrap();
     let mut exec = GpuExecutor::new(&gpu);
+    // Layer by layer, so each layer's ops carry what the what-if schedules need (a stack
+    // lowered as a wavefront records at its top layer's op and has none).
+    exec.set_recurrent_kernels(RecurrentKernels {
+        stack: Some(StackSchedule::Layers),
+        ..Default::default()
+    });
     for (name, t) in layer.params() {
         exec.set_param(name, &t.shape, &t.data).unwrap();
     }

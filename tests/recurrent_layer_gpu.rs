@@ -7,7 +7,9 @@ use common::{random_vec, rng, to_f64};
 use rand::Rng;
 use recur::check::rel_error;
 use recur::exec::{Executor, GpuExecutor};
-use recur::gpu::recurrent::{RecurrentKernels, RecurrentPath, StepKernel};
+use recur::gpu::recurrent::{
+    Precision, RecurrentKernels, RecurrentPath, StackSchedule, StepIndex, StepKernel,
+};
 use recur::nn::recurrent::TrainKey;
 use recur::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
 use recur::ops::program::ProgramBuilder;
@@ -63,14 +65,40 @@ fn gpu_stack_with_tiled_step_kernels_matches_cpu_stack() {
 
 /// Random stacks on `gpu` against the CPU twin in f64, planned with `kernels` (the two
 /// directions of a bidirectional layer in one dispatch unless they ask otherwise).
+#[test]
+fn gpu_stack_as_a_wavefront_matches_cpu_stack() {
+    let Some(gpu) = common::gpu() else { return };
+    for step in [StepKernel::Entry, StepKernel::Tiled] {
+        for step_index in [None, Some(StepIndex::Offset)] {
+            let kernels = RecurrentKernels {
+                step: Some(step),
+                step_index,
+                stack: Some(StackSchedule::Wavefront),
+                ..Default::default()
+            };
+            let test =
+                format!("gpu_stack_as_a_wavefront_matches_cpu_stack {step:?} {step_index:?}");
+            check_stacks(&gpu, &test, kernels);
+        }
+    }
+}
+
+/// Random stacks on the GPU with `kernels` against the CPU twin in f64. Where `kernels` ask
+/// for the wavefront, the stacks are the kind it takes: unidirectional, two or three
+/// layers, no dropout between them (input and recurrent dropout in training).
 fn check_stacks(gpu: &recur::Gpu, test: &str, kernels: RecurrentKernels) {
     let mut rng = rng(test);
+    let wavefront = kernels.stack == Some(StackSchedule::Wavefront);
     for cell in CellKind::ALL {
         for _ in 0..3 {
             let mut cfg =
                 RecurrentConfig::new(cell, rng.random_range(1..7), rng.random_range(1..9));
             cfg.num_layers = rng.random_range(1..4);
             cfg.bidirectional = rng.random_bool(0.6);
+            if wavefront {
+                cfg.num_layers = rng.random_range(2..4);
+                cfg.bidirectional = false;
+            }
             cfg.merge = [Merge::Concat, Merge::Sum, Merge::Mul, Merge::Ave][rng.random_range(0..4)];
             cfg.bias = rng.random_bool(0.8);
             cfg.batch_first = rng.random_bool(0.5);
@@ -80,7 +108,7 @@ fn check_stacks(gpu: &recur::Gpu, test: &str, kernels: RecurrentKernels) {
                 step: rng.random_range(0..1000),
             });
             if train.is_some() {
-                cfg.dropout = 0.3;
+                cfg.dropout = if wavefront { 0.0 } else { 0.3 };
                 cfg.input_dropout = 0.2;
                 cfg.recurrent_dropout = 0.35;
             }
@@ -261,6 +289,41 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         run.forward(&mut exec, &x, None, None, None, 0).unwrap();
         assert_eq!(gpu.compiled_kernels(), compiled);
 
+        // Three layers as a wavefront: each layer's weight copies (W_ih's too above the
+        // first), one input projection, steps + 2 waves; the backward layer by layer on the
+        // step path (the stack takes it on either). Layer by layer: three times a layer's,
+        // which is also what a wavefront asked for with f16 weights gets.
+        let mut cfg = RecurrentConfig::new(cell, 5, 6);
+        cfg.num_layers = 3;
+        let layer = Recurrent::new(cfg, 1).unwrap();
+        for (asked, precision, schedule) in [
+            (StackSchedule::Wavefront, None, StackSchedule::Wavefront),
+            (StackSchedule::Layers, None, StackSchedule::Layers),
+            (
+                StackSchedule::Wavefront,
+                Some(Precision::F16Storage),
+                StackSchedule::Layers,
+            ),
+        ] {
+            let kernels = RecurrentKernels {
+                stack: Some(asked),
+                precision,
+                ..Default::default()
+            };
+            let ctx = format!("{cell:?}, 3 layers on the {path:?} path, {asked:?} {precision:?}");
+            let got = dispatches(gpu, &layer, kernels, (batch, steps), &x, &ctx);
+            let want = match schedule {
+                StackSchedule::Wavefront => (
+                    5 + 1 + per_step * (steps as u64 + 2),
+                    3 * (per_step * steps as u64 + 1 + 3),
+                ),
+                StackSchedule::Layers => {
+                    (3 * (2 + forward_recurrence), 3 * (backward_recurrence + 3))
+                }
+            };
+            assert_eq!(got, want, "{ctx}: forward and backward dispatches");
+        }
+
         // A bidirectional layer: each direction's transpose, projection and products, and
         // the recurrence once for both (each step one dispatch); with separate directions,
         // twice.
@@ -268,36 +331,49 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         cfg.bidirectional = true;
         let layer = Recurrent::new(cfg, 1).unwrap();
         for separate in [false, true] {
-            let mut exec = GpuExecutor::new(gpu);
-            exec.set_recurrent_kernels(RecurrentKernels {
+            let kernels = RecurrentKernels {
                 separate_directions: separate,
                 ..Default::default()
-            });
-            let run = layer
-                .plan(&mut exec, batch, steps, StackOptions::with_grads())
-                .unwrap();
-            exec.write(run.program, run.input(), 0, &x).unwrap();
-            let before = gpu.counters();
-            exec.run(run.program, 0, 0).unwrap();
-            let mid = gpu.counters();
-            exec.run(run.program, 1, 0).unwrap();
-            let after = gpu.counters();
+            };
             let recurrences = if separate { 2 } else { 1 };
             let ctx = format!("{cell:?} bidirectional on the {path:?} path, separate {separate}");
-            assert_eq!(mid.submits - before.submits, 1, "{ctx}");
-            assert_eq!(after.submits - mid.submits, 1, "{ctx}");
-            assert_eq!(
-                mid.dispatches - before.dispatches,
+            let got = dispatches(gpu, &layer, kernels, (batch, steps), &x, &ctx);
+            let want = (
                 2 * 2 + recurrences * forward_recurrence,
-                "{ctx}: forward"
-            );
-            assert_eq!(
-                after.dispatches - mid.dispatches,
                 recurrences * backward_recurrence + 2 * 3,
-                "{ctx}: backward"
             );
+            assert_eq!(got, want, "{ctx}: forward and backward dispatches");
         }
     }
+}
+
+/// The dispatches of one forward and one backward of `layer` planned with `kernels` on a new
+/// executor, after checking that each is one submit.
+fn dispatches(
+    gpu: &recur::Gpu,
+    layer: &Recurrent,
+    kernels: RecurrentKernels,
+    (batch, steps): (usize, usize),
+    x: &[f32],
+    ctx: &str,
+) -> (u64, u64) {
+    let mut exec = GpuExecutor::new(gpu);
+    exec.set_recurrent_kernels(kernels);
+    let run = layer
+        .plan(&mut exec, batch, steps, StackOptions::with_grads())
+        .unwrap();
+    exec.write(run.program, run.input(), 0, x).unwrap();
+    let before = gpu.counters();
+    exec.run(run.program, 0, 0).unwrap();
+    let mid = gpu.counters();
+    exec.run(run.program, 1, 0).unwrap();
+    let after = gpu.counters();
+    assert_eq!(mid.submits - before.submits, 1, "{ctx}: forward submits");
+    assert_eq!(after.submits - mid.submits, 1, "{ctx}: backward submits");
+    (
+        mid.dispatches - before.dispatches,
+        after.dispatches - mid.dispatches,
+    )
 }
 
 #[test]

@@ -12,7 +12,9 @@ use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
 use crate::gpu::loss::{upload_targets, CrossEntropyPlan};
 use crate::gpu::optim::{ClipPlan, OptimPlan};
-use crate::gpu::recurrent::{Precision, RecurrentKernels, RecurrentPath, StepIndex, StepKernel};
+use crate::gpu::recurrent::{
+    Precision, RecurrentKernels, RecurrentPath, StackSchedule, StepIndex, StepKernel,
+};
 use crate::gpu::word2vec_train::PlanOptions;
 use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
 use crate::nn::recurrent::{RecurrentGrads, RecurrentOutput, TrainKey};
@@ -144,7 +146,9 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
     // - the batch-tiled step kernels, on every adapter;
     // - the step index at a dynamic offset, per step, where the device would take immediates
     //   (the default everywhere else, the browser included);
-    // - W_hh and b_hh stored in f16.
+    // - W_hh and b_hh stored in f16;
+    // - a unidirectional stack as a wavefront (one dispatch per wave of the layers' steps),
+    //   on the step kernels the device picks.
     let variants = [
         ("", RecurrentKernels::default()),
         (
@@ -167,6 +171,13 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
             ", f16 weight storage",
             RecurrentKernels {
                 precision: Some(Precision::F16Storage),
+                ..Default::default()
+            },
+        ),
+        (
+            ", layers as a wavefront",
+            RecurrentKernels {
+                stack: Some(StackSchedule::Wavefront),
                 ..Default::default()
             },
         ),
@@ -379,9 +390,11 @@ impl StackCase {
     fn draw(rng: &mut StdRng, cell: CellKind, kernels: RecurrentKernels) -> Result<Self> {
         let mut cfg = RecurrentConfig::new(cell, rng.random_range(2..40), rng.random_range(2..70));
         cfg.num_layers = 2;
-        cfg.bidirectional = true;
+        // The wavefront takes unidirectional stacks without dropout between the layers.
+        let wavefront = kernels.stack == Some(StackSchedule::Wavefront);
+        cfg.bidirectional = !wavefront;
         cfg.merge = Merge::Sum;
-        cfg.dropout = 0.2;
+        cfg.dropout = if wavefront { 0.0 } else { 0.2 };
         cfg.input_dropout = 0.1;
         cfg.recurrent_dropout = 0.25;
         let (batch, steps) = (rng.random_range(1..9), rng.random_range(1..12));
@@ -513,9 +526,10 @@ fn recurrent_stack(
     for (name, g) in &want_g.params {
         grads.push((&got_g.params[name], g));
     }
-    let tiled = match (kernels.step, kernels.precision) {
-        (Some(StepKernel::Tiled), _) => ", tiled steps",
-        (_, Some(Precision::F16Storage)) => ", f16 weights",
+    let tiled = match (kernels.step, kernels.precision, kernels.stack) {
+        (Some(StepKernel::Tiled), _, _) => ", tiled steps",
+        (_, Some(Precision::F16Storage), _) => ", f16 weights",
+        (_, _, Some(StackSchedule::Wavefront)) => ", wavefront",
         _ => "",
     };
     let shape = format!(

@@ -14,6 +14,7 @@ use crate::gpu::loss::{CrossEntropyPlan, MsePlan};
 use crate::gpu::merge::MergePlan;
 use crate::gpu::recurrent::{
     DirectionSpec, GpuGrads, GpuWeights, RecurrentKernels, RecurrentPair, RecurrentPlan,
+    RecurrentStack, StackLayer, StackSchedule,
 };
 use crate::gpu::{
     ClipPlan, DispatchCost, DropoutMaskPlan, EmbeddingBackwardPlan, EmbeddingForwardPlan,
@@ -85,6 +86,20 @@ enum Lowered {
     },
     /// The second of a pair's backward ops: recorded with the first.
     PairedBackward,
+    /// The layers of a unidirectional stack as a wavefront, lowered at the top layer's
+    /// forward op (see [`stacks`]); the layers below lower to `StackedForward`.
+    Stack {
+        stack: Box<RecurrentStack>,
+        lengths: Option<TensorId>,
+        applied: Option<u64>,
+    },
+    /// A forward op of a stack's layer below the top: recorded with the stack.
+    StackedForward,
+    /// The backward op of layer `layer` of the stack lowered at op `stack`.
+    StackBackward {
+        stack: OpId,
+        layer: usize,
+    },
     Merge(MergePlan),
     Dropout {
         plan: DropoutMaskPlan,
@@ -247,6 +262,11 @@ impl GpuExecutor {
                     lengths: Some(t),
                     applied,
                     ..
+                }
+                | Lowered::Stack {
+                    lengths: Some(t),
+                    applied,
+                    ..
                 } => (*t, *applied),
                 _ => continue,
             };
@@ -268,6 +288,10 @@ impl GpuExecutor {
                 }
                 Lowered::Pair { pair, applied, .. } => {
                     pair.set_lengths(Some(lengths))?;
+                    *applied = Some(*version);
+                }
+                Lowered::Stack { stack, applied, .. } => {
+                    stack.set_lengths(Some(lengths))?;
                     *applied = Some(*version);
                 }
                 _ => {}
@@ -292,6 +316,14 @@ impl GpuExecutor {
                 Lowered::Gemm(plan) => plan.record(rec),
                 Lowered::Recurrent { plan, .. } => plan.record_forward(rec),
                 Lowered::Pair { pair, .. } => pair.record_forward(rec),
+                Lowered::Stack { stack, .. } => stack.record_forward(rec),
+                Lowered::StackBackward { stack, layer } => {
+                    let (stack, layer) = (*stack, *layer);
+                    match &l.lowered[stack.0] {
+                        Lowered::Stack { stack, .. } => stack.record_backward(rec, layer)?,
+                        _ => bail!(Invalid, "op {} is not a recurrent stack", stack.0),
+                    }
+                }
                 Lowered::PairBackward {
                     pair,
                     products_first,
@@ -304,7 +336,8 @@ impl GpuExecutor {
                 }
                 Lowered::RecurrentBackward(_)
                 | Lowered::PairedForward
-                | Lowered::PairedBackward => {}
+                | Lowered::PairedBackward
+                | Lowered::StackedForward => {}
                 Lowered::Merge(plan) => plan.record(rec),
                 Lowered::Dropout { plan, seed, stream } => {
                     let key = DropoutKey {
@@ -373,9 +406,33 @@ impl GpuExecutor {
             };
             pairs(program, fits)
         };
+        let stacks = stacks(program, |fw, grads, layers| {
+            let kernels = self.recurrent_kernels;
+            let wanted = kernels
+                .stack
+                .or_else(StackSchedule::from_env)
+                .unwrap_or_else(|| StackSchedule::by_rule(&self.gpu, kernels, &fw.shape));
+            wanted == StackSchedule::Wavefront
+                && RecurrentStack::fits(&self.gpu, kernels, &fw.shape, grads, layers)
+        });
         let mut lowered = Vec::with_capacity(program.ops().len());
         for (i, op) in program.ops().iter().enumerate() {
             let f = |t: TensorId| float(&self.params, slots, t);
+            if let Some(layers) = stacks.top.get(&i) {
+                lowered.push(self.stack_lowered(program, layers, slots, scratch)?);
+                continue;
+            }
+            if stacks.below.contains(&i) {
+                lowered.push(Lowered::StackedForward);
+                continue;
+            }
+            if let Some(&(top, layer)) = stacks.backward.get(&i) {
+                lowered.push(Lowered::StackBackward {
+                    stack: OpId(top),
+                    layer,
+                });
+                continue;
+            }
             if pairs.first_forward.contains(&i) {
                 lowered.push(Lowered::PairedForward);
                 continue;
@@ -571,20 +628,54 @@ impl GpuExecutor {
         Ok(lowered)
     }
 
-    /// A recurrent forward op lowered: one direction to a plan, or a pair's two directions
-    /// (first direction first) to a [`RecurrentPair`].
-    fn recurrent_lowered(
+    /// The forward ops `layers` (bottom first) lowered to a [`RecurrentStack`].
+    fn stack_lowered(
         &self,
-        directions: &[(
-            &RecurrentForward,
-            Option<&crate::ops::program::RecurrentBackward>,
-        )],
+        program: &Program,
+        layers: &[usize],
         slots: &[Slot],
         scratch: &mut Vec<GpuTensor>,
     ) -> Result<Lowered> {
+        let backwards = program.recurrent_backwards();
+        let ops = layers
+            .iter()
+            .map(|&i| {
+                let fw = program.recurrent_forward(OpId(i))?;
+                Ok((fw, backwards.get(&OpId(i)).copied()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bias_scratch = self.bias_scratch(&ops)?;
+        let parts = self.direction_specs(&ops, slots, &bias_scratch)?;
         let f = |t: TensorId| float(&self.params, slots, t);
-        // Where a layer has no biases, their gradients land in scratch.
-        let bias_scratch = directions
+        let stack_layers = ops
+            .iter()
+            .zip(parts)
+            .map(|((fw, _), direction)| {
+                Ok(StackLayer {
+                    direction,
+                    y: f(fw.y)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (first, _) = ops[0];
+        let stack = RecurrentStack::new(
+            &self.gpu,
+            self.recurrent_kernels,
+            f(first.x)?,
+            &stack_layers,
+        )?;
+        scratch.extend(bias_scratch.into_iter().flatten());
+        Ok(Lowered::Stack {
+            stack: Box::new(stack),
+            lengths: first.lengths,
+            applied: None,
+        })
+    }
+
+    /// Scratch for the bias gradients of each of `directions` that has no biases (keep it
+    /// alive with the plans).
+    fn bias_scratch(&self, directions: &[Direction]) -> Result<Vec<Option<GpuTensor>>> {
+        directions
             .iter()
             .map(|(fw, backward)| match backward {
                 Some(b) if b.db_ih.is_none() => {
@@ -592,9 +683,20 @@ impl GpuExecutor {
                 }
                 _ => Ok(None),
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// What the plan of each of `directions` takes; bias gradients without a tensor land in
+    /// `bias_scratch` ([`Self::bias_scratch`]).
+    fn direction_specs<'a>(
+        &'a self,
+        directions: &[Direction],
+        slots: &'a [Slot],
+        bias_scratch: &'a [Option<GpuTensor>],
+    ) -> Result<Vec<DirectionSpec<'a>>> {
+        let f = |t: TensorId| float(&self.params, slots, t);
         let mut parts = Vec::with_capacity(directions.len());
-        for ((fw, backward), bias_scratch) in directions.iter().zip(&bias_scratch) {
+        for ((fw, backward), bias_scratch) in directions.iter().zip(bias_scratch) {
             let weights = GpuWeights {
                 w_ih: f(fw.w_ih)?,
                 w_hh: f(fw.w_hh)?,
@@ -633,6 +735,20 @@ impl GpuExecutor {
                 recurrent_mask: fw.recurrent_mask.map(f).transpose()?,
             });
         }
+        Ok(parts)
+    }
+
+    /// A recurrent forward op lowered: one direction to a plan, or a pair's two directions
+    /// (first direction first) to a [`RecurrentPair`].
+    fn recurrent_lowered(
+        &self,
+        directions: &[Direction],
+        slots: &[Slot],
+        scratch: &mut Vec<GpuTensor>,
+    ) -> Result<Lowered> {
+        let f = |t: TensorId| float(&self.params, slots, t);
+        let bias_scratch = self.bias_scratch(directions)?;
+        let parts = self.direction_specs(directions, slots, &bias_scratch)?;
         let (fw, _) = directions[0];
         let low = match parts[..] {
             [p] => Lowered::Recurrent {
@@ -667,6 +783,12 @@ impl GpuExecutor {
         Ok(low)
     }
 }
+
+/// A recurrent forward op and its backward op, if any.
+type Direction<'p> = (
+    &'p RecurrentForward,
+    Option<&'p crate::ops::program::RecurrentBackward>,
+);
 
 /// Whether `RECUR_DIRECTIONS=separate` asks for each direction of a bidirectional layer to
 /// run on its own (for comparisons; [`RecurrentKernels::separate_directions`] in code).
@@ -1016,6 +1138,7 @@ impl Executor for GpuExecutor {
             .map(|low| match low {
                 Lowered::Recurrent { plan, .. } => plan.workspace_bytes(),
                 Lowered::Pair { pair, .. } => pair.workspace_bytes(),
+                Lowered::Stack { stack, .. } => stack.workspace_bytes(),
                 _ => 0,
             })
             .sum();
@@ -1029,4 +1152,92 @@ impl Executor for GpuExecutor {
     fn set_timing(&mut self, on: bool) {
         self.timed = on;
     }
+}
+
+/// The unidirectional stacks of a program whose layers run as one [`RecurrentStack`], by op
+/// index.
+#[derive(Default)]
+struct Stacks {
+    /// The top layer's forward op -> every layer's forward op, bottom first.
+    top: BTreeMap<usize, Vec<usize>>,
+    /// The forward ops of the layers below the top (each lowers to `StackedForward`).
+    below: BTreeSet<usize>,
+    /// A layer's backward op -> (the top forward op, which lowers the stack; the layer).
+    backward: BTreeMap<usize, (usize, usize)>,
+}
+
+/// Finds the stacks: runs of two or more forward ops of unidirectional layers, as
+/// `nn::Recurrent` records them, each reading the output of the one before
+/// ([`RecurrentStack::stacks_on`]) in the same phase with the same lengths, both or neither
+/// a recurrent dropout mask, biases and a backward. Only a layer's initial-state copies and
+/// recurrent dropout mask may stand between two of them, since the stack runs every layer at
+/// the top one's op (so an input dropout between the layers ends a stack). `wanted` says
+/// whether a run of that many layers of the first one's shape (with a backward where its
+/// second argument) should be a stack at all.
+fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> bool) -> Stacks {
+    let ops = program.ops();
+    let backwards = program.recurrent_backwards();
+    let whole =
+        |fw: &RecurrentForward| fw.shape.out_offset == 0 && fw.shape.out_stride == fw.shape.hidden;
+    // The forward op that continues a stack from op i, if any.
+    let next = |i: usize, a: &RecurrentForward| -> Option<usize> {
+        let mut j = i + 1;
+        while j < ops.len() && matches!(ops[j], Op::Copy { .. } | Op::DropoutMask { .. }) {
+            j += 1;
+        }
+        let Some(Op::RecurrentForward(b)) = ops.get(j) else {
+            return None;
+        };
+        let between_serves_b = ops[i + 1..j].iter().all(|op| match op {
+            Op::Copy { dst, .. } => *dst == b.state,
+            Op::DropoutMask { mask, .. } => Some(*mask) == b.recurrent_mask,
+            _ => false,
+        });
+        let continues = between_serves_b
+            && whole(b)
+            && b.x == a.y
+            && RecurrentStack::stacks_on(&b.shape, &a.shape)
+            && program.phase_of(OpId(i)) == program.phase_of(OpId(j))
+            && a.lengths == b.lengths
+            && a.recurrent_mask.is_some() == b.recurrent_mask.is_some()
+            && (a.b_ih.is_some(), a.b_hh.is_some()) == (b.b_ih.is_some(), b.b_hh.is_some())
+            && backwards.contains_key(&OpId(i)) == backwards.contains_key(&OpId(j));
+        continues.then_some(j)
+    };
+    let mut out = Stacks::default();
+    let mut i = 0;
+    while i < ops.len() {
+        let Op::RecurrentForward(a) = &ops[i] else {
+            i += 1;
+            continue;
+        };
+        if !whole(a) {
+            i += 1;
+            continue;
+        }
+        let mut layers = vec![i];
+        let mut last = a;
+        while let Some(j) = next(*layers.last().expect("one layer"), last) {
+            layers.push(j);
+            let Op::RecurrentForward(b) = &ops[j] else {
+                unreachable!("next returns forward ops")
+            };
+            last = b;
+        }
+        let top = *layers.last().expect("one layer");
+        if layers.len() >= 2 && wanted(a, backwards.contains_key(&OpId(i)), layers.len()) {
+            for (layer, &f) in layers.iter().enumerate() {
+                if let Some(p) = ops
+                    .iter()
+                    .position(|op| matches!(op, Op::RecurrentBackward(r) if r.forward == OpId(f)))
+                {
+                    out.backward.insert(p, (top, layer));
+                }
+            }
+            out.below.extend(layers[..layers.len() - 1].iter().copied());
+            out.top.insert(top, layers);
+        }
+        i = top + 1;
+    }
+    out
 }

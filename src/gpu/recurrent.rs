@@ -28,6 +28,9 @@ use super::{
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::{Gemm, WeightGrads};
 
+mod stack;
+pub use stack::{RecurrentStack, StackLayer, StackSchedule};
+
 /// Mirrors `Config` in `recurrent.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -63,12 +66,15 @@ struct Config {
     dir_state: u32,
     dir_rmask: u32,
     dir_out: u32,
-    // A uniform struct's size is a multiple of 16 bytes.
-    _pad: u32,
+    dir_y: u32,
+    wave: u32,
+    off_wi: u32,
+    wt_write: u32,
+    wt_copy: u32,
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: Config in "recurrent" as "Config" {
-    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out,
+    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out, dir_y, wave, off_wi, wt_write, wt_copy,
 });
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -453,6 +459,7 @@ impl RecurrentPath {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Workspace {
     gates: usize,
+    /// Both weight copies of W_hh, and in a [`RecurrentStack`] W_ih's after them.
     wt_words: usize,
     smap: usize,
     saved: usize,
@@ -462,6 +469,17 @@ struct Workspace {
 
 impl Workspace {
     fn of(shape: &RecurrentShape, grads: bool, precision: Precision) -> Self {
+        Self::with_input(shape, grads, precision, false)
+    }
+
+    /// [`Workspace::of`], with room for W_ih's copies where `in_step_input` (a stack's
+    /// layers: [`WeightCopies`]).
+    fn with_input(
+        shape: &RecurrentShape,
+        grads: bool,
+        precision: Precision,
+        in_step_input: bool,
+    ) -> Self {
         let (h, b, gw, rows) = (shape.hidden, shape.batch, shape.gate_width(), shape.rows());
         let cell = shape.cell;
         // GRU's backward appends dhw to the gate values.
@@ -470,15 +488,10 @@ impl Workspace {
         } else {
             rows
         };
-        let hp = h.div_ceil(4) * 4;
-        let wt_len = (h + 1) * cell.gates() * hp + gw * hp;
         let cell_rows = if cell.has_cell_state() { rows } else { 0 };
         Self {
             gates: gate_rows * gw,
-            wt_words: match precision {
-                Precision::F32 => wt_len / 4,
-                Precision::F16Storage => wt_len.div_ceil(8),
-            },
+            wt_words: WeightCopies::of(shape, precision).words(in_step_input),
             smap: shape.steps * b,
             saved: (rows + cell_rows) * h + rows * cell.act_width() * h,
             state: REGIONS * b * h,
@@ -499,9 +512,74 @@ impl Workspace {
     }
 }
 
-/// The buffers both directions of a [`RecurrentPair`] bind, each holding direction 1's part
-/// one [`Workspace`] after direction 0's.
-struct PairBuffers {
+/// Where the weight copies of one layer-direction lie in `wt`: W_hh^T with b_hh as its last
+/// row, then W_hh with padded rows (see `wt` in recurrent.wgsl); in a [`RecurrentStack`], the
+/// same two copies of W_ih and b_ih after them, from an even vec4 so that they start on a
+/// 16-byte word in f16 as well.
+#[derive(Clone, Copy)]
+struct WeightCopies {
+    precision: Precision,
+    /// vec4s of W_hh's two copies, in the f32 layout the kernels index.
+    vec4s: usize,
+}
+
+impl WeightCopies {
+    fn of(shape: &RecurrentShape, precision: Precision) -> Self {
+        let (h, gw) = (shape.hidden, shape.gate_width());
+        let hp = h.div_ceil(4) * 4;
+        let elements = (h + 1) * shape.cell.gates() * hp + gw * hp;
+        Self {
+            precision,
+            vec4s: elements / 4,
+        }
+    }
+
+    /// 16-byte words of `vec4s` vec4s as stored.
+    fn words_of(&self, vec4s: usize) -> usize {
+        match self.precision {
+            Precision::F32 => vec4s,
+            Precision::F16Storage => vec4s.div_ceil(2),
+        }
+    }
+
+    /// Words one transposition writes (W_hh's copies, or W_ih's).
+    fn copy_words(&self) -> usize {
+        self.words_of(self.vec4s)
+    }
+
+    /// The vec4 (f32 layout) where W_ih's copies start (`off_wi` in recurrent.wgsl).
+    fn input_vec4(&self) -> usize {
+        self.vec4s.next_multiple_of(2)
+    }
+
+    /// The word where W_ih's copies start.
+    fn input_word(&self) -> usize {
+        self.words_of(self.input_vec4())
+    }
+
+    /// Words of a layer-direction's part of `wt`.
+    fn words(&self, in_step_input: bool) -> usize {
+        if in_step_input {
+            self.input_word() + self.copy_words()
+        } else {
+            self.copy_words()
+        }
+    }
+}
+
+/// How the layer-directions that share [`SharedBuffers`] are arranged.
+enum Sharing {
+    /// The directions of a [`RecurrentPair`]: direction 0's first column of y, and the
+    /// columns from it to direction 1's.
+    Pair { out_offset: usize, dir_out: usize },
+    /// The layers of a [`RecurrentStack`]: their outputs in `y`, layer after layer, each
+    /// `rows * H`; the step index of a wave runs to `steps + layers - 1`.
+    Stack { y: GpuTensor, layers: usize },
+}
+
+/// The buffers the layer-directions of a [`RecurrentPair`] or a [`RecurrentStack`] bind,
+/// each holding part d one [`Workspace`] after part d - 1's.
+struct SharedBuffers {
     sizes: Workspace,
     gates: GpuTensor,
     wt: GpuTensor,
@@ -509,9 +587,61 @@ struct PairBuffers {
     saved: GpuTensor,
     state: GpuTensor,
     rmask: GpuTensor,
-    /// Direction 0's first column of y, and the columns from it to direction 1's.
-    out_offset: usize,
-    dir_out: usize,
+    sharing: Sharing,
+}
+
+impl SharedBuffers {
+    /// Buffers for `parts` workspaces of `sizes`.
+    fn new(gpu: &Gpu, sizes: Workspace, parts: usize, sharing: Sharing) -> Result<Self> {
+        Ok(Self {
+            sizes,
+            gates: GpuTensor::zeros(gpu, &[parts * sizes.gates])?,
+            wt: GpuTensor::zeros(gpu, &[parts * 4 * sizes.wt_words])?,
+            smap: GpuTensor::zeros(gpu, &[parts * sizes.smap])?,
+            saved: GpuTensor::zeros(gpu, &[parts * sizes.saved])?,
+            state: GpuTensor::zeros(gpu, &[parts * sizes.state])?,
+            rmask: GpuTensor::filled(gpu, &[parts * sizes.rmask], 1.0f32)?,
+            sharing,
+        })
+    }
+
+    /// Whether `parts` workspaces of `sizes` (and `extra` more floats in one buffer) stay
+    /// within what `gpu` binds per buffer.
+    fn fit(gpu: &Gpu, sizes: Workspace, parts: usize, extra: usize) -> bool {
+        let w = sizes;
+        let largest = [w.gates, 4 * w.wt_words, w.smap, w.saved, w.state, w.rmask]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        largest
+            .checked_mul(parts)
+            .and_then(|n| n.max(extra).checked_mul(4))
+            .is_some_and(|bytes| bytes as u64 <= gpu.max_binding_bytes())
+    }
+
+    /// Copies the callers' states (and recurrent dropout masks) of `plans` into the shared
+    /// buffers.
+    fn record_copy_in(&self, rec: &mut Recorder, plans: &[&RecurrentPlan]) {
+        for p in plans {
+            let bytes = 4 * self.sizes.state as u64;
+            let at = 4 * p.offsets.state as u64;
+            rec.copy(p.state.buffer(), 0, self.state.buffer(), at, bytes);
+            if let Some(m) = &p.source_mask {
+                let bytes = 4 * self.sizes.rmask as u64;
+                let at = 4 * p.offsets.rmask as u64;
+                rec.copy(m.buffer(), 0, self.rmask.buffer(), at, bytes);
+            }
+        }
+    }
+
+    /// Copies the states of `plans` back to the callers' state tensors.
+    fn record_copy_out(&self, rec: &mut Recorder, plans: &[&RecurrentPlan]) {
+        for p in plans {
+            let bytes = 4 * self.sizes.state as u64;
+            let at = 4 * p.offsets.state as u64;
+            rec.copy(self.state.buffer(), at, p.state.buffer(), 0, bytes);
+        }
+    }
 }
 
 /// A product blocked as the tiled step kernels block theirs ([`tiled_cost`]).
@@ -623,6 +753,9 @@ pub struct RecurrentKernels {
     /// Run the two directions of a bidirectional layer one after the other rather than as a
     /// [`RecurrentPair`] (an executor's choice; `RECUR_DIRECTIONS=separate` too).
     pub separate_directions: bool,
+    /// How an executor records a unidirectional stack's layers; `None`: its rule
+    /// ([`StackSchedule::by_rule`]), or `RECUR_STACK`.
+    pub stack: Option<StackSchedule>,
 }
 
 /// The parameters of one layer-direction on the device (PyTorch shapes).
@@ -665,19 +798,22 @@ pub struct RecurrentPlan {
     smap: GpuTensor<u32>,
     /// The caller's state tensor: what [`Self::h_n`] and the state copies read and write.
     state: GpuTensor,
-    /// The state the kernels bind: `state` itself, or in a [`RecurrentPair`] the pair's
-    /// shared copy, which the pair's recordings move in from and out to `state`.
-    kernel_state: GpuTensor,
     /// In a pair, the caller's recurrent dropout mask, which the pair copies into `rmask`.
     source_mask: Option<GpuTensor>,
     /// The mask the kernels bind (ones without recurrent dropout).
     rmask: GpuTensor,
     has_rmask: bool,
-    /// Where this direction's part of each workspace buffer starts (zeros but in a pair).
+    /// Where this direction's part of each workspace buffer starts (zeros but in a pair or
+    /// a stack).
     offsets: Workspace,
+    /// How many layer-directions share the workspace buffers: 2 in a pair, a stack's layers,
+    /// else 1.
+    parts: usize,
     carry_scratch: GpuTensor,
     xw_gemm: GemmPlan,
     transpose: Transpose,
+    /// In a [`RecurrentStack`], above the first layer: the transposition of W_ih and b_ih.
+    input_transpose: Option<Transpose>,
     precision: Precision,
     /// The copies of W_hh and b_hh the products read (see `wt` in recurrent.wgsl).
     wt: GpuTensor,
@@ -707,7 +843,7 @@ pub struct RecurrentPlan {
 /// first and the states out last, 9 x B x H floats a direction each way.
 pub struct RecurrentPair {
     plans: [RecurrentPlan; 2],
-    shared: PairBuffers,
+    shared: SharedBuffers,
 }
 
 /// What the plan of one layer-direction takes besides the input and output (the arguments of
@@ -756,17 +892,11 @@ impl RecurrentPair {
             .precision
             .unwrap_or_else(|| Precision::for_device(gpu));
         let sizes = Workspace::of(&a.shape, a.grads.is_some(), precision);
-        let shared = PairBuffers {
-            sizes,
-            gates: GpuTensor::zeros(gpu, &[2 * sizes.gates])?,
-            wt: GpuTensor::zeros(gpu, &[2 * 4 * sizes.wt_words])?,
-            smap: GpuTensor::zeros(gpu, &[2 * sizes.smap])?,
-            saved: GpuTensor::zeros(gpu, &[2 * sizes.saved])?,
-            state: GpuTensor::zeros(gpu, &[2 * sizes.state])?,
-            rmask: GpuTensor::filled(gpu, &[2 * sizes.rmask], 1.0f32)?,
+        let sharing = Sharing::Pair {
             out_offset: a.shape.out_offset,
             dir_out: b.shape.out_offset - a.shape.out_offset,
         };
+        let shared = SharedBuffers::new(gpu, sizes, 2, sharing)?;
         let kernels = RecurrentKernels {
             precision: Some(precision),
             ..kernels
@@ -783,14 +913,7 @@ impl RecurrentPair {
         let precision = kernels
             .precision
             .unwrap_or_else(|| Precision::for_device(gpu));
-        let w = Workspace::of(shape, grads, precision);
-        let largest = [w.gates, 4 * w.wt_words, w.smap, w.saved, w.state, w.rmask]
-            .into_iter()
-            .max()
-            .unwrap_or(0) as u64;
-        largest
-            .checked_mul(2 * 4)
-            .is_some_and(|bytes| bytes <= gpu.max_binding_bytes())
+        SharedBuffers::fit(gpu, Workspace::of(shape, grads, precision), 2, 0)
     }
 
     /// The two directions' plans, for what they hold (states, shape, kernels); record
@@ -809,25 +932,14 @@ impl RecurrentPair {
 
     /// Copies the callers' states (and recurrent dropout masks) into the pair's buffers.
     fn record_copy_in(&self, rec: &mut Recorder) {
-        for p in &self.plans {
-            let bytes = 4 * self.shared.sizes.state as u64;
-            let at = 4 * p.offsets.state as u64;
-            rec.copy(p.state.buffer(), 0, self.shared.state.buffer(), at, bytes);
-            if let Some(m) = &p.source_mask {
-                let bytes = 4 * self.shared.sizes.rmask as u64;
-                let at = 4 * p.offsets.rmask as u64;
-                rec.copy(m.buffer(), 0, self.shared.rmask.buffer(), at, bytes);
-            }
-        }
+        let [a, b] = &self.plans;
+        self.shared.record_copy_in(rec, &[a, b]);
     }
 
     /// Copies the pair's states back to the callers' state tensors.
     fn record_copy_out(&self, rec: &mut Recorder) {
-        for p in &self.plans {
-            let bytes = 4 * self.shared.sizes.state as u64;
-            let at = 4 * p.offsets.state as u64;
-            rec.copy(self.shared.state.buffer(), at, p.state.buffer(), 0, bytes);
-        }
+        let [a, b] = &self.plans;
+        self.shared.record_copy_out(rec, &[a, b]);
     }
 
     /// Records both directions' forward: the states in, each direction's weight copies and
@@ -963,16 +1075,17 @@ impl RecurrentPlan {
         Self::build(gpu, kernels, x, y, direction, None)
     }
 
-    /// [`Self::new`], or with `pair`, direction `d` of a [`RecurrentPair`]: its workspace at
-    /// `d` strides into the pair's shared buffers, and the kernels' state a copy the pair
-    /// moves in and out of `state`.
+    /// [`Self::new`], or with `shared`, part `d` of a [`RecurrentPair`] or a [`RecurrentStack`]:
+    /// its workspace at `d` strides into the shared buffers, and the kernels' state a copy
+    /// the pair or stack moves in and out of `state`. A stack's plans write their outputs
+    /// into its shared `y`, not `y`, which the stack copies them to.
     fn build(
         gpu: &Gpu,
         kernels: RecurrentKernels,
         x: &GpuTensor,
         y: &GpuTensor,
         direction: DirectionSpec,
-        pair: Option<(&PairBuffers, usize)>,
+        shared: Option<(&SharedBuffers, usize)>,
     ) -> Result<Self> {
         let DirectionSpec {
             shape,
@@ -1045,7 +1158,12 @@ impl RecurrentPlan {
         // The input projections xw [rows, G*H], overwritten by backward with the gate
         // gradients dxw; GRU's gradients on the recurrent side, dhw, follow them.
         let gru_grads = grads.is_some() && cell == CellKind::Gru;
-        let sizes = Workspace::of(&shape, grads.is_some(), precision);
+        let stack = match shared.map(|(p, _)| &p.sharing) {
+            Some(Sharing::Stack { y, layers }) => Some((y, *layers)),
+            _ => None,
+        };
+        let copies = WeightCopies::of(&shape, precision);
+        let sizes = Workspace::with_input(&shape, grads.is_some(), precision, stack.is_some());
         let Workspace {
             gates: gates_len,
             wt_words,
@@ -1060,15 +1178,16 @@ impl RecurrentPlan {
         // one per two (the last word padded).
         let hp = h.div_ceil(4) * 4;
         let wt_len = (h + 1) * cell.gates() * hp;
-        let transpose_grid = super::launch::grid(gpu, wt_words.div_ceil(256), "transpose_weights")?;
+        let transpose_grid =
+            super::launch::grid(gpu, copies.copy_words().div_ceil(256), "transpose_weights")?;
         let off_cell = rows * h;
         let off_act = off_cell + if cell.has_cell_state() { rows * h } else { 0 };
         expect("state", state, state_len)?;
         if let Some(m) = recurrent_mask {
             expect("recurrent dropout mask", m, rmask_len)?;
         }
-        // This direction's workspace: buffers of its own, or its stride of a pair's.
-        let (gates, wt, smap, saved, kernel_state, rmask, dir) = match pair {
+        // This direction's workspace: buffers of its own, or its stride of a pair's or stack's.
+        let (gates, wt, smap, saved, kernel_state, rmask, dir) = match shared {
             None => (
                 GpuTensor::zeros(gpu, &[gates_len])?,
                 GpuTensor::zeros(gpu, &[4 * wt_words])?,
@@ -1086,7 +1205,7 @@ impl RecurrentPlan {
                 ensure!(
                     p.sizes == sizes,
                     Invalid,
-                    "a pair's buffers were sized for {:?}, direction {d} needs {sizes:?}",
+                    "shared buffers were sized for {:?}, direction {d} needs {sizes:?}",
                     p.sizes
                 );
                 (
@@ -1102,17 +1221,39 @@ impl RecurrentPlan {
         };
         let d = dir.unwrap_or(0);
         let offsets = sizes.times(d);
+        let parts = match shared.map(|(p, _)| &p.sharing) {
+            None => 1,
+            Some(Sharing::Pair { .. }) => 2,
+            Some(Sharing::Stack { layers, .. }) => *layers,
+        };
         let state = state.clone();
         // Stand-ins for absent optional inputs: each binding gets a buffer of its own, since
         // one buffer may not be bound read-only and writable in one dispatch.
         let zero_bias = GpuTensor::zeros(gpu, &[gw])?;
         let no_dy = GpuTensor::zeros(gpu, &[1])?;
-        // Each direction's y columns from the pair's first (out_offset) on, dir_out apart.
-        let (out_offset, dir_out) = match pair {
-            Some((p, _)) => (p.out_offset, p.dir_out),
-            None => (shape.out_offset, 0),
+        // Each direction's y columns from the pair's first (out_offset) on, dir_out apart; a
+        // stack's layers one after the other in its own y.
+        let (out_offset, dir_out) = match shared.map(|(p, _)| &p.sharing) {
+            Some(Sharing::Pair {
+                out_offset,
+                dir_out,
+            }) => (*out_offset, *dir_out),
+            _ => (shape.out_offset, 0),
         };
-        let stride = |n: usize| if pair.is_some() { n as u32 } else { 0 };
+        if stack.is_some() {
+            ensure!(
+                (shape.out_offset, shape.out_stride) == (0, h) && (d == 0 || shape.input == h),
+                Shape,
+                "a stack's layers write all {h} columns of their output, and those above the \
+                 first read {h} inputs: layer {d} has {:?}",
+                shape
+            );
+        }
+        let y = match stack {
+            Some((shared_y, _)) => shared_y,
+            None => y,
+        };
+        let stride = |n: usize| if shared.is_some() { n as u32 } else { 0 };
 
         let region = |r: Region| (r as usize * bsz * h) as u32;
         let has_dy = grads.as_ref().is_some_and(|(_, dy)| dy.is_some());
@@ -1148,9 +1289,30 @@ impl RecurrentPlan {
             dir_state: stride(state_len),
             dir_rmask: stride(rmask_len),
             dir_out: stride(dir_out),
-            _pad: 0,
+            dir_y: if stack.is_some() {
+                (rows * h) as u32
+            } else {
+                0
+            },
+            wave: stack.is_some() as u32,
+            off_wi: if stack.is_some() {
+                copies.input_vec4() as u32
+            } else {
+                0
+            },
+            wt_write: 0,
+            wt_copy: copies.copy_words() as u32,
         };
         let cfg_buffer = gpu.uniform(&cfg);
+        // A stack's layers above the first take their input projection in the step, from
+        // copies of W_ih and b_ih that a second transposition writes after W_hh's.
+        let input_cfg = (stack.is_some() && d > 0).then(|| {
+            gpu.uniform(&Config {
+                wt_write: copies.input_word() as u32,
+                has_bias_hh: w.b_ih.is_some() as u32,
+                ..cfg
+            })
+        });
         let step_index = match kernels.step_index {
             Some(StepIndex::Immediate) if !StepIndex::immediates_possible(gpu) => bail!(
                 Unsupported,
@@ -1171,10 +1333,12 @@ impl RecurrentPlan {
         };
         // StepIndex::Offset: one 16-byte step index per uniform-offset slot.
         let step_stride = gpu.limits().min_uniform_buffer_offset_alignment.max(16);
+        // A stack's waves run to steps + layers - 1.
+        let slots = shape.steps + stack.map_or(0, |(_, layers)| layers - 1);
         let step_buffer = (step_index == StepIndex::Offset).then(|| {
             let stride = step_stride as usize;
-            let mut bytes = vec![0u8; shape.steps * stride];
-            for s in 0..shape.steps {
+            let mut bytes = vec![0u8; slots * stride];
+            for s in 0..slots {
                 bytes[s * stride..][..4].copy_from_slice(&(s as u32).to_le_bytes());
             }
             wgpu::util::DeviceExt::create_buffer_init(
@@ -1252,6 +1416,19 @@ impl RecurrentPlan {
                 (11, whole(w.b_hh.unwrap_or(&zero_bias))),
             ],
         );
+        let input_transpose = input_cfg.as_ref().map(|c| Transpose {
+            group: gpu.bind_resources(
+                &transpose_kernel,
+                &[
+                    (0, c.as_entire_binding()),
+                    (12, whole(&wt)),
+                    (10, whole(w.w_ih)),
+                    (11, whole(w.b_ih.unwrap_or(&zero_bias))),
+                ],
+            ),
+            kernel: transpose_kernel.clone(),
+            grid: transpose_grid,
+        });
         let transpose = Transpose {
             kernel: transpose_kernel,
             group: transpose_group,
@@ -1360,14 +1537,15 @@ impl RecurrentPlan {
             shape,
             smap,
             state,
-            kernel_state,
-            source_mask: pair.and(recurrent_mask.cloned()),
+            source_mask: shared.and(recurrent_mask.cloned()),
             rmask,
             has_rmask: recurrent_mask.is_some(),
             offsets,
+            parts,
             carry_scratch: GpuTensor::zeros(gpu, &[2, bsz, h])?,
             xw_gemm,
             transpose,
+            input_transpose,
             precision,
             wt,
             forward_step,
@@ -1378,7 +1556,7 @@ impl RecurrentPlan {
             step_index,
             step_stride,
             workspace: buffers,
-            _uniforms: [Some(cfg_buffer), step_buffer]
+            _uniforms: [Some(cfg_buffer), step_buffer, input_cfg]
                 .into_iter()
                 .flatten()
                 .collect(),
@@ -1581,15 +1759,6 @@ impl RecurrentPlan {
         }
     }
 
-    /// How many directions share this plan's workspace buffers: 2 in a pair, else 1.
-    fn pair_directions(&self) -> usize {
-        if self.kernel_state.buffer() == self.state.buffer() {
-            1
-        } else {
-            2
-        }
-    }
-
     fn read_region(&self, r: Region) -> Result<Vec<f32>> {
         self.state
             .read_range(self.region(r), self.shape.batch * self.shape.hidden)
@@ -1607,10 +1776,9 @@ impl RecurrentPlan {
             self.shape.cell.gates(),
         );
         let hp = h.div_ceil(4) * 4;
-        let words = self.wt.read_range(
-            4 * self.offsets.wt_words,
-            self.wt.len() / self.pair_directions(),
-        )?;
+        let words = self
+            .wt
+            .read_range(4 * self.offsets.wt_words, self.wt.len() / self.parts)?;
         let element = |e: usize| -> f32 {
             match self.precision {
                 Precision::F32 => words[e],

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::recurrent::RecurrentCase;
 use super::roofline::{GpuPeak, LAUNCH_SECONDS};
 use crate::exec::{Executor, GpuExecutor, OpCosts};
+use crate::gpu::recurrent::{RecurrentKernels, StackSchedule};
 use crate::gpu::{cost, Cost, DispatchCost, Gpu, KernelCost};
 use crate::nn::Recurrent;
 use crate::ops::program::ProgramBuilder;
@@ -64,9 +65,13 @@ pub struct ScheduleRow {
 }
 
 impl ScheduleRow {
-    /// The plans' dispatches as recorded (the layers one after another; a bidirectional
-    /// layer's directions together unless `RECUR_DIRECTIONS=separate`).
+    /// The plans' dispatches as recorded (a bidirectional layer's directions together unless
+    /// `RECUR_DIRECTIONS=separate`; a unidirectional stack's layers as a wavefront where the
+    /// rule or `RECUR_STACK` says so, else one after another).
     pub const AS_RECORDED: &'static str = "as recorded";
+    /// The plans recorded layer by layer, where the recording is a wavefront: what the
+    /// schedules after it regroup.
+    pub const LAYERS: &'static str = "layer by layer";
     /// Both directions of each bidirectional layer in one dispatch per step, where the
     /// plans ran them apart (`RECUR_DIRECTIONS=separate`); by default they are already one.
     pub const DIRECTIONS: &'static str = "both directions of a layer in one dispatch";
@@ -114,9 +119,50 @@ pub fn phase(dispatches: &[DispatchCost], peak: &GpuPeak) -> PhaseTable {
 
 /// Builds the case's stack on `gpu` (as the benchmark does, with gradients), records a
 /// forward and a backward without submitting them, and models them on `peak`.
+///
+/// The other schedules are regroupings of the stack recorded layer by layer
+/// ([`StackSchedule::Layers`]). Where the plans record a wavefront instead, the schedules
+/// start with the plans "as recorded", then that recording as "layer by layer".
 pub fn plan_table(gpu: &Gpu, case: &RecurrentCase, peak: &GpuPeak) -> Result<PlanTable> {
+    let (forward_ops, backward_ops) = op_costs(gpu, case, None)?;
+    let (forward, backward) = (recorded(&forward_ops), recorded(&backward_ops));
+    let (layer_forward, layer_backward) = op_costs(gpu, case, Some(StackSchedule::Layers))?;
+    let mut rows = schedules(&layer_forward, &layer_backward, peak);
+    if (forward.len(), backward.len()) != (rows[0].forward.0 as usize, rows[0].backward.0 as usize)
+    {
+        rows[0].schedule = ScheduleRow::LAYERS;
+        rows.insert(
+            0,
+            ScheduleRow {
+                schedule: ScheduleRow::AS_RECORDED,
+                forward: (forward.len() as u64, seconds(&forward, peak)),
+                backward: (backward.len() as u64, seconds(&backward, peak)),
+            },
+        );
+    }
+    Ok(PlanTable {
+        case: *case,
+        gpu: *peak,
+        launch_seconds: LAUNCH_SECONDS,
+        forward: phase(&forward, peak),
+        backward: phase(&backward, peak),
+        schedules: rows,
+    })
+}
+
+/// The dispatches of the case's forward and backward by op, recorded (never submitted) on
+/// `gpu` with the stack schedule `stack` (`None`: the executor's rule).
+fn op_costs(
+    gpu: &Gpu,
+    case: &RecurrentCase,
+    stack: Option<StackSchedule>,
+) -> Result<(Vec<OpCosts>, Vec<OpCosts>)> {
     let layer = Recurrent::new(case.config(), 11)?;
     let mut exec = GpuExecutor::new(gpu);
+    exec.set_recurrent_kernels(RecurrentKernels {
+        stack,
+        ..Default::default()
+    });
     for (name, t) in layer.params() {
         exec.set_param(name, &t.shape, &t.data)?;
     }
@@ -129,16 +175,10 @@ pub fn plan_table(gpu: &Gpu, case: &RecurrentCase, peak: &GpuPeak) -> Result<Pla
     let d_out = p.input("output gradient", &[b * t, c.output_size()]);
     layer.record_backward(&mut p, &rec, Some(d_out))?;
     let program = exec.load(p.finish())?;
-    let forward_ops = exec.phase_costs_by_op(program, 0)?;
-    let backward_ops = exec.phase_costs_by_op(program, 1)?;
-    Ok(PlanTable {
-        case: *case,
-        gpu: *peak,
-        launch_seconds: LAUNCH_SECONDS,
-        forward: phase(&recorded(&forward_ops), peak),
-        backward: phase(&recorded(&backward_ops), peak),
-        schedules: schedules(&forward_ops, &backward_ops, peak),
-    })
+    Ok((
+        exec.phase_costs_by_op(program, 0)?,
+        exec.phase_costs_by_op(program, 1)?,
+    ))
 }
 
 impl PlanTable {
