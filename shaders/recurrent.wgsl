@@ -81,10 +81,15 @@ struct Config {
     dir_out: u32,        // columns of y and dy
     // A layer-wavefront (RecurrentStack in src/gpu/recurrent/stack.rs): the layers of a
     // unidirectional stack share these buffers as directions share them above, y included
-    // (layer d's outputs at d * dir_y; 0 elsewhere). With wave = 1, a forward dispatch is wave
-    // k: workgroup z runs layer dir_first + z at step k - z (none outside 0 .. steps), and each
-    // layer above the first takes its input projection in the step, from the layer below's
-    // output row of the same step (written by the wave before), through its own W_ih copies.
+    // (layer d's outputs at d * dir_y, then each layer's output gradient at (wave + d) *
+    // dir_y; 0 elsewhere). wave is the number of layers (0: no wave). A forward dispatch is
+    // wave k: workgroup z runs layer dir_first + z at step k - z (none outside 0 .. steps),
+    // and each layer above the first takes its input projection in the step, from the layer
+    // below's output row of the same step (written by the wave before), through its own W_ih
+    // copies. A backward dispatch is wave k from the top: layer d runs the step that is
+    // k - (wave - 1 - d) from the last, and each layer below the top takes its output
+    // gradient in the step, from the gate gradients of the layer above at the same step and
+    // that layer's W_ih (backward_layer_step, output_grads).
     dir_y: u32,
     wave: u32,
     off_wi: u32,         // the W_ih copies in `wt`, laid out as W_hh's (vec4s, f32 layout)
@@ -172,6 +177,7 @@ var<private> dst: u32;    // state
 var<private> dr: u32;     // rmask
 var<private> dout: u32;   // columns of y and dy
 var<private> dyo: u32;    // y (the outputs only, not dy): a stack's layer
+var<private> dl: u32;     // this workgroup's direction, or a stack's layer
 
 fn enter_direction(z: u32) {
     let d = cfg.dir_first + z;
@@ -183,6 +189,7 @@ fn enter_direction(z: u32) {
     dr = d * cfg.dir_rmask;
     dout = d * cfg.dir_out;
     dyo = d * cfg.dir_y;
+    dl = d;
 }
 
 const NO_STEP: u32 = 0xffffffffu;
@@ -203,6 +210,31 @@ fn layer_step(z: u32) -> u32 {
 // the first. Uniform, as layer_step.
 fn in_step_input(z: u32) -> bool {
     return cfg.wave != 0u && cfg.dir_first + z > 0u;
+}
+
+// The step that workgroup z's layer runs in this backward dispatch: the dispatch's step, or
+// in a wave k from the top, layer d's step steps - 1 - (k - (wave - 1 - d)); NO_STEP where
+// it has none. Uniform, as layer_step.
+fn backward_layer_step(z: u32) -> u32 {
+    if (cfg.wave == 0u) {
+        return step.s;
+    }
+    let lag = cfg.wave - 1u - (cfg.dir_first + z);
+    if (step.s < lag || step.s - lag >= cfg.steps) {
+        return NO_STEP;
+    }
+    return cfg.steps - 1u - (step.s - lag);
+}
+
+// Whether workgroup z's layer takes its output gradient in the backward step: a wave's layers
+// below the top. Uniform, as layer_step.
+fn in_step_output_grads(z: u32) -> bool {
+    return cfg.wave != 0u && cfg.dir_first + z + 1u < cfg.wave;
+}
+
+// Where layer dl's output gradient row at `row` lies in `y` (a wave's layers below the top).
+fn wave_dy_row(row: u32) -> u32 {
+    return dyo + cfg.wave * cfg.dir_y + row * cfg.out_stride + (cfg.out_offset + dout);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -752,15 +784,53 @@ fn backward_step(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     enter_direction(wg.z);
+    let s = backward_layer_step(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
-    if (k0 >= cfg.hidden) {
+    if (s == NO_STEP || k0 >= cfg.hidden) {
         return;
     }
-    let rec = transposed_product(step.s, b, k0, 0u, direct_rows(), false);
+    if (in_step_output_grads(wg.z)) {
+        output_grads(s, b, k0);
+    }
+    let rec = transposed_product(s, b, k0, 0u, direct_rows(), false);
     for (var e = 0u; e < 4u; e++) {
         if (k0 + e < cfg.hidden) {
-            backward_unit(step.s, b, k0 + e, rec[e]);
+            backward_unit(s, b, k0 + e, rec[e]);
+        }
+    }
+}
+
+// The output gradient of a wave's layer below the top, units k0 .. k0 + 4 of entry b at step
+// s: the input gradient of the layer above at the same step, dxw W_ih over all its gate rows
+// (that layer's gate gradients, written by the wave before, and its padded W_ih copy, one
+// part further on in `gate_values` and `wt`), written to this layer's output-gradient row in
+// `y` for backward_unit to read. Each invocation writes and then reads only its own units.
+// Past the length the row is zero (nothing flows there), as the layer above's input gradient
+// is, which the host copies these rows to.
+fn output_grads(s: u32, b: u32, k0: u32) {
+    let code = smap[dm + s * cfg.batch + b];
+    if ((code & STEP_INACTIVE) != 0u) {
+        let dead = wave_dy_row(row_of(s, b)) + k0;
+        for (var e = 0u; e < 4u; e++) {
+            if (k0 + e < cfg.hidden) {
+                y[dead + e] = 0.0;
+            }
+        }
+        return;
+    }
+    let row = row_of(code & STEP_TIME_MASK, b);
+    let row4 = cfg.hp / 4u;
+    let base = cfg.dir_wt + cfg.off_wi + cfg.off_wp + k0 / 4u;
+    let src = dg + cfg.dir_gates + row * cfg.gate_width;
+    var acc = vec4<f32>(0.0);
+    for (var r = 0u; r < cfg.gate_width; r++) {
+        acc += gate_values[src + r] * weight4(base + r * row4);
+    }
+    let at = wave_dy_row(row) + k0;
+    for (var e = 0u; e < 4u; e++) {
+        if (k0 + e < cfg.hidden) {
+            y[at + e] = acc[e];
         }
     }
 }
@@ -797,7 +867,9 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
     let g = row * gw;
     let act = cfg.off_act + row * cfg.act_width;
     var dyv = 0.0;
-    if (cfg.has_dy != 0u) {
+    if (cfg.wave != 0u && dl + 1u < cfg.wave) {
+        dyv = y[wave_dy_row(row) + k];
+    } else if (cfg.has_dy != 0u) {
         dyv = dy[row * cfg.out_stride + (cfg.out_offset + dout) + k];
     }
     let dht = carry_dh + rec * rmask_at(b, k) + dyv;
@@ -867,15 +939,16 @@ fn backward_gru_n(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     enter_direction(wg.z);
+    let s = backward_layer_step(wg.z);
     let k0 = (wg.x * WG_QUADS + lid.x) * 4u;
     let b = wg.y;
-    if (k0 >= cfg.hidden) {
+    if (s == NO_STEP || k0 >= cfg.hidden) {
         return;
     }
-    let drh = transposed_product(step.s, b, k0, 2u * cfg.hidden, cfg.hidden, true);
+    let drh = transposed_product(s, b, k0, 2u * cfg.hidden, cfg.hidden, true);
     for (var e = 0u; e < 4u; e++) {
         if (k0 + e < cfg.hidden) {
-            backward_gru_n_unit(step.s, b, k0 + e, drh[e]);
+            backward_gru_n_unit(s, b, k0 + e, drh[e]);
         }
     }
 }
@@ -1076,6 +1149,7 @@ const SRC_RH: u32 = 1u;          // r * h of this step (GRU reset-before's n gat
 const SRC_NEXT_GRADS: u32 = 2u;  // the next step's gate gradients (dhw for GRU)
 const SRC_DN: u32 = 3u;          // this step's dn_pre (GRU reset-before's backward_gru_n)
 const SRC_INPUT: u32 = 4u;       // a wave's layer input: the layer below's output (input_row)
+const SRC_UPPER_GRADS: u32 = 5u; // a wave's layer output gradient: the layer above's gate gradients
 
 var<workgroup> ts_src: array<f32, 1040>;        // [tile][TS_STRIDE]
 var<workgroup> ts_w: array<f32, 1024>;          // [output][TK][units], units fastest
@@ -1117,6 +1191,9 @@ fn tiled_source_base(kind: u32, s: u32, b: u32) -> u32 {
         }
         case 4u: {
             return dyo - cfg.dir_y + row * cfg.out_stride + (cfg.out_offset + dout);
+        }
+        case 5u: {
+            return cfg.dir_gates + row * cfg.gate_width;
         }
         case 2u: {
             if (CELL == GRU) {
@@ -1173,6 +1250,10 @@ fn tiled_weights(kind: u32, o: u32, k: u32, c4: u32, first_gate: u32) -> vec4<f3
     let gate4 = cfg.hp / 4u;
     if (kind == SRC_INPUT) {
         return weight4(cfg.off_wi + cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4);
+    }
+    if (kind == SRC_UPPER_GRADS) {
+        // The layer above's W_ih^T, row k (one part further on in `wt`).
+        return weight4(cfg.dir_wt + cfg.off_wi + k * gates() * gate4 + first_gate * gate4 + c4);
     }
     if (kind < 2u) {
         return weight4(cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4);
@@ -1333,14 +1414,32 @@ fn backward_step_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     enter_direction(wg.z);
+    let s = backward_layer_step(wg.z);
+    if (s == NO_STEP) {
+        return;
+    }
+    let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
+    if (in_step_output_grads(wg.z)) {
+        // The layer above's input gradient at this step, over all its gate rows, into this
+        // layer's output-gradient row, where backward_unit reads it (output_grads).
+        let depth = gates() * cfg.hp;
+        let g = tiled_product(SRC_UPPER_GRADS, s, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 0u, depth, lid.x);
+        if (kb.x != NO_SOURCE) {
+            let code = smap[dm + s * cfg.batch + kb.y];
+            if ((code & STEP_INACTIVE) == 0u) {
+                y[wave_dy_row(row_of(code & STEP_TIME_MASK, kb.y)) + kb.x] = g.x;
+            } else {
+                y[wave_dy_row(row_of(s, kb.y)) + kb.x] = 0.0;
+            }
+        }
+    }
     var depth = direct_rows() / cfg.hidden * cfg.hp;
-    if (step.s + 1u >= cfg.steps) {
+    if (s + 1u >= cfg.steps) {
         depth = 0u;
     }
-    let acc = tiled_product(SRC_NEXT_GRADS, step.s, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 0u, depth, lid.x);
-    let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
+    let acc = tiled_product(SRC_NEXT_GRADS, s, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 0u, depth, lid.x);
     if (kb.x != NO_SOURCE) {
-        backward_unit(step.s, kb.y, kb.x, acc.x);
+        backward_unit(s, kb.y, kb.x, acc.x);
     }
 }
 
@@ -1367,9 +1466,13 @@ fn backward_gru_n_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     enter_direction(wg.z);
-    let acc = tiled_product(SRC_DN, step.s, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 2u, cfg.hp, lid.x);
+    let s = backward_layer_step(wg.z);
+    if (s == NO_STEP) {
+        return;
+    }
+    let acc = tiled_product(SRC_DN, s, wg.y * BT_TILE, wg.x * BT_UNITS, BT_UNITS, BT_TILE, 1u, 2u, cfg.hp, lid.x);
     let kb = tiled_owner(wg, lid.x, BT_UNITS, BT_TILE);
     if (kb.x != NO_SOURCE) {
-        backward_gru_n_unit(step.s, kb.y, kb.x, acc.x);
+        backward_gru_n_unit(s, kb.y, kb.x, acc.x);
     }
 }

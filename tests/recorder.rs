@@ -229,22 +229,22 @@ fn the_schedules_regroup_the_recorded_dispatches_of_stacks() {
     // One layer, one direction: nothing to regroup.
     assert_eq!(rows(&lstm).len(), 1);
 
-    // Two layers. The tiled step kernels at this size record the forward as a wavefront
+    // Two layers. The tiled step kernels at this size record them as a wavefront
     // (gpu::recurrent::RecurrentStack): the schedules are that, the layers one after the
-    // other, and the what-if wavefront over forward and backward. Layer by layer, the
-    // forward is per layer a transpose, a projection and T steps; the what-if keeps layer
-    // 0's projection only and runs T + 1 waves. Backward: per layer T steps, a finishing
-    // dispatch and its products; the what-if runs T + 1 waves and one finishing dispatch,
-    // and drops the top layer's dx product. The recorded wavefront is the what-if's forward
-    // plus the transpose of the top layer's W_ih, and the layers' backward.
+    // other, and the what-if wavefront. Layer by layer, the forward is per layer a
+    // transpose, a projection and T steps; the what-if keeps layer 0's projection only and
+    // runs T + 1 waves. Backward: per layer T steps, a finishing dispatch and its products;
+    // the what-if runs T + 1 waves and one finishing dispatch, and drops the top layer's dx
+    // product. The recorded wavefront is the what-if's forward plus the transpose of the top
+    // layer's W_ih, and the what-if's backward.
     let s = rows(&lstm.with_layers(2, false));
     assert_eq!(s.len(), 3);
     let (built, recorded, wave) = (&s[0], &s[1], &s[2]);
     assert_eq!(recorded.schedule, ScheduleRow::LAYERS);
     assert_eq!(wave.schedule, ScheduleRow::WAVEFRONT);
     assert_eq!(built.forward.0, wave.forward.0 + 1);
-    assert_eq!(built.backward.0, recorded.backward.0);
-    assert!(built.forward.1 < recorded.forward.1);
+    assert_eq!(built.backward.0, wave.backward.0);
+    assert!(built.forward.1 < recorded.forward.1 && built.backward.1 < recorded.backward.1);
     assert_eq!(recorded.forward.0, 2 * (2 + t as u64));
     assert_eq!(wave.forward.0, 3 + (t as u64 + 1));
     assert_eq!(

@@ -289,10 +289,12 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         run.forward(&mut exec, &x, None, None, None, 0).unwrap();
         assert_eq!(gpu.compiled_kernels(), compiled);
 
-        // Three layers as a wavefront: each layer's weight copies (W_ih's too above the
-        // first), one input projection, steps + 2 waves; the backward layer by layer on the
-        // step path (the stack takes it on either). Layer by layer: three times a layer's,
-        // which is also what a wavefront asked for with f16 weights gets.
+        // Three layers as a wavefront (on the step path, which the stack takes on either):
+        // forward, each layer's weight copies (W_ih's too above the first), one input
+        // projection, steps + 2 waves; backward, steps + 2 waves, one dh0 dispatch for all,
+        // each layer's weight-gradient product and reduction, and the first layer's dx
+        // product. Layer by layer: three times a layer's, which is also what a wavefront
+        // asked for with f16 weights gets.
         let mut cfg = RecurrentConfig::new(cell, 5, 6);
         cfg.num_layers = 3;
         let layer = Recurrent::new(cfg, 1).unwrap();
@@ -315,7 +317,7 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
             let want = match schedule {
                 StackSchedule::Wavefront => (
                     5 + 1 + per_step * (steps as u64 + 2),
-                    3 * (per_step * steps as u64 + 1 + 3),
+                    per_step * (steps as u64 + 2) + 1 + 3 * 2 + 1,
                 ),
                 StackSchedule::Layers => {
                     (3 * (2 + forward_recurrence), 3 * (backward_recurrence + 3))

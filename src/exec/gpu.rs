@@ -95,11 +95,11 @@ enum Lowered {
     },
     /// A forward op of a stack's layer below the top: recorded with the stack.
     StackedForward,
-    /// The backward op of layer `layer` of the stack lowered at op `stack`.
-    StackBackward {
-        stack: OpId,
-        layer: usize,
-    },
+    /// The first (in program order) of the backward ops of the stack lowered at op `stack`:
+    /// records the backward of every layer.
+    StackBackward(OpId),
+    /// The other backward ops of a stack: recorded with the first.
+    StackedBackward,
     Merge(MergePlan),
     Dropout {
         plan: DropoutMaskPlan,
@@ -317,10 +317,10 @@ impl GpuExecutor {
                 Lowered::Recurrent { plan, .. } => plan.record_forward(rec),
                 Lowered::Pair { pair, .. } => pair.record_forward(rec),
                 Lowered::Stack { stack, .. } => stack.record_forward(rec),
-                Lowered::StackBackward { stack, layer } => {
-                    let (stack, layer) = (*stack, *layer);
+                Lowered::StackBackward(stack) => {
+                    let stack = *stack;
                     match &l.lowered[stack.0] {
-                        Lowered::Stack { stack, .. } => stack.record_backward(rec, layer)?,
+                        Lowered::Stack { stack, .. } => stack.record_backward(rec)?,
                         _ => bail!(Invalid, "op {} is not a recurrent stack", stack.0),
                     }
                 }
@@ -337,7 +337,8 @@ impl GpuExecutor {
                 Lowered::RecurrentBackward(_)
                 | Lowered::PairedForward
                 | Lowered::PairedBackward
-                | Lowered::StackedForward => {}
+                | Lowered::StackedForward
+                | Lowered::StackedBackward => {}
                 Lowered::Merge(plan) => plan.record(rec),
                 Lowered::Dropout { plan, seed, stream } => {
                     let key = DropoutKey {
@@ -411,7 +412,7 @@ impl GpuExecutor {
             let wanted = kernels
                 .stack
                 .or_else(StackSchedule::from_env)
-                .unwrap_or_else(|| StackSchedule::by_rule(&self.gpu, kernels, &fw.shape));
+                .unwrap_or_else(|| StackSchedule::by_rule(&self.gpu, kernels, &fw.shape, grads));
             wanted == StackSchedule::Wavefront
                 && RecurrentStack::fits(&self.gpu, kernels, &fw.shape, grads, layers)
         });
@@ -426,11 +427,12 @@ impl GpuExecutor {
                 lowered.push(Lowered::StackedForward);
                 continue;
             }
-            if let Some(&(top, layer)) = stacks.backward.get(&i) {
-                lowered.push(Lowered::StackBackward {
-                    stack: OpId(top),
-                    layer,
-                });
+            if let Some(&top) = stacks.first_backward.get(&i) {
+                lowered.push(Lowered::StackBackward(OpId(top)));
+                continue;
+            }
+            if stacks.other_backward.contains(&i) {
+                lowered.push(Lowered::StackedBackward);
                 continue;
             }
             if pairs.first_forward.contains(&i) {
@@ -1162,8 +1164,10 @@ struct Stacks {
     top: BTreeMap<usize, Vec<usize>>,
     /// The forward ops of the layers below the top (each lowers to `StackedForward`).
     below: BTreeSet<usize>,
-    /// A layer's backward op -> (the top forward op, which lowers the stack; the layer).
-    backward: BTreeMap<usize, (usize, usize)>,
+    /// The first of a stack's backward ops -> the top forward op, which lowers the stack.
+    first_backward: BTreeMap<usize, usize>,
+    /// The other backward ops of the stacks (each lowers to `StackedBackward`).
+    other_backward: BTreeSet<usize>,
 }
 
 /// Finds the stacks: runs of two or more forward ops of unidirectional layers, as
@@ -1171,9 +1175,10 @@ struct Stacks {
 /// ([`RecurrentStack::stacks_on`]) in the same phase with the same lengths, both or neither
 /// a recurrent dropout mask, biases and a backward. Only a layer's initial-state copies and
 /// recurrent dropout mask may stand between two of them, since the stack runs every layer at
-/// the top one's op (so an input dropout between the layers ends a stack). `wanted` says
-/// whether a run of that many layers of the first one's shape (with a backward where its
-/// second argument) should be a stack at all.
+/// the top one's op (so an input dropout between the layers ends a stack). Their backward
+/// ops, if any, must be as [`stack_backward`] says: the stack runs all of them at the first.
+/// `wanted` says whether a run of that many layers of the first one's shape (with a backward
+/// where its second argument) should be a stack at all.
 fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> bool) -> Stacks {
     let ops = program.ops();
     let backwards = program.recurrent_backwards();
@@ -1225,14 +1230,14 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
             last = b;
         }
         let top = *layers.last().expect("one layer");
-        if layers.len() >= 2 && wanted(a, backwards.contains_key(&OpId(i)), layers.len()) {
-            for (layer, &f) in layers.iter().enumerate() {
-                if let Some(p) = ops
-                    .iter()
-                    .position(|op| matches!(op, Op::RecurrentBackward(r) if r.forward == OpId(f)))
-                {
-                    out.backward.insert(p, (top, layer));
-                }
+        let backward = stack_backward(program, &layers);
+        if layers.len() >= 2
+            && backward.is_some()
+            && wanted(a, backwards.contains_key(&OpId(i)), layers.len())
+        {
+            if let Some(Some((first, others))) = backward {
+                out.first_backward.insert(first, top);
+                out.other_backward.extend(others);
             }
             out.below.extend(layers[..layers.len() - 1].iter().copied());
             out.top.insert(top, layers);
@@ -1240,4 +1245,32 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
         i = top + 1;
     }
     out
+}
+
+/// The backward ops of the stack whose forward ops are `layers` (bottom first): `Some(None)`
+/// where there are none; `Some(Some((first, others)))` where they are adjacent, the top
+/// layer's first and each below it next, each layer below the top reading as its output
+/// gradient the input gradient of the one above, which no layer adds to; `None` otherwise
+/// (the layers then run one by one).
+fn stack_backward(program: &Program, layers: &[usize]) -> Option<Option<(usize, Vec<usize>)>> {
+    let ops = program.ops();
+    let backwards = program.recurrent_backwards();
+    let position = |f: usize| {
+        ops.iter()
+            .position(|op| matches!(op, Op::RecurrentBackward(r) if r.forward == OpId(f)))
+    };
+    if !layers.iter().any(|&f| backwards.contains_key(&OpId(f))) {
+        return Some(None);
+    }
+    let top_first: Vec<usize> = layers
+        .iter()
+        .rev()
+        .map(|&f| position(f))
+        .collect::<Option<_>>()?;
+    let adjacent = top_first.windows(2).all(|w| w[1] == w[0] + 1);
+    let chained = layers.windows(2).all(|w| {
+        let (below, above) = (backwards.get(&OpId(w[0])), backwards.get(&OpId(w[1])));
+        matches!((below, above), (Some(b), Some(a)) if b.dy == Some(a.dx) && !a.accumulate_dx)
+    });
+    (adjacent && chained).then(|| Some((top_first[0], top_first[1..].to_vec())))
 }

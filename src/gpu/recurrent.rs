@@ -29,7 +29,7 @@ use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::{Gemm, WeightGrads};
 
 mod stack;
-pub use stack::{RecurrentStack, StackLayer, StackSchedule};
+pub use stack::{RecurrentStack, StackLayer, StackSchedule, WAVEFRONT_MAX_INPUT_BYTES};
 
 /// Mirrors `Config` in `recurrent.wgsl`.
 #[repr(C)]
@@ -829,6 +829,10 @@ pub struct RecurrentPlan {
     step_stride: u32,
     // Kept alive for the bind groups.
     workspace: Vec<GpuTensor>,
+    /// The kernels' uniforms, for a [`RecurrentStack`]'s backward bind group.
+    cfg: Config,
+    /// Every step's index at its dynamic offset ([`StepIndex::Offset`]).
+    step_buffer: Option<wgpu::Buffer>,
     _uniforms: Vec<wgpu::Buffer>,
 }
 
@@ -1294,7 +1298,7 @@ impl RecurrentPlan {
             } else {
                 0
             },
-            wave: stack.is_some() as u32,
+            wave: stack.map_or(0, |(_, layers)| layers as u32),
             off_wi: if stack.is_some() {
                 copies.input_vec4() as u32
             } else {
@@ -1556,6 +1560,8 @@ impl RecurrentPlan {
             step_index,
             step_stride,
             workspace: buffers,
+            cfg,
+            step_buffer: step_buffer.clone(),
             _uniforms: [Some(cfg_buffer), step_buffer, input_cfg]
                 .into_iter()
                 .flatten()

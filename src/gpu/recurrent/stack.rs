@@ -1,23 +1,26 @@
 //! The layers of a unidirectional stack run as a wavefront: one dispatch per wave, in which
 //! layer l runs step k - l for every layer, so a forward of L layers over T steps costs
-//! T + L - 1 step dispatches rather than L x T.
+//! T + L - 1 step dispatches rather than L x T; the backward runs its waves from the top
+//! (layer l at the step that is k - (L - 1 - l) from the last), as many again.
 //!
 //! Layer l + 1's step t reads layer l's output at t, which the wave before wrote, so it
 //! cannot take its input projection from one product over all steps: it computes
 //! b_ih + W_ih x_t inside the step (`input_gates` and `SRC_INPUT` in recurrent.wgsl) from
-//! copies of W_ih laid out as W_hh's. The layers share one buffer per binding, layer after
-//! layer ([`SharedBuffers`], as a [`RecurrentPair`]'s directions do), their outputs included,
-//! so one bind group reaches them all; each forward copies the outputs to the callers'
-//! tensors after the waves. The backward runs layer by layer as the per-layer plans do,
-//! from the same buffers.
+//! copies of W_ih laid out as W_hh's. In the backward, layer l's step t needs the input
+//! gradient of layer l + 1 at t, whose gate gradients the wave before wrote: it computes
+//! dxw W_ih in the step (`output_grads`, `SRC_UPPER_GRADS`) into an output-gradient row of
+//! its own. The layers share one buffer per binding, layer after layer ([`SharedBuffers`],
+//! as a [`RecurrentPair`]'s directions do), their outputs and output gradients included, so
+//! one bind group reaches them all. Each forward copies the outputs to the callers' tensors
+//! after the waves, and each backward the input gradients of the layers above the first.
 //!
-//! When a stack pays is the executor's rule ([`StackSchedule`]); BENCHMARKS.md (issue 12,
-//! "Stacked and bidirectional layers") has the cost table it comes from.
+//! When a stack pays is the executor's rule ([`StackSchedule::by_rule`]); BENCHMARKS.md
+//! (issue 12, "The wavefront over stacked layers") has the cost table it comes from.
 
 use super::{
-    Cost, DirectionSpec, Gpu, GpuTensor, Kernel, Precision, Recorder, RecurrentKernels,
+    Config, Cost, DirectionSpec, Gpu, GpuTensor, Kernel, Precision, Recorder, RecurrentKernels,
     RecurrentPath, RecurrentPlan, RecurrentShape, SharedBuffers, Sharing, StepKernel, Workspace,
-    TILED_FORWARD,
+    TILED_BACKWARD, TILED_FORWARD,
 };
 use crate::error::{ensure, err, Result};
 
@@ -30,42 +33,67 @@ pub enum StackSchedule {
     Wavefront,
 }
 
-/// Bytes one layer's tiled forward step may read for [`StackSchedule::by_rule`] to take the
-/// wavefront. Where a step reads more, its dispatch is bound by memory rather than by its
-/// launch, so folding the layers' steps into one dispatch saves little, and the input
-/// products the waves do in the step (which read W_ih once per tile of batch entries, where
-/// the one product over all steps reads it once) cost more than that. The cost table of
-/// `recur bench rnn --plan --layers 2` on an H100 puts the break-even between 39 MB (LSTM
-/// H = 768, B = 32: the wavefront 2% ahead) and 43 MB (RNN H = 1024, B = 32: 1% behind);
-/// BENCHMARKS.md, issue 12, "The wavefront over stacked layers".
-pub const WAVEFRONT_MAX_STEP_BYTES: usize = 40_000_000;
+/// Bytes the products a wave does in the step for one layer above the first (forward: its
+/// input projection; backward: the input gradient it hands the layer below) may read per
+/// step and phase for [`StackSchedule::by_rule`] to take the wavefront. They read W_ih once
+/// per tile of batch entries where the one product over all steps reads it once, and their
+/// source row once per block of units. Beyond this they cost more than the launch each wave
+/// saves. The cost table of `recur bench rnn --plan --layers 2` on an H100 (LSTM, GRU and
+/// RNN tanh, H = 256 to 2048, B = 1 to 64) puts the break-even at 38 to 42 MB for the
+/// forward alone and 80 to 84 MB for forward and backward together, where the two schedules
+/// differ by under 2%; BENCHMARKS.md, issue 12, "The wavefront over stacked layers".
+pub const WAVEFRONT_MAX_INPUT_BYTES: usize = 40_000_000;
 
 impl StackSchedule {
     /// The rule: the wavefront where the step kernels are [`StepKernel::Tiled`] (a GPU's:
     /// on adapters that run shaders on the CPU a launch costs little beside the work), the
     /// layers take the step path ([`RecurrentPath`]: on the sequence path each layer is one
-    /// dispatch already), and a layer's step reads at most [`WAVEFRONT_MAX_STEP_BYTES`]:
-    /// W_hh once per tile of 16 batch entries and the state once per block of 4 units, as
-    /// `forward_step_tiled` does. Elsewhere layer by layer.
-    pub fn by_rule(gpu: &Gpu, kernels: RecurrentKernels, shape: &RecurrentShape) -> Self {
+    /// dispatch already), and the products the waves do in the step read at most
+    /// [`WAVEFRONT_MAX_INPUT_BYTES`] per phase and step (the forward's, and with `grads` the
+    /// backward's: twice that for the two). Elsewhere layer by layer.
+    pub fn by_rule(
+        gpu: &Gpu,
+        kernels: RecurrentKernels,
+        shape: &RecurrentShape,
+        grads: bool,
+    ) -> Self {
         let step = kernels.step.unwrap_or_else(|| StepKernel::for_adapter(gpu));
         let precision = kernels
             .precision
             .unwrap_or_else(|| Precision::for_device(gpu));
         let wanted = kernels.path.or_else(|| RecurrentPath::wanted(gpu));
         let path = RecurrentPath::resolve(gpu, shape, wanted, step, precision);
-        let (units, tile) = TILED_FORWARD;
-        let (h, b) = (shape.hidden, shape.batch);
-        let weights = precision.weight_bytes() * shape.gate_width() * h * b.div_ceil(tile);
-        let states = 4 * b * h * h.div_ceil(units);
+        let (phases, bytes) = if grads {
+            (
+                2,
+                Self::input_bytes(shape, false) + Self::input_bytes(shape, true),
+            )
+        } else {
+            (1, Self::input_bytes(shape, false))
+        };
         if step == StepKernel::Tiled
             && path == RecurrentPath::Step
-            && weights + states <= WAVEFRONT_MAX_STEP_BYTES
+            && bytes <= phases * WAVEFRONT_MAX_INPUT_BYTES
         {
             StackSchedule::Wavefront
         } else {
             StackSchedule::Layers
         }
+    }
+
+    /// Bytes one step's in-step product of a layer above the first reads (f32, H inputs),
+    /// blocked as the tiled kernels block it: forward (`forward_step_tiled`), W_ih once per
+    /// 16 batch entries and the input once per 4 units; backward (`backward_step_tiled`),
+    /// W_ih once per 8 entries and the gate gradients once per 8 units.
+    fn input_bytes(shape: &RecurrentShape, backward: bool) -> usize {
+        let (h, b, gw) = (shape.hidden, shape.batch, shape.gate_width());
+        let (units, tile) = if backward {
+            TILED_BACKWARD
+        } else {
+            TILED_FORWARD
+        };
+        let source = if backward { gw } else { h };
+        4 * gw * h * b.div_ceil(tile) + 4 * b * source * h.div_ceil(units)
     }
 
     /// `RECUR_STACK=layers|wavefront`, if set.
@@ -94,6 +122,18 @@ pub struct RecurrentStack {
     plans: Vec<RecurrentPlan>,
     shared: SharedBuffers,
     outputs: Vec<GpuTensor>,
+    backward: Option<StackBackward>,
+}
+
+/// What a stack's backward waves bind and write besides the layers' plans.
+struct StackBackward {
+    /// The first layer's bind group, but for the top layer's output gradient and `has_dy`.
+    group: wgpu::BindGroup,
+    /// The input gradients of the layers above the first, which the waves leave in the
+    /// output-gradient rows of the layers below (in the shared `y`).
+    dx: Vec<GpuTensor>,
+    _uniforms: wgpu::Buffer,
+    _no_dy: GpuTensor,
 }
 
 impl RecurrentStack {
@@ -145,7 +185,8 @@ impl RecurrentStack {
         );
         let shape = head.shape;
         let sizes = Workspace::with_input(&shape, head.grads.is_some(), precision, true);
-        let y = GpuTensor::zeros(gpu, &[layers.len() * shape.rows() * shape.hidden])?;
+        // Each layer's outputs, then each layer's output gradients.
+        let y = GpuTensor::zeros(gpu, &[2 * layers.len() * shape.rows() * shape.hidden])?;
         let sharing = Sharing::Stack {
             y,
             layers: layers.len(),
@@ -171,11 +212,77 @@ impl RecurrentStack {
             input = layer.y;
         }
         let outputs = layers.iter().map(|l| l.y.clone()).collect();
+        let backward = Self::backward_group(gpu, &plans, &shared, layers)?;
         Ok(Self {
             plans,
             shared,
             outputs,
+            backward,
         })
+    }
+
+    /// The bind group of the backward waves: the first layer's, with the top layer's output
+    /// gradient and its `has_dy`; `None` without a backward.
+    fn backward_group(
+        gpu: &Gpu,
+        plans: &[RecurrentPlan],
+        shared: &SharedBuffers,
+        layers: &[StackLayer],
+    ) -> Result<Option<StackBackward>> {
+        let (Some(first), Some(top)) = (plans.first(), layers.last()) else {
+            return Ok(None);
+        };
+        let Some((_, top_dy)) = top.direction.grads else {
+            return Ok(None);
+        };
+        let Sharing::Stack { y, .. } = &shared.sharing else {
+            return Ok(None);
+        };
+        let cfg = Config {
+            has_dy: top_dy.is_some() as u32,
+            ..first.cfg
+        };
+        let uniforms = gpu.uniform(&cfg);
+        let no_dy = GpuTensor::zeros(gpu, &[1])?;
+        fn whole(t: &GpuTensor) -> wgpu::BindingResource<'_> {
+            t.buffer().as_entire_binding()
+        }
+        let mut entries = vec![
+            (0, uniforms.as_entire_binding()),
+            (2, whole(&shared.gates)),
+            (3, whole(&shared.wt)),
+            (4, shared.smap.buffer().as_entire_binding()),
+            (5, whole(y)),
+            (6, whole(&shared.saved)),
+            (7, whole(&shared.state)),
+            (8, whole(top_dy.unwrap_or(&no_dy))),
+            (9, whole(&shared.rmask)),
+        ];
+        if let Some(buffer) = &first.step_buffer {
+            let range = wgpu::BufferBinding {
+                buffer,
+                offset: 0,
+                size: std::num::NonZeroU64::new(crate::gpu::shaders::PER_DISPATCH_BYTES as u64),
+            };
+            entries.push((1, wgpu::BindingResource::Buffer(range)));
+        }
+        let group = gpu.bind_resources(&first.forward_step, &entries);
+        let dx = layers
+            .iter()
+            .skip(1)
+            .map(|l| {
+                l.direction
+                    .grads
+                    .map(|(g, _)| g.dx.clone())
+                    .ok_or_else(|| err!(Invalid, "a stack's layers all have a backward or none"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(StackBackward {
+            group,
+            dx,
+            _uniforms: uniforms,
+            _no_dy: no_dy,
+        }))
     }
 
     /// Whether `upper` can run on `lower` in a stack: the same cell, hidden size, batch,
@@ -209,7 +316,7 @@ impl RecurrentStack {
             .precision
             .unwrap_or_else(|| Precision::for_device(gpu));
         let sizes = Workspace::with_input(shape, grads, precision, true);
-        let outputs = layers.saturating_mul(shape.rows() * shape.hidden);
+        let outputs = layers.saturating_mul(2 * shape.rows() * shape.hidden);
         precision == Precision::F32 && SharedBuffers::fit(gpu, sizes, layers, outputs)
     }
 
@@ -278,26 +385,59 @@ impl RecurrentStack {
         }
     }
 
-    /// Records layer `layer`'s backward (after a forward): its state in, its steps, its
-    /// state out, then its products. Record the layers from the top down, as the program
-    /// orders them.
-    pub fn record_backward(&self, rec: &mut Recorder, layer: usize) -> Result<()> {
-        let p = self.plans.get(layer).ok_or_else(|| {
-            err!(
-                Invalid,
-                "a stack of {} layers has no layer {layer}",
-                self.plans.len()
-            )
-        })?;
-        let b = p
-            .backward
-            .as_ref()
-            .ok_or_else(|| err!(Invalid, "this recurrent stack was built without gradients"))?;
-        self.shared.record_copy_in(rec, &[p]);
-        p.record_recurrence(rec, &[p], true);
-        self.shared.record_copy_out(rec, &[p]);
-        for g in &b.gemms {
-            g.record(rec);
+    /// Records the backward of every layer (after a forward): the states in; the waves from
+    /// the top, in which each layer below the top takes its output gradient from the layer
+    /// above's gate gradients of the same step; every layer's dh0; the states out; each
+    /// layer's weight-gradient product and the first layer's input gradient; and the input
+    /// gradients of the layers above the first, copied from where the waves left them.
+    pub fn record_backward(&self, rec: &mut Recorder) -> Result<()> {
+        let no_grads = || err!(Invalid, "this recurrent stack was built without gradients");
+        let sb = self.backward.as_ref().ok_or_else(no_grads)?;
+        let first = &self.plans[0];
+        let b = first.backward.as_ref().ok_or_else(no_grads)?;
+        let plans: Vec<&RecurrentPlan> = self.plans.iter().collect();
+        let (steps, n) = (first.shape.steps, self.plans.len());
+        self.shared.record_copy_in(rec, &plans);
+        let kernels: Vec<&Kernel> = std::iter::once(&b.step).chain(&b.gru_n).collect();
+        for k in 0..steps + n - 1 {
+            for (i, kernel) in kernels.iter().enumerate() {
+                let mut cost = Cost::ZERO;
+                for (l, p) in self.plans.iter().enumerate() {
+                    let lag = n - 1 - l;
+                    if k < lag || k - lag >= steps {
+                        continue;
+                    }
+                    cost += p.step_cost(kernel, steps - 1 - (k - lag));
+                    if l + 1 < n && i == 0 {
+                        cost += p.in_step_input_cost(true);
+                    }
+                }
+                let [x, y, _] = RecurrentPlan::step_grid(&first.shape, kernel.key.entry);
+                let step = first.step_value(k);
+                rec.dispatch_with("", kernel, &sb.group, step, [x, y, n as u32], cost);
+            }
+        }
+        let cost = self
+            .plans
+            .iter()
+            .fold(Cost::ZERO, |c, p| c + p.step_cost(&b.finish, 0));
+        let [x, y, _] = RecurrentPlan::step_grid(&first.shape, b.finish.key.entry);
+        let step = first.step_value(0);
+        rec.dispatch_with("", &b.finish, &sb.group, step, [x, y, n as u32], cost);
+        self.shared.record_copy_out(rec, &plans);
+        for (l, p) in self.plans.iter().enumerate() {
+            let gemms = &p.backward.as_ref().ok_or_else(no_grads)?.gemms;
+            // gemms[0] is the dx product: above the first layer the waves did it.
+            for g in gemms.iter().skip(if l == 0 { 0 } else { 1 }) {
+                g.record(rec);
+            }
+        }
+        if let Sharing::Stack { y, .. } = &self.shared.sharing {
+            let bytes = 4 * (first.shape.rows() * first.shape.hidden) as u64;
+            // Layer l's output gradient is layer l + 1's input gradient.
+            for (l, dx) in sb.dx.iter().enumerate() {
+                rec.copy(y.buffer(), (n + l) as u64 * bytes, dx.buffer(), 0, bytes);
+            }
         }
         Ok(())
     }
