@@ -410,3 +410,93 @@ fn carrying_the_state_on_the_device_continues_the_sequence() {
     let e = rel_error(&got, &to_f64(&want.output));
     assert!(e < 1e-6, "continued output differs by {e}");
 }
+
+/// A stack built by hand: layers that do not stack, a backward whose output gradients are not
+/// the input gradients of the layer above, and f16 weights are refused with errors that say
+/// which layer and why.
+#[test]
+fn a_stack_refuses_layers_that_do_not_chain() {
+    use recur::gpu::recurrent::StackLayer;
+    use recur::gpu::recurrent::{DirectionSpec, GpuGrads, GpuWeights, Precision, RecurrentStack};
+    use recur::ops::recurrent::RecurrentShape;
+    use recur::GpuTensor;
+    let Some(gpu) = common::gpu() else { return };
+    let (i, h, b, t) = (3, 4, 2, 3);
+    let z = |n: usize| GpuTensor::zeros(&gpu, &[n]).unwrap();
+    let shape = |input| RecurrentShape::new(CellKind::Lstm, input, h, b, t);
+    let x = z(b * t * i);
+    // Per layer: W_ih, W_hh, state, y, dx, dW_ih, dW_hh, db_ih, db_hh (4 gates).
+    let tensors: Vec<Vec<GpuTensor>> = [i, h, h]
+        .iter()
+        .map(|&input| {
+            vec![
+                z(4 * h * input),
+                z(4 * h * h),
+                z(9 * b * h),
+                z(b * t * h),
+                z(b * t * input),
+                z(4 * h * input),
+                z(4 * h * h),
+                z(4 * h),
+                z(4 * h),
+            ]
+        })
+        .collect();
+    let other_dy = z(b * t * h);
+    let layer = |l: usize, input: usize, dy: Option<&'static str>| -> StackLayer {
+        let v = &tensors[l];
+        let dy = match dy {
+            Some("above") => Some(&tensors[l + 1][4]),
+            Some(_) => Some(&other_dy),
+            None => None,
+        };
+        StackLayer {
+            direction: DirectionSpec {
+                shape: shape(input),
+                weights: GpuWeights {
+                    w_ih: &v[0],
+                    w_hh: &v[1],
+                    b_ih: None,
+                    b_hh: None,
+                },
+                grads: Some((
+                    GpuGrads {
+                        dx: &v[4],
+                        accumulate_dx: false,
+                        dw_ih: &v[5],
+                        dw_hh: &v[6],
+                        db_ih: &v[7],
+                        db_hh: &v[8],
+                    },
+                    dy,
+                )),
+                state: &v[2],
+                recurrent_mask: None,
+            },
+            y: &v[3],
+        }
+    };
+    let kernels = RecurrentKernels::default();
+    let err = |layers: &[StackLayer], kernels| {
+        RecurrentStack::new(&gpu, kernels, &x, layers)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    // The layers chain: built.
+    let good = [layer(0, i, Some("above")), layer(1, h, None)];
+    assert!(RecurrentStack::new(&gpu, kernels, &x, &good).is_ok());
+    // Layer 1 reads 3 inputs, not H = 4.
+    let e = err(&[layer(0, i, Some("above")), layer(1, i, None)], kernels);
+    assert!(e.contains("layer 1") && e.contains("H = 4"), "{e}");
+    // Layer 0's output gradient is not layer 1's input gradient.
+    let e = err(&[layer(0, i, Some("other")), layer(1, h, None)], kernels);
+    assert!(e.contains("layer 0") && e.contains("input gradient"), "{e}");
+    // f16 weights.
+    let f16 = RecurrentKernels {
+        precision: Some(Precision::F16Storage),
+        ..kernels
+    };
+    let e = err(&good, f16);
+    assert!(e.contains("f32") && e.contains("F16Storage"), "{e}");
+}

@@ -22,7 +22,7 @@ use super::{
     RecurrentPath, RecurrentPlan, RecurrentShape, SharedBuffers, Sharing, StepKernel, Workspace,
     TILED_BACKWARD, TILED_FORWARD,
 };
-use crate::error::{ensure, err, Result};
+use crate::error::{bail, ensure, err, Result};
 
 /// How an executor records the layers of a unidirectional stack on the step path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +116,8 @@ pub struct StackLayer<'a> {
     pub y: &'a GpuTensor,
 }
 
-/// The layers of a unidirectional stack whose forward runs as a wavefront (see the module
-/// docs). Every layer takes the step kernels.
+/// The layers of a unidirectional stack whose forward and backward run as wavefronts (see
+/// the module docs). Every layer takes the step kernels.
 pub struct RecurrentStack {
     plans: Vec<RecurrentPlan>,
     shared: SharedBuffers,
@@ -140,7 +140,9 @@ impl RecurrentStack {
     /// The layers of a stack reading `x`. Each layer above the first reads the output of the
     /// one below; all have the same cell, hidden size, batch, steps and layout, write all H
     /// columns of their outputs, and have both or neither a backward, a recurrent dropout
-    /// mask and biases.
+    /// mask and biases. With a backward, each layer below the top reads as its output
+    /// gradient the input gradient of the one above, which that layer writes rather than
+    /// adds to.
     pub fn new(
         gpu: &Gpu,
         kernels: RecurrentKernels,
@@ -186,7 +188,10 @@ impl RecurrentStack {
         let shape = head.shape;
         let sizes = Workspace::with_input(&shape, head.grads.is_some(), precision, true);
         // Each layer's outputs, then each layer's output gradients.
-        let y = GpuTensor::zeros(gpu, &[2 * layers.len() * shape.rows() * shape.hidden])?;
+        let y_len = (2 * layers.len())
+            .checked_mul(shape.rows() * shape.hidden)
+            .ok_or_else(|| err!(Limit, "a stack of {} layers of {shape:?}", layers.len()))?;
+        let y = GpuTensor::zeros(gpu, &[y_len])?;
         let sharing = Sharing::Stack {
             y,
             layers: layers.len(),
@@ -267,16 +272,22 @@ impl RecurrentStack {
             entries.push((1, wgpu::BindingResource::Buffer(range)));
         }
         let group = gpu.bind_resources(&first.forward_step, &entries);
-        let dx = layers
-            .iter()
-            .skip(1)
-            .map(|l| {
-                l.direction
-                    .grads
-                    .map(|(g, _)| g.dx.clone())
-                    .ok_or_else(|| err!(Invalid, "a stack's layers all have a backward or none"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut dx = Vec::with_capacity(layers.len() - 1);
+        for (l, pair) in layers.windows(2).enumerate() {
+            let (Some((_, below_dy)), Some((above, _))) =
+                (pair[0].direction.grads, pair[1].direction.grads)
+            else {
+                bail!(Invalid, "the layers of a stack all have a backward or none");
+            };
+            ensure!(
+                below_dy.is_some_and(|d| d.buffer() == above.dx.buffer()) && !above.accumulate_dx,
+                Invalid,
+                "layer {l} of a stack must read as its output gradient the input gradient that \
+                 layer {} writes (not adds to)",
+                l + 1
+            );
+            dx.push(above.dx.clone());
+        }
         Ok(Some(StackBackward {
             group,
             dx,
