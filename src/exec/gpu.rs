@@ -830,32 +830,18 @@ fn pairs(program: &Program, fits: impl Fn(usize, &RecurrentForward) -> bool) -> 
             i += 1;
             continue;
         };
-        // The next op that is neither a copy nor a dropout mask.
-        let mut j = i + 1;
-        while j < ops.len() && matches!(ops[j], Op::Copy { .. } | Op::DropoutMask { .. }) {
-            j += 1;
-        }
-        let Some(Op::RecurrentForward(b)) = ops.get(j) else {
+        let Some((j, b)) = next_forward(ops, i) else {
             i += 1;
             continue;
         };
-        let between_serves_b = ops[i + 1..j].iter().all(|op| match op {
-            Op::Copy { dst, .. } => *dst == b.state,
-            Op::DropoutMask { mask, .. } => Some(*mask) == b.recurrent_mask,
-            _ => false,
-        });
-        let forwards_pair = between_serves_b
-            && fits(i, a)
+        let forwards_pair = fits(i, a)
             && program.phase_of(OpId(i)) == program.phase_of(OpId(j))
             && (a.x, a.y, a.lengths) == (b.x, b.y, b.lengths)
             && a.state != b.state
             && a.shape.pairs_with(&b.shape)
             && a.recurrent_mask.is_some() == b.recurrent_mask.is_some();
         // The backward ops: both or neither, adjacent, the same gradients in and out.
-        let position = |f: usize| {
-            ops.iter()
-                .position(|op| matches!(op, Op::RecurrentBackward(r) if r.forward == OpId(f)))
-        };
+        let position = |f: usize| backward_position(ops, f);
         let backward = match (backwards.get(&OpId(i)), backwards.get(&OpId(j))) {
             (None, None) => Some(None),
             (Some(ba), Some(bb)) if (ba.dy, ba.dx) == (bb.dy, bb.dx) => {
@@ -1185,21 +1171,9 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
     let whole =
         |fw: &RecurrentForward| fw.shape.out_offset == 0 && fw.shape.out_stride == fw.shape.hidden;
     // The forward op that continues a stack from op i, if any.
-    let next = |i: usize, a: &RecurrentForward| -> Option<usize> {
-        let mut j = i + 1;
-        while j < ops.len() && matches!(ops[j], Op::Copy { .. } | Op::DropoutMask { .. }) {
-            j += 1;
-        }
-        let Some(Op::RecurrentForward(b)) = ops.get(j) else {
-            return None;
-        };
-        let between_serves_b = ops[i + 1..j].iter().all(|op| match op {
-            Op::Copy { dst, .. } => *dst == b.state,
-            Op::DropoutMask { mask, .. } => Some(*mask) == b.recurrent_mask,
-            _ => false,
-        });
-        let continues = between_serves_b
-            && whole(b)
+    let next = |i: usize, a: &RecurrentForward| -> Option<(usize, &RecurrentForward)> {
+        let (j, b) = next_forward(ops, i)?;
+        let continues = whole(b)
             && b.x == a.y
             && RecurrentStack::stacks_on(&b.shape, &a.shape)
             && program.phase_of(OpId(i)) == program.phase_of(OpId(j))
@@ -1207,7 +1181,7 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
             && a.recurrent_mask.is_some() == b.recurrent_mask.is_some()
             && (a.b_ih.is_some(), a.b_hh.is_some()) == (b.b_ih.is_some(), b.b_hh.is_some())
             && backwards.contains_key(&OpId(i)) == backwards.contains_key(&OpId(j));
-        continues.then_some(j)
+        continues.then_some((j, b))
     };
     let mut out = Stacks::default();
     let mut i = 0;
@@ -1222,11 +1196,8 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
         }
         let mut layers = vec![i];
         let mut last = a;
-        while let Some(j) = next(*layers.last().expect("one layer"), last) {
+        while let Some((j, b)) = next(*layers.last().expect("one layer"), last) {
             layers.push(j);
-            let Op::RecurrentForward(b) = &ops[j] else {
-                unreachable!("next returns forward ops")
-            };
             last = b;
         }
         let top = *layers.last().expect("one layer");
@@ -1255,10 +1226,7 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
 fn stack_backward(program: &Program, layers: &[usize]) -> Option<Option<(usize, Vec<usize>)>> {
     let ops = program.ops();
     let backwards = program.recurrent_backwards();
-    let position = |f: usize| {
-        ops.iter()
-            .position(|op| matches!(op, Op::RecurrentBackward(r) if r.forward == OpId(f)))
-    };
+    let position = |f: usize| backward_position(ops, f);
     if !layers.iter().any(|&f| backwards.contains_key(&OpId(f))) {
         return Some(None);
     }
@@ -1273,4 +1241,29 @@ fn stack_backward(program: &Program, layers: &[usize]) -> Option<Option<(usize, 
         matches!((below, above), (Some(b), Some(a)) if b.dy == Some(a.dx) && !a.accumulate_dx)
     });
     (adjacent && chained).then(|| Some((top_first[0], top_first[1..].to_vec())))
+}
+
+/// The recurrent forward op after op `i` that only its own initial-state copies and
+/// recurrent dropout mask stand between (the ops `nn::Recurrent` records before a
+/// layer-direction's forward), with its index; `None` where another op comes first.
+fn next_forward(ops: &[Op], i: usize) -> Option<(usize, &RecurrentForward)> {
+    let mut j = i + 1;
+    while j < ops.len() && matches!(ops[j], Op::Copy { .. } | Op::DropoutMask { .. }) {
+        j += 1;
+    }
+    let Some(Op::RecurrentForward(b)) = ops.get(j) else {
+        return None;
+    };
+    let between_serves_b = ops[i + 1..j].iter().all(|op| match op {
+        Op::Copy { dst, .. } => *dst == b.state,
+        Op::DropoutMask { mask, .. } => Some(*mask) == b.recurrent_mask,
+        _ => false,
+    });
+    between_serves_b.then_some((j, b))
+}
+
+/// Where the backward op of forward op `f` stands in `ops`, if it has one.
+fn backward_position(ops: &[Op], f: usize) -> Option<usize> {
+    ops.iter()
+        .position(|op| matches!(op, Op::RecurrentBackward(r) if r.forward == OpId(f)))
 }
