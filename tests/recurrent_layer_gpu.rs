@@ -244,6 +244,65 @@ fn one_submit_per_forward_and_per_backward_with_the_planned_dispatch_counts() {
     }
 }
 
+/// On the sequence path the stack rule weighs one sequence kernel per layer, run in turn,
+/// against the wavefront's launches: the wavefront from `WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES`
+/// of the layers' W_hh per wave dispatch. Both sides of that boundary, by the rule and by the
+/// dispatches the executor records.
+#[test]
+fn the_stack_rule_takes_the_wavefront_on_the_sequence_path_from_the_weight_threshold() {
+    use recur::gpu::recurrent::WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES;
+    use recur::ops::recurrent::RecurrentShape;
+    if common::gpu().is_none() {
+        return;
+    }
+    assert_eq!(WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES, 80 * 1024);
+    let gpu = common::gpu_with(Some(RecurrentPath::Sequence), Some(StepKernel::Tiled)).unwrap();
+    let entry = common::gpu_with(Some(RecurrentPath::Sequence), Some(StepKernel::Entry)).unwrap();
+    let (batch, steps) = (3, 7);
+    // W_hh bytes per layer: LSTM 32 units 16 KiB; GRU reset-before 64 units 48 KiB, over the
+    // two dispatches each of its waves takes per step; RNN 16 units 1 KiB.
+    for (cell, hidden, layers, want) in [
+        (CellKind::Lstm, 32, 4, StackSchedule::Layers),
+        (CellKind::Lstm, 32, 5, StackSchedule::Wavefront),
+        (CellKind::GruResetBefore, 64, 3, StackSchedule::Layers),
+        (CellKind::GruResetBefore, 64, 4, StackSchedule::Wavefront),
+        (CellKind::RnnTanh, 16, 8, StackSchedule::Layers),
+    ] {
+        let ctx = format!("{cell:?}, {hidden} units, {layers} layers");
+        let shape = RecurrentShape::new(cell, hidden, hidden, batch, steps);
+        assert!(
+            RecurrentPath::sequence_tile(&gpu, &shape).is_some(),
+            "{ctx}: the shape takes the sequence path"
+        );
+        let kernels = RecurrentKernels::default();
+        for grads in [false, true] {
+            let got = StackSchedule::by_rule(&gpu, kernels, &shape, grads, layers);
+            assert_eq!(got, want, "{ctx}, grads {grads}");
+            // Entry kernels (CPU adapters') never take it.
+            let got = StackSchedule::by_rule(&entry, kernels, &shape, grads, layers);
+            assert_eq!(got, StackSchedule::Layers, "{ctx}, entry kernels");
+        }
+        if cell != CellKind::Lstm {
+            continue;
+        }
+        // The executor asks the rule with the stack's layer count. A wavefront: 2L - 1 weight
+        // copies, one input projection, steps + L - 1 waves; backward as many waves, one dh0
+        // dispatch, each layer's weight-gradient product and reduction, the first layer's dx.
+        // Layer by layer on the sequence path: 3 forward and 4 backward per layer.
+        let mut cfg = RecurrentConfig::new(cell, hidden, hidden);
+        cfg.num_layers = layers;
+        let layer = Recurrent::new(cfg, 1).unwrap();
+        let x = vec![0.1f32; batch * steps * hidden];
+        let got = dispatches(&gpu, &layer, kernels, (batch, steps), &x, &ctx);
+        let (l, waves) = (layers as u64, (steps + layers - 1) as u64);
+        let planned = match want {
+            StackSchedule::Wavefront => (2 * l - 1 + 1 + waves, waves + 1 + 2 * l + 1),
+            StackSchedule::Layers => (3 * l, 4 * l),
+        };
+        assert_eq!(got, planned, "{ctx}: forward and backward dispatches");
+    }
+}
+
 fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
     for (cell, per_step) in [
         (CellKind::Lstm, 1),

@@ -412,7 +412,9 @@ impl GpuExecutor {
             let wanted = kernels
                 .stack
                 .or_else(StackSchedule::from_env)
-                .unwrap_or_else(|| StackSchedule::by_rule(&self.gpu, kernels, &fw.shape, grads));
+                .unwrap_or_else(|| {
+                    StackSchedule::by_rule(&self.gpu, kernels, &fw.shape, grads, layers)
+                });
             wanted == StackSchedule::Wavefront
                 && RecurrentStack::fits(&self.gpu, kernels, &fw.shape, grads, layers)
         });

@@ -29,7 +29,10 @@ use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::{Gemm, WeightGrads};
 
 mod stack;
-pub use stack::{RecurrentStack, StackLayer, StackSchedule, WAVEFRONT_MAX_INPUT_BYTES};
+pub use stack::{
+    RecurrentStack, StackLayer, StackSchedule, WAVEFRONT_MAX_INPUT_BYTES,
+    WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES,
+};
 
 /// Mirrors `Config` in `recurrent.wgsl`.
 #[repr(C)]

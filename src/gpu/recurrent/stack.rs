@@ -15,7 +15,8 @@
 //! after the waves, and each backward the input gradients of the layers above the first.
 //!
 //! When a stack pays is the executor's rule ([`StackSchedule::by_rule`]); BENCHMARKS.md
-//! (issue 12, "The wavefront over stacked layers") has the cost table it comes from.
+//! (issue 12, "The wavefront over stacked layers" and "Stacks on the sequence path") has the
+//! cost tables it comes from.
 
 use super::{
     Config, Cost, DirectionSpec, Gpu, GpuTensor, Kernel, Precision, Recorder, RecurrentKernels,
@@ -23,6 +24,7 @@ use super::{
     TILED_BACKWARD, TILED_FORWARD,
 };
 use crate::error::{bail, ensure, err, Result};
+use crate::ops::recurrent::CellKind;
 
 /// How an executor records the layers of a unidirectional stack on the step path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,18 +46,37 @@ pub enum StackSchedule {
 /// differ by under 2%; BENCHMARKS.md, issue 12, "The wavefront over stacked layers".
 pub const WAVEFRONT_MAX_INPUT_BYTES: usize = 40_000_000;
 
+/// The W_hh bytes (f32) per wave dispatch that the layers of a stack on the sequence path
+/// must stream each step, together, for [`StackSchedule::by_rule`] to take the wavefront
+/// there. A layer's sequence kernel runs its steps in turn on a few workgroups (one per tile
+/// of batch entries), each re-reading W_hh every step, and the layers run one after
+/// another: a step of the stack costs about L streams of W_hh on a few compute units. A
+/// wave costs a launch per step dispatch (two for GRU reset-before) and spreads the layers'
+/// steps over the whole GPU. The cost table of `recur bench rnn --plan --layers 2|3|4|8` on
+/// an H100 (every cell, H = 16 to 192 where the layers take the sequence path, B = 1 to 512,
+/// T = 10 to 1,000; 2,640 cases) puts the break-even here: the rule's forward + backward is
+/// on average 1.0% above the better schedule's (layer by layer always: 22.6%), at worst 1.41x
+/// (GRU 48x1x1000, 3 layers); BENCHMARKS.md, issue 12, "Stacks on the sequence path".
+pub const WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES: usize = 80 * 1024;
+
 impl StackSchedule {
-    /// The rule: the wavefront where the step kernels are [`StepKernel::Tiled`] (a GPU's:
-    /// on adapters that run shaders on the CPU a launch costs little beside the work), the
-    /// layers take the step path ([`RecurrentPath`]: on the sequence path each layer is one
-    /// dispatch already), and the products the waves do in the step read at most
-    /// [`WAVEFRONT_MAX_INPUT_BYTES`] per phase and step (the forward's, and with `grads` the
-    /// backward's: twice that for the two). Elsewhere layer by layer.
+    /// The rule, for a stack of `layers` layers of `shape`: the wavefront where the step
+    /// kernels are [`StepKernel::Tiled`] (a GPU's: on adapters that run shaders on the CPU a
+    /// launch costs little beside the work), and
+    /// - where the layers take the step path ([`RecurrentPath`]), the products the waves do
+    ///   in the step read at most [`WAVEFRONT_MAX_INPUT_BYTES`] per phase and step (the
+    ///   forward's, and with `grads` the backward's: twice that for the two);
+    /// - where they take the sequence path (one dispatch per layer, its steps in turn), the
+    ///   layers' W_hh together come to at least [`WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES`] per
+    ///   step dispatch of a wave.
+    ///
+    /// Elsewhere layer by layer.
     pub fn by_rule(
         gpu: &Gpu,
         kernels: RecurrentKernels,
         shape: &RecurrentShape,
         grads: bool,
+        layers: usize,
     ) -> Self {
         let step = kernels.step.unwrap_or_else(|| StepKernel::for_adapter(gpu));
         let precision = kernels
@@ -63,22 +84,37 @@ impl StackSchedule {
             .unwrap_or_else(|| Precision::for_device(gpu));
         let wanted = kernels.path.or_else(|| RecurrentPath::wanted(gpu));
         let path = RecurrentPath::resolve(gpu, shape, wanted, step, precision);
-        let (phases, bytes) = if grads {
-            (
-                2,
-                Self::input_bytes(shape, false) + Self::input_bytes(shape, true),
-            )
-        } else {
-            (1, Self::input_bytes(shape, false))
+        let pays = match path {
+            RecurrentPath::Step => {
+                let (phases, bytes) = if grads {
+                    (
+                        2,
+                        Self::input_bytes(shape, false) + Self::input_bytes(shape, true),
+                    )
+                } else {
+                    (1, Self::input_bytes(shape, false))
+                };
+                bytes <= phases * WAVEFRONT_MAX_INPUT_BYTES
+            }
+            RecurrentPath::Sequence => {
+                Self::sequence_weight_bytes(shape, layers) >= WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES
+            }
         };
-        if step == StepKernel::Tiled
-            && path == RecurrentPath::Step
-            && bytes <= phases * WAVEFRONT_MAX_INPUT_BYTES
-        {
+        if step == StepKernel::Tiled && pays {
             StackSchedule::Wavefront
         } else {
             StackSchedule::Layers
         }
+    }
+
+    /// The W_hh bytes (f32) of `layers` layers of `shape`, per step dispatch of a wave: what
+    /// [`WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES`] bounds.
+    fn sequence_weight_bytes(shape: &RecurrentShape, layers: usize) -> usize {
+        let per_step = match shape.cell {
+            CellKind::GruResetBefore => 2,
+            _ => 1,
+        };
+        layers.saturating_mul(4 * shape.gate_width() * shape.hidden) / per_step
     }
 
     /// Bytes one step's in-step product of a layer above the first reads (f32, H inputs),
