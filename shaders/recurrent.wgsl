@@ -97,6 +97,10 @@ struct Config {
     // part): W_hh's copies at 0, or in a stack W_ih's at off_wi.
     wt_write: u32,
     wt_copy: u32,
+    // A wave whose layers above the first see their input through a dropout row mask (one
+    // per sequence, [B, H]; PyTorch's `dropout` between layers): where it lies in each
+    // layer's part of `rmask`, after the recurrent mask. 0: no such mask, and no load of one.
+    off_imask: u32,
 }
 
 struct Step {
@@ -135,6 +139,16 @@ fn rmask_at(b: u32, j: u32) -> f32 {
         return 1.0;
     }
     return rmask[dr + b * cfg.hidden + j];
+}
+
+// The input dropout mask of feature j of batch entry b of a wave's layer `above` layers over
+// this one (0: this one; 1: the layer above, whose input this layer's output is); 1 without
+// one (cfg.off_imask).
+fn imask_at(above: u32, b: u32, j: u32) -> f32 {
+    if (cfg.off_imask == 0u) {
+        return 1.0;
+    }
+    return rmask[dr + above * cfg.dir_rmask + cfg.off_imask + b * cfg.hidden + j];
 }
 
 fn dsigmoid(y: f32) -> f32 {
@@ -464,7 +478,7 @@ fn input_gates(s: u32, b: u32, k0: u32) {
         acc[g] = weight4(h * row4 + first + g * gate4);
     }
     for (var j = 0u; j < h; j++) {
-        accumulate(&acc, y[src + j], j * row4 + first, gate4, gates());
+        accumulate(&acc, y[src + j] * imask_at(0u, b, j), j * row4 + first, gate4, gates());
     }
     let code = smap[dm + s * cfg.batch + b];
     let at = dg + row_of(code & STEP_TIME_MASK, b) * cfg.gate_width;
@@ -804,10 +818,11 @@ fn backward_step(
 // The output gradient of a wave's layer below the top, units k0 .. k0 + 4 of entry b at step
 // s: the input gradient of the layer above at the same step, dxw W_ih over all its gate rows
 // (that layer's gate gradients, written by the wave before, and its padded W_ih copy, one
-// part further on in `gate_values` and `wt`), written to this layer's output-gradient row in
-// `y` for backward_unit to read. Each invocation writes and then reads only its own units.
-// Past the length the row is zero (nothing flows there), as the layer above's input gradient
-// is, which the host copies these rows to.
+// part further on in `gate_values` and `wt`), times the layer above's input dropout mask
+// where it has one, written to this layer's output-gradient row in `y` for backward_unit to
+// read. Each invocation writes and then reads only its own units. Past the length the row is
+// zero (nothing flows there), as the layer above's input gradient is, which the host copies
+// these rows to (masked, as the program's row mask leaves that gradient).
 fn output_grads(s: u32, b: u32, k0: u32) {
     let code = smap[dm + s * cfg.batch + b];
     if ((code & STEP_INACTIVE) != 0u) {
@@ -830,7 +845,7 @@ fn output_grads(s: u32, b: u32, k0: u32) {
     let at = wave_dy_row(row) + k0;
     for (var e = 0u; e < 4u; e++) {
         if (k0 + e < cfg.hidden) {
-            y[at + e] = acc[e];
+            y[at + e] = acc[e] * imask_at(1u, b, k0 + e);
         }
     }
 }
@@ -1148,7 +1163,7 @@ const SRC_PREV: u32 = 0u;        // the previous state (h0 at step 0) times the 
 const SRC_RH: u32 = 1u;          // r * h of this step (GRU reset-before's n gate)
 const SRC_NEXT_GRADS: u32 = 2u;  // the next step's gate gradients (dhw for GRU)
 const SRC_DN: u32 = 3u;          // this step's dn_pre (GRU reset-before's backward_gru_n)
-const SRC_INPUT: u32 = 4u;       // a wave's layer input: the layer below's output (input_row)
+const SRC_INPUT: u32 = 4u;       // a wave's layer input: the layer below's output (input_row), masked
 const SRC_UPPER_GRADS: u32 = 5u; // a wave's layer output gradient: the layer above's gate gradients
 
 var<workgroup> ts_src: array<f32, 1040>;        // [tile][TS_STRIDE]
@@ -1231,7 +1246,7 @@ fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -
             if (c >= h) {
                 return 0.0;
             }
-            return y[base + c];
+            return y[base + c] * imask_at(0u, b, c);
         }
         default: {
             let u = c % cfg.hp;
@@ -1427,7 +1442,8 @@ fn backward_step_tiled(
         if (kb.x != NO_SOURCE) {
             let code = smap[dm + s * cfg.batch + kb.y];
             if ((code & STEP_INACTIVE) == 0u) {
-                y[wave_dy_row(row_of(code & STEP_TIME_MASK, kb.y)) + kb.x] = g.x;
+                let dy = g.x * imask_at(1u, kb.y, kb.x);
+                y[wave_dy_row(row_of(code & STEP_TIME_MASK, kb.y)) + kb.x] = dy;
             } else {
                 y[wave_dy_row(row_of(s, kb.y)) + kb.x] = 0.0;
             }

@@ -85,7 +85,7 @@ fn gpu_stack_as_a_wavefront_matches_cpu_stack() {
 
 /// Random stacks on the GPU with `kernels` against the CPU twin in f64. Where `kernels` ask
 /// for the wavefront, the stacks are the kind it takes: unidirectional, two or three
-/// layers, no dropout between them (input and recurrent dropout in training).
+/// layers (dropout between them, input and recurrent dropout in training).
 fn check_stacks(gpu: &recur::Gpu, test: &str, kernels: RecurrentKernels) {
     let mut rng = rng(test);
     let wavefront = kernels.stack == Some(StackSchedule::Wavefront);
@@ -108,7 +108,7 @@ fn check_stacks(gpu: &recur::Gpu, test: &str, kernels: RecurrentKernels) {
                 step: rng.random_range(0..1000),
             });
             if train.is_some() {
-                cfg.dropout = if wavefront { 0.0 } else { 0.3 };
+                cfg.dropout = 0.3;
                 cfg.input_dropout = 0.2;
                 cfg.recurrent_dropout = 0.35;
             }
@@ -175,6 +175,35 @@ fn check_stacks(gpu: &recur::Gpu, test: &str, kernels: RecurrentKernels) {
                 .backward(&mut exec, Some(&d_out), Some(&d_hn), d_cn.as_deref(), step)
                 .unwrap();
 
+            if wavefront {
+                // The stack is taken, dropout between its layers included. Forward: 2L - 1
+                // weight copies, one input projection, the waves; in training a mask and a
+                // row mask for the first layer's input and for each layer's above, and each
+                // layer's recurrent mask. Backward: the waves, one dh0 dispatch, each layer's
+                // weight-gradient product and reduction, the first layer's dx and, in
+                // training, the row mask over it (the waves mask the others'). With
+                // go_backwards, the output stage's reversal, one dispatch each way.
+                let (l, t) = (cfg.num_layers as u64, steps as u64);
+                let per_step = if cell == CellKind::GruResetBefore {
+                    2
+                } else {
+                    1
+                };
+                let waves = per_step * (t + l - 1);
+                let trained = train.is_some() as u64;
+                let forward = exec.phase_costs(run.program, 0).unwrap().len() as u64;
+                let backward = exec.phase_costs(run.program, 1).unwrap().len() as u64;
+                let masks = trained * (2 + 2 * (l - 1) + l);
+                let stage = cfg.go_backwards as u64;
+                assert_eq!(
+                    (forward, backward),
+                    (
+                        2 * l + waves + masks + stage,
+                        waves + 2 * l + 2 + trained + stage
+                    ),
+                    "{cfg:?}, {steps} steps, train {train:?}: dispatches of a wavefront"
+                );
+            }
             let ctx =
                 format!("{cfg:?} batch {batch} steps {steps} lengths {lengths:?} train {train:?}");
             let cmp = |what: &str, a: &[f32], b: &[f64]| {
@@ -533,6 +562,7 @@ fn a_stack_refuses_layers_that_do_not_chain() {
                 recurrent_mask: None,
             },
             y: &v[3],
+            input_mask: None,
         }
     };
     let kernels = RecurrentKernels::default();
@@ -558,4 +588,43 @@ fn a_stack_refuses_layers_that_do_not_chain() {
     };
     let e = err(&good, f16);
     assert!(e.contains("f32") && e.contains("F16Storage"), "{e}");
+    // Dropout between the layers: a mask of B x H and a masked input of rows x H, on every
+    // layer above the first or none.
+    use recur::gpu::recurrent::InputMask;
+    let (mask, masked, short) = (z(b * h), z(b * t * h), z(b * h - 1));
+    let masks = |mask| {
+        Some(InputMask {
+            mask,
+            masked: &masked,
+        })
+    };
+    let above = StackLayer {
+        input_mask: masks(&mask),
+        ..layer(1, h, None)
+    };
+    assert!(RecurrentStack::new(&gpu, kernels, &x, &[layer(0, i, Some("above")), above]).is_ok());
+    let first = StackLayer {
+        input_mask: masks(&mask),
+        ..layer(0, i, Some("above"))
+    };
+    let e = err(&[first, layer(1, h, None)], kernels);
+    assert!(e.contains("first layer"), "{e}");
+    let wrong = StackLayer {
+        input_mask: masks(&short),
+        ..layer(1, h, None)
+    };
+    let e = err(&[layer(0, i, Some("above")), wrong], kernels);
+    assert!(
+        e.contains("layer 1") && e.contains(&format!("{}", b * h - 1)),
+        "{e}"
+    );
+    let middle = StackLayer {
+        input_mask: masks(&mask),
+        ..layer(1, h, Some("above"))
+    };
+    let e = err(
+        &[layer(0, i, Some("above")), middle, layer(2, h, None)],
+        kernels,
+    );
+    assert!(e.contains("or none") && e.contains("layer 2"), "{e}");
 }

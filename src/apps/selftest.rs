@@ -148,7 +148,7 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
     //   (the default everywhere else, the browser included);
     // - W_hh and b_hh stored in f16;
     // - a unidirectional stack as a wavefront (one dispatch per wave of the layers' steps),
-    //   on the step kernels the device picks.
+    //   with dropout between the layers, on the step kernels the device picks.
     let variants = [
         ("", RecurrentKernels::default()),
         (
@@ -390,11 +390,10 @@ impl StackCase {
     fn draw(rng: &mut StdRng, cell: CellKind, kernels: RecurrentKernels) -> Result<Self> {
         let mut cfg = RecurrentConfig::new(cell, rng.random_range(2..40), rng.random_range(2..70));
         cfg.num_layers = 2;
-        // The wavefront takes unidirectional stacks without dropout between the layers.
-        let wavefront = kernels.stack == Some(StackSchedule::Wavefront);
-        cfg.bidirectional = !wavefront;
+        // The wavefront takes unidirectional stacks (dropout between the layers included).
+        cfg.bidirectional = kernels.stack != Some(StackSchedule::Wavefront);
         cfg.merge = Merge::Sum;
-        cfg.dropout = if wavefront { 0.0 } else { 0.2 };
+        cfg.dropout = 0.2;
         cfg.input_dropout = 0.1;
         cfg.recurrent_dropout = 0.25;
         let (batch, steps) = (rng.random_range(1..9), rng.random_range(1..12));

@@ -60,6 +60,10 @@ enum What {
         /// Two directions, for --shapes.
         #[arg(long)]
         bidirectional: bool,
+        /// Dropout between the stacked layers (PyTorch's `dropout`), for --plan: the cost
+        /// table of a training step's forward and backward.
+        #[arg(long, default_value_t = 0.0)]
+        dropout: f32,
         /// Also run shapes above 10 GFLOP per forward on a software adapter (minutes each).
         #[arg(long)]
         all: bool,
@@ -249,11 +253,19 @@ pub fn run(args: Args) -> Result<()> {
             shapes,
             layers,
             bidirectional,
+            dropout,
             all,
             plan,
             gpu: models,
         }) => {
-            let cases = rnn_cases(&cells, &shapes, layers, bidirectional, args.quick)?;
+            ensure!(
+                (0.0..1.0).contains(&dropout) && (dropout == 0.0 || plan),
+                "--dropout {dropout}: a probability in [0, 1), and only with --plan"
+            );
+            let cases: Vec<_> = rnn_cases(&cells, &shapes, layers, bidirectional, args.quick)?
+                .into_iter()
+                .map(|c| c.with_dropout(dropout))
+                .collect();
             if plan {
                 ensure!(!args.cpu_only, "--plan builds the plans on a GPU adapter");
                 drop(gpu);

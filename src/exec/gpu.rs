@@ -13,7 +13,7 @@ use crate::gpu::dropout::RowMaskPlan;
 use crate::gpu::loss::{CrossEntropyPlan, MsePlan};
 use crate::gpu::merge::MergePlan;
 use crate::gpu::recurrent::{
-    DirectionSpec, GpuGrads, GpuWeights, RecurrentKernels, RecurrentPair, RecurrentPlan,
+    DirectionSpec, GpuGrads, GpuWeights, InputMask, RecurrentKernels, RecurrentPair, RecurrentPlan,
     RecurrentStack, StackLayer, StackSchedule,
 };
 use crate::gpu::{
@@ -92,13 +92,19 @@ enum Lowered {
         stack: Box<RecurrentStack>,
         lengths: Option<TensorId>,
         applied: Option<u64>,
+        /// The ops recorded right after the stack's forward (`Deferred`, in order): the
+        /// copies and row masks of the dropout between its layers.
+        after: Vec<usize>,
     },
     /// A forward op of a stack's layer below the top: recorded with the stack.
     StackedForward,
+    /// An op recorded after a stack's forward rather than in its place (see `Stack`).
+    Deferred(Box<Lowered>),
     /// The first (in program order) of the backward ops of the stack lowered at op `stack`:
     /// records the backward of every layer.
     StackBackward(OpId),
-    /// The other backward ops of a stack: recorded with the first.
+    /// The other backward ops of a stack, and the row masks between them (which its waves
+    /// apply): recorded with the first.
     StackedBackward,
     Merge(MergePlan),
     Dropout {
@@ -298,6 +304,9 @@ impl GpuExecutor {
             }
         }
         for &id in &ops {
+            if matches!(l.lowered[id.0], Lowered::Deferred(_)) {
+                continue; // recorded after its stack's forward, below
+            }
             if let Some(m) = marks.as_deref_mut() {
                 m.push((id, rec.costs().len()));
             }
@@ -338,7 +347,8 @@ impl GpuExecutor {
                 | Lowered::PairedForward
                 | Lowered::PairedBackward
                 | Lowered::StackedForward
-                | Lowered::StackedBackward => {}
+                | Lowered::StackedBackward
+                | Lowered::Deferred(_) => {}
                 Lowered::Merge(plan) => plan.record(rec),
                 Lowered::Dropout { plan, seed, stream } => {
                     let key = DropoutKey {
@@ -348,7 +358,9 @@ impl GpuExecutor {
                     };
                     plan.record(rec, key)?
                 }
-                Lowered::RowMask(plan) => plan.record(rec),
+                low @ (Lowered::RowMask(_) | Lowered::Copy { .. }) => {
+                    low.record_copy_or_row_mask(rec)?
+                }
                 Lowered::Gather(plan) => plan.record(rec),
                 Lowered::Scatter(plan) => plan.record(rec),
                 Lowered::CrossEntropy { plan, loss, .. } => {
@@ -359,13 +371,6 @@ impl GpuExecutor {
                     plan.record(rec);
                     rec.copy(plan.stats().buffer(), 0, loss, 0, 4);
                 }
-                Lowered::Copy {
-                    src,
-                    src_offset,
-                    dst,
-                    dst_offset,
-                    bytes,
-                } => rec.copy(src, *src_offset, dst, *dst_offset, *bytes),
                 Lowered::Zero(buf) => rec.clear(buf),
                 Lowered::Optimize(opt) => {
                     // `step` updates were taken before this one.
@@ -378,6 +383,22 @@ impl GpuExecutor {
                         plan.set_lr(lr)?;
                         plan.record(rec)?;
                     }
+                }
+            }
+            let after = match &l.lowered[id.0] {
+                Lowered::Stack { after, .. } => after.clone(),
+                _ => Vec::new(),
+            };
+            for k in after {
+                if let Some(m) = marks.as_deref_mut() {
+                    m.push((OpId(k), rec.costs().len()));
+                }
+                match &l.lowered[k] {
+                    Lowered::Deferred(low) => low.record_copy_or_row_mask(rec)?,
+                    _ => bail!(
+                        Invalid,
+                        "a stack defers op {k}, which was not lowered as deferred"
+                    ),
                 }
             }
         }
@@ -421,8 +442,8 @@ impl GpuExecutor {
         let mut lowered = Vec::with_capacity(program.ops().len());
         for (i, op) in program.ops().iter().enumerate() {
             let f = |t: TensorId| float(&self.params, slots, t);
-            if let Some(layers) = stacks.top.get(&i) {
-                lowered.push(self.stack_lowered(program, layers, slots, scratch)?);
+            if let Some(stack) = stacks.top.get(&i) {
+                lowered.push(self.stack_lowered(program, stack, slots, scratch)?);
                 continue;
             }
             if stacks.below.contains(&i) {
@@ -629,18 +650,23 @@ impl GpuExecutor {
             };
             lowered.push(low);
         }
+        for &k in &stacks.deferred {
+            let low = std::mem::replace(&mut lowered[k], Lowered::StackedForward);
+            lowered[k] = Lowered::Deferred(Box::new(low));
+        }
         Ok(lowered)
     }
 
-    /// The forward ops `layers` (bottom first) lowered to a [`RecurrentStack`].
+    /// A stack's forward ops (bottom first) lowered to a [`RecurrentStack`].
     fn stack_lowered(
         &self,
         program: &Program,
-        layers: &[usize],
+        stack: &StackOps,
         slots: &[Slot],
         scratch: &mut Vec<GpuTensor>,
     ) -> Result<Lowered> {
         let backwards = program.recurrent_backwards();
+        let layers = &stack.layers;
         let ops = layers
             .iter()
             .map(|&i| {
@@ -654,15 +680,24 @@ impl GpuExecutor {
         let stack_layers = ops
             .iter()
             .zip(parts)
-            .map(|((fw, _), direction)| {
+            .enumerate()
+            .map(|(l, ((fw, _), direction))| {
+                let input_mask = match l.checked_sub(1).and_then(|k| stack.dropout.get(k)) {
+                    Some(d) => Some(InputMask {
+                        mask: f(d.mask)?,
+                        masked: f(d.masked)?,
+                    }),
+                    None => None,
+                };
                 Ok(StackLayer {
                     direction,
                     y: f(fw.y)?,
+                    input_mask,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let (first, _) = ops[0];
-        let stack = RecurrentStack::new(
+        let built = RecurrentStack::new(
             &self.gpu,
             self.recurrent_kernels,
             f(first.x)?,
@@ -670,9 +705,10 @@ impl GpuExecutor {
         )?;
         scratch.extend(bias_scratch.into_iter().flatten());
         Ok(Lowered::Stack {
-            stack: Box::new(stack),
+            stack: Box::new(built),
             lengths: first.lengths,
             applied: None,
+            after: stack.dropout.iter().flat_map(|d| d.ops).collect(),
         })
     }
 
@@ -832,7 +868,7 @@ fn pairs(program: &Program, fits: impl Fn(usize, &RecurrentForward) -> bool) -> 
             i += 1;
             continue;
         };
-        let Some((j, b)) = next_forward(ops, i) else {
+        let Some((j, b, None)) = next_forward(ops, i) else {
             i += 1;
             continue;
         };
@@ -1144,46 +1180,82 @@ impl Executor for GpuExecutor {
     }
 }
 
+impl Lowered {
+    /// Records a copy or a row mask: the ops a stack may defer to after its forward.
+    fn record_copy_or_row_mask(&self, rec: &mut Recorder) -> Result<()> {
+        match self {
+            Lowered::Copy {
+                src,
+                src_offset,
+                dst,
+                dst_offset,
+                bytes,
+            } => rec.copy(src, *src_offset, dst, *dst_offset, *bytes),
+            Lowered::RowMask(plan) => plan.record(rec),
+            _ => bail!(
+                Invalid,
+                "only copies and row masks are recorded after a stack"
+            ),
+        }
+        Ok(())
+    }
+}
+
 /// The unidirectional stacks of a program whose layers run as one [`RecurrentStack`], by op
 /// index.
 #[derive(Default)]
 struct Stacks {
-    /// The top layer's forward op -> every layer's forward op, bottom first.
-    top: BTreeMap<usize, Vec<usize>>,
+    /// The top layer's forward op -> the stack.
+    top: BTreeMap<usize, StackOps>,
     /// The forward ops of the layers below the top (each lowers to `StackedForward`).
     below: BTreeSet<usize>,
     /// The first of a stack's backward ops -> the top forward op, which lowers the stack.
     first_backward: BTreeMap<usize, usize>,
-    /// The other backward ops of the stacks (each lowers to `StackedBackward`).
+    /// The other backward ops of the stacks, and the row masks between them, which the
+    /// stack's waves apply (each lowers to `StackedBackward`).
     other_backward: BTreeSet<usize>,
+    /// The copies and row masks of the dropout between a stack's layers (lowered as they
+    /// are, but recorded after the stack's forward: they read the outputs it writes).
+    deferred: BTreeSet<usize>,
+}
+
+/// One stack's forward ops, bottom first, and the dropout before each layer above the first
+/// (all or none).
+struct StackOps {
+    layers: Vec<usize>,
+    dropout: Vec<InputDropout>,
 }
 
 /// Finds the stacks: runs of two or more forward ops of unidirectional layers, as
 /// `nn::Recurrent` records them, each reading the output of the one before
-/// ([`RecurrentStack::stacks_on`]) in the same phase with the same lengths, both or neither
-/// a recurrent dropout mask, biases and a backward. Only a layer's initial-state copies and
-/// recurrent dropout mask may stand between two of them, since the stack runs every layer at
-/// the top one's op (so an input dropout between the layers ends a stack). Their backward
-/// ops, if any, must be as [`stack_backward`] says: the stack runs all of them at the first.
-/// `wanted` says whether a run of that many layers of the first one's shape (with a backward
-/// where its second argument) should be a stack at all.
+/// ([`RecurrentStack::stacks_on`]), directly or through a dropout row mask (every layer above
+/// the first or none), in the same phase with the same lengths, both or neither a recurrent
+/// dropout mask, biases and a backward. Only a layer's initial-state copies, recurrent
+/// dropout mask and that input dropout may stand between two of them ([`next_forward`]),
+/// since the stack runs every layer at the top one's op; the copies and row masks of the
+/// input dropout are recorded after it. Their backward ops, if any, must be as
+/// [`stack_backward`] says: the stack runs all of them at the first. `wanted` says whether a
+/// run of that many layers of the first one's shape (with a backward where its second
+/// argument) should be a stack at all.
 fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> bool) -> Stacks {
     let ops = program.ops();
     let backwards = program.recurrent_backwards();
     let whole =
         |fw: &RecurrentForward| fw.shape.out_offset == 0 && fw.shape.out_stride == fw.shape.hidden;
-    // The forward op that continues a stack from op i, if any.
-    let next = |i: usize, a: &RecurrentForward| -> Option<(usize, &RecurrentForward)> {
-        let (j, b) = next_forward(ops, i)?;
+    // The forward op that continues a stack from op i, if any, and the dropout before it.
+    let next = |i: usize,
+                a: &RecurrentForward|
+     -> Option<(usize, &RecurrentForward, Option<InputDropout>)> {
+        let (j, b, dropout) = next_forward(ops, i)?;
         let continues = whole(b)
-            && b.x == a.y
+            && (dropout.is_some() || b.x == a.y)
             && RecurrentStack::stacks_on(&b.shape, &a.shape)
             && program.phase_of(OpId(i)) == program.phase_of(OpId(j))
             && a.lengths == b.lengths
             && a.recurrent_mask.is_some() == b.recurrent_mask.is_some()
             && (a.b_ih.is_some(), a.b_hh.is_some()) == (b.b_ih.is_some(), b.b_hh.is_some())
             && backwards.contains_key(&OpId(i)) == backwards.contains_key(&OpId(j));
-        continues.then_some((j, b))
+        continues.then_some((j, b, dropout))
     };
     let mut out = Stacks::default();
     let mut i = 0;
@@ -1197,13 +1269,24 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
             continue;
         }
         let mut layers = vec![i];
+        let mut dropout: Vec<Option<InputDropout>> = Vec::new();
         let mut last = a;
-        while let Some((j, b)) = next(*layers.last().expect("one layer"), last) {
+        while let Some((j, b, d)) = next(*layers.last().expect("one layer"), last) {
+            // Every layer above the first through dropout, or none: the waves apply one
+            // rule to all.
+            if dropout
+                .first()
+                .is_some_and(|first| first.is_some() != d.is_some())
+            {
+                break;
+            }
             layers.push(j);
+            dropout.push(d);
             last = b;
         }
+        let dropout: Vec<InputDropout> = dropout.into_iter().flatten().collect();
         let top = *layers.last().expect("one layer");
-        let backward = stack_backward(program, &layers);
+        let backward = stack_backward(program, &layers, &dropout);
         if layers.len() >= 2
             && backward.is_some()
             && wanted(a, backwards.contains_key(&OpId(i)), layers.len())
@@ -1213,19 +1296,26 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
                 out.other_backward.extend(others);
             }
             out.below.extend(layers[..layers.len() - 1].iter().copied());
-            out.top.insert(top, layers);
+            out.deferred.extend(dropout.iter().flat_map(|d| d.ops));
+            out.top.insert(top, StackOps { layers, dropout });
         }
         i = top + 1;
     }
     out
 }
 
-/// The backward ops of the stack whose forward ops are `layers` (bottom first): `Some(None)`
-/// where there are none; `Some(Some((first, others)))` where they are adjacent, the top
-/// layer's first and each below it next, each layer below the top reading as its output
-/// gradient the input gradient of the one above, which no layer adds to; `None` otherwise
-/// (the layers then run one by one).
-fn stack_backward(program: &Program, layers: &[usize]) -> Option<Option<(usize, Vec<usize>)>> {
+/// The backward ops of the stack whose forward ops are `layers` (bottom first), with
+/// `dropout` before each layer above the first (or none): `Some(None)` where there are none;
+/// `Some(Some((first, others)))` where they are adjacent, the top layer's first and each
+/// below it next (with `dropout`, each but the first layer's followed by the row mask over
+/// its input gradient: the waves write that gradient masked, so these row masks are among
+/// `others`), each layer below the top reading as its output gradient the input gradient of
+/// the one above, which no layer adds to; `None` otherwise (the layers then run one by one).
+fn stack_backward(
+    program: &Program,
+    layers: &[usize],
+    dropout: &[InputDropout],
+) -> Option<Option<(usize, Vec<usize>)>> {
     let ops = program.ops();
     let backwards = program.recurrent_backwards();
     let position = |f: usize| backward_position(ops, f);
@@ -1237,31 +1327,101 @@ fn stack_backward(program: &Program, layers: &[usize]) -> Option<Option<(usize, 
         .rev()
         .map(|&f| position(f))
         .collect::<Option<_>>()?;
-    let adjacent = top_first.windows(2).all(|w| w[1] == w[0] + 1);
+    let mut others = Vec::new();
+    // Top first: the layer at top_first[k] is layers[len - 1 - k], whose input dropout (if
+    // any) is dropout[len - 2 - k].
+    for (k, w) in top_first.windows(2).enumerate() {
+        let above = layers[layers.len() - 1 - k];
+        let row_mask = match dropout.get(layers.len() - 2 - k) {
+            None => None,
+            Some(d) => {
+                let dx = backwards.get(&OpId(above))?.dx;
+                let at = w[0] + 1;
+                match &ops[at] {
+                    Op::RowMask { mask, x, .. } if *mask == d.mask && *x == dx => Some(at),
+                    _ => return None,
+                }
+            }
+        };
+        let next = row_mask.map_or(w[0] + 1, |r| r + 1);
+        if w[1] != next {
+            return None;
+        }
+        others.extend(row_mask);
+        others.push(w[1]);
+    }
     let chained = layers.windows(2).all(|w| {
         let (below, above) = (backwards.get(&OpId(w[0])), backwards.get(&OpId(w[1])));
         matches!((below, above), (Some(b), Some(a)) if b.dy == Some(a.dx) && !a.accumulate_dx)
     });
-    (adjacent && chained).then(|| Some((top_first[0], top_first[1..].to_vec())))
+    chained.then(|| Some((top_first[0], others)))
 }
 
-/// The recurrent forward op after op `i` that only its own initial-state copies and
-/// recurrent dropout mask stand between (the ops `nn::Recurrent` records before a
-/// layer-direction's forward), with its index; `None` where another op comes first.
-fn next_forward(ops: &[Op], i: usize) -> Option<(usize, &RecurrentForward)> {
+/// The dropout between two layers of a stack, as `nn::Recurrent` records it before the upper
+/// layer's forward: a mask, a copy of the lower layer's output, and a row mask over the copy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct InputDropout {
+    /// `[B, features]`.
+    mask: TensorId,
+    /// The upper layer's input: the copy the row mask is applied to.
+    masked: TensorId,
+    /// The copy and the row mask, which a stack records after its forward.
+    ops: [usize; 2],
+}
+
+/// The recurrent forward op after op `i` that only its own initial-state copies, recurrent
+/// dropout mask and input dropout stand between (the ops `nn::Recurrent` records before a
+/// layer-direction's forward), with its index and that input dropout, if any (its copy then
+/// reads op `i`'s output); `None` where another op comes first.
+fn next_forward(ops: &[Op], i: usize) -> Option<(usize, &RecurrentForward, Option<InputDropout>)> {
+    let Some(Op::RecurrentForward(a)) = ops.get(i) else {
+        return None;
+    };
     let mut j = i + 1;
-    while j < ops.len() && matches!(ops[j], Op::Copy { .. } | Op::DropoutMask { .. }) {
+    while j < ops.len()
+        && matches!(
+            ops[j],
+            Op::Copy { .. } | Op::DropoutMask { .. } | Op::RowMask { .. }
+        )
+    {
         j += 1;
     }
     let Some(Op::RecurrentForward(b)) = ops.get(j) else {
         return None;
     };
-    let between_serves_b = ops[i + 1..j].iter().all(|op| match op {
-        Op::Copy { dst, .. } => *dst == b.state,
-        Op::DropoutMask { mask, .. } => Some(*mask) == b.recurrent_mask,
-        _ => false,
+    // The row mask over b's input, and the copy that fills that input from a's output.
+    let row_mask = (i + 1..j).find_map(|k| match &ops[k] {
+        Op::RowMask {
+            mask,
+            x,
+            steps,
+            batch_first,
+        } if *x == b.x && *steps == b.shape.steps && *batch_first == b.shape.batch_first => {
+            Some((k, *mask))
+        }
+        _ => None,
     });
-    between_serves_b.then_some((j, b))
+    let whole = b.shape.rows() * b.shape.input;
+    let input_copy = (i + 1..j).find(|&k| {
+        matches!(&ops[k], Op::Copy { src, src_offset: 0, dst, dst_offset: 0, len }
+            if *src == a.y && *dst == b.x && *len == whole)
+    });
+    let dropout = match (row_mask, input_copy) {
+        (Some((r, mask)), Some(c)) if c < r => Some(InputDropout {
+            mask,
+            masked: b.x,
+            ops: [c, r],
+        }),
+        _ => None,
+    };
+    let between_serves_b = (i + 1..j).all(|k| match &ops[k] {
+        Op::Copy { dst, .. } if *dst == b.state => true,
+        Op::DropoutMask { mask, .. } => {
+            Some(*mask) == b.recurrent_mask || dropout.is_some_and(|d| d.mask == *mask)
+        }
+        _ => dropout.is_some_and(|d| d.ops.contains(&k)),
+    });
+    between_serves_b.then_some((j, b, dropout))
 }
 
 /// Where the backward op of forward op `f` stands in `ops`, if it has one.

@@ -30,7 +30,7 @@ use crate::ops::{Gemm, WeightGrads};
 
 mod stack;
 pub use stack::{
-    RecurrentStack, StackLayer, StackSchedule, WAVEFRONT_MAX_INPUT_BYTES,
+    InputMask, RecurrentStack, StackLayer, StackSchedule, WAVEFRONT_MAX_INPUT_BYTES,
     WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES,
 };
 
@@ -74,10 +74,13 @@ struct Config {
     off_wi: u32,
     wt_write: u32,
     wt_copy: u32,
+    off_imask: u32,
+    /// A uniform struct's size is a multiple of 16 bytes in WGSL.
+    _pad: [u32; 3],
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: Config in "recurrent" as "Config" {
-    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out, dir_y, wave, off_wi, wt_write, wt_copy,
+    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out, dir_y, wave, off_wi, wt_write, wt_copy, off_imask,
 });
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -498,7 +501,9 @@ impl Workspace {
             smap: shape.steps * b,
             saved: (rows + cell_rows) * h + rows * cell.act_width() * h,
             state: REGIONS * b * h,
-            rmask: b * h,
+            // A stack's layers keep their input dropout mask after the recurrent one
+            // (`off_imask` in recurrent.wgsl).
+            rmask: if in_step_input { 2 * b * h } else { b * h },
         }
     }
 
@@ -576,8 +581,13 @@ enum Sharing {
     /// columns from it to direction 1's.
     Pair { out_offset: usize, dir_out: usize },
     /// The layers of a [`RecurrentStack`]: their outputs in `y`, layer after layer, each
-    /// `rows * H`; the step index of a wave runs to `steps + layers - 1`.
-    Stack { y: GpuTensor, layers: usize },
+    /// `rows * H`; the step index of a wave runs to `steps + layers - 1`. With
+    /// `input_masks`, the layers above the first see their input through a dropout mask.
+    Stack {
+        y: GpuTensor,
+        layers: usize,
+        input_masks: bool,
+    },
 }
 
 /// The buffers the layer-directions of a [`RecurrentPair`] or a [`RecurrentStack`] bind,
@@ -630,7 +640,7 @@ impl SharedBuffers {
             let at = 4 * p.offsets.state as u64;
             rec.copy(p.state.buffer(), 0, self.state.buffer(), at, bytes);
             if let Some(m) = &p.source_mask {
-                let bytes = 4 * self.sizes.rmask as u64;
+                let bytes = 4 * (p.shape.batch * p.shape.hidden) as u64;
                 let at = 4 * p.offsets.rmask as u64;
                 rec.copy(m.buffer(), 0, self.rmask.buffer(), at, bytes);
             }
@@ -1166,7 +1176,11 @@ impl RecurrentPlan {
         // gradients dxw; GRU's gradients on the recurrent side, dhw, follow them.
         let gru_grads = grads.is_some() && cell == CellKind::Gru;
         let stack = match shared.map(|(p, _)| &p.sharing) {
-            Some(Sharing::Stack { y, layers }) => Some((y, *layers)),
+            Some(Sharing::Stack {
+                y,
+                layers,
+                input_masks,
+            }) => Some((y, *layers, *input_masks)),
             _ => None,
         };
         let copies = WeightCopies::of(&shape, precision);
@@ -1191,7 +1205,7 @@ impl RecurrentPlan {
         let off_act = off_cell + if cell.has_cell_state() { rows * h } else { 0 };
         expect("state", state, state_len)?;
         if let Some(m) = recurrent_mask {
-            expect("recurrent dropout mask", m, rmask_len)?;
+            expect("recurrent dropout mask", m, bsz * h)?;
         }
         // This direction's workspace: buffers of its own, or its stride of a pair's or stack's.
         let (gates, wt, smap, saved, kernel_state, rmask, dir) = match shared {
@@ -1257,7 +1271,7 @@ impl RecurrentPlan {
             );
         }
         let y = match stack {
-            Some((shared_y, _)) => shared_y,
+            Some((shared_y, ..)) => shared_y,
             None => y,
         };
         let stride = |n: usize| if shared.is_some() { n as u32 } else { 0 };
@@ -1301,7 +1315,7 @@ impl RecurrentPlan {
             } else {
                 0
             },
-            wave: stack.map_or(0, |(_, layers)| layers as u32),
+            wave: stack.map_or(0, |(_, layers, _)| layers as u32),
             off_wi: if stack.is_some() {
                 copies.input_vec4() as u32
             } else {
@@ -1309,6 +1323,11 @@ impl RecurrentPlan {
             },
             wt_write: 0,
             wt_copy: copies.copy_words() as u32,
+            off_imask: match stack {
+                Some((_, _, true)) => (bsz * h) as u32,
+                _ => 0,
+            },
+            _pad: [0; 3],
         };
         let cfg_buffer = gpu.uniform(&cfg);
         // A stack's layers above the first take their input projection in the step, from
@@ -1341,7 +1360,7 @@ impl RecurrentPlan {
         // StepIndex::Offset: one 16-byte step index per uniform-offset slot.
         let step_stride = gpu.limits().min_uniform_buffer_offset_alignment.max(16);
         // A stack's waves run to steps + layers - 1.
-        let slots = shape.steps + stack.map_or(0, |(_, layers)| layers - 1);
+        let slots = shape.steps + stack.map_or(0, |(_, layers, _)| layers - 1);
         let step_buffer = (step_index == StepIndex::Offset).then(|| {
             let stride = step_stride as usize;
             let mut bytes = vec![0u8; slots * stride];
@@ -2002,12 +2021,16 @@ impl RecurrentPlan {
     /// over K = I), blocked as `forward_step_tiled` blocks its recurrent product. Backward:
     /// the input gradient of one step, `dxw_t W_ih` (I outputs over K = G x H), blocked as
     /// `backward_step_tiled`, added into the layer below's output gradient. W_ih is f32.
+    /// With an input dropout mask (a stack's `off_imask`), forward reads it with each source
+    /// element and backward once per element written.
     pub fn in_step_input_cost(&self, backward: bool) -> Cost {
         let sh = &self.shape;
         let (i, b, gw) = (sh.input, sh.batch, sh.gate_width());
+        let mask = if self.cfg.off_imask != 0 { 4.0 } else { 0.0 };
         if backward {
             let depth = gw.div_ceil(4) * 4;
             let written = 4.0 * (b * i) as f64;
+            let mask_read = mask * (b * i) as f64;
             tiled_cost(TiledProduct {
                 block: TILED_BACKWARD,
                 units: i,
@@ -2018,7 +2041,7 @@ impl RecurrentPlan {
                 source_bytes: 4.0,
                 weight_bytes: 4.0,
                 bias: false,
-            }) + Cost::new(0.0, written, written)
+            }) + Cost::new(0.0, written + mask_read, written)
         } else {
             tiled_cost(TiledProduct {
                 block: TILED_FORWARD,
@@ -2027,7 +2050,7 @@ impl RecurrentPlan {
                 outs: sh.cell.gates(),
                 depth: i.div_ceil(4) * 4,
                 valid: i,
-                source_bytes: 4.0,
+                source_bytes: 4.0 + mask,
                 weight_bytes: 4.0,
                 bias: true,
             })

@@ -170,7 +170,9 @@ fn op_costs(
     let (b, t, c) = (case.batch, case.steps, &layer.config);
     let mut p = ProgramBuilder::new();
     let input = p.input("input", &[b * t, c.input_size]);
-    let rec = layer.record_forward(&mut p, "", input, b, t, None, None)?;
+    // With dropout, a training step's program (any seed: the masks' values cost nothing).
+    let seed = (case.dropout > 0.0).then_some(1);
+    let rec = layer.record_forward(&mut p, "", input, b, t, None, seed)?;
     p.next_phase();
     let d_out = p.input("output gradient", &[b * t, c.output_size()]);
     layer.record_backward(&mut p, &rec, Some(d_out))?;

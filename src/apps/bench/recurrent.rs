@@ -32,6 +32,9 @@ pub struct RecurrentCase {
     pub layers: usize,
     /// Whether every layer runs both directions (false from [`RecurrentCase::new`]).
     pub bidirectional: bool,
+    /// Dropout between stacked layers (PyTorch's `dropout`), for the cost table: its
+    /// programs are recorded as a training step's (0 from [`RecurrentCase::new`]).
+    pub dropout: f32,
 }
 
 fn cell_name<S: serde::Serializer>(c: &CellKind, s: S) -> Result<S::Ok, S::Error> {
@@ -61,7 +64,16 @@ impl RecurrentCase {
         if self.bidirectional {
             s.push_str(" bi");
         }
+        if self.dropout > 0.0 {
+            s.push_str(&format!(" dropout {}", self.dropout));
+        }
         s
+    }
+
+    /// The same case with `dropout` between its stacked layers.
+    pub fn with_dropout(mut self, dropout: f32) -> Self {
+        self.dropout = dropout;
+        self
     }
 
     /// One unidirectional layer of `hidden` units with input size `hidden`, at batch `batch`
@@ -75,6 +87,7 @@ impl RecurrentCase {
             steps,
             layers: 1,
             bidirectional: false,
+            dropout: 0.0,
         }
     }
 
@@ -83,6 +96,7 @@ impl RecurrentCase {
         let mut c = RecurrentConfig::new(self.cell, self.input, self.hidden);
         c.num_layers = self.layers;
         c.bidirectional = self.bidirectional;
+        c.dropout = self.dropout;
         c
     }
 

@@ -150,6 +150,21 @@ pub struct StackLayer<'a> {
     pub direction: DirectionSpec<'a>,
     /// Where its outputs go.
     pub y: &'a GpuTensor,
+    /// A layer above the first whose input is the output below through dropout (PyTorch's
+    /// `dropout` between layers): the mask and the caller's masked copy.
+    pub input_mask: Option<InputMask<'a>>,
+}
+
+/// The dropout between two layers of a stack, one mask per sequence as `nn::Recurrent`
+/// records it (a row mask: every step of batch entry b times row b).
+#[derive(Clone, Copy)]
+pub struct InputMask<'a> {
+    /// `[B, H]`: 0 or 1 / keep per batch entry and feature.
+    pub mask: &'a GpuTensor,
+    /// `[rows, H]`: the layer's input, the output below times the mask. The caller fills it
+    /// after the stack's forward (the steps apply the mask themselves); the layer's weight
+    /// gradient reads it.
+    pub masked: &'a GpuTensor,
 }
 
 /// The layers of a unidirectional stack whose forward and backward run as wavefronts (see
@@ -158,6 +173,8 @@ pub struct RecurrentStack {
     plans: Vec<RecurrentPlan>,
     shared: SharedBuffers,
     outputs: Vec<GpuTensor>,
+    /// The input dropout masks of the layers above the first, where they have them.
+    input_masks: Vec<GpuTensor>,
     backward: Option<StackBackward>,
 }
 
@@ -176,9 +193,12 @@ impl RecurrentStack {
     /// The layers of a stack reading `x`. Each layer above the first reads the output of the
     /// one below; all have the same cell, hidden size, batch, steps and layout, write all H
     /// columns of their outputs, and have both or neither a backward, a recurrent dropout
-    /// mask and biases. With a backward, each layer below the top reads as its output
-    /// gradient the input gradient of the one above, which that layer writes rather than
-    /// adds to.
+    /// mask and biases. The layers above the first all have an input mask ([`InputMask`]) or
+    /// none; the first has none (dropout on the stack's input is the caller's). With a
+    /// backward, each layer below the top reads as its output gradient the input gradient of
+    /// the one above, which that layer writes rather than adds to; with input masks, that
+    /// gradient is the masked one (what a row mask over the layer above's input gradient
+    /// leaves), which the waves write.
     pub fn new(
         gpu: &Gpu,
         kernels: RecurrentKernels,
@@ -212,6 +232,35 @@ impl RecurrentStack {
                 l + 1
             );
         }
+        let (b, h) = (head.shape.batch, head.shape.hidden);
+        ensure!(
+            first.input_mask.is_none(),
+            Invalid,
+            "the first layer of a stack takes its input as given (mask it before the stack)"
+        );
+        let masked = rest.first().is_some_and(|l| l.input_mask.is_some());
+        for (l, layer) in rest.iter().enumerate() {
+            ensure!(
+                layer.input_mask.is_some() == masked,
+                Invalid,
+                "the layers above the first of a stack all have an input dropout mask or none \
+                 does; layer {} differs from layer 1",
+                l + 1
+            );
+            if let Some(m) = layer.input_mask {
+                ensure!(
+                    m.mask.len() == b * h && m.masked.len() == head.shape.rows() * h,
+                    Shape,
+                    "layer {}'s input dropout mask and masked input must hold {} and {} \
+                     elements, not {} and {}",
+                    l + 1,
+                    b * h,
+                    head.shape.rows() * h,
+                    m.mask.len(),
+                    m.masked.len()
+                );
+            }
+        }
         let precision = kernels
             .precision
             .unwrap_or_else(|| Precision::for_device(gpu));
@@ -231,6 +280,7 @@ impl RecurrentStack {
         let sharing = Sharing::Stack {
             y,
             layers: layers.len(),
+            input_masks: masked,
         };
         let shared = SharedBuffers::new(gpu, sizes, layers.len(), sharing)?;
         let kernels = RecurrentKernels {
@@ -250,14 +300,23 @@ impl RecurrentStack {
                 layer.direction,
                 shared,
             )?);
-            input = layer.y;
+            // The next layer reads this one's output, or the caller's masked copy of it.
+            input = match layers.get(l + 1).and_then(|n| n.input_mask) {
+                Some(m) => m.masked,
+                None => layer.y,
+            };
         }
         let outputs = layers.iter().map(|l| l.y.clone()).collect();
+        let input_masks = rest
+            .iter()
+            .filter_map(|l| l.input_mask.map(|m| m.mask.clone()))
+            .collect();
         let backward = Self::backward_group(gpu, &plans, &shared, layers)?;
         Ok(Self {
             plans,
             shared,
             outputs,
+            input_masks,
             backward,
         })
     }
@@ -386,6 +445,7 @@ impl RecurrentStack {
     pub fn record_forward(&self, rec: &mut Recorder) {
         let plans: Vec<&RecurrentPlan> = self.plans.iter().collect();
         self.shared.record_copy_in(rec, &plans);
+        self.record_input_masks(rec);
         for p in &self.plans {
             for t in std::iter::once(&p.transpose).chain(&p.input_transpose) {
                 rec.dispatch(&t.kernel, &t.group, t.grid, p.transpose_cost());
@@ -399,6 +459,21 @@ impl RecurrentStack {
             for (l, out) in self.outputs.iter().enumerate() {
                 rec.copy(y.buffer(), l as u64 * bytes, out.buffer(), 0, bytes);
             }
+        }
+    }
+
+    /// Copies the input dropout masks of the layers above the first into their parts of the
+    /// shared `rmask`, after each one's recurrent mask (`off_imask` in recurrent.wgsl).
+    fn record_input_masks(&self, rec: &mut Recorder) {
+        for (m, p) in self.input_masks.iter().zip(&self.plans[1..]) {
+            let at = 4 * (p.offsets.rmask + p.cfg.off_imask as usize) as u64;
+            rec.copy(
+                m.buffer(),
+                0,
+                self.shared.rmask.buffer(),
+                at,
+                4 * m.len() as u64,
+            );
         }
     }
 
@@ -445,6 +520,7 @@ impl RecurrentStack {
         let plans: Vec<&RecurrentPlan> = self.plans.iter().collect();
         let (steps, n) = (first.shape.steps, self.plans.len());
         self.shared.record_copy_in(rec, &plans);
+        self.record_input_masks(rec);
         let kernels: Vec<&Kernel> = std::iter::once(&b.step).chain(&b.gru_n).collect();
         for k in 0..steps + n - 1 {
             for (i, kernel) in kernels.iter().enumerate() {
