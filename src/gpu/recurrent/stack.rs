@@ -26,7 +26,7 @@ use super::{
 use crate::error::{bail, ensure, err, Result};
 use crate::ops::recurrent::CellKind;
 
-/// How an executor records the layers of a unidirectional stack on the step path.
+/// How an executor records the layers of a unidirectional stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StackSchedule {
     /// Each layer's steps in their own dispatches, one layer after another.
