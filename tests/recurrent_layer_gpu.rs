@@ -627,4 +627,15 @@ fn a_stack_refuses_layers_that_do_not_chain() {
         kernels,
     );
     assert!(e.contains("or none") && e.contains("layer 2"), "{e}");
+    // More layers than a wave has workgroup rows (z): refused before anything is allocated.
+    let rows = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let many = vec![layer(1, h, None); rows + 1];
+    let e = err(&many, kernels);
+    assert!(
+        e.contains(&format!("{} layers", rows + 1)) && e.contains(&rows.to_string()),
+        "{e}"
+    );
+    let shape = RecurrentShape::new(CellKind::Lstm, h, h, b, t);
+    assert!(!RecurrentStack::fits(&gpu, kernels, &shape, true, rows + 1));
+    assert!(RecurrentStack::fits(&gpu, kernels, &shape, true, 3));
 }

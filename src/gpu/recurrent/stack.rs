@@ -234,6 +234,14 @@ impl RecurrentStack {
         }
         let (b, h) = (head.shape.batch, head.shape.hidden);
         ensure!(
+            layers.len() <= Self::max_layers(gpu),
+            Limit,
+            "a wave runs each of a stack's {} layers in a workgroup row of its own; the adapter \
+             allows {} per dimension",
+            layers.len(),
+            Self::max_layers(gpu)
+        );
+        ensure!(
             first.input_mask.is_none(),
             Invalid,
             "the first layer of a stack takes its input as given (mask it before the stack)"
@@ -409,8 +417,8 @@ impl RecurrentStack {
     /// Whether a stack of `layers` layers of `shape` (with a backward where `grads`) can be
     /// built: its weights in f32 (with [`Precision::F16Storage`], the products in the steps
     /// would read W_ih rounded to f16 while the backward's read it in f32, so the gradients
-    /// would not be those of the forward), and its buffers within what `gpu` binds per
-    /// buffer.
+    /// would not be those of the forward), at most one layer per workgroup row the adapter
+    /// allows (a wave's z), and its buffers within what `gpu` binds per buffer.
     pub fn fits(
         gpu: &Gpu,
         kernels: RecurrentKernels,
@@ -423,7 +431,14 @@ impl RecurrentStack {
             .unwrap_or_else(|| Precision::for_device(gpu));
         let sizes = Workspace::with_input(shape, grads, precision, true);
         let outputs = layers.saturating_mul(2 * shape.rows() * shape.hidden);
-        precision == Precision::F32 && SharedBuffers::fit(gpu, sizes, layers, outputs)
+        precision == Precision::F32
+            && layers <= Self::max_layers(gpu)
+            && SharedBuffers::fit(gpu, sizes, layers, outputs)
+    }
+
+    /// The most layers a wave can run: one workgroup row (z) each.
+    fn max_layers(gpu: &Gpu) -> usize {
+        gpu.limits().max_compute_workgroups_per_dimension as usize
     }
 
     /// The layers' plans, for what they hold (states, shape, kernels); record through the
