@@ -92,7 +92,7 @@ struct Config {
     // that layer's W_ih (backward_layer_step, output_grads).
     dir_y: u32,
     wave: u32,
-    off_wi: u32,         // the W_ih copies in `wt`, laid out as W_hh's (vec4s, f32 layout)
+    off_wi: u32,         // the W_ih copies in `wt` (16-byte words), laid out as W_hh's, in f32
     // transpose_weights writes wt_copy 16-byte words from word wt_write (of this direction's
     // part): W_hh's copies at 0, or in a stack W_ih's at off_wi.
     wt_write: u32,
@@ -101,6 +101,8 @@ struct Config {
     // per sequence, [B, H]; PyTorch's `dropout` between layers): where it lies in each
     // layer's part of `rmask`, after the recurrent mask. 0: no such mask, and no load of one.
     off_imask: u32,
+    // 1: transpose_weights writes f32 whatever WEIGHTS_F16 says (a stack's copies of W_ih).
+    wt_f32: u32,
 }
 
 struct Step {
@@ -323,6 +325,12 @@ fn weight4(i: u32) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(pair.x), unpack2x16float(pair.y));
 }
 
+// Word i of this part of `wt` as four f32: a stack's copies of W_ih (from cfg.off_wi), which
+// stay f32 with WEIGHTS_F16, since the products over all steps read W_ih in f32 as well.
+fn input_weight4(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(wt[dw + i]);
+}
+
 // One 16-byte word of `wt` per invocation: 4 elements in f32, 8 in f16. A 2D grid wraps the
 // words past 65535 workgroups into y. Reads W_hh strided by H (once per forward); writes
 // coalesced.
@@ -337,7 +345,7 @@ fn transpose_weights(
         return;
     }
     var word: vec4<u32>;
-    if (WEIGHTS_F16 == 0u) {
+    if (WEIGHTS_F16 == 0u || cfg.wt_f32 != 0u) {
         for (var k = 0u; k < 4u; k++) {
             word[k] = bitcast<u32>(wt_element(4u * i + k));
         }
@@ -460,8 +468,8 @@ fn input_row(s: u32, b: u32) -> u32 {
 }
 
 // The input side of a wave's layer above the first, units k0 .. k0 + 4 of entry b at step s:
-// b_ih + W_ih x for every gate (W_ih^T with b_ih as row H at off_wi, read as
-// recurrent_product reads W_hh^T), written where the input projection would be, in
+// b_ih + W_ih x for every gate (W_ih^T with b_ih as row H at off_wi, laid out as
+// recurrent_product's W_hh^T, in f32), written where the input projection would be, in
 // `gate_values`, for forward_unit to read. Each invocation writes and then reads only its
 // own units. Past the length nothing is written: forward_unit reads none.
 fn input_gates(s: u32, b: u32, k0: u32) {
@@ -475,10 +483,13 @@ fn input_gates(s: u32, b: u32, k0: u32) {
     let first = cfg.off_wi + k0 / 4u;
     var acc: array<vec4<f32>, 4>;
     for (var g = 0u; g < gates(); g++) {
-        acc[g] = weight4(h * row4 + first + g * gate4);
+        acc[g] = input_weight4(h * row4 + first + g * gate4);
     }
     for (var j = 0u; j < h; j++) {
-        accumulate(&acc, y[src + j] * imask_at(0u, b, j), j * row4 + first, gate4, gates());
+        let xv = y[src + j] * imask_at(0u, b, j);
+        for (var g = 0u; g < gates(); g++) {
+            acc[g] += xv * input_weight4(j * row4 + first + g * gate4);
+        }
     }
     let code = smap[dm + s * cfg.batch + b];
     let at = dg + row_of(code & STEP_TIME_MASK, b) * cfg.gate_width;
@@ -840,7 +851,7 @@ fn output_grads(s: u32, b: u32, k0: u32) {
     let src = dg + cfg.dir_gates + row * cfg.gate_width;
     var acc = vec4<f32>(0.0);
     for (var r = 0u; r < cfg.gate_width; r++) {
-        acc += gate_values[src + r] * weight4(base + r * row4);
+        acc += gate_values[src + r] * input_weight4(base + r * row4);
     }
     let at = wave_dy_row(row) + k0;
     for (var e = 0u; e < 4u; e++) {
@@ -1264,11 +1275,11 @@ fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -
 fn tiled_weights(kind: u32, o: u32, k: u32, c4: u32, first_gate: u32) -> vec4<f32> {
     let gate4 = cfg.hp / 4u;
     if (kind == SRC_INPUT) {
-        return weight4(cfg.off_wi + cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4);
+        return input_weight4(cfg.off_wi + cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4);
     }
     if (kind == SRC_UPPER_GRADS) {
         // The layer above's W_ih^T, row k (one part further on in `wt`).
-        return weight4(cfg.dir_wt + cfg.off_wi + k * gates() * gate4 + first_gate * gate4 + c4);
+        return input_weight4(cfg.dir_wt + cfg.off_wi + k * gates() * gate4 + first_gate * gate4 + c4);
     }
     if (kind < 2u) {
         return weight4(cfg.off_wp + ((first_gate + o) * cfg.hidden + k) * gate4 + c4);
@@ -1331,19 +1342,28 @@ fn tiled_product(kind: u32, s: u32, b0: u32, k0: u32, units: u32, tile: u32, out
     return acc;
 }
 
-// b_hh of gates first_gate .. first_gate + count of unit k (W_hh^T's row H); from `base`
-// on, W_ih^T's row H, b_ih.
-fn tiled_bias_at(base: u32, k: u32, first_gate: u32, count: u32) -> vec4<f32> {
+// The vec4 of W^T's bias row (row H) that holds unit k of gate g.
+fn bias_vec4(k: u32, g: u32) -> u32 {
     let gate4 = cfg.hp / 4u;
+    return cfg.hidden * gates() * gate4 + g * gate4 + k / 4u;
+}
+
+// b_hh of gates first_gate .. first_gate + count of unit k (W_hh^T's row H).
+fn tiled_bias(k: u32, first_gate: u32, count: u32) -> vec4<f32> {
     var bias = vec4<f32>(0.0);
     for (var g = 0u; g < count; g++) {
-        bias[g] = weight4(base + cfg.hidden * gates() * gate4 + (first_gate + g) * gate4 + k / 4u)[k % 4u];
+        bias[g] = weight4(bias_vec4(k, first_gate + g))[k % 4u];
     }
     return bias;
 }
 
-fn tiled_bias(k: u32, first_gate: u32, count: u32) -> vec4<f32> {
-    return tiled_bias_at(0u, k, first_gate, count);
+// b_ih of every gate of unit k (a stack's copy of W_ih^T, row H).
+fn tiled_input_bias(k: u32) -> vec4<f32> {
+    var bias = vec4<f32>(0.0);
+    for (var g = 0u; g < gates(); g++) {
+        bias[g] = input_weight4(cfg.off_wi + bias_vec4(k, g))[k % 4u];
+    }
+    return bias;
 }
 
 // The unit (x) and batch entry (y) whose cell code invocation lid of workgroup wg runs after
@@ -1384,7 +1404,7 @@ fn forward_step_tiled(
             let code = smap[dm + s * cfg.batch + kb.y];
             if ((code & STEP_INACTIVE) == 0u) {
                 let at = dg + row_of(code & STEP_TIME_MASK, kb.y) * cfg.gate_width + kb.x;
-                let v = xa + tiled_bias_at(cfg.off_wi, kb.x, 0u, gates());
+                let v = xa + tiled_input_bias(kb.x);
                 for (var g = 0u; g < gates(); g++) {
                     gate_values[at + g * cfg.hidden] = v[g];
                 }

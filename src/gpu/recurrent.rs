@@ -75,12 +75,13 @@ struct Config {
     wt_write: u32,
     wt_copy: u32,
     off_imask: u32,
+    wt_f32: u32,
     /// A uniform struct's size is a multiple of 16 bytes in WGSL.
-    _pad: [u32; 3],
+    _pad: [u32; 2],
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: Config in "recurrent" as "Config" {
-    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out, dir_y, wave, off_wi, wt_write, wt_copy, off_imask,
+    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out, dir_y, wave, off_wi, wt_write, wt_copy, off_imask, wt_f32,
 });
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -522,8 +523,7 @@ impl Workspace {
 
 /// Where the weight copies of one layer-direction lie in `wt`: W_hh^T with b_hh as its last
 /// row, then W_hh with padded rows (see `wt` in recurrent.wgsl); in a [`RecurrentStack`], the
-/// same two copies of W_ih and b_ih after them, from an even vec4 so that they start on a
-/// 16-byte word in f16 as well.
+/// same two copies of W_ih and b_ih after them, in f32 whatever the precision of W_hh's.
 #[derive(Clone, Copy)]
 struct WeightCopies {
     precision: Precision,
@@ -550,25 +550,27 @@ impl WeightCopies {
         }
     }
 
-    /// Words one transposition writes (W_hh's copies, or W_ih's).
+    /// Words the transposition of W_hh writes.
     fn copy_words(&self) -> usize {
         self.words_of(self.vec4s)
     }
 
-    /// The vec4 (f32 layout) where W_ih's copies start (`off_wi` in recurrent.wgsl).
-    fn input_vec4(&self) -> usize {
-        self.vec4s.next_multiple_of(2)
+    /// The word where W_ih's copies start (`off_wi` in recurrent.wgsl), right after W_hh's.
+    fn input_word(&self) -> usize {
+        self.copy_words()
     }
 
-    /// The word where W_ih's copies start.
-    fn input_word(&self) -> usize {
-        self.words_of(self.input_vec4())
+    /// Words the transposition of W_ih writes: f32 whatever the precision, since the
+    /// products over all steps that read W_ih (the first layer's input projection, the
+    /// input and weight gradients) read it in f32 too.
+    fn input_words(&self) -> usize {
+        self.vec4s
     }
 
     /// Words of a layer-direction's part of `wt`.
     fn words(&self, in_step_input: bool) -> usize {
         if in_step_input {
-            self.input_word() + self.copy_words()
+            self.input_word() + self.input_words()
         } else {
             self.copy_words()
         }
@@ -1317,7 +1319,7 @@ impl RecurrentPlan {
             },
             wave: stack.map_or(0, |(_, layers, _)| layers as u32),
             off_wi: if stack.is_some() {
-                copies.input_vec4() as u32
+                copies.input_word() as u32
             } else {
                 0
             },
@@ -1327,7 +1329,8 @@ impl RecurrentPlan {
                 Some((_, _, true)) => (bsz * h) as u32,
                 _ => 0,
             },
-            _pad: [0; 3],
+            wt_f32: 0,
+            _pad: [0; 2],
         };
         let cfg_buffer = gpu.uniform(&cfg);
         // A stack's layers above the first take their input projection in the step, from
@@ -1335,10 +1338,14 @@ impl RecurrentPlan {
         let input_cfg = (stack.is_some() && d > 0).then(|| {
             gpu.uniform(&Config {
                 wt_write: copies.input_word() as u32,
+                wt_copy: copies.input_words() as u32,
+                wt_f32: 1,
                 has_bias_hh: w.b_ih.is_some() as u32,
                 ..cfg
             })
         });
+        let input_grid =
+            super::launch::grid(gpu, copies.input_words().div_ceil(256), "transpose_weights")?;
         let step_index = match kernels.step_index {
             Some(StepIndex::Immediate) if !StepIndex::immediates_possible(gpu) => bail!(
                 Unsupported,
@@ -1453,7 +1460,7 @@ impl RecurrentPlan {
                 ],
             ),
             kernel: transpose_kernel.clone(),
-            grid: transpose_grid,
+            grid: input_grid,
         });
         let transpose = Transpose {
             kernel: transpose_kernel,
@@ -1885,12 +1892,17 @@ impl RecurrentPlan {
     /// transpose_weights, per element of W_hh: one read, two writes (W_hh^T and the padded
     /// W_hh); per element of b_hh: one read, one write.
     fn transpose_cost(&self) -> Cost {
+        self.transpose_cost_at(self.weight_bytes())
+    }
+
+    /// The same for a stack's copies of W_ih (I = H), which are f32.
+    fn input_transpose_cost(&self) -> Cost {
+        self.transpose_cost_at(4.0)
+    }
+
+    fn transpose_cost_at(&self, bytes: f64) -> Cost {
         let (gw, h) = (self.shape.gate_width() as f64, self.shape.hidden as f64);
-        Cost::new(
-            0.0,
-            4.0 * gw * (h + 1.0),
-            self.weight_bytes() * gw * (2.0 * h + 1.0),
-        )
+        Cost::new(0.0, 4.0 * gw * (h + 1.0), bytes * gw * (2.0 * h + 1.0))
     }
 
     /// One dispatch of step kernel `kernel` at step `s`. Each invocation owns 4 units of one

@@ -6,10 +6,11 @@
 //! Layer l + 1's step t reads layer l's output at t, which the wave before wrote, so it
 //! cannot take its input projection from one product over all steps: it computes
 //! b_ih + W_ih x_t inside the step (`input_gates` and `SRC_INPUT` in recurrent.wgsl) from
-//! copies of W_ih laid out as W_hh's. In the backward, layer l's step t needs the input
-//! gradient of layer l + 1 at t, whose gate gradients the wave before wrote: it computes
-//! dxw W_ih in the step (`output_grads`, `SRC_UPPER_GRADS`) into an output-gradient row of
-//! its own. The layers share one buffer per binding, layer after layer ([`SharedBuffers`],
+//! copies of W_ih laid out as W_hh's, in f32 whatever the precision of W_hh's copies (the
+//! products over all steps read W_ih in f32 too). In the backward, layer l's step t needs
+//! the input gradient of layer l + 1 at t, whose gate gradients the wave before wrote: it
+//! computes dxw W_ih in the step (`output_grads`, `SRC_UPPER_GRADS`) into an output-gradient
+//! row of its own. The layers share one buffer per binding, layer after layer ([`SharedBuffers`],
 //! as a [`RecurrentPair`]'s directions do), their outputs and output gradients included, so
 //! one bind group reaches them all. Each forward copies the outputs to the callers' tensors
 //! after the waves, and each backward the input gradients of the layers above the first.
@@ -46,8 +47,8 @@ pub enum StackSchedule {
 /// differ by under 2%; BENCHMARKS.md, issue 12, "The wavefront over stacked layers".
 pub const WAVEFRONT_MAX_INPUT_BYTES: usize = 40_000_000;
 
-/// The W_hh bytes (f32) per wave dispatch that the layers of a stack on the sequence path
-/// must stream each step, together, for [`StackSchedule::by_rule`] to take the wavefront
+/// The W_hh bytes (as stored) per wave dispatch that the layers of a stack on the sequence
+/// path must stream each step, together, for [`StackSchedule::by_rule`] to take the wavefront
 /// there. A layer's sequence kernel runs its steps in turn on a few workgroups (one per tile
 /// of batch entries), each re-reading W_hh every step, and the layers run one after
 /// another: a step of the stack costs about L streams of W_hh on a few compute units. A
@@ -56,7 +57,9 @@ pub const WAVEFRONT_MAX_INPUT_BYTES: usize = 40_000_000;
 /// an H100 (every cell, H = 16 to 192 where the layers take the sequence path, B = 1 to 512,
 /// T = 10 to 1,000; 2,640 cases) puts the break-even here: the rule's forward + backward is
 /// on average 1.0% above the better schedule's (layer by layer always: 22.6%), at worst 1.41x
-/// (GRU 48x1x1000, 3 layers); BENCHMARKS.md, issue 12, "Stacks on the sequence path".
+/// (GRU 48x1x1000, 3 layers). With W_hh in f16 (bytes as stored; 2,964 cases) the same
+/// threshold gives 2.3% (layer by layer always: 22.8%); BENCHMARKS.md, issue 12, "Stacks on
+/// the sequence path" and "f16 weights in a wavefront".
 pub const WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES: usize = 80 * 1024;
 
 impl StackSchedule {
@@ -97,7 +100,8 @@ impl StackSchedule {
                 bytes <= phases * WAVEFRONT_MAX_INPUT_BYTES
             }
             RecurrentPath::Sequence => {
-                Self::sequence_weight_bytes(shape, layers) >= WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES
+                Self::sequence_weight_bytes(shape, layers, precision)
+                    >= WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES
             }
         };
         if step == StepKernel::Tiled && pays {
@@ -107,14 +111,16 @@ impl StackSchedule {
         }
     }
 
-    /// The W_hh bytes (f32) of `layers` layers of `shape`, per step dispatch of a wave: what
+    /// The W_hh bytes (as stored: f16 halves what a sequence kernel streams) of `layers`
+    /// layers of `shape`, per step dispatch of a wave: what
     /// [`WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES`] bounds.
-    fn sequence_weight_bytes(shape: &RecurrentShape, layers: usize) -> usize {
+    fn sequence_weight_bytes(shape: &RecurrentShape, layers: usize, precision: Precision) -> usize {
         let per_step = match shape.cell {
             CellKind::GruResetBefore => 2,
             _ => 1,
         };
-        layers.saturating_mul(4 * shape.gate_width() * shape.hidden) / per_step
+        let layer = precision.weight_bytes() * shape.gate_width() * shape.hidden;
+        layers.saturating_mul(layer) / per_step
     }
 
     /// Bytes one step's in-step product of a layer above the first reads (f32, H inputs),
@@ -269,15 +275,10 @@ impl RecurrentStack {
                 );
             }
         }
+        // With f16 storage W_hh's copies are f16 and W_ih's stay f32 (`WeightCopies`).
         let precision = kernels
             .precision
             .unwrap_or_else(|| Precision::for_device(gpu));
-        ensure!(
-            precision == Precision::F32,
-            Unsupported,
-            "a recurrent stack stores its weights in f32: with {precision:?} its layers run \
-             one after the other"
-        );
         let shape = head.shape;
         let sizes = Workspace::with_input(&shape, head.grads.is_some(), precision, true);
         // Each layer's outputs, then each layer's output gradients.
@@ -415,10 +416,8 @@ impl RecurrentStack {
     }
 
     /// Whether a stack of `layers` layers of `shape` (with a backward where `grads`) can be
-    /// built: its weights in f32 (with [`Precision::F16Storage`], the products in the steps
-    /// would read W_ih rounded to f16 while the backward's read it in f32, so the gradients
-    /// would not be those of the forward), at most one layer per workgroup row the adapter
-    /// allows (a wave's z), and its buffers within what `gpu` binds per buffer.
+    /// built: at most one layer per workgroup row the adapter allows (a wave's z), and its
+    /// buffers within what `gpu` binds per buffer.
     pub fn fits(
         gpu: &Gpu,
         kernels: RecurrentKernels,
@@ -431,9 +430,7 @@ impl RecurrentStack {
             .unwrap_or_else(|| Precision::for_device(gpu));
         let sizes = Workspace::with_input(shape, grads, precision, true);
         let outputs = layers.saturating_mul(2 * shape.rows() * shape.hidden);
-        precision == Precision::F32
-            && layers <= Self::max_layers(gpu)
-            && SharedBuffers::fit(gpu, sizes, layers, outputs)
+        layers <= Self::max_layers(gpu) && SharedBuffers::fit(gpu, sizes, layers, outputs)
     }
 
     /// The most layers a wave can run: one workgroup row (z) each.
@@ -462,8 +459,10 @@ impl RecurrentStack {
         self.shared.record_copy_in(rec, &plans);
         self.record_input_masks(rec);
         for p in &self.plans {
-            for t in std::iter::once(&p.transpose).chain(&p.input_transpose) {
-                rec.dispatch(&t.kernel, &t.group, t.grid, p.transpose_cost());
+            let t = &p.transpose;
+            rec.dispatch(&t.kernel, &t.group, t.grid, p.transpose_cost());
+            if let Some(t) = &p.input_transpose {
+                rec.dispatch(&t.kernel, &t.group, t.grid, p.input_transpose_cost());
             }
         }
         self.plans[0].xw_gemm.record(rec);
