@@ -10,9 +10,9 @@
 //! products over all steps read W_ih in f32 too). In the backward, layer l's step t needs
 //! the input gradient of layer l + 1 at t, whose gate gradients the wave before wrote: it
 //! computes dxw W_ih in the step (`output_grads`, `SRC_UPPER_GRADS`) into an output-gradient
-//! row of its own. The layers share one buffer per binding, layer after layer ([`SharedBuffers`],
-//! as a [`RecurrentPair`]'s directions do), their outputs and output gradients included, so
-//! one bind group reaches them all. Each forward copies the outputs to the callers' tensors
+//! row of its own. The layers share one buffer per binding, layer after layer
+//! ([`SharedBuffers`], as a [`RecurrentPair`]'s directions do), their outputs and output
+//! gradients included, so one bind group reaches them all. Each forward copies the outputs to the callers' tensors
 //! after the waves, and each backward the input gradients of the layers above the first.
 //!
 //! When a stack pays is the executor's rule ([`StackSchedule::by_rule`]); BENCHMARKS.md
