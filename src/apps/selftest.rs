@@ -148,7 +148,8 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
     //   (the default everywhere else, the browser included);
     // - W_hh and b_hh stored in f16;
     // - a unidirectional stack as a wavefront (one dispatch per wave of the layers' steps),
-    //   with dropout between the layers, on the step kernels the device picks.
+    //   with dropout between the layers, on the step kernels the device picks, in f32 and
+    //   with W_hh stored in f16 (the stack's copies of W_ih stay f32).
     let variants = [
         ("", RecurrentKernels::default()),
         (
@@ -178,6 +179,14 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
             ", layers as a wavefront",
             RecurrentKernels {
                 stack: Some(StackSchedule::Wavefront),
+                ..Default::default()
+            },
+        ),
+        (
+            ", f16 weights, layers as a wavefront",
+            RecurrentKernels {
+                stack: Some(StackSchedule::Wavefront),
+                precision: Some(Precision::F16Storage),
                 ..Default::default()
             },
         ),
@@ -527,6 +536,9 @@ fn recurrent_stack(
     }
     let tiled = match (kernels.step, kernels.precision, kernels.stack) {
         (Some(StepKernel::Tiled), _, _) => ", tiled steps",
+        (_, Some(Precision::F16Storage), Some(StackSchedule::Wavefront)) => {
+            ", f16 weights, wavefront"
+        }
         (_, Some(Precision::F16Storage), _) => ", f16 weights",
         (_, _, Some(StackSchedule::Wavefront)) => ", wavefront",
         _ => "",
