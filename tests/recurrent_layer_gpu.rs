@@ -204,31 +204,23 @@ fn check_stacks(gpu: &recur::Gpu, test: &str, kernels: RecurrentKernels) {
                 .unwrap();
 
             if wavefront {
-                // The stack is taken, dropout between its layers included. Forward: 2L - 1
-                // weight copies, one input projection, the waves; in training a mask and a
-                // row mask for the first layer's input and for each layer's above, and each
-                // layer's recurrent mask. Backward: the waves, one dh0 dispatch, each layer's
-                // weight-gradient product and reduction, the first layer's dx and, in
-                // training, the row mask over it (the waves mask the others'). With
+                // The stack is taken, dropout between its layers included: a wavefront's
+                // dispatches; in training, forward a mask and a row mask for the first layer's
+                // input and for each layer's above, and each layer's recurrent mask, backward
+                // the row mask over the first layer's dx (the waves mask the others'); with
                 // go_backwards, the output stage's reversal, one dispatch each way.
-                let (l, t) = (cfg.num_layers as u64, steps as u64);
-                let per_step = if cell == CellKind::GruResetBefore {
-                    2
-                } else {
-                    1
-                };
-                let waves = per_step * (t + l - 1);
+                let l = cfg.num_layers as u64;
+                let (forward, backward) = wavefront_dispatches(cell, cfg.num_layers, steps);
                 let trained = train.is_some() as u64;
-                let forward = exec.phase_costs(run.program, 0).unwrap().len() as u64;
-                let backward = exec.phase_costs(run.program, 1).unwrap().len() as u64;
                 let masks = trained * (2 + 2 * (l - 1) + l);
                 let stage = cfg.go_backwards as u64;
+                let got = (
+                    exec.phase_costs(run.program, 0).unwrap().len() as u64,
+                    exec.phase_costs(run.program, 1).unwrap().len() as u64,
+                );
                 assert_eq!(
-                    (forward, backward),
-                    (
-                        2 * l + waves + masks + stage,
-                        waves + 2 * l + 2 + trained + stage
-                    ),
+                    got,
+                    (forward + masks + stage, backward + trained + stage),
                     "{cfg:?}, {steps} steps, train {train:?}: dispatches of a wavefront"
                 );
             }
@@ -352,19 +344,16 @@ fn the_stack_rule_takes_the_wavefront_on_the_sequence_path_from_the_weight_thres
         if cell != CellKind::Lstm {
             continue;
         }
-        // The executor asks the rule with the stack's layer count. A wavefront: 2L - 1 weight
-        // copies, one input projection, steps + L - 1 waves; backward as many waves, one dh0
-        // dispatch, each layer's weight-gradient product and reduction, the first layer's dx.
-        // Layer by layer on the sequence path: 3 forward and 4 backward per layer.
+        // The executor asks the rule with the stack's layer count. Layer by layer on the
+        // sequence path: 3 forward and 4 backward dispatches per layer.
         let mut cfg = RecurrentConfig::new(cell, hidden, hidden);
         cfg.num_layers = layers;
         let layer = Recurrent::new(cfg, 1).unwrap();
         let x = vec![0.1f32; batch * steps * hidden];
         let got = dispatches(&gpu, &layer, kernels, (batch, steps), &x, &ctx);
-        let (l, waves) = (layers as u64, (steps + layers - 1) as u64);
         let planned = match want {
-            StackSchedule::Wavefront => (2 * l - 1 + 1 + waves, waves + 1 + 2 * l + 1),
-            StackSchedule::Layers => (3 * l, 4 * l),
+            StackSchedule::Wavefront => wavefront_dispatches(cell, layers, steps),
+            StackSchedule::Layers => (3 * layers as u64, 4 * layers as u64),
         };
         assert_eq!(got, planned, "{ctx}: forward and backward dispatches");
     }
@@ -415,11 +404,8 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
         run.forward(&mut exec, &x, None, None, None, 0).unwrap();
         assert_eq!(gpu.compiled_kernels(), compiled);
 
-        // Three layers as a wavefront (on the step path, which the stack takes on either):
-        // forward, each layer's weight copies (W_ih's too above the first), one input
-        // projection, steps + 2 waves; backward, steps + 2 waves, one dh0 dispatch for all,
-        // each layer's weight-gradient product and reduction, and the first layer's dx
-        // product; the same with f16 weights. Layer by layer: three times a layer's.
+        // Three layers as a wavefront (on the step path, which the stack takes on either),
+        // with f32 or f16 weights. Layer by layer: three times a layer's.
         let mut cfg = RecurrentConfig::new(cell, 5, 6);
         cfg.num_layers = 3;
         let layer = Recurrent::new(cfg, 1).unwrap();
@@ -440,10 +426,7 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
             let ctx = format!("{cell:?}, 3 layers on the {path:?} path, {asked:?} {precision:?}");
             let got = dispatches(gpu, &layer, kernels, (batch, steps), &x, &ctx);
             let want = match schedule {
-                StackSchedule::Wavefront => (
-                    5 + 1 + per_step * (steps as u64 + 2),
-                    per_step * (steps as u64 + 2) + 1 + 3 * 2 + 1,
-                ),
+                StackSchedule::Wavefront => wavefront_dispatches(cell, 3, steps),
                 StackSchedule::Layers => {
                     (3 * (2 + forward_recurrence), 3 * (backward_recurrence + 3))
                 }
@@ -476,6 +459,21 @@ fn check_dispatch_counts(gpu: &recur::Gpu, path: RecurrentPath) {
 
 /// The dispatches of one forward and one backward of `layer` planned with `kernels` on a new
 /// executor, after checking that each is one submit.
+/// Forward and backward dispatches of a wavefront over `layers` layers of `cell` and `steps`
+/// steps, without dropout or an output stage. Forward: each layer's weight copies (W_ih's
+/// too above the first: 2L - 1), one input projection, steps + L - 1 waves. Backward: as
+/// many waves, one dh0 dispatch for all, each layer's weight-gradient product and reduction,
+/// and the first layer's dx product. GRU reset-before takes two dispatches a wave.
+fn wavefront_dispatches(cell: CellKind, layers: usize, steps: usize) -> (u64, u64) {
+    let per_step = if cell == CellKind::GruResetBefore {
+        2
+    } else {
+        1
+    };
+    let (l, waves) = (layers as u64, per_step * (steps + layers - 1) as u64);
+    (2 * l + waves, waves + 2 * l + 2)
+}
+
 fn dispatches(
     gpu: &recur::Gpu,
     layer: &Recurrent,

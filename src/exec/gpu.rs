@@ -385,11 +385,11 @@ impl GpuExecutor {
                     }
                 }
             }
-            let after = match &l.lowered[id.0] {
-                Lowered::Stack { after, .. } => after.clone(),
-                _ => Vec::new(),
+            let after: &[usize] = match &l.lowered[id.0] {
+                Lowered::Stack { after, .. } => after,
+                _ => &[],
             };
-            for k in after {
+            for &k in after {
                 if let Some(m) = marks.as_deref_mut() {
                     m.push((OpId(k), rec.costs().len()));
                 }
@@ -650,7 +650,14 @@ impl GpuExecutor {
             };
             lowered.push(low);
         }
-        for &k in &stacks.deferred {
+        // The copies and row masks of the dropout between a stack's layers are lowered as
+        // they are, but recorded after the stack's forward: they read the outputs it writes.
+        let deferred = stacks
+            .top
+            .values()
+            .flat_map(|s| &s.dropout)
+            .flat_map(|d| d.ops);
+        for k in deferred {
             let low = std::mem::replace(&mut lowered[k], Lowered::StackedForward);
             lowered[k] = Lowered::Deferred(Box::new(low));
         }
@@ -1214,9 +1221,6 @@ struct Stacks {
     /// The other backward ops of the stacks, and the row masks between them, which the
     /// stack's waves apply (each lowers to `StackedBackward`).
     other_backward: BTreeSet<usize>,
-    /// The copies and row masks of the dropout between a stack's layers (lowered as they
-    /// are, but recorded after the stack's forward: they read the outputs it writes).
-    deferred: BTreeSet<usize>,
 }
 
 /// One stack's forward ops, bottom first, and the dropout before each layer above the first
@@ -1296,7 +1300,6 @@ fn stacks(program: &Program, wanted: impl Fn(&RecurrentForward, bool, usize) -> 
                 out.other_backward.extend(others);
             }
             out.below.extend(layers[..layers.len() - 1].iter().copied());
-            out.deferred.extend(dropout.iter().flat_map(|d| d.ops));
             out.top.insert(top, StackOps { layers, dropout });
         }
         i = top + 1;
