@@ -25,11 +25,14 @@ const GRU_RESET_BEFORE: u32 = 4u;
 // 1: the recurrent products see the state times a recurrent dropout mask (binding 9);
 // 0: no mask, and no load of one.
 override RECURRENT_DROPOUT: u32 = 0u;
-// How `wt` (the copies of W_hh and b_hh the recurrent products read) is stored. 0: f32.
-// 1: f16, rounded to nearest even by f16_storage_bits (magnitudes below 2^-14 to zero), two
-// per 32-bit word; the products still accumulate in f32. Halves the bytes every step reads.
-// unpack2x16float is core WGSL, so this needs no SHADER_F16 and runs on every adapter.
-override WEIGHTS_F16: u32 = 0u;
+// 1: f16 storage (gpu::recurrent::Precision::F16Storage). `wt` (the copies of W_hh and b_hh
+// the recurrent products read) and, for LSTM and GRU, the gate activations saved for backward
+// (see save_activations) are stored in f16, rounded to nearest even by f16_storage_bits
+// (magnitudes below 2^-14 to zero), two per 32-bit word; every product and update still
+// computes in f32. Halves the bytes every step reads of W_hh and the memory of the saved
+// activations. unpack2x16float is core WGSL, so this needs no SHADER_F16 and runs on every
+// adapter. 0: all f32.
+override F16_STORAGE: u32 = 0u;
 
 const STEP_INACTIVE: u32 = 0x80000000u;
 const STEP_LAST: u32 = 0x40000000u;
@@ -47,7 +50,7 @@ struct Config {
     hidden: u32,
     steps: u32,
     gate_width: u32,     // G * H
-    act_width: u32,      // A * H
+    act_width: u32,      // words of a row of act: A * H, or 2H in f16 (save_activations)
     out_stride: u32,
     out_offset: u32,
     batch_first: u32,
@@ -101,7 +104,7 @@ struct Config {
     // per sequence, [B, H]; PyTorch's `dropout` between layers): where it lies in each
     // layer's part of `rmask`, after the recurrent mask. 0: no such mask, and no load of one.
     off_imask: u32,
-    // 1: transpose_weights writes f32 whatever WEIGHTS_F16 says (a stack's copies of W_ih).
+    // 1: transpose_weights writes f32 whatever F16_STORAGE says (a stack's copies of W_ih).
     wt_f32: u32,
 }
 
@@ -169,11 +172,14 @@ fn dsigmoid(y: f32) -> f32 {
 // The step and sequence kernels only read it, and bind it read-only (a GPU may then serve
 // the weights through its read-only cache); transpose_weights writes the same buffer
 // through wt_out, in a bind group of its own. Every read goes through weight4, which
-// decodes the storage WEIGHTS_F16 selects; the words are f32 bits, or two f16 each.
+// decodes the storage F16_STORAGE selects; the words are f32 bits, or two f16 each.
 @group(0) @binding(3) var<storage, read> wt: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> smap: array<u32>;        // [T, B] step map
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;     // [rows, out_stride]
-@group(0) @binding(6) var<storage, read_write> saved: array<f32>; // hprev | cell | act
+// hprev | cell | act, as 32-bit words: f32 bits (saved_at, save_at), or for the activations
+// of f16 storage two f16 each (save_activations). Words rather than f32 so that a pair of
+// halves that reads as an f32 subnormal or NaN is never touched by float rules.
+@group(0) @binding(6) var<storage, read_write> saved: array<u32>;
 @group(0) @binding(7) var<storage, read_write> state: array<f32>; // B*H regions, see Config
 @group(0) @binding(8) var<storage, read> dy: array<f32>;          // [rows, out_stride]
 @group(0) @binding(9) var<storage, read> rmask: array<f32>;       // [B, H] recurrent dropout
@@ -206,6 +212,47 @@ fn enter_direction(z: u32) {
     dout = d * cfg.dir_out;
     dyo = d * cfg.dir_y;
     dl = d;
+}
+
+// Element i of this direction's part of `saved` as an f32, and the store of one.
+fn saved_at(i: u32) -> f32 {
+    return bitcast<f32>(saved[dsv + i]);
+}
+
+fn save_at(i: u32, v: f32) {
+    saved[dsv + i] = bitcast<u32>(v);
+}
+
+// Whether the four gate activations a unit saves per step are stored as two pairs of f16:
+// LSTM's i, f, g, o and GRU's r, z, n, W_hn h + b_hn, all written by one invocation at once
+// (forward_unit). RNN saves one value a unit, and GRU reset-before writes n in a second
+// dispatch and r * h for a product, so theirs stay f32.
+fn activations_f16() -> bool {
+    return F16_STORAGE != 0u && (CELL == LSTM || CELL == GRU);
+}
+
+// The four activations of unit k in the row of `act` that starts at `act`: gate a at
+// act + a * H in f32; in f16, gates 0 and 1 in the word at act + k (0 in the low half), gates
+// 2 and 3 in the word at act + H + k, so a row is 2H words (cfg.act_width).
+fn save_activations(act: u32, k: u32, v: vec4<f32>) {
+    let h = cfg.hidden;
+    if (activations_f16()) {
+        saved[dsv + act + k] = f16_storage_bits(v.x) | (f16_storage_bits(v.y) << 16u);
+        saved[dsv + act + h + k] = f16_storage_bits(v.z) | (f16_storage_bits(v.w) << 16u);
+        return;
+    }
+    save_at(act + k, v.x);
+    save_at(act + h + k, v.y);
+    save_at(act + 2u * h + k, v.z);
+    save_at(act + 3u * h + k, v.w);
+}
+
+fn saved_activations(act: u32, k: u32) -> vec4<f32> {
+    let h = cfg.hidden;
+    if (activations_f16()) {
+        return vec4<f32>(unpack2x16float(saved[dsv + act + k]), unpack2x16float(saved[dsv + act + h + k]));
+    }
+    return vec4<f32>(saved_at(act + k), saved_at(act + h + k), saved_at(act + 2u * h + k), saved_at(act + 3u * h + k));
 }
 
 const NO_STEP: u32 = 0xffffffffu;
@@ -287,7 +334,7 @@ fn wt_element(e: u32) -> f32 {
     return w_hh[r * h + j];
 }
 
-// The f16 bits `wt` stores for v (WEIGHTS_F16 = 1): rounded to nearest, ties to even, and
+// The f16 bits `wt` stores for v (F16_STORAGE = 1): rounded to nearest, ties to even, and
 // to a signed zero where |v| < 2^-14, f16's smallest normal number (unpack2x16float may
 // flush f16 subnormals, so none is stored); overflow to infinity, NaN to a quiet NaN. By
 // integer arithmetic, because WGSL leaves pack2x16float's rounding to the implementation.
@@ -317,7 +364,7 @@ fn f16_storage_bits(v: f32) -> u32 {
 
 // Four weights from quad i of `wt` (the vec4 index the f32 layout would have).
 fn weight4(i: u32) -> vec4<f32> {
-    if (WEIGHTS_F16 == 0u) {
+    if (F16_STORAGE == 0u) {
         return bitcast<vec4<f32>>(wt[dw + i]);
     }
     let words = wt[dw + i / 2u];
@@ -326,7 +373,7 @@ fn weight4(i: u32) -> vec4<f32> {
 }
 
 // Word i of this part of `wt` as four f32: a stack's copies of W_ih (from cfg.off_wi), which
-// stay f32 with WEIGHTS_F16, since the products over all steps read W_ih in f32 as well.
+// stay f32 with F16_STORAGE, since the products over all steps read W_ih in f32 as well.
 fn input_weight4(i: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(wt[dw + i]);
 }
@@ -345,7 +392,7 @@ fn transpose_weights(
         return;
     }
     var word: vec4<u32>;
-    if (WEIGHTS_F16 == 0u || cfg.wt_f32 != 0u) {
+    if (F16_STORAGE == 0u || cfg.wt_f32 != 0u) {
         for (var k = 0u; k < 4u; k++) {
             word[k] = bitcast<u32>(wt_element(4u * i + k));
         }
@@ -404,7 +451,7 @@ fn recurrent_product(s: u32, b: u32, k0: u32, first_gate: u32, count: u32, from_
         }
         let src = cfg.off_act + row_of(code & STEP_TIME_MASK, b) * cfg.act_width + 3u * h;
         for (var j = 0u; j < h; j++) {
-            accumulate(&acc, saved[dsv + src + j], j * row4 + first, gate4, count);
+            accumulate(&acc, saved_at(src + j), j * row4 + first, gate4, count);
         }
         return acc;
     }
@@ -514,9 +561,9 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
         // output row, and what the weight gradients will read from it.
         let dead = row_of(s, b);
         y[dyo + dead * cfg.out_stride + (cfg.out_offset + dout) + k] = 0.0;
-        saved[dsv + dead * h + k] = 0.0;
+        save_at(dead * h + k, 0.0);
         if (CELL == GRU_RESET_BEFORE) {
-            saved[dsv + cfg.off_act + dead * cfg.act_width + 3u * h + k] = 0.0;
+            save_at(cfg.off_act + dead * cfg.act_width + 3u * h + k, 0.0);
         }
         return 0.0;
     }
@@ -528,7 +575,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
     // through the recurrent dropout mask.
     let hp = hprev_value(s, b, k);
     let hm = hp * rmask_at(b, k);
-    saved[dsv + row * h + k] = hm;
+    save_at(row * h + k, hm);
 
     var new_h = 0.0;
     switch CELL {
@@ -539,7 +586,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             } else {
                 new_h = max(pre, 0.0);
             }
-            saved[dsv + act + k] = new_h;
+            save_at(act + k, new_h);
         }
         case 2u: {
             let ig = sigmoid(gate_values[dg + xr + k] + hw.x);
@@ -549,14 +596,11 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             var cp = state[dst + cfg.off_c0 + b * h + k];
             if (s > 0u) {
                 let prev = smap[dm + (s - 1u) * cfg.batch + b];
-                cp = saved[dsv + cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k];
+                cp = saved_at(cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k);
             }
             let c = fg * cp + ig * gg;
-            saved[dsv + cfg.off_cell + row * h + k] = c;
-            saved[dsv + act + k] = ig;
-            saved[dsv + act + h + k] = fg;
-            saved[dsv + act + 2u * h + k] = gg;
-            saved[dsv + act + 3u * h + k] = og;
+            save_at(cfg.off_cell + row * h + k, c);
+            save_activations(act, k, vec4<f32>(ig, fg, gg, og));
             new_h = og * tanh_stable(c);
             if ((code & STEP_LAST) != 0u) {
                 state[dst + cfg.off_cn + b * h + k] = c;
@@ -566,19 +610,16 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             let r = sigmoid(gate_values[dg + xr + k] + hw.x);
             let z = sigmoid(gate_values[dg + xr + h + k] + hw.y);
             let n = tanh_stable(gate_values[dg + xr + 2u * h + k] + r * hw.z);
-            saved[dsv + act + k] = r;
-            saved[dsv + act + h + k] = z;
-            saved[dsv + act + 2u * h + k] = n;
-            saved[dsv + act + 3u * h + k] = hw.z;
+            save_activations(act, k, vec4<f32>(r, z, n, hw.z));
             new_h = (1.0 - z) * n + z * hp;
         }
         default: {
             // GRU reset-before, first half: r, z and r * h.
             let r = sigmoid(gate_values[dg + xr + k] + hw.x);
             let z = sigmoid(gate_values[dg + xr + h + k] + hw.y);
-            saved[dsv + act + k] = r;
-            saved[dsv + act + h + k] = z;
-            saved[dsv + act + 3u * h + k] = r * hm;
+            save_at(act + k, r);
+            save_at(act + h + k, z);
+            save_at(act + 3u * h + k, r * hm);
             return r * hm;
         }
     }
@@ -619,9 +660,9 @@ fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) -> f32 {
     let row = row_of(code & STEP_TIME_MASK, b);
     let act = cfg.off_act + row * cfg.act_width;
     let n = tanh_stable(gate_values[dg + row * cfg.gate_width + 2u * h + k] + hwn);
-    let z = saved[dsv + act + h + k];
+    let z = saved_at(act + h + k);
     let hp = hprev_value(s, b, k);
-    saved[dsv + act + 2u * h + k] = n;
+    save_at(act + 2u * h + k, n);
     let new_h = (1.0 - z) * n + z * hp;
     y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
     if ((code & STEP_LAST) != 0u) {
@@ -902,22 +943,23 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
     var new_dh = 0.0;
     switch CELL {
         case 0u: {
-            let v = saved[dsv + act + k];
+            let v = saved_at(act + k);
             gate_values[dg + g + k] = dht * (1.0 - v * v);
         }
         case 1u: {
-            gate_values[dg + g + k] = select(0.0, dht, saved[dsv + act + k] > 0.0);
+            gate_values[dg + g + k] = select(0.0, dht, saved_at(act + k) > 0.0);
         }
         case 2u: {
-            let ig = saved[dsv + act + k];
-            let fg = saved[dsv + act + h + k];
-            let gg = saved[dsv + act + 2u * h + k];
-            let og = saved[dsv + act + 3u * h + k];
-            let c = saved[dsv + cfg.off_cell + row * h + k];
+            let a = saved_activations(act, k);
+            let ig = a.x;
+            let fg = a.y;
+            let gg = a.z;
+            let og = a.w;
+            let c = saved_at(cfg.off_cell + row * h + k);
             var cp = state[dst + cfg.off_c0 + at];
             if (s > 0u) {
                 let prev = smap[dm + (s - 1u) * cfg.batch + b];
-                cp = saved[dsv + cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k];
+                cp = saved_at(cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k);
             }
             let tc = tanh_stable(c);
             let dct = carry_dc + dht * og * (1.0 - tc * tc);
@@ -928,10 +970,11 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
             state[dst + cfg.off_dc + at] = dct * fg;
         }
         case 3u: {
-            let r = saved[dsv + act + k];
-            let z = saved[dsv + act + h + k];
-            let n = saved[dsv + act + 2u * h + k];
-            let hn = saved[dsv + act + 3u * h + k];
+            let a = saved_activations(act, k);
+            let r = a.x;
+            let z = a.y;
+            let n = a.z;
+            let hn = a.w;
             let hp = hprev_value(s, b, k);
             let dnp = dht * (1.0 - z) * (1.0 - n * n);
             let drp = dnp * hn * dsigmoid(r);
@@ -946,8 +989,8 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
         }
         default: {
             // GRU reset-before, first half: z and n; r waits for d(r * h) (backward_gru_n).
-            let z = saved[dsv + act + h + k];
-            let n = saved[dsv + act + 2u * h + k];
+            let z = saved_at(act + h + k);
+            let n = saved_at(act + 2u * h + k);
             let hp = hprev_value(s, b, k);
             gate_values[dg + g + h + k] = dht * (hp - n) * dsigmoid(z);
             gate_values[dg + g + 2u * h + k] = dht * (1.0 - z) * (1.0 - n * n);
@@ -986,8 +1029,8 @@ fn backward_gru_n_unit(s: u32, b: u32, k: u32, drh: f32) {
         return;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
-    let r = saved[dsv + cfg.off_act + row * cfg.act_width + k];
-    let hm = saved[dsv + row * h + k];   // the masked state r multiplied
+    let r = saved_at(cfg.off_act + row * cfg.act_width + k);
+    let hm = saved_at(row * h + k);   // the masked state r multiplied
     gate_values[dg + row * cfg.gate_width + k] = drh * hm * dsigmoid(r);
     let at = b * h + k;
     state[dst + cfg.off_dh + at] = state[dst + cfg.off_dh + at] + drh * r * rmask_at(b, k);
@@ -1251,7 +1294,7 @@ fn tiled_source(kind: u32, s: u32, b: u32, base: u32, c: u32, first_gate: u32) -
             if (c >= h) {
                 return 0.0;
             }
-            return saved[dsv + base + c];
+            return saved_at(base + c);
         }
         case 4u: {
             if (c >= h) {

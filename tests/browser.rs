@@ -248,7 +248,7 @@ fn case_json(label: &str, trace: &Trace) -> Value {
                     json!({ "readback": p.readback, "offset": p.offset, "want": b64(&want) })
                 })
                 .collect();
-            json!({ "name": c.name, "parts": parts })
+            json!({ "name": c.name, "parts": parts, "tolerance": c.tolerance })
         })
         .collect();
     let buffers: Vec<Value> = trace

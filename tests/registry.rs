@@ -36,7 +36,7 @@ fn a_pipeline_outside_the_table_is_refused() {
         (
             KernelKey::new("recurrent", "transpose_weights")
                 .with("CELL", 2.0)
-                .with("WEIGHTS_F16", 0.0)
+                .with("F16_STORAGE", 0.0)
                 .with_immediates(true),
             "no per-dispatch value to take as immediates",
         ),
@@ -67,7 +67,7 @@ fn the_immediates_variant_swaps_only_the_step_declaration() {
     let key = KernelKey::new("recurrent", "forward_step")
         .with("CELL", 2.0)
         .with("RECURRENT_DROPOUT", 0.0)
-        .with("WEIGHTS_F16", 0.0);
+        .with("F16_STORAGE", 0.0);
     gpu.kernel(&key)
         .expect("the uniform variant builds everywhere");
     if recur::gpu::recurrent::StepIndex::immediates_possible(&gpu) {

@@ -31,6 +31,10 @@ pub fn run(args: Args) -> Result<()> {
     for r in &results {
         let verdict = if r.failed() { "FAIL" } else { "pass" };
         match &r.outcome {
+            Outcome::Compared(e) if r.tolerance != TOLERANCE => println!(
+                "  {verdict:<4} {:<54} rel error {e:.2e} (tolerance {:.2e})",
+                r.name, r.tolerance
+            ),
             Outcome::Compared(e) => println!("  {verdict:<4} {:<54} rel error {e:.2e}", r.name),
             Outcome::Skipped(why) => println!("  skip {:<54} {why}", r.name),
             Outcome::Error(e) => println!("  {verdict:<4} {:<54} error: {e}", r.name),

@@ -1,9 +1,14 @@
-//! CPU twin of the f16 weight storage in `shaders/recurrent.wgsl` (`f16_storage_bits`,
-//! `WEIGHTS_F16`; host side: `gpu::recurrent::Precision`). A GPU plan with
-//! `Precision::F16Storage` computes what the f32 layer computes with W_hh and b_hh passed
-//! through [`f16_storage_value`], so the CPU path checks it by rounding those two first.
+//! CPU twin of f16 storage in `shaders/recurrent.wgsl` (`f16_storage_bits`, `F16_STORAGE`;
+//! host side: `gpu::recurrent::Precision`). A GPU plan with `Precision::F16Storage`
+//! computes the forward the f32 layer computes with W_hh and b_hh passed through
+//! [`f16_storage_value`], so the CPU path checks it by rounding those two first; its
+//! backward reads LSTM's and GRU's gate activations as stored in f16
+//! ([`round_saved_activations`]).
 
 use half::f16;
+
+use super::Real;
+use crate::ops::recurrent::CellKind;
 
 /// Magnitudes below f16's smallest normal number, 2^-14, are stored as a signed zero:
 /// `unpack2x16float` may flush f16 subnormals, so none is ever stored.
@@ -29,6 +34,27 @@ pub fn f16_storage_value(v: f32) -> f32 {
     f16::from_bits(f16_storage_bits(v)).to_f32()
 }
 
+/// Whether f16 storage keeps `cell`'s saved gate activations in f16: LSTM's i, f, g, o and
+/// GRU's r, z, n, W_hn h + b_hn, which one invocation writes at once as two pairs. RNN saves
+/// one value a unit, and GRU reset-before writes its n in a second dispatch and r * h as a
+/// product's operand, so theirs stay f32.
+pub fn stores_activations_in_f16(cell: CellKind) -> bool {
+    matches!(cell, CellKind::Lstm | CellKind::Gru)
+}
+
+/// Rounds `act` (a layer's saved activations, [`super::recurrent::Saved::act`]) as f16
+/// storage stores them for `cell`: each value to f32, then through [`f16_storage_value`];
+/// unchanged where the cell's stay f32 ([`stores_activations_in_f16`]).
+pub fn round_saved_activations<T: Real>(cell: CellKind, act: &mut [T]) {
+    if !stores_activations_in_f16(cell) {
+        return;
+    }
+    for a in act {
+        let v = a.to_f32().unwrap_or(f32::NAN);
+        *a = T::from(f16_storage_value(v)).unwrap_or_else(T::nan);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +78,22 @@ mod tests {
         assert_eq!(f16_storage_bits(f32::NEG_INFINITY), 0xfc00);
         assert_eq!(f16_storage_bits(-f32::NAN), 0xfe00);
         assert_eq!(f16_storage_value(0.1), 0.099975586);
+    }
+
+    #[test]
+    fn rounds_the_saved_activations_of_lstm_and_gru_only() {
+        let act = [0.1f64, -0.7, 1e-5, 0.333_333_333];
+        for cell in CellKind::ALL {
+            let mut got = act;
+            round_saved_activations(cell, &mut got);
+            let want: Vec<f64> = match cell {
+                CellKind::Lstm | CellKind::Gru => {
+                    // 0.1 and 1/3 to their nearest f16, 1e-5 (below 2^-14) to zero.
+                    vec![0.0999755859375, -0.7001953125, 0.0, 0.333251953125]
+                }
+                _ => act.to_vec(),
+            };
+            assert_eq!(got.to_vec(), want, "{cell:?}");
+        }
     }
 }

@@ -447,6 +447,19 @@ impl<T: Real> CpuExecutor<T> {
         Ok(())
     }
 
+    /// Rounds every saved recurrent forward's gate activations as f16 storage keeps them
+    /// ([`cpu::precision::round_saved_activations`]): the twin of a GPU executor whose plans
+    /// store them in f16.
+    pub fn round_saved_activations(&mut self) {
+        for l in &mut self.programs {
+            for (id, saved) in &mut l.tapes {
+                if let Ok(f) = l.program.recurrent_forward(*id) {
+                    cpu::precision::round_saved_activations(f.shape.cell, &mut saved.act);
+                }
+            }
+        }
+    }
+
     fn recurrent_backward(&mut self, p: ProgramId, b: &RecurrentBackward) -> Result<()> {
         let f = self
             .loaded(p)?

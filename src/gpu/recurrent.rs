@@ -154,25 +154,31 @@ impl StepKernel {
 }
 
 /// How a plan stores the copies of W_hh and b_hh its recurrent products read every step
-/// (`wt` in `shaders/recurrent.wgsl`; override `WEIGHTS_F16`). The parameters themselves, the
-/// input projection, the saved activations, the states and every gradient stay f32, and the
-/// products accumulate in f32: with `F16Storage` the layer computes exactly what the f32
-/// layer computes with W_hh and b_hh rounded to f16 ([`crate::cpu::precision`]), and its
-/// gradients are the f32 gradients at those rounded weights, applied to the f32 parameters
-/// (mixed precision with f32 master weights).
+/// (`wt` in `shaders/recurrent.wgsl`), and the gate activations it saves for backward
+/// (override `F16_STORAGE`). The parameters themselves, the input projection, the states,
+/// the outputs and every gradient stay f32, and every product accumulates in f32.
 ///
 /// `F16Storage` halves the bytes of the recurrent products, the traffic that grows with
-/// H x H every step. It decodes with `unpack2x16float`, which is core WGSL, so it runs on
-/// every adapter, with or without `SHADER_F16`. Its cost: each weight is off by up to 2^-11
-/// of itself (magnitudes below 2^-14 become 0), so outputs and gradients move by about that
-/// times the recurrence's conditioning; `tests/recurrent_gpu.rs` states the bound it holds
-/// to. `F32`, the default, keeps the GPU within 1e-5 of the CPU path and of PyTorch.
+/// H x H every step, and, for LSTM and GRU, the memory of the saved gate activations (LSTM's
+/// i, f, g, o; GRU's r, z, n and W_hn h + b_hn: 4H of a row's 6H saved words become 2H). RNN
+/// saves one value a unit and GRU reset-before writes its n in a second dispatch, so theirs
+/// stay f32. It decodes with `unpack2x16float`, which is core WGSL, so it runs on every
+/// adapter, with or without `SHADER_F16`.
+///
+/// What it computes: the forward is exactly the f32 layer's with W_hh and b_hh rounded to
+/// f16 ([`crate::cpu::precision`]); the backward is that layer's backward given the saved
+/// activations as stored (each within 2^-11 of itself), and its gradients are applied to the
+/// f32 parameters (mixed precision with f32 master weights). Each weight is off by up to
+/// 2^-11 of itself (magnitudes below 2^-14 become 0), so outputs and gradients move by about
+/// that times the recurrence's conditioning; `tests/recurrent_gpu.rs` states the bound it
+/// holds to. `F32`, the default, keeps the GPU within 1e-5 of the CPU path and of PyTorch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
-    /// W_hh and b_hh in f32, as the parameters.
+    /// W_hh, b_hh and the saved activations in f32, as the parameters.
     #[default]
     F32,
-    /// W_hh and b_hh rounded to f16 for the recurrent products; all else f32.
+    /// W_hh and b_hh rounded to f16 for the recurrent products, and LSTM's and GRU's saved
+    /// gate activations stored in f16; all else f32.
     F16Storage,
 }
 
@@ -197,7 +203,19 @@ impl Precision {
         }
     }
 
-    /// The `WEIGHTS_F16` override of `shaders/recurrent.wgsl`.
+    /// 32-bit words a row of the saved activations (`act` in `shaders/recurrent.wgsl`) takes
+    /// per hidden unit: the cell's [`CellKind::act_width`] values in f32, or LSTM's and GRU's
+    /// four as two pairs of f16.
+    pub fn activation_words(self, cell: CellKind) -> usize {
+        match self {
+            Precision::F16Storage if crate::cpu::precision::stores_activations_in_f16(cell) => {
+                cell.act_width() / 2
+            }
+            _ => cell.act_width(),
+        }
+    }
+
+    /// The `F16_STORAGE` override of `shaders/recurrent.wgsl`.
     fn code(self) -> f64 {
         match self {
             Precision::F32 => 0.0,
@@ -500,7 +518,7 @@ impl Workspace {
             gates: gate_rows * gw,
             wt_words: WeightCopies::of(shape, precision).words(in_step_input),
             smap: shape.steps * b,
-            saved: (rows + cell_rows) * h + rows * cell.act_width() * h,
+            saved: (rows + cell_rows) * h + rows * precision.activation_words(cell) * h,
             state: REGIONS * b * h,
             // A stack's layers keep their input dropout mask after the recurrent one
             // (`off_imask` in recurrent.wgsl).
@@ -1122,7 +1140,6 @@ impl RecurrentPlan {
             shape.rows(),
         );
         let cell = shape.cell;
-        let aw = cell.act_width() * h;
         let expect = |what: &str, t: &GpuTensor, n: usize| -> Result<()> {
             ensure!(
                 t.len() == n,
@@ -1154,6 +1171,8 @@ impl RecurrentPlan {
         let precision = kernels
             .precision
             .unwrap_or_else(|| Precision::for_device(gpu));
+        // Words of a row of the saved activations.
+        let aw = precision.activation_words(cell) * h;
         let path = RecurrentPath::resolve(
             gpu,
             &shape,
@@ -1390,7 +1409,7 @@ impl RecurrentPlan {
             KernelKey::new("recurrent", entry)
                 .with("CELL", cell.code() as f64)
                 .with("RECURRENT_DROPOUT", has_rmask)
-                .with("WEIGHTS_F16", precision.code())
+                .with("F16_STORAGE", precision.code())
                 .with_immediates(immediates)
         };
         let step_key = |entry: &'static str| key(step_kernel.entry(entry));
@@ -1411,7 +1430,7 @@ impl RecurrentPlan {
         let transpose_kernel = gpu.kernel(
             &KernelKey::new("recurrent", "transpose_weights")
                 .with("CELL", cell.code() as f64)
-                .with("WEIGHTS_F16", precision.code()),
+                .with("F16_STORAGE", precision.code()),
         )?;
         let dy_buffer = grads.as_ref().and_then(|(_, dy)| *dy);
         if let Some(dy) = dy_buffer {
@@ -1835,6 +1854,32 @@ impl RecurrentPlan {
         })
     }
 
+    /// The gate activations the last forward saved for backward, as the backward reads them
+    /// (a readback, for tests and debugging): `[rows, A*H]` in the layout of
+    /// [`crate::cpu::recurrent::Saved::act`], A = [`CellKind::act_width`]. With
+    /// [`Precision::F16Storage`], LSTM's and GRU's are decoded from their f16 pairs, each
+    /// the f32 activation rounded by [`crate::cpu::precision::f16_storage_bits`]. Rows past a
+    /// sequence's length hold whatever the buffer held.
+    pub fn saved_activations(&self) -> Result<Vec<f32>> {
+        let (h, rows, cell) = (self.shape.hidden, self.shape.rows(), self.shape.cell);
+        let cell_rows = if cell.has_cell_state() { rows } else { 0 };
+        let off_act = self.offsets.saved + (rows + cell_rows) * h;
+        let words = self.precision.activation_words(cell);
+        let stored = self.workspace[1].read_range(off_act, rows * words * h)?;
+        let (values, packed) = (cell.act_width(), words < cell.act_width());
+        Ok((0..rows * values * h)
+            .map(|e| {
+                let (row, a, k) = (e / (values * h), e / h % values, e % h);
+                if !packed {
+                    return stored[row * words * h + a * h + k];
+                }
+                // Gates 2p and 2p + 1 share the word at p * H + k, 2p in the low half.
+                let word = stored[row * words * h + (a / 2) * h + k].to_bits();
+                half::f16::from_bits((word >> (16 * (a % 2))) as u16).to_f32()
+            })
+            .collect())
+    }
+
     /// The final hidden state [B, H] of the last forward (a readback).
     pub fn h_n(&self) -> Result<Vec<f32>> {
         self.read_region(Region::Hn)
@@ -1925,7 +1970,8 @@ impl RecurrentPlan {
     /// | backward_gru_n | | step map 4, r 4, h_prev 4, dh 4 | r's gradient 4, dh 4 |
     /// | backward_finish | | dh 4 | dh0 4 |
     ///
-    /// (dy is counted as read whether or not the plan has one; a mask adds 4 bytes read.)
+    /// (dy is counted as read whether or not the plan has one; a mask adds 4 bytes read;
+    /// f16 storage stores LSTM's and GRU's 4 activations in 8 bytes.)
     fn step_cost(&self, kernel: &Kernel, s: usize) -> Cost {
         let sh = &self.shape;
         let (h, b) = (sh.hidden, sh.batch);
@@ -2087,6 +2133,16 @@ impl RecurrentPlan {
             ("backward_gru_n", _) => (5.0, 16.0, 8.0),
             ("backward_finish", _) => (2.0, 4.0, 4.0),
             _ => (0.0, 0.0, 0.0),
+        };
+        // f16 storage keeps LSTM's and GRU's four saved activations in 8 bytes, not 16.
+        let halved = match self.precision.activation_words(cell) < cell.act_width() {
+            true => 8.0,
+            false => 0.0,
+        };
+        let (read, written) = match entry {
+            "forward_step" => (read, written - halved),
+            "backward_step" => (read - halved, written),
+            _ => (read, written),
         };
         Cost::per_item(units, flops, read + mask, written)
     }

@@ -171,13 +171,14 @@ const CELL: Override = Override {
     name: "CELL",
     values: &[0.0, 1.0, 2.0, 3.0, 4.0],
 };
-/// Whether the recurrent weights are stored in f16 (`gpu::recurrent::Precision`).
-const WEIGHTS_F16: Override = Override {
-    name: "WEIGHTS_F16",
+/// Whether the recurrent weights and saved activations are stored in f16
+/// (`gpu::recurrent::Precision`).
+const F16_STORAGE: Override = Override {
+    name: "F16_STORAGE",
     values: BOOL,
 };
 /// The cell and the weights' storage.
-const CELLS: &[Override] = &[CELL, WEIGHTS_F16];
+const CELLS: &[Override] = &[CELL, F16_STORAGE];
 /// The cell, whether a recurrent dropout mask is read (`RECURRENT_DROPOUT`) and the
 /// weights' storage.
 const CELLS_AND_MASK: &[Override] = &[
@@ -186,7 +187,7 @@ const CELLS_AND_MASK: &[Override] = &[
         name: "RECURRENT_DROPOUT",
         values: BOOL,
     },
-    WEIGHTS_F16,
+    F16_STORAGE,
 ];
 /// The sequence kernels' overrides: those of the step kernels and the batch tile
 /// (`gpu::recurrent::SEQUENCE_TILES`).

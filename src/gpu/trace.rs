@@ -54,6 +54,8 @@ pub struct TracedCheck {
     pub name: String,
     /// The spans that, concatenated, form the vector compared.
     pub parts: Vec<TracedPart>,
+    /// The relative error the comparison passes under.
+    pub tolerance: f64,
 }
 
 /// A span of one readback and the values the CPU twin gives it (f32 elements).
@@ -613,8 +615,9 @@ impl Gpu {
 impl Gpu {
     /// Declares a check while tracing (nothing otherwise): `parts` pairs what the device
     /// returned (each a slice of one readback, as read) with the CPU twin's values. The
-    /// replay compares the same spans of its own readbacks with the CPU twin's values.
-    pub fn trace_check(&self, name: &str, parts: &[(&[f32], &[f64])]) {
+    /// replay compares the same spans of its own readbacks with the CPU twin's values, to
+    /// a relative error under `tolerance`.
+    pub fn trace_check(&self, name: &str, parts: &[(&[f32], &[f64])], tolerance: f64) {
         let mut guard = self.tracer();
         let Some(tracer) = guard.as_mut() else {
             return;
@@ -651,6 +654,7 @@ impl Gpu {
         tracer.trace.checks.push(TracedCheck {
             name: name.to_string(),
             parts: traced,
+            tolerance,
         });
     }
 }

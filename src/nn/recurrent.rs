@@ -1175,3 +1175,13 @@ pub struct CpuTape<T: Real> {
     run: StackRun,
     step: u64,
 }
+
+impl<T: Real> CpuTape<T> {
+    /// Rounds the saved gate activations as the GPU's f16 storage keeps them
+    /// ([`crate::cpu::precision::round_saved_activations`]), so that the backward computes
+    /// what a GPU plan with `Precision::F16Storage` computes. The outputs are unchanged:
+    /// only the backward reads the activations.
+    pub fn store_activations_in_f16(&mut self) {
+        self.exec.round_saved_activations();
+    }
+}
