@@ -26,8 +26,8 @@ const GRU_RESET_BEFORE: u32 = 4u;
 // 0: no mask, and no load of one.
 override RECURRENT_DROPOUT: u32 = 0u;
 // 1: f16 storage (gpu::recurrent::Precision::F16Storage). `wt` (the copies of W_hh and b_hh
-// the recurrent products read) and, for LSTM and GRU, the gate activations saved for backward
-// (see save_activations) are stored in f16, rounded to nearest even by f16_storage_bits
+// the recurrent products read) and most of the gate activations saved for backward (see
+// f16_activations) are stored in f16, rounded to nearest even by f16_storage_bits
 // (magnitudes below 2^-14 to zero), two per 32-bit word; every product and update still
 // computes in f32. Halves the bytes every step reads of W_hh and the memory of the saved
 // activations. unpack2x16float is core WGSL, so this needs no SHADER_F16 and runs on every
@@ -50,7 +50,7 @@ struct Config {
     hidden: u32,
     steps: u32,
     gate_width: u32,     // G * H
-    act_width: u32,      // words of a row of act: A * H, or 2H in f16 (save_activations)
+    act_width: u32,      // words of a row of act (activation_at; 0 for RNN)
     out_stride: u32,
     out_offset: u32,
     batch_first: u32,
@@ -223,36 +223,58 @@ fn save_at(i: u32, v: f32) {
     saved[dsv + i] = bitcast<u32>(v);
 }
 
-// Whether the four gate activations a unit saves per step are stored as two pairs of f16:
-// LSTM's i, f, g, o and GRU's r, z, n, W_hn h + b_hn, all written by one invocation at once
-// (forward_unit). RNN saves one value a unit, and GRU reset-before writes n in a second
-// dispatch and r * h for a product, so theirs stay f32.
-fn activations_f16() -> bool {
-    return F16_STORAGE != 0u && (CELL == LSTM || CELL == GRU);
+// How many of the activations a unit saves per step, from the first, f16 storage keeps as
+// pairs of f16, two to a word, each pair written by one invocation at once: LSTM's i, f, g, o
+// and GRU's r, z, n, W_hn h + b_hn. GRU reset-before's stay f32: its step's second dispatch
+// (forward_gru_n_unit) reads z to compute h, and r * h is an operand of products. 0 in f32.
+// RNN saves none at all: its backward reads the output, which is its activation.
+fn f16_activations() -> u32 {
+    if (F16_STORAGE == 0u) {
+        return 0u;
+    }
+    switch CELL {
+        case 2u, 3u: { return 4u; }
+        default: { return 0u; }
+    }
 }
 
-// The four activations of unit k in the row of `act` that starts at `act`: gate a at
-// act + a * H in f32; in f16, gates 0 and 1 in the word at act + k (0 in the low half), gates
-// 2 and 3 in the word at act + H + k, so a row is 2H words (cfg.act_width).
-fn save_activations(act: u32, k: u32, v: vec4<f32>) {
-    let h = cfg.hidden;
-    if (activations_f16()) {
-        saved[dsv + act + k] = f16_storage_bits(v.x) | (f16_storage_bits(v.y) << 16u);
-        saved[dsv + act + h + k] = f16_storage_bits(v.z) | (f16_storage_bits(v.w) << 16u);
+// Where activation a of unit k lies in the row of act that starts at `act`: a column of H
+// words per activation, or per pair of f16 (the first of a pair in the low half).
+fn activation_at(act: u32, a: u32, k: u32) -> u32 {
+    let pairs = f16_activations();
+    var column = a - pairs / 2u;
+    if (a < pairs) {
+        column = a / 2u;
+    }
+    return act + column * cfg.hidden + k;
+}
+
+// Stores activations a (even) and a + 1 of unit k: one word of two f16, or two f32.
+fn save_activation_pair(act: u32, a: u32, k: u32, first: f32, second: f32) {
+    if (a < f16_activations()) {
+        saved[dsv + activation_at(act, a, k)] = f16_storage_bits(first) | (f16_storage_bits(second) << 16u);
         return;
     }
-    save_at(act + k, v.x);
-    save_at(act + h + k, v.y);
-    save_at(act + 2u * h + k, v.z);
-    save_at(act + 3u * h + k, v.w);
+    save_at(activation_at(act, a, k), first);
+    save_at(activation_at(act, a + 1u, k), second);
+}
+
+// Stores activation a of unit k where it is kept in f32 (a >= f16_activations()).
+fn save_activation(act: u32, a: u32, k: u32, v: f32) {
+    save_at(activation_at(act, a, k), v);
+}
+
+fn saved_activation(act: u32, a: u32, k: u32) -> f32 {
+    let at = activation_at(act, a, k);
+    if (a < f16_activations()) {
+        let pair = unpack2x16float(saved[dsv + at]);
+        return select(pair.y, pair.x, (a & 1u) == 0u);
+    }
+    return saved_at(at);
 }
 
 fn saved_activations(act: u32, k: u32) -> vec4<f32> {
-    let h = cfg.hidden;
-    if (activations_f16()) {
-        return vec4<f32>(unpack2x16float(saved[dsv + act + k]), unpack2x16float(saved[dsv + act + h + k]));
-    }
-    return vec4<f32>(saved_at(act + k), saved_at(act + h + k), saved_at(act + 2u * h + k), saved_at(act + 3u * h + k));
+    return vec4<f32>(saved_activation(act, 0u, k), saved_activation(act, 1u, k), saved_activation(act, 2u, k), saved_activation(act, 3u, k));
 }
 
 const NO_STEP: u32 = 0xffffffffu;
@@ -449,7 +471,7 @@ fn recurrent_product(s: u32, b: u32, k0: u32, first_gate: u32, count: u32, from_
         if ((code & STEP_INACTIVE) != 0u) {
             return acc;
         }
-        let src = cfg.off_act + row_of(code & STEP_TIME_MASK, b) * cfg.act_width + 3u * h;
+        let src = activation_at(cfg.off_act + row_of(code & STEP_TIME_MASK, b) * cfg.act_width, 3u, 0u);
         for (var j = 0u; j < h; j++) {
             accumulate(&acc, saved_at(src + j), j * row4 + first, gate4, count);
         }
@@ -563,7 +585,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
         y[dyo + dead * cfg.out_stride + (cfg.out_offset + dout) + k] = 0.0;
         save_at(dead * h + k, 0.0);
         if (CELL == GRU_RESET_BEFORE) {
-            save_at(cfg.off_act + dead * cfg.act_width + 3u * h + k, 0.0);
+            save_activation(cfg.off_act + dead * cfg.act_width, 3u, k, 0.0);
         }
         return 0.0;
     }
@@ -586,7 +608,6 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             } else {
                 new_h = max(pre, 0.0);
             }
-            save_at(act + k, new_h);
         }
         case 2u: {
             let ig = sigmoid(gate_values[dg + xr + k] + hw.x);
@@ -600,7 +621,8 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             }
             let c = fg * cp + ig * gg;
             save_at(cfg.off_cell + row * h + k, c);
-            save_activations(act, k, vec4<f32>(ig, fg, gg, og));
+            save_activation_pair(act, 0u, k, ig, fg);
+            save_activation_pair(act, 2u, k, gg, og);
             new_h = og * tanh_stable(c);
             if ((code & STEP_LAST) != 0u) {
                 state[dst + cfg.off_cn + b * h + k] = c;
@@ -610,16 +632,16 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             let r = sigmoid(gate_values[dg + xr + k] + hw.x);
             let z = sigmoid(gate_values[dg + xr + h + k] + hw.y);
             let n = tanh_stable(gate_values[dg + xr + 2u * h + k] + r * hw.z);
-            save_activations(act, k, vec4<f32>(r, z, n, hw.z));
+            save_activation_pair(act, 0u, k, r, z);
+            save_activation_pair(act, 2u, k, n, hw.z);
             new_h = (1.0 - z) * n + z * hp;
         }
         default: {
             // GRU reset-before, first half: r, z and r * h.
             let r = sigmoid(gate_values[dg + xr + k] + hw.x);
             let z = sigmoid(gate_values[dg + xr + h + k] + hw.y);
-            save_at(act + k, r);
-            save_at(act + h + k, z);
-            save_at(act + 3u * h + k, r * hm);
+            save_activation_pair(act, 0u, k, r, z);
+            save_activation(act, 3u, k, r * hm);
             return r * hm;
         }
     }
@@ -660,9 +682,9 @@ fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) -> f32 {
     let row = row_of(code & STEP_TIME_MASK, b);
     let act = cfg.off_act + row * cfg.act_width;
     let n = tanh_stable(gate_values[dg + row * cfg.gate_width + 2u * h + k] + hwn);
-    let z = saved_at(act + h + k);
+    let z = saved_activation(act, 1u, k);
     let hp = hprev_value(s, b, k);
-    save_at(act + 2u * h + k, n);
+    save_activation(act, 2u, k, n);
     let new_h = (1.0 - z) * n + z * hp;
     y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
     if ((code & STEP_LAST) != 0u) {
@@ -942,12 +964,14 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
     let dht = carry_dh + rec * rmask_at(b, k) + dyv;
     var new_dh = 0.0;
     switch CELL {
+        // RNN's activation is its output, which forward_unit writes and does not save.
         case 0u: {
-            let v = saved_at(act + k);
+            let v = y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k];
             gate_values[dg + g + k] = dht * (1.0 - v * v);
         }
         case 1u: {
-            gate_values[dg + g + k] = select(0.0, dht, saved_at(act + k) > 0.0);
+            let v = y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k];
+            gate_values[dg + g + k] = select(0.0, dht, v > 0.0);
         }
         case 2u: {
             let a = saved_activations(act, k);
@@ -989,8 +1013,8 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
         }
         default: {
             // GRU reset-before, first half: z and n; r waits for d(r * h) (backward_gru_n).
-            let z = saved_at(act + h + k);
-            let n = saved_at(act + 2u * h + k);
+            let z = saved_activation(act, 1u, k);
+            let n = saved_activation(act, 2u, k);
             let hp = hprev_value(s, b, k);
             gate_values[dg + g + h + k] = dht * (hp - n) * dsigmoid(z);
             gate_values[dg + g + 2u * h + k] = dht * (1.0 - z) * (1.0 - n * n);
@@ -1029,7 +1053,7 @@ fn backward_gru_n_unit(s: u32, b: u32, k: u32, drh: f32) {
         return;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
-    let r = saved_at(cfg.off_act + row * cfg.act_width + k);
+    let r = saved_activation(cfg.off_act + row * cfg.act_width, 0u, k);
     let hm = saved_at(row * h + k);   // the masked state r multiplied
     gate_values[dg + row * cfg.gate_width + k] = drh * hm * dsigmoid(r);
     let at = b * h + k;
@@ -1256,7 +1280,7 @@ fn tiled_source_base(kind: u32, s: u32, b: u32) -> u32 {
             return dyo + row * cfg.out_stride + (cfg.out_offset + dout);
         }
         case 1u: {
-            return cfg.off_act + row * cfg.act_width + 3u * cfg.hidden;
+            return activation_at(cfg.off_act + row * cfg.act_width, 3u, 0u);
         }
         case 4u: {
             return dyo - cfg.dir_y + row * cfg.out_stride + (cfg.out_offset + dout);

@@ -281,15 +281,17 @@ fn check_with(
         "{shape:?} {precision:?} lengths {lengths:?} bias {with_bias} recurrent mask {}",
         rmask.is_some()
     );
-    // With f16 storage, LSTM's and GRU's backward reads the gate activations as the GPU
-    // stored them, each rounded to f16 from the GPU's f32 value. Rounding the reference's
-    // own values instead would part ways wherever the two sit on either side of an f16
-    // rounding boundary, so: each stored activation is checked to be an f16 value within
-    // f16's rounding of the reference's, and the reference backward then starts from them.
-    if reference == Reference::AsStored && precision.activation_words(cell) < cell.act_width() {
+    // With f16 storage, the backward reads most gate activations as the GPU stored them
+    // (Precision::f16_activations), each rounded to f16 from the GPU's f32 value. Rounding
+    // the reference's own values instead would part ways wherever the two sit on either side
+    // of an f16 rounding boundary, so: each is checked to be an f16 value within f16's
+    // rounding of the reference's, and the reference backward then starts from them.
+    let paired = precision.f16_activations(cell) * h;
+    if reference == Reference::AsStored && paired > 0 {
         let stored = plan.saved_activations().unwrap();
-        let active = |e: usize| {
-            let row = e / (cell.act_width() * h);
+        let width = cell.act_width() * h;
+        assert_eq!(stored.len(), saved.act.len(), "{ctx}: saved activations");
+        let active = |row: usize| {
             let (t, b) = if shape.batch_first {
                 (row % shape.steps, row / shape.steps)
             } else {
@@ -297,25 +299,26 @@ fn check_with(
             };
             lengths.as_ref().is_none_or(|l| t < l[b])
         };
-        for (e, (&got, &want)) in stored.iter().zip(&saved.act).enumerate() {
-            if !active(e) {
-                continue;
+        for row in (0..rows).filter(|&row| active(row)) {
+            let span = row * width..row * width + paired;
+            for (e, &got) in span.clone().zip(&stored[span]) {
+                let want = saved.act[e];
+                // An f16 value within the two errors f16 storage allows: rounding (2^-11 of
+                // the value) and the flush of magnitudes below 2^-14 (2^-14 absolute). The
+                // absolute term also covers the f32 arithmetic of the GPU's value, which is
+                // absolute where a pre-activation's terms cancel (GRU's W_hn h + b_hn, tanh
+                // near 0): e.g. 7.1585e-5 stored for 7.1515e-5, 9.9e-4 relative.
+                let off = (got as f64 - want).abs();
+                let bound = want.abs() * 2f64.powi(-11) + 2f64.powi(-14);
+                assert!(
+                    f16_storage_value(got) == got && off <= bound,
+                    "{ctx}: saved activation {e} is {got}, the reference's {want}"
+                );
+                saved.act[e] = got as f64;
+                if let Some(s32) = saved32.as_mut() {
+                    s32.act[e] = got;
+                }
             }
-            // An f16 value within the two errors f16 storage allows: rounding (2^-11 of the
-            // value) and the flush of magnitudes below 2^-14 (2^-14 absolute). The absolute
-            // term also covers the f32 arithmetic of the GPU's value, which is absolute
-            // where a pre-activation's terms cancel (GRU's W_hn h + b_hn, tanh near 0): e.g.
-            // 7.1585e-5 stored for 7.1515e-5, 9.9e-4 relative.
-            let off = (got as f64 - want).abs();
-            let bound = want.abs() * 2f64.powi(-11) + 2f64.powi(-14);
-            assert!(
-                f16_storage_value(got) == got && off <= bound,
-                "{ctx}: saved activation {e} is {got}, the reference's {want}"
-            );
-        }
-        saved.act = to_f64(&stored);
-        if let Some(s32) = saved32.as_mut() {
-            s32.act = stored;
         }
     }
     let g64 = cpu_backward(
@@ -796,8 +799,8 @@ fn with_tiled_step_kernels_the_rule_takes_the_sequence_kernel_up_to_96_kib_of_w_
 
 /// f16 storage of W_hh and b_hh on every path and step kernel: the GPU against the f64 CPU
 /// twin given the weights as the GPU stores them (rounded by the twin of its rounding), to
-/// the f32 path's tolerance; LSTM's and GRU's backward from the activations as the GPU stored
-/// them, each checked against the twin's (see check_with). Any other difference (a weight
+/// the f32 path's tolerance; the backward from the activations as the GPU stored them, each
+/// checked against the twin's (see check_with). Any other difference (a weight
 /// decoded from the wrong half, a wrong rounding, a mis-sized buffer) is off by far more.
 #[test]
 fn f16_weight_storage_matches_cpu_on_the_stored_weights() {
@@ -831,7 +834,7 @@ fn f16_weight_storage_matches_cpu_on_the_stored_weights() {
 
 /// The tolerance of f16 storage against the f32 parameters, at layer sizes as used (H 65 to
 /// 149, B 5 to 10, I 60 to 139): 4 x 2^-11 (f16's unit roundoff) relative, on outputs,
-/// final states and every gradient. Each stored weight, and each of LSTM's and GRU's saved
+/// final states and every gradient. Each stored weight, and each of the f16 saved
 /// activations the backward reads, is within 2^-11 of itself (or below 2^-14 in magnitude),
 /// independently of the others. With W_hh within PyTorch's initial range the recurrence
 /// contracts, so the steps do not amplify the perturbation, and across H weights a unit's

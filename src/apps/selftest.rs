@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::check::{comparable, rel_error};
-use crate::cpu::precision::{f16_storage_value, stores_activations_in_f16};
+use crate::cpu::precision::{f16_activations, f16_storage_value};
 use crate::cpu::Real;
 use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
@@ -167,7 +167,7 @@ fn cases(gpu: &Gpu) -> Vec<Case<'_>> {
     // - the batch-tiled step kernels, on every adapter;
     // - the step index at a dynamic offset, per step, where the device would take immediates
     //   (the default everywhere else, the browser included);
-    // - f16 storage: W_hh and b_hh, and LSTM's and GRU's saved activations, in f16;
+    // - f16 storage: W_hh and b_hh, and most saved activations, in f16;
     // - a unidirectional stack as a wavefront (one dispatch per wave of the layers' steps),
     //   with dropout between the layers, on the step kernels the device picks, in f32 and
     //   with f16 storage (the stack's copies of W_ih stay f32).
@@ -519,7 +519,7 @@ impl StackCase {
     /// The relative error the gradients pass under: [`F16_STORAGE_TOLERANCE`] where f16
     /// storage rounds the saved activations.
     fn grad_tolerance(&self) -> f64 {
-        if self.f16 && stores_activations_in_f16(self.cfg.cell) {
+        if self.f16 && f16_activations(self.cfg.cell) > 0 {
             F16_STORAGE_TOLERANCE
         } else {
             TOLERANCE

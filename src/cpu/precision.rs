@@ -2,8 +2,8 @@
 //! host side: `gpu::recurrent::Precision`). A GPU plan with `Precision::F16Storage`
 //! computes the forward the f32 layer computes with W_hh and b_hh passed through
 //! [`f16_storage_value`], so the CPU path checks it by rounding those two first; its
-//! backward reads LSTM's and GRU's gate activations as stored in f16
-//! ([`round_saved_activations`]).
+//! backward reads most gate activations as stored in f16 ([`f16_activations`],
+//! [`round_saved_activations`]).
 
 use half::f16;
 
@@ -34,24 +34,34 @@ pub fn f16_storage_value(v: f32) -> f32 {
     f16::from_bits(f16_storage_bits(v)).to_f32()
 }
 
-/// Whether f16 storage keeps `cell`'s saved gate activations in f16: LSTM's i, f, g, o and
-/// GRU's r, z, n, W_hn h + b_hn, which one invocation writes at once as two pairs. RNN saves
-/// one value a unit, and GRU reset-before writes its n in a second dispatch and r * h as a
-/// product's operand, so theirs stay f32.
-pub fn stores_activations_in_f16(cell: CellKind) -> bool {
-    matches!(cell, CellKind::Lstm | CellKind::Gru)
+/// How many of `cell`'s saved activations ([`super::recurrent::Saved::act`]), from the first,
+/// f16 storage keeps in f16: LSTM's i, f, g, o and GRU's r, z, n, W_hn h + b_hn, which one
+/// invocation writes at once as two pairs. GRU reset-before's stay f32: the step's second
+/// dispatch reads z to compute h, so a rounded z would move the forward, and r * h is an
+/// operand of products (its r and n could share a word, written by the step's two dispatches
+/// in turn: a quarter of its activations, not built). RNN saves none on the GPU: its
+/// backward reads its output.
+pub fn f16_activations(cell: CellKind) -> usize {
+    match cell {
+        CellKind::Lstm | CellKind::Gru => 4,
+        CellKind::GruResetBefore | CellKind::RnnTanh | CellKind::RnnRelu => 0,
+    }
 }
 
-/// Rounds `act` (a layer's saved activations, [`super::recurrent::Saved::act`]) as f16
-/// storage stores them for `cell`: each value to f32, then through [`f16_storage_value`];
-/// unchanged where the cell's stay f32 ([`stores_activations_in_f16`]).
-pub fn round_saved_activations<T: Real>(cell: CellKind, act: &mut [T]) {
-    if !stores_activations_in_f16(cell) {
+/// Rounds `act` (a layer's saved activations with `hidden` units,
+/// [`super::recurrent::Saved::act`]) as f16 storage stores them for `cell`: the first
+/// [`f16_activations`] of each row, each value to f32, then through [`f16_storage_value`].
+pub fn round_saved_activations<T: Real>(cell: CellKind, hidden: usize, act: &mut [T]) {
+    let (width, rounded) = (cell.act_width() * hidden, f16_activations(cell) * hidden);
+    if rounded == 0 || width == 0 {
         return;
     }
-    for a in act {
-        let v = a.to_f32().unwrap_or(f32::NAN);
-        *a = T::from(f16_storage_value(v)).unwrap_or_else(T::nan);
+    for row in act.chunks_mut(width) {
+        let end = rounded.min(row.len());
+        for a in &mut row[..end] {
+            let v = a.to_f32().unwrap_or(f32::NAN);
+            *a = T::from(f16_storage_value(v)).unwrap_or_else(T::nan);
+        }
     }
 }
 
@@ -81,16 +91,17 @@ mod tests {
     }
 
     #[test]
-    fn rounds_the_saved_activations_of_lstm_and_gru_only() {
-        let act = [0.1f64, -0.7, 1e-5, 0.333_333_333];
+    fn rounds_the_saved_activations_that_f16_storage_keeps_in_f16() {
+        // Two rows of one unit's four activations (RNN: eight rows of one).
+        let act = [0.1f64, -0.7, 1e-5, 0.333_333_333, 0.1, 0.2, 0.3, 0.4];
+        // 0.1, -0.7 and 1/3 to their nearest f16, 1e-5 (below 2^-14) to zero.
+        let (f1, f7, f3) = (0.0999755859375, -0.7001953125, 0.333251953125);
+        let (f2, f3b, f4) = (0.199951171875, 0.300048828125, 0.39990234375);
         for cell in CellKind::ALL {
             let mut got = act;
-            round_saved_activations(cell, &mut got);
+            round_saved_activations(cell, 1, &mut got);
             let want: Vec<f64> = match cell {
-                CellKind::Lstm | CellKind::Gru => {
-                    // 0.1 and 1/3 to their nearest f16, 1e-5 (below 2^-14) to zero.
-                    vec![0.0999755859375, -0.7001953125, 0.0, 0.333251953125]
-                }
+                CellKind::Lstm | CellKind::Gru => vec![f1, f7, 0.0, f3, f1, f2, f3b, f4],
                 _ => act.to_vec(),
             };
             assert_eq!(got.to_vec(), want, "{cell:?}");

@@ -454,7 +454,8 @@ impl<T: Real> CpuExecutor<T> {
         for l in &mut self.programs {
             for (id, saved) in &mut l.tapes {
                 if let Ok(f) = l.program.recurrent_forward(*id) {
-                    cpu::precision::round_saved_activations(f.shape.cell, &mut saved.act);
+                    let (cell, hidden) = (f.shape.cell, f.shape.hidden);
+                    cpu::precision::round_saved_activations(cell, hidden, &mut saved.act);
                 }
             }
         }

@@ -25,6 +25,7 @@ use super::shaders::{BindingKind, SharedLayout};
 use super::{
     Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, PerDispatch, Recorder, WeightGradTensors,
 };
+use crate::cpu::precision::f16_activations;
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::{Gemm, WeightGrads};
 
@@ -159,10 +160,11 @@ impl StepKernel {
 /// the outputs and every gradient stay f32, and every product accumulates in f32.
 ///
 /// `F16Storage` halves the bytes of the recurrent products, the traffic that grows with
-/// H x H every step, and, for LSTM and GRU, the memory of the saved gate activations (LSTM's
-/// i, f, g, o; GRU's r, z, n and W_hn h + b_hn: 4H of a row's 6H saved words become 2H). RNN
-/// saves one value a unit and GRU reset-before writes its n in a second dispatch, so theirs
-/// stay f32. It decodes with `unpack2x16float`, which is core WGSL, so it runs on every
+/// H x H every step, and most of the memory of the saved gate activations
+/// ([`Precision::f16_activations`]): LSTM's i, f, g, o and GRU's r, z, n and W_hn h + b_hn
+/// (a row of `saved` drops from 6H words to 4H for LSTM, from 5H to 3H for GRU). GRU
+/// reset-before's stay f32 (its step's second dispatch reads z to compute h). RNN saves no
+/// activation in either precision: its backward reads its output. It decodes with `unpack2x16float`, which is core WGSL, so it runs on every
 /// adapter, with or without `SHADER_F16`.
 ///
 /// What it computes: the forward is exactly the f32 layer's with W_hh and b_hh rounded to
@@ -177,8 +179,8 @@ pub enum Precision {
     /// W_hh, b_hh and the saved activations in f32, as the parameters.
     #[default]
     F32,
-    /// W_hh and b_hh rounded to f16 for the recurrent products, and LSTM's and GRU's saved
-    /// gate activations stored in f16; all else f32.
+    /// W_hh and b_hh rounded to f16 for the recurrent products, and the saved gate
+    /// activations of [`Precision::f16_activations`] stored in f16; all else f32.
     F16Storage,
 }
 
@@ -204,14 +206,33 @@ impl Precision {
     }
 
     /// 32-bit words a row of the saved activations (`act` in `shaders/recurrent.wgsl`) takes
-    /// per hidden unit: the cell's [`CellKind::act_width`] values in f32, or LSTM's and GRU's
-    /// four as two pairs of f16.
+    /// per hidden unit: one per activation ([`CellKind::act_width`]), except that f16
+    /// storage keeps the first [`f16_activations`] as pairs of f16, one word a pair, and that
+    /// RNN saves none (its backward reads its output).
     pub fn activation_words(self, cell: CellKind) -> usize {
+        if matches!(cell, CellKind::RnnTanh | CellKind::RnnRelu) {
+            return 0;
+        }
+        let paired = self.f16_activations(cell);
+        paired / 2 + cell.act_width() - paired
+    }
+
+    /// The word column (of H words) where activation `a` of a row of `act` starts: pairs of
+    /// f16 share one (`activation_at` in `shaders/recurrent.wgsl`).
+    pub fn activation_column(self, cell: CellKind, a: usize) -> usize {
+        let paired = self.f16_activations(cell);
+        if a < paired {
+            a / 2
+        } else {
+            a - paired / 2
+        }
+    }
+
+    /// How many of `cell`'s saved activations, from the first, this precision keeps in f16.
+    pub fn f16_activations(self, cell: CellKind) -> usize {
         match self {
-            Precision::F16Storage if crate::cpu::precision::stores_activations_in_f16(cell) => {
-                cell.act_width() / 2
-            }
-            _ => cell.act_width(),
+            Precision::F32 => 0,
+            Precision::F16Storage => f16_activations(cell),
         }
     }
 
@@ -1533,7 +1554,8 @@ impl RecurrentPlan {
                     // dhw follows dxw in `gates`: the product's A2.
                     CellKind::Gru => WeightGrads::new(rows, gw, i, h).a2_at(off_dhw),
                     CellKind::GruResetBefore => {
-                        WeightGrads::new(rows, gw, i, h).b3_from(2 * h, aw, off_act + 3 * h)
+                        let rh = precision.activation_column(cell, 3);
+                        WeightGrads::new(rows, gw, i, h).b3_from(2 * h, aw, off_act + rh * h)
                     }
                     _ => WeightGrads::new(rows, gw, i, h),
                 };
@@ -1857,25 +1879,31 @@ impl RecurrentPlan {
     /// The gate activations the last forward saved for backward, as the backward reads them
     /// (a readback, for tests and debugging): `[rows, A*H]` in the layout of
     /// [`crate::cpu::recurrent::Saved::act`], A = [`CellKind::act_width`]. With
-    /// [`Precision::F16Storage`], LSTM's and GRU's are decoded from their f16 pairs, each
-    /// the f32 activation rounded by [`crate::cpu::precision::f16_storage_bits`]. Rows past a
-    /// sequence's length hold whatever the buffer held.
+    /// [`Precision::F16Storage`], those kept in f16 ([`Precision::f16_activations`]) are
+    /// decoded from their pairs, each the f32 activation rounded by
+    /// [`crate::cpu::precision::f16_storage_bits`]. Empty for RNN, which saves none. Rows
+    /// past a sequence's length hold whatever the buffer held.
     pub fn saved_activations(&self) -> Result<Vec<f32>> {
         let (h, rows, cell) = (self.shape.hidden, self.shape.rows(), self.shape.cell);
+        let words = self.precision.activation_words(cell);
+        if words == 0 {
+            return Ok(Vec::new());
+        }
         let cell_rows = if cell.has_cell_state() { rows } else { 0 };
         let off_act = self.offsets.saved + (rows + cell_rows) * h;
-        let words = self.precision.activation_words(cell);
         let stored = self.workspace[1].read_range(off_act, rows * words * h)?;
-        let (values, packed) = (cell.act_width(), words < cell.act_width());
+        let (values, paired) = (cell.act_width(), self.precision.f16_activations(cell));
         Ok((0..rows * values * h)
             .map(|e| {
                 let (row, a, k) = (e / (values * h), e / h % values, e % h);
-                if !packed {
-                    return stored[row * words * h + a * h + k];
+                let word =
+                    stored[row * words * h + self.precision.activation_column(cell, a) * h + k];
+                if a >= paired {
+                    return word;
                 }
-                // Gates 2p and 2p + 1 share the word at p * H + k, 2p in the low half.
-                let word = stored[row * words * h + (a / 2) * h + k].to_bits();
-                half::f16::from_bits((word >> (16 * (a % 2))) as u16).to_f32()
+                // The first of a pair in the low half.
+                let bits = (word.to_bits() >> (16 * (a % 2))) as u16;
+                half::f16::from_bits(bits).to_f32()
             })
             .collect())
     }
@@ -1960,18 +1988,18 @@ impl RecurrentPlan {
     /// |---|---|---|---|
     /// | forward_step | LSTM | step map 4, h_prev 8, 4 gates of xw 16, c_prev 8 | h_prev 4, c 4, 4 gates 16, y 4 |
     /// | | GRU | step map 4, h_prev 8, xw 12 | h_prev 4, 4 activations 16, y 4 |
-    /// | | RNN | step map 4, h_prev 8, xw 4 | h_prev 4, activation 4, y 4 |
+    /// | | RNN | step map 4, h_prev 8, xw 4 | h_prev 4, y 4 |
     /// | | GRU reset-before | step map 4, h_prev 8, xw 8 | h_prev 4, r, z, r * h 12 |
     /// | forward_gru_n | | step map 4, xw 4, z 4, h_prev 8 | n 4, y 4 |
     /// | backward_step | LSTM | dh, dc 8, step map 4, dy 4, gates 16, c 4, c_prev 8 | 4 gate gradients 16, dc 4, dh 4 |
     /// | | GRU | dh, dc 8, step map 4, dy 4, activations 16, h_prev 8 | 3 + 3 gate gradients 24, dh 4 |
-    /// | | RNN | dh, dc 8, step map 4, dy 4, activation 4 | gate gradient 4, dh 4 |
+    /// | | RNN | dh, dc 8, step map 4, dy 4, y 4 | gate gradient 4, dh 4 |
     /// | | GRU reset-before | dh, dc 8, step map 4, dy 4, z, n 8, h_prev 8 | 2 gate gradients 8, dh 4 |
     /// | backward_gru_n | | step map 4, r 4, h_prev 4, dh 4 | r's gradient 4, dh 4 |
     /// | backward_finish | | dh 4 | dh0 4 |
     ///
     /// (dy is counted as read whether or not the plan has one; a mask adds 4 bytes read;
-    /// f16 storage stores LSTM's and GRU's 4 activations in 8 bytes.)
+    /// f16 storage stores LSTM's and GRU's four activations in two words.)
     fn step_cost(&self, kernel: &Kernel, s: usize) -> Cost {
         let sh = &self.shape;
         let (h, b) = (sh.hidden, sh.batch);
@@ -2124,7 +2152,7 @@ impl RecurrentPlan {
             ("forward_step", CellKind::Lstm) => (20.0, 36.0, 28.0),
             ("forward_step", CellKind::Gru) => (15.0, 24.0, 24.0),
             ("forward_step", CellKind::GruResetBefore) => (10.0, 20.0, 16.0),
-            ("forward_step", _) => (3.0, 16.0, 12.0),
+            ("forward_step", _) => (3.0, 16.0, 8.0),
             ("forward_gru_n", _) => (6.0, 20.0, 8.0),
             ("backward_step", CellKind::Lstm) => (25.0, 44.0, 24.0),
             ("backward_step", CellKind::Gru) => (20.0, 40.0, 28.0),
@@ -2134,14 +2162,12 @@ impl RecurrentPlan {
             ("backward_finish", _) => (2.0, 4.0, 4.0),
             _ => (0.0, 0.0, 0.0),
         };
-        // f16 storage keeps LSTM's and GRU's four saved activations in 8 bytes, not 16.
-        let halved = match self.precision.activation_words(cell) < cell.act_width() {
-            true => 8.0,
-            false => 0.0,
-        };
+        // f16 storage writes two activations in 4 bytes, not 8 (LSTM's and GRU's four), and
+        // the backward reads them so.
+        let pairs = self.precision.f16_activations(cell) as f64 / 2.0;
         let (read, written) = match entry {
-            "forward_step" => (read, written - halved),
-            "backward_step" => (read - halved, written),
+            "forward_step" => (read, written - 4.0 * pairs),
+            "backward_step" => (read - 4.0 * pairs, written),
             _ => (read, written),
         };
         Cost::per_item(units, flops, read + mask, written)
