@@ -84,9 +84,9 @@ fn gpu_stack_as_a_wavefront_matches_cpu_stack() {
     }
 }
 
-/// The wavefront with f16 storage (W_hh, b_hh and most saved activations; a
-/// stack's copies of W_ih stay f32), against the CPU twin given the same rounded W_hh and b_hh
-/// and rounding its saved activations, on both step kernels.
+/// The wavefront with f16 storage (W_hh, b_hh and most saved activations; a stack's copies
+/// of W_ih stay f32), against the CPU twin given the same rounded W_hh and b_hh and rounding
+/// its saved activations, on both step kernels.
 #[test]
 fn gpu_stack_as_a_wavefront_with_f16_weights_matches_cpu_stack() {
     let Some(gpu) = common::gpu() else { return };
@@ -114,9 +114,9 @@ const F16_ACTIVATION_TOL: f64 = 4.0 * 4.8828125e-4;
 
 /// Random stacks on the GPU with `kernels` against the CPU twin in f64 (given W_hh and b_hh
 /// rounded as the GPU stores them, and rounding its saved activations, where `kernels` ask for
-/// f16 storage; gradients then to [`F16_ACTIVATION_TOL`]). Where `kernels` ask
-/// for the wavefront, the stacks are the kind it takes: unidirectional, two or three
-/// layers (dropout between them, input and recurrent dropout in training).
+/// f16 storage; gradients then to [`F16_ACTIVATION_TOL`]). Where `kernels` ask for the
+/// wavefront, the stacks are the kind it takes: unidirectional, two or three layers (dropout
+/// between them, input and recurrent dropout in training).
 fn check_stacks(gpu: &recur::Gpu, test: &str, kernels: RecurrentKernels) {
     let mut rng = rng(test);
     let wavefront = kernels.stack == Some(StackSchedule::Wavefront);

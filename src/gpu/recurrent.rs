@@ -164,8 +164,9 @@ impl StepKernel {
 /// ([`Precision::f16_activations`]): LSTM's i, f, g, o and GRU's r, z, n and W_hn h + b_hn
 /// (a row of `saved` drops from 6H words to 4H for LSTM, from 5H to 3H for GRU). GRU
 /// reset-before's stay f32 (its step's second dispatch reads z to compute h). RNN saves no
-/// activation in either precision: its backward reads its output. It decodes with `unpack2x16float`, which is core WGSL, so it runs on every
-/// adapter, with or without `SHADER_F16`.
+/// activation in either precision: its backward reads its output. It decodes with
+/// `unpack2x16float`, which is core WGSL, so it runs on every adapter, with or without
+/// `SHADER_F16`.
 ///
 /// What it computes: the forward is exactly the f32 layer's with W_hh and b_hh rounded to
 /// f16 ([`crate::cpu::precision`]); the backward is that layer's backward given the saved
