@@ -317,6 +317,11 @@ fn in_step_output_grads(z: u32) -> bool {
     return cfg.wave != 0u && cfg.dir_first + z + 1u < cfg.wave;
 }
 
+// Where this direction's (or layer's) output of unit k at row `row` lies in `y`.
+fn output_at(row: u32, k: u32) -> u32 {
+    return dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k;
+}
+
 // Where layer dl's output gradient row at `row` lies in `y` (a wave's layers below the top).
 fn wave_dy_row(row: u32) -> u32 {
     return dyo + cfg.wave * cfg.dir_y + row * cfg.out_stride + (cfg.out_offset + dout);
@@ -582,7 +587,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
         // Steps past a length map one to one onto the times past it (t = s): zero that
         // output row, and what the weight gradients will read from it.
         let dead = row_of(s, b);
-        y[dyo + dead * cfg.out_stride + (cfg.out_offset + dout) + k] = 0.0;
+        y[output_at(dead, k)] = 0.0;
         save_at(dead * h + k, 0.0);
         if (CELL == GRU_RESET_BEFORE) {
             save_activation(cfg.off_act + dead * cfg.act_width, 3u, k, 0.0);
@@ -645,7 +650,7 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             return r * hm;
         }
     }
-    y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
+    y[output_at(row, k)] = new_h;
     if ((code & STEP_LAST) != 0u) {
         state[dst + cfg.off_hn + b * h + k] = new_h;
     }
@@ -686,7 +691,7 @@ fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) -> f32 {
     let hp = hprev_value(s, b, k);
     save_activation(act, 2u, k, n);
     let new_h = (1.0 - z) * n + z * hp;
-    y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k] = new_h;
+    y[output_at(row, k)] = new_h;
     if ((code & STEP_LAST) != 0u) {
         state[dst + cfg.off_hn + b * h + k] = new_h;
     }
@@ -964,14 +969,14 @@ fn backward_unit(s: u32, b: u32, k: u32, rec: f32) {
     let dht = carry_dh + rec * rmask_at(b, k) + dyv;
     var new_dh = 0.0;
     switch CELL {
-        // RNN's activation is its output, which forward_unit writes and does not save.
-        case 0u: {
-            let v = y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k];
-            gate_values[dg + g + k] = dht * (1.0 - v * v);
-        }
-        case 1u: {
-            let v = y[dyo + row * cfg.out_stride + (cfg.out_offset + dout) + k];
-            gate_values[dg + g + k] = select(0.0, dht, v > 0.0);
+        case 0u, 1u: {
+            // RNN's activation is its output, which forward_unit writes and does not save.
+            let v = y[output_at(row, k)];
+            if (CELL == RNN_TANH) {
+                gate_values[dg + g + k] = dht * (1.0 - v * v);
+            } else {
+                gate_values[dg + g + k] = select(0.0, dht, v > 0.0);
+            }
         }
         case 2u: {
             let a = saved_activations(act, k);

@@ -884,6 +884,9 @@ pub struct RecurrentPlan {
     step_stride: u32,
     // Kept alive for the bind groups.
     workspace: Vec<GpuTensor>,
+    /// `saved` (hprev, cell states, activations): a handle on the buffer `workspace` holds,
+    /// or this direction's stride of a shared one (`offsets.saved`).
+    saved: GpuTensor,
     /// The kernels' uniforms, for a [`RecurrentStack`]'s backward bind group.
     cfg: Config,
     /// Every step's index at its dynamic offset ([`StepIndex::Offset`]).
@@ -1606,7 +1609,7 @@ impl RecurrentPlan {
                 })
             }
         };
-        let buffers = vec![gates, saved, zero_bias, no_dy];
+        let buffers = vec![gates, saved.clone(), zero_bias, no_dy];
         let plan = Self {
             gpu: gpu.clone(),
             shape,
@@ -1631,6 +1634,7 @@ impl RecurrentPlan {
             step_index,
             step_stride,
             workspace: buffers,
+            saved,
             cfg,
             step_buffer: step_buffer.clone(),
             _uniforms: [Some(cfg_buffer), step_buffer, input_cfg]
@@ -1892,7 +1896,7 @@ impl RecurrentPlan {
         }
         let cell_rows = if cell.has_cell_state() { rows } else { 0 };
         let off_act = self.offsets.saved + (rows + cell_rows) * h;
-        let stored = self.workspace[1].read_range(off_act, rows * words * h)?;
+        let stored = self.saved.read_range(off_act, rows * words * h)?;
         let (values, paired) = (cell.act_width(), self.precision.f16_activations(cell));
         Ok((0..rows * values * h)
             .map(|e| {
