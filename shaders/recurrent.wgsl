@@ -106,6 +106,11 @@ struct Config {
     off_imask: u32,
     // 1: transpose_weights writes f32 whatever F16_STORAGE says (a stack's copies of W_ih).
     wt_f32: u32,
+    // 1: the forward saves what a backward reads, a row of `saved` per output row. 0 (a plan
+    // with no backward): it keeps only what the forward reads back itself, one row per batch
+    // entry overwritten every step (saved_row): LSTM's cell state, GRU reset-before's z and
+    // r * h. No h_prev, no other activations.
+    saves: u32,
 }
 
 struct Step {
@@ -176,9 +181,10 @@ fn dsigmoid(y: f32) -> f32 {
 @group(0) @binding(3) var<storage, read> wt: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> smap: array<u32>;        // [T, B] step map
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;     // [rows, out_stride]
-// hprev | cell | act, as 32-bit words: f32 bits (saved_at, save_at), or for the activations
-// of f16 storage two f16 each (save_activations). Words rather than f32 so that a pair of
-// halves that reads as an f32 subnormal or NaN is never touched by float rules.
+// hprev | cell | act (rows as saved_row says), as 32-bit words: f32 bits (saved_at,
+// save_at), or for the activations of f16 storage two f16 each (save_activations). Words
+// rather than f32 so that a pair of halves that reads as an f32 subnormal or NaN is never
+// touched by float rules.
 @group(0) @binding(6) var<storage, read_write> saved: array<u32>;
 @group(0) @binding(7) var<storage, read_write> state: array<f32>; // B*H regions, see Config
 @group(0) @binding(8) var<storage, read> dy: array<f32>;          // [rows, out_stride]
@@ -221,6 +227,15 @@ fn saved_at(i: u32) -> f32 {
 
 fn save_at(i: u32, v: f32) {
     saved[dsv + i] = bitcast<u32>(v);
+}
+
+// The row of `saved`'s regions where the forward keeps output row `row` of batch entry b: the
+// row itself where a backward will read it, else b (Config.saves).
+fn saved_row(row: u32, b: u32) -> u32 {
+    if (cfg.saves != 0u) {
+        return row;
+    }
+    return b;
 }
 
 // How many of the activations a unit saves per step, from the first, f16 storage keeps as
@@ -476,7 +491,7 @@ fn recurrent_product(s: u32, b: u32, k0: u32, first_gate: u32, count: u32, from_
         if ((code & STEP_INACTIVE) != 0u) {
             return acc;
         }
-        let src = activation_at(cfg.off_act + row_of(code & STEP_TIME_MASK, b) * cfg.act_width, 3u, 0u);
+        let src = activation_at(cfg.off_act + saved_row(row_of(code & STEP_TIME_MASK, b), b) * cfg.act_width, 3u, 0u);
         for (var j = 0u; j < h; j++) {
             accumulate(&acc, saved_at(src + j), j * row4 + first, gate4, count);
         }
@@ -588,21 +603,26 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
         // output row, and what the weight gradients will read from it.
         let dead = row_of(s, b);
         y[output_at(dead, k)] = 0.0;
-        save_at(dead * h + k, 0.0);
-        if (CELL == GRU_RESET_BEFORE) {
-            save_activation(cfg.off_act + dead * cfg.act_width, 3u, k, 0.0);
+        if (cfg.saves != 0u) {
+            save_at(dead * h + k, 0.0);
+            if (CELL == GRU_RESET_BEFORE) {
+                save_activation(cfg.off_act + dead * cfg.act_width, 3u, k, 0.0);
+            }
         }
         return 0.0;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
     let gw = cfg.gate_width;
     let xr = row * gw;
-    let act = cfg.off_act + row * cfg.act_width;
+    let kept = saved_row(row, b);
+    let act = cfg.off_act + kept * cfg.act_width;
     // hp is the state itself; the recurrent products (and so the weight gradients) see it
     // through the recurrent dropout mask.
     let hp = hprev_value(s, b, k);
     let hm = hp * rmask_at(b, k);
-    save_at(row * h + k, hm);
+    if (cfg.saves != 0u) {
+        save_at(row * h + k, hm);
+    }
 
     var new_h = 0.0;
     switch CELL {
@@ -622,12 +642,14 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             var cp = state[dst + cfg.off_c0 + b * h + k];
             if (s > 0u) {
                 let prev = smap[dm + (s - 1u) * cfg.batch + b];
-                cp = saved_at(cfg.off_cell + row_of(prev & STEP_TIME_MASK, b) * h + k);
+                cp = saved_at(cfg.off_cell + saved_row(row_of(prev & STEP_TIME_MASK, b), b) * h + k);
             }
             let c = fg * cp + ig * gg;
-            save_at(cfg.off_cell + row * h + k, c);
-            save_activation_pair(act, 0u, k, ig, fg);
-            save_activation_pair(act, 2u, k, gg, og);
+            save_at(cfg.off_cell + kept * h + k, c);
+            if (cfg.saves != 0u) {
+                save_activation_pair(act, 0u, k, ig, fg);
+                save_activation_pair(act, 2u, k, gg, og);
+            }
             new_h = og * tanh_stable(c);
             if ((code & STEP_LAST) != 0u) {
                 state[dst + cfg.off_cn + b * h + k] = c;
@@ -637,8 +659,10 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             let r = sigmoid(gate_values[dg + xr + k] + hw.x);
             let z = sigmoid(gate_values[dg + xr + h + k] + hw.y);
             let n = tanh_stable(gate_values[dg + xr + 2u * h + k] + r * hw.z);
-            save_activation_pair(act, 0u, k, r, z);
-            save_activation_pair(act, 2u, k, n, hw.z);
+            if (cfg.saves != 0u) {
+                save_activation_pair(act, 0u, k, r, z);
+                save_activation_pair(act, 2u, k, n, hw.z);
+            }
             new_h = (1.0 - z) * n + z * hp;
         }
         default: {
@@ -685,11 +709,13 @@ fn forward_gru_n_unit(s: u32, b: u32, k: u32, hwn: f32) -> f32 {
         return 0.0;
     }
     let row = row_of(code & STEP_TIME_MASK, b);
-    let act = cfg.off_act + row * cfg.act_width;
+    let act = cfg.off_act + saved_row(row, b) * cfg.act_width;
     let n = tanh_stable(gate_values[dg + row * cfg.gate_width + 2u * h + k] + hwn);
     let z = saved_activation(act, 1u, k);
     let hp = hprev_value(s, b, k);
-    save_activation(act, 2u, k, n);
+    if (cfg.saves != 0u) {
+        save_activation(act, 2u, k, n);
+    }
     let new_h = (1.0 - z) * n + z * hp;
     y[output_at(row, k)] = new_h;
     if ((code & STEP_LAST) != 0u) {
@@ -1285,7 +1311,7 @@ fn tiled_source_base(kind: u32, s: u32, b: u32) -> u32 {
             return dyo + row * cfg.out_stride + (cfg.out_offset + dout);
         }
         case 1u: {
-            return activation_at(cfg.off_act + row * cfg.act_width, 3u, 0u);
+            return activation_at(cfg.off_act + saved_row(row, b) * cfg.act_width, 3u, 0u);
         }
         case 4u: {
             return dyo - cfg.dir_y + row * cfg.out_stride + (cfg.out_offset + dout);

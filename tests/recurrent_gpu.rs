@@ -344,6 +344,50 @@ fn check_with(
         .unwrap()
     });
     let y = gy.to_vec().unwrap();
+    // The same forward in a plan without a backward, which keeps one row of `saved` per
+    // batch entry rather than one per output row: the same bits, and no activations to read.
+    let (gy_infer, state_infer) = (
+        nan(rows * shape.out_stride),
+        GpuTensor::zeros(&gpu, &[STATE_REGIONS, shape.batch, h]).unwrap(),
+    );
+    let infer = RecurrentPlan::new(
+        &gpu,
+        kernels,
+        shape,
+        &gx,
+        &gy_infer,
+        weights,
+        None,
+        &state_infer,
+        gmask.as_ref(),
+    )
+    .unwrap();
+    infer.set_lengths(lengths.as_deref()).unwrap();
+    infer.set_initial_state(Some(&h0), Some(&c0)).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    infer.record_forward(&mut rec);
+    rec.submit().unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let ctx_infer = format!("{shape:?} {precision:?} lengths {lengths:?}: without a backward");
+    assert_eq!(
+        bits(&gy_infer.to_vec().unwrap()),
+        bits(&y),
+        "{ctx_infer}: output"
+    );
+    assert_eq!(
+        bits(&infer.h_n().unwrap()),
+        bits(&plan.h_n().unwrap()),
+        "{ctx_infer}: h_n"
+    );
+    assert_eq!(
+        bits(&infer.c_n().unwrap()),
+        bits(&plan.c_n().unwrap()),
+        "{ctx_infer}: c_n"
+    );
+    assert!(
+        infer.saved_activations().is_err(),
+        "{ctx_infer}: activations"
+    );
     let (mut got, mut want) = (Vec::new(), Vec::new());
     for row in 0..rows {
         for col in 0..shape.out_stride {
@@ -1124,4 +1168,83 @@ fn a_pair_fits_while_its_shared_buffers_stay_within_the_binding_limit() {
     };
     assert!(fits(steps(0.4)), "two directions of 0.4 x the limit each");
     assert!(!fits(steps(0.6)), "two directions of 0.6 x the limit each");
+    // Without a backward an LSTM keeps one row of c per batch entry, so its largest buffer
+    // is the gate values, 4 x H floats a step: two directions at 0.6 x 4/6 of the limit.
+    let shape = RecurrentShape::new(CellKind::Lstm, h, h, 1, steps(0.6));
+    assert!(
+        RecurrentPair::fits(&gpu, RecurrentKernels::default(), &shape, false),
+        "two forward-only directions"
+    );
+}
+
+/// A plan without a backward keeps, instead of a row of `saved` per output row (h_prev, the
+/// cell states and activations the backward reads), one per batch entry of what its forward
+/// reads back (LSTM's c, GRU reset-before's activations), and GRU's gate values without the
+/// room for dhw.
+#[test]
+fn a_plan_without_a_backward_keeps_a_row_per_batch_entry() {
+    let Some(gpu) = common::gpu() else { return };
+    for cell in CellKind::ALL {
+        for precision in [Precision::F32, Precision::F16Storage] {
+            let shape = RecurrentShape::new(cell, 5, 7, 3, 11);
+            let (i, h, b, gw, rows) = (5, 7, 3, shape.gate_width(), shape.rows());
+            let t = |n: usize| GpuTensor::zeros(&gpu, &[n]).unwrap();
+            let (x, y, w_ih, w_hh) = (t(rows * i), t(rows * h), t(gw * i), t(gw * h));
+            let (dx, dw_ih, dw_hh, db_ih, db_hh) =
+                (t(rows * i), t(gw * i), t(gw * h), t(gw), t(gw));
+            let state = t(STATE_REGIONS * b * h);
+            let plan = |grads: bool| {
+                let weights = GpuWeights {
+                    w_ih: &w_ih,
+                    w_hh: &w_hh,
+                    b_ih: None,
+                    b_hh: None,
+                };
+                let g = GpuGrads {
+                    dx: &dx,
+                    accumulate_dx: false,
+                    dw_ih: &dw_ih,
+                    dw_hh: &dw_hh,
+                    db_ih: &db_ih,
+                    db_hh: &db_hh,
+                };
+                let kernels = RecurrentKernels {
+                    precision: Some(precision),
+                    ..Default::default()
+                };
+                RecurrentPlan::new(
+                    &gpu,
+                    kernels,
+                    shape,
+                    &x,
+                    &y,
+                    weights,
+                    grads.then_some((g, None)),
+                    &state,
+                    None,
+                )
+                .unwrap()
+                .workspace_bytes()
+            };
+            // 32-bit words of `saved` per unit: of an output row with a backward (h_prev,
+            // LSTM's c, the activations: two f16 to a word for LSTM and GRU), of a batch entry
+            // without one.
+            let f16 = precision == Precision::F16Storage;
+            let (with, without) = match cell {
+                CellKind::Lstm if f16 => (4, 1),
+                CellKind::Lstm => (6, 1),
+                CellKind::Gru if f16 => (3, 0),
+                CellKind::Gru => (5, 0),
+                CellKind::GruResetBefore => (5, 4),
+                _ => (1, 0),
+            };
+            let dhw = if cell == CellKind::Gru { rows * gw } else { 0 };
+            let fewer = 4 * (with * rows * h - (without * b * h).max(1) + dhw) as u64;
+            assert_eq!(
+                plan(true) - plan(false),
+                fewer,
+                "{cell:?} {precision:?}: bytes a forward-only plan does not hold"
+            );
+        }
+    }
 }

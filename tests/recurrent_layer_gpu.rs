@@ -190,34 +190,60 @@ fn check_stacks(gpu: &recur::Gpu, test: &str, kernels: RecurrentKernels) {
                 )
                 .unwrap();
 
-            let mut exec = GpuExecutor::new(gpu);
-            exec.set_recurrent_kernels(kernels);
-            let opts = StackOptions {
-                grads: true,
-                lengths: lengths.is_some(),
-                dropout_seed: train.map(|k| k.seed),
-            };
-            let run = layer.plan(&mut exec, batch, steps, opts).unwrap();
-            let mut outputs = vec![run.recorded().output, run.input_grad().unwrap()];
-            outputs.extend(run.param_grads().unwrap().values());
-            for t in outputs {
-                let g = exec.tensor(run.program, t).unwrap();
-                g.write(&vec![f32::NAN; g.len()]).unwrap();
-            }
+            // The stack planned with a backward (and dropout in training) or without one,
+            // outputs poisoned, and its forward.
             let step = train.map_or(0, |k| k.step);
-            let got = run
-                .forward(
-                    &mut exec,
-                    &x,
-                    lengths.as_deref(),
-                    Some(&h0),
-                    c0.as_deref(),
-                    step,
-                )
-                .unwrap();
+            let forward = |grads: bool| {
+                let mut exec = GpuExecutor::new(gpu);
+                exec.set_recurrent_kernels(kernels);
+                let opts = StackOptions {
+                    grads,
+                    lengths: lengths.is_some(),
+                    dropout_seed: train.filter(|_| grads).map(|k| k.seed),
+                };
+                let run = layer.plan(&mut exec, batch, steps, opts).unwrap();
+                let mut outputs = vec![run.recorded().output];
+                if grads {
+                    outputs.push(run.input_grad().unwrap());
+                    outputs.extend(run.param_grads().unwrap().values());
+                }
+                for t in outputs {
+                    let g = exec.tensor(run.program, t).unwrap();
+                    g.write(&vec![f32::NAN; g.len()]).unwrap();
+                }
+                let got = run
+                    .forward(
+                        &mut exec,
+                        &x,
+                        lengths.as_deref(),
+                        Some(&h0),
+                        c0.as_deref(),
+                        step,
+                    )
+                    .unwrap();
+                (exec, run, got)
+            };
+            let (mut exec, run, got) = forward(true);
             let got_g = run
                 .backward(&mut exec, Some(&d_out), Some(&d_hn), d_cn.as_deref(), step)
                 .unwrap();
+            if train.is_none() {
+                // The same forward planned without a backward, whose layers keep one row of
+                // `saved` per batch entry rather than one per step: the same bits.
+                let (_, _, inferred) = forward(false);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                for (what, a, b) in [
+                    ("output", &inferred.output, &got.output),
+                    ("h_n", &inferred.h_n, &got.h_n),
+                    ("c_n", &inferred.c_n, &got.c_n),
+                ] {
+                    assert_eq!(
+                        bits(a),
+                        bits(b),
+                        "{cfg:?} {lengths:?}: {what} without a backward"
+                    );
+                }
+            }
 
             if wavefront {
                 // The stack is taken, dropout between its layers included: a wavefront's

@@ -528,7 +528,8 @@ impl StackCase {
 }
 
 /// A random bidirectional two-layer stack with lengths and every kind of dropout, forward
-/// and backward (the recurrent, merge, dropout and GEMM kernels together).
+/// and backward (the recurrent, merge, dropout and GEMM kernels together); then its forward
+/// planned without a backward, as inference runs it.
 fn recurrent_stack(
     gpu: &Gpu,
     rng: &mut StdRng,
@@ -589,11 +590,38 @@ fn recurrent_stack(
         case.cfg.input_size,
         case.cfg.hidden_size
     );
+    // The same stack planned without a backward (inference: no dropout, and only one row
+    // per batch entry of `saved`), against the twin's inference forward.
+    let want_infer = case.layer.infer_cpu(
+        &case.params,
+        &f64v(&case.x),
+        batch,
+        steps,
+        Some(&case.lengths),
+        None,
+        None,
+    )?;
+    let mut infer_exec = GpuExecutor::new(gpu);
+    infer_exec.set_recurrent_kernels(kernels);
+    let opts = StackOptions {
+        grads: false,
+        lengths: true,
+        dropout_seed: None,
+    };
+    let infer = case.layer.plan(&mut infer_exec, batch, steps, opts)?;
+    let out = infer_exec.tensor(infer.program, infer.recorded().output)?;
+    out.write(&vec![f32::NAN; out.len()])?;
+    let got_infer = infer.forward(&mut infer_exec, &case.x, Some(&case.lengths), None, None, 0)?;
     Ok(vec![
         CheckResult::checked(
             gpu,
             format!("recurrent forward {shape}: output"),
             &[(&got.output, &want.output)],
+        ),
+        CheckResult::checked(
+            gpu,
+            format!("recurrent inference {shape}: output"),
+            &[(&got_infer.output, &want_infer.output)],
         ),
         CheckResult::checked(
             gpu,

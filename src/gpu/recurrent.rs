@@ -77,12 +77,13 @@ struct Config {
     wt_copy: u32,
     off_imask: u32,
     wt_f32: u32,
+    saves: u32,
     /// A uniform struct's size is a multiple of 16 bytes in WGSL.
-    _pad: [u32; 2],
+    _pad: [u32; 1],
 }
 
 super::uniform_mirror!(UNIFORM_MIRROR: Config in "recurrent" as "Config" {
-    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out, dir_y, wave, off_wi, wt_write, wt_copy, off_imask, wt_f32,
+    batch, hidden, steps, gate_width, act_width, out_stride, out_offset, batch_first, off_cell, off_act, has_dy, has_bias_hh, off_c0, off_hn, off_cn, off_dhn, off_dcn, off_dh, off_dc, off_dh0, hp, off_wp, off_dhw, dir_first, dir_gates, dir_wt, dir_smap, dir_saved, dir_state, dir_rmask, dir_out, dir_y, wave, off_wi, wt_write, wt_copy, off_imask, wt_f32, saves,
 });
 
 /// Regions of the `state` buffer, each B * H, in this order.
@@ -535,12 +536,11 @@ impl Workspace {
         } else {
             rows
         };
-        let cell_rows = if cell.has_cell_state() { rows } else { 0 };
         Self {
             gates: gate_rows * gw,
             wt_words: WeightCopies::of(shape, precision).words(in_step_input),
             smap: shape.steps * b,
-            saved: (rows + cell_rows) * h + rows * precision.activation_words(cell) * h,
+            saved: SavedLayout::of(shape, grads, precision).len,
             state: REGIONS * b * h,
             // A stack's layers keep their input dropout mask after the recurrent one
             // (`off_imask` in recurrent.wgsl).
@@ -557,6 +557,47 @@ impl Workspace {
             saved: d * self.saved,
             state: d * self.state,
             rmask: d * self.rmask,
+        }
+    }
+}
+
+/// Where the regions of one layer-direction's `saved` lie (`saved` and `saved_row` in
+/// recurrent.wgsl), in words: h_prev at 0, then LSTM's cell states at `off_cell`, then the
+/// activations at `off_act`, [`Precision::activation_words`] x H words a row.
+///
+/// A plan with a backward keeps a row of each per output row (T x B rows): the weight
+/// gradients read h_prev, the backward the cell states and activations. A forward-only plan
+/// keeps one row per batch entry of what its forward reads back itself, overwritten every step:
+/// LSTM's cell state (the next step's c_prev) and GRU reset-before's activations (the step's
+/// second dispatch reads z and r * h); nothing for the other cells. As PyTorch's forward
+/// under `no_grad`, it then takes memory independent of the sequence's length: LSTM
+/// 256x32x100 in f32 keeps 32 KiB instead of 18.8 MiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SavedLayout {
+    off_cell: usize,
+    off_act: usize,
+    /// Words in all, at least 1 (a binding cannot be empty).
+    len: usize,
+}
+
+impl SavedLayout {
+    fn of(shape: &RecurrentShape, grads: bool, precision: Precision) -> Self {
+        let (h, rows, cell) = (shape.hidden, shape.rows(), shape.cell);
+        let kept = if grads { rows } else { shape.batch };
+        let hprev_rows = if grads { rows } else { 0 };
+        let cell_rows = if cell.has_cell_state() { kept } else { 0 };
+        let act_rows = if grads || cell == CellKind::GruResetBefore {
+            kept
+        } else {
+            0
+        };
+        let off_cell = hprev_rows * h;
+        let off_act = off_cell + cell_rows * h;
+        let len = off_act + act_rows * precision.activation_words(cell) * h;
+        Self {
+            off_cell,
+            off_act,
+            len: len.max(1),
         }
     }
 }
@@ -1247,8 +1288,9 @@ impl RecurrentPlan {
         let wt_len = (h + 1) * cell.gates() * hp;
         let transpose_grid =
             super::launch::grid(gpu, copies.copy_words().div_ceil(256), "transpose_weights")?;
-        let off_cell = rows * h;
-        let off_act = off_cell + if cell.has_cell_state() { rows * h } else { 0 };
+        let SavedLayout {
+            off_cell, off_act, ..
+        } = SavedLayout::of(&shape, grads.is_some(), precision);
         expect("state", state, state_len)?;
         if let Some(m) = recurrent_mask {
             expect("recurrent dropout mask", m, bsz * h)?;
@@ -1374,7 +1416,8 @@ impl RecurrentPlan {
                 _ => 0,
             },
             wt_f32: 0,
-            _pad: [0; 2],
+            saves: grads.is_some() as u32,
+            _pad: [0; 1],
         };
         let cfg_buffer = gpu.uniform(&cfg);
         // A stack's layers above the first take their input projection in the step, from
@@ -1887,15 +1930,22 @@ impl RecurrentPlan {
     /// [`Precision::F16Storage`], those kept in f16 ([`Precision::f16_activations`]) are
     /// decoded from their pairs, each the f32 activation rounded by
     /// [`crate::cpu::precision::f16_storage_bits`]. Empty for RNN, which saves none. Rows
-    /// past a sequence's length hold whatever the buffer held.
+    /// past a sequence's length hold whatever the buffer held. An error for a plan without a
+    /// backward, which keeps none.
     pub fn saved_activations(&self) -> Result<Vec<f32>> {
         let (h, rows, cell) = (self.shape.hidden, self.shape.rows(), self.shape.cell);
+        ensure!(
+            self.backward.is_some(),
+            Invalid,
+            "this {} plan has no backward, so its forward saves no activations",
+            cell.name()
+        );
         let words = self.precision.activation_words(cell);
         if words == 0 {
             return Ok(Vec::new());
         }
-        let cell_rows = if cell.has_cell_state() { rows } else { 0 };
-        let off_act = self.offsets.saved + (rows + cell_rows) * h;
+        let layout = SavedLayout::of(&self.shape, true, self.precision);
+        let off_act = self.offsets.saved + layout.off_act;
         let stored = self.saved.read_range(off_act, rows * words * h)?;
         let (values, paired) = (cell.act_width(), self.precision.f16_activations(cell));
         Ok((0..rows * values * h)
@@ -2004,7 +2054,8 @@ impl RecurrentPlan {
     /// | backward_finish | | dh 4 | dh0 4 |
     ///
     /// (dy is counted as read whether or not the plan has one; a mask adds 4 bytes read;
-    /// f16 storage stores LSTM's and GRU's four activations in two words.)
+    /// f16 storage stores LSTM's and GRU's four activations in two words; a plan without a
+    /// backward writes no h_prev, no activations but GRU reset-before's, and no n.)
     fn step_cost(&self, kernel: &Kernel, s: usize) -> Cost {
         let sh = &self.shape;
         let (h, b) = (sh.hidden, sh.batch);
@@ -2170,8 +2221,16 @@ impl RecurrentPlan {
         // f16 storage writes two activations in 4 bytes, not 8 (LSTM's and GRU's four), and
         // the backward reads them so.
         let pairs = self.precision.f16_activations(cell) as f64 / 2.0;
+        // Without a backward the forward writes no h_prev, and of the activations only GRU
+        // reset-before's, which its second half reads (SavedLayout).
+        let backward_only = match cell {
+            CellKind::Lstm | CellKind::Gru => 16.0,
+            _ => 0.0,
+        };
         let (read, written) = match entry {
+            "forward_step" if self.cfg.saves == 0 => (read, written - 4.0 - backward_only),
             "forward_step" => (read, written - 4.0 * pairs),
+            "forward_gru_n" if self.cfg.saves == 0 => (read, written - 4.0),
             "backward_step" => (read - 4.0 * pairs, written),
             _ => (read, written),
         };

@@ -48,6 +48,9 @@ pub struct PlanTable {
     pub forward: PhaseTable,
     /// The backward's kernels (every input and weight gradient).
     pub backward: PhaseTable,
+    /// A forward planned without a backward (inference, as under PyTorch's `no_grad`): the
+    /// same kernels, writing only what the forward itself reads back.
+    pub inference: PhaseTable,
     /// The same work under other schedules ([`schedules`]), "as recorded" first.
     pub schedules: Vec<ScheduleRow>,
 }
@@ -124,9 +127,10 @@ pub fn phase(dispatches: &[DispatchCost], peak: &GpuPeak) -> PhaseTable {
 /// ([`StackSchedule::Layers`]). Where the plans record a wavefront instead, the schedules
 /// start with the plans "as recorded", then that recording as "layer by layer".
 pub fn plan_table(gpu: &Gpu, case: &RecurrentCase, peak: &GpuPeak) -> Result<PlanTable> {
-    let (forward_ops, backward_ops) = op_costs(gpu, case, None)?;
+    let (forward_ops, backward_ops) = op_costs(gpu, case, None, true)?;
     let (forward, backward) = (recorded(&forward_ops), recorded(&backward_ops));
-    let (layer_forward, layer_backward) = op_costs(gpu, case, Some(StackSchedule::Layers))?;
+    let inference = recorded(&op_costs(gpu, case, None, false)?.0);
+    let (layer_forward, layer_backward) = op_costs(gpu, case, Some(StackSchedule::Layers), true)?;
     let mut rows = schedules(&layer_forward, &layer_backward, peak);
     if (forward.len(), backward.len()) != (rows[0].forward.0 as usize, rows[0].backward.0 as usize)
     {
@@ -146,16 +150,19 @@ pub fn plan_table(gpu: &Gpu, case: &RecurrentCase, peak: &GpuPeak) -> Result<Pla
         launch_seconds: LAUNCH_SECONDS,
         forward: phase(&forward, peak),
         backward: phase(&backward, peak),
+        inference: phase(&inference, peak),
         schedules: rows,
     })
 }
 
 /// The dispatches of the case's forward and backward by op, recorded (never submitted) on
-/// `gpu` with the stack schedule `stack` (`None`: the executor's rule).
+/// `gpu` with the stack schedule `stack` (`None`: the executor's rule). Without `backward`,
+/// the forward of a program that has none (no dropout either), and no backward dispatches.
 fn op_costs(
     gpu: &Gpu,
     case: &RecurrentCase,
     stack: Option<StackSchedule>,
+    backward: bool,
 ) -> Result<(Vec<OpCosts>, Vec<OpCosts>)> {
     let layer = Recurrent::new(case.config(), 11)?;
     let mut exec = GpuExecutor::new(gpu);
@@ -171,8 +178,12 @@ fn op_costs(
     let mut p = ProgramBuilder::new();
     let input = p.input("input", &[b * t, c.input_size]);
     // With dropout, a training step's program (any seed: the masks' values cost nothing).
-    let seed = (case.dropout > 0.0).then_some(1);
+    let seed = (backward && case.dropout > 0.0).then_some(1);
     let rec = layer.record_forward(&mut p, "", input, b, t, None, seed)?;
+    if !backward {
+        let program = exec.load(p.finish())?;
+        return Ok((exec.phase_costs_by_op(program, 0)?, Vec::new()));
+    }
     p.next_phase();
     let d_out = p.input("output gradient", &[b * t, c.output_size()]);
     layer.record_backward(&mut p, &rec, Some(d_out))?;
@@ -234,6 +245,10 @@ impl PlanTable {
             cost.unique_read / 1e6,
             cost.bytes_written / 1e6,
             (f.seconds + b.seconds) * 1e3
+        ));
+        s.push_str(&line(
+            &self.inference.total,
+            "inference (forward without a backward)",
         ));
         if self.schedules.len() > 1 {
             s.push_str(
