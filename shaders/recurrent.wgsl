@@ -238,35 +238,52 @@ fn saved_row(row: u32, b: u32) -> u32 {
     return b;
 }
 
-// How many of the activations a unit saves per step, from the first, f16 storage keeps as
-// pairs of f16, two to a word, each pair written by one invocation at once: LSTM's i, f, g, o
-// and GRU's r, z, n, W_hn h + b_hn. GRU reset-before's stay f32: its step's second dispatch
-// (forward_gru_n_unit) reads z to compute h, and r * h is an operand of products. 0 in f32.
-// RNN saves none at all: its backward reads the output, which is its activation.
+// Which of the activations a unit saves per step f16 storage keeps in f16, two to a 32-bit
+// word: LSTM's i, f, g, o and GRU's r, z, n, W_hn h + b_hn (two pairs, each written by one
+// invocation at once), and GRU reset-before's r and n (one word, r written by the step's
+// first dispatch, n by its second). Reset-before's z stays f32, since the second dispatch
+// reads it to compute h, and so does r * h, an operand of products. None in f32. RNN saves
+// none at all: its backward reads the output, which is its activation.
 fn f16_activations() -> u32 {
     if (F16_STORAGE == 0u) {
         return 0u;
     }
     switch CELL {
         case 2u, 3u: { return 4u; }
+        case 4u: { return 2u; }
         default: { return 0u; }
     }
 }
 
+// How many of activations 0 .. a f16 storage keeps in f16 (reset-before: r and n, the even
+// ones).
+fn f16_below(a: u32) -> u32 {
+    if (CELL == GRU_RESET_BEFORE) {
+        return min((a + 1u) / 2u, f16_activations());
+    }
+    return min(a, f16_activations());
+}
+
+fn is_f16_activation(a: u32) -> bool {
+    return f16_below(a + 1u) > f16_below(a);
+}
+
 // Where activation a of unit k lies in the row of act that starts at `act`: a column of H
-// words per activation, or per pair of f16 (the first of a pair in the low half).
+// words per pair of f16 activations (the first of a pair in the low half), then one per f32
+// activation. CPU side: Precision::activation_column.
 fn activation_at(act: u32, a: u32, k: u32) -> u32 {
-    let pairs = f16_activations();
-    var column = a - pairs / 2u;
-    if (a < pairs) {
-        column = a / 2u;
+    let below = f16_below(a);
+    var column = (f16_activations() + 1u) / 2u + a - below;
+    if (is_f16_activation(a)) {
+        column = below / 2u;
     }
     return act + column * cfg.hidden + k;
 }
 
-// Stores activations a (even) and a + 1 of unit k: one word of two f16, or two f32.
+// Stores activations a and a + 1 of unit k, both f16 or both f32 (LSTM's and GRU's): one word
+// of two f16, or two f32.
 fn save_activation_pair(act: u32, a: u32, k: u32, first: f32, second: f32) {
-    if (a < f16_activations()) {
+    if (is_f16_activation(a)) {
         saved[dsv + activation_at(act, a, k)] = f16_storage_bits(first) | (f16_storage_bits(second) << 16u);
         return;
     }
@@ -274,16 +291,28 @@ fn save_activation_pair(act: u32, a: u32, k: u32, first: f32, second: f32) {
     save_at(activation_at(act, a + 1u, k), second);
 }
 
-// Stores activation a of unit k where it is kept in f32 (a >= f16_activations()).
+// Stores activation a of unit k alone: an f32 word, or one half of a word of f16. The low
+// half comes first and writes the whole word; the high half, stored later by the same
+// invocation (reset-before's n, in the step's second dispatch, after r), keeps it.
 fn save_activation(act: u32, a: u32, k: u32, v: f32) {
-    save_at(activation_at(act, a, k), v);
+    let at = activation_at(act, a, k);
+    if (is_f16_activation(a)) {
+        let bits = f16_storage_bits(v);
+        if (f16_below(a) % 2u == 0u) {
+            saved[dsv + at] = bits;
+        } else {
+            saved[dsv + at] = (saved[dsv + at] & 0xffffu) | (bits << 16u);
+        }
+        return;
+    }
+    save_at(at, v);
 }
 
 fn saved_activation(act: u32, a: u32, k: u32) -> f32 {
     let at = activation_at(act, a, k);
-    if (a < f16_activations()) {
+    if (is_f16_activation(a)) {
         let pair = unpack2x16float(saved[dsv + at]);
-        return select(pair.y, pair.x, (a & 1u) == 0u);
+        return select(pair.y, pair.x, f16_below(a) % 2u == 0u);
     }
     return saved_at(at);
 }
@@ -666,10 +695,14 @@ fn forward_unit(s: u32, b: u32, k: u32, hw: vec4<f32>) -> f32 {
             new_h = (1.0 - z) * n + z * hp;
         }
         default: {
-            // GRU reset-before, first half: r, z and r * h.
+            // GRU reset-before, first half: r, z and r * h (z and r * h read back by the
+            // second half).
             let r = sigmoid(gate_values[dg + xr + k] + hw.x);
             let z = sigmoid(gate_values[dg + xr + h + k] + hw.y);
-            save_activation_pair(act, 0u, k, r, z);
+            if (cfg.saves != 0u) {
+                save_activation(act, 0u, k, r);
+            }
+            save_activation(act, 1u, k, z);
             save_activation(act, 3u, k, r * hm);
             return r * hm;
         }

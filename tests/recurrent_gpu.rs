@@ -282,12 +282,11 @@ fn check_with(
         rmask.is_some()
     );
     // With f16 storage, the backward reads most gate activations as the GPU stored them
-    // (Precision::f16_activations), each rounded to f16 from the GPU's f32 value. Rounding
+    // (Precision::is_f16_activation), each rounded to f16 from the GPU's f32 value. Rounding
     // the reference's own values instead would part ways wherever the two sit on either side
     // of an f16 rounding boundary, so: each is checked to be an f16 value within f16's
     // rounding of the reference's, and the reference backward then starts from them.
-    let paired = precision.f16_activations(cell) * h;
-    if reference == Reference::AsStored && paired > 0 {
+    if reference == Reference::AsStored && precision.f16_activations(cell) > 0 {
         let stored = plan.saved_activations().unwrap();
         let width = cell.act_width() * h;
         assert_eq!(stored.len(), saved.act.len(), "{ctx}: saved activations");
@@ -299,9 +298,10 @@ fn check_with(
             };
             lengths.as_ref().is_none_or(|l| t < l[b])
         };
+        let in_f16 = |e: usize| precision.is_f16_activation(cell, e % width / h);
         for row in (0..rows).filter(|&row| active(row)) {
-            let span = row * width..row * width + paired;
-            for (e, &got) in span.clone().zip(&stored[span]) {
+            let span = row * width..(row + 1) * width;
+            for (e, &got) in span.clone().zip(&stored[span]).filter(|(e, _)| in_f16(*e)) {
                 let want = saved.act[e];
                 // An f16 value within the two errors f16 storage allows: rounding (2^-11 of
                 // the value) and the flush of magnitudes below 2^-14 (2^-14 absolute). The
@@ -1227,14 +1227,15 @@ fn a_plan_without_a_backward_keeps_a_row_per_batch_entry() {
                 .workspace_bytes()
             };
             // 32-bit words of `saved` per unit: of an output row with a backward (h_prev,
-            // LSTM's c, the activations: two f16 to a word for LSTM and GRU), of a batch entry
-            // without one.
+            // LSTM's c, the activations: two f16 to a word for LSTM's and GRU's four and
+            // reset-before's r and n), of a batch entry without one.
             let f16 = precision == Precision::F16Storage;
             let (with, without) = match cell {
                 CellKind::Lstm if f16 => (4, 1),
                 CellKind::Lstm => (6, 1),
                 CellKind::Gru if f16 => (3, 0),
                 CellKind::Gru => (5, 0),
+                CellKind::GruResetBefore if f16 => (4, 3),
                 CellKind::GruResetBefore => (5, 4),
                 _ => (1, 0),
             };

@@ -2,7 +2,7 @@
 //! host side: `gpu::recurrent::Precision`). A GPU plan with `Precision::F16Storage`
 //! computes the forward the f32 layer computes with W_hh and b_hh passed through
 //! [`f16_storage_value`], so the CPU path checks it by rounding those two first; its
-//! backward reads most gate activations as stored in f16 ([`f16_activations`],
+//! backward reads most gate activations as stored in f16 ([`is_f16_activation`],
 //! [`round_saved_activations`]).
 
 use half::f16;
@@ -34,33 +34,52 @@ pub fn f16_storage_value(v: f32) -> f32 {
     f16::from_bits(f16_storage_bits(v)).to_f32()
 }
 
-/// How many of `cell`'s saved activations ([`super::recurrent::Saved::act`]), from the first,
-/// f16 storage keeps in f16: LSTM's i, f, g, o and GRU's r, z, n, W_hn h + b_hn, which one
-/// invocation writes at once as two pairs. GRU reset-before's stay f32: the step's second
-/// dispatch reads z to compute h, so a rounded z would move the forward, and r * h is an
-/// operand of products (its r and n could share a word, written by the step's two dispatches
-/// in turn: a quarter of its activations, not built). RNN saves none on the GPU: its
-/// backward reads its output.
+/// How many of `cell`'s saved activations ([`super::recurrent::Saved::act`]) f16 storage
+/// keeps in f16 ([`is_f16_activation`] says which): LSTM's i, f, g, o and GRU's r, z, n,
+/// W_hn h + b_hn, which one invocation writes at once as two pairs; GRU reset-before's r and
+/// n, one pair written by the step's two dispatches in turn. Reset-before's z stays f32: the
+/// step's second dispatch reads it to compute h, so a rounded z would move the forward; and
+/// so does r * h, an operand of products. RNN saves none on the GPU: its backward reads its
+/// output.
 pub fn f16_activations(cell: CellKind) -> usize {
     match cell {
         CellKind::Lstm | CellKind::Gru => 4,
-        CellKind::GruResetBefore | CellKind::RnnTanh | CellKind::RnnRelu => 0,
+        CellKind::GruResetBefore => 2,
+        CellKind::RnnTanh | CellKind::RnnRelu => 0,
     }
 }
 
+/// How many of `cell`'s activations 0 .. `a` f16 storage keeps in f16 (`f16_below` in
+/// `shaders/recurrent.wgsl`): for GRU reset-before the even ones, r and n; else the first
+/// [`f16_activations`].
+pub fn f16_below(cell: CellKind, a: usize) -> usize {
+    let below = match cell {
+        CellKind::GruResetBefore => a.div_ceil(2),
+        _ => a,
+    };
+    below.min(f16_activations(cell))
+}
+
+/// Whether f16 storage keeps `cell`'s activation `a` in f16.
+pub fn is_f16_activation(cell: CellKind, a: usize) -> bool {
+    f16_below(cell, a + 1) > f16_below(cell, a)
+}
+
 /// Rounds `act` (a layer's saved activations with `hidden` units,
-/// [`super::recurrent::Saved::act`]) as f16 storage stores them for `cell`: the first
-/// [`f16_activations`] of each row, each value to f32, then through [`f16_storage_value`].
+/// [`super::recurrent::Saved::act`]) as f16 storage stores them for `cell`: those
+/// [`is_f16_activation`] names in each row, each value to f32, then through
+/// [`f16_storage_value`].
 pub fn round_saved_activations<T: Real>(cell: CellKind, hidden: usize, act: &mut [T]) {
-    let (width, rounded) = (cell.act_width() * hidden, f16_activations(cell) * hidden);
-    if rounded == 0 || width == 0 {
+    let width = cell.act_width() * hidden;
+    if f16_activations(cell) == 0 || width == 0 {
         return;
     }
     for row in act.chunks_mut(width) {
-        let end = rounded.min(row.len());
-        for a in &mut row[..end] {
-            let v = a.to_f32().unwrap_or(f32::NAN);
-            *a = T::from(f16_storage_value(v)).unwrap_or_else(T::nan);
+        for (e, a) in row.iter_mut().enumerate() {
+            if is_f16_activation(cell, e / hidden) {
+                let v = a.to_f32().unwrap_or(f32::NAN);
+                *a = T::from(f16_storage_value(v)).unwrap_or_else(T::nan);
+            }
         }
     }
 }
@@ -102,6 +121,8 @@ mod tests {
             round_saved_activations(cell, 1, &mut got);
             let want: Vec<f64> = match cell {
                 CellKind::Lstm | CellKind::Gru => vec![f1, f7, 0.0, f3, f1, f2, f3b, f4],
+                // r and n rounded; z and r * h as they were.
+                CellKind::GruResetBefore => vec![f1, -0.7, 0.0, 0.333_333_333, f1, 0.2, f3b, 0.4],
                 _ => act.to_vec(),
             };
             assert_eq!(got.to_vec(), want, "{cell:?}");

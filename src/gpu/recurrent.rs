@@ -25,7 +25,7 @@ use super::shaders::{BindingKind, SharedLayout};
 use super::{
     Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, PerDispatch, Recorder, WeightGradTensors,
 };
-use crate::cpu::precision::f16_activations;
+use crate::cpu::precision::{f16_activations, f16_below, is_f16_activation};
 use crate::ops::recurrent::{CellKind, RecurrentShape};
 use crate::ops::{Gemm, WeightGrads};
 
@@ -162,10 +162,11 @@ impl StepKernel {
 ///
 /// `F16Storage` halves the bytes of the recurrent products, the traffic that grows with
 /// H x H every step, and most of the memory of the saved gate activations
-/// ([`Precision::f16_activations`]): LSTM's i, f, g, o and GRU's r, z, n and W_hn h + b_hn
-/// (a row of `saved` drops from 6H words to 4H for LSTM, from 5H to 3H for GRU). GRU
-/// reset-before's stay f32 (its step's second dispatch reads z to compute h). RNN saves no
-/// activation in either precision: its backward reads its output. It decodes with
+/// ([`Precision::f16_activations`]): LSTM's i, f, g, o, GRU's r, z, n and W_hn h + b_hn, and
+/// GRU reset-before's r and n (a row of `saved` drops from 6H words to 4H for LSTM, from 5H
+/// to 3H for GRU, from 5H to 4H for reset-before, whose z the step's second dispatch reads to
+/// compute h, and whose r * h is an operand of products). RNN saves no activation in either
+/// precision: its backward reads its output. It decodes with
 /// `unpack2x16float`, which is core WGSL, so it runs on every adapter, with or without
 /// `SHADER_F16`.
 ///
@@ -209,32 +210,52 @@ impl Precision {
 
     /// 32-bit words a row of the saved activations (`act` in `shaders/recurrent.wgsl`) takes
     /// per hidden unit: one per activation ([`CellKind::act_width`]), except that f16
-    /// storage keeps the first [`f16_activations`] as pairs of f16, one word a pair, and that
+    /// storage keeps [`f16_activations`] of them as pairs of f16, one word a pair, and that
     /// RNN saves none (its backward reads its output).
     pub fn activation_words(self, cell: CellKind) -> usize {
         if matches!(cell, CellKind::RnnTanh | CellKind::RnnRelu) {
             return 0;
         }
         let paired = self.f16_activations(cell);
-        paired / 2 + cell.act_width() - paired
+        paired.div_ceil(2) + cell.act_width() - paired
     }
 
-    /// The word column (of H words) where activation `a` of a row of `act` starts: pairs of
-    /// f16 share one (`activation_at` in `shaders/recurrent.wgsl`).
+    /// The word column (of H words) where activation `a` of a row of `act` starts
+    /// (`activation_at` in `shaders/recurrent.wgsl`): the pairs of f16 first, in order,
+    /// then the f32 activations.
     pub fn activation_column(self, cell: CellKind, a: usize) -> usize {
-        let paired = self.f16_activations(cell);
-        if a < paired {
-            a / 2
+        let below = self.f16_below(cell, a);
+        if self.is_f16_activation(cell, a) {
+            below / 2
         } else {
-            a - paired / 2
+            self.f16_activations(cell).div_ceil(2) + a - below
         }
     }
 
-    /// How many of `cell`'s saved activations, from the first, this precision keeps in f16.
+    /// Which half of its word activation `a` takes where it is kept in f16: 0 the low half,
+    /// 1 the high one.
+    pub fn activation_half(self, cell: CellKind, a: usize) -> usize {
+        self.f16_below(cell, a) % 2
+    }
+
+    /// How many of `cell`'s saved activations this precision keeps in f16.
     pub fn f16_activations(self, cell: CellKind) -> usize {
         match self {
             Precision::F32 => 0,
             Precision::F16Storage => f16_activations(cell),
+        }
+    }
+
+    /// Whether this precision keeps `cell`'s activation `a` in f16.
+    pub fn is_f16_activation(self, cell: CellKind, a: usize) -> bool {
+        self == Precision::F16Storage && is_f16_activation(cell, a)
+    }
+
+    /// How many of `cell`'s activations 0 .. `a` this precision keeps in f16.
+    fn f16_below(self, cell: CellKind, a: usize) -> usize {
+        match self {
+            Precision::F32 => 0,
+            Precision::F16Storage => f16_below(cell, a),
         }
     }
 
@@ -1947,17 +1968,15 @@ impl RecurrentPlan {
         let layout = SavedLayout::of(&self.shape, true, self.precision);
         let off_act = self.offsets.saved + layout.off_act;
         let stored = self.saved.read_range(off_act, rows * words * h)?;
-        let (values, paired) = (cell.act_width(), self.precision.f16_activations(cell));
+        let (values, p) = (cell.act_width(), self.precision);
         Ok((0..rows * values * h)
             .map(|e| {
                 let (row, a, k) = (e / (values * h), e / h % values, e % h);
-                let word =
-                    stored[row * words * h + self.precision.activation_column(cell, a) * h + k];
-                if a >= paired {
+                let word = stored[row * words * h + p.activation_column(cell, a) * h + k];
+                if !p.is_f16_activation(cell, a) {
                     return word;
                 }
-                // The first of a pair in the low half.
-                let bits = (word.to_bits() >> (16 * (a % 2))) as u16;
+                let bits = (word.to_bits() >> (16 * p.activation_half(cell, a))) as u16;
                 half::f16::from_bits(bits).to_f32()
             })
             .collect())
@@ -2054,8 +2073,10 @@ impl RecurrentPlan {
     /// | backward_finish | | dh 4 | dh0 4 |
     ///
     /// (dy is counted as read whether or not the plan has one; a mask adds 4 bytes read;
-    /// f16 storage stores LSTM's and GRU's four activations in two words; a plan without a
-    /// backward writes no h_prev, no activations but GRU reset-before's, and no n.)
+    /// f16 storage stores LSTM's and GRU's four activations in two words, and GRU
+    /// reset-before's r and n in one, which forward_gru_n reads back to add n; a plan
+    /// without a backward writes no h_prev, no activations but GRU reset-before's z and
+    /// r * h, and no n.)
     fn step_cost(&self, kernel: &Kernel, s: usize) -> Cost {
         let sh = &self.shape;
         let (h, b) = (sh.hidden, sh.batch);
@@ -2219,18 +2240,25 @@ impl RecurrentPlan {
             _ => (0.0, 0.0, 0.0),
         };
         // f16 storage writes two activations in 4 bytes, not 8 (LSTM's and GRU's four), and
-        // the backward reads them so.
-        let pairs = self.precision.f16_activations(cell) as f64 / 2.0;
+        // the backward reads them so. GRU reset-before's r and n share a word: the step's
+        // first half writes it with r, the second reads it back to add n.
+        let f16 = self.precision.f16_activations(cell) as f64;
+        let (pairs, shared_word) = match cell {
+            CellKind::GruResetBefore => (0.0, if f16 > 0.0 { 4.0 } else { 0.0 }),
+            _ => (f16 / 2.0, 0.0),
+        };
         // Without a backward the forward writes no h_prev, and of the activations only GRU
-        // reset-before's, which its second half reads (SavedLayout).
+        // reset-before's z and r * h, which its second half reads (SavedLayout).
         let backward_only = match cell {
             CellKind::Lstm | CellKind::Gru => 16.0,
+            CellKind::GruResetBefore => 4.0,
             _ => 0.0,
         };
         let (read, written) = match entry {
             "forward_step" if self.cfg.saves == 0 => (read, written - 4.0 - backward_only),
             "forward_step" => (read, written - 4.0 * pairs),
             "forward_gru_n" if self.cfg.saves == 0 => (read, written - 4.0),
+            "forward_gru_n" => (read + shared_word, written),
             "backward_step" => (read - 4.0 * pairs, written),
             _ => (read, written),
         };
