@@ -182,7 +182,7 @@ fn dsigmoid(y: f32) -> f32 {
 @group(0) @binding(4) var<storage, read> smap: array<u32>;        // [T, B] step map
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;     // [rows, out_stride]
 // hprev | cell | act (rows as saved_row says), as 32-bit words: f32 bits (saved_at,
-// save_at), or for the activations of f16 storage two f16 each (save_activations). Words
+// save_at), or for the activations of f16 storage two f16 each (save_activation_pair). Words
 // rather than f32 so that a pair of halves that reads as an f32 subnormal or NaN is never
 // touched by float rules.
 @group(0) @binding(6) var<storage, read_write> saved: array<u32>;
