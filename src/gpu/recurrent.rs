@@ -1965,8 +1965,7 @@ impl RecurrentPlan {
         if words == 0 {
             return Ok(Vec::new());
         }
-        let layout = SavedLayout::of(&self.shape, true, self.precision);
-        let off_act = self.offsets.saved + layout.off_act;
+        let off_act = self.offsets.saved + self.cfg.off_act as usize;
         let stored = self.saved.read_range(off_act, rows * words * h)?;
         let (values, p) = (cell.act_width(), self.precision);
         Ok((0..rows * values * h)
