@@ -314,7 +314,9 @@ pub const SEQUENCE_TILES: [usize; 4] = [8, 4, 2, 1];
 /// The most W_hh (bytes as stored: G x H x H x 4, or x 2 in [`Precision::F16Storage`]) the
 /// rule lets one workgroup stream each step, where the step kernels are [`StepKernel::Entry`].
 pub const SEQUENCE_MAX_WEIGHT_BYTES: usize = 1 << 20;
-/// The same where the step kernels are [`StepKernel::Tiled`].
+/// The same where the step kernels are [`StepKernel::Tiled`], for a cell whose step path
+/// runs one dispatch a step; twice that for GRU reset-before, whose step path runs two
+/// ([`RecurrentPath`]).
 pub const SEQUENCE_MAX_WEIGHT_BYTES_TILED: usize = 96 << 10;
 
 /// Invocations per workgroup of the sequence kernels (`SEQ_QUADS` in recurrent.wgsl), each
@@ -323,6 +325,16 @@ const SEQUENCE_QUADS: usize = 64;
 /// Loop iterations counted per pass over a product for the loops around it (over the gates,
 /// the tile's entries and the 4 units of a quad, where the compiler does not unroll them).
 const LOOP_OVERHEAD: usize = 16;
+
+/// Dispatches the step path runs a step: two for GRU with the reset gate before the product
+/// (the n product reads r * h, and WGSL has no barrier across workgroups to wait for every
+/// unit's r), else one.
+fn step_dispatches(cell: CellKind) -> usize {
+    match cell {
+        CellKind::GruResetBefore => 2,
+        _ => 1,
+    }
+}
 
 /// How a plan records the forward's recurrence.
 ///
@@ -344,7 +356,14 @@ const LOOP_OVERHEAD: usize = 16;
 ///   sequence kernel wins only on small weights: modelled on an H100, LSTM forward at
 ///   B = 32, T = 100 it wins at H = 72 (0.49 against 0.54 ms) and loses at H = 78 (0.57
 ///   against 0.54), RNN breaks even at H = 156; at B = 1, T = 1000 LSTM it wins at H = 80
-///   (4.3 against 5.2 ms) and loses at H = 96 (6.1 against 5.3).
+///   (4.3 against 5.2 ms) and loses at H = 96 (6.1 against 5.3). What the cap buys is the
+///   launches the sequence kernel saves, and GRU reset-before's step path launches two
+///   dispatches a step (its n product reads r * h, which needs every unit's r), so with the
+///   tiled kernels its cap is twice the others' (192 KiB: H <= 128). Modelled, reset-before
+///   forward + backward, sequence against step: 1.80 against 2.15 ms at H = 112, B = 32,
+///   T = 100; 2.25 against 2.17 at H = 128 (and 1.93 against 2.14 at B = 4); 16.4 against
+///   20.8 at H = 128, B = 1, T = 1000; 20.6 against 20.9 at H = 144 there. The entry kernels'
+///   cap is not scaled: the cost model does not plan them.
 ///
 /// The sizes above are for f32 weights; the rule counts the bytes as stored, so with
 /// [`Precision::F16Storage`] it takes the sequence kernel up to 2x the elements of W_hh (LSTM
@@ -441,7 +460,7 @@ impl RecurrentPath {
         let weight_bytes = precision.weight_bytes() * shape.gate_width() * shape.hidden;
         let most = match step {
             StepKernel::Entry => SEQUENCE_MAX_WEIGHT_BYTES,
-            StepKernel::Tiled => SEQUENCE_MAX_WEIGHT_BYTES_TILED,
+            StepKernel::Tiled => SEQUENCE_MAX_WEIGHT_BYTES_TILED * step_dispatches(shape.cell),
         };
         match Self::sequence_tile(gpu, shape) {
             Some(_) if weight_bytes <= most => RecurrentPath::Sequence,

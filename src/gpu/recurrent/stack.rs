@@ -25,7 +25,6 @@ use super::{
     TILED_BACKWARD, TILED_FORWARD,
 };
 use crate::error::{bail, ensure, err, Result};
-use crate::ops::recurrent::CellKind;
 
 /// How an executor records the layers of a unidirectional stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,12 +114,8 @@ impl StackSchedule {
     /// layers of `shape`, per step dispatch of a wave: what
     /// [`WAVEFRONT_MIN_SEQUENCE_WEIGHT_BYTES`] bounds.
     fn sequence_weight_bytes(shape: &RecurrentShape, layers: usize, precision: Precision) -> usize {
-        let per_step = match shape.cell {
-            CellKind::GruResetBefore => 2,
-            _ => 1,
-        };
         let layer = precision.weight_bytes() * shape.gate_width() * shape.hidden;
-        layers.saturating_mul(layer) / per_step
+        layers.saturating_mul(layer) / super::step_dispatches(shape.cell)
     }
 
     /// Bytes one step's in-step product of a layer above the first reads (f32, H inputs),
