@@ -77,6 +77,21 @@ fn train_and_generate_on_a_users_text_then_reject_bad_input() {
         (vec!["--text", t, "--lr", "0"], "lr = 0"),
         (vec!["--text", t, "--lr", "NaN"], "lr = NaN"),
         (vec!["--text", t, "--batch", "1000"], "too few"),
+        (
+            vec!["--text", t, "--hidden", "0"],
+            "--hidden: hidden size 0",
+        ),
+        (
+            vec!["--text", t, "--embed", "0"],
+            "--embed: embedding size 0",
+        ),
+        (vec!["--text", t, "--layers", "0"], "--layers: layers 0"),
+        (vec!["--text", t, "--batch", "0"], "--batch: batch 0"),
+        (
+            vec!["--text", t, "--seq-len", "0"],
+            "--seq-len: sequence length 0",
+        ),
+        (vec!["--text", t, "--steps", "0"], "--steps: train_steps 0"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["train", "--out", o, "--backend", "cpu"];

@@ -149,7 +149,7 @@ impl Streams {
         ensure!(
             batch > 0 && steps > 0,
             Invalid,
-            "batch and sequence length must be > 0"
+            "a batch of {batch} streams of {steps} characters: expected at least 1 of each"
         );
         let per_stream = ids.len() / batch;
         let chunks = per_stream.saturating_sub(1) / steps;
@@ -327,13 +327,17 @@ impl CharLmOptions {
     /// An error naming the first option out of range (sizes and counts of 0, a validation
     /// fraction outside `[0, 0.5)`, dropout rates, the learning rate or the clip).
     pub fn validate(&self) -> Result<()> {
-        ensure!(
-            self.hidden > 0 && self.embed > 0 && self.layers > 0,
-            Invalid,
-            "hidden size, embedding size and layers must be > 0"
-        );
-        ensure!(self.train_steps > 0, Invalid, "train_steps must be > 0");
-        ensure!(self.eval_every > 0, Invalid, "eval_every must be > 0");
+        for (what, n) in [
+            ("hidden size", self.hidden as u64),
+            ("embedding size", self.embed as u64),
+            ("layers", self.layers as u64),
+            ("batch", self.batch as u64),
+            ("sequence length", self.seq_len as u64),
+            ("train_steps", self.train_steps),
+            ("eval_every", self.eval_every),
+        ] {
+            ensure!(n > 0, Invalid, "{what} {n} is invalid: expected at least 1");
+        }
         ensure!(
             self.valid_fraction.is_finite() && (0.0..0.5).contains(&self.valid_fraction),
             Invalid,

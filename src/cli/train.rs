@@ -133,7 +133,12 @@ pub struct GenerateArgs {
 }
 
 /// `CharLmOptions`' fields, as its messages name them, and their flags.
-const FLAGS: [(&str, &str); 6] = [
+const FLAGS: [(&str, &str); 11] = [
+    ("hidden size", "--hidden"),
+    ("embedding size", "--embed"),
+    ("layers", "--layers"),
+    ("batch", "--batch"),
+    ("sequence length", "--seq-len"),
     ("train_steps", "--steps"),
     ("eval_every", "--eval-every"),
     ("validation fraction", "--valid-fraction"),
