@@ -4,13 +4,21 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::error::{err, IoResultExt, Result};
+use crate::error::{bail, err, IoResultExt, Result};
 
 use crate::memory::{vec_with_capacity, Budget};
 
 /// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it
 /// over `path`, so a crash leaves either the old file or the new one, never a broken one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Checked first: the rename onto a directory would fail only after the whole write.
+    if path.is_dir() {
+        bail!(
+            Invalid,
+            "{} is a directory: expected the path of a file to write",
+            path.display()
+        );
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

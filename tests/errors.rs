@@ -76,6 +76,30 @@ fn a_missing_file_is_an_io_error_naming_the_path() {
 }
 
 #[test]
+fn saving_onto_a_directory_is_an_invalid_argument_and_leaves_nothing_behind() {
+    let mut model = Model::lstm(3, 4)
+        .dense(1)
+        .mse()
+        .build(&Backend::Cpu)
+        .unwrap();
+    let dir = tmp("a-directory");
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = model.save(&dir).unwrap_err();
+    assert!(
+        matches!(&e, Error::Invalid(m) if m.contains("a-directory is a directory")),
+        "{e:?}"
+    );
+    let parent = dir.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("a-directory.tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn an_out_of_range_rate_is_an_invalid_argument_naming_the_field() {
     let rates = DropoutRates {
         input: 1.5,
