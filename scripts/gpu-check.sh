@@ -7,10 +7,11 @@
 # reports the GPU and whether a Vulkan loader and driver are present, brings its own loader
 # (Debian's libvulkan1 carried in .gl/, see scripts/fetch-vulkan-loader.sh) and ICD file where
 # the driver's libraries are there but those are missing, then runs `recur info`,
-# `recur selftest`, `recur bench --quick`, and two LSTM shapes with the step index passed
-# both ways. Where PyTorch with CUDA is installed, it also runs the same LSTM and GRU shapes
-# through cuDNN and prints the ratios. Everything it prints also goes
-# to OUTDIR/gpu-check.log. Each step has a time limit; the whole stays well under 10 minutes.
+# `recur selftest`, `recur bench --quick`, two LSTM shapes with the step index passed both
+# ways, and the recurrent rules' choices (path, stack schedule, f16 storage) against their
+# alternatives. Where PyTorch with CUDA is installed, it also runs the same LSTM and GRU
+# shapes through cuDNN and prints the ratios. Everything it prints also goes to
+# OUTDIR/gpu-check.log. Each step has a time limit; the whole stays well under 10 minutes.
 set -u
 out=${1:?usage: scripts/gpu-check.sh OUTDIR [path/to/recur]}
 bin=${2:-target/release/recur}
@@ -84,6 +85,26 @@ step "step index: immediates (the default where offered) against a dynamic offse
 for way in default offset; do
     (cd "$here" && RECUR_STEP_INDEX=$way timeout 90 "$bin" bench rnn --no-torch --cells lstm \
         --shapes 256x32x100,128x1x1000 --json "$out/step-index-$way.json") | tee "$out/step-index-$way.txt"
+done
+
+# The rules choose by a cost model whose per-unit bandwidth is a guess (BENCHMARKS.md, issue
+# 12): each choice against its alternative, measured, where the model is least sure (small
+# batches and small W_hh for the path; a 2-layer stack for the wavefront; f16 storage).
+step "the rules' choices against their alternatives: path, stack schedule, precision"
+for path in step sequence; do
+    (cd "$here" && RECUR_RECURRENT=$path timeout 60 "$bin" bench rnn --quick --no-torch \
+        --cells lstm,gru-reset-before --shapes 128x1x1000,64x32x100,112x32x100 \
+        --json "$out/path-$path.json") | tee "$out/path-$path.txt"
+done
+for stack in layers wavefront; do
+    (cd "$here" && RECUR_STACK=$stack timeout 45 "$bin" bench rnn --quick --no-torch \
+        --cells lstm --layers 2 --shapes 256x32x100,64x32x100 \
+        --json "$out/stack-$stack.json") | tee "$out/stack-$stack.txt"
+done
+for precision in f32 f16; do
+    (cd "$here" && RECUR_PRECISION=$precision timeout 45 "$bin" bench rnn --quick --no-torch \
+        --cells lstm --shapes 256x32x100,1024x64x100 \
+        --json "$out/precision-$precision.json") | tee "$out/precision-$precision.txt"
 done
 
 step "PyTorch cuDNN on the same shapes"
