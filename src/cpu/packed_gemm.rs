@@ -451,9 +451,14 @@ mod tests {
     use rand::Rng;
 
     /// Fresh sizes, offsets, leading dimensions and values each run (seed printed; set
-    /// `RECUR_TEST_SEED` to repeat one): each kernel the host runs against an f64 reference,
-    /// with `C` poisoned with NaN first and the elements it must not touch left as they were;
-    /// and where the host runs both, the two kernels' outputs the same to the bit.
+    /// `RECUR_TEST_SEED` to repeat one), with `C` poisoned with NaN first and the elements it
+    /// must not touch left as they were. Each kernel the host runs walks k in order with one
+    /// fused multiply-add per element, so each element must be, to the bit, a scalar loop of
+    /// `f32::mul_add` over k; and within the forward error bound of a dot product of k terms
+    /// (Higham: gamma_k x sum |a b|, gamma_k = k u / (1 - k u), u = 2^-24) of the f64 sum.
+    /// (A relative error against a fixed tolerance is no criterion for one element: a sum
+    /// that cancels, 38 terms of +-1 summing to 0.04, is off by 2.2e-6 relative when exact
+    /// to the last f32 rounding.)
     #[test]
     fn packed_product_matches_f64_reference() {
         let kernels: Vec<PackedKernel> = PackedKernel::ALL
@@ -502,7 +507,8 @@ mod tests {
                     .expect("f32 packs for an available kernel");
                 assert_eq!(packed.kernel(), kernel);
                 packed.run(&spec, &a, &mut c).unwrap();
-                let (mut err, mut norm) = (0f64, 0f64);
+                let u = 0.5f64.powi(24); // f32's unit roundoff
+                let gamma = k as f64 * u / (1.0 - k as f64 * u);
                 for (at, v) in c.iter().enumerate() {
                     let (r, j) = (at.wrapping_sub(oc) / ldc, at.wrapping_sub(oc) % ldc);
                     if at < oc || r >= m || j >= n {
@@ -512,17 +518,23 @@ mod tests {
                         );
                         continue;
                     }
-                    let want: f64 = (0..k)
-                        .map(|kk| a[oa + r * lda + kk] as f64 * b[ob + kk * ldb + j] as f64)
-                        .sum();
-                    err += (*v as f64 - want).powi(2);
-                    norm += want * want;
+                    let terms = (0..k).map(|kk| (a[oa + r * lda + kk], b[ob + kk * ldb + j]));
+                    let fused = terms.clone().fold(0f32, |acc, (x, y)| x.mul_add(y, acc));
+                    let want: f64 = terms.clone().map(|(x, y)| x as f64 * y as f64).sum();
+                    let scale: f64 = terms.map(|(x, y)| (x as f64 * y as f64).abs()).sum();
+                    let ctx = format!("case {case}, {kernel:?} ({m} x {n} x {k}), C[{r}][{j}]");
+                    assert_eq!(
+                        v.to_bits(),
+                        fused.to_bits(),
+                        "{ctx}: {v:e} against {fused:e}"
+                    );
+                    let err = (*v as f64 - want).abs();
+                    assert!(
+                        err <= gamma * scale,
+                        "{ctx}: off by {err:e}, beyond the bound {:e}",
+                        gamma * scale
+                    );
                 }
-                let rel = (err / norm).sqrt();
-                assert!(
-                    rel < 1e-6,
-                    "case {case}, {kernel:?} ({m} x {n} x {k}): relative error {rel:e}"
-                );
                 outputs.push(c.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             }
             // Both walk k in order with one fused multiply-add per element.
