@@ -16,6 +16,15 @@ fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("recur-errors-{}-{name}", std::process::id()))
 }
 
+/// A model reading three features per step, on the CPU.
+fn small_model() -> Model {
+    Model::lstm(3, 4)
+        .dense(1)
+        .mse()
+        .build(&Backend::Cpu)
+        .unwrap()
+}
+
 #[test]
 fn a_tensor_whose_data_does_not_fit_its_shape_is_a_shape_error() {
     let e = HostTensor::new(vec![2, 3], vec![0.0; 5]).unwrap_err();
@@ -27,11 +36,7 @@ fn a_tensor_whose_data_does_not_fit_its_shape_is_a_shape_error() {
 
 #[test]
 fn a_model_given_inputs_of_the_wrong_shape_is_a_shape_error() {
-    let mut model = Model::lstm(3, 4)
-        .dense(1)
-        .mse()
-        .build(&Backend::Cpu)
-        .unwrap();
+    let mut model = small_model();
     // Two features per step where the model reads three.
     let x = HostTensor::zeros(vec![2, 5, 2]);
     let e = model.predict(&x).unwrap_err();
@@ -77,11 +82,7 @@ fn a_missing_file_is_an_io_error_naming_the_path() {
 
 #[test]
 fn saving_onto_a_directory_is_an_invalid_argument_and_leaves_nothing_behind() {
-    let mut model = Model::lstm(3, 4)
-        .dense(1)
-        .mse()
-        .build(&Backend::Cpu)
-        .unwrap();
+    let mut model = small_model();
     let dir = tmp("a-directory");
     std::fs::create_dir_all(&dir).unwrap();
     let e = model.save(&dir).unwrap_err();

@@ -75,10 +75,14 @@ pub fn round_saved_activations<T: Real>(cell: CellKind, hidden: usize, act: &mut
         return;
     }
     for row in act.chunks_mut(width) {
-        for (e, a) in row.iter_mut().enumerate() {
-            if is_f16_activation(cell, e / hidden) {
-                let v = a.to_f32().unwrap_or(f32::NAN);
-                *a = T::from(f16_storage_value(v)).unwrap_or_else(T::nan);
+        // A column of `hidden` values per activation.
+        for (a, column) in row.chunks_mut(hidden).enumerate() {
+            if !is_f16_activation(cell, a) {
+                continue;
+            }
+            for v in column {
+                let rounded = f16_storage_value(v.to_f32().unwrap_or(f32::NAN));
+                *v = T::from(rounded).unwrap_or_else(T::nan);
             }
         }
     }
