@@ -121,10 +121,13 @@ enum What {
         /// nothing (the CPU alone).
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendArg,
+        /// LSTM units (the default is `recur train`'s).
         #[arg(long, default_value_t = crate::apps::charlm::CharLmOptions::default().hidden)]
         hidden: usize,
+        /// Sequences per batch.
         #[arg(long, default_value_t = crate::apps::charlm::CharLmOptions::default().batch)]
         batch: usize,
+        /// Characters per sequence.
         #[arg(long, default_value_t = crate::apps::charlm::CharLmOptions::default().seq_len)]
         seq_len: usize,
     },

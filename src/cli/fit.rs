@@ -34,6 +34,7 @@ pub struct FitArgs {
     /// Recurrent cell: lstm, gru, gru-reset-before, rnn-tanh, rnn-relu.
     #[arg(long, default_value = "lstm", conflicts_with = "model")]
     cell: crate::ops::recurrent::CellKind,
+    /// Units per recurrent layer.
     #[arg(long, default_value_t = FitOptions::default().hidden, conflicts_with = "model")]
     hidden: usize,
     /// Stacked recurrent layers.
@@ -42,8 +43,10 @@ pub struct FitArgs {
     /// Read each sequence both ways (the head sees both directions' outputs).
     #[arg(long, conflicts_with = "model")]
     bidirectional: bool,
+    /// Sequences per batch.
     #[arg(long, default_value_t = FitOptions::default().batch, conflicts_with = "model")]
     batch: usize,
+    /// Passes over the training rows.
     #[arg(long, default_value_t = FitOptions::default().epochs, conflicts_with = "model")]
     epochs: usize,
     /// Adam learning rate.
@@ -61,6 +64,7 @@ pub struct FitArgs {
     /// Dropout on the recurrent state, one mask per sequence (Keras `recurrent_dropout`).
     #[arg(long, default_value_t = 0.0, conflicts_with = "model")]
     recurrent_dropout: f32,
+    /// Seed of the initial weights, the batch order and the dropout masks.
     #[arg(long, default_value_t = 0, conflicts_with = "model")]
     seed: u64,
     /// Train data-parallel on the ranks of the MPI job this was started in (`mpirun -np N`,

@@ -25,8 +25,11 @@ pub struct Args {
     /// The cell; without it, read from the weights (4H rows: lstm, 3H: gru, H: rnn-tanh).
     #[arg(long, value_parser = parse_cell)]
     cell: Option<CellKind>,
+    /// The input is [B, T, I] (PyTorch's `batch_first=True`), not [T, B, I].
     #[arg(long)]
     batch_first: bool,
+    /// Where to run: auto (a hardware GPU if there is one, else the CPU), gpu (any GPU
+    /// adapter, software ones included) or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
 }

@@ -45,7 +45,8 @@ enum Command {
     Analogy(word2vec::AnalogyArgs),
     /// Word-pair similarity or analogy accuracy of a vectors file.
     Evaluate(word2vec::EvaluateArgs),
-    /// Train a character-level LSTM language model (default: on Shakespeare, on the GPU).
+    /// Train a character-level LSTM language model (default: on Shakespeare, on a hardware GPU
+    /// if there is one, else on the CPU).
     Train(train::TrainArgs),
     /// Sample text from a checkpoint written by `recur train`.
     Generate(train::GenerateArgs),
@@ -146,5 +147,33 @@ impl BackendArg {
         };
         eprintln!("running on {} (--backend {flag})", backend.describe());
         Ok(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand, option and positional argument says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "recur", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

@@ -60,10 +60,13 @@ pub struct TrainArgs {
     /// Recurrent cell: lstm, gru, gru-reset-before, rnn-tanh, rnn-relu.
     #[arg(long, default_value = "lstm")]
     cell: crate::ops::recurrent::CellKind,
+    /// Units per LSTM (or other cell) layer.
     #[arg(long, default_value_t = CharLmOptions::default().hidden)]
     hidden: usize,
+    /// Width of the character embedding.
     #[arg(long, default_value_t = CharLmOptions::default().embed)]
     embed: usize,
+    /// Stacked recurrent layers.
     #[arg(long, default_value_t = CharLmOptions::default().layers)]
     layers: usize,
     /// Sequences per batch.
@@ -90,6 +93,7 @@ pub struct TrainArgs {
     /// Dropout on the recurrent state, one mask per sequence (Keras `recurrent_dropout`).
     #[arg(long, default_value_t = 0.0)]
     recurrent_dropout: f32,
+    /// Seed of the initial weights and the dropout masks.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// How the embedding table is drawn: keras (uniform in ±0.05) or pytorch (N(0, 1)).
@@ -128,6 +132,7 @@ pub struct GenerateArgs {
     /// Characters to generate.
     #[arg(long, default_value_t = 500)]
     length: usize,
+    /// Seed of the sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }

@@ -64,6 +64,7 @@ pub struct TrainArgs {
     /// Subsampling threshold for frequent words (0: off).
     #[arg(long, default_value_t = 1e-3)]
     sample: f64,
+    /// Passes over the corpus.
     #[arg(long, default_value_t = 5)]
     epochs: usize,
     /// Starting learning rate.
@@ -72,6 +73,8 @@ pub struct TrainArgs {
     /// The learning rate's floor.
     #[arg(long, default_value_t = 0.0001)]
     min_alpha: f32,
+    /// Seed of the initial vectors and of the random draws (subsampling, window sizes,
+    /// negative samples).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Where to train: auto (a hardware GPU if there is one, else the CPU), the CPU
@@ -219,6 +222,7 @@ fn check_matrices(vocab: usize, size: usize) -> Result<()> {
 pub struct SimilarArgs {
     /// A vectors file (word2vec text or binary).
     vectors: PathBuf,
+    /// The word whose neighbours to list.
     word: String,
     /// How many neighbours.
     #[arg(short, default_value_t = 10)]
@@ -250,10 +254,13 @@ pub fn similar(a: SimilarArgs) -> Result<()> {
 pub struct AnalogyArgs {
     /// A vectors file (word2vec text or binary).
     vectors: PathBuf,
-    /// "A is to B as C is to ?"
+    /// A, in "A is to B as C is to ?".
     a: String,
+    /// B.
     b: String,
+    /// C.
     c: String,
+    /// How many answers to print.
     #[arg(short, default_value_t = 5)]
     k: usize,
     /// Scan the vocabulary on the GPU.
