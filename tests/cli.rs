@@ -249,3 +249,28 @@ fn bench_charlm_times_the_backend_asked_for() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--backend gpu and --cpu-only"), "{err}");
 }
+
+/// `recur bench --shapes` names the flag and the form a shape takes, per benchmark.
+#[test]
+fn bench_shapes_name_the_form_they_take() {
+    for (bench, shape, form) in [
+        (
+            "rnn",
+            "0x1x1",
+            "HxBxT (hidden x batch x steps) with three positive sizes",
+        ),
+        (
+            "rnn",
+            "8x2",
+            "HxBxT (hidden x batch x steps) with three positive sizes",
+        ),
+        ("gemm", "3xq", "MxNxK"),
+    ] {
+        let (code, err) = recur(&["bench", bench, "--shapes", shape, "--quick", "--no-torch"]);
+        assert_eq!(code, 1, "{bench} {shape}: {err}");
+        assert!(
+            err.contains(&format!("--shapes \"{shape}\" is not {form}")),
+            "{bench} {shape}: {err}"
+        );
+    }
+}

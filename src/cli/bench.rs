@@ -157,15 +157,16 @@ fn header(gpu: Option<&Gpu>) -> Header {
     }
 }
 
-fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
+/// Three positive sizes written `AxBxC`; `form` names them in messages (`MxNxK`).
+fn parse_shape(s: &str, form: &str) -> Result<(usize, usize, usize)> {
     let dims: Vec<usize> = s
         .split('x')
         .map(|d| d.trim().parse::<usize>())
         .collect::<Result<_, _>>()
-        .with_context(|| format!("shape {s:?} is not MxNxK"))?;
+        .with_context(|| format!("--shapes {s:?} is not {form}"))?;
     match dims[..] {
-        [m, n, k] if m > 0 && n > 0 && k > 0 => Ok((m, n, k)),
-        _ => bail!("shape {s:?} is not MxNxK with three positive sizes"),
+        [a, b, c] if a > 0 && b > 0 && c > 0 => Ok((a, b, c)),
+        _ => bail!("--shapes {s:?} is not {form} with three positive sizes"),
     }
 }
 
@@ -433,7 +434,7 @@ fn gemm_shapes(shapes: &[String], quick: bool) -> Result<Vec<(usize, usize, usiz
         return shapes
             .iter()
             .map(|s| {
-                let (m, n, k) = parse_shape(s)?;
+                let (m, n, k) = parse_shape(s, "MxNxK")?;
                 // A, B and the two results (CPU and GPU) of the comparison.
                 let values = sum([
                     product(&[m, k]),
@@ -475,7 +476,7 @@ fn rnn_cases(
     if !shapes.is_empty() {
         let mut cases = Vec::new();
         for s in shapes {
-            let (h, b, t) = parse_shape(s)?;
+            let (h, b, t) = parse_shape(s, "HxBxT (hidden x batch x steps)")?;
             for &cell in &cells {
                 let stack = StackShape {
                     cell,
