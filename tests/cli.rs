@@ -274,3 +274,28 @@ fn bench_shapes_name_the_form_they_take() {
         );
     }
 }
+
+/// `recur fit` names the flag of a learning rate it refuses, before reading any row further.
+#[test]
+fn fit_names_the_learning_rate_flag() {
+    let data = tmp("fit-lr.csv");
+    std::fs::write(&data, "1,0.1,0.2\n0,0.3,0.1\n1,0.2,0.2\n0,0.3,0.0\n").unwrap();
+    for (lr, want) in [
+        ("0", "--lr: learning rate lr = 0 is invalid"),
+        ("inf", "--lr: Adam lr = inf is invalid"),
+    ] {
+        let (code, err) = recur(&[
+            "fit",
+            "--train",
+            &data,
+            "--test",
+            &data,
+            "--lr",
+            lr,
+            "--backend",
+            "cpu",
+        ]);
+        assert_eq!(code, 1, "--lr {lr}: {err}");
+        assert!(err.contains(want), "--lr {lr}: {err}");
+    }
+}

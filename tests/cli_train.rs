@@ -74,8 +74,13 @@ fn train_and_generate_on_a_users_text_then_reject_bad_input() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--text", empty.to_str().unwrap()], "empty"),
         (vec!["--text", binary.to_str().unwrap()], "not UTF-8"),
-        (vec!["--text", t, "--lr", "0"], "lr = 0"),
-        (vec!["--text", t, "--lr", "NaN"], "lr = NaN"),
+        (vec!["--text", t, "--lr", "0"], "--lr: learning rate lr = 0"),
+        (vec!["--text", t, "--lr", "NaN"], "--lr: Adam lr = NaN"),
+        (vec!["--text", t, "--clip=-1"], "--clip: clip max_norm = -1"),
+        (
+            vec!["--text", t, "--clip", "inf"],
+            "--clip: clip max_norm = inf",
+        ),
         (vec!["--text", t, "--batch", "1000"], "too few"),
         (
             vec!["--text", t, "--hidden", "0"],

@@ -129,8 +129,10 @@ pub fn run(args: FitArgs) -> Result<()> {
 }
 
 /// `FitOptions`' fields and their flags.
-const FLAGS: [(&str, &str); 8] = [
+const FLAGS: [(&str, &str); 10] = [
     ("hidden", "--hidden"),
+    ("Adam lr", "--lr"),
+    ("learning rate lr", "--lr"),
     ("layers", "--layers"),
     ("batch", "--batch"),
     ("epochs", "--epochs"),

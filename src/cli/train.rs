@@ -138,7 +138,7 @@ pub struct GenerateArgs {
 }
 
 /// `CharLmOptions`' fields, as its messages name them, and their flags.
-const FLAGS: [(&str, &str); 11] = [
+const FLAGS: [(&str, &str); 14] = [
     ("hidden size", "--hidden"),
     ("embedding size", "--embed"),
     ("layers", "--layers"),
@@ -147,6 +147,9 @@ const FLAGS: [(&str, &str); 11] = [
     ("train_steps", "--steps"),
     ("eval_every", "--eval-every"),
     ("validation fraction", "--valid-fraction"),
+    ("Adam lr", "--lr"),
+    ("learning rate lr", "--lr"),
+    ("clip max_norm", "--clip"),
     super::DROPOUT_FLAGS[0],
     super::DROPOUT_FLAGS[1],
     super::DROPOUT_FLAGS[2],
