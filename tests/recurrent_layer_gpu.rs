@@ -6,7 +6,7 @@ mod common;
 use common::{random_vec, rng, to_f64};
 use rand::Rng;
 use recur::check::rel_error;
-use recur::cpu::precision::{f16_activations, f16_storage_value};
+use recur::cpu::precision::f16_storage_value;
 use recur::exec::{Executor, GpuExecutor};
 use recur::gpu::recurrent::{
     Precision, RecurrentKernels, RecurrentPath, StackSchedule, StepIndex, StepKernel,
@@ -14,6 +14,7 @@ use recur::gpu::recurrent::{
 use recur::nn::recurrent::TrainKey;
 use recur::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
 use recur::ops::program::ProgramBuilder;
+use recur::ops::recurrent::f16_activations;
 use recur::ops::recurrent::CellKind;
 
 #[test]

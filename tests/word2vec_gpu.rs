@@ -56,7 +56,7 @@ fn gpu_unit_vectors_and_top_k_match_the_cpu() {
             let rescored: Vec<f64> = gpu_top
                 .iter()
                 .map(|&(r, _)| {
-                    recur::word2vec::grad::dot(&unit_cpu[r * dim..(r + 1) * dim], &query) as f64
+                    recur::cpu::word2vec::dot(&unit_cpu[r * dim..(r + 1) * dim], &query) as f64
                 })
                 .collect();
             let want: Vec<f64> = cpu.iter().map(|&(_, s)| s as f64).collect();

@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::check::{comparable, rel_error};
-use crate::cpu::precision::{f16_activations, f16_storage_value};
+use crate::cpu::precision::f16_storage_value;
 use crate::cpu::Real;
 use crate::exec::GpuExecutor;
 use crate::gpu::embedding::{EmbeddingBackwardPlan, EmbeddingForwardPlan, EmbeddingIds};
@@ -19,6 +19,7 @@ use crate::gpu::word2vec_train::PlanOptions;
 use crate::gpu::{gemm as gpu_gemm, Gpu, GpuTensor, Recorder, TrainPlan};
 use crate::nn::recurrent::{RecurrentGrads, RecurrentOutput, TrainKey};
 use crate::nn::{Merge, Recurrent, RecurrentConfig, StackOptions};
+use crate::ops::recurrent::f16_activations;
 use crate::ops::recurrent::CellKind;
 use crate::ops::word2vec_train::{BatchPacker, PackedBatch, TrainBatch, TrainOutput, TrainSpec};
 use crate::ops::{CrossEntropy, Embedding, Optimizer};
@@ -771,7 +772,7 @@ fn word2vec_top_k(gpu: &Gpu, rng: &mut StdRng) -> Result<CheckResult> {
     let got: Vec<f32> = index
         .top_k(&query, &[0])?
         .iter()
-        .map(|&(r, _)| crate::word2vec::grad::dot(&unit[r * dim..(r + 1) * dim], &query))
+        .map(|&(r, _)| crate::cpu::word2vec::dot(&unit[r * dim..(r + 1) * dim], &query))
         .collect();
     let err = rel_error(&got, &want).max(rel_error(&index.unit().to_vec()?, &unit));
     Ok(CheckResult::compared(

@@ -2,13 +2,14 @@
 //! host side: `gpu::recurrent::Precision`). A GPU plan with `Precision::F16Storage`
 //! computes the forward the f32 layer computes with W_hh and b_hh passed through
 //! [`f16_storage_value`], so the CPU path checks it by rounding those two first; its
-//! backward reads most gate activations as stored in f16 ([`is_f16_activation`],
+//! backward reads most gate activations as stored in f16 ([`is_f16_activation`], the rule
+//! the kernels share from `ops::recurrent`,
 //! [`round_saved_activations`]).
 
 use half::f16;
 
 use super::Real;
-use crate::ops::recurrent::CellKind;
+use crate::ops::recurrent::{f16_activations, is_f16_activation, CellKind};
 
 /// Magnitudes below f16's smallest normal number, 2^-14, are stored as a signed zero:
 /// `unpack2x16float` may flush f16 subnormals, so none is ever stored.
@@ -32,37 +33,6 @@ pub fn f16_storage_bits(v: f32) -> u16 {
 /// The value the GPU's products see for a weight `v` stored in f16 (exact in f32).
 pub fn f16_storage_value(v: f32) -> f32 {
     f16::from_bits(f16_storage_bits(v)).to_f32()
-}
-
-/// How many of `cell`'s saved activations ([`super::recurrent::Saved::act`]) f16 storage
-/// keeps in f16 ([`is_f16_activation`] says which): LSTM's i, f, g, o and GRU's r, z, n,
-/// W_hn h + b_hn, which one invocation writes at once as two pairs; GRU reset-before's r and
-/// n, one pair written by the step's two dispatches in turn. Reset-before's z stays f32: the
-/// step's second dispatch reads it to compute h, so a rounded z would move the forward; and
-/// so does r * h, an operand of products. RNN saves none on the GPU: its backward reads its
-/// output.
-pub fn f16_activations(cell: CellKind) -> usize {
-    match cell {
-        CellKind::Lstm | CellKind::Gru => 4,
-        CellKind::GruResetBefore => 2,
-        CellKind::RnnTanh | CellKind::RnnRelu => 0,
-    }
-}
-
-/// How many of `cell`'s activations 0 .. `a` f16 storage keeps in f16 (`f16_below` in
-/// `shaders/recurrent.wgsl`): for GRU reset-before the even ones, r and n; else the first
-/// [`f16_activations`].
-pub fn f16_below(cell: CellKind, a: usize) -> usize {
-    let below = match cell {
-        CellKind::GruResetBefore => a.div_ceil(2),
-        _ => a,
-    };
-    below.min(f16_activations(cell))
-}
-
-/// Whether f16 storage keeps `cell`'s activation `a` in f16.
-pub fn is_f16_activation(cell: CellKind, a: usize) -> bool {
-    f16_below(cell, a + 1) > f16_below(cell, a)
 }
 
 /// Rounds `act` (a layer's saved activations with `hidden` units,

@@ -3,8 +3,30 @@
 //! named as the kernels' entry points; a gradient kernel's `_per_item` variant has the same
 //! twin; the batch layout is `src/ops/word2vec_train.rs`).
 
+use super::Real;
 use crate::ops::word2vec_train::{PackedBatch, TrainOutput, TrainSpec};
-use crate::word2vec::grad::dot;
+
+/// `a . b` over the shorter length, in eight lanes so the compiler vectorises it; the lane
+/// layout is fixed, so the CPU trainer, the twins and the similarity scans give the same bits
+/// on every instruction set.
+#[inline(always)]
+pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [T::zero(); 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] = acc[k] + x[k] * y[k];
+        }
+    }
+    let mut tail = T::zero();
+    for (x, y) in ra.iter().zip(rb) {
+        tail = tail + *x * *y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
 
 /// Every `dim`-long row of `data` scaled to unit length; zero rows stay zero.
 pub fn normalize_rows(data: &[f32], dim: usize) -> Vec<f32> {

@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::launch::grid_rows;
 use super::{Cost, Gpu, GpuTensor, Kernel, KernelKey, Recorder};
-use crate::nn::{Merge, OutputStage};
+use crate::ops::merge::{Merge, OutputStage};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

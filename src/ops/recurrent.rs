@@ -352,3 +352,38 @@ impl RecurrentShape {
         map
     }
 }
+
+// Which saved activations f16 storage keeps in f16: one rule for the kernels
+// (`shaders/recurrent.wgsl`), their host side (`gpu::recurrent::Precision`) and the CPU twin
+// (`cpu::precision`).
+
+/// How many of `cell`'s saved activations ([`crate::cpu::recurrent::Saved::act`]) f16 storage
+/// keeps in f16 ([`is_f16_activation`] says which): LSTM's i, f, g, o and GRU's r, z, n,
+/// W_hn h + b_hn, which one invocation writes at once as two pairs; GRU reset-before's r and
+/// n, one pair written by the step's two dispatches in turn. Reset-before's z stays f32: the
+/// step's second dispatch reads it to compute h, so a rounded z would move the forward; and
+/// so does r * h, an operand of products. RNN saves none on the GPU: its backward reads its
+/// output.
+pub fn f16_activations(cell: CellKind) -> usize {
+    match cell {
+        CellKind::Lstm | CellKind::Gru => 4,
+        CellKind::GruResetBefore => 2,
+        CellKind::RnnTanh | CellKind::RnnRelu => 0,
+    }
+}
+
+/// How many of `cell`'s activations 0 .. `a` f16 storage keeps in f16 (`f16_below` in
+/// `shaders/recurrent.wgsl`): for GRU reset-before the even ones, r and n; else the first
+/// [`f16_activations`].
+pub fn f16_below(cell: CellKind, a: usize) -> usize {
+    let below = match cell {
+        CellKind::GruResetBefore => a.div_ceil(2),
+        _ => a,
+    };
+    below.min(f16_activations(cell))
+}
+
+/// Whether f16 storage keeps `cell`'s activation `a` in f16.
+pub fn is_f16_activation(cell: CellKind, a: usize) -> bool {
+    f16_below(cell, a + 1) > f16_below(cell, a)
+}

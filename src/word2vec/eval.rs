@@ -246,7 +246,7 @@ pub fn evaluate_analogies_with(
         for (k, q) in query.iter_mut().enumerate() {
             *q = row(b)[k] - row(a)[k] + row(c)[k];
         }
-        let norm = super::grad::dot(&query, &query).sqrt();
+        let norm = crate::cpu::word2vec::dot(&query, &query).sqrt();
         if norm > 0.0 {
             query.iter_mut().for_each(|x| *x /= norm);
         }

@@ -7,6 +7,7 @@
 //! before the update. `neu1e` takes each row's contribution before that row changes, so with
 //! distinct rows the updates are exact gradient steps (word2vec.c's order).
 
+use crate::cpu::word2vec::dot;
 use crate::cpu::Real;
 
 /// Where the sigmoid comes from.
@@ -88,26 +89,6 @@ impl Sigmoid<f32> for Table {
             self.log_sig[Self::index(x)]
         }
     }
-}
-
-/// `a . b`, in eight lanes so the compiler vectorises it.
-#[inline(always)]
-pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [T::zero(); 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] = acc[k] + x[k] * y[k];
-        }
-    }
-    let mut tail = T::zero();
-    for (x, y) in ra.iter().zip(rb) {
-        tail = tail + *x * *y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// `y += alpha * x`.

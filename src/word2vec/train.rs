@@ -740,7 +740,7 @@ fn predict(
 }
 
 /// Trains on one sentence with the widest vector instructions the CPU has. The lane
-/// layout of `grad::dot` is fixed, so every path gives the same bits.
+/// layout of `cpu::word2vec::dot` is fixed, so every path gives the same bits.
 fn train_sentence(
     job: &Job,
     sentence: &[u32],

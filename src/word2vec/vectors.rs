@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use crate::error::{bail, Result};
 
-use super::grad::dot;
+use crate::cpu::word2vec::dot;
 use crate::nn::{Embedding, HostTensor};
 
 /// Words and their vectors (row-major, `len() x dim()`).
