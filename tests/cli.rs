@@ -275,7 +275,7 @@ fn bench_shapes_name_the_form_they_take() {
     }
 }
 
-/// `recur fit` names the flag of a learning rate it refuses, before reading any row further.
+/// `recur fit` names `--lr` when the optimizer refuses the learning rate.
 #[test]
 fn fit_names_the_learning_rate_flag() {
     let data = tmp("fit-lr.csv");

@@ -131,11 +131,11 @@ pub fn run(args: FitArgs) -> Result<()> {
 /// `FitOptions`' fields and their flags.
 const FLAGS: [(&str, &str); 10] = [
     ("hidden", "--hidden"),
-    ("Adam lr", "--lr"),
-    ("learning rate lr", "--lr"),
     ("layers", "--layers"),
     ("batch", "--batch"),
     ("epochs", "--epochs"),
+    ("Adam lr", "--lr"),
+    ("learning rate lr", "--lr"),
     ("window", "--window"),
     super::DROPOUT_FLAGS[0],
     super::DROPOUT_FLAGS[1],

@@ -6,9 +6,9 @@
 use super::Real;
 use crate::ops::word2vec_train::{PackedBatch, TrainOutput, TrainSpec};
 
-/// `a . b` over the shorter length, in eight lanes so the compiler vectorises it; the lane
-/// layout is fixed, so the CPU trainer, the twins and the similarity scans give the same bits
-/// on every instruction set.
+/// `a . b` over the shorter length, in eight lanes so the compiler vectorises it. The order
+/// of the sums is fixed, so a caller compiled for AVX-512, AVX2 or the baseline (as the
+/// word2vec trainer is) gets the same bits from each.
 #[inline(always)]
 pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     let n = a.len().min(b.len());

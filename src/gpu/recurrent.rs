@@ -25,8 +25,9 @@ use super::shaders::{BindingKind, SharedLayout};
 use super::{
     Cost, GemmPlan, Gpu, GpuTensor, Kernel, KernelKey, PerDispatch, Recorder, WeightGradTensors,
 };
-use crate::ops::recurrent::{f16_activations, f16_below, is_f16_activation};
-use crate::ops::recurrent::{CellKind, RecurrentShape};
+use crate::ops::recurrent::{
+    f16_activations, f16_below, is_f16_activation, CellKind, RecurrentShape,
+};
 use crate::ops::{Gemm, WeightGrads};
 
 mod stack;
