@@ -1,32 +1,38 @@
-//! The dependency direction between the library's modules (ARCHITECTURE.md): the op set and
-//! the CPU twins below the device layer, the executors above both, then the layers, the
-//! models and trainer, word2vec, and last the applications and the command line. A module
-//! naming one above it in code (not in a comment) fails here with the file and line.
+//! The dependency direction between the library's modules, as ARCHITECTURE.md's floors: a
+//! module imports those on lower floors only, never its neighbours on its own floor or any
+//! floor above, with the one exception the page names. A module naming one it must not (in
+//! code, not in a comment) fails here with the file and line.
+
+mod common;
 
 use std::path::Path;
 
-/// Each module and those it must not import.
-const RULES: &[(&str, &[&str])] = &[
-    (
-        "ops",
-        &[
-            "cpu", "gpu", "exec", "nn", "train", "word2vec", "apps", "cli",
-        ],
-    ),
-    (
-        "cpu",
-        &["gpu", "exec", "nn", "train", "word2vec", "apps", "cli"],
-    ),
-    (
-        "gpu",
-        &["cpu", "exec", "nn", "train", "word2vec", "apps", "cli"],
-    ),
-    ("exec", &["nn", "train", "word2vec", "apps", "cli"]),
-    ("nn", &["train", "word2vec", "apps", "cli"]),
-    ("train", &["word2vec", "apps", "cli"]),
-    ("word2vec", &["apps", "cli"]),
-    ("apps", &["cli"]),
+/// ARCHITECTURE.md's floors of `src/`, lowest first.
+const FLOORS: &[&[&str]] = &[
+    &["ops"],
+    &["gpu", "cpu"],
+    &["exec"],
+    &["nn"],
+    &["train", "word2vec"],
+    &["apps"],
+    &["cli"],
 ];
+
+/// Imports within a floor that ARCHITECTURE.md allows: (importer, imported).
+const ALLOWED: &[(&str, &str)] = &[("word2vec", "train")];
+
+/// The modules `module` must not import: its neighbours and every floor above it.
+fn banned(module: &str) -> Vec<&'static str> {
+    let floor = FLOORS
+        .iter()
+        .position(|f| f.contains(&module))
+        .expect("a module of FLOORS");
+    FLOORS[floor..]
+        .iter()
+        .flat_map(|f| f.iter().copied())
+        .filter(|&m| m != module && !ALLOWED.contains(&(module, m)))
+        .collect()
+}
 
 /// The code of a line: what precedes a `//` comment (none of the paths checked appears in a
 /// string literal).
@@ -45,79 +51,65 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The modules a grouped import `use crate::{a::X, b, c::{..}};` names: the first segment of
-/// each item at the top level of its braces.
-fn grouped(statement: &str) -> Vec<String> {
-    let Some(start) = statement.find("crate::{") else {
-        return Vec::new();
+/// The top-level modules `text` names after each `crate::`: the path's first segment, or
+/// for a group `crate::{a::X, b, c::{..}}` the first segment of each item at its top level.
+fn named(text: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
     };
-    let (mut depth, mut item, mut names) = (0, String::new(), Vec::new());
-    for c in statement[start + "crate::".len()..].chars() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            ',' if depth == 1 => names.push(std::mem::take(&mut item)),
-            _ if depth == 1 => item.push(c),
-            _ => {}
+    let mut names = Vec::new();
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + "crate::".len()..];
+        if !rest.starts_with('{') {
+            names.push(ident(rest));
+            continue;
         }
-        if depth == 0 {
-            break;
+        let (mut depth, mut item_start) = (0, 1);
+        for (i, c) in rest.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' | ',' if depth == 1 => {
+                    names.push(ident(&rest[item_start..i]));
+                    item_start = i + 1;
+                    if c == '}' {
+                        break;
+                    }
+                }
+                '}' => depth -= 1,
+                _ => {}
+            }
         }
     }
-    names.push(item);
     names
-        .iter()
-        .map(|i| i.trim().split("::").next().unwrap_or("").to_string())
-        .collect()
 }
 
-/// The places in module `module` that name a module it must not import, as `crate::name`
-/// or inside a grouped `use crate::{..}` (which may span lines).
+/// The places in `src/<module>/` that name a module in `banned`.
 fn violations(src: &Path, module: &str, banned: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
     rust_files(&src.join(module), &mut files);
-    let single = src.join(format!("{module}.rs"));
-    if single.exists() {
-        files.push(single);
-    }
     let mut found = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
-            let code = code(line);
-            let mut names: Vec<String> = Vec::new();
-            for b in banned {
-                let path = format!("crate::{b}");
-                if code.match_indices(&path).any(|(at, _)| {
-                    let next = code[at + path.len()..].chars().next();
-                    !next.is_some_and(|c| c.is_alphanumeric() || c == '_')
-                }) {
-                    names.push(b.to_string());
-                }
-            }
-            if code.contains("crate::{") {
-                // The statement runs to its semicolon.
-                let mut statement = String::new();
-                for l in &lines[i..] {
-                    statement.push_str(self::code(l));
+            let mut statement = code(line).to_string();
+            if statement.contains("crate::{") {
+                // A grouped import may span lines: read it to its semicolon.
+                for l in &lines[i + 1..] {
                     if statement.contains(';') {
                         break;
                     }
+                    statement.push_str(code(l));
                 }
-                names.extend(
-                    grouped(&statement)
-                        .into_iter()
-                        .filter(|n| banned.contains(&n.as_str())),
-                );
             }
-            for n in names {
-                found.push(format!(
-                    "{}:{}: {} (names {n})",
-                    file.display(),
-                    i + 1,
-                    line.trim()
-                ));
+            for n in named(&statement) {
+                if banned.contains(&n.as_str()) {
+                    let (file, line) = (file.display(), line.trim());
+                    found.push(format!("{file}:{}: {line} (names {n})", i + 1));
+                }
             }
         }
     }
@@ -125,15 +117,15 @@ fn violations(src: &Path, module: &str, banned: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn modules_import_only_the_layers_below_them() {
+fn modules_import_only_the_floors_below_them() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut all = Vec::new();
-    for (module, banned) in RULES {
+    for &module in FLOORS.iter().flat_map(|f| f.iter()) {
         assert!(
             src.join(module).is_dir(),
-            "src/{module} is gone: update RULES"
+            "src/{module} is gone: update FLOORS"
         );
-        all.extend(violations(&src, module, banned));
+        all.extend(violations(&src, module, &banned(module)));
     }
     assert!(
         all.is_empty(),
@@ -142,10 +134,22 @@ fn modules_import_only_the_layers_below_them() {
     );
 }
 
-/// The check finds what it looks for: a planted import in a scratch tree.
+/// The floors give each module the list ARCHITECTURE.md states.
+#[test]
+fn the_floors_ban_neighbours_and_everything_above() {
+    assert_eq!(
+        banned("cpu"),
+        ["gpu", "exec", "nn", "train", "word2vec", "apps", "cli"]
+    );
+    assert_eq!(banned("word2vec"), ["apps", "cli"]);
+    assert_eq!(banned("train"), ["word2vec", "apps", "cli"]);
+    assert!(banned("cli").is_empty());
+}
+
+/// The check finds what it looks for: planted imports in a scratch tree.
 #[test]
 fn the_check_sees_a_planted_import() {
-    let root = std::env::temp_dir().join(format!("recur-layering-{}", std::process::id()));
+    let root = common::tmp_dir("layering");
     std::fs::create_dir_all(root.join("cpu")).unwrap();
     std::fs::write(
         root.join("cpu/a.rs"),
